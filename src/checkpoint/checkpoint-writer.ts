@@ -1,0 +1,170 @@
+/**
+ * Sharded checkpoint writer (compare mergekit's io/tensor_writer.py): tensors are declared up
+ * front so shard names (model-0000k-of-0000n) and the index are known before any data is
+ * written; data is then streamed in declared order. Output is atomic (see atomic.ts).
+ */
+import { writeFile, copyFile } from 'node:fs/promises';
+import { FlmGrowError } from '../errors.ts';
+import { AtomicDir } from './atomic.ts';
+import { SafetensorsWriter, tensorByteSize, type TensorDecl } from './safetensors-writer.ts';
+import { INDEX_FILE, SINGLE_FILE } from './checkpoint.ts';
+
+/** "5GB", "500MB", "200KB", "1GiB", plain bytes. Decimal units as HF's max_shard_size. */
+export function parseSize(s: string | number, what = 'size'): number {
+  if (typeof s === 'number') return s;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$/i.exec(s);
+  if (m === null) throw new FlmGrowError('BadSize', `${what}: cannot parse "${s}" (examples: 5GB, 500MB, 1GiB)`);
+  const v = Number(m[1]);
+  const u = (m[2] ?? 'b').toLowerCase();
+  const mult: Record<string, number> = {
+    b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+    ki: 1024, kib: 1024, mi: 1024 ** 2, mib: 1024 ** 2, gi: 1024 ** 3, gib: 1024 ** 3, ti: 1024 ** 4, tib: 1024 ** 4,
+  };
+  return Math.floor(v * mult[u]);
+}
+
+export interface ShardPlan {
+  file: string;
+  tensors: TensorDecl[];
+  bytes: number;
+}
+
+/** Greedy in declared order; a tensor larger than the limit gets a shard of its own. */
+export function planShards(decls: readonly TensorDecl[], maxShardSize: number): ShardPlan[] {
+  const groups: TensorDecl[][] = [];
+  let cur: TensorDecl[] = [];
+  let curBytes = 0;
+  for (const d of decls) {
+    const n = tensorByteSize(d);
+    if (cur.length > 0 && curBytes + n > maxShardSize) {
+      groups.push(cur);
+      cur = [];
+      curBytes = 0;
+    }
+    cur.push(d);
+    curBytes += n;
+  }
+  if (cur.length > 0 || groups.length === 0) groups.push(cur);
+  const total = groups.length;
+  return groups.map((tensors, k) => ({
+    file: total === 1 ? SINGLE_FILE : shardName(k, total),
+    tensors,
+    bytes: tensors.reduce((a, t) => a + tensorByteSize(t), 0),
+  }));
+}
+
+export function shardName(k: number, total: number): string {
+  const pad = (n: number) => String(n).padStart(5, '0');
+  return `model-${pad(k + 1)}-of-${pad(total)}.safetensors`;
+}
+
+export function indexJson(shards: readonly ShardPlan[]): { metadata: { total_size: number }; weight_map: Record<string, string> } {
+  const weight_map: Record<string, string> = {};
+  let total = 0;
+  for (const s of shards) for (const t of s.tensors) { weight_map[t.name] = s.file; total += tensorByteSize(t); }
+  const sorted = Object.fromEntries(Object.entries(weight_map).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return { metadata: { total_size: total }, weight_map: sorted };
+}
+
+export interface CheckpointWriterOptions {
+  overwrite?: boolean;
+  maxShardSize?: number;
+  /** Source folders that must not be the destination. */
+  sources?: string[];
+  /** Always write an index, even for one shard (default: only when sharded). */
+  alwaysIndex?: boolean;
+}
+
+export class CheckpointWriter {
+  readonly dir: AtomicDir;
+  readonly shards: ShardPlan[];
+  private shardOf = new Map<string, number>();
+  private writer: SafetensorsWriter | undefined;
+  private writerShard = -1;
+  private alwaysIndex: boolean;
+
+  private constructor(dir: AtomicDir, shards: ShardPlan[], alwaysIndex: boolean) {
+    this.dir = dir;
+    this.shards = shards;
+    this.alwaysIndex = alwaysIndex;
+    shards.forEach((s, k) => s.tensors.forEach((t) => this.shardOf.set(t.name, k)));
+  }
+
+  static async create(dest: string, decls: readonly TensorDecl[], opts: CheckpointWriterOptions = {}): Promise<CheckpointWriter> {
+    const shards = planShards(decls, opts.maxShardSize ?? 5e9);
+    const dir = await AtomicDir.create(dest, { overwrite: opts.overwrite, sources: opts.sources });
+    return new CheckpointWriter(dir, shards, opts.alwaysIndex === true);
+  }
+
+  /** Path inside the (temporary) output folder, for side files. */
+  path(rel: string): string {
+    return this.dir.path(rel);
+  }
+
+  private async writerFor(name: string): Promise<SafetensorsWriter> {
+    const k = this.shardOf.get(name);
+    if (k === undefined) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" was not declared`);
+    if (k !== this.writerShard) {
+      if (k < this.writerShard) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" written out of order`);
+      if (this.writer !== undefined) await this.writer.close();
+      for (let j = this.writerShard + 1; j < k; j++) {
+        // shards with only empty tensors still need their file
+        const w = await SafetensorsWriter.create(this.path(this.shards[j].file), this.shards[j].tensors);
+        await w.close();
+      }
+      this.writer = await SafetensorsWriter.create(this.path(this.shards[k].file), this.shards[k].tensors);
+      this.writerShard = k;
+    }
+    return this.writer as SafetensorsWriter;
+  }
+
+  /**
+   * Whether this writer writes tensor `name` (false for tensors of shards that belong to another
+   * part of a split grow); callers skip producing tensors it does not want.
+   */
+  wants(name: string): boolean {
+    return this.shardOf.has(name);
+  }
+
+  /** Stream a chunk of tensor `name` (declared order). */
+  async write(name: string, chunk: Uint8Array): Promise<void> {
+    await (await this.writerFor(name)).write(name, chunk);
+  }
+
+  async writeTensor(name: string, data: Uint8Array): Promise<void> {
+    await (await this.writerFor(name)).writeTensor(name, data);
+  }
+
+  async writeSideFile(rel: string, content: string | Uint8Array): Promise<void> {
+    await writeFile(this.path(rel), content);
+  }
+
+  async copySideFile(src: string, rel: string): Promise<void> {
+    await copyFile(src, this.path(rel));
+  }
+
+  /** Close the last shard, write the index, rename into place. */
+  async commit(): Promise<void> {
+    try {
+      if (this.writer !== undefined) await this.writer.close();
+      this.writer = undefined;
+      for (let j = this.writerShard + 1; j < this.shards.length; j++) {
+        const w = await SafetensorsWriter.create(this.path(this.shards[j].file), this.shards[j].tensors);
+        await w.close(); // throws unless the shard's tensors are all empty
+      }
+      if (this.shards.length > 1 || this.alwaysIndex) {
+        await writeFile(this.path(INDEX_FILE), JSON.stringify(indexJson(this.shards), null, 2) + '\n');
+      }
+      await this.dir.commit();
+    } catch (e) {
+      await this.abort();
+      throw e;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.writer !== undefined) await this.writer.abort();
+    this.writer = undefined;
+    await this.dir.abort();
+  }
+}

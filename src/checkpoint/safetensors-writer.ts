@@ -1,0 +1,168 @@
+/**
+ * Streaming safetensors writer: the header is computed from declared shapes and written first,
+ * then the caller streams each tensor's bytes in declared order, in chunks of any size. A 4 GB
+ * tensor is never held twice; small chunks are coalesced into large sequential writes.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { SafetensorsError } from '../errors.ts';
+import { dtypeSize, type DType } from './dtype.ts';
+import { numel } from './safetensors.ts';
+
+export interface TensorDecl {
+  name: string;
+  dtype: DType;
+  shape: readonly number[];
+}
+
+export function tensorByteSize(t: TensorDecl): number {
+  return numel(t.shape) * dtypeSize(t.dtype);
+}
+
+/** Header bytes (JSON padded with spaces to a multiple of 8, as the reference writer does). */
+export function encodeHeader(tensors: readonly TensorDecl[], metadata: Record<string, string> | undefined): Uint8Array {
+  const obj: Record<string, unknown> = {};
+  if (metadata !== undefined) obj.__metadata__ = metadata;
+  let off = 0;
+  const seen = new Set<string>();
+  for (const t of tensors) {
+    if (seen.has(t.name) || t.name === '__metadata__') throw new SafetensorsError('DuplicateTensor', '<writer>', 'tensor declared twice', t.name);
+    seen.add(t.name);
+    const n = tensorByteSize(t);
+    obj[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [off, off + n] };
+    off += n;
+  }
+  let json = JSON.stringify(obj);
+  const pad = (8 - (Buffer.byteLength(json) % 8)) % 8;
+  json += ' '.repeat(pad);
+  return new TextEncoder().encode(json);
+}
+
+/** Size of the file a header + these tensors make, without writing it. */
+export function safetensorsFileSize(tensors: readonly TensorDecl[], metadata?: Record<string, string>): number {
+  let n = 8 + encodeHeader(tensors, metadata).byteLength;
+  for (const t of tensors) n += tensorByteSize(t);
+  return n;
+}
+
+const COALESCE = 8 << 20;
+
+export class SafetensorsWriter {
+  readonly path: string;
+  private fh: FileHandle;
+  private decls: readonly TensorDecl[];
+  private index = 0;
+  private remaining: number;
+  private pos: number;
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+
+  private constructor(path: string, fh: FileHandle, decls: readonly TensorDecl[], pos: number) {
+    this.path = path;
+    this.fh = fh;
+    this.decls = decls;
+    this.pos = pos;
+    this.remaining = decls.length > 0 ? tensorByteSize(decls[0]) : 0;
+    this.skipEmpty();
+  }
+
+  static async create(path: string, tensors: readonly TensorDecl[], metadata: Record<string, string> | undefined = { format: 'pt' }): Promise<SafetensorsWriter> {
+    const header = encodeHeader(tensors, metadata);
+    const fh = await open(path, 'wx');
+    try {
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(header.byteLength));
+      await fh.write(len, 0, 8, 0);
+      await fh.write(header, 0, header.byteLength, 8);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+    return new SafetensorsWriter(path, fh, tensors, 8 + header.byteLength);
+  }
+
+  /** Name of the tensor the next bytes belong to (undefined when all are written). */
+  get current(): string | undefined {
+    return this.decls[this.index]?.name;
+  }
+
+  private skipEmpty(): void {
+    while (this.index < this.decls.length && this.remaining === 0) {
+      this.index++;
+      if (this.index < this.decls.length) this.remaining = tensorByteSize(this.decls[this.index]);
+    }
+  }
+
+  /** Append bytes of tensor `name`; must follow declared order and never exceed its size. */
+  async write(name: string, chunk: Uint8Array): Promise<void> {
+    if (name !== this.current) {
+      throw new SafetensorsError('WriteMismatch', this.path, `bytes for "${name}" arrived but "${this.current ?? '<none>'}" is next`, name);
+    }
+    if (chunk.byteLength > this.remaining) {
+      throw new SafetensorsError('WriteMismatch', this.path, `${chunk.byteLength} bytes exceed the ${this.remaining} still declared`, name);
+    }
+    this.remaining -= chunk.byteLength;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.byteLength;
+    if (this.pendingBytes >= COALESCE) await this.flush();
+    if (this.remaining === 0) {
+      this.index++;
+      if (this.index < this.decls.length) this.remaining = tensorByteSize(this.decls[this.index]);
+      this.skipEmpty();
+    }
+  }
+
+  /** Write a whole tensor at once. */
+  async writeTensor(name: string, data: Uint8Array): Promise<void> {
+    const d = this.decls[this.index];
+    if (d !== undefined && d.name === name && data.byteLength !== tensorByteSize(d)) {
+      throw new SafetensorsError('WriteMismatch', this.path, `got ${data.byteLength} bytes, declared shape needs ${tensorByteSize(d)}`, name);
+    }
+    await this.write(name, data);
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    let buf: Uint8Array;
+    if (this.pending.length === 1) buf = this.pending[0];
+    else buf = Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    let done = 0;
+    while (done < buf.byteLength) {
+      const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, this.pos);
+      done += bytesWritten;
+      this.pos += bytesWritten;
+    }
+  }
+
+  /** Flush, verify every declared byte was written, close. */
+  async close(): Promise<void> {
+    try {
+      await this.flush();
+      if (this.index < this.decls.length) {
+        throw new SafetensorsError('WriteMismatch', this.path, `closed before all tensors were written (${this.decls.length - this.index} left)`, this.current);
+      }
+      await this.fh.sync();
+    } finally {
+      await this.fh.close();
+    }
+  }
+
+  /** Close without the completeness check (the caller deletes the file). */
+  async abort(): Promise<void> {
+    this.pending = [];
+    await this.fh.close().catch(() => undefined);
+  }
+}
+
+/** Write a small safetensors file in one call (masks, references, optimizer state of tiny models). */
+export async function writeSafetensors(path: string, tensors: { name: string; dtype: DType; shape: readonly number[]; data: Uint8Array }[], metadata?: Record<string, string>): Promise<void> {
+  const w = await SafetensorsWriter.create(path, tensors, metadata ?? { format: 'pt' });
+  try {
+    for (const t of tensors) await w.writeTensor(t.name, t.data);
+    await w.close();
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+}

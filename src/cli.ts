@@ -1,0 +1,36 @@
+/**
+ * The flm-grow command line. Each command lives in src/commands/<name>.ts; this file only wires
+ * them up and turns our typed errors into a one-line message and a non-zero exit code.
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { FlmGrowError } from './errors.ts';
+import { commands } from './commands/index.ts';
+
+export async function main(argv: string[]): Promise<void> {
+  let cli = yargs(argv)
+    .scriptName('flm-grow')
+    .usage('$0 <command> [options]\n\nGrow Llama / Tele-FLM checkpoints function-preservingly (Masked Structural Growth).')
+    .strict()
+    .demandCommand(1, 'Name a command (see --help).')
+    .recommendCommands()
+    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .fail((msg, err) => {
+      throw err ?? new FlmGrowError('UsageError', msg);
+    });
+  for (const c of commands) cli = cli.command(c);
+  await cli.parseAsync();
+}
+
+function report(e: unknown): number {
+  if (e instanceof FlmGrowError) {
+    process.stderr.write(`flm-grow: error: ${e.message}\n`);
+    return e.code === 'VerifyFailed' ? 1 : 2;
+  }
+  process.stderr.write(`flm-grow: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  return 3;
+}
+
+main(hideBin(process.argv)).catch((e: unknown) => {
+  process.exitCode = report(e);
+});

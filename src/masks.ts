@@ -1,0 +1,142 @@
+/**
+ * MSG masks of a grown checkpoint (SPEC §2), stored beside it as masks.safetensors (F32):
+ *   hidden [H]  vocab [V]  layers.{i}.heads [nh]  layers.{i}.ffn [F]  layers.{i}.residual [1]
+ * Old units are 1; new units hold the current annealing value c (0 right after growth);
+ * vocab padding ids are 0 for good. A unit is "new" exactly while its value is below 1, so a
+ * mask file saved mid-annealing is self-describing and training can resume from it.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ModelConfig } from './config.ts';
+import { FlmGrowError } from './errors.ts';
+import { SafetensorsFile } from './checkpoint/safetensors.ts';
+import { writeSafetensors } from './checkpoint/safetensors-writer.ts';
+import { bytesToFloat32 } from './checkpoint/dtype.ts';
+
+export const MASKS_FILE = 'masks.safetensors';
+
+/** Groups annealed independently (each may have its own schedule in the manifest). */
+export const MASK_GROUPS = ['hidden', 'heads', 'ffn', 'layers'] as const;
+export type MaskGroup = (typeof MASK_GROUPS)[number];
+
+export interface LayerMasks {
+  heads: Float32Array;
+  ffn: Float32Array;
+  /** Scales every write of the layer into the residual stream; 0 for a freshly inserted layer. */
+  residual: number;
+}
+
+export interface MaskSet {
+  hidden: Float32Array;
+  vocab: Float32Array;
+  layers: LayerMasks[];
+}
+
+export function onesMasks(c: ModelConfig): MaskSet {
+  return {
+    hidden: new Float32Array(c.hiddenSize).fill(1),
+    vocab: new Float32Array(c.vocabSize).fill(1),
+    layers: Array.from({ length: c.numLayers }, () => ({
+      heads: new Float32Array(c.numHeads).fill(1),
+      ffn: new Float32Array(c.intermediateSize).fill(1),
+      residual: 1,
+    })),
+  };
+}
+
+export function masksPath(checkpointDir: string): string {
+  return join(checkpointDir, MASKS_FILE);
+}
+
+export function hasMasks(checkpointDir: string): boolean {
+  return existsSync(masksPath(checkpointDir));
+}
+
+function f32(a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+export async function writeMasks(path: string, m: MaskSet): Promise<void> {
+  const t: { name: string; dtype: 'F32'; shape: number[]; data: Uint8Array }[] = [
+    { name: 'hidden', dtype: 'F32', shape: [m.hidden.length], data: f32(m.hidden) },
+    { name: 'vocab', dtype: 'F32', shape: [m.vocab.length], data: f32(m.vocab) },
+  ];
+  m.layers.forEach((l, i) => {
+    t.push({ name: `layers.${i}.heads`, dtype: 'F32', shape: [l.heads.length], data: f32(l.heads) });
+    t.push({ name: `layers.${i}.ffn`, dtype: 'F32', shape: [l.ffn.length], data: f32(l.ffn) });
+    t.push({ name: `layers.${i}.residual`, dtype: 'F32', shape: [1], data: f32(Float32Array.of(l.residual)) });
+  });
+  await writeSafetensors(path, t, { format: 'flm-grow-masks' });
+}
+
+/** Read a mask file and check its sizes against the config it belongs to. */
+export async function readMasks(path: string, c: ModelConfig): Promise<MaskSet> {
+  const f = await SafetensorsFile.open(path);
+  try {
+    const get = async (name: string, len: number): Promise<Float32Array> => {
+      const info = f.tensors.get(name);
+      if (info === undefined) throw new FlmGrowError('MaskMissing', `${path}: mask "${name}" is missing`);
+      const n = info.shape.reduce((a, b) => a * b, 1);
+      if (n !== len) throw new FlmGrowError('MaskShape', `${path}: mask "${name}" has ${n} entries, config needs ${len}`);
+      const v = bytesToFloat32(await f.read(name), info.dtype);
+      for (let k = 0; k < v.length; k++) {
+        if (!(v[k] >= 0 && v[k] <= 1)) throw new FlmGrowError('MaskValue', `${path}: mask "${name}"[${k}] = ${v[k]} is outside [0, 1]`);
+      }
+      return v;
+    };
+    const layers: LayerMasks[] = [];
+    for (let i = 0; i < c.numLayers; i++) {
+      layers.push({
+        heads: await get(`layers.${i}.heads`, c.numHeads),
+        ffn: await get(`layers.${i}.ffn`, c.intermediateSize),
+        residual: (await get(`layers.${i}.residual`, 1))[0],
+      });
+    }
+    return { hidden: await get('hidden', c.hiddenSize), vocab: await get('vocab', c.vocabSize), layers };
+  } finally {
+    await f.close();
+  }
+}
+
+/** Masks of a checkpoint folder, or undefined for a plain checkpoint. */
+export async function loadMasksIfAny(checkpointDir: string, c: ModelConfig): Promise<MaskSet | undefined> {
+  return hasMasks(checkpointDir) ? readMasks(masksPath(checkpointDir), c) : undefined;
+}
+
+/** Which annealed groups still have entries below 1 (vocab padding excluded: it stays 0). */
+export function groupsBelowOne(m: MaskSet): { group: MaskGroup; minValue: number; count: number }[] {
+  const out: { group: MaskGroup; minValue: number; count: number }[] = [];
+  const scan = (group: MaskGroup, arrays: ArrayLike<number>[]) => {
+    let min = 1;
+    let count = 0;
+    for (const a of arrays) for (let k = 0; k < a.length; k++) if (a[k] < 1) { count++; min = Math.min(min, a[k]); }
+    if (count > 0) out.push({ group, minValue: min, count });
+  };
+  scan('hidden', [m.hidden]);
+  scan('heads', m.layers.map((l) => l.heads));
+  scan('ffn', m.layers.map((l) => l.ffn));
+  scan('layers', [m.layers.map((l) => l.residual)]);
+  return out;
+}
+
+/**
+ * Set every new unit (value below 1) of each group to that group's annealing value c.
+ * c only rises, so units stay identifiable as new until their group reaches 1.
+ */
+export function applyMaskValues(m: MaskSet, values: Partial<Record<MaskGroup, number>>): MaskSet {
+  const set = (a: Float32Array, c: number | undefined) => {
+    if (c === undefined) return a;
+    const out = a.slice();
+    for (let k = 0; k < out.length; k++) if (out[k] < 1) out[k] = Math.max(out[k], c);
+    return out;
+  };
+  return {
+    hidden: set(m.hidden, values.hidden),
+    vocab: m.vocab,
+    layers: m.layers.map((l) => ({
+      heads: set(l.heads, values.heads),
+      ffn: set(l.ffn, values.ffn),
+      residual: l.residual < 1 && values.layers !== undefined ? Math.max(l.residual, values.layers) : l.residual,
+    })),
+  };
+}
