@@ -7,12 +7,24 @@ import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { TrainError } from '../errors.ts';
 
+/**
+ * The part of @huggingface/tokenizers used here. Its .d.ts files use extensionless relative
+ * imports that do not resolve under NodeNext, so the import itself is typed `any`.
+ */
+interface HfTokenizerApi {
+  encode(text: string, opts: { add_special_tokens: boolean }): { ids: number[]; tokens: string[] };
+  decode(ids: number[], opts: { skip_special_tokens: boolean }): string;
+  get_vocab(withAddedTokens: boolean): Map<string, number>;
+}
+
 export interface Tokenizer {
   vocabSize: number;
   encode(text: string): number[];
   decode(ids: number[]): string;
   name: string;
 }
+
+export const BYTE_TOKENIZER_NAME = 'bytes';
 
 const utf8Encoder = new TextEncoder();
 // Not fatal: sampled byte sequences are often cut mid-character, which should print U+FFFD, not throw.
@@ -21,7 +33,7 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: false });
 /** Byte-level UTF-8: every byte is a token (ids 0..255), so any text round-trips losslessly. */
 export function byteTokenizer(): Tokenizer {
   return {
-    name: 'bytes',
+    name: BYTE_TOKENIZER_NAME,
     vocabSize: 256,
     encode: (text) => Array.from(utf8Encoder.encode(text)),
     decode: (ids) => {
@@ -61,9 +73,9 @@ export function loadTokenizer(checkpointDir: string): Tokenizer {
   const json = readJson(file);
   const configFile = join(checkpointDir, 'tokenizer_config.json');
   const config = existsSync(configFile) ? readJson(configFile) : {};
-  let tok: HfTokenizer;
+  let tok: HfTokenizerApi;
   try {
-    tok = new HfTokenizer(json, config);
+    tok = new HfTokenizer(json, config) as HfTokenizerApi;
   } catch (e) {
     throw new TrainError('TokenizerInvalid', `${file}: unsupported tokenizer: ${(e as Error).message}`);
   }
@@ -74,7 +86,13 @@ export function loadTokenizer(checkpointDir: string): Tokenizer {
     name: file,
     // Ids need not be dense; the embedding table must cover the largest one.
     vocabSize: maxId + 1,
-    encode: (text) => tok.encode(text, { add_special_tokens: false }).ids,
+    encode: (text) => {
+      const enc = tok.encode(text, { add_special_tokens: false });
+      // tokenizers.js yields undefined for some unknown tokens; a silent 0 would corrupt the data.
+      const bad = enc.ids.findIndex((id) => !Number.isInteger(id));
+      if (bad >= 0) throw new TrainError('TokenizerInvalid', `${file}: cannot encode token ${JSON.stringify(enc.tokens[bad])} (no id and no usable unk_token)`);
+      return enc.ids;
+    },
     decode: (ids) => tok.decode(ids, { skip_special_tokens: false }),
   };
 }

@@ -1,0 +1,164 @@
+/**
+ * Training metrics as JSON lines: one object per step, plus `{event: 'growth'}` lines so plots
+ * can mark where the model grew. Appending line by line keeps the log useful after a crash.
+ */
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { TrainError } from '../errors.ts';
+
+export interface StepMetrics {
+  step: number;
+  /** Tokens consumed so far (all stages). */
+  tokens: number;
+  loss: number;
+  evalLoss?: number;
+  lr: number;
+  /** MSG mask values by name (e.g. "layer.3", "hidden") while growth masks are ramping. */
+  masks?: Record<string, number>;
+  gradNorm: number;
+  tokensPerSec: number;
+  stage?: number | string;
+}
+
+export interface GrowthEvent {
+  event: 'growth';
+  step: number;
+  stage: number | string;
+  /** Free-form description of the operator (e.g. "width 64→128"). */
+  detail?: string;
+}
+
+export type MetricsRecord = StepMetrics | GrowthEvent;
+
+export function isGrowthEvent(r: MetricsRecord): r is GrowthEvent {
+  return (r as GrowthEvent).event === 'growth';
+}
+
+// JSON has no NaN/Infinity; a diverged loss is written as null and read back as NaN.
+const NUMERIC_FIELDS = ['step', 'tokens', 'loss', 'evalLoss', 'lr', 'gradNorm', 'tokensPerSec'] as const;
+
+export interface MetricsLogOptions {
+  /**
+   * Resuming from a checkpoint at this step: drop logged step records with step ≥ it (the resumed
+   * run logs them again) and growth events after it. A growth event at exactly this step is kept,
+   * and logging it again is a no-op, whether or not the checkpoint was taken after the growth.
+   * Without it the file is appended to as is.
+   */
+  resumeAtStep?: number;
+  /** Start a fresh file, discarding any existing one. */
+  truncate?: boolean;
+}
+
+export class MetricsLog {
+  readonly path: string;
+  private fd: number | undefined;
+  private readonly growthLogged = new Set<string>();
+
+  constructor(path: string, opts: MetricsLogOptions = {}) {
+    this.path = path;
+    try {
+      if (opts.truncate === true) writeFileSync(path, '');
+      else if (existsSync(path)) {
+        let existing = readMetrics(path);
+        const at = opts.resumeAtStep;
+        if (at !== undefined) existing = existing.filter((r) => (isGrowthEvent(r) ? r.step <= at : r.step < at));
+        const text = readFileSync(path, 'utf8');
+        // A torn last line (crash mid-write) would swallow the next record appended to it.
+        const torn = text.length > 0 && !text.endsWith('\n');
+        if (at !== undefined || torn) writeFileSync(path, existing.map((r) => serialize(r) + '\n').join(''));
+        for (const r of existing) if (isGrowthEvent(r)) this.growthLogged.add(growthKey(r.step, r.stage));
+      }
+      this.fd = openSync(path, 'a');
+    } catch (e) {
+      if (e instanceof TrainError) throw e;
+      throw new TrainError('MetricsUnwritable', `${path}: cannot open metrics log: ${(e as Error).message}`);
+    }
+  }
+
+  private write(r: MetricsRecord): void {
+    if (this.fd === undefined) throw new TrainError('MetricsClosed', `${this.path}: metrics log is closed`);
+    writeSync(this.fd, serialize(r) + '\n');
+  }
+
+  logStep(m: StepMetrics): void {
+    this.write(m);
+  }
+
+  /** Logs a growth event once: repeating the same (step, stage), as a resumed run may, is a no-op. */
+  logGrowth(step: number, stage: number | string, detail?: string): void {
+    const key = growthKey(step, stage);
+    if (this.growthLogged.has(key)) return;
+    this.growthLogged.add(key);
+    this.write(detail === undefined ? { event: 'growth', step, stage } : { event: 'growth', step, stage, detail });
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+function growthKey(step: number, stage: number | string): string {
+  return `${step}:${String(stage)}`;
+}
+
+function serialize(r: MetricsRecord): string {
+  return JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v));
+}
+
+function validate(obj: unknown, where: string): MetricsRecord {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new TrainError('MetricsInvalid', `${where}: not a JSON object`);
+  const r = obj as Record<string, unknown>;
+  if (typeof r.step !== 'number') throw new TrainError('MetricsInvalid', `${where}: field "step" must be a number`);
+  if (r.event === 'growth') return r as unknown as GrowthEvent;
+  if (r.event !== undefined) throw new TrainError('MetricsInvalid', `${where}: unknown event ${JSON.stringify(r.event)}`);
+  for (const k of NUMERIC_FIELDS) {
+    if (r[k] === null) r[k] = NaN;
+    else if (r[k] !== undefined && typeof r[k] !== 'number') throw new TrainError('MetricsInvalid', `${where}: field "${k}" must be a number`);
+  }
+  if (r.masks !== undefined) {
+    if (typeof r.masks !== 'object' || r.masks === null) throw new TrainError('MetricsInvalid', `${where}: field "masks" must be an object`);
+    const masks = r.masks as Record<string, unknown>;
+    for (const [k, v] of Object.entries(masks)) if (v === null) masks[k] = NaN;
+  }
+  return r as unknown as StepMetrics;
+}
+
+/**
+ * All records in file order. A torn final line (crash mid-write) is skipped; a malformed line
+ * anywhere else is an error naming the file and line.
+ */
+export function readMetrics(path: string): MetricsRecord[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new TrainError('MetricsUnreadable', `${path}: cannot read metrics: ${(e as Error).message}`);
+  }
+  const lines = text.split('\n');
+  const out: MetricsRecord[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (line === '') continue;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(line);
+    } catch (e) {
+      const isTornTail = i === lines.length - 1 && !text.endsWith('\n');
+      if (isTornTail) continue;
+      throw new TrainError('MetricsInvalid', `${path}:${i + 1}: invalid JSON: ${(e as Error).message}`);
+    }
+    out.push(validate(obj, `${path}:${i + 1}`));
+  }
+  return out;
+}
+
+/** Split records into step metrics and growth events. */
+export function partitionMetrics(records: readonly MetricsRecord[]): { steps: StepMetrics[]; growth: GrowthEvent[] } {
+  const steps: StepMetrics[] = [];
+  const growth: GrowthEvent[] = [];
+  for (const r of records) {
+    if (isGrowthEvent(r)) growth.push(r);
+    else steps.push(r);
+  }
+  return { steps, growth };
+}
