@@ -1,11 +1,23 @@
 import type { CommandModule } from 'yargs';
-import { FlmGrowError } from '../errors.ts';
+import { parseSize } from '../checkpoint/checkpoint-writer.ts';
+import { bakeCheckpoint } from '../growth/bake.ts';
 
-// Placeholder: replaced by the module that implements this command.
 export const bakeCommand: CommandModule = {
   command: 'bake <grown> <destination>',
-  describe: '(not implemented yet)',
-  handler: () => {
-    throw new FlmGrowError('NotImplemented', 'bake is not implemented yet');
+  describe: 'Write a plain checkpoint (no masks) once every mask has reached 1',
+  builder: (y) => y
+    .positional('grown', { type: 'string', demandOption: true })
+    .positional('destination', { type: 'string', demandOption: true })
+    .option('force', { type: 'boolean', default: false, describe: 'drop masks still below 1 (changes the model)' })
+    .option('overwrite', { type: 'boolean', default: false })
+    .option('out-shard-size', { type: 'string', default: '5GB' })
+    .option('quiet', { type: 'boolean', default: false }),
+  handler: async (a) => {
+    const r = await bakeCheckpoint(a.grown as string, a.destination as string, {
+      force: a.force === true, overwrite: a.overwrite === true, quiet: a.quiet === true,
+      maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
+      warn: (m) => process.stderr.write(`flm-grow: warning: ${m}\n`),
+    });
+    process.stdout.write(`baked ${a.grown as string} -> ${r.dest}${r.droppedGroups.length > 0 ? ' (masks below 1 dropped)' : ''}\n`);
   },
 };

@@ -1,11 +1,48 @@
 import type { CommandModule } from 'yargs';
-import { FlmGrowError } from '../errors.ts';
+import { parseDtypeName } from '../checkpoint/dtype.ts';
+import { parseSize } from '../checkpoint/checkpoint-writer.ts';
+import { planFromArgs, withPlanOptions } from '../growth/plan-flags.ts';
+import { growCheckpoint } from '../growth/grow.ts';
+import { formatParams } from '../growth/plan-report.ts';
+import { parameterCount } from '../arch.ts';
+import { bytesLabel } from './progress.ts';
+import { BACKEND_NAMES, type BackendName } from '../backend.ts';
 
-// Placeholder: replaced by the module that implements this command.
 export const growCommand: CommandModule = {
   command: 'grow <source> <destination>',
-  describe: '(not implemented yet)',
-  handler: () => {
-    throw new FlmGrowError('NotImplemented', 'grow is not implemented yet');
+  describe: 'Grow a checkpoint function-preservingly (MSG): streams tensor by tensor, writes masks and a manifest',
+  builder: (y) => withPlanOptions(y)
+    .positional('source', { type: 'string', demandOption: true })
+    .positional('destination', { type: 'string', demandOption: true })
+    .option('dtype', { type: 'string', describe: 'output dtype: bf16, f16, f32 (default: the source\'s)' })
+    .option('out-shard-size', { type: 'string', default: '5GB' })
+    .option('overwrite', { type: 'boolean', default: false })
+    .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto', describe: 'tfjs backend for the calibration forward pass (distance placement)' })
+    .option('quiet', { type: 'boolean', default: false })
+    .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
+  handler: async (a) => {
+    const plan = planFromArgs(a);
+    const t0 = Date.now();
+    const r = await growCheckpoint(a.source as string, a.destination as string, plan, {
+      dtype: a.dtype === undefined ? undefined : parseDtypeName(a.dtype as string),
+      maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
+      overwrite: a.overwrite === true,
+      quiet: a.quiet === true,
+      backend: a.backend as BackendName,
+    });
+    if (a.json === true) {
+      process.stdout.write(JSON.stringify({ dest: r.dest, layerMap: r.layerMap, selection: r.selection, files: r.files, outputBytes: r.outputBytes }, null, 2) + '\n');
+      return;
+    }
+    const secs = (Date.now() - t0) / 1000;
+    const lines = [
+      `grew ${a.source as string} -> ${r.dest}: ${formatParams(parameterCount(r.target))} parameters, ${bytesLabel(r.outputBytes)} in ${secs.toFixed(1)} s (${plan.mode} mode)`,
+    ];
+    if (r.resolved.zeroNorm !== undefined) lines.push(`zero mode: ${r.resolved.zeroNorm.note}`);
+    if (r.selection !== undefined) {
+      lines.push(`layer distances (${r.selection.metric}): ${r.selection.distances.map((d, i) => `${i}:${d.toPrecision(4)}`).join(' ')}`);
+      lines.push(`duplicated layers (${r.selection.order} first): ${r.selection.picks.join(', ')}`);
+    }
+    process.stdout.write(lines.join('\n') + '\n');
   },
 };

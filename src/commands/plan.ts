@@ -1,11 +1,70 @@
 import type { CommandModule } from 'yargs';
-import { FlmGrowError } from '../errors.ts';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { readConfigFile } from '../config.ts';
+import { parseDtypeName } from '../checkpoint/dtype.ts';
+import { parseSize } from '../checkpoint/checkpoint-writer.ts';
+import { planFromArgs, withPlanOptions } from '../growth/plan-flags.ts';
+import { formatParams, planReport, type PlanReport } from '../growth/plan-report.ts';
+import { bytesLabel } from './progress.ts';
+import { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { sourceDtype } from '../growth/grow.ts';
 
-// Placeholder: replaced by the module that implements this command.
+function configPathOf(source: string): string {
+  return existsSync(source) && statSync(source).isDirectory() ? join(source, 'config.json') : source;
+}
+
+export function formatPlanReport(r: PlanReport): string {
+  const s = r.source;
+  const t = r.targetConfig as Record<string, number>;
+  const dims = (o: Record<string, number>) => `L ${o.num_hidden_layers}, H ${o.hidden_size}, F ${o.intermediate_size}, heads ${o.num_attention_heads}/${o.num_key_value_heads} kv, V ${o.vocab_size}`;
+  const lines = [
+    `source:     ${dims(s)}  (${formatParams(s.parameters)} parameters)`,
+    `target:     ${dims(t)}, head_dim ${t.head_dim}`,
+    `parameters: ${r.parametersLabel}`,
+    `mode:       ${r.mode}${r.zeroModeNote !== undefined ? ` — ${r.zeroModeNote}` : ''}`,
+    `output:     ${bytesLabel(r.outputBytes)} of ${r.dtype} tensors in ${r.shards} shard(s); disk needed ${bytesLabel(r.diskBytes)}`,
+    `peak memory of grow (estimate): ${bytesLabel(r.peakMemoryBytes)}`,
+    `layers:     ${r.layerPositionsNote}`,
+  ];
+  if (r.schedule.length > 0) lines.push(`mask schedule: ${r.schedule.map((e) => `${e.group} ${e.shape} from step ${e.startStep} over ${e.length}`).join('; ')}`);
+  const inserted = r.layerMap.map((e, i) => (e.inserted ? `${i}<-${e.source}` : '')).filter((x) => x !== '');
+  if (inserted.length > 0) lines.push(`inserted:   ${inserted.join(' ')}  (output layer <- copied source layer)`);
+  lines.push('', 'per-tensor operations (layer 0 and the first inserted layer shown; other layers alike):');
+  const firstInserted = r.layerMap.findIndex((e) => e.inserted);
+  const show = r.tensors.filter((x) => {
+    const m = /^model\.layers\.(\d+)\./.exec(x.name);
+    return m === null || Number(m[1]) === 0 || Number(m[1]) === firstInserted;
+  });
+  for (const x of show) {
+    const axes = x.rows === '' ? `[${x.cols}]` : `rows [${x.rows}] cols [${x.cols}]`;
+    lines.push(`  ${x.name} [${x.shape.join(', ')}] <- ${x.source ?? '(new)'}: ${axes}; new: ${x.fill}`);
+  }
+  return lines.join('\n');
+}
+
 export const planCommand: CommandModule = {
   command: 'plan <source>',
-  describe: '(not implemented yet)',
-  handler: () => {
-    throw new FlmGrowError('NotImplemented', 'plan is not implemented yet');
+  describe: 'Show what a growth plan will do to a checkpoint (or config.json): target config, size, disk, memory, per-tensor operations',
+  builder: (y) => withPlanOptions(y)
+    .positional('source', { type: 'string', describe: 'checkpoint folder or config.json', demandOption: true })
+    .option('dtype', { type: 'string', describe: 'output dtype (bf16, f16, f32; default: source)' })
+    .option('out-shard-size', { type: 'string', default: '5GB' })
+    .option('json', { type: 'boolean', default: false }),
+  handler: async (a) => {
+    const cfg = readConfigFile(configPathOf(a.source as string));
+    const src = a.source as string;
+    if (existsSync(src) && statSync(src).isDirectory()) {
+      // the stored dtype decides output bytes when --dtype is absent; headers only are read
+      const ck = await Checkpoint.open(src);
+      cfg.dtype = sourceDtype(ck);
+      await ck.close();
+    }
+    const plan = planFromArgs(a);
+    const r = planReport(cfg, plan, {
+      dtype: a.dtype === undefined ? undefined : parseDtypeName(a.dtype as string),
+      maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
+    });
+    process.stdout.write((a.json === true ? JSON.stringify(r, null, 2) : formatPlanReport(r)) + '\n');
   },
 };

@@ -1,0 +1,113 @@
+/**
+ * `bake`: after annealing (all masks 1) the masked model is the plain model of the same weights
+ * (SPEC §2), so a baked checkpoint is the same tensors, byte for byte, without masks.safetensors.
+ * The vocab mask's padding ids lose their -inf (a plain runtime has no mask); nothing else changes.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../checkpoint/checkpoint.ts';
+import { CheckpointWriter, indexJson } from '../checkpoint/checkpoint-writer.ts';
+import { encodeHeader, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
+import { CheckpointError, FlmGrowError } from '../errors.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, sha256Bytes, sha256File, type Manifest } from '../manifest.ts';
+import { groupsBelowOne, loadMasksIfAny } from '../masks.ts';
+import { createHash, type Hash } from 'node:crypto';
+import { progressBar } from '../commands/progress.ts';
+import { sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION } from './grow.ts';
+
+export interface BakeOptions {
+  force?: boolean;
+  overwrite?: boolean;
+  maxShardSize?: number;
+  quiet?: boolean;
+  /** Called when --force drops masks below 1 (the CLI prints it). */
+  warn?: (msg: string) => void;
+}
+
+export interface BakeResult {
+  dest: string;
+  droppedGroups: { group: string; minValue: number; count: number }[];
+  files: Record<string, string>;
+}
+
+const ROW_BLOCK = 64 << 20;
+
+export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOptions = {}): Promise<BakeResult> {
+  if (resolve(grown) === resolve(dest)) throw new CheckpointError('DestinationIsSource', `${dest}: destination is the grown checkpoint; refusing to write over it`);
+  if (existsSync(dest) && opts.overwrite !== true) throw new CheckpointError('DestinationExists', `${dest}: already exists (pass --overwrite to replace it)`);
+  const ck = await Checkpoint.open(grown);
+  try {
+    const masks = await loadMasksIfAny(grown, ck.config);
+    const below = masks === undefined ? [] : groupsBelowOne(masks);
+    if (below.length > 0) {
+      const what = below.map((g) => `${g.group} (${g.count} units, min ${g.minValue})`).join(', ');
+      if (opts.force !== true) {
+        throw new FlmGrowError('MasksBelowOne', `${grown}: masks still below 1: ${what}; train until annealing ends, or pass --force to drop them (the model then changes)`);
+      }
+      opts.warn?.(`dropping masks below 1: ${what}; the baked model is NOT the masked model`);
+    }
+    const decls: TensorDecl[] = [...ck.tensors.values()].sort((a, b) => a.file.localeCompare(b.file) || a.begin - b.begin)
+      .map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
+    const writer = await CheckpointWriter.create(dest, decls, { maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, sources: [grown] });
+    try {
+      const files: Record<string, string> = {};
+      const total = decls.reduce((a, d) => a + (ck.info(d.name).end - ck.info(d.name).begin), 0);
+      const bar = progressBar('bake', total, { unit: 'bytes', quiet: opts.quiet });
+      const shardOf = new Map<string, number>();
+      writer.shards.forEach((s, k) => s.tensors.forEach((t) => shardOf.set(t.name, k)));
+      let hash: Hash | undefined;
+      let cur = -1;
+      let done = 0;
+      for (const d of decls) {
+        if (!writer.wants(d.name)) continue;
+        const k = shardOf.get(d.name) as number;
+        if (k !== cur) {
+          if (hash !== undefined) files[writer.shards[cur].file] = hash.digest('hex');
+          const header = encodeHeader(writer.shards[k].tensors, { format: 'pt' });
+          const len = Buffer.alloc(8);
+          len.writeBigUInt64LE(BigInt(header.byteLength));
+          hash = createHash('sha256').update(len).update(header);
+          cur = k;
+        }
+        const info = ck.info(d.name);
+        const rows = info.shape.length === 0 ? 1 : info.shape[0];
+        const rowBytes = rows === 0 ? 0 : (info.end - info.begin) / rows;
+        const step = Math.max(1, Math.floor(ROW_BLOCK / Math.max(1, rowBytes)));
+        for (let r = 0; r < rows; r += step) {
+          const chunk = info.shape.length <= 1 ? await ck.read(d.name) : await ck.readRows(d.name, r, Math.min(rows, r + step));
+          (hash as Hash).update(chunk);
+          await writer.write(d.name, chunk);
+          done += chunk.byteLength;
+          bar.update(done);
+          if (info.shape.length <= 1) break;
+        }
+      }
+      if (hash !== undefined) files[writer.shards[cur].file] = hash.digest('hex');
+      bar.stop();
+      for (const f of readdirSync(grown)) {
+        // the model's own files only (training leaves optimizer state, logs, ... beside it)
+        if (f !== CONFIG_FILE && !SIDE_FILE_PATTERN.test(f)) continue;
+        await writer.copySideFile(join(grown, f), f);
+        files[f] = await sha256File(writer.path(f));
+      }
+      if (writer.shards.length > 1) files[INDEX_FILE] = sha256Bytes(JSON.stringify(indexJson(writer.shards), null, 2) + '\n');
+      const prev = readManifest(grown);
+      const manifest: Manifest = {
+        format: MANIFEST_FORMAT, kind: 'bake', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
+        source: await sourceIdentity(ck, grown),
+        ...(prev?.layerMap !== undefined ? { layerMap: prev.layerMap } : {}),
+        extra: { droppedMasks: below, grownFrom: prev?.source ?? null },
+        files,
+      };
+      await writer.writeSideFile(MANIFEST_FILE, JSON.stringify(manifest, null, 2) + '\n');
+      await writer.commit();
+      return { dest, droppedGroups: below, files };
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+  } finally {
+    await ck.close();
+  }
+}
+

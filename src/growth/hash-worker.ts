@@ -1,0 +1,115 @@
+/**
+ * sha256 of output files computed on a second thread while the main thread builds the next
+ * block (hashing on the main thread cost as much CPU as building the tensors: bench/grow.ts).
+ * Blocks live in a small pool of SharedArrayBuffers, so the worker reads them without a copy and
+ * memory stays bounded: a block returns to the pool once it is both hashed and written.
+ */
+import { Worker } from 'node:worker_threads';
+
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const hashes = new Map();
+parentPort.on('message', (m) => {
+  if (m.op === 'start') hashes.set(m.id, createHash('sha256'));
+  else if (m.op === 'update') { hashes.get(m.id).update(m.data); parentPort.postMessage({ ack: m.seq }); }
+  else if (m.op === 'end') { const h = hashes.get(m.id); hashes.delete(m.id); parentPort.postMessage({ id: m.id, hex: h.digest('hex') }); }
+});
+`;
+
+interface Waiter<T> { res: (v: T) => void; rej: (e: Error) => void }
+
+export class ParallelHasher {
+  private worker: Worker;
+  private digests = new Map<string, Waiter<string>>();
+  private acks = new Map<number, Waiter<void>>();
+  private seq = 0;
+  private failed: Error | undefined;
+
+  constructor() {
+    this.worker = new Worker(WORKER_SOURCE, { eval: true });
+    this.worker.on('message', (m: { id?: string; hex?: string; ack?: number }) => {
+      if (m.ack !== undefined) {
+        this.acks.get(m.ack)?.res();
+        this.acks.delete(m.ack);
+      } else if (m.id !== undefined) {
+        this.digests.get(m.id)?.res(m.hex as string);
+        this.digests.delete(m.id);
+      }
+    });
+    this.worker.on('error', (e) => {
+      this.failed = e;
+      for (const w of [...this.digests.values(), ...this.acks.values()]) w.rej(e);
+      this.digests.clear();
+      this.acks.clear();
+    });
+  }
+
+  start(id: string): void {
+    this.worker.postMessage({ op: 'start', id });
+  }
+
+  /** Resolves once the worker has consumed `data` (SharedArrayBuffer views are not copied). */
+  update(id: string, data: Uint8Array): Promise<void> {
+    if (this.failed !== undefined) return Promise.reject(this.failed);
+    const seq = this.seq++;
+    const p = new Promise<void>((res, rej) => this.acks.set(seq, { res, rej }));
+    this.worker.postMessage({ op: 'update', id, data, seq });
+    return p;
+  }
+
+  end(id: string): Promise<string> {
+    if (this.failed !== undefined) return Promise.reject(this.failed);
+    const p = new Promise<string>((res, rej) => this.digests.set(id, { res, rej }));
+    this.worker.postMessage({ op: 'end', id });
+    return p;
+  }
+
+  async close(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
+
+/**
+ * A fixed set of shared buffers handed out as views (not cleared). Only blocks of at least
+ * `minPooled` bytes come from the pool: the safetensors writer flushes chunks of 8 MB or more
+ * before write() resolves, while smaller ones may wait in its queue, so only large blocks can be
+ * reused safely once written. Smaller blocks get a fresh buffer.
+ */
+export class BlockPool {
+  private free: SharedArrayBuffer[] = [];
+  private waiters: ((b: SharedArrayBuffer) => void)[] = [];
+  private owned = new Set<SharedArrayBuffer>();
+  readonly size: number;
+  readonly minPooled: number;
+
+  constructor(size: number, count: number, minPooled = 8 << 20) {
+    this.size = size;
+    this.minPooled = minPooled;
+    for (let k = 0; k < count; k++) {
+      const b = new SharedArrayBuffer(size);
+      this.free.push(b);
+      this.owned.add(b);
+    }
+  }
+
+  /** A view of n bytes; pooled views hold stale bytes (the caller writes every byte). */
+  async acquire(n: number): Promise<Uint8Array> {
+    if (n < this.minPooled || n > this.size) return new Uint8Array(new SharedArrayBuffer(n));
+    const b = this.free.pop() ?? await new Promise<SharedArrayBuffer>((res) => this.waiters.push(res));
+    return new Uint8Array(b, 0, n);
+  }
+
+  release(view: Uint8Array): void {
+    const b = view.buffer as SharedArrayBuffer;
+    if (!this.owned.has(b)) return;
+    const w = this.waiters.shift();
+    if (w !== undefined) w(b);
+    else this.free.push(b);
+  }
+}
+
+/** A zero-filled block in shared memory. */
+export function sharedBlock(bytes: number): Uint8Array {
+  return new Uint8Array(new SharedArrayBuffer(bytes));
+}

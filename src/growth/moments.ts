@@ -1,0 +1,60 @@
+/**
+ * Optimizer state across growth (MSG): Adam moments of the old entries are carried into the old
+ * slices of the grown tensor; new entries (and inserted layers) start at 0. Uses the same
+ * layout as the weights, so moments land exactly where their weights went.
+ */
+import { buildLayout, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
+import { parsePlan } from './plan.ts';
+import type { ModelConfig } from '../config.ts';
+import type { Manifest } from '../manifest.ts';
+import { FlmGrowError } from '../errors.ts';
+import { shapeOf } from '../arch.ts';
+
+export function opFor(layout: GrowthLayout, outName: string): TensorOp {
+  const op = tensorOps(layout).find((o) => o.name === outName);
+  if (op === undefined) throw new FlmGrowError('TensorNotFound', `growMomentTensor: "${outName}" is not a tensor of the grown model`);
+  return op;
+}
+
+/** The source tensor whose moments feed `outName`, or undefined (an inserted layer: all 0). */
+export function momentSource(layout: GrowthLayout, outName: string): string | undefined {
+  const op = opFor(layout, outName);
+  const entry = op.layer === undefined ? undefined : layout.layerMap[op.layer];
+  return entry?.inserted === true ? undefined : op.source;
+}
+
+/**
+ * Grow one moment tensor (float32, source layout) into the output layout: old slices copied,
+ * everything new 0. `values` undefined gives all zeros.
+ */
+export function growMomentTensor(layout: GrowthLayout, outName: string, values: Float32Array | undefined): Float32Array {
+  const op = opFor(layout, outName);
+  const out = new Float32Array(op.rows.length * op.cols.length);
+  if (values === undefined || momentSource(layout, outName) === undefined) return out;
+  const srcShape = shapeOf(layout.source, op.role);
+  const n = srcShape.reduce((a, b) => a * b, 1);
+  if (values.length !== n) throw new FlmGrowError('ShapeMismatch', `growMomentTensor: "${outName}" source moments have ${values.length} entries, [${srcShape.join(', ')}] needs ${n}`);
+  const srcRowLen = srcShape.length === 1 ? n : srcShape[1];
+  for (let i = 0; i < op.rows.length; i++) {
+    const s = op.rows[i];
+    if (s < 0) continue;
+    for (let j = 0; j < op.cols.length; j++) {
+      const c = op.cols[j];
+      if (c >= 0) out[i * op.cols.length + j] = values[s * srcRowLen + c];
+    }
+  }
+  return out;
+}
+
+/**
+ * The layout of a finished growth, rebuilt from its manifest (for the trainer: moments of the
+ * source's optimizer state into the grown model).
+ */
+export function layoutFromManifest(source: ModelConfig, target: ModelConfig, m: Manifest): GrowthLayout {
+  if (m.kind !== 'grow' || m.plan === undefined || m.layerMap === undefined) {
+    throw new FlmGrowError('BadManifest', 'layoutFromManifest: not the manifest of a grow (no plan or layerMap)');
+  }
+  const { resolvedTargets: _t, std: _s, zeroModeNorm: _z, ...planJson } = m.plan as Record<string, unknown>;
+  const plan = parsePlan(planJson, 'manifest plan');
+  return buildLayout(source, target, plan, m.layerMap);
+}

@@ -1,0 +1,381 @@
+/**
+ * Growth plans: what to grow to and how. A plan is JSON (growth-plans/*.json) or CLI flags named
+ * like the HF config keys, or both (flags override the file). parsePlan validates the shape and
+ * names the offending field; resolveTarget checks the plan against a source config (no shrinking,
+ * head_dim fixed, KV groups kept) and computes the target config.
+ */
+import { readFileSync } from 'node:fs';
+import type { ModelConfig } from '../config.ts';
+import { PlanError } from '../errors.ts';
+import type { DType } from '../checkpoint/dtype.ts';
+import { MASK_GROUPS, type MaskGroup } from '../masks.ts';
+import type { MaskSchedule } from '../manifest.ts';
+import { checkGroups } from './kv-heads.ts';
+import { zeroModeNorm, type ZeroModeNorm } from './hidden.ts';
+
+export type GrowthMode = 'masked' | 'zero';
+
+/** Target sizes under their HF config keys; an absent key keeps the source's value. */
+export interface GrowthTargets {
+  hidden_size?: number;
+  intermediate_size?: number;
+  num_attention_heads?: number;
+  num_key_value_heads?: number;
+  num_hidden_layers?: number;
+  vocab_size?: number;
+  /** Tele-FLM µP: a new logit divisor; output_mult is scaled by the same ratio (SPEC §4). */
+  mup_scale_factor?: number;
+  /** Only allowed equal to the source's (head_dim never changes). */
+  head_dim?: number;
+}
+
+export const TARGET_KEYS = [
+  'hidden_size', 'intermediate_size', 'num_attention_heads', 'num_key_value_heads', 'num_hidden_layers', 'vocab_size',
+  'mup_scale_factor', 'head_dim',
+] as const satisfies readonly (keyof GrowthTargets)[];
+
+export interface InitPlan {
+  /** Std of new random weights: keys `default`, a kind (`embedding`, `matrix`) or a role (`q`, `lm_head`, ...). */
+  std: Record<string, number>;
+  /** How inserted layers start: a copy of the layer they follow (MSG) or random. */
+  layers: 'copy' | 'random';
+  /** New entries of grown tensors: random normal or zero (norm gains always start at 1). */
+  new: 'random' | 'zero';
+}
+
+export interface PlacementPlan {
+  method: 'distance' | 'explicit';
+  metric: 'cosine' | 'l2';
+  order: 'smallest' | 'largest';
+  /** Source layers after which a copy is inserted (method explicit; length L' - L). */
+  positions?: number[];
+}
+
+export interface CalibrationPlan {
+  /** Total calibration tokens and sequence length (random ids from `seed` unless file/text). */
+  tokens: number;
+  seq: number;
+  seed: number;
+  /** A file of token ids (JSON array or whitespace-separated integers). */
+  file?: string;
+  /** Text tokenised with the checkpoint's tokenizer (bytes when it has none). */
+  text?: string;
+}
+
+export interface GrowthPlan {
+  description?: string;
+  targets: GrowthTargets;
+  mode: GrowthMode;
+  init: InitPlan;
+  placement: PlacementPlan;
+  calibration: CalibrationPlan;
+  seed: number;
+  /** Explicit mask schedule; absent: every grown group linear over `annealSteps` from step 0. */
+  schedule?: MaskSchedule[];
+  annealSteps: number;
+}
+
+/** MSG's default annealing length (optimizer steps). */
+export const DEFAULT_ANNEAL_STEPS = 5000;
+/** Tele-FLM's init std (model card), used when the config has no initializer_range. */
+export const TELE_FLM_STD = 4e-3;
+
+export function defaultPlan(): GrowthPlan {
+  return {
+    targets: {},
+    mode: 'masked',
+    init: { std: {}, layers: 'copy', new: 'random' },
+    placement: { method: 'distance', metric: 'cosine', order: 'smallest' },
+    calibration: { tokens: 256, seq: 64, seed: 0 },
+    seed: 0,
+    annealSteps: DEFAULT_ANNEAL_STEPS,
+  };
+}
+
+// ---- validation helpers --------------------------------------------------------------------
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function obj(v: unknown, field: string, src: string): Obj {
+  if (!isObj(v)) throw new PlanError(field, `must be an object, got ${JSON.stringify(v)}`, src);
+  return v;
+}
+
+function noUnknown(o: Obj, allowed: readonly string[], prefix: string, src: string): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) throw new PlanError(`${prefix}${k}`, `unknown field (allowed: ${allowed.join(', ')})`, src);
+  }
+}
+
+function int(v: unknown, field: string, src: string, min = 1): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new PlanError(field, `must be an integer >= ${min}, got ${JSON.stringify(v)}`, src);
+  return v;
+}
+
+function posNum(v: unknown, field: string, src: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new PlanError(field, `must be a number > 0, got ${JSON.stringify(v)}`, src);
+  return v;
+}
+
+function oneOf<T extends string>(v: unknown, allowed: readonly T[], field: string, src: string): T {
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    throw new PlanError(field, `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${JSON.stringify(v)}`, src);
+  }
+  return v as T;
+}
+
+const STD_KEYS = ['default', 'embedding', 'matrix', 'embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'lm_head'];
+
+/** Parse a plan object (from JSON) over the defaults; errors name the field and the source. */
+export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
+  const p = defaultPlan();
+  const o = obj(json, '<root>', src);
+  noUnknown(o, ['description', 'targets', 'mode', 'init', 'placement', 'calibration', 'seed', 'schedule', 'anneal_steps', '$comment'], '', src);
+  if (o.description !== undefined) {
+    if (typeof o.description !== 'string') throw new PlanError('description', 'must be a string', src);
+    p.description = o.description;
+  }
+  if (o.targets !== undefined) {
+    const t = obj(o.targets, 'targets', src);
+    noUnknown(t, TARGET_KEYS, 'targets.', src);
+    for (const k of TARGET_KEYS) {
+      if (t[k] === undefined) continue;
+      p.targets[k] = k === 'mup_scale_factor' ? posNum(t[k], `targets.${k}`, src) : int(t[k], `targets.${k}`, src);
+    }
+  }
+  if (o.mode !== undefined) p.mode = oneOf(o.mode, ['masked', 'zero'] as const, 'mode', src);
+  if (o.init !== undefined) {
+    const i = obj(o.init, 'init', src);
+    noUnknown(i, ['std', 'layers', 'new'], 'init.', src);
+    if (i.std !== undefined) {
+      if (typeof i.std === 'number') p.init.std = { default: posNum(i.std, 'init.std', src) };
+      else {
+        const s = obj(i.std, 'init.std', src);
+        noUnknown(s, STD_KEYS, 'init.std.', src);
+        for (const [k, v] of Object.entries(s)) p.init.std[k] = posNum(v, `init.std.${k}`, src);
+      }
+    }
+    if (i.layers !== undefined) p.init.layers = oneOf(i.layers, ['copy', 'random'] as const, 'init.layers', src);
+    if (i.new !== undefined) p.init.new = oneOf(i.new, ['random', 'zero'] as const, 'init.new', src);
+  }
+  if (o.placement !== undefined) {
+    const l = obj(o.placement, 'placement', src);
+    noUnknown(l, ['method', 'metric', 'order', 'positions'], 'placement.', src);
+    if (l.method !== undefined) p.placement.method = oneOf(l.method, ['distance', 'explicit'] as const, 'placement.method', src);
+    if (l.metric !== undefined) p.placement.metric = oneOf(l.metric, ['cosine', 'l2'] as const, 'placement.metric', src);
+    if (l.order !== undefined) p.placement.order = oneOf(l.order, ['smallest', 'largest'] as const, 'placement.order', src);
+    if (l.positions !== undefined) {
+      if (!Array.isArray(l.positions)) throw new PlanError('placement.positions', 'must be an array of layer indices', src);
+      p.placement.positions = l.positions.map((v, k) => int(v, `placement.positions[${k}]`, src, 0));
+      if (l.method === undefined) p.placement.method = 'explicit';
+    }
+  }
+  if (o.calibration !== undefined) {
+    const c = obj(o.calibration, 'calibration', src);
+    noUnknown(c, ['tokens', 'seq', 'seed', 'file', 'text'], 'calibration.', src);
+    if (c.tokens !== undefined) p.calibration.tokens = int(c.tokens, 'calibration.tokens', src);
+    if (c.seq !== undefined) p.calibration.seq = int(c.seq, 'calibration.seq', src);
+    if (c.seed !== undefined) p.calibration.seed = int(c.seed, 'calibration.seed', src, 0);
+    for (const k of ['file', 'text'] as const) {
+      if (c[k] === undefined) continue;
+      if (typeof c[k] !== 'string' || c[k] === '') throw new PlanError(`calibration.${k}`, 'must be a non-empty string', src);
+      p.calibration[k] = c[k];
+    }
+  }
+  if (o.seed !== undefined) p.seed = int(o.seed, 'seed', src, 0);
+  if (o.anneal_steps !== undefined) p.annealSteps = int(o.anneal_steps, 'anneal_steps', src);
+  if (o.schedule !== undefined) {
+    if (!Array.isArray(o.schedule)) throw new PlanError('schedule', 'must be an array of {group, startStep, length, shape}', src);
+    const seen = new Set<string>();
+    p.schedule = o.schedule.map((e, k) => {
+      const f = `schedule[${k}]`;
+      const s = obj(e, f, src);
+      noUnknown(s, ['group', 'startStep', 'length', 'shape'], `${f}.`, src);
+      const group = oneOf(s.group, MASK_GROUPS, `${f}.group`, src);
+      if (seen.has(group)) throw new PlanError(`${f}.group`, `"${group}" is scheduled twice`, src);
+      seen.add(group);
+      return {
+        group,
+        startStep: s.startStep === undefined ? 0 : int(s.startStep, `${f}.startStep`, src, 0),
+        length: s.length === undefined ? p.annealSteps : int(s.length, `${f}.length`, src),
+        shape: s.shape === undefined ? 'linear' : oneOf(s.shape, ['linear', 'cosine'] as const, `${f}.shape`, src),
+      };
+    });
+  }
+  return p;
+}
+
+export function readPlanFile(path: string): GrowthPlan {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new PlanError(undefined, `cannot read: ${(e as Error).message}`, path);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new PlanError(undefined, `invalid JSON: ${(e as Error).message}`, path);
+  }
+  return parsePlan(json, path);
+}
+
+/** CLI overrides (already parsed by yargs), keyed like the flags in camelCase. */
+export interface PlanFlags {
+  hiddenSize?: number;
+  intermediateSize?: number;
+  numAttentionHeads?: number;
+  numKeyValueHeads?: number;
+  numHiddenLayers?: number;
+  vocabSize?: number;
+  mupScaleFactor?: number;
+  mode?: string;
+  init?: string;
+  layerInit?: string;
+  std?: number;
+  placement?: string;
+  positions?: (number | string)[] | string;
+  metric?: string;
+  order?: string;
+  calibrationTokens?: number;
+  calibrationSeq?: number;
+  calibrationSeed?: number;
+  calibrationFile?: string;
+  calibrationText?: string;
+  seed?: number;
+  annealSteps?: number;
+}
+
+/** Apply flags over a plan (re-validated through parsePlan so flags get the same checks). */
+export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
+  const j = planToJson(plan);
+  const t = j.targets as Obj;
+  const set = (o: Obj, k: string, v: unknown) => { if (v !== undefined) o[k] = v; };
+  set(t, 'hidden_size', f.hiddenSize);
+  set(t, 'intermediate_size', f.intermediateSize);
+  set(t, 'num_attention_heads', f.numAttentionHeads);
+  set(t, 'num_key_value_heads', f.numKeyValueHeads);
+  set(t, 'num_hidden_layers', f.numHiddenLayers);
+  set(t, 'vocab_size', f.vocabSize);
+  set(t, 'mup_scale_factor', f.mupScaleFactor);
+  set(j, 'mode', f.mode);
+  const init = j.init as Obj;
+  set(init, 'new', f.init);
+  set(init, 'layers', f.layerInit);
+  if (f.std !== undefined) init.std = { ...(init.std as Obj), default: f.std };
+  const pl = j.placement as Obj;
+  set(pl, 'method', f.placement);
+  set(pl, 'metric', f.metric);
+  set(pl, 'order', f.order);
+  if (f.positions !== undefined) {
+    const raw = Array.isArray(f.positions) ? f.positions : [f.positions];
+    pl.positions = raw.flatMap((v) => String(v).split(',')).filter((s) => s.trim() !== '').map((s) => Number(s));
+    if (f.placement === undefined) pl.method = 'explicit';
+  }
+  const cal = j.calibration as Obj;
+  set(cal, 'tokens', f.calibrationTokens);
+  set(cal, 'seq', f.calibrationSeq);
+  set(cal, 'seed', f.calibrationSeed);
+  set(cal, 'file', f.calibrationFile);
+  set(cal, 'text', f.calibrationText);
+  set(j, 'seed', f.seed);
+  set(j, 'anneal_steps', f.annealSteps);
+  return parsePlan(j, 'command-line flags');
+}
+
+/** The plan as JSON (the file format; also what the manifest records). */
+export function planToJson(p: GrowthPlan): Obj {
+  const j: Obj = {};
+  if (p.description !== undefined) j.description = p.description;
+  j.targets = { ...p.targets };
+  j.mode = p.mode;
+  j.init = { std: { ...p.init.std }, layers: p.init.layers, new: p.init.new };
+  j.placement = { ...p.placement, ...(p.placement.positions ? { positions: [...p.placement.positions] } : {}) };
+  j.calibration = { ...p.calibration };
+  j.seed = p.seed;
+  j.anneal_steps = p.annealSteps;
+  if (p.schedule !== undefined) j.schedule = p.schedule.map((s) => ({ ...s }));
+  return j;
+}
+
+// ---- against a source ----------------------------------------------------------------------
+
+export interface ResolvedTarget {
+  target: ModelConfig;
+  /** Zero mode only: how norms were rescaled and whether that is exact. */
+  zeroNorm: ZeroModeNorm | undefined;
+  /** Groups that grow (the ones that get masks and a schedule). */
+  grownGroups: MaskGroup[];
+  schedule: MaskSchedule[];
+}
+
+/**
+ * Target config from a source config and a plan; every impossible plan fails here, before any
+ * write. `outDtype` is the output tensor dtype (decides whether zero mode is exact).
+ */
+export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DType, where = 'plan'): ResolvedTarget {
+  const t = plan.targets;
+  const H = t.hidden_size ?? src.hiddenSize;
+  const F = t.intermediate_size ?? src.intermediateSize;
+  const nh = t.num_attention_heads ?? src.numHeads;
+  const nkv = t.num_key_value_heads ?? (t.num_attention_heads !== undefined && src.numKvHeads === src.numHeads ? nh : src.numKvHeads);
+  const L = t.num_hidden_layers ?? src.numLayers;
+  const V = t.vocab_size ?? src.vocabSize;
+  const shrink: [string, number, number][] = [
+    ['hidden_size', H, src.hiddenSize], ['intermediate_size', F, src.intermediateSize], ['num_attention_heads', nh, src.numHeads],
+    ['num_key_value_heads', nkv, src.numKvHeads], ['num_hidden_layers', L, src.numLayers], ['vocab_size', V, src.vocabSize],
+  ];
+  for (const [k, v, s] of shrink) {
+    if (v < s) throw new PlanError(`targets.${k}`, `${v} is smaller than the source's ${s}; growth cannot shrink a dimension`, where);
+  }
+  if (t.head_dim !== undefined && t.head_dim !== src.headDim) {
+    throw new PlanError('targets.head_dim', `${t.head_dim} differs from the source's ${src.headDim}; head_dim cannot change (RoPE and every head's weights depend on it)`, where);
+  }
+  checkGroups(src.numHeads, src.numKvHeads, nh, nkv, where);
+  const rawHasHeadDim = src.raw.head_dim !== undefined && src.raw.head_dim !== null;
+  if (!rawHasHeadDim && H !== nh * src.headDim) {
+    throw new PlanError('targets.hidden_size',
+      `${H} must equal num_attention_heads × head_dim = ${nh} × ${src.headDim} = ${nh * src.headDim}: the source config has no head_dim, so runtimes derive it as hidden_size / num_attention_heads`, where);
+  }
+  let outputMult = src.outputMult;
+  let msf = src.mupScaleFactor;
+  if (t.mup_scale_factor !== undefined) {
+    if (!src.useMup) throw new PlanError('targets.mup_scale_factor', 'the source config does not use µP (use_mup is not true)', where);
+    // Keep output_mult / mup_scale_factor: the logits must not change (SPEC §4).
+    outputMult = src.outputMult * (t.mup_scale_factor / src.mupScaleFactor);
+    msf = t.mup_scale_factor;
+  }
+  const zeroNorm = plan.mode === 'zero' ? zeroModeNorm(src.hiddenSize, H, outDtype) : undefined;
+  const target: ModelConfig = {
+    ...src,
+    hiddenSize: H, intermediateSize: F, numHeads: nh, numKvHeads: nkv, numLayers: L, vocabSize: V,
+    rmsNormEps: zeroNorm !== undefined ? src.rmsNormEps * zeroNorm.epsScale : src.rmsNormEps,
+    outputMult, mupScaleFactor: msf, dtype: outDtype, raw: { ...src.raw },
+  };
+  const grownGroups: MaskGroup[] = [];
+  if (H > src.hiddenSize) grownGroups.push('hidden');
+  if (nh > src.numHeads) grownGroups.push('heads');
+  if (F > src.intermediateSize) grownGroups.push('ffn');
+  if (L > src.numLayers) grownGroups.push('layers');
+  let schedule: MaskSchedule[];
+  if (plan.mode === 'zero') schedule = [];
+  else if (plan.schedule !== undefined) {
+    schedule = plan.schedule.filter((s) => grownGroups.includes(s.group));
+    for (const g of grownGroups) {
+      if (!schedule.some((s) => s.group === g)) throw new PlanError('schedule', `group "${g}" grows but has no schedule entry`, where);
+    }
+  } else schedule = grownGroups.map((group) => ({ group, startStep: 0, length: plan.annealSteps, shape: 'linear' as const }));
+  return { target, zeroNorm, grownGroups, schedule };
+}
+
+/** Std of new random entries of a role: role, then kind, then default, then config, then Tele-FLM's 4e-3. */
+export function stdFor(plan: GrowthPlan, src: ModelConfig, role: string, kind: string): number {
+  const s = plan.init.std;
+  const ir = src.raw.initializer_range;
+  return s[role] ?? s[kind] ?? s.default ?? (typeof ir === 'number' && ir > 0 ? ir : TELE_FLM_STD);
+}

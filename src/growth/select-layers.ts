@@ -1,0 +1,81 @@
+/**
+ * Distance-based layer selection (Tele-FLM 64 -> 80 -> 140 layers, SPEC §2): run calibration
+ * tokens through the source model one layer at a time and measure how much each layer moves the
+ * residual stream (distance.ts). Layers that change it least are the natural ones to duplicate
+ * (`smallest`); `largest` is the alternative.
+ */
+import { readFileSync } from 'node:fs';
+import type { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { PlanError } from '../errors.ts';
+import { mulberry32, uniformInt } from '../train/rng.ts';
+import { layerDistance, type DistanceMetric } from './distance.ts';
+import { pickLayers } from './depth.ts';
+import type { CalibrationPlan } from './plan.ts';
+
+export interface SelectOptions {
+  metric: DistanceMetric;
+  order: 'smallest' | 'largest';
+  /** How many insertions to pick (default: none, distances only). */
+  count?: number;
+}
+
+export interface SelectResult {
+  distances: number[];
+  /** Layer indices sorted by preference (best first). */
+  ranking: number[];
+  picks: number[];
+}
+
+/** Calls visit(l, x_l, x_{l+1}) ([tokens, H] each, x_L before the final norm) for every layer l. */
+export type ResidualStreamFn = (ck: Checkpoint, batch: number[][], visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void) => Promise<void>;
+
+/** Calibration token ids, split into sequences of `seq`. */
+export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Promise<number[][]> {
+  const V = ck.config.vocabSize;
+  let ids: number[];
+  if (cal.file !== undefined) {
+    let text: string;
+    try { text = readFileSync(cal.file, 'utf8'); } catch (e) { throw new PlanError('calibration.file', `cannot read ${cal.file}: ${(e as Error).message}`); }
+    const t = text.trim();
+    const raw: unknown = t.startsWith('[') ? JSON.parse(t) : t.split(/\s+/).map(Number);
+    if (!Array.isArray(raw)) throw new PlanError('calibration.file', `${cal.file}: expected a JSON array or whitespace-separated token ids`);
+    ids = (raw as unknown[]).flat(2).map((v, k) => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= V) throw new PlanError('calibration.file', `${cal.file}: token ${k} = ${JSON.stringify(v)} is not an id in [0, ${V})`);
+      return v;
+    });
+  } else if (cal.text !== undefined) {
+    const { loadTokenizer } = await import('../train/tokenizer.ts');
+    ids = loadTokenizer(ck.dir).encode(cal.text).map((v) => v % V);
+  } else {
+    const next = mulberry32(cal.seed);
+    ids = Array.from({ length: cal.tokens }, () => uniformInt(next, V));
+  }
+  if (ids.length === 0) throw new PlanError('calibration', 'no calibration tokens');
+  const seqs: number[][] = [];
+  for (let i = 0; i < ids.length; i += cal.seq) seqs.push(ids.slice(i, i + cal.seq));
+  // equal lengths for one batch: drop a short tail unless it is all there is
+  const full = seqs.filter((s) => s.length === cal.seq || seqs.length === 1);
+  return full.length > 0 ? full : [seqs[0]];
+}
+
+let defaultStream: ResidualStreamFn | undefined;
+
+/** Use another residual-stream provider (tests; or before the model is loaded). */
+export function setResidualStream(fn: ResidualStreamFn | undefined): void {
+  defaultStream = fn;
+}
+
+export async function selectLayers(ck: Checkpoint, batch: number[][], opts: SelectOptions): Promise<SelectResult> {
+  const L = ck.config.numLayers;
+  const distances = new Array<number>(L).fill(NaN);
+  const visit = (l: number, xIn: Float32Array, xOut: Float32Array) => { distances[l] = layerDistance(xIn, xOut, ck.config.hiddenSize, opts.metric); };
+  if (defaultStream !== undefined) await defaultStream(ck, batch, visit);
+  else {
+    // loaded lazily: growing with explicit positions never needs tfjs
+    const { residualStream } = await import('./residual-stream.ts');
+    await residualStream(ck, batch, visit);
+  }
+  const ranking = pickLayers(distances, L, opts.order);
+  const picks = opts.count === undefined ? [] : pickLayers(distances, opts.count, opts.order);
+  return { distances, ranking, picks };
+}
