@@ -1,11 +1,89 @@
 import type { CommandModule } from 'yargs';
-import { FlmGrowError } from '../errors.ts';
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
+import { FlmGrowError, ModelInputError } from '../errors.ts';
+import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.ts';
+import { loadMasksIfAny } from '../masks.ts';
+import { streamedForward } from '../model/streaming.ts';
+import { parseIdList, readInputIds } from '../model/input-ids.ts';
+import { progressBar } from './progress.ts';
 
-// Placeholder: replaced by the module that implements this command.
+function f32Bytes(a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Top-k (id, logit) of one row, highest first. */
+export function topK(row: Float32Array, k: number): [number, number][] {
+  const best: [number, number][] = [];
+  for (let v = 0; v < row.length; v++) {
+    if (best.length < k || row[v] > best[best.length - 1][1]) {
+      best.push([v, row[v]]);
+      best.sort((a, b) => b[1] - a[1]);
+      if (best.length > k) best.pop();
+    }
+  }
+  return best;
+}
+
 export const forwardCommand: CommandModule = {
   command: 'forward <checkpoint>',
-  describe: '(not implemented yet)',
-  handler: () => {
-    throw new FlmGrowError('NotImplemented', 'forward is not implemented yet');
+  describe: 'Run the model (layer-streamed, f32, masks applied when present): logits and hidden states as transformers computes them',
+  builder: (y) => y
+    .positional('checkpoint', { type: 'string', demandOption: true })
+    .option('input', { type: 'string', describe: 'safetensors file with input_ids (I64 or I32, [batch, seq])' })
+    .option('output', { type: 'string', describe: 'safetensors file to write: logits F32 [B,T,V], hidden_states.N F32 [B,T,H] for N = 0..L' })
+    .option('ids', { type: 'string', describe: 'quick run on token ids "1,2,3" (";" separates sequences): prints the top tokens' })
+    .option('top', { type: 'number', default: 5, describe: 'top tokens to print per position with --ids' })
+    .option('masks', { type: 'boolean', default: true, describe: 'apply masks.safetensors when present (--no-masks: the plain model)' })
+    .option('overwrite', { type: 'boolean', default: false })
+    .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto' })
+    .option('quiet', { type: 'boolean', default: false })
+    .check((a) => {
+      if ((a.input === undefined) === (a.ids === undefined)) throw new FlmGrowError('UsageError', 'forward: give exactly one of --input or --ids');
+      if (a.input !== undefined && a.output === undefined) throw new FlmGrowError('UsageError', 'forward: --input needs --output');
+      return true;
+    }),
+  handler: async (a) => {
+    const out = a.output as string | undefined;
+    if (out !== undefined && existsSync(out) && a.overwrite !== true) throw new FlmGrowError('OutputExists', `${out} exists (use --overwrite)`);
+    const ids = a.ids !== undefined ? parseIdList(a.ids as string) : await readInputIds(a.input as string);
+    const backend = await initBackend(a.backend as BackendName);
+    const ck = await Checkpoint.open(a.checkpoint as string);
+    try {
+      const cfg = ck.config;
+      const masks = a.masks === false ? null : ((await loadMasksIfAny(ck.dir, cfg)) ?? null);
+      const bar = progressBar('forward', cfg.numLayers + 1, { quiet: a.quiet === true });
+      const r = await streamedForward(ck, ids, { masks, collectHidden: out !== undefined, onLayer: (d) => bar.update(d + 1) });
+      bar.stop();
+      const { batch: B, seqLen: T } = r;
+      const V = cfg.vocabSize, H = cfg.hiddenSize;
+      if (out !== undefined) {
+        const tensors = [{ name: 'logits', dtype: 'F32' as const, shape: [B, T, V], data: f32Bytes(r.logits) }];
+        (r.hidden ?? []).forEach((h, n) => tensors.push({ name: `hidden_states.${n}`, dtype: 'F32', shape: [B, T, H], data: f32Bytes(h) }));
+        const tmp = `${out}.tmp-${process.pid}`;
+        try {
+          await writeSafetensors(tmp, tensors, { format: 'pt', producer: 'flm-grow forward', masked: String(r.masked) });
+          renameSync(tmp, out);
+        } catch (e) {
+          rmSync(tmp, { force: true });
+          throw e;
+        }
+        process.stderr.write(`forward: ${B}×${T} tokens, ${cfg.numLayers} layers${r.masked ? ', masked model' : ''}, backend ${backend} -> ${out}\n`);
+        return;
+      }
+      const k = a.top as number;
+      if (!(Number.isInteger(k) && k > 0)) throw new ModelInputError(`--top must be a positive integer, got ${k}`);
+      const lines: string[] = [`${r.masked ? 'masked model, ' : ''}backend ${backend}; top ${k} next tokens (id:logit) per position:`];
+      for (let b = 0; b < B; b++) {
+        for (let t = 0; t < T; t++) {
+          const row = r.logits.subarray((b * T + t) * V, (b * T + t + 1) * V);
+          lines.push(`${B > 1 ? `[${b}] ` : ''}${String(t).padStart(4)} id ${String(ids[b][t]).padStart(6)} -> ${topK(row, k).map(([v, l]) => `${v}:${l.toFixed(4)}`).join('  ')}`);
+        }
+      }
+      process.stdout.write(lines.join('\n') + '\n');
+    } finally {
+      await ck.close();
+    }
   },
 };

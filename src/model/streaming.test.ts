@@ -1,0 +1,121 @@
+/**
+ * Layer streaming runs llama.ts's functions one layer at a time from disk: it must give the
+ * same numbers as the in-memory pass, load the checkpoint's masks, free what it loads, and
+ * report bad checkpoints and inputs with typed errors.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../backend.ts';
+import { makeConfig, configToJson } from '../config.ts';
+import { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
+import { float32ToBytes } from '../checkpoint/dtype.ts';
+import { expectedTensors } from '../arch.ts';
+import { masksPath, writeMasks } from '../masks.ts';
+import { CheckpointError, ModelInputError } from '../errors.ts';
+import { disposeMaskTensors, disposeWeights, forward, loadLayerWeights, loadWeights, masksToTensors } from './llama.ts';
+import { streamedForward } from './streaming.ts';
+import { buildHandGrown, makeTempDir, randomIdRows, writeCheckpoint, writeRandomCheckpoint } from './test-utils.ts';
+
+const tmp = makeTempDir();
+const base = makeConfig({ hiddenSize: 16, intermediateSize: 24, numLayers: 3, numHeads: 2, numKvHeads: 1, headDim: 8, vocabSize: 40 });
+let srcArrays: Map<string, Float32Array>;
+
+beforeAll(async () => {
+  await initBackend('wasm');
+  srcArrays = await writeRandomCheckpoint(join(tmp.dir, 'src'), base, { seed: 21, maxShardSize: 4000 });
+  const g = buildHandGrown(base, srcArrays);
+  await writeCheckpoint(join(tmp.dir, 'grown'), g.cfg, g.arrays, { dtype: 'BF16' });
+  await writeMasks(masksPath(join(tmp.dir, 'grown')), g.masks);
+});
+afterAll(() => tmp.cleanup());
+
+async function inMemory(dir: string, rows: number[][], withMasks: boolean): Promise<{ logits: Float32Array; hidden: Float32Array[] }> {
+  const ck = await Checkpoint.open(dir);
+  const w = await loadWeights(ck);
+  const { loadMasksIfAny } = await import('../masks.ts');
+  const ms = withMasks ? await loadMasksIfAny(dir, ck.config) : undefined;
+  await ck.close();
+  const mt = ms === undefined ? undefined : masksToTensors(ms);
+  const ids = tf.tensor2d(rows, [rows.length, rows[0].length], 'int32');
+  const out = forward(ck.config, w, ids, { collectHidden: true, masks: mt });
+  const res = { logits: out.logits.dataSync() as Float32Array, hidden: (out.hidden as tf.Tensor[]).map((h) => h.dataSync() as Float32Array) };
+  tf.dispose([ids, out.logits, ...(out.hidden ?? [])]);
+  if (mt !== undefined) disposeMaskTensors(mt);
+  disposeWeights(w);
+  return res;
+}
+
+describe('streamedForward', () => {
+  it.each([['src', true], ['grown', true], ['grown', false]] as const)('%s (masks %s): identical to the in-memory pass', async (name, withMasks) => {
+    const dir = join(tmp.dir, name);
+    const rows = randomIdRows(3, 6, base.vocabSize, 8);
+    const mem = await inMemory(dir, rows, withMasks);
+    const ck = await Checkpoint.open(dir);
+    const seen: number[] = [];
+    const s = await streamedForward(ck, rows, { collectHidden: true, masks: withMasks ? undefined : null, onLayer: (d) => seen.push(d), lmHeadBlockRows: 7 });
+    await ck.close();
+    expect(s.masked).toBe(name === 'grown' && withMasks);
+    expect(seen).toEqual(Array.from({ length: ck.config.numLayers + 1 }, (_, k) => k));
+    expect(s.logits).toEqual(mem.logits);
+    expect(s.hidden?.length).toBe(mem.hidden.length);
+    mem.hidden.forEach((h, n) => expect((s.hidden as Float32Array[])[n]).toEqual(h));
+  });
+
+  it('an MLP run in blocks of FFN units equals the unblocked pass (to f32 rounding) and frees its blocks', async () => {
+    const ck = await Checkpoint.open(join(tmp.dir, 'grown'));
+    const rows = randomIdRows(2, 5, base.vocabSize, 10);
+    const whole = await streamedForward(ck, rows);
+    const H = ck.config.hiddenSize;
+    const before = tf.memory().numTensors;
+    const blocked = await streamedForward(ck, rows, { maxBlockBytes: 3 * 4 * H * 7 }); // 7 FFN units per block
+    expect(tf.memory().numTensors).toBe(before);
+    let d = 0, scale = 0, same = true;
+    for (let i = 0; i < whole.logits.length; i++) {
+      const a = whole.logits[i], b = blocked.logits[i];
+      if (a === b) continue;
+      same = false;
+      d = Math.max(d, Math.abs(a - b));
+      scale = Math.max(scale, Math.abs(a));
+    }
+    console.log(`[MLP in blocks of 7 units vs whole] max |Δlogits| = ${d.toExponential(3)}`);
+    expect(d).toBeLessThanOrEqual(1e-5 * Math.max(1, scale));
+    expect(same && ck.config.intermediateSize > 7).toBe(false); // the blocked path really ran (summation order differs)
+    await ck.close();
+  });
+
+  it('frees everything it loads', async () => {
+    const ck = await Checkpoint.open(join(tmp.dir, 'grown'));
+    const rows = randomIdRows(2, 5, base.vocabSize, 9);
+    await streamedForward(ck, rows);
+    const before = tf.memory().numTensors;
+    for (let k = 0; k < 3; k++) await streamedForward(ck, rows, { collectHidden: true });
+    expect(tf.memory().numTensors).toBe(before);
+    await ck.close();
+  });
+
+  it('typed errors: ids out of range, ragged rows, a missing tensor', async () => {
+    const ck = await Checkpoint.open(join(tmp.dir, 'src'));
+    await expect(streamedForward(ck, [[1, 2, 40]])).rejects.toThrow(ModelInputError);
+    await expect(streamedForward(ck, [[1, 2], [3]])).rejects.toThrow(/row 1 has 1 ids/);
+    await expect(streamedForward(ck, [[1, 2.5]])).rejects.toThrow(ModelInputError);
+    await ck.close();
+    // a checkpoint whose shard lacks one layer tensor
+    const dir = join(tmp.dir, 'missing');
+    mkdirSync(dir, { recursive: true });
+    const missing = 'model.layers.1.mlp.up_proj.weight';
+    await writeSafetensors(join(dir, 'model.safetensors'), expectedTensors(base).filter((t) => t.name !== missing)
+      .map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: float32ToBytes(srcArrays.get(t.name) as Float32Array, 'F32') })));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(configToJson(base)));
+    await expect(Checkpoint.open(dir)).rejects.toThrow(/up_proj.*missing/);
+    const loose = await Checkpoint.open(dir, { checkConfig: false });
+    const before = tf.memory().numTensors;
+    await expect(loadLayerWeights(loose, 1)).rejects.toThrow(CheckpointError);
+    await expect(streamedForward(loose, [[1, 2]])).rejects.toThrow(/model\.layers\.1\.mlp\.up_proj\.weight" is missing/);
+    expect(tf.memory().numTensors).toBe(before); // a failed pass frees what it had loaded
+    await loose.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+});

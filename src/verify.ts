@@ -1,0 +1,202 @@
+/**
+ * Function preservation, measured: run the source and the grown checkpoint (each layer-streamed,
+ * masks applied where present) on the same tokens and compare logits over the source's vocab
+ * and the residual stream on the source's hidden coordinates, at every source layer boundary.
+ * New units are appended along the hidden and vocab axes (growth's layout), so "old
+ * coordinates" are the first H and V of the grown model.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { initBackend, type BackendName } from './backend.ts';
+import { Checkpoint } from './checkpoint/checkpoint.ts';
+import { FlmGrowError, ModelInputError } from './errors.ts';
+import { readManifest } from './manifest.ts';
+import { loadMasksIfAny } from './masks.ts';
+import { streamedForward, type StreamResult } from './model/streaming.ts';
+import { randomIds, readInputIds } from './model/input-ids.ts';
+
+export const DEFAULT_TOLERANCE = 1e-5;
+
+export interface VerifyOptions {
+  /** Random tokens in all (rounded up to whole sequences of `seq`). */
+  tokens?: number;
+  seq?: number;
+  seed?: number;
+  /** A safetensors file with input_ids [B, T] instead of random ids. */
+  input?: string;
+  /** Explicit ids (used before `input` and random ids). */
+  ids?: number[][];
+  /** Max logit difference relative to the source's max |logit|. */
+  tolerance?: number;
+  backend?: BackendName;
+  /** Progress over both passes: done and total count layer steps of source + grown. */
+  onProgress?: (done: number, total: number, which: 'source' | 'grown') => void;
+  /** Throw VerifyFailedError above tolerance (default true). */
+  throwOnFail?: boolean;
+}
+
+export interface HiddenDiff {
+  /** Source boundary n (HF hidden_states index: 0 = embeddings, L = after the final norm). */
+  source: number;
+  grown: number;
+  maxAbs: number;
+  /** maxAbs / max |source hidden| at this boundary. */
+  relative: number;
+  /** Max |value| on the grown model's new coordinates (0 for a masked model right after growth). */
+  maxAbsNewCoords: number;
+}
+
+export interface VerifyReport {
+  source: string;
+  grown: string;
+  backend: string;
+  batch: number;
+  seqLen: number;
+  inputs: 'random' | 'file' | 'given';
+  seed?: number;
+  sourceMasked: boolean;
+  grownMasked: boolean;
+  /** Vocab ids compared (the source's). */
+  vocab: number;
+  /** Hidden coordinates compared (the source's). */
+  hiddenSize: number;
+  maxAbsLogitDiff: number;
+  maxAbsSourceLogit: number;
+  relativeLogitDiff: number;
+  hidden: HiddenDiff[];
+  /** Grown layers skipped as inserted (from the manifest's layerMap). */
+  insertedLayers: number[];
+  tolerance: number;
+  passed: boolean;
+}
+
+export class VerifyFailedError extends FlmGrowError {
+  readonly report: VerifyReport;
+  constructor(report: VerifyReport) {
+    super('VerifyFailed', `${report.grown}: logits differ from ${report.source} by ${report.maxAbsLogitDiff.toExponential(3)} ` +
+      `(relative ${report.relativeLogitDiff.toExponential(3)} of max |logit| ${report.maxAbsSourceLogit.toPrecision(4)}), above the tolerance ${report.tolerance}`);
+    this.report = report;
+  }
+}
+
+/**
+ * Grown boundary for each source boundary n = 0..L: 0 -> 0, L -> L' (both after the final norm),
+ * n -> output of the grown layer that is the non-inserted copy of source layer n-1.
+ */
+export function boundaryMap(Ls: number, Lg: number, layerMap: { source: number; inserted: boolean }[] | undefined): number[] {
+  if (layerMap === undefined) {
+    if (Ls !== Lg) return [0, ...Array.from({ length: Ls - 1 }, () => -1), Lg];
+    return Array.from({ length: Ls + 1 }, (_, n) => n);
+  }
+  if (layerMap.length !== Lg) throw new FlmGrowError('BadManifest', `manifest layerMap has ${layerMap.length} entries but the grown config has ${Lg} layers`);
+  const out = [0];
+  for (let n = 1; n < Ls; n++) {
+    const k = layerMap.findIndex((e) => e.source === n - 1 && !e.inserted);
+    out.push(k < 0 ? -1 : k + 1);
+  }
+  out.push(Lg);
+  return out;
+}
+
+function logitDiff(a: StreamResult, Vs: number, b: StreamResult, Vg: number): { maxAbs: number; scale: number } {
+  const N = a.batch * a.seqLen;
+  let maxAbs = 0, scale = 0;
+  for (let n = 0; n < N; n++) {
+    for (let v = 0; v < Vs; v++) {
+      const x = a.logits[n * Vs + v], y = b.logits[n * Vg + v];
+      if (x === y) { if (Number.isFinite(x)) scale = Math.max(scale, Math.abs(x)); continue; } // covers -inf == -inf (masked ids)
+      const d = Math.abs(x - y);
+      maxAbs = Math.max(maxAbs, Number.isNaN(d) ? Infinity : d);
+      if (Number.isFinite(x)) scale = Math.max(scale, Math.abs(x));
+    }
+  }
+  return { maxAbs, scale };
+}
+
+function hiddenDiff(a: Float32Array, Hs: number, b: Float32Array, Hg: number): { maxAbs: number; scale: number; newMax: number } {
+  const N = a.length / Hs;
+  let maxAbs = 0, scale = 0, newMax = 0;
+  for (let n = 0; n < N; n++) {
+    for (let i = 0; i < Hs; i++) {
+      const x = a[n * Hs + i];
+      maxAbs = Math.max(maxAbs, Math.abs(x - b[n * Hg + i]));
+      scale = Math.max(scale, Math.abs(x));
+    }
+    for (let i = Hs; i < Hg; i++) newMax = Math.max(newMax, Math.abs(b[n * Hg + i]));
+  }
+  return { maxAbs, scale, newMax };
+}
+
+export async function verifyGrowth(sourceDir: string, grownDir: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const backend = opts.backend !== undefined || tf.engine().backendName == null ? await initBackend(opts.backend ?? 'auto') : tf.getBackend();
+  const tolerance = opts.tolerance ?? DEFAULT_TOLERANCE;
+  if (!(tolerance >= 0)) throw new ModelInputError(`--tolerance must be >= 0, got ${tolerance}`);
+  const src = await Checkpoint.open(sourceDir);
+  let grown: Checkpoint | undefined;
+  try {
+    grown = await Checkpoint.open(grownDir);
+    const cs = src.config, cg = grown.config;
+    if (cg.hiddenSize < cs.hiddenSize || cg.vocabSize < cs.vocabSize || cg.numLayers < cs.numLayers) {
+      throw new FlmGrowError('NotGrown', `${grownDir} (H ${cg.hiddenSize}, V ${cg.vocabSize}, L ${cg.numLayers}) is smaller than ${sourceDir} (H ${cs.hiddenSize}, V ${cs.vocabSize}, L ${cs.numLayers})`);
+    }
+    const srcMasks = await loadMasksIfAny(sourceDir, cs);
+    const grownMasks = await loadMasksIfAny(grownDir, cg);
+    const seq = opts.seq ?? 32;
+    const seed = opts.seed ?? 0;
+    let ids: number[][];
+    let inputs: VerifyReport['inputs'];
+    if (opts.ids !== undefined) { ids = opts.ids; inputs = 'given'; }
+    else if (opts.input !== undefined) { ids = await readInputIds(opts.input); inputs = 'file'; }
+    else {
+      if (!(Number.isInteger(seq) && seq > 0)) throw new ModelInputError(`--seq must be a positive integer, got ${seq}`);
+      const tokens = opts.tokens ?? 128;
+      if (!(Number.isInteger(tokens) && tokens > 0)) throw new ModelInputError(`--tokens must be a positive integer, got ${tokens}`);
+      // real (unmasked) ids of the source only: padding ids have -inf logits and no meaning
+      const allowed = srcMasks === undefined ? undefined : [...srcMasks.vocab.keys()].filter((v) => srcMasks.vocab[v] !== 0);
+      ids = randomIds(Math.ceil(tokens / seq), seq, cs.vocabSize, seed, allowed);
+      inputs = 'random';
+    }
+    for (const row of ids) for (const v of row) {
+      if (v >= cs.vocabSize) throw new ModelInputError(`input id ${v} is outside the source vocabulary [0, ${cs.vocabSize})`);
+    }
+    const total = cs.numLayers + 1 + cg.numLayers + 1;
+    const s = await streamedForward(src, ids, { masks: srcMasks ?? null, collectHidden: true, onLayer: (d) => opts.onProgress?.(d + 1, total, 'source') });
+    const g = await streamedForward(grown, ids, { masks: grownMasks ?? null, collectHidden: true, onLayer: (d) => opts.onProgress?.(cs.numLayers + 1 + d + 1, total, 'grown') });
+    const layerMap = readManifest(grownDir)?.layerMap;
+    const bmap = boundaryMap(cs.numLayers, cg.numLayers, layerMap);
+    const hidden: HiddenDiff[] = [];
+    bmap.forEach((k, n) => {
+      if (k < 0) return;
+      const d = hiddenDiff((s.hidden as Float32Array[])[n], cs.hiddenSize, (g.hidden as Float32Array[])[k], cg.hiddenSize);
+      hidden.push({ source: n, grown: k, maxAbs: d.maxAbs, relative: d.scale > 0 ? d.maxAbs / d.scale : d.maxAbs, maxAbsNewCoords: d.newMax });
+    });
+    const { maxAbs, scale } = logitDiff(s, cs.vocabSize, g, cg.vocabSize);
+    const relative = scale > 0 ? maxAbs / scale : maxAbs;
+    const report: VerifyReport = {
+      source: sourceDir, grown: grownDir, backend, batch: s.batch, seqLen: s.seqLen, inputs, ...(inputs === 'random' ? { seed } : {}),
+      sourceMasked: s.masked, grownMasked: g.masked, vocab: cs.vocabSize, hiddenSize: cs.hiddenSize,
+      maxAbsLogitDiff: maxAbs, maxAbsSourceLogit: scale, relativeLogitDiff: relative, hidden,
+      insertedLayers: (layerMap ?? []).flatMap((e, i) => (e.inserted ? [i] : [])),
+      tolerance, passed: relative <= tolerance,
+    };
+    if (!report.passed && opts.throwOnFail !== false) throw new VerifyFailedError(report);
+    return report;
+  } finally {
+    await src.close();
+    await grown?.close();
+  }
+}
+
+/** Human-readable lines of a report. */
+export function formatReport(r: VerifyReport): string {
+  const lines = [
+    `source: ${r.source}${r.sourceMasked ? ' (masked)' : ''}`,
+    `grown:  ${r.grown}${r.grownMasked ? ' (masked)' : ''}`,
+    `inputs: ${r.batch} × ${r.seqLen} tokens (${r.inputs}${r.seed !== undefined ? `, seed ${r.seed}` : ''}), backend ${r.backend}`,
+    `logits over the source's ${r.vocab} ids: max |Δ| ${r.maxAbsLogitDiff.toExponential(3)}, max |logit| ${r.maxAbsSourceLogit.toPrecision(4)}, relative ${r.relativeLogitDiff.toExponential(3)} (tolerance ${r.tolerance})`,
+    `hidden states on the source's ${r.hiddenSize} coordinates${r.insertedLayers.length > 0 ? ` (inserted layers skipped: ${r.insertedLayers.join(', ')})` : ''}:`,
+    ...r.hidden.map((h) => `  hidden_states.${h.source} ↔ ${h.grown}: max |Δ| ${h.maxAbs.toExponential(3)} (relative ${h.relative.toExponential(3)})` +
+      (h.maxAbsNewCoords > 0 ? `, new coordinates max |x| ${h.maxAbsNewCoords.toExponential(3)}` : '')),
+    r.passed ? 'PASS: the grown model computes the source function' : 'FAIL: above tolerance',
+  ];
+  return lines.join('\n');
+}
