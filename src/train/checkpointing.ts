@@ -1,0 +1,92 @@
+/**
+ * Training checkpoints: `<out>/checkpoint-<step>/` in HF layout (config.json, model.safetensors,
+ * F32 weights), masks.safetensors (current annealing values), optimizer.safetensors, tokenizer
+ * files copied along, and flm-grow-manifest.json (kind 'train') written LAST, after everything
+ * else is in place: a folder without a manifest that verifies is an interrupted save.
+ */
+import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { expectedTensors } from '../arch.ts';
+import { configToJson, type ModelConfig } from '../config.ts';
+import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
+import { float32ToBytes } from '../checkpoint/dtype.ts';
+import { MANIFEST_FILE, readManifest, sha256File, verifyManifestFiles, type Manifest } from '../manifest.ts';
+import { MASKS_FILE, writeMasks, type MaskSet } from '../masks.ts';
+import { SIDE_FILE_PATTERN } from '../growth/grow.ts';
+import { OPTIMIZER_FILE, writeOptimizerState, type OptimizerState } from './optimizer-state.ts';
+
+export const CHECKPOINT_PREFIX = 'checkpoint-';
+
+export function checkpointDirName(step: number): string {
+  return `${CHECKPOINT_PREFIX}${String(step).padStart(6, '0')}`;
+}
+
+/** Write a manifest with the sha256 of every other file in `dir`, via a temporary file. */
+export async function writeManifestLast(dir: string, m: Omit<Manifest, 'files'>): Promise<Manifest> {
+  const files: Record<string, string> = {};
+  for (const f of readdirSync(dir).sort()) if (f !== MANIFEST_FILE && !f.startsWith('.')) files[f] = await sha256File(join(dir, f));
+  const full: Manifest = { ...m, files };
+  const tmp = join(dir, `.${MANIFEST_FILE}.tmp`);
+  writeFileSync(tmp, JSON.stringify(full, null, 2) + '\n');
+  renameSync(tmp, join(dir, MANIFEST_FILE));
+  return full;
+}
+
+export interface SaveCheckpointArgs {
+  dir: string;
+  cfg: ModelConfig;
+  weights: ReadonlyMap<string, Float32Array>;
+  masks: MaskSet | undefined;
+  optimizer: OptimizerState;
+  /** Tokenizer and generation files come from here. */
+  sideFilesFrom?: string;
+  manifest: Omit<Manifest, 'files'>;
+}
+
+export async function saveCheckpoint(a: SaveCheckpointArgs): Promise<void> {
+  const tensors = expectedTensors(a.cfg);
+  const w = await CheckpointWriter.create(a.dir, tensors.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape })), { overwrite: true });
+  try {
+    for (const t of tensors) await w.writeTensor(t.name, float32ToBytes(a.weights.get(t.name) as Float32Array, 'F32'));
+    await w.writeSideFile('config.json', JSON.stringify(configToJson({ ...a.cfg, dtype: 'F32' }), null, 2) + '\n');
+    if (a.masks !== undefined) await writeMasks(w.path(MASKS_FILE), a.masks);
+    await writeOptimizerState(w.path(OPTIMIZER_FILE), new Map(tensors.map((t) => [t.name, t.shape])), a.optimizer);
+    if (a.sideFilesFrom !== undefined) {
+      for (const f of readdirSync(a.sideFilesFrom)) if (SIDE_FILE_PATTERN.test(f)) await w.copySideFile(join(a.sideFilesFrom, f), f);
+    }
+    await w.commit();
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  await writeManifestLast(a.dir, a.manifest);
+}
+
+/** Saved checkpoints of a training folder, oldest first (complete or not). */
+export function listCheckpoints(outDir: string): { dir: string; step: number }[] {
+  if (!existsSync(outDir)) return [];
+  return readdirSync(outDir)
+    .filter((f) => f.startsWith(CHECKPOINT_PREFIX) && /^\d+$/.test(f.slice(CHECKPOINT_PREFIX.length)))
+    .map((f) => ({ dir: join(outDir, f), step: Number(f.slice(CHECKPOINT_PREFIX.length)) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+/** A checkpoint folder whose manifest exists and whose files match it. */
+export async function isCompleteCheckpoint(dir: string): Promise<boolean> {
+  const m = readManifest(dir);
+  if (m === undefined) return false;
+  return (await verifyManifestFiles(dir, m)).length === 0;
+}
+
+/** The newest complete checkpoint of a training folder, or undefined. */
+export async function latestCheckpoint(outDir: string): Promise<string | undefined> {
+  const all = listCheckpoints(outDir);
+  for (let k = all.length - 1; k >= 0; k--) if (await isCompleteCheckpoint(all[k].dir)) return all[k].dir;
+  return undefined;
+}
+
+/** Remove all but the newest `keep` checkpoints (never `protect`). */
+export function pruneCheckpoints(outDir: string, keep: number, protect: string): void {
+  const all = listCheckpoints(outDir);
+  for (const c of all.slice(0, Math.max(0, all.length - keep))) if (c.dir !== protect) rmSync(c.dir, { recursive: true, force: true });
+}
