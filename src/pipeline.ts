@@ -20,7 +20,6 @@ import { verifyGrowth, formatReport, VerifyFailedError, type VerifyReport } from
 import { initBackend, type BackendName } from './backend.ts';
 import { initConfig, writeRandomInit } from './train/random-init.ts';
 import { checkpointLoss, METRICS_FILE, train, type TrainOptions } from './train/trainer.ts';
-import { growOptimizerState, OPTIMIZER_FILE } from './train/optimizer-state.ts';
 import { latestCheckpoint } from './train/checkpointing.ts';
 import { TokenDataset } from './train/data.ts';
 import { loadTokenizer } from './train/tokenizer.ts';
@@ -226,13 +225,12 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
       }
     } else if ('grow' in s) {
       if (current === '') throw new PipelineError(file, `stages[${k}]`, 'grow needs a checkpoint before it');
-      const srcHasOpt = existsSync(join(current, OPTIMIZER_FILE));
-      if (await manifestComplete(dir) && (!srcHasOpt || existsSync(join(dir, OPTIMIZER_FILE)))) r.skipped = true;
+      // growCheckpoint grows optimizer.safetensors inside its atomic output (and hashes it)
+      if (await manifestComplete(dir)) r.skipped = true;
       else {
         let plan = readPlanFile(rel(s.grow.plan));
         plan = applyPlanFlags(plan, { annealSteps: s.grow.anneal_steps, mode: s.grow.mode });
         await growCheckpoint(current, dir, plan, { overwrite: true, quiet: opts.quiet, backend });
-        await growOptimizerState(current, dir);
       }
       lastPair = { source: current, output: dir };
       pendingGrow = r;

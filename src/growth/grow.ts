@@ -22,6 +22,7 @@ import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from 
 import { produceTensor, DEFAULT_BLOCK_BYTES } from './produce.ts';
 import { BlockPool, ParallelHasher } from './hash-worker.ts';
 import { SourceReader } from './source-reader.ts';
+import { growOptimizerFile, OPTIMIZER_FILE } from '../train/optimizer-state.ts';
 
 export const TOOL_VERSION = '0.1.0';
 
@@ -120,6 +121,13 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
       if (plan.mode === 'masked') {
         await writeMasks(writer.path(MASKS_FILE), initialMasks(layout, sourceMasks));
         files[MASKS_FILE] = await sha256File(writer.path(MASKS_FILE));
+      }
+      // MSG carries Adam moments across growth (old slices copied, new entries 0). A split
+      // grow's parts leave it to the single-machine path: moments are not sharded.
+      const srcOptimizer = join(source, OPTIMIZER_FILE);
+      if (existsSync(srcOptimizer) && (opts.writerOptions as { part?: unknown } | undefined)?.part === undefined) {
+        await growOptimizerFile(srcOptimizer, ck.config, target, layout, writer.path(OPTIMIZER_FILE));
+        files[OPTIMIZER_FILE] = await sha256File(writer.path(OPTIMIZER_FILE));
       }
       if (writer.shards.length > 1 || opts.writerOptions?.alwaysIndex === true) {
         files[INDEX_FILE] = sha256Bytes(JSON.stringify(indexJson(writer.shards), null, 2) + '\n');

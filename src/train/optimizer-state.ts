@@ -7,7 +7,7 @@
 import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { expectedTensors } from '../arch.ts';
-import { readConfigFile } from '../config.ts';
+import { readConfigFile, type ModelConfig } from '../config.ts';
 import { bytesToFloat32 } from '../checkpoint/dtype.ts';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
@@ -15,6 +15,7 @@ import { TrainError } from '../errors.ts';
 import { readManifest } from '../manifest.ts';
 import { growMomentTensor, layoutFromManifest, momentSource } from '../growth/moments.ts';
 import type { MomentArrays } from './adamw.ts';
+import type { GrowthLayout } from '../growth/layout.ts';
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const OPTIMIZER_FORMAT = 'flm-grow-adamw';
@@ -93,19 +94,10 @@ export async function readOptimizerState(path: string, shapes?: ReadonlyMap<stri
 }
 
 /**
- * After `grow source grown`: expand source/optimizer.safetensors into grown/optimizer.safetensors
- * with the growth's own layout (rebuilt from the grown manifest), so every moment lands where its
- * weight went; new rows/columns and inserted layers start at 0. Returns false (and writes nothing)
- * when the source has no optimizer state.
+ * Expand an optimizer state through a growth layout: every moment lands where its weight went;
+ * new rows/columns and inserted layers start at 0 (MSG's treatment of Adam moments).
  */
-export async function growOptimizerState(sourceDir: string, grownDir: string): Promise<boolean> {
-  const srcPath = join(sourceDir, OPTIMIZER_FILE);
-  if (!existsSync(srcPath)) return false;
-  const manifest = readManifest(grownDir);
-  if (manifest === undefined) throw new TrainError('OptimizerState', `${grownDir}: no flm-grow-manifest.json; cannot tell how it was grown`);
-  const srcCfg = readConfigFile(join(sourceDir, 'config.json'));
-  const dstCfg = readConfigFile(join(grownDir, 'config.json'));
-  const layout = layoutFromManifest(srcCfg, dstCfg, manifest);
+export async function growOptimizerFile(srcPath: string, srcCfg: ModelConfig, dstCfg: ModelConfig, layout: GrowthLayout, outPath: string): Promise<void> {
   const srcShapes = new Map(expectedTensors(srcCfg).map((t) => [t.name, t.shape] as const));
   const src = await readOptimizerState(srcPath, srcShapes);
   const dstShapes = new Map(expectedTensors(dstCfg).map((t) => [t.name, t.shape] as const));
@@ -118,6 +110,22 @@ export async function growOptimizerState(sourceDir: string, grownDir: string): P
       expAvgSq: growMomentTensor(layout, name, mo?.expAvgSq),
     });
   }
-  await writeOptimizerState(join(grownDir, OPTIMIZER_FILE), dstShapes, { meta: src.meta, moments });
+  await writeOptimizerState(outPath, dstShapes, { meta: src.meta, moments });
+}
+
+/**
+ * For a grown folder made without its optimizer state: rebuild the layout from the grown
+ * manifest and write grown/optimizer.safetensors. (growCheckpoint already does this itself,
+ * inside its atomic output, whenever the source has optimizer state.) Returns false when the
+ * source has none.
+ */
+export async function growOptimizerState(sourceDir: string, grownDir: string): Promise<boolean> {
+  const srcPath = join(sourceDir, OPTIMIZER_FILE);
+  if (!existsSync(srcPath)) return false;
+  const manifest = readManifest(grownDir);
+  if (manifest === undefined) throw new TrainError('OptimizerState', `${grownDir}: no flm-grow-manifest.json; cannot tell how it was grown`);
+  const srcCfg = readConfigFile(join(sourceDir, 'config.json'));
+  const dstCfg = readConfigFile(join(grownDir, 'config.json'));
+  await growOptimizerFile(srcPath, srcCfg, dstCfg, layoutFromManifest(srcCfg, dstCfg, manifest), join(grownDir, OPTIMIZER_FILE));
   return true;
 }

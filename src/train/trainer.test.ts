@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../backend.ts';
@@ -214,7 +214,13 @@ describe('growth and training', () => {
     const t1 = await train({ ...quiet, checkpoint: init, data: CORPUS, out: join(root, 'opt-train'), steps: 3, batchSize: 2, seqLen: 16 });
     const grown = join(root, 'opt-grown');
     await growCheckpoint(t1.checkpoint, grown, growPlan('masked', 4), { quiet: true });
-    expect(await growOptimizerState(t1.checkpoint, grown)).toBe(true);
+    // grow itself carries the optimizer state, inside its atomic output, hashed in the manifest
+    expect(readManifest(grown)?.files[OPTIMIZER_FILE]).toMatch(/^[0-9a-f]{64}$/);
+    const regrown = join(root, 'opt-regrown');
+    await growCheckpoint(t1.checkpoint, regrown, growPlan('masked', 4), { quiet: true });
+    rmSync(join(regrown, OPTIMIZER_FILE));
+    expect(await growOptimizerState(t1.checkpoint, regrown)).toBe(true);
+    expect(readFileSync(join(regrown, OPTIMIZER_FILE))).toEqual(readFileSync(join(grown, OPTIMIZER_FILE)));
     const a = await readOptimizerState(join(t1.checkpoint, OPTIMIZER_FILE));
     const b = await readOptimizerState(join(grown, OPTIMIZER_FILE));
     expect(b.meta.step).toBe(3);
