@@ -73,6 +73,40 @@ export interface CheckpointWriterOptions {
   sources?: string[];
   /** Always write an index, even for one shard (default: only when sharded). */
   alwaysIndex?: boolean;
+  /**
+   * Split grow: this writer is part `index` (1-based) of `count`. Every part plans the same
+   * shards; it writes only the shards assigned to it (assignShards) plus part.json, no index.
+   */
+  part?: { index: number; count: number };
+}
+
+/** Written by a part writer instead of the index; `flm-grow assemble` reads it. */
+export const PART_FILE = 'part.json';
+
+export interface PartJson {
+  index: number;
+  count: number;
+  shards: { file: string; bytes: number; tensors: string[] }[];
+  /** Files of the shards this part wrote. */
+  mine: string[];
+}
+
+/**
+ * Deterministic byte-balanced assignment of shards to `count` parts (LPT greedy: largest shard
+ * first, ties by shard index, onto the least-loaded part, ties by part index). Returns, for each
+ * shard, its 0-based part.
+ */
+export function assignShards(shards: readonly { bytes: number }[], count: number): number[] {
+  const order = shards.map((s, k) => k).sort((a, b) => shards[b].bytes - shards[a].bytes || a - b);
+  const load = new Array<number>(count).fill(0);
+  const owner = new Array<number>(shards.length).fill(0);
+  for (const k of order) {
+    let best = 0;
+    for (let p = 1; p < count; p++) if (load[p] < load[best]) best = p;
+    owner[k] = best;
+    load[best] += shards[k].bytes;
+  }
+  return owner;
 }
 
 export class CheckpointWriter {
@@ -82,18 +116,28 @@ export class CheckpointWriter {
   private writer: SafetensorsWriter | undefined;
   private writerShard = -1;
   private alwaysIndex: boolean;
+  readonly part: { index: number; count: number } | undefined;
+  /** Shards this writer writes (all of them unless it is one part of a split grow). */
+  private mine: Set<number>;
 
-  private constructor(dir: AtomicDir, shards: ShardPlan[], alwaysIndex: boolean) {
+  private constructor(dir: AtomicDir, shards: ShardPlan[], alwaysIndex: boolean, part: { index: number; count: number } | undefined) {
     this.dir = dir;
     this.shards = shards;
     this.alwaysIndex = alwaysIndex;
+    this.part = part;
     shards.forEach((s, k) => s.tensors.forEach((t) => this.shardOf.set(t.name, k)));
+    const owner = part === undefined ? undefined : assignShards(shards, part.count);
+    this.mine = new Set(shards.map((_, k) => k).filter((k) => owner === undefined || part === undefined || owner[k] === part.index - 1));
   }
 
   static async create(dest: string, decls: readonly TensorDecl[], opts: CheckpointWriterOptions = {}): Promise<CheckpointWriter> {
+    const p = opts.part;
+    if (p !== undefined && !(Number.isInteger(p.index) && Number.isInteger(p.count) && p.count >= 1 && p.index >= 1 && p.index <= p.count)) {
+      throw new FlmGrowError('BadPart', `${dest}: part ${p.index}/${p.count} is not i/n with 1 <= i <= n`);
+    }
     const shards = planShards(decls, opts.maxShardSize ?? 5e9);
     const dir = await AtomicDir.create(dest, { overwrite: opts.overwrite, sources: opts.sources });
-    return new CheckpointWriter(dir, shards, opts.alwaysIndex === true);
+    return new CheckpointWriter(dir, shards, opts.alwaysIndex === true, p);
   }
 
   /** Path inside the (temporary) output folder, for side files. */
@@ -104,10 +148,12 @@ export class CheckpointWriter {
   private async writerFor(name: string): Promise<SafetensorsWriter> {
     const k = this.shardOf.get(name);
     if (k === undefined) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" was not declared`);
+    if (!this.mine.has(k)) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" belongs to another part`);
     if (k !== this.writerShard) {
       if (k < this.writerShard) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" written out of order`);
       if (this.writer !== undefined) await this.writer.close();
       for (let j = this.writerShard + 1; j < k; j++) {
+        if (!this.mine.has(j)) continue;
         // shards with only empty tensors still need their file
         const w = await SafetensorsWriter.create(this.path(this.shards[j].file), this.shards[j].tensors);
         await w.close();
@@ -123,7 +169,8 @@ export class CheckpointWriter {
    * part of a split grow); callers skip producing tensors it does not want.
    */
   wants(name: string): boolean {
-    return this.shardOf.has(name);
+    const k = this.shardOf.get(name);
+    return k !== undefined && this.mine.has(k);
   }
 
   /** Stream a chunk of tensor `name` (declared order). */
@@ -149,10 +196,13 @@ export class CheckpointWriter {
       if (this.writer !== undefined) await this.writer.close();
       this.writer = undefined;
       for (let j = this.writerShard + 1; j < this.shards.length; j++) {
+        if (!this.mine.has(j)) continue;
         const w = await SafetensorsWriter.create(this.path(this.shards[j].file), this.shards[j].tensors);
         await w.close(); // throws unless the shard's tensors are all empty
       }
-      if (this.shards.length > 1 || this.alwaysIndex) {
+      if (this.part !== undefined) {
+        await writeFile(this.path(PART_FILE), JSON.stringify(this.partJson(), null, 2) + '\n');
+      } else if (this.shards.length > 1 || this.alwaysIndex) {
         await writeFile(this.path(INDEX_FILE), JSON.stringify(indexJson(this.shards), null, 2) + '\n');
       }
       await this.dir.commit();
@@ -160,6 +210,16 @@ export class CheckpointWriter {
       await this.abort();
       throw e;
     }
+  }
+
+  private partJson(): PartJson {
+    const p = this.part as { index: number; count: number };
+    return {
+      index: p.index,
+      count: p.count,
+      shards: this.shards.map((s) => ({ file: s.file, bytes: s.bytes, tensors: s.tensors.map((t) => t.name) })),
+      mine: this.shards.filter((_, k) => this.mine.has(k)).map((s) => s.file),
+    };
   }
 
   async abort(): Promise<void> {

@@ -100,12 +100,13 @@ export class Checkpoint {
     return this.files.get(this.info(name).file) as SafetensorsFile;
   }
 
-  async read(name: string): Promise<Uint8Array> {
-    return this.fileOf(name).read(name);
+  /** Raw bytes of a tensor; `into` (optional, ≥ its size) is a buffer to reuse (see SafetensorsFile.read). */
+  async read(name: string, into?: Uint8Array): Promise<Uint8Array> {
+    return this.fileOf(name).read(name, into);
   }
 
-  async readRows(name: string, start: number, end: number): Promise<Uint8Array> {
-    return this.fileOf(name).readRows(name, start, end);
+  async readRows(name: string, start: number, end: number, into?: Uint8Array): Promise<Uint8Array> {
+    return this.fileOf(name).readRows(name, start, end, into);
   }
 
   /** A tensor converted to float32 (compute precision), whatever its stored dtype. */

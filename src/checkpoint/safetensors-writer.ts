@@ -44,7 +44,12 @@ export function safetensorsFileSize(tensors: readonly TensorDecl[], metadata?: R
   return n;
 }
 
-const COALESCE = 8 << 20;
+/**
+ * Chunks smaller than this are copied into one buffer and written together (few syscalls);
+ * larger ones are written directly, without a copy. Either way the caller may reuse a chunk's
+ * memory as soon as write() resolves: small chunks were copied, large ones are already written.
+ */
+export const COALESCE_BYTES = 8 << 20;
 
 export class SafetensorsWriter {
   readonly path: string;
@@ -53,8 +58,10 @@ export class SafetensorsWriter {
   private index = 0;
   private remaining: number;
   private pos: number;
-  private pending: Uint8Array[] = [];
+  private pending: Buffer | undefined;
   private pendingBytes = 0;
+  /** Coalescing buffer size: never more than the file's data, so tiny files stay tiny in memory. */
+  private pendingCap: number;
 
   private constructor(path: string, fh: FileHandle, decls: readonly TensorDecl[], pos: number) {
     this.path = path;
@@ -62,6 +69,7 @@ export class SafetensorsWriter {
     this.decls = decls;
     this.pos = pos;
     this.remaining = decls.length > 0 ? tensorByteSize(decls[0]) : 0;
+    this.pendingCap = Math.max(1, Math.min(COALESCE_BYTES, decls.reduce((a, d) => a + tensorByteSize(d), 0)));
     this.skipEmpty();
   }
 
@@ -94,6 +102,8 @@ export class SafetensorsWriter {
 
   /** Append bytes of tensor `name`; must follow declared order and never exceed its size. */
   async write(name: string, chunk: Uint8Array): Promise<void> {
+    // Empty tensors are skipped when reached, so "writing" one (writeTensor of 0 bytes) is a no-op.
+    if (chunk.byteLength === 0 && name !== this.current && this.decls.some((d) => d.name === name && tensorByteSize(d) === 0)) return;
     if (name !== this.current) {
       throw new SafetensorsError('WriteMismatch', this.path, `bytes for "${name}" arrived but "${this.current ?? '<none>'}" is next`, name);
     }
@@ -101,9 +111,20 @@ export class SafetensorsWriter {
       throw new SafetensorsError('WriteMismatch', this.path, `${chunk.byteLength} bytes exceed the ${this.remaining} still declared`, name);
     }
     this.remaining -= chunk.byteLength;
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.byteLength;
-    if (this.pendingBytes >= COALESCE) await this.flush();
+    if (chunk.byteLength >= COALESCE_BYTES) {
+      await this.flush();
+      await this.writeAt(chunk);
+    } else {
+      this.pending ??= Buffer.allocUnsafe(this.pendingCap);
+      let done = 0;
+      while (done < chunk.byteLength) {
+        const n = Math.min(chunk.byteLength - done, this.pendingCap - this.pendingBytes);
+        this.pending.set(chunk.subarray(done, done + n), this.pendingBytes);
+        this.pendingBytes += n;
+        done += n;
+        if (this.pendingBytes === this.pendingCap) await this.flush();
+      }
+    }
     if (this.remaining === 0) {
       this.index++;
       if (this.index < this.decls.length) this.remaining = tensorByteSize(this.decls[this.index]);
@@ -121,12 +142,13 @@ export class SafetensorsWriter {
   }
 
   private async flush(): Promise<void> {
-    if (this.pendingBytes === 0) return;
-    let buf: Uint8Array;
-    if (this.pending.length === 1) buf = this.pending[0];
-    else buf = Buffer.concat(this.pending, this.pendingBytes);
-    this.pending = [];
+    if (this.pendingBytes === 0 || this.pending === undefined) return;
+    const n = this.pendingBytes;
     this.pendingBytes = 0;
+    await this.writeAt(this.pending.subarray(0, n));
+  }
+
+  private async writeAt(buf: Uint8Array): Promise<void> {
     let done = 0;
     while (done < buf.byteLength) {
       const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, this.pos);
@@ -150,7 +172,8 @@ export class SafetensorsWriter {
 
   /** Close without the completeness check (the caller deletes the file). */
   async abort(): Promise<void> {
-    this.pending = [];
+    this.pending = undefined;
+    this.pendingBytes = 0;
     await this.fh.close().catch(() => undefined);
   }
 }

@@ -1,0 +1,57 @@
+/**
+ * `npm run bench -- <name> [args...]`: runs bench/<name>.ts's exported run(args). Benches are
+ * slow and load the machine, so with no name nothing runs: the list is printed instead.
+ */
+import { pathToFileURL } from 'node:url';
+import { join } from 'node:path';
+
+const BENCHES: Record<string, string> = {
+  read: 'checkpoint read throughput vs cat, peak RSS (--gb N)',
+  forward: 'forward pass: in-memory vs layer-streamed',
+  grow: 'growth of a synthetic checkpoint',
+  train: 'training steps',
+  msg: 'masked structural growth steps',
+  scale: 'scaling behaviour',
+};
+
+function usage(): string {
+  const lines = Object.entries(BENCHES).map(([n, d]) => `  ${n.padEnd(8)} ${d}`);
+  return `usage: npm run bench -- <name> [args...]\n\nbenches:\n${lines.join('\n')}\n`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'all' || name === '--help' || name === '-h') {
+    process.stdout.write(usage());
+    process.stdout.write('\nno bench run: name one (they are long and load the machine, so "all" only lists them).\n');
+    return 0;
+  }
+  if (!Object.hasOwn(BENCHES, name)) {
+    process.stderr.write(`bench: unknown bench "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  let mod: { run?: (args: string[]) => Promise<void> | void };
+  try {
+    mod = (await import(pathToFileURL(join(import.meta.dirname, `${name}.ts`)).href)) as typeof mod;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && String((e as Error).message).includes(`${name}.ts`)) {
+      process.stderr.write(`bench: bench/${name}.ts does not exist yet\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (typeof mod.run !== 'function') {
+    process.stderr.write(`bench: bench/${name}.ts does not export run(args)\n`);
+    return 2;
+  }
+  await mod.run(rest);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: unknown) => {
+    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,133 @@
+/**
+ * Checkpoint read throughput: `npm run bench -- read [--gb 1.5] [--keep]`.
+ * Writes a bf16 checkpoint with 7B-like shapes (4096×4096, 11008×4096) into bench-out/, then,
+ * interleaved twice, times `cat FILES > /dev/null` and a child process that reads every tensor
+ * with Checkpoint.read; reports throughput, the ratio to cat, and the child's peak RSS (VmHWM)
+ * against the target (largest tensor + 128 MB). Both read the same files, so both see the same
+ * page cache state; the files are deleted at the end.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Checkpoint } from '../src/checkpoint/checkpoint.ts';
+import { CheckpointWriter } from '../src/checkpoint/checkpoint-writer.ts';
+import { COALESCE_BYTES } from '../src/checkpoint/safetensors-writer.ts';
+import { configToJson, makeConfig } from '../src/config.ts';
+import { expectedTensors } from '../src/arch.ts';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const MB = 1e6;
+
+function arg(args: string[], name: string, def: string): string {
+  const k = args.indexOf(`--${name}`);
+  return k >= 0 && k + 1 < args.length ? args[k + 1] : def;
+}
+
+async function makeCheckpoint(dir: string, gb: number): Promise<void> {
+  const H = 4096, F = 11008;
+  const perLayer = (4 * H * H + 3 * H * F + 2 * H) * 2;
+  const layers = Math.max(1, Math.round((gb * 1e9 - 2 * 32000 * H * 2) / perLayer));
+  const cfg = makeConfig({ hiddenSize: H, intermediateSize: F, numLayers: layers, numHeads: 32, vocabSize: 32000, dtype: 'BF16' });
+  const decls = expectedTensors(cfg).map((t) => ({ name: t.name, dtype: 'BF16' as const, shape: t.shape }));
+  const w = await CheckpointWriter.create(dir, decls, { maxShardSize: 1e9, overwrite: true });
+  // Random-looking bytes without generating gigabytes of randomness: one random block, reused.
+  const block = randomFillSync(new Uint8Array(COALESCE_BYTES));
+  for (const d of decls) {
+    let left = d.shape.reduce((a, b) => a * b, 1) * 2;
+    while (left > 0) {
+      const n = Math.min(left, block.byteLength);
+      await w.write(d.name, block.subarray(0, n));
+      left -= n;
+    }
+  }
+  await w.writeSideFile('config.json', JSON.stringify(configToJson(cfg), null, 2));
+  await w.commit();
+}
+
+function vmHWM(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m === null ? NaN : Number(m[1]) * 1024;
+}
+
+/**
+ * In the child: read every tensor, report bytes, seconds, peak RSS. Mode "fresh": a new array per
+ * tensor (what a caller that keeps tensors gets); "reuse": one buffer of the largest tensor's
+ * size passed as `into` (what a streaming consumer does).
+ */
+async function child(dir: string, mode: string): Promise<void> {
+  const ck = await Checkpoint.open(dir);
+  const scratch = mode === 'reuse' ? new Uint8Array(ck.largestTensorBytes) : undefined;
+  const t0 = performance.now();
+  let bytes = 0;
+  let check = 0;
+  for (const name of ck.tensors.keys()) {
+    const b = await ck.read(name, scratch);
+    bytes += b.byteLength;
+    check ^= b[b.byteLength >> 1]; // touch the data so the read cannot be elided
+  }
+  const s = (performance.now() - t0) / 1000;
+  const largest = ck.largestTensorBytes;
+  await ck.close();
+  process.stdout.write(JSON.stringify({ bytes, s, hwm: vmHWM(), largest, check }) + '\n');
+}
+
+export async function run(args: string[]): Promise<void> {
+  if (args[0] === '--child') return child(args[1], args[2]);
+  const gb = Number(arg(args, 'gb', '1.5'));
+  const out = join(ROOT, 'bench-out');
+  const dir = join(out, 'read-ck');
+  process.stdout.write(`writing a ${gb} GB bf16 checkpoint to ${dir} ...\n`);
+  const tw = performance.now();
+  await makeCheckpoint(dir, gb);
+  const writeS = (performance.now() - tw) / 1000;
+  const files = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).map((f) => join(dir, f));
+  const rows: { cache: string; what: string; bytes: number; s: number; hwm?: number; largest?: number }[] = [];
+  const total = files.reduce((a, f) => a + statSync(f).size, 0);
+  // Cold: our files' pages are dropped from the page cache first (fadvise DONTNEED via dd's
+  // iflag=nocache; other processes' cache is untouched), so both read the disk.
+  const evict = () => { for (const f of files) spawnSync('dd', [`if=${f}`, 'iflag=nocache', 'count=0', 'status=none']); };
+  try {
+    for (let round = 1; round <= 2; round++) {
+      for (const cache of ['cold', 'warm']) {
+        if (cache === 'cold') evict();
+        const t0 = performance.now();
+        const cat = spawnSync('sh', ['-c', `cat ${files.map((f) => `'${f}'`).join(' ')} > /dev/null`]);
+        const catS = (performance.now() - t0) / 1000;
+        if (cat.status !== 0) throw new Error(`cat failed: ${cat.stderr.toString()}`);
+        rows.push({ cache, what: `cat #${round}`, bytes: total, s: catS });
+        for (const mode of ['fresh', 'reuse']) {
+          if (cache === 'cold') evict();
+          const c = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'index.ts'), 'read', '--child', dir, mode], { encoding: 'utf8', cwd: ROOT });
+          if (c.status !== 0) throw new Error(`reader child failed: ${c.stderr}`);
+          const r = JSON.parse(c.stdout.trim().split('\n').pop() as string) as { bytes: number; s: number; hwm: number; largest: number };
+          rows.push({ cache, what: `read ${mode} #${round}`, bytes: r.bytes, s: r.s, hwm: r.hwm, largest: r.largest });
+        }
+      }
+    }
+  } finally {
+    if (!args.includes('--keep')) rmSync(dir, { recursive: true, force: true });
+  }
+  const pad = (s: string, n: number) => s.padEnd(n);
+  process.stdout.write(`\nwrite (CheckpointWriter): ${(total / MB / writeS).toFixed(0)} MB/s over ${writeS.toFixed(1)} s; ${files.length} shards, ${total} bytes\n\n`);
+  process.stdout.write(`${pad('cache', 7)}${pad('run', 18)}${pad('seconds', 10)}${pad('MB/s', 10)}peak RSS\n`);
+  for (const r of rows) {
+    process.stdout.write(`${pad(r.cache, 7)}${pad(r.what, 18)}${pad(r.s.toFixed(3), 10)}${pad((r.bytes / MB / r.s).toFixed(0), 10)}` +
+      `${r.hwm !== undefined ? `${(r.hwm / MB).toFixed(0)} MB` : ''}\n`);
+  }
+  const best = (rs: typeof rows) => Math.max(...rs.map((r) => r.bytes / r.s));
+  process.stdout.write('\n(fresh: a new array per tensor; reuse: one buffer of the largest tensor passed as `into`)\n');
+  for (const cache of ['cold', 'warm']) {
+    const cats = rows.filter((r) => r.cache === cache && r.what.startsWith('cat'));
+    for (const mode of ['fresh', 'reuse']) {
+      const ours = rows.filter((r) => r.cache === cache && r.what.startsWith(`read ${mode}`));
+      const ratio = best(ours) / best(cats);
+      const hwm = Math.max(...ours.map((r) => r.hwm ?? 0));
+      const largest = ours[0].largest ?? 0;
+      const limit = largest + 128 * 2 ** 20;
+      process.stdout.write(`${cache} ${mode}: ratio to cat (best of 2) ${ratio.toFixed(2)} (≥ 0.8: ${ratio >= 0.8 ? 'met' : 'NOT met'}); ` +
+        `peak RSS ${(hwm / MB).toFixed(0)} MB vs largest tensor ${(largest / MB).toFixed(0)} MB + 128 MiB = ${(limit / MB).toFixed(0)} MB (${hwm <= limit ? 'met' : 'NOT met'})\n`);
+    }
+  }
+  if (!args.includes('--keep') && existsSync(out) && readdirSync(out).length === 0) rmSync(out, { recursive: true, force: true });
+}

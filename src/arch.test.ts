@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { checkTensorsAgainstConfig, expectedTensors, parameterCount, parseTensorName, tensorName, assertTensorsMatchConfig, LAYER_ROLES } from './arch.ts';
+import { makeConfig } from './config.ts';
+import { CheckpointError } from './errors.ts';
+
+const c = makeConfig({ hiddenSize: 12, intermediateSize: 20, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 6, vocabSize: 30 });
+// written out by hand from HF's LlamaForCausalLM
+const H = 12, F = 20, Q = 4 * 6, KV = 2 * 6, V = 30;
+const handShapes: Record<string, number[]> = { 'model.embed_tokens.weight': [V, H], 'model.norm.weight': [H], 'lm_head.weight': [V, H] };
+for (let i = 0; i < 2; i++) {
+  const p = `model.layers.${i}.`;
+  Object.assign(handShapes, {
+    [`${p}input_layernorm.weight`]: [H], [`${p}post_attention_layernorm.weight`]: [H],
+    [`${p}self_attn.q_proj.weight`]: [Q, H], [`${p}self_attn.k_proj.weight`]: [KV, H], [`${p}self_attn.v_proj.weight`]: [KV, H],
+    [`${p}self_attn.o_proj.weight`]: [H, Q], [`${p}mlp.gate_proj.weight`]: [F, H], [`${p}mlp.up_proj.weight`]: [F, H], [`${p}mlp.down_proj.weight`]: [H, F],
+  });
+}
+
+describe('architecture table', () => {
+  it('expected tensors and shapes equal the hand-written list (GQA, explicit head_dim)', () => {
+    const e = expectedTensors(c);
+    expect(Object.fromEntries(e.map((t) => [t.name, t.shape]))).toEqual(handShapes);
+    expect(e.length).toBe(3 + 9 * 2);
+    expect(LAYER_ROLES.length).toBe(9);
+  });
+  it('parameterCount = sum of hand shapes', () => {
+    expect(parameterCount(c)).toBe(Object.values(handShapes).reduce((a, s) => a + s.reduce((x, y) => x * y, 1), 0));
+  });
+  it('parseTensorName inverts tensorName, rejects non-canonical names', () => {
+    for (const t of expectedTensors(c)) expect(parseTensorName(t.name)).toEqual({ role: t.role, layer: t.layer });
+    expect(tensorName('q', 7)).toBe('model.layers.7.self_attn.q_proj.weight');
+    expect(parseTensorName('model.layers.01.mlp.up_proj.weight')).toBeUndefined();
+    expect(parseTensorName('model.layers.x.mlp.up_proj.weight')).toBeUndefined();
+    expect(parseTensorName('model.layers.0.mlp.up_proj.bias')).toBeUndefined();
+  });
+  it('checkTensorsAgainstConfig: missing, unexpected, wrong shape; RoPE buffers ignored', () => {
+    const m = new Map(Object.entries(handShapes).map(([n, s]) => [n, { shape: s }]));
+    expect(checkTensorsAgainstConfig(c, m)).toEqual([]);
+    m.set('model.layers.0.self_attn.rotary_emb.inv_freq', { shape: [2] });
+    expect(checkTensorsAgainstConfig(c, m)).toEqual([]);
+    m.delete('model.layers.1.mlp.up_proj.weight');
+    m.set('model.layers.0.self_attn.k_proj.weight', { shape: [Q, H] });
+    m.set('extra.weight', { shape: [1] });
+    const p = checkTensorsAgainstConfig(c, m);
+    expect(p).toEqual(expect.arrayContaining([
+      { name: 'model.layers.1.mlp.up_proj.weight', problem: 'missing', expected: [F, H] },
+      { name: 'model.layers.0.self_attn.k_proj.weight', problem: 'shape', expected: [KV, H], actual: [Q, H] },
+      { name: 'extra.weight', problem: 'unexpected', actual: [1] },
+    ]));
+    expect(p.length).toBe(3);
+    expect(() => assertTensorsMatchConfig(c, m, 'ck')).toThrow(CheckpointError);
+    expect(() => assertTensorsMatchConfig(c, m, 'ck')).toThrow(/k_proj/);
+  });
+});
