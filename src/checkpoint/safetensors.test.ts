@@ -98,6 +98,8 @@ describe('malformed files: one typed error each, naming the file and tensor', ()
   it('non-integer dim', () => expectError(rawFile(h({ w: t('F32', [1.5], [0, 8]) }), data8), 'InvalidHeaderDeserialization', 'w'));
   it('string dim', () => expectError(rawFile(h({ w: t('F32', ['2'], [0, 8]) }), data8), 'InvalidHeaderDeserialization', 'w'));
   it('overflowing shape product', () => expectError(rawFile(h({ w: t('F32', [2 ** 40, 2 ** 40], [0, 8]) }), data8), 'ValidationOverflow', 'w'));
+  it('dimension beyond 2^53 (would parse to a different integer)', () =>
+    expectError(rawFile('{"w":{"dtype":"F32","shape":[0,9007199254740993],"data_offsets":[0,0]}}', new Uint8Array(0)), 'ValidationOverflow', 'w'));
   it('bad data_offsets', () => expectError(rawFile(h({ w: t('F32', [2], [0]) }), data8), 'InvalidHeaderDeserialization', 'w'));
   it('end before begin', () => expectError(rawFile(h({ w: t('F32', [0], [8, 0]) }), data8), 'InvalidOffset', 'w'));
   it('offsets not matching shape × dtype', () => expectError(rawFile(h({ w: t('F32', [3], [0, 8]) }), data8), 'TensorInvalidInfo', 'w'));

@@ -85,6 +85,14 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file: str
     if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number' || !Number.isInteger(d) || d < 0)) {
       throw new SafetensorsError('InvalidHeaderDeserialization', file, `shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`, name);
     }
+    // JSON numbers past 2^53 lose precision when parsed: a dimension or offset that large cannot
+    // be represented exactly, so it is an overflow, not a silently different shape.
+    if ((shape as number[]).some((d) => !Number.isSafeInteger(d))) {
+      throw new SafetensorsError('ValidationOverflow', file, `shape ${JSON.stringify(shape)} has a dimension beyond 2^53`, name);
+    }
+    if (Array.isArray(offs) && offs.some((d) => typeof d === 'number' && Number.isInteger(d) && !Number.isSafeInteger(d))) {
+      throw new SafetensorsError('ValidationOverflow', file, `data_offsets ${JSON.stringify(offs)} beyond 2^53`, name);
+    }
     if (!Array.isArray(offs) || offs.length !== 2 || offs.some((d) => typeof d !== 'number' || !Number.isInteger(d) || d < 0)) {
       throw new SafetensorsError('InvalidHeaderDeserialization', file, `data_offsets must be [begin, end] non-negative integers, got ${JSON.stringify(offs)}`, name);
     }
