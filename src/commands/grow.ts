@@ -6,7 +6,17 @@ import { growCheckpoint } from '../growth/grow.ts';
 import { formatParams } from '../growth/plan-report.ts';
 import { parameterCount } from '../arch.ts';
 import { bytesLabel } from './progress.ts';
+import { FlmGrowError } from '../errors.ts';
 import { BACKEND_NAMES, type BackendName } from '../backend.ts';
+
+/** "i/n" (1-based part i of n) for --part. */
+export function parsePart(s: string): { index: number; count: number } {
+  const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(s);
+  const index = m === null ? NaN : Number(m[1]);
+  const count = m === null ? NaN : Number(m[2]);
+  if (!(count >= 1 && index >= 1 && index <= count)) throw new FlmGrowError('BadPart', `--part: expected i/n with 1 <= i <= n (e.g. 2/8), got "${s}"`);
+  return { index, count };
+}
 
 export const growCommand: CommandModule = {
   command: 'grow <source> <destination>',
@@ -18,6 +28,7 @@ export const growCommand: CommandModule = {
     .option('out-shard-size', { type: 'string', default: '5GB' })
     .option('overwrite', { type: 'boolean', default: false })
     .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto', describe: 'tfjs backend for the calibration forward pass (distance placement)' })
+    .option('part', { type: 'string', describe: 'split grow: write only part i of n (1-based, e.g. 2/8); join the parts with `flm-grow assemble`' })
     .option('quiet', { type: 'boolean', default: false })
     .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
@@ -29,6 +40,7 @@ export const growCommand: CommandModule = {
       overwrite: a.overwrite === true,
       quiet: a.quiet === true,
       backend: a.backend as BackendName,
+      ...(a.part === undefined ? {} : { writerOptions: { part: parsePart(a.part as string) } }),
     });
     if (a.json === true) {
       process.stdout.write(JSON.stringify({ dest: r.dest, layerMap: r.layerMap, selection: r.selection, files: r.files, outputBytes: r.outputBytes }, null, 2) + '\n');

@@ -1,11 +1,33 @@
 import type { CommandModule } from 'yargs';
-import { FlmGrowError } from '../errors.ts';
+import { parseDtypeName } from '../checkpoint/dtype.ts';
+import { parameterCount } from '../arch.ts';
+import { formatParams } from '../growth/plan-report.ts';
+import { STAGE_NAMES, synthCheckpoint } from '../synth.ts';
+import { bytesLabel } from './progress.ts';
 
-// Placeholder: replaced by the module that implements this command.
 export const synthCommand: CommandModule = {
   command: 'synth <dir>',
-  describe: '(not implemented yet)',
-  handler: () => {
-    throw new FlmGrowError('NotImplemented', 'synth is not implemented yet');
+  describe: 'Write a random checkpoint with a Tele-FLM stage\'s exact widths (for rehearsing growth at full width)',
+  builder: (y) => y
+    .positional('dir', { type: 'string', demandOption: true })
+    .option('like', { type: 'string', choices: STAGE_NAMES, demandOption: true, describe: 'stage whose widths, vocab and µP fields to use' })
+    .option('num-hidden-layers', { type: 'number', describe: 'layers (default: the stage\'s)' })
+    .option('dtype', { type: 'string', default: 'bf16', describe: 'bf16, f16, f32' })
+    .option('seed', { type: 'number', default: 0 })
+    .option('out-shard-size', { type: 'string', default: '5GB' })
+    .option('overwrite', { type: 'boolean', default: false })
+    .option('quiet', { type: 'boolean', default: false }),
+  handler: async (a) => {
+    const r = await synthCheckpoint(a.dir as string, {
+      like: a.like as string,
+      numLayers: a['num-hidden-layers'] as number | undefined,
+      dtype: parseDtypeName(a.dtype as string),
+      seed: a.seed as number,
+      maxShardSize: a['out-shard-size'] as string,
+      overwrite: a.overwrite === true,
+      quiet: a.quiet === true,
+    });
+    const mbps = r.bytes / 1e6 / Math.max(r.seconds, 1e-9);
+    process.stdout.write(`synth ${a.like as string} -> ${r.dir}: ${r.config.numLayers} layers, ${formatParams(parameterCount(r.config))} parameters, ${bytesLabel(r.bytes)} in ${r.seconds.toFixed(1)} s (${mbps.toFixed(0)} MB/s)\n`);
   },
 };

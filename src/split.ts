@@ -1,0 +1,223 @@
+/**
+ * Split growth: `grow --part i/n` writes the output shards assigned to part i (see assignShards in
+ * checkpoint-writer.ts) with part.json and a part manifest; `assemble` joins n such folders into
+ * the checkpoint a single-machine grow would have written, byte for byte. The parts are plain
+ * independent commands, so any batch system (Slurm array, Kubernetes jobs, a shell loop) runs them.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { copyFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { INDEX_FILE } from './checkpoint/checkpoint.ts';
+import { SafetensorsFile } from './checkpoint/safetensors.ts';
+import { PART_FILE, type PartJson } from './checkpoint/checkpoint-writer.ts';
+import { writeAtomically } from './checkpoint/atomic.ts';
+import { CheckpointError } from './errors.ts';
+import { MANIFEST_FILE, readManifest, sha256Bytes, sha256File, type Manifest } from './manifest.ts';
+import { progressBar } from './commands/progress.ts';
+
+export interface AssembleOptions {
+  /** Move shard files out of the part folders instead of copying (same filesystem: a rename). */
+  move?: boolean;
+  overwrite?: boolean;
+  quiet?: boolean;
+  /**
+   * Re-hash every shard against its part manifest (default true). The parts hashed their shards
+   * while writing; skipping the re-read saves a full pass over the data (2 TB for 1T) when the
+   * files never left the shared filesystem (--move).
+   */
+  verify?: boolean;
+}
+
+export interface AssembleResult {
+  dest: string;
+  shards: number;
+  bytes: number;
+  files: Record<string, string>;
+}
+
+interface Part {
+  dir: string;
+  part: PartJson;
+  manifest: Manifest;
+}
+
+function readPart(dir: string): Part {
+  const p = join(dir, PART_FILE);
+  if (!existsSync(p)) throw new CheckpointError('NotAPart', `${dir}: no ${PART_FILE} (not the output of \`flm-grow grow --part i/n\`)`);
+  let part: PartJson;
+  try {
+    part = JSON.parse(readFileSync(p, 'utf8')) as PartJson;
+  } catch (e) {
+    throw new CheckpointError('NotAPart', `${p}: invalid JSON: ${(e as Error).message}`);
+  }
+  if (!Number.isInteger(part.index) || !Number.isInteger(part.count) || !Array.isArray(part.shards) || !Array.isArray(part.mine)) {
+    throw new CheckpointError('NotAPart', `${p}: expected {index, count, shards, mine}`);
+  }
+  const manifest = readManifest(dir);
+  if (manifest === undefined) throw new CheckpointError('NotAPart', `${dir}: no ${MANIFEST_FILE}`);
+  return { dir, part, manifest };
+}
+
+/**
+ * What must agree between parts: everything in the manifest except its timestamp, the source's
+ * path and the hashes of the shards each part wrote (source config/index hashes and size, plan,
+ * layer map, config/masks/index hashes).
+ */
+function commonOf(m: Manifest, shardFiles: ReadonlySet<string>): Record<string, unknown> {
+  const files = Object.fromEntries(Object.entries(m.files).filter(([f]) => !shardFiles.has(f)));
+  const { created: _created, files: _files, source, ...rest } = m;
+  // the source's path may differ between machines mounting the same storage; its identity is its hashes
+  const { path: _path, ...sourceIdentity } = source ?? { path: '' };
+  return { ...rest, source: sourceIdentity, files };
+}
+
+function firstDifference(a: Record<string, unknown>, b: Record<string, unknown>): string | undefined {
+  const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])];
+  for (const k of keys) {
+    if (k === 'files') {
+      const fa = a.files as Record<string, string>;
+      const fb = b.files as Record<string, string>;
+      for (const f of new Set([...Object.keys(fa), ...Object.keys(fb)])) if (fa[f] !== fb[f]) return `sha256 of ${f}`;
+    } else if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return k;
+  }
+  return undefined;
+}
+
+/** The index a single-machine grow writes (same JSON as indexJson in checkpoint-writer.ts). */
+function indexText(shards: PartJson['shards']): string {
+  const weight_map: Record<string, string> = {};
+  let total = 0;
+  for (const s of shards) {
+    for (const t of s.tensors) weight_map[t] = s.file;
+    total += s.bytes;
+  }
+  const sorted = Object.fromEntries(Object.entries(weight_map).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return JSON.stringify({ metadata: { total_size: total }, weight_map: sorted }, null, 2) + '\n';
+}
+
+/** Check that `dirs` are the n parts of one split grow; returns them ordered by part index. */
+export function checkParts(dirs: readonly string[]): Part[] {
+  if (dirs.length === 0) throw new CheckpointError('NoParts', 'assemble: no part folders given');
+  const parts = dirs.map(readPart);
+  const ref = parts[0];
+  const n = ref.part.count;
+  const shardsJson = JSON.stringify(ref.part.shards);
+  const shardFiles = new Set(ref.part.shards.map((s) => s.file));
+  const refCommon = commonOf(ref.manifest, shardFiles);
+  const byIndex = new Map<number, Part>();
+  for (const p of parts) {
+    if (p.part.count !== n) throw new CheckpointError('PartMismatch', `${p.dir}: part of ${p.part.count}, but ${ref.dir} is part of ${n}`);
+    if (JSON.stringify(p.part.shards) !== shardsJson) throw new CheckpointError('PartMismatch', `${p.dir}: its shard plan differs from ${ref.dir}'s (different plan, source or --out-shard-size)`);
+    const diff = firstDifference(refCommon, commonOf(p.manifest, shardFiles));
+    if (diff !== undefined) throw new CheckpointError('PartMismatch', `${p.dir}: manifest field "${diff}" differs from ${ref.dir}'s: the parts do not come from the same source and plan`);
+    const other = byIndex.get(p.part.index);
+    if (other !== undefined) throw new CheckpointError('PartMismatch', `${p.dir}: part ${p.part.index}/${n} given twice (also ${other.dir})`);
+    byIndex.set(p.part.index, p);
+  }
+  const missing = Array.from({ length: n }, (_, i) => i + 1).filter((i) => !byIndex.has(i));
+  if (missing.length > 0) throw new CheckpointError('PartMissing', `assemble: part${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${n}`).join(', ')} missing (given: ${[...byIndex.keys()].sort((a, b) => a - b).join(', ')})`);
+  // every shard written by exactly one part, every tensor in exactly one shard
+  const writer = new Map<string, Part>();
+  for (const p of byIndex.values()) {
+    for (const f of p.part.mine) {
+      if (!shardFiles.has(f)) throw new CheckpointError('PartMismatch', `${p.dir}: wrote "${f}", which is not in the shard plan`);
+      const w = writer.get(f);
+      if (w !== undefined) throw new CheckpointError('PartMismatch', `${f}: written by both ${w.dir} and ${p.dir}`);
+      writer.set(f, p);
+    }
+  }
+  for (const f of shardFiles) if (!writer.has(f)) throw new CheckpointError('PartMissing', `${f}: written by no part`);
+  const seen = new Map<string, string>();
+  for (const s of ref.part.shards) {
+    for (const t of s.tensors) {
+      const prev = seen.get(t);
+      if (prev !== undefined) throw new CheckpointError('PartMismatch', `tensor "${t}" is in both ${prev} and ${s.file}`);
+      seen.set(t, s.file);
+    }
+  }
+  return [...byIndex.values()].sort((a, b) => a.part.index - b.part.index);
+}
+
+/** Join the parts of a split grow into `dest` (atomically), verifying every file's sha256. */
+export async function assembleParts(dest: string, dirs: readonly string[], opts: AssembleOptions = {}): Promise<AssembleResult> {
+  const parts = checkParts(dirs);
+  const ref = parts[0];
+  const shards = ref.part.shards;
+  const shardFiles = new Set(shards.map((s) => s.file));
+  const owner = new Map<string, Part>();
+  for (const p of parts) for (const f of p.part.mine) owner.set(f, p);
+  for (const s of shards) {
+    const p = owner.get(s.file) as Part;
+    const path = join(p.dir, s.file);
+    if (!existsSync(path)) throw new CheckpointError('PartMissing', `${path}: shard file missing`);
+    if (p.manifest.files[s.file] === undefined) throw new CheckpointError('PartMismatch', `${p.dir}: manifest has no sha256 for ${s.file}`);
+    if (statSync(path).size < s.bytes) throw new CheckpointError('PartMismatch', `${path}: ${statSync(path).size} bytes, shorter than its ${s.bytes} bytes of tensors`);
+  }
+  const bytes = shards.reduce((a, s) => a + s.bytes, 0);
+  const bar = progressBar('assemble', bytes, { unit: 'bytes', quiet: opts.quiet });
+  const moved: { from: string; to: string }[] = [];
+  const files: Record<string, string> = {};
+  try {
+    await writeAtomically(dest, { overwrite: opts.overwrite, sources: [...dirs] }, async (dir) => {
+     try {
+      let done = 0;
+      for (const s of shards) {
+        const p = owner.get(s.file) as Part;
+        const from = join(p.dir, s.file);
+        const to = dir.path(s.file);
+        let hex: string;
+        if (opts.move === true) {
+          try {
+            await rename(from, to);
+            moved.push({ from, to });
+          } catch {
+            await copyFile(from, to); // another filesystem
+          }
+          hex = opts.verify === false ? p.manifest.files[s.file] : await sha256File(to);
+        } else if (opts.verify === false) {
+          await copyFile(from, to);
+          hex = p.manifest.files[s.file];
+        } else {
+          [hex] = await Promise.all([sha256File(from), copyFile(from, to)]);
+        }
+        if (opts.verify === false) await (await SafetensorsFile.open(to)).close(); // at least whole: header and length agree
+        if (hex !== p.manifest.files[s.file]) throw new CheckpointError('PartCorrupt', `${from}: sha256 ${hex} differs from ${p.dir}'s manifest (${p.manifest.files[s.file]})`);
+        files[s.file] = hex;
+        done += s.bytes;
+        bar.update(done);
+      }
+      // config, masks, tokenizer files: identical in every part (checked), taken from part 1
+      for (const [f, h] of Object.entries(ref.manifest.files)) {
+        if (shardFiles.has(f)) continue;
+        if (f === INDEX_FILE) {
+          const text = indexText(shards);
+          if (sha256Bytes(text) !== h) throw new CheckpointError('PartMismatch', `${ref.dir}: the index rebuilt from ${PART_FILE} does not match the manifest's sha256 of ${INDEX_FILE}`);
+          await writeFile(dir.path(f), text);
+        } else {
+          const from = join(ref.dir, f);
+          if (!existsSync(from)) throw new CheckpointError('PartMissing', `${from}: listed in the part manifest but missing`);
+          await copyFile(from, dir.path(f));
+          const hex = await sha256File(dir.path(f));
+          if (hex !== h) throw new CheckpointError('PartCorrupt', `${from}: sha256 differs from the part manifest`);
+        }
+        files[f] = h;
+      }
+      // The manifest a single run writes, with shards in plan order; `created` is the last part's.
+      const ordered: Record<string, string> = {};
+      for (const s of shards) ordered[s.file] = files[s.file];
+      for (const f of Object.keys(ref.manifest.files)) if (!shardFiles.has(f)) ordered[f] = files[f];
+      const created = parts.map((p) => p.manifest.created).sort().at(-1) as string;
+      const manifest: Manifest = { ...ref.manifest, created, files: ordered };
+      await writeFile(dir.path(MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+     } catch (e) {
+      // put moved shards back before the temporary folder is removed, so the parts stay usable
+      for (const m of moved.reverse()) await rename(m.to, m.from).catch(() => undefined);
+      throw e;
+     }
+    });
+  } finally {
+    bar.stop();
+  }
+  if (opts.move === true) for (const p of parts) await rm(p.dir, { recursive: true, force: true });
+  return { dest, shards: shards.length, bytes, files };
+}

@@ -1,0 +1,217 @@
+/**
+ * `synth`: a random checkpoint with a Tele-FLM stage's exact widths and any number of layers, for
+ * rehearsing growth at full width without the real weights. Values come from a 65,536-entry table
+ * of normal quantiles already encoded in the output dtype, indexed by 16 random bits: one xorshift
+ * step gives two values and nothing is converted from float, so generation keeps ahead of the disk.
+ */
+import { expectedTensors, type ExpectedTensor } from './arch.ts';
+import { configToJson, makeConfig, type ModelConfig } from './config.ts';
+import { CheckpointWriter, parseSize } from './checkpoint/checkpoint-writer.ts';
+import { CONFIG_FILE } from './checkpoint/checkpoint.ts';
+import { dtypeSize, float32ToBytes, type DType } from './checkpoint/dtype.ts';
+import { progressBar } from './commands/progress.ts';
+import { hashSeed } from './train/rng.ts';
+import { FlmGrowError } from './errors.ts';
+
+/** Embedding std and matrix std of the Tele-FLM model card (SPEC §6). */
+export const SYNTH_EMBED_STD = 4e-3;
+export const SYNTH_MATRIX_STD = 4.242e-3;
+
+export interface StagePreset {
+  numLayers: number;
+  numHeads: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  vocabSize: number;
+  outputMult: number;
+  mupScaleFactor: number;
+  /** Why these numbers (shown by --help / docs). */
+  note: string;
+}
+
+/**
+ * Widths from the model cards (SPEC §6), head_dim 128 everywhere. Vocab is padded as the released
+ * configs pad it (80,000 tokens -> 80,384 for 52B, 81,920 for 1T). 102B was never released: it
+ * gets 80,384 because it was grown from 52B and the shipped 52B->102B plan keeps the vocabulary
+ * (and the µP fields, so its logit scale 0.5/16 is the 52B's, as function preservation demands).
+ * The µP proxy is the width-512 base model: mup_scale_factor 1, output_mult 0.5 (52B: 8192/512 = 16).
+ */
+export const STAGES: Readonly<Record<string, StagePreset>> = {
+  'tele-flm-52b': { numLayers: 64, numHeads: 64, hiddenSize: 8192, intermediateSize: 21824, vocabSize: 80384, outputMult: 0.5, mupScaleFactor: 16, note: 'released config' },
+  'tele-flm-102b': { numLayers: 80, numHeads: 80, hiddenSize: 10240, intermediateSize: 27264, vocabSize: 80384, outputMult: 0.5, mupScaleFactor: 16, note: 'unreleased: vocab and µP fields as the 52B->102B plan produces them' },
+  'tele-flm-1t': { numLayers: 140, numHeads: 160, hiddenSize: 20480, intermediateSize: 98304, vocabSize: 81920, outputMult: 2.0, mupScaleFactor: 80, note: 'released config' },
+  'tele-flm-mup-proxy': { numLayers: 64, numHeads: 4, hiddenSize: 512, intermediateSize: 1344, vocabSize: 80384, outputMult: 0.5, mupScaleFactor: 1, note: 'µP base width 512' },
+};
+
+export const STAGE_NAMES = Object.keys(STAGES);
+
+export function stageConfig(like: string, opts: { numLayers?: number; dtype?: DType } = {}): ModelConfig {
+  const s = STAGES[like];
+  if (s === undefined) throw new FlmGrowError('UnknownStage', `--like: unknown stage "${like}" (known: ${STAGE_NAMES.join(', ')})`);
+  const numLayers = opts.numLayers ?? s.numLayers;
+  if (!Number.isInteger(numLayers) || numLayers < 1) throw new FlmGrowError('BadLayers', `--num-hidden-layers: must be an integer >= 1, got ${numLayers}`);
+  return makeConfig({
+    hiddenSize: s.hiddenSize, intermediateSize: s.intermediateSize, numLayers, numHeads: s.numHeads, headDim: 128,
+    vocabSize: s.vocabSize, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 4096, dtype: opts.dtype ?? 'BF16',
+    useMup: true, inputMult: 1, outputMult: s.outputMult, mupScaleFactor: s.mupScaleFactor,
+  });
+}
+
+export interface SynthOptions {
+  /** A stage name (STAGES) or an explicit config. */
+  like?: string;
+  config?: ModelConfig;
+  numLayers?: number;
+  dtype?: DType;
+  seed?: number;
+  maxShardSize?: number | string;
+  overwrite?: boolean;
+  quiet?: boolean;
+  /** Bytes per generated chunk (whole rows; default 32 MB). */
+  chunkBytes?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface SynthResult {
+  dir: string;
+  config: ModelConfig;
+  bytes: number;
+  seconds: number;
+}
+
+const TABLE_BITS = 16;
+const TABLE_SIZE = 1 << TABLE_BITS;
+
+/** Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9). */
+export function normalQuantile(p: number): number {
+  const a = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.38357751867269e2, -3.066479806614716e1, 2.506628277459239];
+  const b = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
+  const c = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+  const d = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+  const lo = 0.02425;
+  if (p < lo) {
+    const q = Math.sqrt(-2 * Math.log(p));
+    return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+  }
+  if (p > 1 - lo) return -normalQuantile(1 - p);
+  const q = p - 0.5;
+  const r = q * q;
+  return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+}
+
+/** Normal(0, std) quantiles at (i + 0.5) / 2^16, encoded in `dtype`. */
+function quantileTable(std: number, dtype: DType): Uint8Array {
+  const v = new Float32Array(TABLE_SIZE);
+  for (let i = 0; i < TABLE_SIZE; i++) v[i] = std * normalQuantile((i + 0.5) / TABLE_SIZE);
+  return float32ToBytes(v, dtype);
+}
+
+/** Fills byte buffers with values of one tensor; deterministic in (seed, tensor name). */
+class ValueStream {
+  private s: number;
+  private table16: Uint16Array | undefined;
+  private table32: Uint32Array | undefined;
+  private constant: Uint8Array | undefined;
+
+  constructor(seed: number, name: string, kind: 'norm' | 'embedding' | 'matrix', dtype: DType, tables: Map<string, Uint8Array>) {
+    let h = seed >>> 0;
+    for (let i = 0; i < name.length; i++) h = hashSeed(h, name.charCodeAt(i));
+    this.s = h === 0 ? 0x9e3779b9 : h;
+    if (kind === 'norm') {
+      this.constant = float32ToBytes(new Float32Array([1]), dtype);
+      return;
+    }
+    const key = `${kind}:${dtype}`;
+    let t = tables.get(key);
+    if (t === undefined) {
+      t = quantileTable(kind === 'embedding' ? SYNTH_EMBED_STD : SYNTH_MATRIX_STD, dtype);
+      tables.set(key, t);
+    }
+    if (dtypeSize(dtype) === 2) this.table16 = new Uint16Array(t.buffer, t.byteOffset, TABLE_SIZE);
+    else this.table32 = new Uint32Array(t.buffer, t.byteOffset, TABLE_SIZE);
+  }
+
+  fill(out: Uint8Array): void {
+    if (this.constant !== undefined) {
+      for (let i = 0; i < out.byteLength; i += this.constant.byteLength) out.set(this.constant, i);
+      return;
+    }
+    let s = this.s;
+    if (this.table16 !== undefined) {
+      const tab = this.table16;
+      const o = new Uint16Array(out.buffer, out.byteOffset, out.byteLength >>> 1);
+      const n = o.length;
+      let i = 0;
+      for (; i + 1 < n; i += 2) {
+        // xorshift32: 2^32 - 1 period, two 16-bit indices per step
+        s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+        o[i] = tab[s & 0xffff];
+        o[i + 1] = tab[(s >>> 16) & 0xffff];
+      }
+      if (i < n) { s ^= s << 13; s ^= s >>> 17; s ^= s << 5; o[i] = tab[s & 0xffff]; }
+    } else {
+      const tab = this.table32 as Uint32Array;
+      const o = new Uint32Array(out.buffer, out.byteOffset, out.byteLength >>> 2);
+      for (let i = 0; i < o.length; i++) {
+        s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+        o[i] = tab[s & 0xffff];
+      }
+    }
+    this.s = s;
+  }
+}
+
+function kindOf(t: ExpectedTensor): 'norm' | 'embedding' | 'matrix' {
+  if (t.role.endsWith('norm')) return 'norm';
+  return t.role === 'embed' ? 'embedding' : 'matrix';
+}
+
+/** Write a random checkpoint of a stage's widths to `dir` (atomic; shards of maxShardSize). */
+export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Promise<SynthResult> {
+  const t0 = performance.now();
+  const dtype = opts.dtype ?? 'BF16';
+  let cfg: ModelConfig;
+  if (opts.config !== undefined) cfg = { ...opts.config, dtype };
+  else cfg = stageConfig(opts.like ?? 'tele-flm-mup-proxy', { numLayers: opts.numLayers, dtype });
+  const tensors = expectedTensors(cfg);
+  const decls = tensors.map((t) => ({ name: t.name, dtype, shape: t.shape }));
+  const esize = dtypeSize(dtype);
+  const total = decls.reduce((a, d) => a + d.shape.reduce((x, y) => x * y, 1) * esize, 0);
+  const writer = await CheckpointWriter.create(dir, decls, { maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite });
+  const bar = progressBar('synth', total, { unit: 'bytes', quiet: opts.quiet });
+  const tables = new Map<string, Uint8Array>();
+  const chunkBytes = opts.chunkBytes ?? 32 << 20;
+  const seed = opts.seed ?? 0;
+  let done = 0;
+  try {
+    // One write in flight while the next chunk is generated. Each chunk is a fresh buffer: the
+    // writer may keep small chunks queued after write() resolves.
+    let inflight: Promise<void> = Promise.resolve();
+    for (const t of tensors) {
+      const rowBytes = (t.shape.length > 1 ? t.shape[t.shape.length - 1] : t.shape[0]) * esize;
+      const bytes = t.shape.reduce((a, b) => a * b, 1) * esize;
+      const step = Math.max(rowBytes, Math.floor(chunkBytes / rowBytes) * rowBytes);
+      const vs = new ValueStream(seed, t.name, kindOf(t), dtype, tables);
+      for (let off = 0; off < bytes; off += step) {
+        const chunk = Buffer.allocUnsafe(Math.min(step, bytes - off));
+        vs.fill(chunk);
+        await inflight;
+        inflight = writer.write(t.name, chunk).then(() => {
+          done += chunk.byteLength;
+          bar.update(done);
+          opts.onProgress?.(done, total);
+        });
+        inflight.catch(() => undefined);
+      }
+    }
+    await inflight;
+    await writer.writeSideFile(CONFIG_FILE, JSON.stringify(configToJson(cfg), null, 2) + '\n');
+    await writer.commit();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  } finally {
+    bar.stop();
+  }
+  return { dir, config: cfg, bytes: total, seconds: (performance.now() - t0) / 1000 };
+}
