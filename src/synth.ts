@@ -11,6 +11,7 @@ import { CONFIG_FILE } from './checkpoint/checkpoint.ts';
 import { dtypeSize, float32ToBytes, type DType } from './checkpoint/dtype.ts';
 import { progressBar } from './commands/progress.ts';
 import { hashSeed } from './train/rng.ts';
+import { inverseNormalCdf, normalTable } from './growth/init.ts';
 import { FlmGrowError } from './errors.ts';
 
 /** Embedding std and matrix std of the Tele-FLM model card (SPEC §6). */
@@ -79,32 +80,8 @@ export interface SynthResult {
   seconds: number;
 }
 
-const TABLE_BITS = 16;
-const TABLE_SIZE = 1 << TABLE_BITS;
-
-/** Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9). */
-export function normalQuantile(p: number): number {
-  const a = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.38357751867269e2, -3.066479806614716e1, 2.506628277459239];
-  const b = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
-  const c = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
-  const d = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
-  const lo = 0.02425;
-  if (p < lo) {
-    const q = Math.sqrt(-2 * Math.log(p));
-    return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
-  }
-  if (p > 1 - lo) return -normalQuantile(1 - p);
-  const q = p - 0.5;
-  const r = q * q;
-  return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
-}
-
-/** Normal(0, std) quantiles at (i + 0.5) / 2^16, encoded in `dtype`. */
-function quantileTable(std: number, dtype: DType): Uint8Array {
-  const v = new Float32Array(TABLE_SIZE);
-  for (let i = 0; i < TABLE_SIZE; i++) v[i] = std * normalQuantile((i + 0.5) / TABLE_SIZE);
-  return float32ToBytes(v, dtype);
-}
+/** The same quantised-normal table growth initialises new weights with (growth/init.ts). */
+export const normalQuantile = inverseNormalCdf;
 
 /** Fills byte buffers with values of one tensor; deterministic in (seed, tensor name). */
 class ValueStream {
@@ -113,7 +90,7 @@ class ValueStream {
   private table32: Uint32Array | undefined;
   private constant: Uint8Array | undefined;
 
-  constructor(seed: number, name: string, kind: 'norm' | 'embedding' | 'matrix', dtype: DType, tables: Map<string, Uint8Array>) {
+  constructor(seed: number, name: string, kind: 'norm' | 'embedding' | 'matrix', dtype: DType) {
     let h = seed >>> 0;
     for (let i = 0; i < name.length; i++) h = hashSeed(h, name.charCodeAt(i));
     this.s = h === 0 ? 0x9e3779b9 : h;
@@ -121,14 +98,9 @@ class ValueStream {
       this.constant = float32ToBytes(new Float32Array([1]), dtype);
       return;
     }
-    const key = `${kind}:${dtype}`;
-    let t = tables.get(key);
-    if (t === undefined) {
-      t = quantileTable(kind === 'embedding' ? SYNTH_EMBED_STD : SYNTH_MATRIX_STD, dtype);
-      tables.set(key, t);
-    }
-    if (dtypeSize(dtype) === 2) this.table16 = new Uint16Array(t.buffer, t.byteOffset, TABLE_SIZE);
-    else this.table32 = new Uint32Array(t.buffer, t.byteOffset, TABLE_SIZE);
+    const t = normalTable(kind === 'embedding' ? SYNTH_EMBED_STD : SYNTH_MATRIX_STD, dtype);
+    if (t instanceof Uint16Array) this.table16 = t;
+    else this.table32 = t;
   }
 
   fill(out: Uint8Array): void {
@@ -179,7 +151,6 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
   const total = decls.reduce((a, d) => a + d.shape.reduce((x, y) => x * y, 1) * esize, 0);
   const writer = await CheckpointWriter.create(dir, decls, { maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite });
   const bar = progressBar('synth', total, { unit: 'bytes', quiet: opts.quiet });
-  const tables = new Map<string, Uint8Array>();
   const chunkBytes = opts.chunkBytes ?? 32 << 20;
   const seed = opts.seed ?? 0;
   let done = 0;
@@ -191,7 +162,7 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
       const rowBytes = (t.shape.length > 1 ? t.shape[t.shape.length - 1] : t.shape[0]) * esize;
       const bytes = t.shape.reduce((a, b) => a * b, 1) * esize;
       const step = Math.max(rowBytes, Math.floor(chunkBytes / rowBytes) * rowBytes);
-      const vs = new ValueStream(seed, t.name, kindOf(t), dtype, tables);
+      const vs = new ValueStream(seed, t.name, kindOf(t), dtype);
       for (let off = 0; off < bytes; off += step) {
         const chunk = Buffer.allocUnsafe(Math.min(step, bytes - off));
         vs.fill(chunk);
