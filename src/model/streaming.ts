@@ -37,6 +37,13 @@ export interface StreamOptions {
    * FFN units (summed, so equal to the unblocked pass up to f32 rounding).
    */
   maxBlockBytes?: number;
+  /**
+   * Called with each layer's residual stream before and after it ([B·T, H] row-major, raw: the
+   * last layer's output is before the final norm). Distance-based layer selection uses it.
+   */
+  onResidual?: (layer: number, xIn: Float32Array, xOut: Float32Array) => void;
+  /** Skip the final norm and LM head (logits come back empty): for callers that only need onResidual. */
+  skipLogits?: boolean;
 }
 
 export interface StreamResult {
@@ -110,6 +117,7 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
     x = embedTokens(cfg, table, localT, masks);
     tf.dispose([table, localT]);
     if (hidden !== undefined) hidden.push((await x.data()) as Float32Array);
+    let residualIn = opts.onResidual !== undefined ? ((await x.data()) as Float32Array) : undefined;
     opts.onLayer?.(0, L + 1);
     const maxBlockBytes = opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES;
     for (let l = 0; l < L; l++) {
@@ -134,8 +142,14 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
       x.dispose();
       x = next;
       if (hidden !== undefined && l < L - 1) hidden.push((await x.data()) as Float32Array);
+      if (opts.onResidual !== undefined && residualIn !== undefined) {
+        const out = (await x.data()) as Float32Array;
+        opts.onResidual(l, residualIn, out);
+        residualIn = out;
+      }
       opts.onLayer?.(l + 1, L + 1);
     }
+    if (opts.skipLogits === true) return { logits: new Float32Array(0), batch: B, seqLen: T, masked: masks !== undefined };
     const normed = await finalHiddenFrom(ck, x, masks);
     try {
       if (hidden !== undefined) hidden.push((await normed.data()) as Float32Array);
