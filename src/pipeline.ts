@@ -8,7 +8,7 @@
  * verify stops the pipeline (VerifyFailedError, exit 1).
  */
 import { existsSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parameterCount } from './arch.ts';
 import { readConfigFile } from './config.ts';
 import { FlmGrowError } from './errors.ts';
@@ -272,7 +272,7 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
   if (records.length > 0) {
     plot = join(out, 'loss.svg');
     const { series, growthMarks } = lossSeriesFromMetrics(records);
-    await plotLossCurves(series, { title: `${spec.description ?? 'pipeline'}: loss`, xLabel: 'optimizer step', yLabel: 'cross-entropy (nats/token)', output: plot, growthMarks });
+    await plotLossCurves(series, { title: `${basename(file, '.json')}: training loss (dashed: growth)`, xLabel: 'optimizer step', yLabel: 'cross-entropy (nats/token)', output: plot, growthMarks });
   }
   const result: PipelineResult = { out, stages: results, plot, finalCheckpoint: current };
   writeFileSync(join(out, 'summary.json'), JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
