@@ -7,11 +7,11 @@ import { join } from 'node:path';
 
 const BENCHES: Record<string, string> = {
   read: 'checkpoint read throughput vs cat, peak RSS (--gb N)',
-  forward: 'forward pass: in-memory vs layer-streamed',
-  grow: 'growth of a synthetic checkpoint',
-  train: 'training steps',
-  msg: 'masked structural growth steps',
-  scale: 'scaling behaviour',
+  forward: 'forward tokens/s and GFLOP/s vs the backend matMul roofline; streamed peak RSS vs one layer',
+  grow: 'grow a few-GB checkpoint vs cp -r of the same bytes, peak RSS at two depths (--gb N)',
+  train: 'training tokens/s and achieved FLOP/s (6·params·tokens) vs the matMul roofline',
+  msg: 'MSG claim: FLOPs for small→grown to reach a from-scratch run\'s final loss',
+  scale: 'Tele-FLM full-width rehearsals: synth, grow vs cp, verify, extrapolation (tens of GB)',
 };
 
 function usage(): string {
