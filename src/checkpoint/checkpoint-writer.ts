@@ -174,12 +174,24 @@ export class CheckpointWriter {
   }
 
   /** Stream a chunk of tensor `name` (declared order). */
+  /**
+   * Writes may overlap (issue the next before this one resolves, in declared order): shard
+   * switches are serialised here, and each shard writer settles order and offsets at call time.
+   */
   async write(name: string, chunk: Uint8Array): Promise<void> {
-    await (await this.writerFor(name)).write(name, chunk);
+    await (await this.acquire(name)).write(name, chunk);
   }
 
   async writeTensor(name: string, data: Uint8Array): Promise<void> {
-    await (await this.writerFor(name)).writeTensor(name, data);
+    await (await this.acquire(name)).writeTensor(name, data);
+  }
+
+  private acquiring: Promise<unknown> = Promise.resolve();
+
+  private acquire(name: string): Promise<SafetensorsWriter> {
+    const w = this.acquiring.then(() => this.writerFor(name));
+    this.acquiring = w.catch(() => undefined);
+    return w;
   }
 
   async writeSideFile(rel: string, content: string | Uint8Array): Promise<void> {

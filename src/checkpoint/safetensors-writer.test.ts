@@ -49,6 +49,33 @@ describe('round trip, single file, every supported dtype', () => {
 });
 
 describe('streaming writes', () => {
+  it('overlapping writes (issued without awaiting, in order) give the same file as sequential ones', async () => {
+    const big = COALESCE_BYTES + 4321;
+    const decls = [
+      { name: 'a', dtype: 'U8' as const, shape: [3 * big + 50] },
+      { name: 'n', dtype: 'U8' as const, shape: [64] },
+      { name: 'b', dtype: 'U8' as const, shape: [2 * big] },
+    ];
+    const a = randomBytes(3 * big + 50, 11), n = randomBytes(64, 12), b = randomBytes(2 * big, 13);
+    const pieces: [string, Uint8Array][] = [
+      ['a', a.subarray(0, 20)], ['a', a.subarray(20, 20 + big)], ['a', a.subarray(20 + big, 30 + big)],
+      ['a', a.subarray(30 + big, 30 + 3 * big)], ['a', a.subarray(30 + 3 * big)], ['n', n], ['b', b.subarray(0, big)], ['b', b.subarray(big)],
+    ];
+    const seq = join(tmp.dir, 'seq.safetensors');
+    const ws = await SafetensorsWriter.create(seq, decls);
+    for (const [name, chunk] of pieces) await ws.write(name, chunk);
+    await ws.close();
+    const par = join(tmp.dir, 'par.safetensors');
+    const wp = await SafetensorsWriter.create(par, decls);
+    await Promise.all(pieces.map(([name, chunk]) => wp.write(name, chunk)));
+    await wp.close();
+    expect(readFileSync(par).equals(readFileSync(seq))).toBe(true);
+    const f = await SafetensorsFile.open(par);
+    expect(Buffer.from(await f.read('a')).equals(Buffer.from(a))).toBe(true);
+    expect(Buffer.from(await f.read('b')).equals(Buffer.from(b))).toBe(true);
+    await f.close();
+  });
+
   it('chunks of any size, mixing small and ≥ threshold, land in order', async () => {
     const big = COALESCE_BYTES + 12345;
     const decls = [

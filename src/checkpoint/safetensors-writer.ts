@@ -60,6 +60,7 @@ export class SafetensorsWriter {
   private pos: number;
   private pending: Buffer | undefined;
   private pendingBytes = 0;
+  private inflight = new Set<Promise<void>>();
   /** Coalescing buffer size: never more than the file's data, so tiny files stay tiny in memory. */
   private pendingCap: number;
 
@@ -100,7 +101,13 @@ export class SafetensorsWriter {
     }
   }
 
-  /** Append bytes of tensor `name`; must follow declared order and never exceed its size. */
+  /**
+   * Append bytes of tensor `name`; must follow declared order and never exceed its size.
+   * Calls may overlap (a caller can issue the next write before this one resolves): the order
+   * check, the file position and the coalescing buffer are all settled synchronously at call
+   * time, so concurrent writes land at their own offsets. When a write of a chunk of at least
+   * COALESCE_BYTES resolves, that chunk is on disk and its memory may be reused.
+   */
   async write(name: string, chunk: Uint8Array): Promise<void> {
     // Empty tensors are skipped when reached, so "writing" one (writeTensor of 0 bytes) is a no-op.
     if (chunk.byteLength === 0 && name !== this.current && this.decls.some((d) => d.name === name && tensorByteSize(d) === 0)) return;
@@ -111,18 +118,18 @@ export class SafetensorsWriter {
       throw new SafetensorsError('WriteMismatch', this.path, `${chunk.byteLength} bytes exceed the ${this.remaining} still declared`, name);
     }
     this.remaining -= chunk.byteLength;
+    const writes: Promise<void>[] = [];
     if (chunk.byteLength >= COALESCE_BYTES) {
-      await this.flush();
-      await this.writeAt(chunk);
+      writes.push(this.flush(), this.writeAt(chunk));
     } else {
-      this.pending ??= Buffer.allocUnsafe(this.pendingCap);
       let done = 0;
       while (done < chunk.byteLength) {
+        this.pending ??= Buffer.allocUnsafe(this.pendingCap);
         const n = Math.min(chunk.byteLength - done, this.pendingCap - this.pendingBytes);
         this.pending.set(chunk.subarray(done, done + n), this.pendingBytes);
         this.pendingBytes += n;
         done += n;
-        if (this.pendingBytes === this.pendingCap) await this.flush();
+        if (this.pendingBytes === this.pendingCap) writes.push(this.flush());
       }
     }
     if (this.remaining === 0) {
@@ -130,6 +137,7 @@ export class SafetensorsWriter {
       if (this.index < this.decls.length) this.remaining = tensorByteSize(this.decls[this.index]);
       this.skipEmpty();
     }
+    await Promise.all(writes);
   }
 
   /** Write a whole tensor at once. */
@@ -141,26 +149,37 @@ export class SafetensorsWriter {
     await this.write(name, data);
   }
 
-  private async flush(): Promise<void> {
-    if (this.pendingBytes === 0 || this.pending === undefined) return;
-    const n = this.pendingBytes;
+  /** Hand the coalescing buffer to a write (a fresh one is allocated for what follows). */
+  private flush(): Promise<void> {
+    if (this.pendingBytes === 0 || this.pending === undefined) return Promise.resolve();
+    const buf = this.pending.subarray(0, this.pendingBytes);
+    this.pending = undefined;
     this.pendingBytes = 0;
-    await this.writeAt(this.pending.subarray(0, n));
+    return this.writeAt(buf);
   }
 
-  private async writeAt(buf: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < buf.byteLength) {
-      const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, this.pos);
-      done += bytesWritten;
-      this.pos += bytesWritten;
-    }
+  /** Write `buf` at the next free position, reserved now; tracked so close() waits for it. */
+  private writeAt(buf: Uint8Array): Promise<void> {
+    const at = this.pos;
+    this.pos += buf.byteLength;
+    const p = (async () => {
+      let done = 0;
+      while (done < buf.byteLength) {
+        const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, at + done);
+        done += bytesWritten;
+      }
+    })();
+    this.inflight.add(p);
+    const forget = () => { this.inflight.delete(p); };
+    p.then(forget, forget);
+    return p;
   }
 
   /** Flush, verify every declared byte was written, close. */
   async close(): Promise<void> {
     try {
       await this.flush();
+      await Promise.all([...this.inflight]);
       if (this.index < this.decls.length) {
         throw new SafetensorsError('WriteMismatch', this.path, `closed before all tensors were written (${this.decls.length - this.index} left)`, this.current);
       }
@@ -174,6 +193,7 @@ export class SafetensorsWriter {
   async abort(): Promise<void> {
     this.pending = undefined;
     this.pendingBytes = 0;
+    await Promise.allSettled([...this.inflight]);
     await this.fh.close().catch(() => undefined);
   }
 }

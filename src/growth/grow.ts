@@ -156,8 +156,9 @@ async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: reado
   const hasher = new ParallelHasher();
   const reader = new SourceReader(ck);
   const blockBytes = opts.blockBytes ?? DEFAULT_BLOCK_BYTES;
-  // building, writing, hashing: three blocks in flight at most
-  const pool = new BlockPool(blockBytes, 3);
+  // Up to WRITES_IN_FLIGHT blocks being written while the next is built and another hashed: the
+  // writer reserves each block's file offset at call time, so writes may overlap.
+  const pool = new BlockPool(blockBytes, WRITES_IN_FLIGHT + 2);
   const digests: Promise<void>[] = [];
   let hashShard = -1;
   const finish = () => {
@@ -165,8 +166,7 @@ async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: reado
     const file = writer.shards[hashShard].file;
     digests.push(hasher.end(file).then((hex) => { files[file] = hex; }));
   };
-  // One write in flight while the next block is built (the writer itself is sequential).
-  let inflight: Promise<void> = Promise.resolve();
+  const inflight: Promise<void>[] = [];
   let done = 0;
   try {
     for (const op of wanted) {
@@ -186,19 +186,20 @@ async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: reado
       const src = op.source === undefined ? undefined : reader.rows(op.source);
       await produceTensor(op, src, outDtype, layout.seed, async (block) => {
         const hashed = hasher.update(file, block);
-        await inflight;
-        const written = writeSplit(writer, op.name, block);
-        inflight = written.then(() => {
+        while (inflight.length >= WRITES_IN_FLIGHT) await inflight.shift();
+        const written = writer.write(op.name, block);
+        const tracked = written.then(() => {
           done += block.byteLength;
           bar.update(done);
           opts.onProgress?.(done, total);
         });
-        inflight.catch(() => undefined); // awaited at the next block or below
+        tracked.catch(() => undefined); // awaited when the queue is full or below
+        inflight.push(tracked);
         // back to the pool once both are done, even on failure (errors surface through inflight / end())
         void Promise.allSettled([hashed, written]).then(() => pool.release(block));
       }, blockBytes, (n) => pool.acquire(n));
     }
-    await inflight;
+    await Promise.all(inflight);
     finish();
     await Promise.all(digests);
   } finally {
@@ -209,20 +210,12 @@ async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: reado
   return files;
 }
 
-/** The writer's coalescing threshold: chunks at least this big are on disk when write() resolves. */
-const WRITER_COALESCE = 8 << 20;
-
 /**
- * The writer concatenates queued small chunks (norm gains) with the next chunk before writing; a
- * 32 MB block after a norm would be copied whole. Writing its first 8 MB separately limits that
- * copy to 8 MB, and the rest goes out without one. Both parts are >= 8 MB, so the block is fully
- * on disk when this resolves (the block pool relies on it).
+ * Blocks being written at once. The writer copies chunks below its coalescing threshold and has
+ * larger ones on disk when write() resolves, so a block returns to the pool once its write and
+ * its hash are done.
  */
-async function writeSplit(writer: CheckpointWriter, name: string, block: Uint8Array): Promise<void> {
-  if (block.byteLength < 2 * WRITER_COALESCE) return writer.write(name, block);
-  await writer.write(name, block.subarray(0, WRITER_COALESCE));
-  await writer.write(name, block.subarray(WRITER_COALESCE));
-}
+const WRITES_IN_FLIGHT = 2;
 
 async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter, target: ModelConfig, files: Record<string, string>): Promise<void> {
   const cfg = JSON.stringify(configToJson(target), null, 2) + '\n';
