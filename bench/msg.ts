@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- msg [--scratch-steps 400] [--small-steps 200] [--grown-steps 250] [--batch 8] [--seq 64]`:
+ * `npm run bench -- msg [--scratch-steps 400] [--small-steps 200] [--grown-steps 250] [--batch 8] [--seq 64] [--plan P] [--anneal-steps N]`:
  * the MSG claim at small scale. The tiny stage-2 model (H 80, F 220, 5 heads, 5 layers) is trained
  * from scratch; the tiny stage-1 model (H 64, F 176, 4 heads, 4 layers) is trained, grown with
  * growth-plans/tiny-stage1-to-stage2.json (masked, annealed) and trained on, with the same seed,
@@ -10,14 +10,13 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { initBackend, type BackendName } from '../src/backend.ts';
 import { parameterCount } from '../src/arch.ts';
 import { readConfigFile } from '../src/config.ts';
 import { growCheckpoint } from '../src/growth/grow.ts';
 import { applyPlanFlags, readPlanFile } from '../src/growth/plan.ts';
 import { plotLossCurves, type PlotPoint } from '../src/plot.ts';
-import { growOptimizerState } from '../src/train/optimizer-state.ts';
 import { initConfig, writeRandomInit } from '../src/train/random-init.ts';
 import { train, type TrainOptions } from '../src/train/trainer.ts';
 import type { StepMetrics } from '../src/train/metrics.ts';
@@ -42,7 +41,9 @@ export async function run(args: string[]): Promise<void> {
   const data = join(ROOT, 'fixtures/corpus/fortunes.txt');
   const dir = mkdtempSync(join(tmpdir(), 'flm-bench-msg-'));
   const small = initConfig({ hidden_size: 64, intermediate_size: 176, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 4, head_dim: 16, vocab_size: 320, max_position_embeddings: 128 });
-  const plan = applyPlanFlags(readPlanFile(join(ROOT, 'growth-plans/tiny-stage1-to-stage2.json')), { annealSteps: anneal });
+  // --plan bench/plans/tiny-stage1-to-stage3.json tests an 18x growth (52B -> 1T is ~20x)
+  const planFile = resolve(ROOT, arg(args, 'plan', 'growth-plans/tiny-stage1-to-stage2.json'));
+  const plan = applyPlanFlags(readPlanFile(planFile), { annealSteps: anneal });
   const recipe = { data, batchSize: B, seqLen: T, lr: 3e-3, minLr: 3e-4, warmupSteps: 20, evalEvery, evalBatches: 8, seed: 0, backend: backend as BackendName, quiet: true, log: () => undefined };
   const curve: Record<string, Curve> = {};
   const runStage = async (name: string, o: Omit<TrainOptions, 'data'>, params: number): Promise<string> => {
@@ -66,8 +67,7 @@ export async function run(args: string[]): Promise<void> {
     const tScratch = (Date.now() - t0) / 1000;
     // small, grown, trained on
     const smallCk = await runStage('grown', { checkpoint: join(dir, 'small-init'), out: join(dir, 'small'), steps: smallSteps }, parameterCount(small));
-    await growCheckpoint(smallCk, join(dir, 'grown'), plan, { quiet: true, overwrite: true });
-    await growOptimizerState(smallCk, join(dir, 'grown'));
+    await growCheckpoint(smallCk, join(dir, 'grown'), plan, { quiet: true, overwrite: true }); // carries the Adam moments
     await runStage('grown', { checkpoint: join(dir, 'grown'), out: join(dir, 'grown-train'), steps: grownSteps }, parameterCount(large));
     const tGrown = (Date.now() - t0) / 1000 - tScratch;
     const target = curve.scratch.evals[curve.scratch.evals.length - 1];
@@ -84,7 +84,7 @@ export async function run(args: string[]): Promise<void> {
     } else {
       console.log(`grown run does NOT reach the scratch run's final eval loss ${target.loss.toFixed(4)} within ${g(curve.grown.flops)} (ratio > ${(curve.grown.flops / curve.scratch.flops).toFixed(3)}); best ${Math.min(...curve.grown.evals.map((e) => e.loss)).toFixed(4)}`);
     }
-    const output = join(ROOT, 'bench-out', 'msg-curves.svg');
+    const output = join(ROOT, 'bench-out', `msg-curves-${basename(planFile, '.json')}.svg`);
     await plotLossCurves([
       { name: 'scratch: eval loss', points: curve.scratch.evals.map((e) => ({ x: e.flops / 1e9, y: e.loss })) },
       { name: 'small→grown: eval loss', points: curve.grown.evals.map((e) => ({ x: e.flops / 1e9, y: e.loss })) },
