@@ -76,7 +76,7 @@ export function lossCurvesSpec(series: PlotSeries[], opts: Omit<PlotOptions, 'ou
     width: opts.width ?? 720,
     height: opts.height ?? 400,
     background: 'white',
-    config: { font: 'DejaVu Sans, Helvetica, Arial, sans-serif' },
+    config: { font: 'DejaVu Sans, Helvetica, Arial, sans-serif', legend: { labelLimit: 400 } },
     layer,
   };
 }
