@@ -7,11 +7,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, fsyncSync, closeSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { expectedTensors } from '../src/arch.ts';
-import { configToJson, makeConfig, type ModelConfig } from '../src/config.ts';
-import { CheckpointWriter } from '../src/checkpoint/checkpoint-writer.ts';
-import { normalTable } from '../src/growth/init.ts';
-import { mulberry32 } from '../src/train/rng.ts';
+import { makeConfig, type ModelConfig } from '../src/config.ts';
+import { synthCheckpoint } from '../src/synth.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -20,29 +17,9 @@ function arg(args: string[], name: string, def: string): string {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : def;
 }
 
-/** Valid bf16 values (std 0.02) in one reusable buffer: making the source must not dominate the bench. */
-function noiseBuffer(bytes: number): Uint8Array {
-  const t = normalTable(0.02, 'BF16') as Uint16Array;
-  const v = new Uint16Array(bytes / 2);
-  const next = mulberry32(1);
-  for (let i = 0; i < v.length; i++) v[i] = t[next() & 0xffff];
-  return new Uint8Array(v.buffer);
-}
-
+/** A random bf16 source of this config (synth: streamed, its own fast generator). */
 async function makeSource(dir: string, cfg: ModelConfig): Promise<void> {
-  const ts = expectedTensors(cfg);
-  const w = await CheckpointWriter.create(dir, ts.map((t) => ({ name: t.name, dtype: 'BF16' as const, shape: t.shape })), { overwrite: true, maxShardSize: 2e9 });
-  const noise = noiseBuffer(64 << 20);
-  for (const t of ts) {
-    let left = t.shape.reduce((a, b) => a * b, 1) * 2;
-    while (left > 0) {
-      const n = Math.min(left, noise.byteLength);
-      await w.write(t.name, noise.subarray(0, n));
-      left -= n;
-    }
-  }
-  await w.writeSideFile('config.json', JSON.stringify(configToJson(cfg), null, 2));
-  await w.commit();
+  await synthCheckpoint(dir, { config: cfg, dtype: 'BF16', maxShardSize: 2e9, overwrite: true, quiet: true });
 }
 
 function dirBytes(dir: string): number {

@@ -7,14 +7,11 @@
  * page cache state; the files are deleted at the end.
  */
 import { spawnSync } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Checkpoint } from '../src/checkpoint/checkpoint.ts';
-import { CheckpointWriter } from '../src/checkpoint/checkpoint-writer.ts';
-import { COALESCE_BYTES } from '../src/checkpoint/safetensors-writer.ts';
-import { configToJson, makeConfig } from '../src/config.ts';
-import { expectedTensors } from '../src/arch.ts';
+import { makeConfig } from '../src/config.ts';
+import { synthCheckpoint } from '../src/synth.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const MB = 1e6;
@@ -29,20 +26,7 @@ async function makeCheckpoint(dir: string, gb: number): Promise<void> {
   const perLayer = (4 * H * H + 3 * H * F + 2 * H) * 2;
   const layers = Math.max(1, Math.round((gb * 1e9 - 2 * 32000 * H * 2) / perLayer));
   const cfg = makeConfig({ hiddenSize: H, intermediateSize: F, numLayers: layers, numHeads: 32, vocabSize: 32000, dtype: 'BF16' });
-  const decls = expectedTensors(cfg).map((t) => ({ name: t.name, dtype: 'BF16' as const, shape: t.shape }));
-  const w = await CheckpointWriter.create(dir, decls, { maxShardSize: 1e9, overwrite: true });
-  // Random-looking bytes without generating gigabytes of randomness: one random block, reused.
-  const block = randomFillSync(new Uint8Array(COALESCE_BYTES));
-  for (const d of decls) {
-    let left = d.shape.reduce((a, b) => a * b, 1) * 2;
-    while (left > 0) {
-      const n = Math.min(left, block.byteLength);
-      await w.write(d.name, block.subarray(0, n));
-      left -= n;
-    }
-  }
-  await w.writeSideFile('config.json', JSON.stringify(configToJson(cfg), null, 2));
-  await w.commit();
+  await synthCheckpoint(dir, { config: cfg, dtype: 'BF16', maxShardSize: 1e9, overwrite: true, quiet: true });
 }
 
 function vmHWM(): number {
