@@ -12,20 +12,16 @@ import type { MaskSet } from '../src/masks.ts';
 import { initBackend } from '../src/backend.ts';
 import { forward, masksToTensors, type LlamaWeights } from '../src/model/llama.ts';
 import { naiveForward } from './reference/naive-llama.ts';
+import { mulberry32 } from '../src/train/rng.ts';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+/** Uniform [0, 1) from the project's seeded generator. */
+function uniform(seed: number): () => number {
+  const next = mulberry32(seed);
+  return () => next() / 4294967296;
 }
 
 function randomWeights(c: ModelConfig, seed: number): Map<string, Float32Array> {
-  const rnd = mulberry32(seed);
+  const rnd = uniform(seed);
   const m = new Map<string, Float32Array>();
   for (const t of expectedTensors(c)) {
     const n = t.shape.reduce((a, b) => a * b, 1);
@@ -105,7 +101,7 @@ describe('tfjs model vs naive float64 reference', () => {
           outputMult: p.outputMult, mupScaleFactor: p.mupScaleFactor,
         });
         const w = randomWeights(c, p.seed);
-        const rnd = mulberry32(p.seed ^ 0x5bd1e995);
+        const rnd = uniform(p.seed ^ 0x5bd1e995);
         const masks = p.masked ? randomMasks(c, rnd) : undefined;
         const ids = Array.from({ length: p.T }, () => Math.floor(rnd() * c.vocabSize));
         const ref = naiveForward(c, { get: (n) => w.get(n) as Float32Array }, ids, { masks });

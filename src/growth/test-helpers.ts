@@ -2,29 +2,21 @@
  * Test support for growth: tiny random checkpoints written with the real writer, weights read
  * back as float maps, and the naive float64 reference forward (test/reference) as the judge.
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expectedTensors } from '../arch.ts';
-import { configToJson, type ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
-import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
-import { float32ToBytes, type DType } from '../checkpoint/dtype.ts';
+import type { DType } from '../checkpoint/dtype.ts';
 import { mulberry32 } from '../train/rng.ts';
+import { makeTempDir, normalSampler, writeCheckpoint } from '../model/test-utils.ts';
 import { readMasks, MASKS_FILE, type MaskSet } from '../masks.ts';
 import { readManifest } from '../manifest.ts';
 import { grownBoundary } from './depth.ts';
 import { naiveForward, type NaiveOutput } from '../../test/reference/naive-llama.ts';
 
 export function tempDir(prefix = 'flm-grow-test-'): { dir: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-function normal(next: () => number): number {
-  const u = (next() + 0.5) / 4294967296;
-  const v = (next() + 0.5) / 4294967296;
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  return makeTempDir(prefix);
 }
 
 export interface SynthOptions {
@@ -35,26 +27,22 @@ export interface SynthOptions {
   maxShardSize?: number;
 }
 
-/** Write a random checkpoint (norm gains around 1) of `cfg` in `dtype` to `dir`. */
+/** Write a random checkpoint (norm gains around 1, matrices of std `std`) of `cfg` in `dtype` to `dir`. */
 export async function writeRandomCheckpoint(dir: string, cfg: ModelConfig, dtype: DType, o: SynthOptions = {}): Promise<void> {
-  const next = mulberry32(o.seed ?? 1);
-  const tensors = expectedTensors(cfg);
-  const w = await CheckpointWriter.create(dir, tensors.map((t) => ({ name: t.name, dtype, shape: t.shape })), { maxShardSize: o.maxShardSize ?? 1e9, overwrite: true });
+  const normal = normalSampler(o.seed ?? 1);
   const std = o.std ?? 0.5;
-  for (const t of tensors) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    const v = new Float32Array(n);
+  const arrays = new Map<string, Float32Array>();
+  for (const t of expectedTensors(cfg)) {
+    const v = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
     const ident = t.layer !== undefined && (o.identityLayers ?? []).includes(t.layer) && (t.role === 'o' || t.role === 'down');
-    for (let k = 0; k < n; k++) {
+    for (let k = 0; k < v.length; k++) {
       if (ident) v[k] = 0;
-      else if (t.role.endsWith('norm')) v[k] = 1 + 0.3 * normal(next);
-      else v[k] = std * normal(next);
+      else if (t.role.endsWith('norm')) v[k] = 1 + 0.3 * normal();
+      else v[k] = std * normal();
     }
-    await w.writeTensor(t.name, float32ToBytes(v, dtype));
+    arrays.set(t.name, v);
   }
-  await w.writeSideFile('config.json', JSON.stringify(configToJson({ ...cfg, dtype }), null, 2));
-  await w.writeSideFile('generation_config.json', '{"bos_token_id": 1}\n');
-  await w.commit();
+  await writeCheckpoint(dir, cfg, arrays, { dtype, maxShardSize: o.maxShardSize, sideFiles: { 'generation_config.json': '{"bos_token_id": 1}\n' } });
 }
 
 export async function loadAll(dir: string): Promise<{ cfg: ModelConfig; w: Map<string, Float32Array> }> {

@@ -48,7 +48,7 @@ export function randomWeightArrays(cfg: ModelConfig, opts: { seed?: number; dtyp
 }
 
 /** Write a checkpoint of `cfg` holding `arrays` (by HF name) in `dtype`. */
-export async function writeCheckpoint(dir: string, cfg: ModelConfig, arrays: Map<string, Float32Array>, opts: { dtype?: DType; maxShardSize?: number } = {}): Promise<void> {
+export async function writeCheckpoint(dir: string, cfg: ModelConfig, arrays: Map<string, Float32Array>, opts: { dtype?: DType; maxShardSize?: number; sideFiles?: Record<string, string> } = {}): Promise<void> {
   const dtype = opts.dtype ?? 'F32';
   const tensors = expectedTensors(cfg);
   const w = await CheckpointWriter.create(dir, tensors.map((t) => ({ name: t.name, dtype, shape: t.shape })), { maxShardSize: opts.maxShardSize ?? 1e9, overwrite: true });
@@ -58,6 +58,7 @@ export async function writeCheckpoint(dir: string, cfg: ModelConfig, arrays: Map
     await w.writeTensor(t.name, float32ToBytes(v, dtype));
   }
   await w.writeSideFile('config.json', JSON.stringify(configToJson({ ...cfg, dtype }), null, 2));
+  for (const [name, text] of Object.entries(opts.sideFiles ?? {})) await w.writeSideFile(name, text);
   await w.commit();
 }
 
