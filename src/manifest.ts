@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FlmGrowError } from './errors.ts';
+import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
 import type { MaskGroup } from './masks.ts';
 
 export const MANIFEST_FILE = 'flm-grow-manifest.json';
@@ -63,6 +64,13 @@ export function readManifest(dir: string): Manifest | undefined {
   if (typeof m !== 'object' || m === null || (m as Manifest).format !== MANIFEST_FORMAT) {
     throw new FlmGrowError('BadManifest', `${p}: not a ${MANIFEST_FORMAT} manifest`);
   }
+  // every name in `files` is opened by whoever verifies or copies them: check them all up front
+  const files = (m as Manifest).files as unknown;
+  if (typeof files !== 'object' || files === null || Array.isArray(files)) throw new FlmGrowError('BadManifest', `${p}: field "files" must be an object`);
+  for (const [f, h] of Object.entries(files)) {
+    safeRelativeName(f, `${p}: files`);
+    if (typeof h !== 'string') throw new FlmGrowError('BadManifest', `${p}: files[${JSON.stringify(f)}] must be a sha256 string`);
+  }
   return m as Manifest;
 }
 
@@ -70,7 +78,7 @@ export function readManifest(dir: string): Manifest | undefined {
 export async function verifyManifestFiles(dir: string, m: Manifest): Promise<string[]> {
   const bad: string[] = [];
   for (const [f, h] of Object.entries(m.files)) {
-    const p = join(dir, f);
+    const p = joinInside(dir, f, `${join(dir, MANIFEST_FILE)}: files`);
     if (!existsSync(p) || (await sha256File(p)) !== h) bad.push(f);
   }
   return bad;

@@ -4,13 +4,14 @@
  * the checkpoint a single-machine grow would have written, byte for byte. The parts are plain
  * independent commands, so any batch system (Slurm array, Kubernetes jobs, a shell loop) runs them.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { copyFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { INDEX_FILE } from './checkpoint/checkpoint.ts';
 import { SafetensorsFile } from './checkpoint/safetensors.ts';
 import { PART_FILE, type PartJson } from './checkpoint/checkpoint-writer.ts';
-import { writeAtomically } from './checkpoint/atomic.ts';
+import { checkDestination, tempFoldersOf, writeAtomically } from './checkpoint/atomic.ts';
+import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
 import { CheckpointError } from './errors.ts';
 import { MANIFEST_FILE, readManifest, sha256Bytes, sha256File, type Manifest } from './manifest.ts';
 import { progressBar } from './commands/progress.ts';
@@ -19,7 +20,11 @@ export interface AssembleOptions {
   /** Move shard files out of the part folders instead of copying (same filesystem: a rename). */
   move?: boolean;
   overwrite?: boolean;
+  /** With overwrite: replace the destination even if flm-grow did not write it. */
+  forceOverwrite?: boolean;
   quiet?: boolean;
+  /** Says what was recovered from an interrupted run (the CLI prints it). */
+  log?: (msg: string) => void;
   /**
    * Re-hash every shard against its part manifest (default true). The parts hashed their shards
    * while writing; skipping the re-read saves a full pass over the data (2 TB for 1T) when the
@@ -53,6 +58,9 @@ function readPart(dir: string): Part {
   if (!Number.isInteger(part.index) || !Number.isInteger(part.count) || !Array.isArray(part.shards) || !Array.isArray(part.mine)) {
     throw new CheckpointError('NotAPart', `${p}: expected {index, count, shards, mine}`);
   }
+  // shard names are joined to the part and destination folders: each must be a plain file name
+  for (const s of part.shards) safeRelativeName((s as { file?: unknown } | null)?.file, `${p}: shards`);
+  for (const f of part.mine) safeRelativeName(f, `${p}: mine`);
   const manifest = readManifest(dir);
   if (manifest === undefined) throw new CheckpointError('NotAPart', `${dir}: no ${MANIFEST_FILE}`);
   return { dir, part, manifest };
@@ -138,14 +146,37 @@ export function checkParts(dirs: readonly string[]): Part[] {
   return [...byIndex.values()].sort((a, b) => a.part.index - b.part.index);
 }
 
+/**
+ * `assemble --move` renames shards into its temporary folder; killed midway, the shards sit there
+ * and the parts lack them. Put each one back into its part (the next run hashes them as usual)
+ * before that temporary folder is cleaned up, and say so.
+ */
+function recoverMovedShards(dest: string, shards: readonly { file: string; dir: string }[], log: (msg: string) => void): void {
+  for (const t of tempFoldersOf(dest)) {
+    if (t.alive || !t.local || t.backup) continue;
+    const inTmp = new Set(readdirSync(t.path));
+    let n = 0;
+    for (const s of shards) {
+      const home = join(s.dir, s.file);
+      if (!inTmp.has(s.file) || existsSync(home)) continue;
+      renameSync(join(t.path, s.file), home);
+      n++;
+    }
+    if (n > 0) log(`assemble: an interrupted \`assemble --move\` (pid ${t.pid}) left ${n} shard${n > 1 ? 's' : ''} in ${t.path}; moved ${n > 1 ? 'them' : 'it'} back into the part folders`);
+  }
+}
+
 /** Join the parts of a split grow into `dest` (atomically), verifying every file's sha256. */
 export async function assembleParts(dest: string, dirs: readonly string[], opts: AssembleOptions = {}): Promise<AssembleResult> {
+  const atomicOpts = { overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [...dirs] };
+  checkDestination(dest, atomicOpts);
   const parts = checkParts(dirs);
   const ref = parts[0];
   const shards = ref.part.shards;
   const shardFiles = new Set(shards.map((s) => s.file));
   const owner = new Map<string, Part>();
   for (const p of parts) for (const f of p.part.mine) owner.set(f, p);
+  recoverMovedShards(dest, shards.map((s) => ({ file: s.file, dir: (owner.get(s.file) as Part).dir })), opts.log ?? (() => undefined));
   for (const s of shards) {
     const p = owner.get(s.file) as Part;
     const path = join(p.dir, s.file);
@@ -158,7 +189,7 @@ export async function assembleParts(dest: string, dirs: readonly string[], opts:
   const moved: { from: string; to: string }[] = [];
   const files: Record<string, string> = {};
   try {
-    await writeAtomically(dest, { overwrite: opts.overwrite, sources: [...dirs] }, async (dir) => {
+    await writeAtomically(dest, atomicOpts, async (dir) => {
      try {
       let done = 0;
       for (const s of shards) {
@@ -194,11 +225,12 @@ export async function assembleParts(dest: string, dirs: readonly string[], opts:
           if (sha256Bytes(text) !== h) throw new CheckpointError('PartMismatch', `${ref.dir}: the index rebuilt from ${PART_FILE} does not match the manifest's sha256 of ${INDEX_FILE}`);
           await writeFile(dir.path(f), text);
         } else {
-          const from = join(ref.dir, f);
+          const from = joinInside(ref.dir, f, `${join(ref.dir, MANIFEST_FILE)}: files`);
           if (!existsSync(from)) throw new CheckpointError('PartMissing', `${from}: listed in the part manifest but missing`);
+          // hash before copying: a file that does not match is never written anywhere
+          if ((await sha256File(from)) !== h) throw new CheckpointError('PartCorrupt', `${from}: sha256 differs from the part manifest`);
           await copyFile(from, dir.path(f));
-          const hex = await sha256File(dir.path(f));
-          if (hex !== h) throw new CheckpointError('PartCorrupt', `${from}: sha256 differs from the part manifest`);
+          if ((await sha256File(dir.path(f))) !== h) throw new CheckpointError('PartCorrupt', `${from}: changed while being copied`);
         }
         files[f] = h;
       }

@@ -5,7 +5,8 @@
  */
 import { writeFile, copyFile } from 'node:fs/promises';
 import { FlmGrowError } from '../errors.ts';
-import { AtomicDir } from './atomic.ts';
+import { AtomicDir, type AtomicDirOptions } from './atomic.ts';
+import { sideFileSource } from './paths.ts';
 import { SafetensorsWriter, tensorByteSize, type TensorDecl } from './safetensors-writer.ts';
 import { INDEX_FILE, SINGLE_FILE } from './checkpoint.ts';
 
@@ -66,10 +67,10 @@ export function indexJson(shards: readonly ShardPlan[]): { metadata: { total_siz
   return { metadata: { total_size: total }, weight_map: sorted };
 }
 
-export interface CheckpointWriterOptions {
+export interface CheckpointWriterOptions extends Pick<AtomicDirOptions, 'force' | 'notice' | 'onSwap'> {
   overwrite?: boolean;
   maxShardSize?: number;
-  /** Source folders that must not be the destination. */
+  /** Source folders the destination must not be, contain or be inside. */
   sources?: string[];
   /** Always write an index, even for one shard (default: only when sharded). */
   alwaysIndex?: boolean;
@@ -136,7 +137,7 @@ export class CheckpointWriter {
       throw new FlmGrowError('BadPart', `${dest}: part ${p.index}/${p.count} is not i/n with 1 <= i <= n`);
     }
     const shards = planShards(decls, opts.maxShardSize ?? 5e9);
-    const dir = await AtomicDir.create(dest, { overwrite: opts.overwrite, sources: opts.sources });
+    const dir = await AtomicDir.create(dest, { overwrite: opts.overwrite, force: opts.force, sources: opts.sources, notice: opts.notice, onSwap: opts.onSwap });
     return new CheckpointWriter(dir, shards, opts.alwaysIndex === true, p);
   }
 
@@ -198,12 +199,19 @@ export class CheckpointWriter {
     await writeFile(this.path(rel), content);
   }
 
+  /** Copy a side file in (a symlink only if it stays inside its checkpoint: see sideFileSource). */
   async copySideFile(src: string, rel: string): Promise<void> {
-    await copyFile(src, this.path(rel));
+    await copyFile(sideFileSource(src), this.path(rel));
   }
 
-  /** Close the last shard, write the index, rename into place. */
-  async commit(): Promise<void> {
+  private finished = false;
+
+  /**
+   * Close the last shard and write the index (or part.json) without renaming into place, so a
+   * caller can hash the complete folder into a manifest inside it before commit().
+   */
+  async finish(): Promise<void> {
+    if (this.finished) return;
     try {
       if (this.writer !== undefined) await this.writer.close();
       this.writer = undefined;
@@ -217,6 +225,17 @@ export class CheckpointWriter {
       } else if (this.shards.length > 1 || this.alwaysIndex) {
         await writeFile(this.path(INDEX_FILE), JSON.stringify(indexJson(this.shards), null, 2) + '\n');
       }
+      this.finished = true;
+    } catch (e) {
+      await this.abort();
+      throw e;
+    }
+  }
+
+  /** Close the last shard, write the index, rename into place. */
+  async commit(): Promise<void> {
+    await this.finish();
+    try {
       await this.dir.commit();
     } catch (e) {
       await this.abort();

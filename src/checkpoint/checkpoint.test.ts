@@ -188,12 +188,14 @@ describe('atomic output', () => {
     writeFileSync(join(dest, 'keep'), 'x');
     await expect(CheckpointWriter.create(dest, decls)).rejects.toMatchObject({ code: 'DestinationExists' });
     expect(existsSync(join(dest, 'keep'))).toBe(true);
-    const w = await CheckpointWriter.create(dest, decls, { overwrite: true });
+    // a folder flm-grow did not write (no manifest) is replaced only with force
+    await expect(CheckpointWriter.create(dest, decls, { overwrite: true })).rejects.toMatchObject({ code: 'DestinationNotOurs' });
+    const w = await CheckpointWriter.create(dest, decls, { overwrite: true, force: true });
     await w.writeTensor('a', new Uint8Array(16));
     await w.writeTensor('b', new Uint8Array(16));
     await w.commit();
     expect(readdirSync(dest)).toEqual(['model.safetensors']);
-    await expect(CheckpointWriter.create(dest, decls, { overwrite: true, sources: [dest] })).rejects.toMatchObject({ code: 'DestinationIsSource' });
+    await expect(CheckpointWriter.create(dest, decls, { overwrite: true, force: true, sources: [dest] })).rejects.toMatchObject({ code: 'DestinationIsSource' });
     expect(leftovers(tmp.dir)).toEqual([]);
   });
   it('a writer SIGKILLed mid-write leaves no checkpoint-looking folder at the destination', async () => {

@@ -9,12 +9,13 @@ export const bakeCommand: CommandModule = {
     .positional('grown', { type: 'string', demandOption: true })
     .positional('destination', { type: 'string', demandOption: true })
     .option('force', { type: 'boolean', default: false, describe: 'drop masks still below 1 (changes the model)' })
-    .option('overwrite', { type: 'boolean', default: false })
+    .option('overwrite', { type: 'boolean', default: false, describe: 'replace an existing destination that flm-grow wrote (or an empty folder)' })
+    .option('force-overwrite', { type: 'boolean', default: false, describe: 'with --overwrite: replace the destination even if flm-grow did not write it' })
     .option('out-shard-size', { type: 'string', default: '5GB' })
     .option('quiet', { type: 'boolean', default: false }),
   handler: async (a) => {
     const r = await bakeCheckpoint(a.grown as string, a.destination as string, {
-      force: a.force === true, overwrite: a.overwrite === true, quiet: a.quiet === true,
+      force: a.force === true, overwrite: a.overwrite === true, forceOverwrite: a['force-overwrite'] === true, quiet: a.quiet === true,
       maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
       warn: (m) => process.stderr.write(`flm-grow: warning: ${m}\n`),
     });

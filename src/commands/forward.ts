@@ -8,6 +8,7 @@ import { loadMasksIfAny } from '../masks.ts';
 import { streamedForward } from '../model/streaming.ts';
 import { parseIdList, readInputIds } from '../model/input-ids.ts';
 import { progressBar } from './progress.ts';
+import { isInside } from '../checkpoint/paths.ts';
 
 function f32Bytes(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -46,6 +47,11 @@ export const forwardCommand: CommandModule = {
     }),
   handler: async (a) => {
     const out = a.output as string | undefined;
+    if (out !== undefined) {
+      // --overwrite must never replace what this command reads
+      if (a.input !== undefined && isInside(out, a.input as string)) throw new FlmGrowError('OutputIsInput', `--output ${out} is the --input file; write the result elsewhere`);
+      if (isInside(out, a.checkpoint as string)) throw new FlmGrowError('OutputIsInput', `--output ${out} is inside the checkpoint ${a.checkpoint as string}; write the result elsewhere`);
+    }
     if (out !== undefined && existsSync(out) && a.overwrite !== true) throw new FlmGrowError('OutputExists', `${out} exists (use --overwrite)`);
     const ids = a.ids !== undefined ? parseIdList(a.ids as string) : await readInputIds(a.input as string);
     const backend = await initBackend(a.backend as BackendName);

@@ -26,7 +26,8 @@ export const growCommand: CommandModule = {
     .positional('destination', { type: 'string', demandOption: true })
     .option('dtype', { type: 'string', describe: 'output dtype: bf16, f16, f32 (default: the source\'s)' })
     .option('out-shard-size', { type: 'string', default: '5GB' })
-    .option('overwrite', { type: 'boolean', default: false })
+    .option('overwrite', { type: 'boolean', default: false, describe: 'replace an existing destination that flm-grow wrote (or an empty folder)' })
+    .option('force-overwrite', { type: 'boolean', default: false, describe: 'with --overwrite: replace the destination even if flm-grow did not write it' })
     .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto', describe: 'tfjs backend for the calibration forward pass (distance placement)' })
     .option('part', { type: 'string', describe: 'split grow: write only part i of n (1-based, e.g. 2/8); join the parts with `flm-grow assemble`' })
     .option('quiet', { type: 'boolean', default: false })
@@ -38,6 +39,7 @@ export const growCommand: CommandModule = {
       dtype: a.dtype === undefined ? undefined : parseDtypeName(a.dtype as string),
       maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
       overwrite: a.overwrite === true,
+      forceOverwrite: a['force-overwrite'] === true,
       quiet: a.quiet === true,
       backend: a.backend as BackendName,
       ...(a.part === undefined ? {} : { writerOptions: { part: parsePart(a.part as string) } }),

@@ -3,12 +3,13 @@
  * (SPEC §2), so a baked checkpoint is the same tensors, byte for byte, without masks.safetensors.
  * The vocab mask's padding ids lose their -inf (a plain runtime has no mask); nothing else changes.
  */
-import { existsSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../checkpoint/checkpoint.ts';
 import { CheckpointWriter, indexJson } from '../checkpoint/checkpoint-writer.ts';
 import { encodeHeader, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
-import { CheckpointError, FlmGrowError } from '../errors.ts';
+import { FlmGrowError } from '../errors.ts';
+import { checkDestination } from '../checkpoint/atomic.ts';
 import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, sha256Bytes, sha256File, type Manifest } from '../manifest.ts';
 import { groupsBelowOne, loadMasksIfAny } from '../masks.ts';
 import { createHash, type Hash } from 'node:crypto';
@@ -18,6 +19,8 @@ import { sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION } from './grow.ts';
 export interface BakeOptions {
   force?: boolean;
   overwrite?: boolean;
+  /** With overwrite: replace the destination even if flm-grow did not write it. */
+  forceOverwrite?: boolean;
   maxShardSize?: number;
   quiet?: boolean;
   /** Called when --force drops masks below 1 (the CLI prints it). */
@@ -33,8 +36,7 @@ export interface BakeResult {
 const ROW_BLOCK = 64 << 20;
 
 export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOptions = {}): Promise<BakeResult> {
-  if (resolve(grown) === resolve(dest)) throw new CheckpointError('DestinationIsSource', `${dest}: destination is the grown checkpoint; refusing to write over it`);
-  if (existsSync(dest) && opts.overwrite !== true) throw new CheckpointError('DestinationExists', `${dest}: already exists (pass --overwrite to replace it)`);
+  checkDestination(dest, { overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [grown] });
   const ck = await Checkpoint.open(grown);
   try {
     const masks = await loadMasksIfAny(grown, ck.config);
@@ -48,7 +50,7 @@ export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOpti
     }
     const decls: TensorDecl[] = [...ck.tensors.values()].sort((a, b) => a.file.localeCompare(b.file) || a.begin - b.begin)
       .map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
-    const writer = await CheckpointWriter.create(dest, decls, { maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, sources: [grown] });
+    const writer = await CheckpointWriter.create(dest, decls, { maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [grown] });
     try {
       const files: Record<string, string> = {};
       const total = decls.reduce((a, d) => a + (ck.info(d.name).end - ck.info(d.name).begin), 0);

@@ -11,7 +11,8 @@ import { CheckpointWriter, indexJson, type CheckpointWriterOptions } from '../ch
 import { encodeHeader, tensorByteSize, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { dtypeSize, type DType } from '../checkpoint/dtype.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
-import { CheckpointError, PlanError } from '../errors.ts';
+import { PlanError } from '../errors.ts';
+import { checkDestination } from '../checkpoint/atomic.ts';
 import { MANIFEST_FILE, MANIFEST_FORMAT, sha256Bytes, sha256File, type Manifest } from '../manifest.ts';
 import { groupsBelowOne, loadMasksIfAny, MASKS_FILE, writeMasks } from '../masks.ts';
 import { progressBar } from '../commands/progress.ts';
@@ -43,6 +44,8 @@ export interface GrowOptions {
   dtype?: DType;
   maxShardSize?: number;
   overwrite?: boolean;
+  /** With overwrite: replace the destination even if flm-grow did not write it. */
+  forceOverwrite?: boolean;
   quiet?: boolean;
   blockBytes?: number;
   /** Extra writer options (e.g. for split grows; the writer's wants() decides what is produced). */
@@ -96,8 +99,8 @@ export function tensorDecls(ops: readonly TensorOp[], dtypeOf: (op: TensorOp) =>
 }
 
 export async function growCheckpoint(source: string, dest: string, plan: GrowthPlan, opts: GrowOptions = {}): Promise<GrowResult> {
-  if (resolve(source) === resolve(dest)) throw new CheckpointError('DestinationIsSource', `${dest}: destination is the source checkpoint; refusing to write over it`);
-  if (existsSync(dest) && opts.overwrite !== true) throw new CheckpointError('DestinationExists', `${dest}: already exists (pass --overwrite to replace it)`);
+  // before any work (the calibration pass can take minutes); AtomicDir.create checks again
+  checkDestination(dest, { overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [source] });
   const ck = await Checkpoint.open(source);
   try {
     const outDtype = opts.dtype ?? sourceDtype(ck);
@@ -113,7 +116,7 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
     const ops = tensorOps(layout);
     const decls = tensorDecls(ops, () => outDtype);
     const writer = await CheckpointWriter.create(dest, decls, {
-      maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, sources: [source], ...opts.writerOptions,
+      maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [source], ...opts.writerOptions,
     });
     try {
       const files = await writeTensors(ck, writer, ops, layout, outDtype, opts);

@@ -51,7 +51,7 @@ export function randomWeightArrays(cfg: ModelConfig, opts: { seed?: number; dtyp
 export async function writeCheckpoint(dir: string, cfg: ModelConfig, arrays: Map<string, Float32Array>, opts: { dtype?: DType; maxShardSize?: number; sideFiles?: Record<string, string> } = {}): Promise<void> {
   const dtype = opts.dtype ?? 'F32';
   const tensors = expectedTensors(cfg);
-  const w = await CheckpointWriter.create(dir, tensors.map((t) => ({ name: t.name, dtype, shape: t.shape })), { maxShardSize: opts.maxShardSize ?? 1e9, overwrite: true });
+  const w = await CheckpointWriter.create(dir, tensors.map((t) => ({ name: t.name, dtype, shape: t.shape })), { maxShardSize: opts.maxShardSize ?? 1e9, overwrite: true, force: true });
   for (const t of tensors) {
     const v = arrays.get(t.name);
     if (v === undefined) throw new Error(`writeCheckpoint: no array for ${t.name}`);

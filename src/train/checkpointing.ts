@@ -40,12 +40,17 @@ export interface SaveCheckpointArgs {
   optimizer: OptimizerState;
   /** Tokenizer and generation files come from here. */
   sideFilesFrom?: string;
+  /** The checkpoint training started from: never written over. */
+  input?: string;
   manifest: Omit<Manifest, 'files'>;
 }
 
 export async function saveCheckpoint(a: SaveCheckpointArgs): Promise<void> {
   const tensors = expectedTensors(a.cfg);
-  const w = await CheckpointWriter.create(a.dir, tensors.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape })), { overwrite: true });
+  // force: `<out>/checkpoint-<step>` names belong to the trainer, and a folder there without a
+  // manifest is an interrupted save (older versions) that a resume must be able to redo
+  const w = await CheckpointWriter.create(a.dir, tensors.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape })),
+    { overwrite: true, force: true, sources: a.input === undefined ? [] : [a.input] });
   try {
     for (const t of tensors) await w.writeTensor(t.name, float32ToBytes(a.weights.get(t.name) as Float32Array, 'F32'));
     await w.writeSideFile('config.json', JSON.stringify(configToJson({ ...a.cfg, dtype: 'F32' }), null, 2) + '\n');
@@ -54,12 +59,14 @@ export async function saveCheckpoint(a: SaveCheckpointArgs): Promise<void> {
     if (a.sideFilesFrom !== undefined) {
       for (const f of readdirSync(a.sideFilesFrom)) if (SIDE_FILE_PATTERN.test(f)) await w.copySideFile(join(a.sideFilesFrom, f), f);
     }
+    // the manifest goes in before the rename, so checkpoint-<step> appears complete or not at all
+    await w.finish();
+    await writeManifestLast(w.path('.'), a.manifest);
     await w.commit();
   } catch (e) {
     await w.abort();
     throw e;
   }
-  await writeManifestLast(a.dir, a.manifest);
 }
 
 /** Saved checkpoints of a training folder, oldest first (complete or not). */

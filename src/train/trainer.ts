@@ -16,6 +16,7 @@ import type { ModelConfig } from '../config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { initBackend, type BackendName } from '../backend.ts';
 import { TrainError } from '../errors.ts';
+import { isInside } from '../checkpoint/paths.ts';
 import { MANIFEST_FORMAT, readManifest, sha256File, type Manifest, type MaskSchedule } from '../manifest.ts';
 import { applyMaskValues, groupsBelowOne, loadMasksIfAny, MASKS_FILE, type MaskSet } from '../masks.ts';
 import {
@@ -261,6 +262,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     if (!(Number.isInteger(v) && v > 0)) throw new TrainError('BadArgs', `${k} must be a positive integer, got ${v}`);
   }
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
+  // checkpoint-<step> folders (and pruning) inside the starting checkpoint would change it
+  if (isInside(o.out, o.checkpoint)) throw new TrainError('OutInsideInput', `--out ${o.out} is ${resolve(o.out) === resolve(o.checkpoint) ? 'the' : 'inside the'} checkpoint ${o.checkpoint}; give a run folder outside it`);
   await initBackend(o.backend ?? 'auto');
   mkdirSync(o.out, { recursive: true });
   let dir = o.checkpoint, resumed = false;
@@ -343,7 +346,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       await saveCheckpoint({
         dir: out, cfg, weights: await stateArrays(s), masks,
         optimizer: { meta: { step: a.step, tokens, beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weightDecay }, moments },
-        sideFilesFrom: dir,
+        // the newest save (never pruned) rather than `dir`: pruning deletes the checkpoint this
+        // run started from once it is old enough, and later saves still need its side files
+        sideFilesFrom: lastSaved ?? dir, input: dir,
         manifest: {
           format: MANIFEST_FORMAT, kind: 'train', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
           ...(st.source !== undefined ? { source: st.source } : {}),
