@@ -62,7 +62,7 @@ export function isInside(child: string, parent: string): boolean {
 export function assertOutputApart(dest: string, inputs: readonly string[], what = 'input'): void {
   for (const input of inputs) {
     const inside = isInside(dest, input), contains = isInside(input, dest);
-    if (inside && contains) throw new CheckpointError('DestinationIsSource', `${dest}: destination is the ${what} ${input}; refusing to write over it`);
+    if (inside && contains) throw new CheckpointError('DestinationIsSource', `${dest}: destination is the source ${input}; refusing to write over it`);
     if (contains) throw new CheckpointError('DestinationContainsInput', `${dest}: destination contains the ${what} ${input}; writing (or --overwrite) there would delete it`);
     if (inside) throw new CheckpointError('DestinationInsideInput', `${dest}: destination is inside the ${what} ${input}; write it somewhere else`);
   }
