@@ -9,7 +9,7 @@ import { copyFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { INDEX_FILE } from './checkpoint/checkpoint.ts';
 import { SafetensorsFile } from './checkpoint/safetensors.ts';
-import { PART_FILE, type PartJson } from './checkpoint/checkpoint-writer.ts';
+import { indexText, PART_FILE, type PartJson } from './checkpoint/checkpoint-writer.ts';
 import { checkDestination, tempFoldersOf, writeAtomically } from './checkpoint/atomic.ts';
 import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
 import { CheckpointError } from './errors.ts';
@@ -89,18 +89,6 @@ function firstDifference(a: Record<string, unknown>, b: Record<string, unknown>)
     } else if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return k;
   }
   return undefined;
-}
-
-/** The index a single-machine grow writes (same JSON as indexJson in checkpoint-writer.ts). */
-function indexText(shards: PartJson['shards']): string {
-  const weight_map: Record<string, string> = {};
-  let total = 0;
-  for (const s of shards) {
-    for (const t of s.tensors) weight_map[t] = s.file;
-    total += s.bytes;
-  }
-  const sorted = Object.fromEntries(Object.entries(weight_map).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  return JSON.stringify({ metadata: { total_size: total }, weight_map: sorted }, null, 2) + '\n';
 }
 
 /** Check that `dirs` are the n parts of one split grow; returns them ordered by part index. */

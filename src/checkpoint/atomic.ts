@@ -5,7 +5,7 @@
  * next run on the same destination removes it (or restores the old destination, see commit()).
  */
 import { existsSync, lstatSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -258,6 +258,24 @@ export async function writeAtomically<T>(dest: string, opts: AtomicDirOptions, f
     return r;
   } catch (e) {
     await d.abort();
+    throw e;
+  }
+}
+
+/**
+ * Write one file atomically: into a hidden temporary file beside it, then renamed over `path`, so
+ * a reader sees the old file or the whole new one, never half of it. `data` is the content, or a
+ * function that writes the file at the temporary path it is given (large files, streamed). The
+ * temporary file is removed on failure.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array | ((tmp: string) => Promise<void>)): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    if (typeof data === 'function') await data(tmp);
+    else await writeFile(tmp, data);
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
     throw e;
   }
 }

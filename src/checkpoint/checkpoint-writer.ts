@@ -5,9 +5,10 @@
  */
 import { writeFile, copyFile } from 'node:fs/promises';
 import { FlmGrowError } from '../errors.ts';
+import { sha256Bytes, sha256File } from '../manifest.ts';
 import { AtomicDir, type AtomicDirOptions } from './atomic.ts';
 import { sideFileSource } from './paths.ts';
-import { SafetensorsWriter, tensorByteSize, type TensorDecl } from './safetensors-writer.ts';
+import { SafetensorsWriter, sha256Hasher, tensorByteSize, type StreamHasher, type TensorDecl } from './safetensors-writer.ts';
 import { INDEX_FILE, SINGLE_FILE } from './checkpoint.ts';
 
 /** "5GB", "500MB", "200KB", "1GiB", plain bytes. Decimal units as HF's max_shard_size. */
@@ -59,12 +60,26 @@ export function shardName(k: number, total: number): string {
   return `model-${pad(k + 1)}-of-${pad(total)}.safetensors`;
 }
 
-export function indexJson(shards: readonly ShardPlan[]): { metadata: { total_size: number }; weight_map: Record<string, string> } {
+/** A shard as the index sees it: a ShardPlan, or a shard of a part's part.json (tensor names). */
+export interface IndexShard {
+  file: string;
+  bytes: number;
+  tensors: readonly (string | { readonly name: string })[];
+}
+
+/**
+ * The text of model.safetensors.index.json, the one place it is built: the writer writes it,
+ * `assemble` rebuilds it from part.json (and checks it against the hash a part recorded).
+ */
+export function indexText(shards: readonly IndexShard[]): string {
   const weight_map: Record<string, string> = {};
   let total = 0;
-  for (const s of shards) for (const t of s.tensors) { weight_map[t.name] = s.file; total += tensorByteSize(t); }
+  for (const s of shards) {
+    for (const t of s.tensors) weight_map[typeof t === 'string' ? t : t.name] = s.file;
+    total += s.bytes;
+  }
   const sorted = Object.fromEntries(Object.entries(weight_map).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  return { metadata: { total_size: total }, weight_map: sorted };
+  return JSON.stringify({ metadata: { total_size: total }, weight_map: sorted }, null, 2) + '\n';
 }
 
 export interface CheckpointWriterOptions extends Pick<AtomicDirOptions, 'force' | 'notice' | 'onSwap'> {
@@ -79,6 +94,8 @@ export interface CheckpointWriterOptions extends Pick<AtomicDirOptions, 'force' 
    * shards; it writes only the shards assigned to it (assignShards) plus part.json, no index.
    */
   part?: { index: number; count: number };
+  /** Hasher of each shard's bytes as written (default: sha256 on this thread). */
+  hasher?: (file: string) => StreamHasher;
 }
 
 /** Written by a part writer instead of the index; `flm-grow assemble` reads it. */
@@ -120,12 +137,18 @@ export class CheckpointWriter {
   readonly part: { index: number; count: number } | undefined;
   /** Shards this writer writes (all of them unless it is one part of a split grow). */
   private mine: Set<number>;
+  private hasher: (file: string) => StreamHasher;
+  /** sha256 of what was written: shards by index, other files in the order written. */
+  private shardHashes = new Map<number, string>();
+  private fileHashes: Record<string, string> = {};
+  private finished: Record<string, string> | undefined;
 
-  private constructor(dir: AtomicDir, shards: ShardPlan[], alwaysIndex: boolean, part: { index: number; count: number } | undefined) {
+  private constructor(dir: AtomicDir, shards: ShardPlan[], alwaysIndex: boolean, part: { index: number; count: number } | undefined, hasher: (file: string) => StreamHasher) {
     this.dir = dir;
     this.shards = shards;
     this.alwaysIndex = alwaysIndex;
     this.part = part;
+    this.hasher = hasher;
     shards.forEach((s, k) => s.tensors.forEach((t) => this.shardOf.set(t.name, k)));
     const owner = part === undefined ? undefined : assignShards(shards, part.count);
     this.mine = new Set(shards.map((_, k) => k).filter((k) => owner === undefined || part === undefined || owner[k] === part.index - 1));
@@ -138,7 +161,7 @@ export class CheckpointWriter {
     }
     const shards = planShards(decls, opts.maxShardSize ?? 5e9);
     const dir = await AtomicDir.create(dest, { overwrite: opts.overwrite, force: opts.force, sources: opts.sources, notice: opts.notice, onSwap: opts.onSwap });
-    return new CheckpointWriter(dir, shards, opts.alwaysIndex === true, p);
+    return new CheckpointWriter(dir, shards, opts.alwaysIndex === true, p, opts.hasher ?? (() => sha256Hasher()));
   }
 
   /** Path inside the (temporary) output folder, for side files. */
@@ -152,17 +175,27 @@ export class CheckpointWriter {
     if (!this.mine.has(k)) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" belongs to another part`);
     if (k !== this.writerShard) {
       if (k < this.writerShard) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" written out of order`);
-      if (this.writer !== undefined) await this.writer.close();
-      for (let j = this.writerShard + 1; j < k; j++) {
-        if (!this.mine.has(j)) continue;
-        // shards with only empty tensors still need their file
-        const w = await SafetensorsWriter.create(this.path(this.shards[j].file), this.shards[j].tensors);
-        await w.close();
-      }
-      this.writer = await SafetensorsWriter.create(this.path(this.shards[k].file), this.shards[k].tensors);
+      await this.closeShardsBefore(k);
+      this.writer = await this.openShard(k);
       this.writerShard = k;
     }
     return this.writer as SafetensorsWriter;
+  }
+
+  private openShard(k: number): Promise<SafetensorsWriter> {
+    const file = this.shards[k].file;
+    return SafetensorsWriter.create(this.path(file), this.shards[k].tensors, { format: 'pt' }, this.hasher(file));
+  }
+
+  /** Close the open shard and write the (empty-tensor-only) shards of this writer before shard k. */
+  private async closeShardsBefore(k: number): Promise<void> {
+    if (this.writer !== undefined) this.shardHashes.set(this.writerShard, (await this.writer.close()) as string);
+    this.writer = undefined;
+    for (let j = this.writerShard + 1; j < k; j++) {
+      if (!this.mine.has(j)) continue;
+      // shards with only empty tensors still need their file; close() throws unless they are all empty
+      this.shardHashes.set(j, (await (await this.openShard(j)).close()) as string);
+    }
   }
 
   /**
@@ -197,45 +230,46 @@ export class CheckpointWriter {
 
   async writeSideFile(rel: string, content: string | Uint8Array): Promise<void> {
     await writeFile(this.path(rel), content);
+    this.fileHashes[rel] = sha256Bytes(content);
   }
 
   /** Copy a side file in (a symlink only if it stays inside its checkpoint: see sideFileSource). */
   async copySideFile(src: string, rel: string): Promise<void> {
     await copyFile(sideFileSource(src), this.path(rel));
+    await this.recordFile(rel);
   }
 
-  private finished = false;
+  /** Hash a file that other code wrote into the folder (masks, optimizer state), as it is on disk. */
+  async recordFile(rel: string): Promise<string> {
+    const hex = await sha256File(this.path(rel));
+    this.fileHashes[rel] = hex;
+    return hex;
+  }
 
   /**
-   * Close the last shard and write the index (or part.json) without renaming into place, so a
-   * caller can hash the complete folder into a manifest inside it before commit().
+   * Close the last shard and write the index (a part of a split grow: part.json instead). Returns
+   * the sha256 of every file written so far: this writer's shards in plan order, the side files
+   * in the order written, then the index. A part records the hash of the index its assembly
+   * writes (indexText of the same plan; `assemble` checks the rebuilt one against it).
    */
-  async finish(): Promise<void> {
-    if (this.finished) return;
-    try {
-      if (this.writer !== undefined) await this.writer.close();
-      this.writer = undefined;
-      for (let j = this.writerShard + 1; j < this.shards.length; j++) {
-        if (!this.mine.has(j)) continue;
-        const w = await SafetensorsWriter.create(this.path(this.shards[j].file), this.shards[j].tensors);
-        await w.close(); // throws unless the shard's tensors are all empty
-      }
-      if (this.part !== undefined) {
-        await writeFile(this.path(PART_FILE), JSON.stringify(this.partJson(), null, 2) + '\n');
-      } else if (this.shards.length > 1 || this.alwaysIndex) {
-        await writeFile(this.path(INDEX_FILE), JSON.stringify(indexJson(this.shards), null, 2) + '\n');
-      }
-      this.finished = true;
-    } catch (e) {
-      await this.abort();
-      throw e;
-    }
+  async finish(): Promise<Record<string, string>> {
+    if (this.finished !== undefined) return this.finished;
+    await this.closeShardsBefore(this.shards.length);
+    const index = this.shards.length > 1 || this.alwaysIndex ? indexText(this.shards) : undefined;
+    if (this.part !== undefined) await writeFile(this.path(PART_FILE), JSON.stringify(this.partJson(), null, 2) + '\n');
+    else if (index !== undefined) await writeFile(this.path(INDEX_FILE), index);
+    const files: Record<string, string> = {};
+    this.shards.forEach((s, k) => { if (this.mine.has(k)) files[s.file] = this.shardHashes.get(k) as string; });
+    Object.assign(files, this.fileHashes);
+    if (index !== undefined) files[INDEX_FILE] = sha256Bytes(index);
+    this.finished = files;
+    return files;
   }
 
-  /** Close the last shard, write the index, rename into place. */
+  /** finish() if not yet done, then rename into place. */
   async commit(): Promise<void> {
-    await this.finish();
     try {
+      await this.finish();
       await this.dir.commit();
     } catch (e) {
       await this.abort();

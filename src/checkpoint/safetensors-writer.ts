@@ -4,6 +4,7 @@
  * tensor is never held twice; small chunks are coalesced into large sequential writes.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { SafetensorsError } from '../errors.ts';
 import { dtypeSize, type DType } from './dtype.ts';
 import { numel } from './safetensors.ts';
@@ -45,6 +46,21 @@ export function safetensorsFileSize(tensors: readonly TensorDecl[], metadata?: R
 }
 
 /**
+ * A running sha256 of a file's bytes, fed in file order. update() may resolve later (a worker
+ * thread); the writer waits for it before a write resolves, so the chunk may then be reused.
+ */
+export interface StreamHasher {
+  update(data: Uint8Array): void | Promise<void>;
+  digest(): string | Promise<string>;
+}
+
+/** sha256 on this thread (node:crypto). */
+export function sha256Hasher(): StreamHasher {
+  const h = createHash('sha256');
+  return { update: (d) => { h.update(d); }, digest: () => h.digest('hex') };
+}
+
+/**
  * Chunks smaller than this are copied into one buffer and written together (few syscalls);
  * larger ones are written directly, without a copy. Either way the caller may reuse a chunk's
  * memory as soon as write() resolves: small chunks were copied, large ones are already written.
@@ -63,30 +79,40 @@ export class SafetensorsWriter {
   private inflight = new Set<Promise<void>>();
   /** Coalescing buffer size: never more than the file's data, so tiny files stay tiny in memory. */
   private pendingCap: number;
+  private hasher: StreamHasher | undefined;
 
-  private constructor(path: string, fh: FileHandle, decls: readonly TensorDecl[], pos: number) {
+  private constructor(path: string, fh: FileHandle, decls: readonly TensorDecl[], pos: number, hasher: StreamHasher | undefined) {
     this.path = path;
     this.fh = fh;
     this.decls = decls;
     this.pos = pos;
+    this.hasher = hasher;
     this.remaining = decls.length > 0 ? tensorByteSize(decls[0]) : 0;
     this.pendingCap = Math.max(1, Math.min(COALESCE_BYTES, decls.reduce((a, d) => a + tensorByteSize(d), 0)));
     this.skipEmpty();
   }
 
-  static async create(path: string, tensors: readonly TensorDecl[], metadata: Record<string, string> | undefined = { format: 'pt' }): Promise<SafetensorsWriter> {
+  /**
+   * `hasher` (optional) is fed exactly the bytes written, in file order; close() returns its
+   * digest, so a checkpoint's recorded sha256 is of what was written, never of a rebuilt copy.
+   */
+  static async create(path: string, tensors: readonly TensorDecl[], metadata: Record<string, string> | undefined = { format: 'pt' }, hasher?: StreamHasher): Promise<SafetensorsWriter> {
     const header = encodeHeader(tensors, metadata);
     const fh = await open(path, 'wx');
+    const hashed: Promise<void>[] = [];
     try {
       const len = Buffer.alloc(8);
       len.writeBigUInt64LE(BigInt(header.byteLength));
+      if (hasher !== undefined) hashed.push(Promise.resolve(hasher.update(len)), Promise.resolve(hasher.update(header)));
       await fh.write(len, 0, 8, 0);
       await fh.write(header, 0, header.byteLength, 8);
+      await Promise.all(hashed);
     } catch (e) {
+      await Promise.allSettled(hashed);
       await fh.close();
       throw e;
     }
-    return new SafetensorsWriter(path, fh, tensors, 8 + header.byteLength);
+    return new SafetensorsWriter(path, fh, tensors, 8 + header.byteLength, hasher);
   }
 
   /** Name of the tensor the next bytes belong to (undefined when all are written). */
@@ -119,6 +145,12 @@ export class SafetensorsWriter {
     }
     this.remaining -= chunk.byteLength;
     const writes: Promise<void>[] = [];
+    if (this.hasher !== undefined && chunk.byteLength > 0) {
+      // fed at call time, like the file position: overlapping writes hash in file order
+      const h = Promise.resolve(this.hasher.update(chunk));
+      writes.push(h);
+      this.track(h);
+    }
     if (chunk.byteLength >= COALESCE_BYTES) {
       writes.push(this.flush(), this.writeAt(chunk));
     } else {
@@ -169,14 +201,18 @@ export class SafetensorsWriter {
         done += bytesWritten;
       }
     })();
-    this.inflight.add(p);
-    const forget = () => { this.inflight.delete(p); };
-    p.then(forget, forget);
+    this.track(p);
     return p;
   }
 
-  /** Flush, verify every declared byte was written, close. */
-  async close(): Promise<void> {
+  private track(p: Promise<void>): void {
+    this.inflight.add(p);
+    const forget = () => { this.inflight.delete(p); };
+    p.then(forget, forget);
+  }
+
+  /** Flush, verify every declared byte was written, close; returns the sha256 when hashing. */
+  async close(): Promise<string | undefined> {
     try {
       await this.flush();
       await Promise.all([...this.inflight]);
@@ -187,6 +223,7 @@ export class SafetensorsWriter {
     } finally {
       await this.fh.close();
     }
+    return this.hasher === undefined ? undefined : await this.hasher.digest();
   }
 
   /** Close without the completeness check (the caller deletes the file). */

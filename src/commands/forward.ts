@@ -1,7 +1,8 @@
 import type { CommandModule } from 'yargs';
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
+import { writeFileAtomic } from '../checkpoint/atomic.ts';
 import { FlmGrowError, ModelInputError } from '../errors.ts';
 import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.ts';
 import { loadMasksIfAny } from '../masks.ts';
@@ -67,14 +68,7 @@ export const forwardCommand: CommandModule = {
       if (out !== undefined) {
         const tensors = [{ name: 'logits', dtype: 'F32' as const, shape: [B, T, V], data: f32Bytes(r.logits) }];
         (r.hidden ?? []).forEach((h, n) => tensors.push({ name: `hidden_states.${n}`, dtype: 'F32', shape: [B, T, H], data: f32Bytes(h) }));
-        const tmp = `${out}.tmp-${process.pid}`;
-        try {
-          await writeSafetensors(tmp, tensors, { format: 'pt', producer: 'flm-grow forward', masked: String(r.masked) });
-          renameSync(tmp, out);
-        } catch (e) {
-          rmSync(tmp, { force: true });
-          throw e;
-        }
+        await writeFileAtomic(out, (tmp) => writeSafetensors(tmp, tensors, { format: 'pt', producer: 'flm-grow forward', masked: String(r.masked) }));
         process.stderr.write(`forward: ${B}×${T} tokens, ${cfg.numLayers} layers${r.masked ? ', masked model' : ''}, backend ${backend} -> ${out}\n`);
         return;
       }

@@ -5,14 +5,13 @@
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../checkpoint/checkpoint.ts';
-import { CheckpointWriter, indexJson } from '../checkpoint/checkpoint-writer.ts';
-import { encodeHeader, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
+import { Checkpoint, CONFIG_FILE } from '../checkpoint/checkpoint.ts';
+import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
+import type { TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { FlmGrowError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, sha256Bytes, sha256File, type Manifest } from '../manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, type Manifest } from '../manifest.ts';
 import { groupsBelowOne, loadMasksIfAny } from '../masks.ts';
-import { createHash, type Hash } from 'node:crypto';
 import { progressBar } from '../commands/progress.ts';
 import { sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION } from './grow.ts';
 
@@ -52,47 +51,31 @@ export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOpti
       .map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
     const writer = await CheckpointWriter.create(dest, decls, { maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [grown] });
     try {
-      const files: Record<string, string> = {};
       const total = decls.reduce((a, d) => a + (ck.info(d.name).end - ck.info(d.name).begin), 0);
       const bar = progressBar('bake', total, { unit: 'bytes', quiet: opts.quiet });
-      const shardOf = new Map<string, number>();
-      writer.shards.forEach((s, k) => s.tensors.forEach((t) => shardOf.set(t.name, k)));
-      let hash: Hash | undefined;
-      let cur = -1;
       let done = 0;
       for (const d of decls) {
         if (!writer.wants(d.name)) continue;
-        const k = shardOf.get(d.name) as number;
-        if (k !== cur) {
-          if (hash !== undefined) files[writer.shards[cur].file] = hash.digest('hex');
-          const header = encodeHeader(writer.shards[k].tensors, { format: 'pt' });
-          const len = Buffer.alloc(8);
-          len.writeBigUInt64LE(BigInt(header.byteLength));
-          hash = createHash('sha256').update(len).update(header);
-          cur = k;
-        }
         const info = ck.info(d.name);
         const rows = info.shape.length === 0 ? 1 : info.shape[0];
         const rowBytes = rows === 0 ? 0 : (info.end - info.begin) / rows;
         const step = Math.max(1, Math.floor(ROW_BLOCK / Math.max(1, rowBytes)));
         for (let r = 0; r < rows; r += step) {
           const chunk = info.shape.length <= 1 ? await ck.read(d.name) : await ck.readRows(d.name, r, Math.min(rows, r + step));
-          (hash as Hash).update(chunk);
           await writer.write(d.name, chunk);
           done += chunk.byteLength;
           bar.update(done);
           if (info.shape.length <= 1) break;
         }
       }
-      if (hash !== undefined) files[writer.shards[cur].file] = hash.digest('hex');
       bar.stop();
       for (const f of readdirSync(grown)) {
         // the model's own files only (training leaves optimizer state, logs, ... beside it)
         if (f !== CONFIG_FILE && !SIDE_FILE_PATTERN.test(f)) continue;
         await writer.copySideFile(join(grown, f), f);
-        files[f] = await sha256File(writer.path(f));
       }
-      if (writer.shards.length > 1) files[INDEX_FILE] = sha256Bytes(JSON.stringify(indexJson(writer.shards), null, 2) + '\n');
+      // sha256 of what the writer wrote: shards, side files, index
+      const files = await writer.finish();
       const prev = readManifest(grown);
       const manifest: Manifest = {
         format: MANIFEST_FORMAT, kind: 'bake', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },

@@ -2,18 +2,19 @@
  * `grow`: stream a source checkpoint into a grown one, tensor by tensor and block by block
  * (memory ~ one output block, not the model), atomically (temporary folder, renamed at the end),
  * with config.json, tokenizer files, masks.safetensors (masked mode) and flm-grow-manifest.json
- * (sha256 of every output file, computed while writing so the data is never read back).
+ * (sha256 of every output file, computed by the writer from the bytes it writes, on a second
+ * thread, so the data is never read back).
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../checkpoint/checkpoint.ts';
-import { CheckpointWriter, indexJson, type CheckpointWriterOptions } from '../checkpoint/checkpoint-writer.ts';
-import { encodeHeader, tensorByteSize, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
+import { CheckpointWriter, type CheckpointWriterOptions } from '../checkpoint/checkpoint-writer.ts';
+import { tensorByteSize, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { dtypeSize, type DType } from '../checkpoint/dtype.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, sha256Bytes, sha256File, type Manifest } from '../manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, sha256File, type Manifest } from '../manifest.ts';
 import { groupsBelowOne, loadMasksIfAny, MASKS_FILE, writeMasks } from '../masks.ts';
 import { progressBar } from '../commands/progress.ts';
 import type { BackendName } from '../backend.ts';
@@ -115,26 +116,36 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
     const layout = buildLayout(ck.config, target, plan, layerMap, resolved.zeroNorm?.gainScale ?? 1);
     const ops = tensorOps(layout);
     const decls = tensorDecls(ops, () => outDtype);
-    const writer = await CheckpointWriter.create(dest, decls, {
-      maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [source], ...opts.writerOptions,
-    });
+    // shards are hashed on a second thread as the writer writes them (blocks are shared memory)
+    const hasher = new ParallelHasher();
+    let writer: CheckpointWriter;
     try {
-      const files = await writeTensors(ck, writer, ops, layout, outDtype, opts);
-      await writeSideFiles(ck, writer, target, files);
+      writer = await CheckpointWriter.create(dest, decls, {
+        maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [source], ...opts.writerOptions,
+        hasher: (file) => {
+          hasher.start(file);
+          return { update: (d) => hasher.update(file, d), digest: () => hasher.end(file) };
+        },
+      });
+    } catch (e) {
+      await hasher.close();
+      throw e;
+    }
+    try {
+      await writeTensors(ck, writer, ops, layout, outDtype, opts);
+      await writeSideFiles(ck, writer, target);
       if (plan.mode === 'masked') {
         await writeMasks(writer.path(MASKS_FILE), initialMasks(layout, sourceMasks));
-        files[MASKS_FILE] = await sha256File(writer.path(MASKS_FILE));
+        await writer.recordFile(MASKS_FILE);
       }
       // MSG carries Adam moments across growth (old slices copied, new entries 0). A split
       // grow's parts leave it to the single-machine path: moments are not sharded.
       const srcOptimizer = join(source, OPTIMIZER_FILE);
       if (existsSync(srcOptimizer) && (opts.writerOptions as { part?: unknown } | undefined)?.part === undefined) {
         await growOptimizerFile(srcOptimizer, ck.config, target, layout, writer.path(OPTIMIZER_FILE));
-        files[OPTIMIZER_FILE] = await sha256File(writer.path(OPTIMIZER_FILE));
+        await writer.recordFile(OPTIMIZER_FILE);
       }
-      if (writer.shards.length > 1 || opts.writerOptions?.alwaysIndex === true) {
-        files[INDEX_FILE] = sha256Bytes(JSON.stringify(indexJson(writer.shards), null, 2) + '\n');
-      }
+      const files = await writer.finish();
       const manifest = await growManifest(ck, source, plan, layout, resolved, selection, files);
       await writer.writeSideFile(MANIFEST_FILE, JSON.stringify(manifest, null, 2) + '\n');
       await writer.commit();
@@ -143,52 +154,29 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
     } catch (e) {
       await writer.abort();
       throw e;
+    } finally {
+      await hasher.close();
     }
   } finally {
     await ck.close();
   }
 }
 
-async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: readonly TensorOp[], layout: GrowthLayout, outDtype: DType, opts: GrowOptions): Promise<Record<string, string>> {
-  const files: Record<string, string> = {};
+async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: readonly TensorOp[], layout: GrowthLayout, outDtype: DType, opts: GrowOptions): Promise<void> {
   const wanted = ops.filter((op) => writer.wants(op.name));
   const total = wanted.reduce((a, op) => a + op.shape.reduce((x, y) => x * y, 1) * dtypeSize(outDtype), 0);
   const bar = progressBar('grow', total, { unit: 'bytes', quiet: opts.quiet });
-  const shardOf = new Map<string, number>();
-  writer.shards.forEach((s, k) => s.tensors.forEach((t) => shardOf.set(t.name, k)));
-  const hasher = new ParallelHasher();
   const reader = new SourceReader(ck);
   const blockBytes = opts.blockBytes ?? DEFAULT_BLOCK_BYTES;
-  // Up to WRITES_IN_FLIGHT blocks being written while the next is built and another hashed: the
+  // Up to WRITES_IN_FLIGHT blocks being written (and hashed) while the next is built: the
   // writer reserves each block's file offset at call time, so writes may overlap.
   const pool = new BlockPool(blockBytes, WRITES_IN_FLIGHT + 2);
-  const digests: Promise<void>[] = [];
-  let hashShard = -1;
-  const finish = () => {
-    if (hashShard < 0) return;
-    const file = writer.shards[hashShard].file;
-    digests.push(hasher.end(file).then((hex) => { files[file] = hex; }));
-  };
   const inflight: Promise<void>[] = [];
   let done = 0;
   try {
     for (const op of wanted) {
-      const k = shardOf.get(op.name) as number;
-      if (k !== hashShard) {
-        finish();
-        // Same bytes SafetensorsWriter writes: u64 header length, header ({format: pt}), data.
-        const header = encodeHeader(writer.shards[k].tensors, { format: 'pt' });
-        const len = Buffer.alloc(8);
-        len.writeBigUInt64LE(BigInt(header.byteLength));
-        hashShard = k;
-        hasher.start(writer.shards[k].file);
-        hasher.update(writer.shards[k].file, len);
-        hasher.update(writer.shards[k].file, header);
-      }
-      const file = writer.shards[k].file;
       const src = op.source === undefined ? undefined : reader.rows(op.source);
       await produceTensor(op, src, outDtype, layout.seed, async (block) => {
-        const hashed = hasher.update(file, block);
         while (inflight.length >= WRITES_IN_FLIGHT) await inflight.shift();
         const written = writer.write(op.name, block);
         const tracked = written.then(() => {
@@ -198,36 +186,28 @@ async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: reado
         });
         tracked.catch(() => undefined); // awaited when the queue is full or below
         inflight.push(tracked);
-        // back to the pool once both are done, even on failure (errors surface through inflight / end())
-        void Promise.allSettled([hashed, written]).then(() => pool.release(block));
+        // back to the pool once written and hashed, even on failure (errors surface through inflight)
+        const release = () => pool.release(block);
+        void written.then(release, release);
       }, blockBytes, (n) => pool.acquire(n));
     }
     await Promise.all(inflight);
-    finish();
-    await Promise.all(digests);
   } finally {
     bar.stop();
-    await hasher.close();
     await reader.close();
   }
-  return files;
 }
 
 /**
  * Blocks being written at once. The writer copies chunks below its coalescing threshold and has
- * larger ones on disk when write() resolves, so a block returns to the pool once its write and
- * its hash are done.
+ * larger ones on disk and hashed when write() resolves, so a block then returns to the pool.
  */
 const WRITES_IN_FLIGHT = 2;
 
-async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter, target: ModelConfig, files: Record<string, string>): Promise<void> {
-  const cfg = JSON.stringify(configToJson(target), null, 2) + '\n';
-  await writer.writeSideFile(CONFIG_FILE, cfg);
-  files[CONFIG_FILE] = sha256Bytes(cfg);
+async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter, target: ModelConfig): Promise<void> {
+  await writer.writeSideFile(CONFIG_FILE, JSON.stringify(configToJson(target), null, 2) + '\n');
   for (const f of readdirSync(ck.dir)) {
-    if (!SIDE_FILE_PATTERN.test(f)) continue;
-    await writer.copySideFile(join(ck.dir, f), f);
-    files[f] = await sha256File(writer.path(f));
+    if (SIDE_FILE_PATTERN.test(f)) await writer.copySideFile(join(ck.dir, f), f);
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * The composed growth: axis maps of every dimension (from the operator modules), the layer map
+ * The composed growth: axis maps of every dimension (from the operator table, operators.ts), the layer map
  * (depth), and from them, for every output tensor, where each entry comes from. This is the one
  * place that turns operators into per-tensor operations; grow.ts only executes them.
  *
@@ -12,11 +12,7 @@ import { LLAMA_TENSORS, SPEC_BY_ROLE, expectedTensors, type Dim, type Role } fro
 import type { ModelConfig } from '../config.ts';
 import type { MaskSet } from '../masks.ts';
 import { allNew, countOld, type AxisMap } from './axis-map.ts';
-import { hiddenMap } from './hidden.ts';
-import { ffnMap } from './ffn.ts';
-import { vocabMap } from './vocab.ts';
-import { queryHeadMap, queryRowMap } from './heads.ts';
-import { kvRowMap } from './kv-heads.ts';
+import { OPERATORS, ZERO_MODE_AXES, ZERO_MODE_INSERTED, type MaskVector } from './operators.ts';
 import type { LayerMapEntry } from './depth.ts';
 import { stdFor, type GrowthPlan } from './plan.ts';
 
@@ -29,6 +25,8 @@ export interface GrowthLayout {
   maps: Record<Dim, AxisMap>;
   /** Query head map (output head -> source head or -1). */
   headMap: AxisMap;
+  /** Unit maps of the mask vectors (hidden, vocab, heads, ffn; residual comes from the layer map). */
+  units: Partial<Record<MaskVector, AxisMap>>;
   layerMap: LayerMapEntry[];
   layerInit: 'copy' | 'random';
   newInit: 'random' | 'zero';
@@ -38,28 +36,18 @@ export interface GrowthLayout {
   std: Record<Role, number>;
 }
 
-/**
- * Zero mode: (role, dim) pairs whose new entries write into the old residual stream and must be
- * 0 (SPEC §3): new embed columns; o_proj rows of new hidden units and columns of new heads;
- * down_proj rows of new hidden units and columns of new FFN units.
- */
-const ZERO_MODE_AXES: Partial<Record<Role, readonly Dim[]>> = { embed: ['H'], o: ['H', 'Q'], down: ['H', 'F'] };
-/** Zero mode: inserted layers write nothing (LLaMA-Pro block expansion). */
-const ZERO_MODE_INSERTED: readonly Role[] = ['o', 'down'];
-
 export function buildLayout(source: ModelConfig, target: ModelConfig, plan: GrowthPlan, layerMap: LayerMapEntry[], normScale = 1): GrowthLayout {
   const s = source;
   const t = target;
-  const maps: Record<Dim, AxisMap> = {
-    V: vocabMap(s.vocabSize, t.vocabSize),
-    H: hiddenMap(s.hiddenSize, t.hiddenSize),
-    F: ffnMap(s.intermediateSize, t.intermediateSize),
-    Q: queryRowMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads, s.headDim),
-    KV: kvRowMap(s.numKvHeads, t.numKvHeads, s.headDim),
-  };
+  const maps = {} as Record<Dim, AxisMap>;
+  const units: Partial<Record<MaskVector, AxisMap>> = {};
+  for (const op of OPERATORS) {
+    Object.assign(maps, op.indexMaps(s, t));
+    if (op.mask !== undefined && op.units !== undefined) units[op.mask] = op.units(s, t);
+  }
   const std = Object.fromEntries(LLAMA_TENSORS.map((x) => [x.role, stdFor(plan, s, x.role, x.kind)])) as Record<Role, number>;
   return {
-    source, target, mode: plan.mode, maps, headMap: queryHeadMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads), layerMap,
+    source, target, mode: plan.mode, maps, headMap: units.heads as AxisMap, units, layerMap,
     layerInit: plan.init.layers, newInit: plan.init.new, seed: plan.seed, normScale, std,
   };
 }
@@ -135,14 +123,15 @@ export function initialMasks(g: GrowthLayout, sourceMasks?: MaskSet): MaskSet {
   const carry = (map: AxisMap, old: ArrayLike<number> | undefined) =>
     Float32Array.from(map, (s) => (s < 0 ? 0 : old === undefined ? 1 : old[s]));
   const sm = sourceMasks;
+  const u = g.units as Record<Exclude<MaskVector, 'residual'>, AxisMap>;
   return {
-    hidden: carry(g.maps.H, sm?.hidden),
-    vocab: carry(g.maps.V, sm?.vocab),
+    hidden: carry(u.hidden, sm?.hidden),
+    vocab: carry(u.vocab, sm?.vocab),
     layers: g.layerMap.map((e) => {
       const sl = sm?.layers[e.source];
       return {
-        heads: carry(g.headMap, sl?.heads),
-        ffn: carry(g.maps.F, sl?.ffn),
+        heads: carry(u.heads, sl?.heads),
+        ffn: carry(u.ffn, sl?.ffn),
         residual: e.inserted ? 0 : sl?.residual ?? 1,
       };
     }),

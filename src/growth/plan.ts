@@ -2,7 +2,8 @@
  * Growth plans: what to grow to and how. A plan is JSON (growth-plans/*.json) or CLI flags named
  * like the HF config keys, or both (flags override the file). parsePlan validates the shape and
  * names the offending field; resolveTarget checks the plan against a source config (no shrinking,
- * head_dim fixed, KV groups kept) and computes the target config.
+ * head_dim fixed, KV groups kept: each operator's own checks, see operators.ts) and computes the
+ * target config.
  */
 import { readFileSync } from 'node:fs';
 import type { ModelConfig } from '../config.ts';
@@ -10,8 +11,7 @@ import { PlanError } from '../errors.ts';
 import type { DType } from '../checkpoint/dtype.ts';
 import { MASK_GROUPS, type MaskGroup } from '../masks.ts';
 import type { MaskSchedule } from '../manifest.ts';
-import { checkGroups } from './kv-heads.ts';
-import { zeroModeNorm, type ZeroModeNorm } from './hidden.ts';
+import { grows, OPERATORS, type ZeroModeNorm } from './operators.ts';
 
 export type GrowthMode = 'masked' | 'zero';
 
@@ -320,48 +320,22 @@ export interface ResolvedTarget {
  */
 export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DType, where = 'plan'): ResolvedTarget {
   const t = plan.targets;
-  const H = t.hidden_size ?? src.hiddenSize;
-  const F = t.intermediate_size ?? src.intermediateSize;
-  const nh = t.num_attention_heads ?? src.numHeads;
-  const nkv = t.num_key_value_heads ?? (t.num_attention_heads !== undefined && src.numKvHeads === src.numHeads ? nh : src.numKvHeads);
-  const L = t.num_hidden_layers ?? src.numLayers;
-  const V = t.vocab_size ?? src.vocabSize;
-  const shrink: [string, number, number][] = [
-    ['hidden_size', H, src.hiddenSize], ['intermediate_size', F, src.intermediateSize], ['num_attention_heads', nh, src.numHeads],
-    ['num_key_value_heads', nkv, src.numKvHeads], ['num_hidden_layers', L, src.numLayers], ['vocab_size', V, src.vocabSize],
-  ];
-  for (const [k, v, s] of shrink) {
-    if (v < s) throw new PlanError(`targets.${k}`, `${v} is smaller than the source's ${s}; growth cannot shrink a dimension`, where);
+  let target: ModelConfig = { ...src };
+  for (const op of OPERATORS) target = { ...target, ...op.resolve(src, t) };
+  for (const op of OPERATORS) {
+    if (op.extent === undefined) continue;
+    const [v, s] = [op.extent(target), op.extent(src)];
+    if (v < s) throw new PlanError(`targets.${op.targets[0]}`, `${v} is smaller than the source's ${s}; growth cannot shrink a dimension`, where);
   }
-  if (t.head_dim !== undefined && t.head_dim !== src.headDim) {
-    throw new PlanError('targets.head_dim', `${t.head_dim} differs from the source's ${src.headDim}; head_dim cannot change (RoPE and every head's weights depend on it)`, where);
-  }
-  checkGroups(src.numHeads, src.numKvHeads, nh, nkv, where);
-  const rawHasHeadDim = src.raw.head_dim !== undefined && src.raw.head_dim !== null;
-  if (!rawHasHeadDim && H !== nh * src.headDim) {
-    throw new PlanError('targets.hidden_size',
-      `${H} must equal num_attention_heads × head_dim = ${nh} × ${src.headDim} = ${nh * src.headDim}: the source config has no head_dim, so runtimes derive it as hidden_size / num_attention_heads`, where);
-  }
-  let outputMult = src.outputMult;
-  let msf = src.mupScaleFactor;
-  if (t.mup_scale_factor !== undefined) {
-    if (!src.useMup) throw new PlanError('targets.mup_scale_factor', 'the source config does not use µP (use_mup is not true)', where);
-    // Keep output_mult / mup_scale_factor: the logits must not change (SPEC §4).
-    outputMult = src.outputMult * (t.mup_scale_factor / src.mupScaleFactor);
-    msf = t.mup_scale_factor;
-  }
-  const zeroNorm = plan.mode === 'zero' ? zeroModeNorm(src.hiddenSize, H, outDtype) : undefined;
-  const target: ModelConfig = {
-    ...src,
-    hiddenSize: H, intermediateSize: F, numHeads: nh, numKvHeads: nkv, numLayers: L, vocabSize: V,
+  for (const op of OPERATORS) op.validate?.(src, target, t, where);
+  const normOp = OPERATORS.find((op) => op.normRule !== undefined);
+  const zeroNorm = plan.mode === 'zero' && normOp?.normRule !== undefined ? normOp.normRule(src, target, outDtype) : undefined;
+  target = {
+    ...target,
     rmsNormEps: zeroNorm !== undefined ? src.rmsNormEps * zeroNorm.epsScale : src.rmsNormEps,
-    outputMult, mupScaleFactor: msf, dtype: outDtype, raw: { ...src.raw },
+    dtype: outDtype, raw: { ...src.raw },
   };
-  const grownGroups: MaskGroup[] = [];
-  if (H > src.hiddenSize) grownGroups.push('hidden');
-  if (nh > src.numHeads) grownGroups.push('heads');
-  if (F > src.intermediateSize) grownGroups.push('ffn');
-  if (L > src.numLayers) grownGroups.push('layers');
+  const grownGroups: MaskGroup[] = MASK_GROUPS.filter((g) => OPERATORS.some((op) => op.maskGroup === g && grows(op, src, target)));
   let schedule: MaskSchedule[];
   if (plan.mode === 'zero') schedule = [];
   else if (plan.schedule !== undefined) {

@@ -4,11 +4,12 @@
  * files copied along, and flm-grow-manifest.json (kind 'train') written LAST, after everything
  * else is in place: a folder without a manifest that verifies is an interrupted save.
  */
-import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { expectedTensors } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
+import { writeFileAtomic } from '../checkpoint/atomic.ts';
 import { float32ToBytes } from '../checkpoint/dtype.ts';
 import { MANIFEST_FILE, readManifest, sha256File, verifyManifestFiles, type Manifest } from '../manifest.ts';
 import { MASKS_FILE, writeMasks, type MaskSet } from '../masks.ts';
@@ -26,9 +27,7 @@ export async function writeManifestLast(dir: string, m: Omit<Manifest, 'files'>)
   const files: Record<string, string> = {};
   for (const f of readdirSync(dir).sort()) if (f !== MANIFEST_FILE && !f.startsWith('.')) files[f] = await sha256File(join(dir, f));
   const full: Manifest = { ...m, files };
-  const tmp = join(dir, `.${MANIFEST_FILE}.tmp`);
-  writeFileSync(tmp, JSON.stringify(full, null, 2) + '\n');
-  renameSync(tmp, join(dir, MANIFEST_FILE));
+  await writeFileAtomic(join(dir, MANIFEST_FILE), JSON.stringify(full, null, 2) + '\n');
   return full;
 }
 

@@ -4,13 +4,14 @@
  * step, tokens seen and the hyperparameters. `grow` of a trained checkpoint carries it into the
  * grown model the way MSG does: old slices copied, new entries 0 (growOptimizerState).
  */
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { expectedTensors } from '../arch.ts';
 import { readConfigFile, type ModelConfig } from '../config.ts';
 import { bytesToFloat32 } from '../checkpoint/dtype.ts';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
+import { writeFileAtomic } from '../checkpoint/atomic.ts';
 import { TrainError } from '../errors.ts';
 import { readManifest } from '../manifest.ts';
 import { growMomentTensor, layoutFromManifest, momentSource } from '../growth/moments.ts';
@@ -48,12 +49,10 @@ export async function writeOptimizerState(path: string, shapes: ReadonlyMap<stri
   }
   const m = st.meta;
   // via a temporary name: a half-written file must never look like optimizer state
-  const tmp = `${path}.tmp`;
-  await writeSafetensors(tmp, tensors, {
+  await writeFileAtomic(path, (tmp) => writeSafetensors(tmp, tensors, {
     format: OPTIMIZER_FORMAT, step: String(m.step), tokens: String(m.tokens), beta1: String(m.beta1), beta2: String(m.beta2),
     eps: String(m.eps), weight_decay: String(m.weightDecay),
-  });
-  renameSync(tmp, path);
+  }));
 }
 
 function metaNumber(md: Record<string, string> | undefined, key: string, path: string): number {

@@ -1,0 +1,297 @@
+/**
+ * Every growth operator, one entry each in OPERATORS: the plan fields it owns, the size it grows,
+ * how it sets the target config, what it validates, the index maps of the arch.ts dimensions it
+ * grows, which new entries zero mode must zero (and, for hidden, the norm rule), and which mask
+ * vector and annealing group it gets. Each entry's comment is its preservation argument (SPEC
+ * §2, §3). plan.ts (resolve, validate, grown groups), layout.ts (maps, zero mode, masks) and
+ * grow.ts iterate this table; none of them names an operator. Adding an operator (a width-init
+ * variant, a depth placement, biases, qk-norm) is one entry here plus its test
+ * (operators-table.test.ts checks that every entry is exercised and every field owned once).
+ *
+ * The common language is the axis map (axis-map.ts): for each output index, the source index it
+ * copies or NEW. layout.ts turns the maps into per-tensor operations.
+ */
+import type { Dim, Role } from '../arch.ts';
+import type { ModelConfig } from '../config.ts';
+import type { DType } from '../checkpoint/dtype.ts';
+import { PlanError } from '../errors.ts';
+import type { MaskGroup } from '../masks.ts';
+import { appendMap, expandBlocks, NEW, type AxisMap } from './axis-map.ts';
+import type { GrowthTargets } from './plan.ts';
+
+/** The vectors of masks.safetensors (SPEC §2): global `hidden`, `vocab`; per layer `heads`, `ffn`, `residual`. */
+export type MaskVector = 'hidden' | 'vocab' | 'heads' | 'ffn' | 'residual';
+
+export interface GrowthOperator {
+  readonly name: string;
+  /** Plan target fields (HF config keys) this operator owns; every field has exactly one owner. */
+  readonly targets: readonly (keyof GrowthTargets)[];
+  /** The size it grows, set by its first target field (never shrinks; grows when the target's is larger). Absent: not a size. */
+  readonly extent?: (c: ModelConfig) => number;
+  /** The target config fields it sets from the plan's targets (absent targets keep the source's). */
+  resolve(src: ModelConfig, t: GrowthTargets): Partial<ModelConfig>;
+  /** Checks beyond "no shrinking", on the fully resolved target; throws PlanError naming the field. */
+  validate?(src: ModelConfig, target: ModelConfig, t: GrowthTargets, where: string): void;
+  /** arch.ts dimensions whose index maps it builds (each dimension has exactly one owner). */
+  readonly dims: readonly Dim[];
+  indexMaps(src: ModelConfig, target: ModelConfig): Partial<Record<Dim, AxisMap>>;
+  /** Its mask vector and the map over that vector's units (heads: query heads, not rows). */
+  readonly mask?: MaskVector;
+  units?(src: ModelConfig, target: ModelConfig): AxisMap;
+  /** The mask group annealed for it (absent: no annealing, e.g. vocab padding stays 0). */
+  readonly maskGroup?: MaskGroup;
+  /** Zero mode: (role, dim) pairs whose new entries write into the old residual stream and must be 0. */
+  readonly zeroModeAxes: Partial<Record<Role, readonly Dim[]>>;
+  /** Zero mode: tensors of inserted layers that are all 0. */
+  readonly zeroModeInserted?: readonly Role[];
+  /** Zero mode: rescaling of norm gains and eps the operator needs (at most one operator has one). */
+  readonly normRule?: (src: ModelConfig, target: ModelConfig, gainDtype: DType) => ZeroModeNorm;
+}
+
+// ---- hidden: the zero-mode norm rule -------------------------------------------------------
+
+export type NormExactness = 'exact' | 'f32-rounding' | 'rounded';
+
+export interface ZeroModeNorm {
+  /** Multiplier of every RMSNorm gain. */
+  gainScale: number;
+  /** Multiplier of rms_norm_eps. */
+  epsScale: number;
+  /** exact: power-of-two factor (or no growth); f32-rounding: ~6e-8 relative; rounded: to the 16-bit dtype. */
+  exactness: NormExactness;
+  note: string;
+}
+
+export function zeroModeNorm(H: number, H2: number, gainDtype: DType): ZeroModeNorm {
+  const gainScale = Math.sqrt(H / H2);
+  const epsScale = H / H2;
+  const pow2 = Number.isInteger(Math.log2(gainScale));
+  const exactness: NormExactness = pow2 ? 'exact' : gainDtype === 'F32' || gainDtype === 'F64' ? 'f32-rounding' : 'rounded';
+  const note = H === H2 ? 'hidden size unchanged: norms untouched (exact)' : exactness === 'exact'
+    ? `norm gains × ${gainScale} (a power of two): exact`
+    : exactness === 'f32-rounding'
+      ? `norm gains × sqrt(${H}/${H2}) = ${gainScale.toPrecision(8)} stored in f32: preserved to f32 rounding (~1e-7 relative)`
+      : `norm gains × sqrt(${H}/${H2}) = ${gainScale.toPrecision(8)} rounded to ${gainDtype}: preserved only to that rounding (bf16 keeps 8 significant bits); use --dtype f32 for an exact zero-mode growth`;
+  return { gainScale, epsScale, exactness, note };
+}
+
+// ---- heads / kv heads: GQA groups ------------------------------------------------------------
+
+/** Whether old query heads can keep their KV head (group size may grow, never shrink). */
+export function checkGroups(nh: number, nkv: number, nh2: number, nkv2: number, where = 'plan'): void {
+  if (nh2 % nkv2 !== 0) {
+    throw new PlanError('targets.num_key_value_heads', `${nkv2} does not divide num_attention_heads ${nh2}`, where);
+  }
+  const g = nh / nkv;
+  const g2 = nh2 / nkv2;
+  if (g2 < g) {
+    throw new PlanError('targets.num_key_value_heads',
+      `group size would shrink from ${g} to ${g2} query heads per KV head (${nh}/${nkv} -> ${nh2}/${nkv2}): the ${g} query heads sharing an old KV head would no longer fit in one group`, where);
+  }
+}
+
+/** Query head map: old heads first in their (possibly larger) group, new heads fill the rest. */
+export function queryHeadMap(nh: number, nkv: number, nh2: number, nkv2: number): AxisMap {
+  checkGroups(nh, nkv, nh2, nkv2);
+  const g = nh / nkv;
+  const g2 = nh2 / nkv2;
+  const m = new Int32Array(nh2).fill(NEW);
+  for (let j = 0; j < nh; j++) {
+    const k = Math.floor(j / g);
+    m[k * g2 + (j % g)] = j;
+  }
+  return m;
+}
+
+export function queryRowMap(nh: number, nkv: number, nh2: number, nkv2: number, headDim: number): AxisMap {
+  return expandBlocks(queryHeadMap(nh, nkv, nh2, nkv2), headDim);
+}
+
+export function kvRowMap(nkv: number, nkv2: number, headDim: number): AxisMap {
+  return expandBlocks(appendMap(nkv, nkv2), headDim);
+}
+
+// ---- the table -------------------------------------------------------------------------------
+
+/**
+ * Hidden size H -> H'. Old coordinates keep their index; new ones are appended.
+ *
+ * Masked mode: the embedding output and every write into the residual stream are multiplied by
+ * the hidden mask, so the new coordinates of x stay exactly 0, and mask-aware RMSNorm averages
+ * over the H old coordinates only; new input columns of q/k/v/gate/up/lm_head multiply zeros.
+ * Whatever the new weights are, the old function is unchanged.
+ *
+ * Zero mode (no masks): new embed columns and the new rows of o_proj/down_proj are 0, so the new
+ * coordinates stay 0. Plain RMSNorm over H' then divides by rms·sqrt(H/H') instead of rms, so
+ * every gain is multiplied by sqrt(H/H') and eps by H/H':
+ *   (sum x²/H' + eps·H/H') = (H/H')·(sum x²/H + eps)  =>  x/rms' · g·sqrt(H/H') = x/rms · g.
+ * Exact when sqrt(H/H') is a power of two; otherwise it holds to the rounding of the gains in
+ * the output dtype.
+ */
+const hidden: GrowthOperator = {
+  name: 'hidden',
+  targets: ['hidden_size'],
+  extent: (c) => c.hiddenSize,
+  resolve: (s, t) => ({ hiddenSize: t.hidden_size ?? s.hiddenSize }),
+  dims: ['H'],
+  indexMaps: (s, t) => ({ H: appendMap(s.hiddenSize, t.hiddenSize) }),
+  mask: 'hidden',
+  units: (s, t) => appendMap(s.hiddenSize, t.hiddenSize),
+  maskGroup: 'hidden',
+  zeroModeAxes: { embed: ['H'], o: ['H'], down: ['H'] },
+  normRule: (s, t, gainDtype) => zeroModeNorm(s.hiddenSize, t.hiddenSize, gainDtype),
+};
+
+/**
+ * FFN size F -> F'. Old units keep their index; new ones are appended (rows of gate/up, columns
+ * of down). A unit contributes down[:, f] · silu(gate_f·h)·up_f·h to the residual stream.
+ * Masked mode: the ffn mask multiplies the new units' activations by 0. Zero mode: their
+ * down_proj columns are 0. Either way the new units add exactly 0, whatever gate/up hold.
+ */
+const ffn: GrowthOperator = {
+  name: 'ffn',
+  targets: ['intermediate_size'],
+  extent: (c) => c.intermediateSize,
+  resolve: (s, t) => ({ intermediateSize: t.intermediate_size ?? s.intermediateSize }),
+  dims: ['F'],
+  indexMaps: (s, t) => ({ F: appendMap(s.intermediateSize, t.intermediateSize) }),
+  mask: 'ffn',
+  units: (s, t) => appendMap(s.intermediateSize, t.intermediateSize),
+  maskGroup: 'ffn',
+  zeroModeAxes: { down: ['F'] },
+};
+
+/**
+ * Attention heads nh -> nh' (whole blocks of head_dim rows of q_proj, columns of o_proj).
+ *
+ * Query head j reads KV head floor(j / g), g = nh/nkv. If the group size stays (g' = g), old
+ * heads keep their index and new ones are appended (with the new KV heads). If it grows
+ * (g' > g), the g old heads of group k go to the first g slots of new group k and the new heads
+ * fill the rest: a permutation of q_proj rows and o_proj columns together (itself
+ * function-preserving: o_proj·concat(heads) is a sum over heads), after which each old head
+ * still reads KV head k. New heads contribute 0: their output is multiplied by the head mask
+ * (masked mode) or by zero o_proj columns (zero mode).
+ *
+ * It also owns head_dim, which never changes (RoPE and every head's weights depend on it), and
+ * checks the GQA groups (kv heads) and, where the config derives head_dim, H = nh × head_dim.
+ */
+const heads: GrowthOperator = {
+  name: 'heads',
+  targets: ['num_attention_heads', 'head_dim'],
+  extent: (c) => c.numHeads,
+  resolve: (s, t) => ({ numHeads: t.num_attention_heads ?? s.numHeads }),
+  validate: (s, target, t, where) => {
+    if (t.head_dim !== undefined && t.head_dim !== s.headDim) {
+      throw new PlanError('targets.head_dim', `${t.head_dim} differs from the source's ${s.headDim}; head_dim cannot change (RoPE and every head's weights depend on it)`, where);
+    }
+    checkGroups(s.numHeads, s.numKvHeads, target.numHeads, target.numKvHeads, where);
+    const rawHasHeadDim = s.raw.head_dim !== undefined && s.raw.head_dim !== null;
+    const H = target.hiddenSize;
+    const nh = target.numHeads;
+    if (!rawHasHeadDim && H !== nh * s.headDim) {
+      throw new PlanError('targets.hidden_size',
+        `${H} must equal num_attention_heads × head_dim = ${nh} × ${s.headDim} = ${nh * s.headDim}: the source config has no head_dim, so runtimes derive it as hidden_size / num_attention_heads`, where);
+    }
+  },
+  dims: ['Q'],
+  indexMaps: (s, t) => ({ Q: queryRowMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads, s.headDim) }),
+  mask: 'heads',
+  units: (s, t) => queryHeadMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads),
+  maskGroup: 'heads',
+  zeroModeAxes: { o: ['Q'] },
+};
+
+/**
+ * KV heads nkv -> nkv' (whole blocks of head_dim rows of k_proj/v_proj). Old KV heads keep their
+ * index, new ones are appended; the heads operator places the query heads so each old query head
+ * still reads its old KV head. A new KV head is read only by new query heads, whose output is
+ * masked (masked mode) or has zero o_proj columns (zero mode), so it adds exactly 0: no mask of
+ * its own, nothing to zero. Absent, it follows num_attention_heads for a multi-head source.
+ */
+const kvHeads: GrowthOperator = {
+  name: 'kv-heads',
+  targets: ['num_key_value_heads'],
+  extent: (c) => c.numKvHeads,
+  resolve: (s, t) => ({
+    numKvHeads: t.num_key_value_heads ?? (t.num_attention_heads !== undefined && s.numKvHeads === s.numHeads ? t.num_attention_heads : s.numKvHeads),
+  }),
+  dims: ['KV'],
+  indexMaps: (s, t) => ({ KV: kvRowMap(s.numKvHeads, t.numKvHeads, s.headDim) }),
+  zeroModeAxes: {},
+};
+
+/**
+ * Depth L -> L': new layers are inserted right after chosen source layers (depth.ts builds the
+ * layer map from the placement). A pre-norm block computes x + r·f(x); with r = 0 (masked mode:
+ * residual mask) or with o_proj and down_proj all 0 (zero mode, LLaMA-Pro's block expansion) it
+ * is the identity, so the stack computes the old function whatever the inserted layer holds.
+ * MSG's default fills it with a copy of the layer it follows (`copy`); `random` is the
+ * alternative. No dimension map: every tensor of an inserted layer has the widths of the others.
+ */
+const depth: GrowthOperator = {
+  name: 'depth',
+  targets: ['num_hidden_layers'],
+  extent: (c) => c.numLayers,
+  resolve: (s, t) => ({ numLayers: t.num_hidden_layers ?? s.numLayers }),
+  dims: [],
+  indexMaps: () => ({}),
+  mask: 'residual',
+  maskGroup: 'layers',
+  zeroModeAxes: {},
+  zeroModeInserted: ['o', 'down'],
+};
+
+/**
+ * Vocabulary padding V -> V': new rows of embed_tokens and lm_head are appended. Old token ids
+ * read the same embedding rows; the old logits are the same rows of lm_head. Masked mode: the
+ * vocab mask (0 on padding, never annealed) sets the new logits to -inf, so even the softmax over
+ * old ids is unchanged. Zero mode has no mask: the old logits are unchanged, the padding ids get
+ * logits of their own (they are never targets).
+ */
+const vocab: GrowthOperator = {
+  name: 'vocab',
+  targets: ['vocab_size'],
+  extent: (c) => c.vocabSize,
+  resolve: (s, t) => ({ vocabSize: t.vocab_size ?? s.vocabSize }),
+  dims: ['V'],
+  indexMaps: (s, t) => ({ V: appendMap(s.vocabSize, t.vocabSize) }),
+  mask: 'vocab',
+  units: (s, t) => appendMap(s.vocabSize, t.vocabSize),
+  zeroModeAxes: {},
+};
+
+/**
+ * Tele-FLM µP logit divisor (SPEC §4): a new mup_scale_factor scales output_mult by the same
+ * ratio, so output_mult / mup_scale_factor, hence every logit, is unchanged. No tensor changes.
+ */
+const mupLogitScale: GrowthOperator = {
+  name: 'mup-logit-scale',
+  targets: ['mup_scale_factor'],
+  resolve: (s, t) => (t.mup_scale_factor === undefined ? {} : {
+    outputMult: s.outputMult * (t.mup_scale_factor / s.mupScaleFactor), mupScaleFactor: t.mup_scale_factor,
+  }),
+  validate: (s, _target, t, where) => {
+    if (t.mup_scale_factor !== undefined && !s.useMup) throw new PlanError('targets.mup_scale_factor', 'the source config does not use µP (use_mup is not true)', where);
+  },
+  dims: [],
+  indexMaps: () => ({}),
+  zeroModeAxes: {},
+};
+
+/** In this order plan.ts checks sizes (no shrinking) and then runs each entry's validate. */
+export const OPERATORS: readonly GrowthOperator[] = [hidden, ffn, heads, kvHeads, depth, vocab, mupLogitScale];
+
+/** Zero mode: per role, the dimensions whose new entries are 0 (the union of the operators'). */
+export const ZERO_MODE_AXES: Partial<Record<Role, readonly Dim[]>> = (() => {
+  const out: Partial<Record<Role, Dim[]>> = {};
+  for (const op of OPERATORS) for (const [role, dims] of Object.entries(op.zeroModeAxes) as [Role, readonly Dim[]][]) (out[role] ??= []).push(...dims);
+  return out;
+})();
+
+/** Zero mode: tensors of inserted layers that are all 0. */
+export const ZERO_MODE_INSERTED: readonly Role[] = OPERATORS.flatMap((op) => op.zeroModeInserted ?? []);
+
+/** Whether `op` grows from `src` to `target` (a size that got larger). */
+export function grows(op: GrowthOperator, src: ModelConfig, target: ModelConfig): boolean {
+  return op.extent !== undefined && op.extent(target) > op.extent(src);
+}
