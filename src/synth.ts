@@ -6,13 +6,17 @@
  */
 import { expectedTensors, type ExpectedTensor } from './arch.ts';
 import { configToJson, makeConfig, type ModelConfig } from './config.ts';
-import { CheckpointWriter, parseSize } from './checkpoint/checkpoint-writer.ts';
-import { CONFIG_FILE } from './checkpoint/checkpoint.ts';
+import { CheckpointWriter, indexJson, parseSize } from './checkpoint/checkpoint-writer.ts';
+import { CONFIG_FILE, INDEX_FILE } from './checkpoint/checkpoint.ts';
+import { encodeHeader } from './checkpoint/safetensors-writer.ts';
 import { dtypeSize, float32ToBytes, type DType } from './checkpoint/dtype.ts';
 import { progressBar } from './commands/progress.ts';
 import { hashSeed } from './train/rng.ts';
 import { inverseNormalCdf, normalTable } from './growth/init.ts';
 import { FlmGrowError } from './errors.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, sha256Bytes, type Manifest } from './manifest.ts';
+import { ParallelHasher, sharedBlock } from './growth/hash-worker.ts';
+import { TOOL_VERSION } from './growth/grow.ts';
 
 /** Embedding std and matrix std of the Tele-FLM model card (SPEC §6). */
 export const SYNTH_EMBED_STD = 4e-3;
@@ -67,6 +71,8 @@ export interface SynthOptions {
   seed?: number;
   maxShardSize?: number | string;
   overwrite?: boolean;
+  /** With overwrite: replace even a destination flm-grow did not write. */
+  forceOverwrite?: boolean;
   quiet?: boolean;
   /** Bytes per generated chunk (whole rows; default 32 MB). */
   chunkBytes?: number;
@@ -149,7 +155,21 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
   const decls = tensors.map((t) => ({ name: t.name, dtype, shape: t.shape }));
   const esize = dtypeSize(dtype);
   const total = decls.reduce((a, d) => a + d.shape.reduce((x, y) => x * y, 1) * esize, 0);
-  const writer = await CheckpointWriter.create(dir, decls, { maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite });
+  const writer = await CheckpointWriter.create(dir, decls, { maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite, force: opts.forceOverwrite });
+  // sha256 of each shard for the manifest (which makes the folder flm-grow's: --overwrite may
+  // replace it), hashed on a worker as it is generated so the data is never read back
+  const hasher = new ParallelHasher();
+  const shardOf = new Map<string, string>();
+  for (const s of writer.shards) {
+    hasher.start(s.file);
+    // the bytes SafetensorsWriter writes before the data: u64 header length, header ({format: pt})
+    const header = encodeHeader(s.tensors, { format: 'pt' });
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.byteLength));
+    void hasher.update(s.file, len).catch(() => undefined);
+    void hasher.update(s.file, header).catch(() => undefined);
+    for (const t of s.tensors) shardOf.set(t.name, s.file);
+  }
   const bar = progressBar('synth', total, { unit: 'bytes', quiet: opts.quiet });
   const chunkBytes = opts.chunkBytes ?? 32 << 20;
   const seed = opts.seed ?? 0;
@@ -158,15 +178,19 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
     // One write in flight while the next chunk is generated. Each chunk is a fresh buffer: the
     // writer may keep small chunks queued after write() resolves.
     let inflight: Promise<void> = Promise.resolve();
+    let hashed: Promise<void> = Promise.resolve();
     for (const t of tensors) {
       const rowBytes = (t.shape.length > 1 ? t.shape[t.shape.length - 1] : t.shape[0]) * esize;
       const bytes = t.shape.reduce((a, b) => a * b, 1) * esize;
       const step = Math.max(rowBytes, Math.floor(chunkBytes / rowBytes) * rowBytes);
       const vs = new ValueStream(seed, t.name, kindOf(t), dtype);
       for (let off = 0; off < bytes; off += step) {
-        const chunk = Buffer.allocUnsafe(Math.min(step, bytes - off));
+        const chunk = sharedBlock(Math.min(step, bytes - off)); // shared: the hasher reads it uncopied
         vs.fill(chunk);
         await inflight;
+        await hashed;
+        hashed = hasher.update(shardOf.get(t.name) as string, chunk);
+        hashed.catch(() => undefined);
         inflight = writer.write(t.name, chunk).then(() => {
           done += chunk.byteLength;
           bar.update(done);
@@ -176,13 +200,23 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
       }
     }
     await inflight;
-    await writer.writeSideFile(CONFIG_FILE, JSON.stringify(configToJson(cfg), null, 2) + '\n');
+    const configText = JSON.stringify(configToJson(cfg), null, 2) + '\n';
+    await writer.writeSideFile(CONFIG_FILE, configText);
+    const files: Record<string, string> = { [CONFIG_FILE]: sha256Bytes(configText) };
+    for (const s of writer.shards) files[s.file] = await hasher.end(s.file);
+    if (writer.shards.length > 1) files[INDEX_FILE] = sha256Bytes(JSON.stringify(indexJson(writer.shards), null, 2) + '\n');
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT, kind: 'synth', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
+      extra: { like: opts.config === undefined ? (opts.like ?? 'tele-flm-mup-proxy') : undefined, seed, dtype }, files,
+    };
+    await writer.writeSideFile(MANIFEST_FILE, JSON.stringify(manifest, null, 2) + '\n');
     await writer.commit();
   } catch (e) {
     await writer.abort();
     throw e;
   } finally {
     bar.stop();
+    await hasher.close();
   }
   return { dir, config: cfg, bytes: total, seconds: (performance.now() - t0) / 1000 };
 }

@@ -16,6 +16,7 @@ export const synthCommand: CommandModule = {
     .option('seed', { type: 'number', default: 0 })
     .option('out-shard-size', { type: 'string', default: '5GB' })
     .option('overwrite', { type: 'boolean', default: false })
+    .option('force-overwrite', { type: 'boolean', default: false, describe: 'with --overwrite: replace the destination even if flm-grow did not write it' })
     .option('quiet', { type: 'boolean', default: false }),
   handler: async (a) => {
     const r = await synthCheckpoint(a.dir as string, {
@@ -25,6 +26,7 @@ export const synthCommand: CommandModule = {
       seed: a.seed as number,
       maxShardSize: a['out-shard-size'] as string,
       overwrite: a.overwrite === true,
+      forceOverwrite: a['force-overwrite'] === true,
       quiet: a.quiet === true,
     });
     const mbps = r.bytes / 1e6 / Math.max(r.seconds, 1e-9);

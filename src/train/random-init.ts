@@ -58,13 +58,15 @@ export async function writeRandomInit(dir: string, cfg: ModelConfig, opts: Rando
       await w.writeTensor(t.name, float32ToBytes(v, 'F32'));
     }
     await w.writeSideFile('config.json', JSON.stringify(configToJson({ ...cfg, dtype: 'F32' }), null, 2) + '\n');
+    // the manifest goes in before the rename, so the folder appears complete or not at all
+    await w.finish();
+    await writeManifestLast(w.path('.'), {
+      format: MANIFEST_FORMAT, kind: 'synth', created: new Date().toISOString(), tool: { name: 'flm-grow', version: '0.1.0' },
+      extra: { init: 'random-normal', std, seed, dtype: 'F32' },
+    });
     await w.commit();
   } catch (e) {
     await w.abort();
     throw e;
   }
-  await writeManifestLast(dir, {
-    format: MANIFEST_FORMAT, kind: 'synth', created: new Date().toISOString(), tool: { name: 'flm-grow', version: '0.1.0' },
-    extra: { init: 'random-normal', std, seed, dtype: 'F32' },
-  });
 }
