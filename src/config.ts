@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.ts';
-import { parseDtypeName, type DType } from './checkpoint/dtype.ts';
+import { parseDtypeName, type DType } from './util/dtype.ts';
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'teleflm', 'tele_flm', 'flm'] as const;
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'TeleFLMForCausalLM', 'FLMForCausalLM'] as const;

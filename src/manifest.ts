@@ -5,12 +5,19 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { CONFIG_FILE, INDEX_FILE, type Checkpoint } from './checkpoint/checkpoint.ts';
 import { FlmGrowError } from './errors.ts';
 import type { MaskGroup } from './masks.ts';
 
 export const MANIFEST_FILE = 'flm-grow-manifest.json';
 export const MANIFEST_FORMAT = 'flm-grow/1';
+
+/** The version recorded in every manifest's `tool` field. */
+export const TOOL_VERSION = '0.1.0';
+
+/** Files copied along unchanged (tokenizer and generation settings). */
+export const SIDE_FILE_PATTERN = /^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
 
 export interface MaskSchedule {
   group: MaskGroup;
@@ -74,4 +81,16 @@ export async function verifyManifestFiles(dir: string, m: Manifest): Promise<str
     if (!existsSync(p) || (await sha256File(p)) !== h) bad.push(f);
   }
   return bad;
+}
+
+/** What a manifest records about the checkpoint a stage read (`source`). */
+export async function sourceIdentity(ck: Checkpoint, source: string): Promise<NonNullable<Manifest['source']>> {
+  const idx = join(ck.dir, INDEX_FILE);
+  return {
+    path: resolve(source),
+    configSha256: await sha256File(join(ck.dir, CONFIG_FILE)),
+    ...(existsSync(idx) ? { indexSha256: await sha256File(idx) } : {}),
+    parameters: ck.parameterCount,
+    bytes: ck.totalBytes,
+  };
 }

@@ -8,9 +8,9 @@ import { expectedTensors, type ExpectedTensor } from './arch.ts';
 import { configToJson, makeConfig, type ModelConfig } from './config.ts';
 import { CheckpointWriter, parseSize } from './checkpoint/checkpoint-writer.ts';
 import { CONFIG_FILE } from './checkpoint/checkpoint.ts';
-import { dtypeSize, float32ToBytes, type DType } from './checkpoint/dtype.ts';
-import { progressBar } from './commands/progress.ts';
-import { hashSeed } from './train/rng.ts';
+import { dtypeSize, float32ToBytes, type DType } from './util/dtype.ts';
+import { startProgress, type ProgressFactory } from './util/progress.ts';
+import { hashSeed } from './util/random.ts';
 import { inverseNormalCdf, normalTable } from './growth/init.ts';
 import { FlmGrowError } from './errors.ts';
 
@@ -68,6 +68,8 @@ export interface SynthOptions {
   maxShardSize?: number | string;
   overwrite?: boolean;
   quiet?: boolean;
+  /** Where progress goes (commands/ passes terminal bars); none by default. */
+  progress?: ProgressFactory;
   /** Bytes per generated chunk (whole rows; default 32 MB). */
   chunkBytes?: number;
   onProgress?: (done: number, total: number) => void;
@@ -150,7 +152,7 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
   const esize = dtypeSize(dtype);
   const total = decls.reduce((a, d) => a + d.shape.reduce((x, y) => x * y, 1) * esize, 0);
   const writer = await CheckpointWriter.create(dir, decls, { maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite });
-  const bar = progressBar('synth', total, { unit: 'bytes', quiet: opts.quiet });
+  const bar = startProgress(opts.progress, opts.quiet, 'synth', total, 'bytes');
   const chunkBytes = opts.chunkBytes ?? 32 << 20;
   const seed = opts.seed ?? 0;
   let done = 0;

@@ -13,7 +13,7 @@ import { writeSafetensors } from './checkpoint/safetensors-writer.ts';
 import { ModelInputError } from './errors.ts';
 import { initBackend } from './backend.ts';
 import { boundaryMap, formatReport, verifyGrowth, VerifyFailedError } from './verify.ts';
-import { buildHandGrown, makeTempDir, writeCheckpoint, writeRandomCheckpoint } from './model/test-utils.ts';
+import { buildHandGrown, makeTempDir, writeCheckpoint, writeRandomCheckpoint } from '../test/support/model.ts';
 
 const tmp = makeTempDir('flm-grow-verify-');
 const base = makeConfig({ hiddenSize: 16, intermediateSize: 24, numLayers: 3, numHeads: 2, numKvHeads: 1, headDim: 8, vocabSize: 40 });

@@ -8,7 +8,7 @@ import { CheckpointError } from '../errors.ts';
 import { readConfigFile, type ModelConfig } from '../config.ts';
 import { assertTensorsMatchConfig } from '../arch.ts';
 import { SafetensorsFile, numel, type TensorInfo } from './safetensors.ts';
-import { bytesToFloat32, dtypeSize } from './dtype.ts';
+import { bytesToFloat32, dtypeSize } from '../util/dtype.ts';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const SINGLE_FILE = 'model.safetensors';

@@ -5,7 +5,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { SafetensorsError } from '../errors.ts';
-import { dtypeSize, type DType } from './dtype.ts';
+import { dtypeSize, type DType } from '../util/dtype.ts';
 import { numel } from './safetensors.ts';
 
 export interface TensorDecl {

@@ -9,17 +9,18 @@ import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../checkpoint/checkpoint.ts
 import { CheckpointWriter, indexJson } from '../checkpoint/checkpoint-writer.ts';
 import { encodeHeader, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { CheckpointError, FlmGrowError } from '../errors.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, sha256Bytes, sha256File, type Manifest } from '../manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, sha256Bytes, sha256File, sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION, type Manifest } from '../manifest.ts';
 import { groupsBelowOne, loadMasksIfAny } from '../masks.ts';
 import { createHash, type Hash } from 'node:crypto';
-import { progressBar } from '../commands/progress.ts';
-import { sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION } from './grow.ts';
+import { startProgress, type ProgressFactory } from '../util/progress.ts';
 
 export interface BakeOptions {
   force?: boolean;
   overwrite?: boolean;
   maxShardSize?: number;
   quiet?: boolean;
+  /** Where progress goes (commands/ passes terminal bars); none by default. */
+  progress?: ProgressFactory;
   /** Called when --force drops masks below 1 (the CLI prints it). */
   warn?: (msg: string) => void;
 }
@@ -52,7 +53,7 @@ export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOpti
     try {
       const files: Record<string, string> = {};
       const total = decls.reduce((a, d) => a + (ck.info(d.name).end - ck.info(d.name).begin), 0);
-      const bar = progressBar('bake', total, { unit: 'bytes', quiet: opts.quiet });
+      const bar = startProgress(opts.progress, opts.quiet, 'bake', total, 'bytes');
       const shardOf = new Map<string, number>();
       writer.shards.forEach((s, k) => s.tensors.forEach((t) => shardOf.set(t.name, k)));
       let hash: Hash | undefined;

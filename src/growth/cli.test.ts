@@ -7,7 +7,7 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { compareGrown, randomIds, tempDir } from './test-helpers.ts';
+import { compareGrown, randomIds, tempDir } from '../../test/support/growth.ts';
 import { verifyGrowth } from '../verify.ts';
 
 const ROOT = join(import.meta.dirname, '../..');

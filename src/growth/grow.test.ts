@@ -5,14 +5,14 @@ import { join } from 'node:path';
 import { makeConfig } from '../config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
-import { bytesToFloat32, roundToDtype } from '../checkpoint/dtype.ts';
+import { bytesToFloat32, roundToDtype } from '../util/dtype.ts';
 import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../masks.ts';
 import { readManifest, verifyManifestFiles } from '../manifest.ts';
 import { growCheckpoint } from './grow.ts';
 import { bakeCheckpoint } from './bake.ts';
 import { growMomentTensor, layoutFromManifest } from './moments.ts';
 import { parsePlan, readPlanFile, applyPlanFlags } from './plan.ts';
-import { compareGrown, loadAll, naive, randomIds, tempDir, writeRandomCheckpoint } from './test-helpers.ts';
+import { compareGrown, loadAll, naive, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 import { ropeInvFreq } from '../../test/reference/naive-llama.ts';
 
 const FIX = join(import.meta.dirname, '../../fixtures/hf');

@@ -9,12 +9,12 @@ import { join, resolve } from 'node:path';
 import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../checkpoint/checkpoint.ts';
 import { CheckpointWriter, indexJson, type CheckpointWriterOptions } from '../checkpoint/checkpoint-writer.ts';
 import { encodeHeader, tensorByteSize, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
-import { dtypeSize, type DType } from '../checkpoint/dtype.ts';
+import { dtypeSize, type DType } from '../util/dtype.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { CheckpointError, PlanError } from '../errors.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, sha256Bytes, sha256File, type Manifest } from '../manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, SIDE_FILE_PATTERN, sha256Bytes, sha256File, sourceIdentity, TOOL_VERSION, type Manifest } from '../manifest.ts';
 import { groupsBelowOne, loadMasksIfAny, MASKS_FILE, writeMasks } from '../masks.ts';
-import { progressBar } from '../commands/progress.ts';
+import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import type { BackendName } from '../backend.ts';
 import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
 import { buildLayout, initialMasks, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
@@ -22,12 +22,8 @@ import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from 
 import { produceTensor, DEFAULT_BLOCK_BYTES } from './produce.ts';
 import { BlockPool, ParallelHasher } from './hash-worker.ts';
 import { SourceReader } from './source-reader.ts';
-import { growOptimizerFile, OPTIMIZER_FILE } from '../train/optimizer-state.ts';
-
-export const TOOL_VERSION = '0.1.0';
-
-/** Files copied along unchanged (tokenizer and generation settings). */
-export const SIDE_FILE_PATTERN = /^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
+import { growOptimizerFile } from './moments.ts';
+import { OPTIMIZER_FILE } from '../checkpoint/optimizer-state.ts';
 
 export interface LayerSelection {
   metric: 'cosine' | 'l2';
@@ -44,10 +40,12 @@ export interface GrowOptions {
   maxShardSize?: number;
   overwrite?: boolean;
   quiet?: boolean;
+  /** Where progress goes (commands/ passes terminal bars); none by default. */
+  progress?: ProgressFactory;
   blockBytes?: number;
   /** Extra writer options (e.g. for split grows; the writer's wants() decides what is produced). */
   writerOptions?: Partial<CheckpointWriterOptions>;
-  /** Called with bytes written so far / total (besides the progress bar). */
+  /** Called with bytes written so far / total (besides `progress`). */
   onProgress?: (done: number, total: number) => void;
   /** Precomputed layer selection (skips the calibration forward pass). */
   selection?: LayerSelection;
@@ -150,7 +148,7 @@ async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: reado
   const files: Record<string, string> = {};
   const wanted = ops.filter((op) => writer.wants(op.name));
   const total = wanted.reduce((a, op) => a + op.shape.reduce((x, y) => x * y, 1) * dtypeSize(outDtype), 0);
-  const bar = progressBar('grow', total, { unit: 'bytes', quiet: opts.quiet });
+  const bar = startProgress(opts.progress, opts.quiet, 'grow', total, 'bytes');
   const shardOf = new Map<string, number>();
   writer.shards.forEach((s, k) => s.tensors.forEach((t) => shardOf.set(t.name, k)));
   const hasher = new ParallelHasher();
@@ -226,17 +224,6 @@ async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter, target: 
     await writer.copySideFile(join(ck.dir, f), f);
     files[f] = await sha256File(writer.path(f));
   }
-}
-
-export async function sourceIdentity(ck: Checkpoint, source: string): Promise<NonNullable<Manifest['source']>> {
-  const idx = join(ck.dir, INDEX_FILE);
-  return {
-    path: resolve(source),
-    configSha256: await sha256File(join(ck.dir, CONFIG_FILE)),
-    ...(existsSync(idx) ? { indexSha256: await sha256File(idx) } : {}),
-    parameters: ck.parameterCount,
-    bytes: ck.totalBytes,
-  };
 }
 
 async function growManifest(ck: Checkpoint, source: string, plan: GrowthPlan, layout: GrowthLayout, resolved: ResolvedTarget,

@@ -13,7 +13,7 @@
  * Exact when sqrt(H/H') is a power of two; otherwise it holds to the rounding of the gains in
  * the output dtype.
  */
-import type { DType } from '../checkpoint/dtype.ts';
+import type { DType } from '../util/dtype.ts';
 import { appendMap, type AxisMap } from './axis-map.ts';
 
 export function hiddenMap(H: number, H2: number): AxisMap {

@@ -9,8 +9,8 @@
  * of std·Φ⁻¹((k + ½)/65536) (a quantised normal, tails cut at ±4.3σ: fine for an init), indexed
  * by 16 random bits; one 32-bit draw gives two values. No float conversion per element.
  */
-import { float32ToBytes, type DType } from '../checkpoint/dtype.ts';
-import { hashSeed, mix32 } from '../train/rng.ts';
+import { float32ToBytes, type DType } from '../util/dtype.ts';
+import { hashSeed, mix32 } from '../util/random.ts';
 import type { Fill } from './layout.ts';
 
 /** Acklam's rational approximation of the inverse normal CDF (relative error < 1.2e-9). */

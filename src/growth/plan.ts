@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
-import type { DType } from '../checkpoint/dtype.ts';
+import type { DType } from '../util/dtype.ts';
 import { MASK_GROUPS, type MaskGroup } from '../masks.ts';
 import type { MaskSchedule } from '../manifest.ts';
 import { checkGroups } from './kv-heads.ts';

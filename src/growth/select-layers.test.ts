@@ -12,7 +12,7 @@ import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { calibrationIds, selectLayers, setResidualStream, type ResidualStreamFn } from './select-layers.ts';
 import { defaultPlan, parsePlan } from './plan.ts';
 import { growCheckpoint } from './grow.ts';
-import { loadAll, naive, tempDir, writeRandomCheckpoint } from './test-helpers.ts';
+import { loadAll, naive, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 
 const MODEL_READY = existsSync(join(import.meta.dirname, '../model/streaming.ts')) && process.env.FLM_GROW_NAIVE_STREAM === undefined;
 

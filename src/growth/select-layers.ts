@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { PlanError } from '../errors.ts';
-import { mulberry32, uniformInt } from '../train/rng.ts';
+import { mulberry32, uniformInt } from '../util/random.ts';
 import { layerDistance, type DistanceMetric } from './distance.ts';
 import { pickLayers } from './depth.ts';
 import type { CalibrationPlan } from './plan.ts';
@@ -44,7 +44,7 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
       return v;
     });
   } else if (cal.text !== undefined) {
-    const { loadTokenizer } = await import('../train/tokenizer.ts');
+    const { loadTokenizer } = await import('../tokenizer.ts');
     ids = loadTokenizer(ck.dir).encode(cal.text).map((v) => v % V);
   } else {
     const next = mulberry32(cal.seed);

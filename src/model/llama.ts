@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { inputScale, logitScale, type ModelConfig } from '../config.ts';
 import { ModelInputError, CheckpointError } from '../errors.ts';
 import { shapeOf, tensorName, type Role } from '../arch.ts';
-import { roundToDtype, type DType } from '../checkpoint/dtype.ts';
+import { roundToDtype, type DType } from '../util/dtype.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { MaskSet } from '../masks.ts';
 

@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { tensorName } from '../arch.ts';
-import { bytesToFloat32 } from '../checkpoint/dtype.ts';
+import { bytesToFloat32 } from '../util/dtype.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { ModelConfig } from '../config.ts';
 import { CheckpointError, ModelInputError } from '../errors.ts';

@@ -7,10 +7,10 @@ import { mkdirSync } from 'node:fs';
 import { expectedTensors } from '../arch.ts';
 import { configToJson, makeConfig, parseConfig, type ModelConfig } from '../config.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
-import { float32ToBytes } from '../checkpoint/dtype.ts';
+import { float32ToBytes } from '../util/dtype.ts';
 import { MANIFEST_FORMAT } from '../manifest.ts';
 import { writeManifestLast } from './checkpointing.ts';
-import { hashSeed, mulberry32 } from './rng.ts';
+import { hashSeed, mulberry32 } from '../util/random.ts';
 
 import { dirname } from 'node:path';
 

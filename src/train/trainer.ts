@@ -16,20 +16,19 @@ import type { ModelConfig } from '../config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { initBackend, type BackendName } from '../backend.ts';
 import { TrainError } from '../errors.ts';
-import { MANIFEST_FORMAT, readManifest, sha256File, type Manifest, type MaskSchedule } from '../manifest.ts';
+import { MANIFEST_FORMAT, readManifest, sha256File, sourceIdentity, TOOL_VERSION, type Manifest, type MaskSchedule } from '../manifest.ts';
 import { applyMaskValues, groupsBelowOne, loadMasksIfAny, MASKS_FILE, type MaskSet } from '../masks.ts';
 import {
   disposeMaskTensors, forward, LAYER_FIELDS, makeRope, masksToTensors,
   type LayerWeights, type LlamaWeights, type MaskTensors, type Rope,
 } from '../model/llama.ts';
-import { sourceIdentity, TOOL_VERSION } from '../growth/grow.ts';
-import { progressBar } from '../commands/progress.ts';
+import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import { checkVocab, TokenDataset, type Batch } from './data.ts';
-import { loadTokenizer } from './tokenizer.ts';
+import { loadTokenizer } from '../tokenizer.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
 import { AdamW } from './adamw.ts';
-import { OPTIMIZER_FILE, readOptimizerState } from './optimizer-state.ts';
+import { OPTIMIZER_FILE, readOptimizerState } from '../checkpoint/optimizer-state.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
 import { checkpointDirName, latestCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpointing.ts';
 
@@ -67,6 +66,8 @@ export interface TrainOptions {
   keepCheckpoints?: number;
   stage?: string | number;
   quiet?: boolean;
+  /** Where progress goes (commands/ passes terminal bars); none by default. */
+  progress?: ProgressFactory;
   log?: (line: string) => void;
   onStep?: (m: StepMetrics) => void;
   /** Test hook: stop (as if killed) after this many steps of this invocation, without a final save. */
@@ -361,7 +362,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       lastSaved = out;
       return out;
     };
-    const bar = progressBar(`train ${cfg.hiddenSize}x${cfg.numLayers}`, st.targetStep - st.step, { quiet: o.quiet });
+    const bar = startProgress(o.progress, o.quiet, `train ${cfg.hiddenSize}x${cfg.numLayers}`, st.targetStep - st.step);
     let announcedBake = baseMasks === undefined || groupsBelowOne(baseMasks).length === 0;
     let interrupted = false;
     try {

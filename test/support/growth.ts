@@ -4,16 +4,16 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { expectedTensors } from '../arch.ts';
-import type { ModelConfig } from '../config.ts';
-import { Checkpoint } from '../checkpoint/checkpoint.ts';
-import type { DType } from '../checkpoint/dtype.ts';
-import { mulberry32 } from '../train/rng.ts';
-import { makeTempDir, normalSampler, writeCheckpoint } from '../model/test-utils.ts';
-import { readMasks, MASKS_FILE, type MaskSet } from '../masks.ts';
-import { readManifest } from '../manifest.ts';
-import { grownBoundary } from './depth.ts';
-import { naiveForward, type NaiveOutput } from '../../test/reference/naive-llama.ts';
+import { expectedTensors } from '../../src/arch.ts';
+import type { ModelConfig } from '../../src/config.ts';
+import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
+import type { DType } from '../../src/util/dtype.ts';
+import { mulberry32 } from '../../src/util/random.ts';
+import { makeTempDir, normalSampler, writeCheckpoint } from './model.ts';
+import { readMasks, MASKS_FILE, type MaskSet } from '../../src/masks.ts';
+import { readManifest } from '../../src/manifest.ts';
+import { grownBoundary } from '../../src/growth/depth.ts';
+import { naiveForward, type NaiveOutput } from '../reference/naive-llama.ts';
 
 export function tempDir(prefix = 'flm-grow-test-'): { dir: string; cleanup: () => void } {
   return makeTempDir(prefix);
