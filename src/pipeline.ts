@@ -138,8 +138,8 @@ export interface PipelineOptions {
   /** Where the stages' progress goes (commands/ passes terminal bars). */
   progress?: ProgressFactory;
   log?: (line: string) => void;
-  /** Test hook: a train stage stops (as if killed) after this many steps. */
-  interruptTrainAfter?: number;
+  /** Passed to every train stage: true stops it (as if killed), and the pipeline fails there. */
+  shouldStopTraining?: (stepsThisRun: number) => boolean;
 }
 
 export interface PipelineResult {
@@ -206,11 +206,11 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
           warmupSteps: ts.warmup_steps, schedule: ts.schedule, weightDecay: ts.weight_decay, clipGrad: ts.clip_grad,
           saveEvery: ts.save_every, evalEvery: ts.eval_every, evalBatches: ts.eval_batches, seed, backend, resume: true,
           lrAfterGrowth: ts.lr_after_growth, totalSteps, stage: s.name, quiet: opts.quiet, progress: opts.progress, log,
-          interruptAfter: opts.interruptTrainAfter,
+          shouldStop: opts.shouldStopTraining,
         };
         if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
         const tr = await train(o);
-        if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (test hook)`);
+        if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
         current = tr.checkpoint;
       }
       const m = readManifest(current);

@@ -159,7 +159,7 @@ describe('training', () => {
     await writeRandomInit(dir, tinyCfg(), { seed: 2 });
     const common = { ...quiet, checkpoint: dir, data: CORPUS, steps: 6, batchSize: 2, seqLen: 16, lr: 3e-3, warmupSteps: 2, saveEvery: 2, evalEvery: 0 };
     const full = await train({ ...common, out: join(root, 'resume-a') });
-    const cut = await train({ ...common, out: join(root, 'resume-b'), interruptAfter: 3 });
+    const cut = await train({ ...common, out: join(root, 'resume-b'), shouldStop: (n) => n >= 3 });
     expect(cut.interrupted).toBe(true);
     expect(cut.checkpoint).toMatch(/checkpoint-000002$/);
     const rest = await train({ ...common, out: join(root, 'resume-b'), resume: true });
