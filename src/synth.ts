@@ -10,12 +10,11 @@ import { CheckpointWriter, parseSize } from './checkpoint/checkpoint-writer.ts';
 import { CONFIG_FILE } from './checkpoint/checkpoint.ts';
 import { dtypeSize, float32ToBytes, type DType } from './util/dtype.ts';
 import { startProgress, type ProgressFactory } from './util/progress.ts';
-import { hashSeed } from './util/random.ts';
-import { inverseNormalCdf, normalTable } from './growth/init.ts';
+import { DEFAULT_INIT_STD, inverseNormalCdf, NormalStream } from './util/init.ts';
 import { FlmGrowError } from './errors.ts';
 
 /** Embedding std and matrix std of the Tele-FLM model card (SPEC §6). */
-export const SYNTH_EMBED_STD = 4e-3;
+export const SYNTH_EMBED_STD = DEFAULT_INIT_STD;
 export const SYNTH_MATRIX_STD = 4.242e-3;
 
 export interface StagePreset {
@@ -82,57 +81,14 @@ export interface SynthResult {
   seconds: number;
 }
 
-/** The same quantised-normal table growth initialises new weights with (growth/init.ts). */
+/** The quantile function behind the one quantised-normal initialiser (util/init.ts). */
 export const normalQuantile = inverseNormalCdf;
 
 /** Fills byte buffers with values of one tensor; deterministic in (seed, tensor name). */
-class ValueStream {
-  private s: number;
-  private table16: Uint16Array | undefined;
-  private table32: Uint32Array | undefined;
-  private constant: Uint8Array | undefined;
-
-  constructor(seed: number, name: string, kind: 'norm' | 'embedding' | 'matrix', dtype: DType) {
-    let h = seed >>> 0;
-    for (let i = 0; i < name.length; i++) h = hashSeed(h, name.charCodeAt(i));
-    this.s = h === 0 ? 0x9e3779b9 : h;
-    if (kind === 'norm') {
-      this.constant = float32ToBytes(new Float32Array([1]), dtype);
-      return;
-    }
-    const t = normalTable(kind === 'embedding' ? SYNTH_EMBED_STD : SYNTH_MATRIX_STD, dtype);
-    if (t instanceof Uint16Array) this.table16 = t;
-    else this.table32 = t;
-  }
-
-  fill(out: Uint8Array): void {
-    if (this.constant !== undefined) {
-      for (let i = 0; i < out.byteLength; i += this.constant.byteLength) out.set(this.constant, i);
-      return;
-    }
-    let s = this.s;
-    if (this.table16 !== undefined) {
-      const tab = this.table16;
-      const o = new Uint16Array(out.buffer, out.byteOffset, out.byteLength >>> 1);
-      const n = o.length;
-      let i = 0;
-      for (; i + 1 < n; i += 2) {
-        // xorshift32: 2^32 - 1 period, two 16-bit indices per step
-        s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-        o[i] = tab[s & 0xffff];
-        o[i + 1] = tab[(s >>> 16) & 0xffff];
-      }
-      if (i < n) { s ^= s << 13; s ^= s >>> 17; s ^= s << 5; o[i] = tab[s & 0xffff]; }
-    } else {
-      const tab = this.table32 as Uint32Array;
-      const o = new Uint32Array(out.buffer, out.byteOffset, out.byteLength >>> 2);
-      for (let i = 0; i < o.length; i++) {
-        s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-        o[i] = tab[s & 0xffff];
-      }
-    }
-    this.s = s;
-  }
+function valueStream(seed: number, name: string, kind: 'norm' | 'embedding' | 'matrix', dtype: DType): { fill(out: Uint8Array): void } {
+  if (kind !== 'norm') return new NormalStream(seed, name, kind === 'embedding' ? SYNTH_EMBED_STD : SYNTH_MATRIX_STD, dtype);
+  const one = float32ToBytes(new Float32Array([1]), dtype);
+  return { fill: (out) => { for (let i = 0; i < out.byteLength; i += one.byteLength) out.set(one, i); } };
 }
 
 function kindOf(t: ExpectedTensor): 'norm' | 'embedding' | 'matrix' {
@@ -164,7 +120,7 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
       const rowBytes = (t.shape.length > 1 ? t.shape[t.shape.length - 1] : t.shape[0]) * esize;
       const bytes = t.shape.reduce((a, b) => a * b, 1) * esize;
       const step = Math.max(rowBytes, Math.floor(chunkBytes / rowBytes) * rowBytes);
-      const vs = new ValueStream(seed, t.name, kindOf(t), dtype);
+      const vs = valueStream(seed, t.name, kindOf(t), dtype);
       for (let off = 0; off < bytes; off += step) {
         const chunk = Buffer.allocUnsafe(Math.min(step, bytes - off));
         vs.fill(chunk);

@@ -10,6 +10,7 @@ import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../checkpoint/checkpoint.ts
 import { CheckpointWriter, indexJson, type CheckpointWriterOptions } from '../checkpoint/checkpoint-writer.ts';
 import { encodeHeader, tensorByteSize, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { dtypeSize, type DType } from '../util/dtype.ts';
+import { tensorName } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { CheckpointError, PlanError } from '../errors.ts';
 import { MANIFEST_FILE, MANIFEST_FORMAT, SIDE_FILE_PATTERN, sha256Bytes, sha256File, sourceIdentity, TOOL_VERSION, type Manifest } from '../manifest.ts';
@@ -65,7 +66,7 @@ export interface GrowResult {
 
 /** Source tensor dtype for the output (the embedding's; checkpoints are single-dtype in practice). */
 export function sourceDtype(ck: Checkpoint): DType {
-  return ck.info('model.embed_tokens.weight').dtype;
+  return ck.info(tensorName('embed')).dtype;
 }
 
 /** Positions of inserted layers: explicit from the plan, or chosen by distance on the source. */
