@@ -23,7 +23,7 @@ import { parameterCount } from '../src/arch.ts';
 import { Checkpoint } from '../src/checkpoint/checkpoint.ts';
 import { disposeWeights, forward, loadWeights, makeRope, type LlamaWeights } from '../src/model/llama.ts';
 import { layerF32Bytes, streamedForward } from '../src/model/streaming.ts';
-import { randomIdRows, writeRandomCheckpoint } from '../src/model/test-utils.ts';
+import { randomIdRows, writeRandomCheckpoint } from '../test/support/model.ts';
 
 function arg(args: string[], name: string, def: string): string {
   const i = args.indexOf(`--${name}`);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkTensorsAgainstConfig, expectedTensors, parameterCount, parseTensorName, tensorName, assertTensorsMatchConfig, LAYER_ROLES } from './arch.ts';
+import { checkTensorsAgainstConfig, expectedTensors, parameterCount, parseTensorName, tensorName, assertTensorsMatchConfig, LAYER_ROLES, LLAMA_TENSORS } from './arch.ts';
 import { makeConfig } from './config.ts';
 import { CheckpointError } from './errors.ts';
 
@@ -50,5 +50,10 @@ describe('architecture table', () => {
     expect(p.length).toBe(3);
     expect(() => assertTensorsMatchConfig(c, m, 'ck')).toThrow(CheckpointError);
     expect(() => assertTensorsMatchConfig(c, m, 'ck')).toThrow(/k_proj/);
+  });
+  it('every per-layer tensor names its own LayerWeights field (the model derives LAYER_FIELDS from it)', () => {
+    const fields = LLAMA_TENSORS.filter((t) => t.perLayer).map((t) => t.field);
+    expect(fields).toEqual(['inputNorm', 'q', 'k', 'v', 'o', 'postNorm', 'gate', 'up', 'down']);
+    expect(LLAMA_TENSORS.filter((t) => !t.perLayer).every((t) => t.field === undefined)).toBe(true);
   });
 });

@@ -21,19 +21,21 @@ export interface TensorSpec {
   perLayer: boolean;
   /** Weight-init family used for new entries (see growth init). */
   kind: 'embedding' | 'norm' | 'matrix';
+  /** Per-layer tensors: the field of the model's LayerWeights (src/model/llama.ts) that holds it. */
+  field?: string;
 }
 
 export const LLAMA_TENSORS: readonly TensorSpec[] = [
   { role: 'embed', template: 'model.embed_tokens.weight', dims: ['V', 'H'], perLayer: false, kind: 'embedding' },
-  { role: 'input_norm', template: 'model.layers.{i}.input_layernorm.weight', dims: ['H'], perLayer: true, kind: 'norm' },
-  { role: 'q', template: 'model.layers.{i}.self_attn.q_proj.weight', dims: ['Q', 'H'], perLayer: true, kind: 'matrix' },
-  { role: 'k', template: 'model.layers.{i}.self_attn.k_proj.weight', dims: ['KV', 'H'], perLayer: true, kind: 'matrix' },
-  { role: 'v', template: 'model.layers.{i}.self_attn.v_proj.weight', dims: ['KV', 'H'], perLayer: true, kind: 'matrix' },
-  { role: 'o', template: 'model.layers.{i}.self_attn.o_proj.weight', dims: ['H', 'Q'], perLayer: true, kind: 'matrix' },
-  { role: 'post_norm', template: 'model.layers.{i}.post_attention_layernorm.weight', dims: ['H'], perLayer: true, kind: 'norm' },
-  { role: 'gate', template: 'model.layers.{i}.mlp.gate_proj.weight', dims: ['F', 'H'], perLayer: true, kind: 'matrix' },
-  { role: 'up', template: 'model.layers.{i}.mlp.up_proj.weight', dims: ['F', 'H'], perLayer: true, kind: 'matrix' },
-  { role: 'down', template: 'model.layers.{i}.mlp.down_proj.weight', dims: ['H', 'F'], perLayer: true, kind: 'matrix' },
+  { role: 'input_norm', template: 'model.layers.{i}.input_layernorm.weight', dims: ['H'], perLayer: true, kind: 'norm', field: 'inputNorm' },
+  { role: 'q', template: 'model.layers.{i}.self_attn.q_proj.weight', dims: ['Q', 'H'], perLayer: true, kind: 'matrix', field: 'q' },
+  { role: 'k', template: 'model.layers.{i}.self_attn.k_proj.weight', dims: ['KV', 'H'], perLayer: true, kind: 'matrix', field: 'k' },
+  { role: 'v', template: 'model.layers.{i}.self_attn.v_proj.weight', dims: ['KV', 'H'], perLayer: true, kind: 'matrix', field: 'v' },
+  { role: 'o', template: 'model.layers.{i}.self_attn.o_proj.weight', dims: ['H', 'Q'], perLayer: true, kind: 'matrix', field: 'o' },
+  { role: 'post_norm', template: 'model.layers.{i}.post_attention_layernorm.weight', dims: ['H'], perLayer: true, kind: 'norm', field: 'postNorm' },
+  { role: 'gate', template: 'model.layers.{i}.mlp.gate_proj.weight', dims: ['F', 'H'], perLayer: true, kind: 'matrix', field: 'gate' },
+  { role: 'up', template: 'model.layers.{i}.mlp.up_proj.weight', dims: ['F', 'H'], perLayer: true, kind: 'matrix', field: 'up' },
+  { role: 'down', template: 'model.layers.{i}.mlp.down_proj.weight', dims: ['H', 'F'], perLayer: true, kind: 'matrix', field: 'down' },
   { role: 'final_norm', template: 'model.norm.weight', dims: ['H'], perLayer: false, kind: 'norm' },
   { role: 'lm_head', template: 'lm_head.weight', dims: ['V', 'H'], perLayer: false, kind: 'matrix' },
 ];

@@ -52,6 +52,11 @@ describe('parseConfig', () => {
   it('tie_word_embeddings true is refused clearly', () => expectConfigError({ ...base, tie_word_embeddings: true }, 'tie_word_embeddings', 'tied'));
   it('unknown model_type lists what is supported', () =>
     expectConfigError({ ...base, model_type: 'gpt2', architectures: ['GPT2LMHeadModel'] }, 'model_type', 'gpt2', 'llama', 'LlamaForCausalLM'));
+  it('an unknown dtype name is refused, not ignored', () => {
+    expectConfigError({ ...base, torch_dtype: 'float8' }, 'torch_dtype', 'unknown dtype "float8"');
+    expectConfigError({ ...base, dtype: 'int4' }, 'dtype', 'unknown dtype "int4"');
+    expect(parseConfig({ ...base, torch_dtype: 'bfloat16' }).dtype).toBe('BF16');
+  });
   it('architecture alone is enough', () => expect(parseConfig({ ...base, model_type: 'custom' }).modelType).toBe('custom'));
   it('missing and mistyped required fields are named', () => {
     expectConfigError({ ...base, hidden_size: undefined }, 'hidden_size');

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.ts';
-import { parseDtypeName, type DType } from './checkpoint/dtype.ts';
+import { parseDtypeName, type DType } from './util/dtype.ts';
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'teleflm', 'tele_flm', 'flm'] as const;
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'TeleFLMForCausalLM', 'FLMForCausalLM'] as const;
@@ -94,7 +94,9 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   const dtypeName = r.torch_dtype ?? r.dtype;
   let dtype: DType | undefined;
   if (typeof dtypeName === 'string') {
-    try { dtype = parseDtypeName(dtypeName); } catch { dtype = undefined; }
+    try { dtype = parseDtypeName(dtypeName); } catch {
+      throw new ConfigError(file, r.torch_dtype !== undefined ? 'torch_dtype' : 'dtype', `unknown dtype "${dtypeName}" (bfloat16, float16 or float32)`);
+    }
   }
   return {
     modelType: typeof modelType === 'string' ? modelType : 'llama',

@@ -3,15 +3,24 @@
  * with which masks and schedule, and a sha256 of every output file so a pipeline can tell a
  * complete output from an interrupted one.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { CONFIG_FILE, INDEX_FILE, type Checkpoint } from './checkpoint/checkpoint.ts';
 import { FlmGrowError } from './errors.ts';
+import { sha256File } from './util/hash.ts';
 import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
 import type { MaskGroup } from './masks.ts';
 
-export const MANIFEST_FILE = 'flm-grow-manifest.json';
+/** Its name lives with the other checkpoint file names (atomic.ts tells flm-grow's folders by it). */
+export { MANIFEST_FILE } from './checkpoint/checkpoint.ts';
+import { MANIFEST_FILE } from './checkpoint/checkpoint.ts';
 export const MANIFEST_FORMAT = 'flm-grow/1';
+
+/** The version recorded in every manifest's `tool` field. */
+export const TOOL_VERSION = '0.1.0';
+
+/** Files copied along unchanged (tokenizer and generation settings). */
+export const SIDE_FILE_PATTERN = /^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
 
 export interface MaskSchedule {
   group: MaskGroup;
@@ -39,17 +48,6 @@ export interface Manifest {
   extra?: Record<string, unknown>;
   /** sha256 of every other file in the folder. */
   files: Record<string, string>;
-}
-
-export function sha256File(path: string): Promise<string> {
-  return new Promise((res, rej) => {
-    const h = createHash('sha256');
-    createReadStream(path, { highWaterMark: 8 << 20 }).on('data', (d) => h.update(d)).on('error', rej).on('end', () => res(h.digest('hex')));
-  });
-}
-
-export function sha256Bytes(b: Uint8Array | string): string {
-  return createHash('sha256').update(b).digest('hex');
 }
 
 export function readManifest(dir: string): Manifest | undefined {
@@ -82,4 +80,16 @@ export async function verifyManifestFiles(dir: string, m: Manifest): Promise<str
     if (!existsSync(p) || (await sha256File(p)) !== h) bad.push(f);
   }
   return bad;
+}
+
+/** What a manifest records about the checkpoint a stage read (`source`). */
+export async function sourceIdentity(ck: Checkpoint, source: string): Promise<NonNullable<Manifest['source']>> {
+  const idx = join(ck.dir, INDEX_FILE);
+  return {
+    path: resolve(source),
+    configSha256: await sha256File(join(ck.dir, CONFIG_FILE)),
+    ...(existsSync(idx) ? { indexSha256: await sha256File(idx) } : {}),
+    parameters: ck.parameterCount,
+    bytes: ck.totalBytes,
+  };
 }

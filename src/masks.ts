@@ -11,7 +11,7 @@ import type { ModelConfig } from './config.ts';
 import { FlmGrowError } from './errors.ts';
 import { SafetensorsFile } from './checkpoint/safetensors.ts';
 import { writeSafetensors } from './checkpoint/safetensors-writer.ts';
-import { bytesToFloat32 } from './checkpoint/dtype.ts';
+import { bytesToFloat32 } from './util/dtype.ts';
 
 export const MASKS_FILE = 'masks.safetensors';
 

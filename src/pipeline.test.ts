@@ -55,7 +55,7 @@ describe('pipeline', () => {
     // reference: one uninterrupted run
     await runPipeline(file, { out: join(root, 'ref'), quiet: true, log: () => undefined });
     // interrupted in the first train stage after 3 steps (a checkpoint exists at step 2)
-    await expect(runPipeline(file, { out: join(root, 'run'), quiet: true, log, interruptTrainAfter: 3 })).rejects.toThrow(FlmGrowError);
+    await expect(runPipeline(file, { out: join(root, 'run'), quiet: true, log, shouldStopTraining: (n) => n >= 3 })).rejects.toThrow(FlmGrowError);
     expect(existsSync(join(root, 'run', '02-small', 'checkpoint-000002'))).toBe(true);
     const r = await runPipeline(file, { out: join(root, 'run'), quiet: true, log });
     expect(r.stages.map((s) => s.skipped)).toEqual([true, false, false, false, false, false, false]);

@@ -22,10 +22,11 @@ import { initConfig, writeRandomInit } from './train/random-init.ts';
 import { checkpointLoss, METRICS_FILE, train, type TrainOptions } from './train/trainer.ts';
 import { latestCheckpoint } from './train/checkpointing.ts';
 import { TokenDataset } from './train/data.ts';
-import { loadTokenizer } from './train/tokenizer.ts';
+import { loadTokenizer } from './tokenizer.ts';
 import { readMetrics, type MetricsRecord } from './train/metrics.ts';
 import { lossSeriesFromMetrics, plotLossCurves } from './plot.ts';
 import type { LrScheduleKind } from './train/lr-schedule.ts';
+import type { ProgressFactory } from './util/progress.ts';
 
 export class PipelineError extends FlmGrowError {
   constructor(file: string, field: string | undefined, message: string) {
@@ -134,9 +135,11 @@ export interface StageResult {
 export interface PipelineOptions {
   out?: string;
   quiet?: boolean;
+  /** Where the stages' progress goes (commands/ passes terminal bars). */
+  progress?: ProgressFactory;
   log?: (line: string) => void;
-  /** Test hook: a train stage stops (as if killed) after this many steps. */
-  interruptTrainAfter?: number;
+  /** Passed to every train stage: true stops it (as if killed), and the pipeline fails there. */
+  shouldStopTraining?: (stepsThisRun: number) => boolean;
 }
 
 export interface PipelineResult {
@@ -202,12 +205,12 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
           checkpoint: current, data, out: dir, steps, batchSize: B, seqLen: T, lr: ts.lr, minLr: ts.min_lr,
           warmupSteps: ts.warmup_steps, schedule: ts.schedule, weightDecay: ts.weight_decay, clipGrad: ts.clip_grad,
           saveEvery: ts.save_every, evalEvery: ts.eval_every, evalBatches: ts.eval_batches, seed, backend, resume: true,
-          lrAfterGrowth: ts.lr_after_growth, totalSteps, stage: s.name, quiet: opts.quiet, log,
-          interruptAfter: opts.interruptTrainAfter,
+          lrAfterGrowth: ts.lr_after_growth, totalSteps, stage: s.name, quiet: opts.quiet, progress: opts.progress, log,
+          shouldStop: opts.shouldStopTraining,
         };
         if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
         const tr = await train(o);
-        if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (test hook)`);
+        if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
         current = tr.checkpoint;
       }
       const m = readManifest(current);
@@ -230,7 +233,7 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
       else {
         let plan = readPlanFile(rel(s.grow.plan));
         plan = applyPlanFlags(plan, { annealSteps: s.grow.anneal_steps, mode: s.grow.mode });
-        await growCheckpoint(current, dir, plan, { overwrite: true, quiet: opts.quiet, backend });
+        await growCheckpoint(current, dir, plan, { overwrite: true, quiet: opts.quiet, progress: opts.progress, backend });
       }
       lastPair = { source: current, output: dir };
       pendingGrow = r;
@@ -258,7 +261,7 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
       }
     } else if ('bake' in s) {
       if (await manifestComplete(dir)) r.skipped = true;
-      else await bakeCheckpoint(current, dir, { overwrite: true, force: s.bake.force, quiet: opts.quiet, warn: log });
+      else await bakeCheckpoint(current, dir, { overwrite: true, force: s.bake.force, quiet: opts.quiet, progress: opts.progress, warn: log });
       lastPair = { source: current, output: dir };
       current = dir;
     }

@@ -8,7 +8,7 @@ import { Checkpoint } from './checkpoint/checkpoint.ts';
 import { growCheckpoint } from './growth/grow.ts';
 import { parsePlan, type GrowthPlan } from './growth/plan.ts';
 import { MANIFEST_FILE, verifyManifestFiles, readManifest } from './manifest.ts';
-import { makeTempDir, writeRandomCheckpoint } from './model/test-utils.ts';
+import { makeTempDir, writeRandomCheckpoint } from '../test/support/model.ts';
 import { assembleParts } from './split.ts';
 import { parsePart } from './commands/grow.ts';
 

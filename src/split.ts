@@ -13,8 +13,9 @@ import { indexText, PART_FILE, type PartJson } from './checkpoint/checkpoint-wri
 import { checkDestination, tempFoldersOf, writeAtomically } from './checkpoint/atomic.ts';
 import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
 import { CheckpointError } from './errors.ts';
-import { MANIFEST_FILE, readManifest, sha256Bytes, sha256File, type Manifest } from './manifest.ts';
-import { progressBar } from './commands/progress.ts';
+import { MANIFEST_FILE, readManifest, type Manifest } from './manifest.ts';
+import { sha256Bytes, sha256File } from './util/hash.ts';
+import { startProgress, type ProgressFactory } from './util/progress.ts';
 
 export interface AssembleOptions {
   /** Move shard files out of the part folders instead of copying (same filesystem: a rename). */
@@ -25,6 +26,8 @@ export interface AssembleOptions {
   quiet?: boolean;
   /** Says what was recovered from an interrupted run (the CLI prints it). */
   log?: (msg: string) => void;
+  /** Where progress goes (commands/ passes terminal bars); none by default. */
+  progress?: ProgressFactory;
   /**
    * Re-hash every shard against its part manifest (default true). The parts hashed their shards
    * while writing; skipping the re-read saves a full pass over the data (2 TB for 1T) when the
@@ -173,7 +176,7 @@ export async function assembleParts(dest: string, dirs: readonly string[], opts:
     if (statSync(path).size < s.bytes) throw new CheckpointError('PartMismatch', `${path}: ${statSync(path).size} bytes, shorter than its ${s.bytes} bytes of tensors`);
   }
   const bytes = shards.reduce((a, s) => a + s.bytes, 0);
-  const bar = progressBar('assemble', bytes, { unit: 'bytes', quiet: opts.quiet });
+  const bar = startProgress(opts.progress, opts.quiet, 'assemble', bytes, 'bytes');
   const moved: { from: string; to: string }[] = [];
   const files: Record<string, string> = {};
   try {

@@ -6,20 +6,17 @@
  */
 import { expectedTensors, type ExpectedTensor } from './arch.ts';
 import { configToJson, makeConfig, type ModelConfig } from './config.ts';
-import { CheckpointWriter, indexJson, parseSize } from './checkpoint/checkpoint-writer.ts';
-import { CONFIG_FILE, INDEX_FILE } from './checkpoint/checkpoint.ts';
-import { encodeHeader } from './checkpoint/safetensors-writer.ts';
-import { dtypeSize, float32ToBytes, type DType } from './checkpoint/dtype.ts';
-import { progressBar } from './commands/progress.ts';
-import { hashSeed } from './train/rng.ts';
-import { inverseNormalCdf, normalTable } from './growth/init.ts';
+import { CheckpointWriter, parseSize } from './checkpoint/checkpoint-writer.ts';
+import { CONFIG_FILE } from './checkpoint/checkpoint.ts';
+import { dtypeSize, float32ToBytes, type DType } from './util/dtype.ts';
+import { startProgress, type ProgressFactory } from './util/progress.ts';
+import { DEFAULT_INIT_STD, inverseNormalCdf, NormalStream } from './util/init.ts';
 import { FlmGrowError } from './errors.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, sha256Bytes, type Manifest } from './manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, TOOL_VERSION, type Manifest } from './manifest.ts';
 import { ParallelHasher, sharedBlock } from './growth/hash-worker.ts';
-import { TOOL_VERSION } from './growth/grow.ts';
 
 /** Embedding std and matrix std of the Tele-FLM model card (SPEC §6). */
-export const SYNTH_EMBED_STD = 4e-3;
+export const SYNTH_EMBED_STD = DEFAULT_INIT_STD;
 export const SYNTH_MATRIX_STD = 4.242e-3;
 
 export interface StagePreset {
@@ -74,6 +71,8 @@ export interface SynthOptions {
   /** With overwrite: replace even a destination flm-grow did not write. */
   forceOverwrite?: boolean;
   quiet?: boolean;
+  /** Where progress goes (commands/ passes terminal bars); none by default. */
+  progress?: ProgressFactory;
   /** Bytes per generated chunk (whole rows; default 32 MB). */
   chunkBytes?: number;
   onProgress?: (done: number, total: number) => void;
@@ -86,57 +85,14 @@ export interface SynthResult {
   seconds: number;
 }
 
-/** The same quantised-normal table growth initialises new weights with (growth/init.ts). */
+/** The quantile function behind the one quantised-normal initialiser (util/init.ts). */
 export const normalQuantile = inverseNormalCdf;
 
 /** Fills byte buffers with values of one tensor; deterministic in (seed, tensor name). */
-class ValueStream {
-  private s: number;
-  private table16: Uint16Array | undefined;
-  private table32: Uint32Array | undefined;
-  private constant: Uint8Array | undefined;
-
-  constructor(seed: number, name: string, kind: 'norm' | 'embedding' | 'matrix', dtype: DType) {
-    let h = seed >>> 0;
-    for (let i = 0; i < name.length; i++) h = hashSeed(h, name.charCodeAt(i));
-    this.s = h === 0 ? 0x9e3779b9 : h;
-    if (kind === 'norm') {
-      this.constant = float32ToBytes(new Float32Array([1]), dtype);
-      return;
-    }
-    const t = normalTable(kind === 'embedding' ? SYNTH_EMBED_STD : SYNTH_MATRIX_STD, dtype);
-    if (t instanceof Uint16Array) this.table16 = t;
-    else this.table32 = t;
-  }
-
-  fill(out: Uint8Array): void {
-    if (this.constant !== undefined) {
-      for (let i = 0; i < out.byteLength; i += this.constant.byteLength) out.set(this.constant, i);
-      return;
-    }
-    let s = this.s;
-    if (this.table16 !== undefined) {
-      const tab = this.table16;
-      const o = new Uint16Array(out.buffer, out.byteOffset, out.byteLength >>> 1);
-      const n = o.length;
-      let i = 0;
-      for (; i + 1 < n; i += 2) {
-        // xorshift32: 2^32 - 1 period, two 16-bit indices per step
-        s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-        o[i] = tab[s & 0xffff];
-        o[i + 1] = tab[(s >>> 16) & 0xffff];
-      }
-      if (i < n) { s ^= s << 13; s ^= s >>> 17; s ^= s << 5; o[i] = tab[s & 0xffff]; }
-    } else {
-      const tab = this.table32 as Uint32Array;
-      const o = new Uint32Array(out.buffer, out.byteOffset, out.byteLength >>> 2);
-      for (let i = 0; i < o.length; i++) {
-        s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-        o[i] = tab[s & 0xffff];
-      }
-    }
-    this.s = s;
-  }
+function valueStream(seed: number, name: string, kind: 'norm' | 'embedding' | 'matrix', dtype: DType): { fill(out: Uint8Array): void } {
+  if (kind !== 'norm') return new NormalStream(seed, name, kind === 'embedding' ? SYNTH_EMBED_STD : SYNTH_MATRIX_STD, dtype);
+  const one = float32ToBytes(new Float32Array([1]), dtype);
+  return { fill: (out) => { for (let i = 0; i < out.byteLength; i += one.byteLength) out.set(one, i); } };
 }
 
 function kindOf(t: ExpectedTensor): 'norm' | 'embedding' | 'matrix' {
@@ -155,22 +111,23 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
   const decls = tensors.map((t) => ({ name: t.name, dtype, shape: t.shape }));
   const esize = dtypeSize(dtype);
   const total = decls.reduce((a, d) => a + d.shape.reduce((x, y) => x * y, 1) * esize, 0);
-  const writer = await CheckpointWriter.create(dir, decls, { maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite, force: opts.forceOverwrite });
   // sha256 of each shard for the manifest (which makes the folder flm-grow's: --overwrite may
-  // replace it), hashed on a worker as it is generated so the data is never read back
+  // replace it), hashed on a worker as the writer writes it, so the data is never read back
   const hasher = new ParallelHasher();
-  const shardOf = new Map<string, string>();
-  for (const s of writer.shards) {
-    hasher.start(s.file);
-    // the bytes SafetensorsWriter writes before the data: u64 header length, header ({format: pt})
-    const header = encodeHeader(s.tensors, { format: 'pt' });
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(header.byteLength));
-    void hasher.update(s.file, len).catch(() => undefined);
-    void hasher.update(s.file, header).catch(() => undefined);
-    for (const t of s.tensors) shardOf.set(t.name, s.file);
+  let writer: CheckpointWriter;
+  try {
+    writer = await CheckpointWriter.create(dir, decls, {
+      maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite, force: opts.forceOverwrite,
+      hasher: (file) => {
+        hasher.start(file);
+        return { update: (d) => hasher.update(file, d), digest: () => hasher.end(file) };
+      },
+    });
+  } catch (e) {
+    await hasher.close();
+    throw e;
   }
-  const bar = progressBar('synth', total, { unit: 'bytes', quiet: opts.quiet });
+  const bar = startProgress(opts.progress, opts.quiet, 'synth', total, 'bytes');
   const chunkBytes = opts.chunkBytes ?? 32 << 20;
   const seed = opts.seed ?? 0;
   let done = 0;
@@ -178,19 +135,15 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
     // One write in flight while the next chunk is generated. Each chunk is a fresh buffer: the
     // writer may keep small chunks queued after write() resolves.
     let inflight: Promise<void> = Promise.resolve();
-    let hashed: Promise<void> = Promise.resolve();
     for (const t of tensors) {
       const rowBytes = (t.shape.length > 1 ? t.shape[t.shape.length - 1] : t.shape[0]) * esize;
       const bytes = t.shape.reduce((a, b) => a * b, 1) * esize;
       const step = Math.max(rowBytes, Math.floor(chunkBytes / rowBytes) * rowBytes);
-      const vs = new ValueStream(seed, t.name, kindOf(t), dtype);
+      const vs = valueStream(seed, t.name, kindOf(t), dtype);
       for (let off = 0; off < bytes; off += step) {
         const chunk = sharedBlock(Math.min(step, bytes - off)); // shared: the hasher reads it uncopied
         vs.fill(chunk);
         await inflight;
-        await hashed;
-        hashed = hasher.update(shardOf.get(t.name) as string, chunk);
-        hashed.catch(() => undefined);
         inflight = writer.write(t.name, chunk).then(() => {
           done += chunk.byteLength;
           bar.update(done);
@@ -202,9 +155,7 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
     await inflight;
     const configText = JSON.stringify(configToJson(cfg), null, 2) + '\n';
     await writer.writeSideFile(CONFIG_FILE, configText);
-    const files: Record<string, string> = { [CONFIG_FILE]: sha256Bytes(configText) };
-    for (const s of writer.shards) files[s.file] = await hasher.end(s.file);
-    if (writer.shards.length > 1) files[INDEX_FILE] = sha256Bytes(JSON.stringify(indexJson(writer.shards), null, 2) + '\n');
+    const files = await writer.finish();
     const manifest: Manifest = {
       format: MANIFEST_FORMAT, kind: 'synth', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
       extra: { like: opts.config === undefined ? (opts.like ?? 'tele-flm-mup-proxy') : undefined, seed, dtype }, files,

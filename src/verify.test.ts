@@ -12,8 +12,9 @@ import { MANIFEST_FILE, MANIFEST_FORMAT } from './manifest.ts';
 import { writeSafetensors } from './checkpoint/safetensors-writer.ts';
 import { ModelInputError } from './errors.ts';
 import { initBackend } from './backend.ts';
-import { boundaryMap, formatReport, verifyGrowth, VerifyFailedError } from './verify.ts';
-import { buildHandGrown, makeTempDir, writeCheckpoint, writeRandomCheckpoint } from './model/test-utils.ts';
+import { formatReport, verifyGrowth, VerifyFailedError } from './verify.ts';
+import { boundaryMap } from './growth/boundary.ts';
+import { buildHandGrown, makeTempDir, writeCheckpoint, writeRandomCheckpoint } from '../test/support/model.ts';
 
 const tmp = makeTempDir('flm-grow-verify-');
 const base = makeConfig({ hiddenSize: 16, intermediateSize: 24, numLayers: 3, numHeads: 2, numKvHeads: 1, headDim: 8, vocabSize: 40 });
@@ -60,7 +61,7 @@ beforeAll(async () => {
 afterAll(() => tmp.cleanup());
 
 describe('verifyGrowth', () => {
-  it('passes on a masked grown model: logits and old hidden coordinates agree, inserted layer skipped', async () => {
+  it('passes on a masked grown model: logits and old hidden coordinates agree, compared past the inserted layer', async () => {
     const r = await verifyGrowth(src, join(tmp.dir, 'grown'), { tokens: 20, seq: 10, seed: 4 });
     console.log(formatReport(r));
     expect(r.passed).toBe(true);
@@ -68,7 +69,8 @@ describe('verifyGrowth', () => {
     expect([r.batch, r.seqLen]).toEqual([2, 10]);
     expect(r.relativeLogitDiff).toBeLessThanOrEqual(1e-5);
     expect(r.insertedLayers).toEqual([1]);
-    expect(r.hidden.map((h) => [h.source, h.grown])).toEqual([[0, 0], [1, 1], [2, 3], [3, 4]]);
+    // boundary 1 (after source layer 0) sits past its inserted copy (grown layer 1): grown boundary 2
+    expect(r.hidden.map((h) => [h.source, h.grown])).toEqual([[0, 0], [1, 2], [2, 3], [3, 4]]);
     for (const h of r.hidden) {
       expect(h.maxAbs).toBeLessThanOrEqual(1e-5);
       if (h.source < 3) expect(h.maxAbsNewCoords).toBe(0);
@@ -102,9 +104,9 @@ describe('verifyGrowth', () => {
 });
 
 describe('boundaryMap', () => {
-  it('maps source boundaries past inserted layers; final norm to final norm', () => {
+  it('maps source boundaries past inserted layers (grownBoundary); final norm to final norm', () => {
     const lm = [{ source: 0, inserted: false }, { source: 0, inserted: true }, { source: 1, inserted: false }, { source: 1, inserted: true }, { source: 1, inserted: true }, { source: 2, inserted: false }];
-    expect(boundaryMap(3, 6, lm)).toEqual([0, 1, 3, 6]);
+    expect(boundaryMap(3, 6, lm)).toEqual([0, 2, 5, 6]);
     expect(boundaryMap(3, 3, undefined)).toEqual([0, 1, 2, 3]);
     expect(boundaryMap(3, 5, undefined)).toEqual([0, -1, -1, 5]);
   });

@@ -13,6 +13,7 @@ import { readManifest } from './manifest.ts';
 import { loadMasksIfAny } from './masks.ts';
 import { streamedForward, type StreamResult } from './model/streaming.ts';
 import { randomIds, readInputIds } from './model/input-ids.ts';
+import { boundaryMap } from './growth/boundary.ts';
 
 export const DEFAULT_TOLERANCE = 1e-5;
 
@@ -76,25 +77,6 @@ export class VerifyFailedError extends FlmGrowError {
       `(relative ${report.relativeLogitDiff.toExponential(3)} of max |logit| ${report.maxAbsSourceLogit.toPrecision(4)}), above the tolerance ${report.tolerance}`);
     this.report = report;
   }
-}
-
-/**
- * Grown boundary for each source boundary n = 0..L: 0 -> 0, L -> L' (both after the final norm),
- * n -> output of the grown layer that is the non-inserted copy of source layer n-1.
- */
-export function boundaryMap(Ls: number, Lg: number, layerMap: { source: number; inserted: boolean }[] | undefined): number[] {
-  if (layerMap === undefined) {
-    if (Ls !== Lg) return [0, ...Array.from({ length: Ls - 1 }, () => -1), Lg];
-    return Array.from({ length: Ls + 1 }, (_, n) => n);
-  }
-  if (layerMap.length !== Lg) throw new FlmGrowError('BadManifest', `manifest layerMap has ${layerMap.length} entries but the grown config has ${Lg} layers`);
-  const out = [0];
-  for (let n = 1; n < Ls; n++) {
-    const k = layerMap.findIndex((e) => e.source === n - 1 && !e.inserted);
-    out.push(k < 0 ? -1 : k + 1);
-  }
-  out.push(Lg);
-  return out;
 }
 
 function logitDiff(a: StreamResult, Vs: number, b: StreamResult, Vg: number): { maxAbs: number; scale: number } {

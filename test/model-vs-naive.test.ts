@@ -12,7 +12,7 @@ import type { MaskSet } from '../src/masks.ts';
 import { initBackend } from '../src/backend.ts';
 import { forward, masksToTensors, type LlamaWeights } from '../src/model/llama.ts';
 import { naiveForward } from './reference/naive-llama.ts';
-import { mulberry32 } from '../src/train/rng.ts';
+import { mulberry32 } from '../src/util/random.ts';
 
 /** Uniform [0, 1) from the project's seeded generator. */
 function uniform(seed: number): () => number {

@@ -10,7 +10,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { CheckpointError } from '../errors.ts';
-import { MANIFEST_FILE } from '../manifest.ts';
+import { MANIFEST_FILE } from './checkpoint.ts';
 import { assertOutputApart } from './paths.ts';
 
 export const TMP_PREFIX = '.flm-grow-tmp-';

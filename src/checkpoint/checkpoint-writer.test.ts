@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { CheckpointWriter, indexText, PART_FILE, type PartJson } from './checkpoint-writer.ts';
 import { INDEX_FILE } from './checkpoint.ts';
 import type { StreamHasher, TensorDecl } from './safetensors-writer.ts';
-import { sha256Bytes, sha256File } from '../manifest.ts';
-import { makeTempDir } from '../model/test-utils.ts';
+import { sha256Bytes, sha256File } from '../util/hash.ts';
+import { makeTempDir } from '../../test/support/model.ts';
 
 const decls: TensorDecl[] = [
   { name: 'a', dtype: 'F32', shape: [300] },

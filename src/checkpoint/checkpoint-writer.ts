@@ -5,7 +5,7 @@
  */
 import { writeFile, copyFile } from 'node:fs/promises';
 import { FlmGrowError } from '../errors.ts';
-import { sha256Bytes, sha256File } from '../manifest.ts';
+import { sha256Bytes, sha256File } from '../util/hash.ts';
 import { AtomicDir, type AtomicDirOptions } from './atomic.ts';
 import { sideFileSource } from './paths.ts';
 import { SafetensorsWriter, sha256Hasher, tensorByteSize, type StreamHasher, type TensorDecl } from './safetensors-writer.ts';

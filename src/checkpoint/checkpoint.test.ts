@@ -6,7 +6,7 @@ import { Checkpoint, INDEX_FILE } from './checkpoint.ts';
 import { CheckpointWriter, parseSize, planShards, shardName } from './checkpoint-writer.ts';
 import { writeSafetensors } from './safetensors-writer.ts';
 import { writeAtomically, TMP_PREFIX } from './atomic.ts';
-import { SUPPORTED_DTYPES, dtypeSize, type DType } from './dtype.ts';
+import { SUPPORTED_DTYPES, dtypeSize, type DType } from '../util/dtype.ts';
 import { CheckpointError, FlmGrowError } from '../errors.ts';
 import { configToJson, makeConfig } from '../config.ts';
 import { parseRaw, randomBytes, tempDir } from '../../test/checkpoint/raw.ts';

@@ -8,11 +8,13 @@ import { CheckpointError } from '../errors.ts';
 import { readConfigFile, type ModelConfig } from '../config.ts';
 import { assertTensorsMatchConfig } from '../arch.ts';
 import { SafetensorsFile, numel, type TensorInfo } from './safetensors.ts';
-import { bytesToFloat32, dtypeSize } from './dtype.ts';
+import { bytesToFloat32, dtypeSize } from '../util/dtype.ts';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const SINGLE_FILE = 'model.safetensors';
 export const CONFIG_FILE = 'config.json';
+/** flm-grow's manifest: its presence marks a folder flm-grow wrote (see manifest.ts for the contents). */
+export const MANIFEST_FILE = 'flm-grow-manifest.json';
 
 export interface IndexJson {
   metadata?: { total_size?: number; [k: string]: unknown };

@@ -3,7 +3,7 @@ import { readFileSync, openSync, readSync, closeSync, existsSync } from 'node:fs
 import { join } from 'node:path';
 import { COALESCE_BYTES, SafetensorsWriter, encodeHeader, writeSafetensors } from './safetensors-writer.ts';
 import { SafetensorsFile } from './safetensors.ts';
-import { SUPPORTED_DTYPES, dtypeSize, type DType } from './dtype.ts';
+import { SUPPORTED_DTYPES, dtypeSize, type DType } from '../util/dtype.ts';
 import { SafetensorsError } from '../errors.ts';
 import { parseRaw, randomBytes, tempDir } from '../../test/checkpoint/raw.ts';
 

@@ -6,7 +6,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { SafetensorsError } from '../errors.ts';
-import { dtypeSize, type DType } from './dtype.ts';
+import { dtypeSize, type DType } from '../util/dtype.ts';
 import { numel } from './safetensors.ts';
 
 export interface TensorDecl {

@@ -5,7 +5,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { SafetensorsError } from '../errors.ts';
-import { dtypeSize, isSupportedDtype, KNOWN_UNSUPPORTED_DTYPES, type DType } from './dtype.ts';
+import { dtypeSize, isSupportedDtype, KNOWN_UNSUPPORTED_DTYPES, type DType } from '../util/dtype.ts';
 
 /** Same cap as the reference implementation. */
 export const MAX_HEADER_SIZE = 100_000_000;

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { assembleParts } from '../split.ts';
-import { bytesLabel } from './progress.ts';
+import { bytesLabel, progressBars } from './progress.ts';
 
 export const assembleCommand: CommandModule = {
   command: 'assemble <destination> <parts..>',
@@ -15,7 +15,7 @@ export const assembleCommand: CommandModule = {
     .option('quiet', { type: 'boolean', default: false }),
   handler: async (a) => {
     const t0 = Date.now();
-    const r = await assembleParts(a.destination as string, a.parts as string[], { move: a.move === true, verify: a.verify !== false, overwrite: a.overwrite === true, forceOverwrite: a['force-overwrite'] === true, quiet: a.quiet === true, log: (m) => process.stderr.write(`flm-grow: ${m}\n`) });
+    const r = await assembleParts(a.destination as string, a.parts as string[], { move: a.move === true, verify: a.verify !== false, overwrite: a.overwrite === true, forceOverwrite: a['force-overwrite'] === true, quiet: a.quiet === true, progress: progressBars(a.quiet === true), log: (m) => process.stderr.write(`flm-grow: ${m}\n`) });
     process.stdout.write(`assembled ${(a.parts as string[]).length} parts -> ${r.dest}: ${r.shards} shards, ${bytesLabel(r.bytes)} in ${((Date.now() - t0) / 1000).toFixed(1)} s ${a.verify !== false ? '(sha256 of every file checked against the part manifests)' : '(shard hashes taken from the part manifests)'}\n`);
   },
 };

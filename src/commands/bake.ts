@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { parseSize } from '../checkpoint/checkpoint-writer.ts';
 import { bakeCheckpoint } from '../growth/bake.ts';
+import { progressBars } from './progress.ts';
 
 export const bakeCommand: CommandModule = {
   command: 'bake <grown> <destination>',
@@ -15,7 +16,7 @@ export const bakeCommand: CommandModule = {
     .option('quiet', { type: 'boolean', default: false }),
   handler: async (a) => {
     const r = await bakeCheckpoint(a.grown as string, a.destination as string, {
-      force: a.force === true, overwrite: a.overwrite === true, forceOverwrite: a['force-overwrite'] === true, quiet: a.quiet === true,
+      force: a.force === true, overwrite: a.overwrite === true, forceOverwrite: a['force-overwrite'] === true, quiet: a.quiet === true, progress: progressBars(a.quiet === true),
       maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
       warn: (m) => process.stderr.write(`flm-grow: warning: ${m}\n`),
     });

@@ -6,9 +6,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import type { ArgumentsCamelCase } from 'yargs';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
-import { bytesToFloat32 } from '../checkpoint/dtype.ts';
+import { bytesToFloat32 } from '../util/dtype.ts';
 import { FlmGrowError } from '../errors.ts';
-import { makeTempDir } from '../model/test-utils.ts';
+import { makeTempDir } from '../../test/support/model.ts';
 import { forwardCommand, topK } from './forward.ts';
 
 const FIX = join(import.meta.dirname, '../../fixtures/hf/llama-tiny-f32');

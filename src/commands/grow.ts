@@ -1,11 +1,11 @@
 import type { CommandModule } from 'yargs';
-import { parseDtypeName } from '../checkpoint/dtype.ts';
+import { parseDtypeName } from '../util/dtype.ts';
 import { parseSize } from '../checkpoint/checkpoint-writer.ts';
 import { planFromArgs, withPlanOptions } from '../growth/plan-flags.ts';
 import { growCheckpoint } from '../growth/grow.ts';
 import { formatParams } from '../growth/plan-report.ts';
 import { parameterCount } from '../arch.ts';
-import { bytesLabel } from './progress.ts';
+import { bytesLabel, progressBars } from './progress.ts';
 import { FlmGrowError } from '../errors.ts';
 import { BACKEND_NAMES, type BackendName } from '../backend.ts';
 
@@ -40,7 +40,7 @@ export const growCommand: CommandModule = {
       maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
       overwrite: a.overwrite === true,
       forceOverwrite: a['force-overwrite'] === true,
-      quiet: a.quiet === true,
+      quiet: a.quiet === true, progress: progressBars(a.quiet === true),
       backend: a.backend as BackendName,
       ...(a.part === undefined ? {} : { writerOptions: { part: parsePart(a.part as string) } }),
     });

@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { readConfigFile } from '../config.ts';
-import { parseDtypeName } from '../checkpoint/dtype.ts';
+import { parseDtypeName } from '../util/dtype.ts';
 import { parseSize } from '../checkpoint/checkpoint-writer.ts';
 import { planFromArgs, withPlanOptions } from '../growth/plan-flags.ts';
 import { formatParams, planReport, type PlanReport } from '../growth/plan-report.ts';

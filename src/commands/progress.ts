@@ -3,14 +3,9 @@
  * so logs and CI output stay clean.
  */
 import cliProgress from 'cli-progress';
+import { noProgress as noop, type Progress, type ProgressFactory } from '../util/progress.ts';
 
-export interface Progress {
-  update(done: number, payload?: Record<string, unknown>): void;
-  increment(by?: number): void;
-  stop(): void;
-}
-
-const noop: Progress = { update: () => undefined, increment: () => undefined, stop: () => undefined };
+export type { Progress };
 
 export function bytesLabel(n: number): string {
   const u = ['B', 'KB', 'MB', 'GB', 'TB'];
@@ -37,4 +32,9 @@ export function progressBar(label: string, total: number, opts: { unit?: 'bytes'
     increment: (by = 1) => { cur += by; bar.update(cur, { shown: shown(cur) }); },
     stop: () => bar.stop(),
   };
+}
+
+/** Terminal bars for the library's progress reports (nothing when `quiet`). */
+export function progressBars(quiet: boolean): ProgressFactory {
+  return (label, total, opts) => progressBar(label, total, { unit: opts?.unit, quiet });
 }

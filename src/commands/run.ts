@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { formatLossTable, runPipeline } from '../pipeline.ts';
+import { progressBars } from './progress.ts';
 
 export const runCommand: CommandModule = {
   command: 'run <pipeline>',
@@ -10,7 +11,7 @@ export const runCommand: CommandModule = {
     .option('quiet', { type: 'boolean', default: false }),
   handler: async (a) => {
     const t0 = Date.now();
-    const r = await runPipeline(a.pipeline as string, { out: a.out as string | undefined, quiet: a.quiet === true });
+    const r = await runPipeline(a.pipeline as string, { out: a.out as string | undefined, quiet: a.quiet === true, progress: progressBars(a.quiet === true) });
     const lines = [
       '',
       'Loss per stage (the probe is one fixed held-out batch; "before"/"after" growth are the source and the grown model on it):',

@@ -1,9 +1,9 @@
 import type { CommandModule } from 'yargs';
-import { parseDtypeName } from '../checkpoint/dtype.ts';
+import { parseDtypeName } from '../util/dtype.ts';
 import { parameterCount } from '../arch.ts';
 import { formatParams } from '../growth/plan-report.ts';
 import { STAGE_NAMES, synthCheckpoint } from '../synth.ts';
-import { bytesLabel } from './progress.ts';
+import { bytesLabel, progressBars } from './progress.ts';
 
 export const synthCommand: CommandModule = {
   command: 'synth <dir>',
@@ -27,7 +27,7 @@ export const synthCommand: CommandModule = {
       maxShardSize: a['out-shard-size'] as string,
       overwrite: a.overwrite === true,
       forceOverwrite: a['force-overwrite'] === true,
-      quiet: a.quiet === true,
+      quiet: a.quiet === true, progress: progressBars(a.quiet === true),
     });
     const mbps = r.bytes / 1e6 / Math.max(r.seconds, 1e-9);
     process.stdout.write(`synth ${a.like as string} -> ${r.dir}: ${r.config.numLayers} layers, ${formatParams(parameterCount(r.config))} parameters, ${bytesLabel(r.bytes)} in ${r.seconds.toFixed(1)} s (${mbps.toFixed(0)} MB/s)\n`);

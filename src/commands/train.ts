@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { BACKEND_NAMES, type BackendName } from '../backend.ts';
 import { LR_SCHEDULE_KINDS, type LrScheduleKind } from '../train/lr-schedule.ts';
 import { train } from '../train/trainer.ts';
+import { progressBars } from './progress.ts';
 
 export const trainCommand: CommandModule = {
   command: 'train <checkpoint>',
@@ -41,7 +42,7 @@ export const trainCommand: CommandModule = {
       evalEvery: a['eval-every'] as number, evalBatches: a['eval-batches'] as number, evalFraction: a['eval-fraction'] as number,
       seed: a.seed as number, backend: a.backend as BackendName, resume: a.resume === true,
       lrAfterGrowth: a['lr-after-growth'] as 'rewind' | 'continue', totalSteps: a['total-steps'] as number | undefined,
-      keepCheckpoints: a['keep-checkpoints'] as number, quiet: a.quiet === true,
+      keepCheckpoints: a['keep-checkpoints'] as number, quiet: a.quiet === true, progress: progressBars(a.quiet === true),
     });
     const lines = [
       `trained ${r.parameters.toLocaleString('en-US')} parameters, steps ${r.startStep} -> ${r.step}: loss ${r.firstLoss.toFixed(4)} -> ${r.lastLoss.toFixed(4)}` +

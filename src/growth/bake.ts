@@ -10,10 +10,9 @@ import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import type { TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { FlmGrowError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, type Manifest } from '../manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION, type Manifest } from '../manifest.ts';
 import { groupsBelowOne, loadMasksIfAny } from '../masks.ts';
-import { progressBar } from '../commands/progress.ts';
-import { sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION } from './grow.ts';
+import { startProgress, type ProgressFactory } from '../util/progress.ts';
 
 export interface BakeOptions {
   force?: boolean;
@@ -22,6 +21,8 @@ export interface BakeOptions {
   forceOverwrite?: boolean;
   maxShardSize?: number;
   quiet?: boolean;
+  /** Where progress goes (commands/ passes terminal bars); none by default. */
+  progress?: ProgressFactory;
   /** Called when --force drops masks below 1 (the CLI prints it). */
   warn?: (msg: string) => void;
 }
@@ -52,7 +53,7 @@ export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOpti
     const writer = await CheckpointWriter.create(dest, decls, { maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [grown] });
     try {
       const total = decls.reduce((a, d) => a + (ck.info(d.name).end - ck.info(d.name).begin), 0);
-      const bar = progressBar('bake', total, { unit: 'bytes', quiet: opts.quiet });
+      const bar = startProgress(opts.progress, opts.quiet, 'bake', total, 'bytes');
       let done = 0;
       for (const d of decls) {
         if (!writer.wants(d.name)) continue;

@@ -48,10 +48,4 @@ export function pickLayers(distances: readonly number[], k: number, order: 'smal
 }
 
 /** Position in the grown stack of the residual stream that source boundary n (0..L) maps to. */
-export function grownBoundary(layerMap: readonly LayerMapEntry[], n: number): number {
-  if (n === 0) return 0;
-  // boundary n of the source = output of source layer n-1 = after its last inserted follower
-  let last = -1;
-  layerMap.forEach((e, i) => { if (e.source === n - 1) last = i; });
-  return last + 1;
-}
+export { grownBoundary } from './boundary.ts';

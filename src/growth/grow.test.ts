@@ -1,18 +1,18 @@
 /** grow and bake on real files: bytes, determinism, manifest, masks, errors, and the HF fixtures vs transformers. */
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeConfig } from '../config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
-import { bytesToFloat32, roundToDtype } from '../checkpoint/dtype.ts';
+import { bytesToFloat32, roundToDtype } from '../util/dtype.ts';
 import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../masks.ts';
 import { readManifest, verifyManifestFiles } from '../manifest.ts';
 import { growCheckpoint } from './grow.ts';
 import { bakeCheckpoint } from './bake.ts';
 import { growMomentTensor, layoutFromManifest } from './moments.ts';
 import { parsePlan, readPlanFile, applyPlanFlags } from './plan.ts';
-import { compareGrown, loadAll, naive, randomIds, tempDir, writeRandomCheckpoint } from './test-helpers.ts';
+import { compareGrown, loadAll, naive, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 import { ropeInvFreq } from '../../test/reference/naive-llama.ts';
 
 const FIX = join(import.meta.dirname, '../../fixtures/hf');
@@ -33,6 +33,13 @@ beforeAll(async () => {
   writeFileSync(join(src, 'tokenizer.json'), '{"fake": true}');
 });
 afterAll(() => tmp.cleanup());
+
+/** A fresh grow of `src` with every operator (masked), owned by the test that asks for it. */
+async function grownAllOps(name: string): Promise<string> {
+  const out = join(tmp.dir, name);
+  await growCheckpoint(src, out, allOps(), { quiet: true });
+  return out;
+}
 
 async function tensorBytes(dir: string): Promise<Map<string, Uint8Array>> {
   const ck = await Checkpoint.open(dir);
@@ -98,7 +105,9 @@ describe('grow', () => {
     expect(Array.from(masks.hidden)).toEqual([...new Array(12).fill(1), 0, 0, 0, 0]);
     expect(Array.from(masks.vocab)).toEqual([...new Array(9).fill(1), 0, 0, 0]);
     expect(Array.from(masks.layers[0].heads)).toEqual([1, 1, 0, 0, 1, 1, 0, 0]);
-    expect(masks.layers.map((l) => l.residual)).toEqual([1, 1, 1, 0].length === 4 ? r.layerMap.map((e) => (e.inserted ? 0 : 1)) : []);
+    // positions [1, 0]: a copy of source layer 0 after it, and of source layer 1 after it
+    expect(r.layerMap).toEqual([{ source: 0, inserted: false }, { source: 0, inserted: true }, { source: 1, inserted: false }, { source: 1, inserted: true }]);
+    expect(masks.layers.map((l) => l.residual)).toEqual([1, 0, 1, 0]);
     const conf = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(conf).toMatchObject({ hidden_size: 16, intermediate_size: 13, num_attention_heads: 8, num_key_value_heads: 2, num_hidden_layers: 4, vocab_size: 12, head_dim: 4 });
   });
@@ -121,7 +130,7 @@ describe('grow', () => {
   });
 
   it('the trainer can rebuild the layout from the manifest and grow Adam moments the same way', async () => {
-    const out = join(tmp.dir, 'a');
+    const out = await grownAllOps('moments');
     const m = readManifest(out) as NonNullable<ReturnType<typeof readManifest>>;
     const ck = await Checkpoint.open(out);
     const layout = layoutFromManifest(cfg, ck.config, m);
@@ -174,7 +183,9 @@ describe('grow', () => {
     await expect(growCheckpoint(src, dest, parsePlan({ targets: { num_hidden_layers: 3 }, placement: { positions: [5] } }), { quiet: true })).rejects.toThrow(/position 5/);
     await expect(growCheckpoint(join(tmp.dir, 'nope'), dest, allOps(), { quiet: true })).rejects.toThrow(/not a folder/);
     await expect(growCheckpoint(src, src, allOps(), { quiet: true })).rejects.toThrow(/destination is the source/);
-    await expect(growCheckpoint(src, join(tmp.dir, 'a'), allOps(), { quiet: true })).rejects.toThrow(/already exists/);
+    const existing = join(tmp.dir, 'existing');
+    mkdirSync(existing);
+    await expect(growCheckpoint(src, existing, allOps(), { quiet: true })).rejects.toThrow(/already exists/);
     expect(existsSync(dest)).toBe(false);
     expect(readdirSync(tmp.dir).filter((f) => f.startsWith('.flm-grow-tmp'))).toEqual([]);
   });
@@ -182,7 +193,7 @@ describe('grow', () => {
 
 describe('bake', () => {
   it('refuses while masks are below 1, naming the groups; --force drops them', async () => {
-    const g = join(tmp.dir, 'a');
+    const g = await grownAllOps('bake-below-one');
     await expect(bakeCheckpoint(g, join(tmp.dir, 'bk0'), { quiet: true })).rejects.toThrow(/masks still below 1: hidden.*heads.*ffn.*layers/);
     expect(existsSync(join(tmp.dir, 'bk0'))).toBe(false);
     const warnings: string[] = [];

@@ -6,17 +6,18 @@
  * thread, so the data is never read back).
  */
 import { existsSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { Checkpoint, CONFIG_FILE, INDEX_FILE } from '../checkpoint/checkpoint.ts';
+import { join } from 'node:path';
+import { Checkpoint, CONFIG_FILE } from '../checkpoint/checkpoint.ts';
 import { CheckpointWriter, type CheckpointWriterOptions } from '../checkpoint/checkpoint-writer.ts';
 import { tensorByteSize, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
-import { dtypeSize, type DType } from '../checkpoint/dtype.ts';
+import { dtypeSize, type DType } from '../util/dtype.ts';
+import { tensorName } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, sha256File, type Manifest } from '../manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, SIDE_FILE_PATTERN, sourceIdentity, TOOL_VERSION, type Manifest } from '../manifest.ts';
 import { groupsBelowOne, loadMasksIfAny, MASKS_FILE, writeMasks } from '../masks.ts';
-import { progressBar } from '../commands/progress.ts';
+import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import type { BackendName } from '../backend.ts';
 import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
 import { buildLayout, initialMasks, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
@@ -24,12 +25,8 @@ import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from 
 import { produceTensor, DEFAULT_BLOCK_BYTES } from './produce.ts';
 import { BlockPool, ParallelHasher } from './hash-worker.ts';
 import { SourceReader } from './source-reader.ts';
-import { growOptimizerFile, OPTIMIZER_FILE } from '../train/optimizer-state.ts';
-
-export const TOOL_VERSION = '0.1.0';
-
-/** Files copied along unchanged (tokenizer and generation settings). */
-export const SIDE_FILE_PATTERN = /^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
+import { growOptimizerFile } from './moments.ts';
+import { OPTIMIZER_FILE } from '../checkpoint/optimizer-state.ts';
 
 export interface LayerSelection {
   metric: 'cosine' | 'l2';
@@ -48,10 +45,12 @@ export interface GrowOptions {
   /** With overwrite: replace the destination even if flm-grow did not write it. */
   forceOverwrite?: boolean;
   quiet?: boolean;
+  /** Where progress goes (commands/ passes terminal bars); none by default. */
+  progress?: ProgressFactory;
   blockBytes?: number;
   /** Extra writer options (e.g. for split grows; the writer's wants() decides what is produced). */
   writerOptions?: Partial<CheckpointWriterOptions>;
-  /** Called with bytes written so far / total (besides the progress bar). */
+  /** Called with bytes written so far / total (besides `progress`). */
   onProgress?: (done: number, total: number) => void;
   /** Precomputed layer selection (skips the calibration forward pass). */
   selection?: LayerSelection;
@@ -71,7 +70,7 @@ export interface GrowResult {
 
 /** Source tensor dtype for the output (the embedding's; checkpoints are single-dtype in practice). */
 export function sourceDtype(ck: Checkpoint): DType {
-  return ck.info('model.embed_tokens.weight').dtype;
+  return ck.info(tensorName('embed')).dtype;
 }
 
 /** Positions of inserted layers: explicit from the plan, or chosen by distance on the source. */
@@ -165,7 +164,7 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
 async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: readonly TensorOp[], layout: GrowthLayout, outDtype: DType, opts: GrowOptions): Promise<void> {
   const wanted = ops.filter((op) => writer.wants(op.name));
   const total = wanted.reduce((a, op) => a + op.shape.reduce((x, y) => x * y, 1) * dtypeSize(outDtype), 0);
-  const bar = progressBar('grow', total, { unit: 'bytes', quiet: opts.quiet });
+  const bar = startProgress(opts.progress, opts.quiet, 'grow', total, 'bytes');
   const reader = new SourceReader(ck);
   const blockBytes = opts.blockBytes ?? DEFAULT_BLOCK_BYTES;
   // Up to WRITES_IN_FLIGHT blocks being written (and hashed) while the next is built: the
@@ -209,17 +208,6 @@ async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter, target: 
   for (const f of readdirSync(ck.dir)) {
     if (SIDE_FILE_PATTERN.test(f)) await writer.copySideFile(join(ck.dir, f), f);
   }
-}
-
-export async function sourceIdentity(ck: Checkpoint, source: string): Promise<NonNullable<Manifest['source']>> {
-  const idx = join(ck.dir, INDEX_FILE);
-  return {
-    path: resolve(source),
-    configSha256: await sha256File(join(ck.dir, CONFIG_FILE)),
-    ...(existsSync(idx) ? { indexSha256: await sha256File(idx) } : {}),
-    parameters: ck.parameterCount,
-    bytes: ck.totalBytes,
-  };
 }
 
 async function growManifest(ck: Checkpoint, source: string, plan: GrowthPlan, layout: GrowthLayout, resolved: ResolvedTarget,

@@ -8,7 +8,7 @@
  * zero mode needs it (a new entry that would write into the old residual stream) or init.new is
  * zero, else `random` (seeded normal, std per role).
  */
-import { LLAMA_TENSORS, SPEC_BY_ROLE, expectedTensors, type Dim, type Role } from '../arch.ts';
+import { LLAMA_TENSORS, SPEC_BY_ROLE, expectedTensors, tensorName, type Dim, type Role } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
 import type { MaskSet } from '../masks.ts';
 import { allNew, countOld, type AxisMap } from './axis-map.ts';
@@ -74,8 +74,7 @@ export interface TensorOp {
 }
 
 function sourceName(role: Role, layer: number | undefined): string {
-  const tpl = SPEC_BY_ROLE[role].template;
-  return layer === undefined ? tpl : tpl.replace('{i}', String(layer));
+  return tensorName(role, layer);
 }
 
 /** Every output tensor's operation, in the output's natural (HF) order. */

@@ -4,11 +4,12 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeConfig } from '../config.ts';
 import { INDEX_FILE } from '../checkpoint/checkpoint.ts';
-import { MANIFEST_FILE, readManifest, sha256File } from '../manifest.ts';
+import { MANIFEST_FILE, readManifest } from '../manifest.ts';
+import { sha256File } from '../util/hash.ts';
 import { growCheckpoint } from './grow.ts';
 import { bakeCheckpoint } from './bake.ts';
 import { parsePlan } from './plan.ts';
-import { tempDir, writeRandomCheckpoint } from './test-helpers.ts';
+import { tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 
 async function expectManifestMatchesDisk(dir: string): Promise<void> {
   const m = readManifest(dir);

@@ -8,14 +8,14 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
-import { bytesToFloat32 } from '../checkpoint/dtype.ts';
+import { bytesToFloat32 } from '../util/dtype.ts';
 import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../masks.ts';
 import { initBackend } from '../backend.ts';
 import { streamedForward, type StreamOptions } from '../model/streaming.ts';
 import { growCheckpoint } from './grow.ts';
 import { bakeCheckpoint } from './bake.ts';
 import { applyPlanFlags, readPlanFile } from './plan.ts';
-import { tempDir } from './test-helpers.ts';
+import { tempDir } from '../../test/support/growth.ts';
 
 const FIX = join(import.meta.dirname, '../../fixtures/hf');
 const PLANS = join(import.meta.dirname, '../../growth-plans');

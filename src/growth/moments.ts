@@ -7,8 +7,13 @@ import { buildLayout, tensorOps, type GrowthLayout, type TensorOp } from './layo
 import { parsePlan } from './plan.ts';
 import type { ModelConfig } from '../config.ts';
 import type { Manifest } from '../manifest.ts';
-import { FlmGrowError } from '../errors.ts';
-import { shapeOf } from '../arch.ts';
+import { FlmGrowError, TrainError } from '../errors.ts';
+import { expectedTensors, shapeOf } from '../arch.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { readConfigFile } from '../config.ts';
+import { readManifest } from '../manifest.ts';
+import { OPTIMIZER_FILE, readOptimizerState, writeOptimizerState, type MomentArrays } from '../checkpoint/optimizer-state.ts';
 
 export function opFor(layout: GrowthLayout, outName: string): TensorOp {
   const op = tensorOps(layout).find((o) => o.name === outName);
@@ -57,4 +62,41 @@ export function layoutFromManifest(source: ModelConfig, target: ModelConfig, m: 
   const { resolvedTargets: _t, std: _s, zeroModeNorm: _z, ...planJson } = m.plan as Record<string, unknown>;
   const plan = parsePlan(planJson, 'manifest plan');
   return buildLayout(source, target, plan, m.layerMap);
+}
+
+/**
+ * Expand an optimizer state through a growth layout: every moment lands where its weight went;
+ * new rows/columns and inserted layers start at 0 (MSG's treatment of Adam moments).
+ */
+export async function growOptimizerFile(srcPath: string, srcCfg: ModelConfig, dstCfg: ModelConfig, layout: GrowthLayout, outPath: string): Promise<void> {
+  const srcShapes = new Map(expectedTensors(srcCfg).map((t) => [t.name, t.shape] as const));
+  const src = await readOptimizerState(srcPath, srcShapes);
+  const dstShapes = new Map(expectedTensors(dstCfg).map((t) => [t.name, t.shape] as const));
+  const moments = new Map<string, MomentArrays>();
+  for (const name of dstShapes.keys()) {
+    const from = momentSource(layout, name);
+    const mo = from === undefined ? undefined : src.moments.get(from);
+    moments.set(name, {
+      expAvg: growMomentTensor(layout, name, mo?.expAvg),
+      expAvgSq: growMomentTensor(layout, name, mo?.expAvgSq),
+    });
+  }
+  await writeOptimizerState(outPath, dstShapes, { meta: src.meta, moments });
+}
+
+/**
+ * For a grown folder made without its optimizer state: rebuild the layout from the grown
+ * manifest and write grown/optimizer.safetensors. (growCheckpoint already does this itself,
+ * inside its atomic output, whenever the source has optimizer state.) Returns false when the
+ * source has none.
+ */
+export async function growOptimizerState(sourceDir: string, grownDir: string): Promise<boolean> {
+  const srcPath = join(sourceDir, OPTIMIZER_FILE);
+  if (!existsSync(srcPath)) return false;
+  const manifest = readManifest(grownDir);
+  if (manifest === undefined) throw new TrainError('OptimizerState', `${grownDir}: no flm-grow-manifest.json; cannot tell how it was grown`);
+  const srcCfg = readConfigFile(join(sourceDir, 'config.json'));
+  const dstCfg = readConfigFile(join(grownDir, 'config.json'));
+  await growOptimizerFile(srcPath, srcCfg, dstCfg, layoutFromManifest(srcCfg, dstCfg, manifest), join(grownDir, OPTIMIZER_FILE));
+  return true;
 }

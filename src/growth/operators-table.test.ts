@@ -14,7 +14,7 @@ import { buildLayout } from './layout.ts';
 import { grows, OPERATORS, ZERO_MODE_AXES, ZERO_MODE_INSERTED, type MaskVector } from './operators.ts';
 import { growCheckpoint } from './grow.ts';
 import { parsePlan, resolveTarget, TARGET_KEYS, type GrowthTargets } from './plan.ts';
-import { compareGrown, randomIds, tempDir, writeRandomCheckpoint } from './test-helpers.ts';
+import { compareGrown, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 
 const DIMS: readonly Dim[] = ['V', 'H', 'F', 'Q', 'KV'];
 const MASK_VECTORS: readonly MaskVector[] = ['hidden', 'vocab', 'heads', 'ffn', 'residual'];

@@ -128,7 +128,6 @@ describe('plans', () => {
     expect(r2.parameters).toBe(parameterCount({ ...c102 }));
     expect(formatParams(r2.parameters)).toBe('102.20 B');
     expect(r2.outputBytes).toBe(2 * r2.parameters);
-    expect(r2.peakMemoryBytes).toBeLessThan(1e9);
   });
   it('tiny analogues keep the Tele-FLM ratios', () => {
     const a = readPlanFile(join(PLANS, 'tiny-stage1-to-stage2.json')).targets;

@@ -13,7 +13,7 @@
  */
 import type { Dim, Role } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
-import type { DType } from '../checkpoint/dtype.ts';
+import type { DType } from '../util/dtype.ts';
 import { PlanError } from '../errors.ts';
 import type { MaskGroup } from '../masks.ts';
 import { appendMap, expandBlocks, NEW, type AxisMap } from './axis-map.ts';

@@ -4,7 +4,7 @@
  */
 import { parameterCount } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
-import { dtypeSize, type DType } from '../checkpoint/dtype.ts';
+import { dtypeSize, type DType } from '../util/dtype.ts';
 import { planShards } from '../checkpoint/checkpoint-writer.ts';
 import { safetensorsFileSize } from '../checkpoint/safetensors-writer.ts';
 import { describeMap } from './axis-map.ts';

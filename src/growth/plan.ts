@@ -6,12 +6,14 @@
  * target config.
  */
 import { readFileSync } from 'node:fs';
+import { LLAMA_TENSORS } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
-import type { DType } from '../checkpoint/dtype.ts';
+import type { DType } from '../util/dtype.ts';
 import { MASK_GROUPS, type MaskGroup } from '../masks.ts';
 import type { MaskSchedule } from '../manifest.ts';
 import { grows, OPERATORS, type ZeroModeNorm } from './operators.ts';
+import { defaultInitStd } from '../util/init.ts';
 
 export type GrowthMode = 'masked' | 'zero';
 
@@ -77,8 +79,6 @@ export interface GrowthPlan {
 
 /** MSG's default annealing length (optimizer steps). */
 export const DEFAULT_ANNEAL_STEPS = 5000;
-/** Tele-FLM's init std (model card), used when the config has no initializer_range. */
-export const TELE_FLM_STD = 4e-3;
 
 export function defaultPlan(): GrowthPlan {
   return {
@@ -128,7 +128,9 @@ function oneOf<T extends string>(v: unknown, allowed: readonly T[], field: strin
   return v as T;
 }
 
-const STD_KEYS = ['default', 'embedding', 'matrix', 'embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'lm_head'];
+/** `default`, then the init kinds and roles of arch.ts that get random entries (norms are constants). */
+const RANDOM_SPECS = LLAMA_TENSORS.filter((s) => s.kind !== 'norm');
+const STD_KEYS = ['default', ...new Set(RANDOM_SPECS.map((s) => s.kind)), ...RANDOM_SPECS.map((s) => s.role)];
 
 /** Parse a plan object (from JSON) over the defaults; errors name the field and the source. */
 export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
@@ -350,6 +352,5 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
 /** Std of new random entries of a role: role, then kind, then default, then config, then Tele-FLM's 4e-3. */
 export function stdFor(plan: GrowthPlan, src: ModelConfig, role: string, kind: string): number {
   const s = plan.init.std;
-  const ir = src.raw.initializer_range;
-  return s[role] ?? s[kind] ?? s.default ?? (typeof ir === 'number' && ir > 0 ? ir : TELE_FLM_STD);
+  return s[role] ?? s[kind] ?? s.default ?? defaultInitStd(src.raw.initializer_range);
 }

@@ -7,10 +7,10 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { join } from 'node:path';
 import { makeConfig, type ModelConfig } from '../config.ts';
-import type { DType } from '../checkpoint/dtype.ts';
+import type { DType } from '../util/dtype.ts';
 import { growCheckpoint } from './grow.ts';
 import { defaultPlan, type GrowthPlan } from './plan.ts';
-import { compareGrown, randomIds, tempDir, writeRandomCheckpoint } from './test-helpers.ts';
+import { compareGrown, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 import { verifyGrowth } from '../verify.ts';
 
 interface Case {

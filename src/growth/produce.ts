@@ -4,10 +4,10 @@
  * fills new ones (init.ts), and hands each finished block to `emit`. Memory: one output block
  * plus the matching source rows, whatever the tensor size.
  */
-import { bytesToFloat32, dtypeSize, float32ToBytes, type DType } from '../checkpoint/dtype.ts';
+import { bytesToFloat32, dtypeSize, float32ToBytes, type DType } from '../util/dtype.ts';
 import { FlmGrowError } from '../errors.ts';
 import { runsOf, type Run } from './axis-map.ts';
-import { constBits, fillRun, normalTable, rowState, tensorSeed, type Bits } from './init.ts';
+import { constBits, fillRun, normalTable, rowState, tensorSeed, type Bits } from '../util/init.ts';
 import type { TensorOp } from './layout.ts';
 import { sharedBlock } from './hash-worker.ts';
 import type { SourceRows } from './source-reader.ts';

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { PlanError } from '../errors.ts';
-import { mulberry32, uniformInt } from '../train/rng.ts';
+import { mulberry32, uniformInt } from '../util/random.ts';
 import { layerDistance, type DistanceMetric } from './distance.ts';
 import { pickLayers } from './depth.ts';
 import type { CalibrationPlan } from './plan.ts';
@@ -17,6 +17,8 @@ export interface SelectOptions {
   order: 'smallest' | 'largest';
   /** How many insertions to pick (default: none, distances only). */
   count?: number;
+  /** Residual-stream provider (default: the model's layer-streamed forward, loaded lazily). */
+  stream?: ResidualStreamFn;
 }
 
 export interface SelectResult {
@@ -44,8 +46,10 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
       return v;
     });
   } else if (cal.text !== undefined) {
-    const { loadTokenizer } = await import('../train/tokenizer.ts');
-    ids = loadTokenizer(ck.dir).encode(cal.text).map((v) => v % V);
+    const { loadTokenizer } = await import('../tokenizer.ts');
+    ids = loadTokenizer(ck.dir).encode(cal.text);
+    const bad = ids.findIndex((v) => v >= V);
+    if (bad >= 0) throw new PlanError('calibration.text', `the tokenizer gives id ${ids[bad]} (token ${bad}), outside the model's vocabulary [0, ${V})`);
   } else {
     const next = mulberry32(cal.seed);
     ids = Array.from({ length: cal.tokens }, () => uniformInt(next, V));
@@ -58,23 +62,13 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
   return full.length > 0 ? full : [seqs[0]];
 }
 
-let defaultStream: ResidualStreamFn | undefined;
-
-/** Use another residual-stream provider (tests; or before the model is loaded). */
-export function setResidualStream(fn: ResidualStreamFn | undefined): void {
-  defaultStream = fn;
-}
-
 export async function selectLayers(ck: Checkpoint, batch: number[][], opts: SelectOptions): Promise<SelectResult> {
   const L = ck.config.numLayers;
   const distances = new Array<number>(L).fill(NaN);
   const visit = (l: number, xIn: Float32Array, xOut: Float32Array) => { distances[l] = layerDistance(xIn, xOut, ck.config.hiddenSize, opts.metric); };
-  if (defaultStream !== undefined) await defaultStream(ck, batch, visit);
-  else {
-    // loaded lazily: growing with explicit positions never needs tfjs
-    const { residualStream } = await import('./residual-stream.ts');
-    await residualStream(ck, batch, visit);
-  }
+  // loaded lazily: growing with explicit positions never needs tfjs
+  const stream = opts.stream ?? (await import('./residual-stream.ts')).residualStream;
+  await stream(ck, batch, visit);
   const ranking = pickLayers(distances, L, opts.order);
   const picks = opts.count === undefined ? [] : pickLayers(distances, opts.count, opts.order);
   return { distances, ranking, picks };

@@ -3,9 +3,9 @@
  * layout transformers' tokenizers produce), from a "1,2,3" list, or seeded random ids.
  */
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
-import { bytesToFloat32 } from '../checkpoint/dtype.ts';
+import { bytesToFloat32 } from '../util/dtype.ts';
 import { ModelInputError } from '../errors.ts';
-import { mulberry32, uniformInt } from '../train/rng.ts';
+import { mulberry32, uniformInt } from '../util/random.ts';
 
 export const INPUT_IDS = 'input_ids';
 

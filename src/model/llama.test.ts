@@ -9,12 +9,12 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../backend.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
-import { bytesToFloat32, type DType } from '../checkpoint/dtype.ts';
+import { bytesToFloat32, type DType } from '../util/dtype.ts';
 import { makeConfig, type ModelConfig } from '../config.ts';
 import { tensorName } from '../arch.ts';
 import { ModelInputError } from '../errors.ts';
 import { disposeWeights, forward, gatherRows, loadWeights, matMul2d, ropeInvFreq, type LlamaWeights } from './llama.ts';
-import { randomIdRows, randomWeightArrays, weightsFromArrays } from './test-utils.ts';
+import { randomIdRows, randomWeightArrays, weightsFromArrays } from '../../test/support/model.ts';
 import { naiveForward } from '../../test/reference/naive-llama.ts';
 
 const FIX = join(import.meta.dirname, '../../fixtures/hf');

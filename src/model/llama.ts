@@ -11,8 +11,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { inputScale, logitScale, type ModelConfig } from '../config.ts';
 import { ModelInputError, CheckpointError } from '../errors.ts';
-import { shapeOf, tensorName, type Role } from '../arch.ts';
-import { roundToDtype, type DType } from '../checkpoint/dtype.ts';
+import { LLAMA_TENSORS, shapeOf, tensorName, type Role } from '../arch.ts';
+import { roundToDtype, type DType } from '../util/dtype.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { MaskSet } from '../masks.ts';
 
@@ -30,11 +30,9 @@ export interface LlamaWeights {
   layers: LayerWeights[];
 }
 
-/** LayerWeights field -> tensor role in arch.ts. */
-export const LAYER_FIELDS: readonly [keyof LayerWeights, Role][] = [
-  ['inputNorm', 'input_norm'], ['q', 'q'], ['k', 'k'], ['v', 'v'], ['o', 'o'],
-  ['postNorm', 'post_norm'], ['gate', 'gate'], ['up', 'up'], ['down', 'down'],
-];
+/** LayerWeights field -> tensor role, from arch.ts (TensorSpec.field). */
+export const LAYER_FIELDS: readonly [keyof LayerWeights, Role][] = LLAMA_TENSORS.filter((s) => s.perLayer)
+  .map((s) => [s.field as keyof LayerWeights, s.role]);
 
 export async function loadTensor(ck: Checkpoint, cfg: ModelConfig, role: Role, layer?: number): Promise<tf.Tensor> {
   const name = tensorName(role, layer);

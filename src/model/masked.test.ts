@@ -10,7 +10,7 @@ import { initBackend } from '../backend.ts';
 import { makeConfig, type ModelConfig } from '../config.ts';
 import { onesMasks, type MaskSet } from '../masks.ts';
 import { disposeMaskTensors, disposeWeights, forward, masksToTensors } from './llama.ts';
-import { buildHandGrown, randomIdRows, randomWeightArrays, weightsFromArrays } from './test-utils.ts';
+import { buildHandGrown, randomIdRows, randomWeightArrays, weightsFromArrays } from '../../test/support/model.ts';
 import { naiveForward } from '../../test/reference/naive-llama.ts';
 
 beforeAll(async () => {

@@ -11,13 +11,13 @@ import { initBackend } from '../backend.ts';
 import { makeConfig, configToJson } from '../config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
-import { float32ToBytes } from '../checkpoint/dtype.ts';
+import { float32ToBytes } from '../util/dtype.ts';
 import { expectedTensors } from '../arch.ts';
 import { masksPath, writeMasks } from '../masks.ts';
 import { CheckpointError, ModelInputError } from '../errors.ts';
 import { disposeMaskTensors, disposeWeights, forward, loadLayerWeights, loadWeights, masksToTensors } from './llama.ts';
 import { streamedForward } from './streaming.ts';
-import { buildHandGrown, makeTempDir, randomIdRows, writeCheckpoint, writeRandomCheckpoint } from './test-utils.ts';
+import { buildHandGrown, makeTempDir, randomIdRows, writeCheckpoint, writeRandomCheckpoint } from '../../test/support/model.ts';
 
 const tmp = makeTempDir();
 const base = makeConfig({ hiddenSize: 16, intermediateSize: 24, numLayers: 3, numHeads: 2, numKvHeads: 1, headDim: 8, vocabSize: 40 });

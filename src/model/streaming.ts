@@ -8,14 +8,14 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { tensorName } from '../arch.ts';
-import { bytesToFloat32 } from '../checkpoint/dtype.ts';
+import { bytesToFloat32 } from '../util/dtype.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { ModelConfig } from '../config.ts';
 import { CheckpointError, ModelInputError } from '../errors.ts';
 import { loadMasksIfAny, type MaskSet } from '../masks.ts';
 import {
   attentionBlock, disposeLayerWeights, disposeMaskTensors, embedTokens, finalHidden, lmHeadLogits, loadLayerWeights, loadTensor,
-  makeRope, masksToTensors, mlpBlock, residualAdd, rmsNorm, swiglu, validateIds, WIDE_BLOCK, type MaskTensors, type RopeOptions,
+  makeRope, masksToTensors, mlpBlock, residualAdd, rmsNorm, swiglu, validateIds, WIDE_BLOCK, type MaskTensors, type Rope, type RopeOptions,
 } from './llama.ts';
 
 export const DEFAULT_MAX_BLOCK_BYTES = 1 << 30;
@@ -100,7 +100,7 @@ async function readEmbeddingRows(ck: Checkpoint, ids: Int32Array): Promise<{ tab
 /** The forward pass of a checkpoint, layer by layer. Results come back as host arrays. */
 export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: StreamOptions = {}): Promise<StreamResult> {
   const cfg = ck.config;
-  const L = cfg.numLayers, H = cfg.hiddenSize, V = cfg.vocabSize;
+  const L = cfg.numLayers;
   const idsT = idsToTensor(ids);
   const owned = idsT !== ids;
   const maskSet = opts.masks === null ? undefined : (opts.masks ?? (await loadMasksIfAny(ck.dir, cfg)));
@@ -112,35 +112,12 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
   try {
     validateIds(cfg, idsT);
     masks = maskSet === undefined ? undefined : masksToTensors(maskSet);
-    const { table, local } = await readEmbeddingRows(ck, idsT.dataSync() as Int32Array);
-    const localT = tf.tensor2d(local, [B, T], 'int32');
-    x = embedTokens(cfg, table, localT, masks);
-    tf.dispose([table, localT]);
+    x = await embedIds(ck, idsT, masks);
     if (hidden !== undefined) hidden.push((await x.data()) as Float32Array);
     let residualIn = opts.onResidual !== undefined ? ((await x.data()) as Float32Array) : undefined;
     opts.onLayer?.(0, L + 1);
-    const maxBlockBytes = opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES;
     for (let l = 0; l < L; l++) {
-      // decoderLayer is exactly mlpBlock ∘ attentionBlock; running the halves separately halves the weights held
-      const aw = await loadLayerWeights(ck, l, ['inputNorm', 'q', 'k', 'v', 'o']);
-      let next: tf.Tensor3D;
-      try {
-        next = attentionBlock(cfg, aw, x, l, masks, rope);
-      } finally {
-        disposeLayerWeights(aw);
-      }
-      x.dispose();
-      x = next;
-      if (4 * 3 * H * cfg.intermediateSize <= maxBlockBytes) {
-        const mw = await loadLayerWeights(ck, l, ['postNorm', 'gate', 'up', 'down']);
-        try {
-          next = mlpBlock(cfg, mw, x, l, masks);
-        } finally {
-          disposeLayerWeights(mw);
-        }
-      } else next = await blockedMlp(ck, l, x, masks, maxBlockBytes);
-      x.dispose();
-      x = next;
+      x = await streamLayer(ck, l, x, masks, rope, opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES);
       if (hidden !== undefined && l < L - 1) hidden.push((await x.data()) as Float32Array);
       if (opts.onResidual !== undefined && residualIn !== undefined) {
         const out = (await x.data()) as Float32Array;
@@ -164,75 +141,119 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
     if (masks !== undefined) disposeMaskTensors(masks);
     if (owned) idsT.dispose();
   }
+}
 
-  /**
-   * The MLP half in blocks of FFN units (rows of gate/up, columns of down), for MLPs whose f32
-   * weights exceed maxBlockBytes (wasm's heap is 32-bit: 4 GB). The block outputs are summed,
-   * so the result equals mlpBlock up to f32 summation order.
-   */
-  async function blockedMlp(c: Checkpoint, l: number, xs: tf.Tensor3D, m: MaskTensors | undefined, maxBytes: number): Promise<tf.Tensor3D> {
-    const F = cfg.intermediateSize;
-    const names = { gate: tensorName('gate', l), up: tensorName('up', l), down: tensorName('down', l) };
-    for (const n of Object.values(names)) if (!c.has(n)) throw new CheckpointError('TensorNotFound', `${c.dir}: tensor "${n}" is missing`);
-    const norm = await loadTensor(c, cfg, 'post_norm', l);
-    const downInfo = c.info(names.down);
-    const downRaw = await c.read(names.down); // stored dtype, host memory: columns are not contiguous
-    const es = downRaw.byteLength / (H * F);
-    const rows = Math.max(1, Math.floor(maxBytes / (3 * 4 * H)));
-    const x2 = tf.reshape(xs, [B * T, H]);
-    const h = rmsNorm(x2, norm, cfg.rmsNormEps, m?.hidden);
-    let acc: tf.Tensor | undefined;
+/** x_0 [B,T,H]: the embedding rows of the ids used, read from the checkpoint. */
+async function embedIds(ck: Checkpoint, idsT: tf.Tensor2D, masks: MaskTensors | undefined): Promise<tf.Tensor3D> {
+  const [B, T] = idsT.shape;
+  const { table, local } = await readEmbeddingRows(ck, idsT.dataSync() as Int32Array);
+  const localT = tf.tensor2d(local, [B, T], 'int32');
+  try {
+    return embedTokens(ck.config, table, localT, masks);
+  } finally {
+    tf.dispose([table, localT]);
+  }
+}
+
+/**
+ * Layer l on x (disposed once used). decoderLayer is exactly mlpBlock ∘ attentionBlock; running
+ * the halves separately halves the weights held.
+ */
+async function streamLayer(ck: Checkpoint, l: number, x: tf.Tensor3D, masks: MaskTensors | undefined, rope: Rope, maxBlockBytes: number): Promise<tf.Tensor3D> {
+  const cfg = ck.config;
+  const aw = await loadLayerWeights(ck, l, ['inputNorm', 'q', 'k', 'v', 'o']);
+  let mid: tf.Tensor3D;
+  try {
+    mid = attentionBlock(cfg, aw, x, l, masks, rope);
+  } finally {
+    disposeLayerWeights(aw);
+  }
+  x.dispose();
+  try {
+    if (4 * 3 * cfg.hiddenSize * cfg.intermediateSize > maxBlockBytes) return await blockedMlp(ck, l, mid, masks, maxBlockBytes);
+    const mw = await loadLayerWeights(ck, l, ['postNorm', 'gate', 'up', 'down']);
     try {
-      for (let f0 = 0; f0 < F; f0 += rows) {
-        const f1 = Math.min(F, f0 + rows), n = f1 - f0;
-        const gate = tf.tensor2d(bytesToFloat32(await c.readRows(names.gate, f0, f1), c.info(names.gate).dtype), [n, H]);
-        const up = tf.tensor2d(bytesToFloat32(await c.readRows(names.up, f0, f1), c.info(names.up).dtype), [n, H]);
-        const cols = new Float32Array(H * n);
-        for (let i = 0; i < H; i++) cols.set(bytesToFloat32(downRaw.subarray((i * F + f0) * es, (i * F + f1) * es), downInfo.dtype), i * n);
-        const down = tf.tensor2d(cols, [H, n]);
-        const mask = m === undefined ? undefined : tf.slice(m.layers[l].ffn, [f0], [n]);
-        const part = swiglu(h, gate, up, down, mask);
-        tf.dispose([gate, up, down, ...(mask !== undefined ? [mask] : [])]);
-        const sum: tf.Tensor = acc === undefined ? part : tf.add(acc, part);
-        if (acc !== undefined) tf.dispose([acc, part]);
-        acc = sum;
-      }
-      return tf.tidy(() => tf.reshape(residualAdd(x2, acc as tf.Tensor, m, l), [B, T, H]) as tf.Tensor3D);
+      return mlpBlock(cfg, mw, mid, l, masks);
     } finally {
-      tf.dispose([norm, x2, h, ...(acc !== undefined ? [acc] : [])]);
+      disposeLayerWeights(mw);
     }
+  } finally {
+    mid.dispose();
   }
+}
 
-  async function finalHiddenFrom(c: Checkpoint, xs: tf.Tensor3D, m: MaskTensors | undefined): Promise<tf.Tensor3D> {
-    const g = tf.tensor1d(await c.readFloat32(tensorName('final_norm')));
-    try {
-      return finalHidden(cfg, g, xs, m);
-    } finally {
-      g.dispose();
+/**
+ * The MLP half in blocks of FFN units (rows of gate/up, columns of down), for MLPs whose f32
+ * weights exceed maxBlockBytes (wasm's heap is 32-bit: 4 GB). The block outputs are summed,
+ * so the result equals mlpBlock up to f32 summation order.
+ */
+async function blockedMlp(c: Checkpoint, l: number, xs: tf.Tensor3D, m: MaskTensors | undefined, maxBytes: number): Promise<tf.Tensor3D> {
+  const cfg = c.config;
+  const [B, T, H] = xs.shape;
+  const F = cfg.intermediateSize;
+  const names = { gate: tensorName('gate', l), up: tensorName('up', l), down: tensorName('down', l) };
+  for (const n of Object.values(names)) if (!c.has(n)) throw new CheckpointError('TensorNotFound', `${c.dir}: tensor "${n}" is missing`);
+  const norm = await loadTensor(c, cfg, 'post_norm', l);
+  const downInfo = c.info(names.down);
+  const downRaw = await c.read(names.down); // stored dtype, host memory: columns are not contiguous
+  const es = downRaw.byteLength / (H * F);
+  const rows = Math.max(1, Math.floor(maxBytes / (3 * 4 * H)));
+  const x2 = tf.reshape(xs, [B * T, H]);
+  const h = rmsNorm(x2, norm, cfg.rmsNormEps, m?.hidden);
+  let acc: tf.Tensor | undefined;
+  try {
+    for (let f0 = 0; f0 < F; f0 += rows) {
+      const f1 = Math.min(F, f0 + rows), n = f1 - f0;
+      const gate = tf.tensor2d(bytesToFloat32(await c.readRows(names.gate, f0, f1), c.info(names.gate).dtype), [n, H]);
+      const up = tf.tensor2d(bytesToFloat32(await c.readRows(names.up, f0, f1), c.info(names.up).dtype), [n, H]);
+      const cols = new Float32Array(H * n);
+      for (let i = 0; i < H; i++) cols.set(bytesToFloat32(downRaw.subarray((i * F + f0) * es, (i * F + f1) * es), downInfo.dtype), i * n);
+      const down = tf.tensor2d(cols, [H, n]);
+      const mask = m === undefined ? undefined : tf.slice(m.layers[l].ffn, [f0], [n]);
+      const part = swiglu(h, gate, up, down, mask);
+      tf.dispose([gate, up, down, ...(mask !== undefined ? [mask] : [])]);
+      const sum: tf.Tensor = acc === undefined ? part : tf.add(acc, part);
+      if (acc !== undefined) tf.dispose([acc, part]);
+      acc = sum;
     }
+    return tf.tidy(() => tf.reshape(residualAdd(x2, acc as tf.Tensor, m, l), [B, T, H]) as tf.Tensor3D);
+  } finally {
+    tf.dispose([norm, x2, h, ...(acc !== undefined ? [acc] : [])]);
   }
+}
 
-  /** logits [B,T,V] from lm_head read and applied in blocks of rows. */
-  async function blockedLogits(c: Checkpoint, normed: tf.Tensor3D, m: MaskTensors | undefined, blockRows?: number): Promise<Float32Array> {
-    const name = tensorName('lm_head');
-    if (!c.has(name)) throw new CheckpointError('TensorNotFound', `${c.dir}: tensor "${name}" is missing`);
-    // Blocks no larger than one layer in f32 so the head never sets the peak, and at most
-    // WIDE_BLOCK rows so lmHeadLogits does not split (copy) the block again.
-    const rows = Math.max(1, Math.min(V, blockRows ?? Math.min(WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)))));
-    const dtype = c.info(name).dtype;
-    const N = B * T;
-    const out = new Float32Array(N * V);
-    for (let v0 = 0; v0 < V; v0 += rows) {
-      const v1 = Math.min(V, v0 + rows);
-      const w = tf.tensor2d(bytesToFloat32(await c.readRows(name, v0, v1), dtype), [v1 - v0, H]);
-      const bias = m === undefined ? undefined : tf.slice(m.vocabBias, [v0], [v1 - v0]);
-      const block = lmHeadLogits(cfg, w, normed, bias);
-      tf.dispose([w, ...(bias !== undefined ? [bias] : [])]);
-      const vals = (await block.data()) as Float32Array;
-      block.dispose();
-      const width = v1 - v0;
-      for (let n = 0; n < N; n++) out.set(vals.subarray(n * width, (n + 1) * width), n * V + v0);
-    }
-    return out;
+async function finalHiddenFrom(c: Checkpoint, xs: tf.Tensor3D, m: MaskTensors | undefined): Promise<tf.Tensor3D> {
+  const g = tf.tensor1d(await c.readFloat32(tensorName('final_norm')));
+  try {
+    return finalHidden(c.config, g, xs, m);
+  } finally {
+    g.dispose();
   }
+}
+
+/** logits [B,T,V] from lm_head read and applied in blocks of rows. */
+async function blockedLogits(c: Checkpoint, normed: tf.Tensor3D, m: MaskTensors | undefined, blockRows?: number): Promise<Float32Array> {
+  const cfg = c.config;
+  const [B, T, H] = normed.shape;
+  const V = cfg.vocabSize;
+  const name = tensorName('lm_head');
+  if (!c.has(name)) throw new CheckpointError('TensorNotFound', `${c.dir}: tensor "${name}" is missing`);
+  // Blocks no larger than one layer in f32 so the head never sets the peak, and at most
+  // WIDE_BLOCK rows so lmHeadLogits does not split (copy) the block again.
+  const rows = Math.max(1, Math.min(V, blockRows ?? Math.min(WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)))));
+  const dtype = c.info(name).dtype;
+  const N = B * T;
+  const out = new Float32Array(N * V);
+  for (let v0 = 0; v0 < V; v0 += rows) {
+    const v1 = Math.min(V, v0 + rows);
+    const w = tf.tensor2d(bytesToFloat32(await c.readRows(name, v0, v1), dtype), [v1 - v0, H]);
+    const bias = m === undefined ? undefined : tf.slice(m.vocabBias, [v0], [v1 - v0]);
+    const block = lmHeadLogits(cfg, w, normed, bias);
+    tf.dispose([w, ...(bias !== undefined ? [bias] : [])]);
+    const vals = (await block.data()) as Float32Array;
+    block.dispose();
+    const width = v1 - v0;
+    for (let n = 0; n < N; n++) out.set(vals.subarray(n * width, (n + 1) * width), n * V + v0);
+  }
+  return out;
 }

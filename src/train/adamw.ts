@@ -7,6 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { TrainError } from '../errors.ts';
+import type { MomentArrays } from '../checkpoint/optimizer-state.ts';
 
 export interface AdamWOptions {
   beta1?: number;
@@ -15,11 +16,6 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Which parameters get weight decay (default: matrices only; norm gains are not decayed). */
   decay?: (name: string, shape: readonly number[]) => boolean;
-}
-
-export interface MomentArrays {
-  expAvg: Float32Array;
-  expAvgSq: Float32Array;
 }
 
 export class AdamW {

@@ -10,11 +10,11 @@ import { expectedTensors } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import { writeFileAtomic } from '../checkpoint/atomic.ts';
-import { float32ToBytes } from '../checkpoint/dtype.ts';
-import { MANIFEST_FILE, readManifest, sha256File, verifyManifestFiles, type Manifest } from '../manifest.ts';
+import { float32ToBytes } from '../util/dtype.ts';
+import { MANIFEST_FILE, readManifest, SIDE_FILE_PATTERN, verifyManifestFiles, type Manifest } from '../manifest.ts';
+import { sha256File } from '../util/hash.ts';
 import { MASKS_FILE, writeMasks, type MaskSet } from '../masks.ts';
-import { SIDE_FILE_PATTERN } from '../growth/grow.ts';
-import { OPTIMIZER_FILE, writeOptimizerState, type OptimizerState } from './optimizer-state.ts';
+import { OPTIMIZER_FILE, writeOptimizerState, type OptimizerState } from '../checkpoint/optimizer-state.ts';
 
 export const CHECKPOINT_PREFIX = 'checkpoint-';
 

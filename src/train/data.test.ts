@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TrainError } from '../errors.ts';
 import { TokenDataset, checkVocab, tokenDtypeForPath } from './data.ts';
-import type { Tokenizer } from './tokenizer.ts';
+import type { Tokenizer } from '../tokenizer.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'flm-data-'));
 function file(name: string, bytes: Uint8Array | string): string {

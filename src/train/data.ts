@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { TrainError } from '../errors.ts';
-import { BYTE_TOKENIZER_NAME, byteTokenizer, type Tokenizer } from './tokenizer.ts';
-import { hashSeed, mulberry32, uniformInt } from './rng.ts';
+import { BYTE_TOKENIZER_NAME, byteTokenizer, type Tokenizer } from '../tokenizer.ts';
+import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
 
 export type TokenDtype = 'uint16' | 'uint32';
 export type Split = 'train' | 'eval';

@@ -13,7 +13,8 @@ import { TokenDataset } from './data.ts';
 import { readMetrics, partitionMetrics } from './metrics.ts';
 import { AdamW } from './adamw.ts';
 import { maskValuesAt, scheduleValue } from './mask-schedule.ts';
-import { growOptimizerState, readOptimizerState, OPTIMIZER_FILE } from './optimizer-state.ts';
+import { readOptimizerState, OPTIMIZER_FILE } from '../checkpoint/optimizer-state.ts';
+import { growOptimizerState } from '../growth/moments.ts';
 import { initConfig, writeRandomInit } from './random-init.ts';
 import { batchLoss, checkpointLoss, crossEntropy, modelStateFromArrays, readCheckpointArrays, train, trainingMaskTensors } from './trainer.ts';
 import { disposeMaskTensors } from '../model/llama.ts';
@@ -158,7 +159,7 @@ describe('training', () => {
     await writeRandomInit(dir, tinyCfg(), { seed: 2 });
     const common = { ...quiet, checkpoint: dir, data: CORPUS, steps: 6, batchSize: 2, seqLen: 16, lr: 3e-3, warmupSteps: 2, saveEvery: 2, evalEvery: 0 };
     const full = await train({ ...common, out: join(root, 'resume-a') });
-    const cut = await train({ ...common, out: join(root, 'resume-b'), interruptAfter: 3 });
+    const cut = await train({ ...common, out: join(root, 'resume-b'), shouldStop: (n) => n >= 3 });
     expect(cut.interrupted).toBe(true);
     expect(cut.checkpoint).toMatch(/checkpoint-000002$/);
     const rest = await train({ ...common, out: join(root, 'resume-b'), resume: true });

@@ -17,20 +17,20 @@ import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { initBackend, type BackendName } from '../backend.ts';
 import { TrainError } from '../errors.ts';
 import { isInside } from '../checkpoint/paths.ts';
-import { MANIFEST_FORMAT, readManifest, sha256File, type Manifest, type MaskSchedule } from '../manifest.ts';
+import { MANIFEST_FORMAT, readManifest, sourceIdentity, TOOL_VERSION, type Manifest, type MaskSchedule } from '../manifest.ts';
+import { sha256File } from '../util/hash.ts';
 import { applyMaskValues, groupsBelowOne, loadMasksIfAny, MASKS_FILE, type MaskSet } from '../masks.ts';
 import {
   disposeMaskTensors, forward, LAYER_FIELDS, makeRope, masksToTensors,
   type LayerWeights, type LlamaWeights, type MaskTensors, type Rope,
 } from '../model/llama.ts';
-import { sourceIdentity, TOOL_VERSION } from '../growth/grow.ts';
-import { progressBar } from '../commands/progress.ts';
+import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import { checkVocab, TokenDataset, type Batch } from './data.ts';
-import { loadTokenizer } from './tokenizer.ts';
+import { loadTokenizer } from '../tokenizer.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
 import { AdamW } from './adamw.ts';
-import { OPTIMIZER_FILE, readOptimizerState } from './optimizer-state.ts';
+import { OPTIMIZER_FILE, readOptimizerState } from '../checkpoint/optimizer-state.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
 import { checkpointDirName, latestCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpointing.ts';
 
@@ -68,10 +68,15 @@ export interface TrainOptions {
   keepCheckpoints?: number;
   stage?: string | number;
   quiet?: boolean;
+  /** Where progress goes (commands/ passes terminal bars); none by default. */
+  progress?: ProgressFactory;
   log?: (line: string) => void;
   onStep?: (m: StepMetrics) => void;
-  /** Test hook: stop (as if killed) after this many steps of this invocation, without a final save. */
-  interruptAfter?: number;
+  /**
+   * Asked before every step with the steps this invocation has taken: true stops the run there,
+   * as if killed (no final save; the result says `interrupted`).
+   */
+  shouldStop?: (stepsThisRun: number) => boolean;
 }
 
 export interface TrainResult {
@@ -255,184 +260,263 @@ async function startState(o: TrainOptions, ck: Checkpoint, dir: string, resumed:
   };
 }
 
-export async function train(o: TrainOptions): Promise<TrainResult> {
-  if (!(Number.isInteger(o.steps) && o.steps > 0)) throw new TrainError('BadArgs', `--steps must be a positive integer, got ${o.steps}`);
-  const B = o.batchSize ?? 8, T = o.seqLen ?? 64, seed = o.seed ?? 0, clip = o.clipGrad ?? 1.0;
-  for (const [k, v] of [['--batch-size', B], ['--seq-len', T]] as const) {
-    if (!(Number.isInteger(v) && v > 0)) throw new TrainError('BadArgs', `${k} must be a positive integer, got ${v}`);
+/** Mask values follow the schedule; the MaskSet and its tensors are rebuilt only when the values change. */
+export class MaskState {
+  readonly base: MaskSet | undefined;
+  /** The masks of the last `at()` and their tensors (what the loss uses). */
+  masks: MaskSet | undefined;
+  tensors: MaskTensors | undefined;
+  private readonly schedule: MaskSchedule[];
+  private readonly stageStart: number;
+  private key = '';
+
+  constructor(base: MaskSet | undefined, schedule: MaskSchedule[], stageStart: number) {
+    this.base = base;
+    this.schedule = schedule;
+    this.stageStart = stageStart;
   }
+
+  /** The masks at global `step` (undefined: the checkpoint has none); `tensors` follow. */
+  at(step: number): MaskSet | undefined {
+    if (this.base === undefined) return undefined;
+    const values = maskValuesAt(this.schedule, step - this.stageStart);
+    const key = JSON.stringify(values);
+    if (key !== this.key || this.masks === undefined) {
+      this.key = key;
+      this.masks = applyMaskValues(this.base, values);
+      if (this.tensors !== undefined) disposeMaskTensors(this.tensors);
+      this.tensors = trainingMaskTensors(this.masks);
+    }
+    return this.masks;
+  }
+
+  dispose(): void {
+    if (this.tensors !== undefined) disposeMaskTensors(this.tensors);
+    this.tensors = undefined;
+  }
+}
+
+interface TrainArgs { B: number; T: number; seed: number; clip: number }
+
+/** tfjs resources a run holds, released whatever happens. */
+interface Held { state?: ModelState; adam?: AdamW; rope?: Rope; masks?: MaskState; metrics?: MetricsLog }
+
+/** One training invocation: what it trains on, what it holds, and how far it got. */
+interface Run extends TrainArgs {
+  o: TrainOptions;
+  /** The checkpoint this invocation started from. */
+  dir: string;
+  cfg: ModelConfig;
+  st: StartState;
+  ds: TokenDataset;
+  tokenizerName: string;
+  dataSha: string;
+  state: ModelState;
+  adam: AdamW;
+  rope: Rope;
+  masks: MaskState;
+  metrics: MetricsLog;
+  log: (line: string) => void;
+  step: number;
+  tokens: number;
+  trainedTokens: number;
+  losses: number[];
+  lastEval: number | undefined;
+  lastSaved: string | undefined;
+  t0: number;
+}
+
+export async function train(o: TrainOptions): Promise<TrainResult> {
+  const args = trainArgs(o);
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
   // checkpoint-<step> folders (and pruning) inside the starting checkpoint would change it
   if (isInside(o.out, o.checkpoint)) throw new TrainError('OutInsideInput', `--out ${o.out} is ${resolve(o.out) === resolve(o.checkpoint) ? 'the' : 'inside the'} checkpoint ${o.checkpoint}; give a run folder outside it`);
   await initBackend(o.backend ?? 'auto');
   mkdirSync(o.out, { recursive: true });
-  let dir = o.checkpoint, resumed = false;
-  if (o.resume === true) {
-    const latest = await latestCheckpoint(o.out);
-    if (latest !== undefined) { dir = latest; resumed = true; }
-  }
+  const latest = o.resume === true ? await latestCheckpoint(o.out) : undefined;
+  const dir = latest ?? o.checkpoint;
   const ck = await Checkpoint.open(dir);
-  const cfg = ck.config;
-  if (T > cfg.maxPositionEmbeddings) throw new TrainError('BadArgs', `--seq-len ${T} exceeds the model's max_position_embeddings ${cfg.maxPositionEmbeddings} (${dir}/config.json)`);
-  let state: ModelState | undefined;
-  let adam: AdamW | undefined;
-  let rope: Rope | undefined;
-  let mt: MaskTensors | undefined;
-  let metrics: MetricsLog | undefined;
+  const held: Held = {};
   try {
-    const st = await startState(o, ck, dir, resumed);
-    if (st.step >= st.targetStep) {
-      log(`train: ${dir} is already at step ${st.step} (target ${st.targetStep}); nothing to do`);
-    }
-    const tokenizer = loadTokenizer(dir);
-    const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: T, evalFraction: o.evalFraction });
-    checkVocab(ds, cfg.vocabSize, o.data);
-    const dataSha = await sha256File(o.data);
-    const baseMasks = await loadMasksIfAny(dir, cfg);
-    state = modelStateFromArrays(cfg, await readCheckpointArrays(ck));
-    const params = expectedTensors(cfg).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
-    adam = new AdamW(state.vars, { beta1: o.beta1, beta2: o.beta2, weightDecay: o.weightDecay ?? 0 });
-    const optPath = join(dir, OPTIMIZER_FILE);
-    if (existsSync(optPath)) {
-      const os = await readOptimizerState(optPath, new Map(expectedTensors(cfg).map((t) => [t.name, t.shape])));
-      for (const [n, mo] of os.moments) adam.setMoments(n, mo);
-      adam.step = os.meta.step;
-    } else adam.step = st.step;
-    rope = makeRope(cfg, T);
-    metrics = new MetricsLog(join(o.out, METRICS_FILE), st.resumed ? { resumeAtStep: st.step } : { truncate: true });
-    const stage = o.stage ?? 0;
-    if (st.grownFrom !== undefined) {
-      const rt = (st.grownFrom.plan as { resolvedTargets?: Record<string, number> } | undefined)?.resolvedTargets;
-      metrics.logGrowth(st.step, stage, rt === undefined ? undefined : `grown to H ${rt.hidden_size}, F ${rt.intermediate_size}, heads ${rt.num_attention_heads}, L ${rt.num_hidden_layers}`);
-    }
-    const annealEnd = st.stageStart + annealingEndStep(st.schedule);
-    const saveEvery = o.saveEvery ?? 0, evalEvery = o.evalEvery ?? 0, evalBatches = o.evalBatches ?? 4;
-    const hasEval = ds.eval.length > T;
-    let curValues = '';
-    let curMasks: MaskSet | undefined;
-    const masksFor = (step: number): MaskSet | undefined => {
-      if (baseMasks === undefined) return undefined;
-      const values = maskValuesAt(st.schedule, step - st.stageStart);
-      const key = JSON.stringify(values);
-      if (key !== curValues || curMasks === undefined) {
-        curValues = key;
-        curMasks = applyMaskValues(baseMasks, values);
-        if (mt !== undefined) disposeMaskTensors(mt);
-        mt = trainingMaskTensors(curMasks);
-      }
-      return curMasks;
-    };
-    const evalLoss = (): number => {
-      let sum = 0;
-      for (let k = 0; k < evalBatches; k++) {
-        const l = batchLoss(state as ModelState, ds.batchAt('eval', k, B, T, seed), B, T, mt, rope);
-        sum += l.dataSync()[0];
-        l.dispose();
-      }
-      return sum / evalBatches;
-    };
-    let step = st.step, tokens = st.tokens;
-    let lastSaved: string | undefined = st.resumed ? dir : undefined;
-    const losses: number[] = [];
-    let lastEval: number | undefined;
-    const t0 = Date.now();
-    let trainedTokens = 0;
-    const save = async (complete: boolean): Promise<string> => {
-      const out = join(o.out, checkpointDirName(step));
-      const s = state as ModelState, a = adam as AdamW;
-      const moments = new Map<string, { expAvg: Float32Array; expAvgSq: Float32Array }>();
-      for (const n of s.vars.keys()) moments.set(n, await a.getMoments(n));
-      const masks = masksFor(step);
-      await saveCheckpoint({
-        dir: out, cfg, weights: await stateArrays(s), masks,
-        optimizer: { meta: { step: a.step, tokens, beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weightDecay }, moments },
-        // the newest save (never pruned) rather than `dir`: pruning deletes the checkpoint this
-        // run started from once it is old enough, and later saves still need its side files
-        sideFilesFrom: lastSaved ?? dir, input: dir,
-        manifest: {
-          format: MANIFEST_FORMAT, kind: 'train', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
-          ...(st.source !== undefined ? { source: st.source } : {}),
-          ...(masks !== undefined ? { masks: { file: MASKS_FILE, schedule: st.schedule } } : {}),
-          extra: {
-            step, stageStep: step - st.stageStart, stageStart: st.stageStart, tokens, targetStep: st.targetStep, complete,
-            seed, dtype: 'F32', lrSchedule: st.lrSchedule, batchSize: B, seqLen: T,
-            data: { path: resolve(o.data), sha256: dataSha, tokens: ds.tokens.length, tokenizer: tokenizer.name },
-            masksAllOne: masks === undefined || groupsBelowOne(masks).length === 0,
-            lastLoss: losses.length > 0 ? losses[losses.length - 1] : null, evalLoss: lastEval ?? null,
-          },
-        },
-      });
-      pruneCheckpoints(o.out, o.keepCheckpoints ?? 2, out);
-      lastSaved = out;
-      return out;
-    };
-    const bar = progressBar(`train ${cfg.hiddenSize}x${cfg.numLayers}`, st.targetStep - st.step, { quiet: o.quiet });
-    let announcedBake = baseMasks === undefined || groupsBelowOne(baseMasks).length === 0;
-    let interrupted = false;
-    try {
-      while (step < st.targetStep) {
-        if (o.interruptAfter !== undefined && step - st.step >= o.interruptAfter) { interrupted = true; break; }
-        const ts = Date.now();
-        const masks = masksFor(step);
-        const lr = lrAt(step, st.lrSchedule);
-        const batch = ds.batchAt('train', step, B, T, seed);
-        const { value, grads } = tf.variableGrads(() => batchLoss(state as ModelState, batch, B, T, mt, rope), [...(state as ModelState).vars.values()]);
-        const loss = (await value.data())[0];
-        value.dispose();
-        const gradList = Object.values(grads);
-        const gnorm = globalGradNorm(gradList);
-        if (!Number.isFinite(loss) || !Number.isFinite(gnorm)) {
-          tf.dispose(gradList);
-          throw new TrainError('NonFiniteLoss', `${o.out}: step ${step}: ${!Number.isFinite(loss) ? `loss is ${loss}` : `gradient norm is ${gnorm}`} (lr ${lr.toExponential(3)}); training stopped. ` +
-            `Last good checkpoint: ${lastSaved ?? `${dir} (nothing saved in this run)`}. Lower --lr or check the data.`);
-        }
-        const scale = clip > 0 && gnorm > clip ? clip / (gnorm + 1e-6) : 1;
-        const byName = new Map<string, tf.Tensor>();
-        for (const [n, v] of (state as ModelState).vars) {
-          const g = grads[v.name];
-          if (g !== undefined) byName.set(n, scale === 1 ? g : tf.mul(g, scale));
-        }
-        (adam as AdamW).apply(byName, lr);
-        tf.dispose([...gradList, ...(scale === 1 ? [] : [...byName.values()])]);
-        losses.push(loss);
-        step++;
-        tokens += B * T;
-        trainedTokens += B * T;
-        const evalNow = hasEval && ((evalEvery > 0 && step % evalEvery === 0) || step === st.targetStep);
-        if (evalNow) lastEval = evalLoss();
-        const m: StepMetrics = {
-          step: step - 1, tokens, loss, ...(evalNow ? { evalLoss: lastEval } : {}), lr, gradNorm: gnorm,
-          tokensPerSec: (B * T * 1000) / Math.max(1, Date.now() - ts), stage,
-          ...(masks !== undefined ? { masks: maskSummary(maskValuesAt(st.schedule, step - 1 - st.stageStart)) } : {}),
-        };
-        if (m.masks === undefined) delete m.masks;
-        metrics.logStep(m);
-        o.onStep?.(m);
-        bar.update(step - st.step);
-        if (!announcedBake && step >= annealEnd) {
-          announcedBake = true;
-          log(`train: every mask reached 1 at step ${step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)`);
-        }
-        if (saveEvery > 0 && step % saveEvery === 0 && step < st.targetStep) await save(false);
-      }
-    } finally {
-      bar.stop();
-    }
-    const out = interrupted ? (lastSaved ?? dir) : await save(true);
-    const finalMasks = masksFor(step);
-    const seconds = (Date.now() - t0) / 1000;
-    return {
-      checkpoint: out, startStep: st.step, step, stageStep: step - st.stageStart, losses,
-      firstLoss: losses[0] ?? NaN, lastLoss: losses[losses.length - 1] ?? NaN, evalLoss: lastEval,
-      masksAllOne: finalMasks === undefined || groupsBelowOne(finalMasks).length === 0,
-      tokensPerSec: trainedTokens / Math.max(1e-9, seconds), parameters: params, interrupted,
-    };
+    const run = await openRun(o, args, ck, dir, latest !== undefined, log, held);
+    const interrupted = await trainLoop(run);
+    return await finishRun(run, interrupted);
   } finally {
-    metrics?.close();
-    if (mt !== undefined) disposeMaskTensors(mt);
-    rope?.dispose();
-    adam?.dispose();
-    state?.dispose();
+    held.metrics?.close();
+    held.masks?.dispose();
+    held.rope?.dispose();
+    held.adam?.dispose();
+    held.state?.dispose();
     await ck.close();
   }
+}
+
+function trainArgs(o: TrainOptions): TrainArgs {
+  if (!(Number.isInteger(o.steps) && o.steps > 0)) throw new TrainError('BadArgs', `--steps must be a positive integer, got ${o.steps}`);
+  const B = o.batchSize ?? 8, T = o.seqLen ?? 64, seed = o.seed ?? 0, clip = o.clipGrad ?? 1.0;
+  for (const [k, v] of [['--batch-size', B], ['--seq-len', T]] as const) {
+    if (!(Number.isInteger(v) && v > 0)) throw new TrainError('BadArgs', `${k} must be a positive integer, got ${v}`);
+  }
+  return { B, T, seed, clip };
+}
+
+async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: string, resumed: boolean, log: (line: string) => void, held: Held): Promise<Run> {
+  const cfg = ck.config;
+  if (args.T > cfg.maxPositionEmbeddings) throw new TrainError('BadArgs', `--seq-len ${args.T} exceeds the model's max_position_embeddings ${cfg.maxPositionEmbeddings} (${dir}/config.json)`);
+  const st = await startState(o, ck, dir, resumed);
+  if (st.step >= st.targetStep) log(`train: ${dir} is already at step ${st.step} (target ${st.targetStep}); nothing to do`);
+  const tokenizer = loadTokenizer(dir);
+  const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
+  checkVocab(ds, cfg.vocabSize, o.data);
+  const dataSha = await sha256File(o.data);
+  const baseMasks = await loadMasksIfAny(dir, cfg);
+  const state = held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck));
+  const adam = held.adam = await openOptimizer(o, state, dir, st.step);
+  const rope = held.rope = makeRope(cfg, args.T);
+  const metrics = held.metrics = new MetricsLog(join(o.out, METRICS_FILE), st.resumed ? { resumeAtStep: st.step } : { truncate: true });
+  if (st.grownFrom !== undefined) {
+    const rt = (st.grownFrom.plan as { resolvedTargets?: Record<string, number> } | undefined)?.resolvedTargets;
+    metrics.logGrowth(st.step, o.stage ?? 0, rt === undefined ? undefined : `grown to H ${rt.hidden_size}, F ${rt.intermediate_size}, heads ${rt.num_attention_heads}, L ${rt.num_hidden_layers}`);
+  }
+  const masks = held.masks = new MaskState(baseMasks, st.schedule, st.stageStart);
+  return {
+    ...args, o, dir, cfg, st, ds, tokenizerName: tokenizer.name, dataSha, state, adam, rope, masks, metrics, log,
+    step: st.step, tokens: st.tokens, trainedTokens: 0, losses: [], lastEval: undefined, lastSaved: st.resumed ? dir : undefined, t0: Date.now(),
+  };
+}
+
+/** AdamW over the model, with the moments and step stored beside the checkpoint if there are any. */
+async function openOptimizer(o: TrainOptions, state: ModelState, dir: string, step: number): Promise<AdamW> {
+  const adam = new AdamW(state.vars, { beta1: o.beta1, beta2: o.beta2, weightDecay: o.weightDecay ?? 0 });
+  const optPath = join(dir, OPTIMIZER_FILE);
+  if (existsSync(optPath)) {
+    const os = await readOptimizerState(optPath, new Map(expectedTensors(state.cfg).map((t) => [t.name, t.shape])));
+    for (const [n, mo] of os.moments) adam.setMoments(n, mo);
+    adam.step = os.meta.step;
+  } else adam.step = step;
+  return adam;
+}
+
+/** Steps until the target; true when `shouldStop` ended it early (no final save). */
+async function trainLoop(r: Run): Promise<boolean> {
+  const annealEnd = r.st.stageStart + annealingEndStep(r.st.schedule);
+  const saveEvery = r.o.saveEvery ?? 0;
+  let announcedBake = r.masks.base === undefined || groupsBelowOne(r.masks.base).length === 0;
+  const bar = startProgress(r.o.progress, r.o.quiet, `train ${r.cfg.hiddenSize}x${r.cfg.numLayers}`, r.st.targetStep - r.st.step);
+  try {
+    while (r.step < r.st.targetStep) {
+      if (r.o.shouldStop?.(r.step - r.st.step) === true) return true;
+      const m = await trainStep(r);
+      r.metrics.logStep(m);
+      r.o.onStep?.(m);
+      bar.update(r.step - r.st.step);
+      if (!announcedBake && r.step >= annealEnd) {
+        announcedBake = true;
+        r.log(`train: every mask reached 1 at step ${r.step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)`);
+      }
+      if (saveEvery > 0 && r.step % saveEvery === 0 && r.step < r.st.targetStep) await save(r, false);
+    }
+    return false;
+  } finally {
+    bar.stop();
+  }
+}
+
+/** One optimizer step on batch `r.step` (and an eval when due); its metrics. */
+async function trainStep(r: Run): Promise<StepMetrics> {
+  const ts = Date.now();
+  const masks = r.masks.at(r.step);
+  const lr = lrAt(r.step, r.st.lrSchedule);
+  const { loss, gradNorm } = await optimizerStep(r, r.ds.batchAt('train', r.step, r.B, r.T, r.seed), lr);
+  r.losses.push(loss);
+  r.step++;
+  r.tokens += r.B * r.T;
+  r.trainedTokens += r.B * r.T;
+  const evalEvery = r.o.evalEvery ?? 0;
+  const evalNow = r.ds.eval.length > r.T && ((evalEvery > 0 && r.step % evalEvery === 0) || r.step === r.st.targetStep);
+  if (evalNow) r.lastEval = evalLoss(r);
+  const m: StepMetrics = {
+    step: r.step - 1, tokens: r.tokens, loss, ...(evalNow ? { evalLoss: r.lastEval } : {}), lr, gradNorm,
+    tokensPerSec: (r.B * r.T * 1000) / Math.max(1, Date.now() - ts), stage: r.o.stage ?? 0,
+    ...(masks !== undefined ? { masks: maskSummary(maskValuesAt(r.st.schedule, r.step - 1 - r.st.stageStart)) } : {}),
+  };
+  if (m.masks === undefined) delete m.masks;
+  return m;
+}
+
+/** Loss and gradients of `batch` under the current masks, clipped, applied by AdamW. */
+async function optimizerStep(r: Run, batch: Batch, lr: number): Promise<{ loss: number; gradNorm: number }> {
+  const { value, grads } = tf.variableGrads(() => batchLoss(r.state, batch, r.B, r.T, r.masks.tensors, r.rope), [...r.state.vars.values()]);
+  const loss = (await value.data())[0];
+  value.dispose();
+  const gradList = Object.values(grads);
+  const gnorm = globalGradNorm(gradList);
+  if (!Number.isFinite(loss) || !Number.isFinite(gnorm)) {
+    tf.dispose(gradList);
+    throw new TrainError('NonFiniteLoss', `${r.o.out}: step ${r.step}: ${!Number.isFinite(loss) ? `loss is ${loss}` : `gradient norm is ${gnorm}`} (lr ${lr.toExponential(3)}); training stopped. ` +
+      `Last good checkpoint: ${r.lastSaved ?? `${r.dir} (nothing saved in this run)`}. Lower --lr or check the data.`);
+  }
+  const scale = r.clip > 0 && gnorm > r.clip ? r.clip / (gnorm + 1e-6) : 1;
+  const byName = new Map<string, tf.Tensor>();
+  for (const [n, v] of r.state.vars) {
+    const g = grads[v.name];
+    if (g !== undefined) byName.set(n, scale === 1 ? g : tf.mul(g, scale));
+  }
+  r.adam.apply(byName, lr);
+  tf.dispose([...gradList, ...(scale === 1 ? [] : [...byName.values()])]);
+  return { loss, gradNorm: gnorm };
+}
+
+/** Mean loss over the first `evalBatches` held-out batches, under the current masks. */
+function evalLoss(r: Run): number {
+  const evalBatches = r.o.evalBatches ?? 4;
+  let sum = 0;
+  for (let k = 0; k < evalBatches; k++) {
+    const l = batchLoss(r.state, r.ds.batchAt('eval', k, r.B, r.T, r.seed), r.B, r.T, r.masks.tensors, r.rope);
+    sum += l.dataSync()[0];
+    l.dispose();
+  }
+  return sum / evalBatches;
+}
+
+async function save(r: Run, complete: boolean): Promise<string> {
+  const out = join(r.o.out, checkpointDirName(r.step));
+  const a = r.adam;
+  const moments = new Map<string, { expAvg: Float32Array; expAvgSq: Float32Array }>();
+  for (const n of r.state.vars.keys()) moments.set(n, await a.getMoments(n));
+  const masks = r.masks.at(r.step);
+  await saveCheckpoint({
+    dir: out, cfg: r.cfg, weights: await stateArrays(r.state), masks,
+    optimizer: { meta: { step: a.step, tokens: r.tokens, beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weightDecay }, moments },
+    // the newest save (never pruned) rather than `r.dir`: pruning deletes the checkpoint this
+    // run started from once it is old enough, and later saves still need its side files
+    sideFilesFrom: r.lastSaved ?? r.dir, input: r.dir,
+    manifest: {
+      format: MANIFEST_FORMAT, kind: 'train', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
+      ...(r.st.source !== undefined ? { source: r.st.source } : {}),
+      ...(masks !== undefined ? { masks: { file: MASKS_FILE, schedule: r.st.schedule } } : {}),
+      extra: {
+        step: r.step, stageStep: r.step - r.st.stageStart, stageStart: r.st.stageStart, tokens: r.tokens, targetStep: r.st.targetStep, complete,
+        seed: r.seed, dtype: 'F32', lrSchedule: r.st.lrSchedule, batchSize: r.B, seqLen: r.T,
+        data: { path: resolve(r.o.data), sha256: r.dataSha, tokens: r.ds.tokens.length, tokenizer: r.tokenizerName },
+        masksAllOne: masks === undefined || groupsBelowOne(masks).length === 0,
+        lastLoss: r.losses.length > 0 ? r.losses[r.losses.length - 1] : null, evalLoss: r.lastEval ?? null,
+      },
+    },
+  });
+  pruneCheckpoints(r.o.out, r.o.keepCheckpoints ?? 2, out);
+  r.lastSaved = out;
+  return out;
+}
+
+async function finishRun(r: Run, interrupted: boolean): Promise<TrainResult> {
+  const out = interrupted ? (r.lastSaved ?? r.dir) : await save(r, true);
+  const finalMasks = r.masks.at(r.step);
+  const seconds = (Date.now() - r.t0) / 1000;
+  return {
+    checkpoint: out, startStep: r.st.step, step: r.step, stageStep: r.step - r.st.stageStart, losses: r.losses,
+    firstLoss: r.losses[0] ?? NaN, lastLoss: r.losses[r.losses.length - 1] ?? NaN, evalLoss: r.lastEval,
+    masksAllOne: finalMasks === undefined || groupsBelowOne(finalMasks).length === 0,
+    tokensPerSec: r.trainedTokens / Math.max(1e-9, seconds), parameters: expectedTensors(r.cfg).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0), interrupted,
+  };
 }

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
-import { bytesToFloat32 } from '../../src/checkpoint/dtype.ts';
+import { bytesToFloat32 } from '../../src/util/dtype.ts';
 
 interface Digest { dtype: string; shape: number[]; sum: number; abs_sum: number; first: number[]; last: number; file?: string }
 const ROOT = join(import.meta.dirname, '..', '..');

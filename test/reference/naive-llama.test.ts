@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
-import { bytesToFloat32, roundToDtype } from '../../src/checkpoint/dtype.ts';
+import { bytesToFloat32, roundToDtype } from '../../src/util/dtype.ts';
 import { naiveForward, ropeInvFreq } from './naive-llama.ts';
 
 const FIX = join(import.meta.dirname, '../../fixtures/hf');

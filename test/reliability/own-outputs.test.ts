@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { makeTempDir } from '../../src/model/test-utils.ts';
+import { makeTempDir } from '../support/model.ts';
 import { makeConfig } from '../../src/config.ts';
 import { synthCheckpoint } from '../../src/synth.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';

@@ -8,7 +8,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, s
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { ArgumentsCamelCase } from 'yargs';
-import { makeTempDir } from '../../src/model/test-utils.ts';
+import { makeTempDir } from '../support/model.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { bakeCheckpoint } from '../../src/growth/bake.ts';
 import { parsePlan, type GrowthPlan } from '../../src/growth/plan.ts';
@@ -109,7 +109,7 @@ describe('names read from files stay inside their folder', () => {
     const parts = [1, 2].map((i) => join(q, 'parts', `part${i}`));
     for (const [k, dir] of parts.entries()) await growCheckpoint(FIX, dir, plan(), { ...quiet, maxShardSize: 60_000, writerOptions: { part: { index: k + 1, count: 2 } } });
     writeFileSync(join(q, 'parts', 'escape.txt'), 'pwned');
-    const { sha256Bytes } = await import('../../src/manifest.ts');
+    const { sha256Bytes } = await import('../../src/util/hash.ts');
     for (const dir of parts) {
       const m = JSON.parse(readFileSync(join(dir, MANIFEST_FILE), 'utf8')) as { files: Record<string, string> };
       m.files['../escape.txt'] = sha256Bytes('pwned');
@@ -206,7 +206,7 @@ describe('interrupted runs', () => {
     await writeRandomInit(ck, tinyCfg(), { seed: 2 });
     const out = join(run, 'out');
     const common = { ...trainArgs, checkpoint: ck, out, steps: 10, saveEvery: 2 };
-    const cut = await train({ ...common, interruptAfter: 3 });
+    const cut = await train({ ...common, shouldStop: (n) => n >= 3 });
     expect(cut.checkpoint).toMatch(/checkpoint-000002$/);
     // saves at 4, 6, 8 and the final 10; the keep-2 pruning removes checkpoint-000002 on the way
     const r = await train({ ...common, resume: true });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { makeTempDir } from '../../src/model/test-utils.ts';
+import { makeTempDir } from '../support/model.ts';
 import { initBackend } from '../../src/backend.ts';
 import { runPipeline } from '../../src/pipeline.ts';
 import { readManifest } from '../../src/manifest.ts';

@@ -1,5 +1,6 @@
 /**
- * Seeded initialisation of new entries, written directly in the output dtype.
+ * The one random-weight initialiser: grow's new entries, synth's checkpoints and the pipeline's
+ * random init all draw from it, written directly in the output dtype.
  *
  * Reproducible and order-free: the random stream of a tensor row depends only on (plan seed,
  * tensor name, row index), so the same seed gives the same bytes whatever the tensor order,
@@ -9,9 +10,19 @@
  * of std·Φ⁻¹((k + ½)/65536) (a quantised normal, tails cut at ±4.3σ: fine for an init), indexed
  * by 16 random bits; one 32-bit draw gives two values. No float conversion per element.
  */
-import { float32ToBytes, type DType } from '../checkpoint/dtype.ts';
-import { hashSeed, mix32 } from '../train/rng.ts';
-import type { Fill } from './layout.ts';
+import { float32ToBytes, type DType } from './dtype.ts';
+import { hashSeed, mix32 } from './random.ts';
+
+/** What an initialised run of entries holds (growth/layout.ts's Fill). */
+type Fill = 'random' | 'zero' | 'one';
+
+/** Tele-FLM's init std (model card): random weights' std when neither plan nor config sets one. */
+export const DEFAULT_INIT_STD = 4e-3;
+
+/** The default std of random weights: the config's initializer_range when positive, else DEFAULT_INIT_STD. */
+export function defaultInitStd(initializerRange: unknown): number {
+  return typeof initializerRange === 'number' && initializerRange > 0 ? initializerRange : DEFAULT_INIT_STD;
+}
 
 /** Acklam's rational approximation of the inverse normal CDF (relative error < 1.2e-9). */
 export function inverseNormalCdf(p: number): number {
@@ -86,4 +97,26 @@ export function fillRun(view: Bits, start: number, len: number, fill: Fill, tabl
     if (i < end) view[i++] = table[x >>> 16];
   }
   return a;
+}
+
+/**
+ * One tensor's random normal values as a stream (the row-0 stream of `tensorSeed(seed, name)`):
+ * each fill() continues where the last stopped.
+ */
+export class NormalStream {
+  private st: number;
+  private readonly table: Bits;
+
+  constructor(seed: number, name: string, std: number, dtype: DType) {
+    this.st = rowState(tensorSeed(seed, name), 0);
+    this.table = normalTable(std, dtype);
+  }
+
+  /** Fill `out` (whole elements of the dtype) with the next values. */
+  fill(out: Uint8Array): void {
+    const view = this.table instanceof Uint16Array
+      ? new Uint16Array(out.buffer, out.byteOffset, out.byteLength >>> 1)
+      : new Uint32Array(out.buffer, out.byteOffset, out.byteLength >>> 2);
+    this.st = fillRun(view, 0, view.length, 'random', this.table, 0, this.st);
+  }
 }

@@ -4,16 +4,16 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { expectedTensors } from '../arch.ts';
-import type { ModelConfig } from '../config.ts';
-import { Checkpoint } from '../checkpoint/checkpoint.ts';
-import type { DType } from '../checkpoint/dtype.ts';
-import { mulberry32 } from '../train/rng.ts';
-import { makeTempDir, normalSampler, writeCheckpoint } from '../model/test-utils.ts';
-import { readMasks, MASKS_FILE, type MaskSet } from '../masks.ts';
-import { readManifest } from '../manifest.ts';
-import { grownBoundary } from './depth.ts';
-import { naiveForward, type NaiveOutput } from '../../test/reference/naive-llama.ts';
+import { expectedTensors } from '../../src/arch.ts';
+import type { ModelConfig } from '../../src/config.ts';
+import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
+import type { DType } from '../../src/util/dtype.ts';
+import { mulberry32 } from '../../src/util/random.ts';
+import { makeTempDir, normalSampler, writeCheckpoint } from './model.ts';
+import { readMasks, MASKS_FILE, type MaskSet } from '../../src/masks.ts';
+import { readManifest } from '../../src/manifest.ts';
+import { grownBoundary } from '../../src/growth/boundary.ts';
+import { naiveForward, type NaiveOutput } from '../reference/naive-llama.ts';
 
 export function tempDir(prefix = 'flm-grow-test-'): { dir: string; cleanup: () => void } {
   return makeTempDir(prefix);
@@ -86,7 +86,7 @@ export async function compareGrown(srcDir: string, outDir: string, mode: 'masked
       scale = Math.max(scale, Math.abs(a.logits[t][v]));
     }
     for (let n = 0; n <= s.cfg.numLayers; n++) {
-      const m = n === s.cfg.numLayers ? o.cfg.numLayers : grownBoundary(layerMap, n);
+      const m = grownBoundary(layerMap, n);
       for (let i = 0; i < s.cfg.hiddenSize; i++) dHidden = Math.max(dHidden, Math.abs(a.hidden[n][t][i] - b.hidden[m][t][i]));
       // new coordinates of the residual stream stay exactly 0
       if (n < s.cfg.numLayers) for (let i = s.cfg.hiddenSize; i < o.cfg.hiddenSize; i++) if (b.hidden[m][t][i] !== 0) newNonZero++;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { hashSeed, mulberry32, uniformInt } from './rng.ts';
+import { hashSeed, mulberry32, uniformInt } from './random.ts';
 
 describe('rng', () => {
   it('mulberry32 is reproducible per seed and differs across seeds', () => {

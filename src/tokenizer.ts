@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { TrainError } from '../errors.ts';
+import { TrainError } from './errors.ts';
 
 /**
  * The part of @huggingface/tokenizers used here. Its .d.ts files use extensionless relative

@@ -2,24 +2,22 @@
  * AdamW state beside a checkpoint: optimizer.safetensors holds, for every weight `W`,
  * `exp_avg.W` and `exp_avg_sq.W` (F32, the weight's shape), and in its metadata the optimizer
  * step, tokens seen and the hyperparameters. `grow` of a trained checkpoint carries it into the
- * grown model the way MSG does: old slices copied, new entries 0 (growOptimizerState).
+ * grown model the way MSG does: old slices copied, new entries 0 (growOptimizerFile in growth/moments.ts).
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { expectedTensors } from '../arch.ts';
-import { readConfigFile, type ModelConfig } from '../config.ts';
-import { bytesToFloat32 } from '../checkpoint/dtype.ts';
-import { SafetensorsFile } from '../checkpoint/safetensors.ts';
-import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
-import { writeFileAtomic } from '../checkpoint/atomic.ts';
+import { bytesToFloat32 } from '../util/dtype.ts';
+import { SafetensorsFile } from './safetensors.ts';
+import { writeSafetensors } from './safetensors-writer.ts';
+import { writeFileAtomic } from './atomic.ts';
 import { TrainError } from '../errors.ts';
-import { readManifest } from '../manifest.ts';
-import { growMomentTensor, layoutFromManifest, momentSource } from '../growth/moments.ts';
-import type { MomentArrays } from './adamw.ts';
-import type { GrowthLayout } from '../growth/layout.ts';
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const OPTIMIZER_FORMAT = 'flm-grow-adamw';
+
+/** One weight's Adam moments (float32, the weight's shape). */
+export interface MomentArrays {
+  expAvg: Float32Array;
+  expAvgSq: Float32Array;
+}
 
 export interface OptimizerMeta {
   step: number;
@@ -90,41 +88,4 @@ export async function readOptimizerState(path: string, shapes?: ReadonlyMap<stri
   } finally {
     await f.close();
   }
-}
-
-/**
- * Expand an optimizer state through a growth layout: every moment lands where its weight went;
- * new rows/columns and inserted layers start at 0 (MSG's treatment of Adam moments).
- */
-export async function growOptimizerFile(srcPath: string, srcCfg: ModelConfig, dstCfg: ModelConfig, layout: GrowthLayout, outPath: string): Promise<void> {
-  const srcShapes = new Map(expectedTensors(srcCfg).map((t) => [t.name, t.shape] as const));
-  const src = await readOptimizerState(srcPath, srcShapes);
-  const dstShapes = new Map(expectedTensors(dstCfg).map((t) => [t.name, t.shape] as const));
-  const moments = new Map<string, MomentArrays>();
-  for (const name of dstShapes.keys()) {
-    const from = momentSource(layout, name);
-    const mo = from === undefined ? undefined : src.moments.get(from);
-    moments.set(name, {
-      expAvg: growMomentTensor(layout, name, mo?.expAvg),
-      expAvgSq: growMomentTensor(layout, name, mo?.expAvgSq),
-    });
-  }
-  await writeOptimizerState(outPath, dstShapes, { meta: src.meta, moments });
-}
-
-/**
- * For a grown folder made without its optimizer state: rebuild the layout from the grown
- * manifest and write grown/optimizer.safetensors. (growCheckpoint already does this itself,
- * inside its atomic output, whenever the source has optimizer state.) Returns false when the
- * source has none.
- */
-export async function growOptimizerState(sourceDir: string, grownDir: string): Promise<boolean> {
-  const srcPath = join(sourceDir, OPTIMIZER_FILE);
-  if (!existsSync(srcPath)) return false;
-  const manifest = readManifest(grownDir);
-  if (manifest === undefined) throw new TrainError('OptimizerState', `${grownDir}: no flm-grow-manifest.json; cannot tell how it was grown`);
-  const srcCfg = readConfigFile(join(sourceDir, 'config.json'));
-  const dstCfg = readConfigFile(join(grownDir, 'config.json'));
-  await growOptimizerFile(srcPath, srcCfg, dstCfg, layoutFromManifest(srcCfg, dstCfg, manifest), join(grownDir, OPTIMIZER_FILE));
-  return true;
 }

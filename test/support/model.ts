@@ -6,12 +6,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { expectedTensors, tensorName } from '../arch.ts';
-import { configToJson, makeConfig, type ModelConfig } from '../config.ts';
-import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
-import { float32ToBytes, roundToDtype, type DType } from '../checkpoint/dtype.ts';
-import { mulberry32 } from '../train/rng.ts';
-import { LAYER_FIELDS, type LlamaWeights } from './llama.ts';
+import { expectedTensors, tensorName } from '../../src/arch.ts';
+import { configToJson, makeConfig, type ModelConfig } from '../../src/config.ts';
+import { CheckpointWriter } from '../../src/checkpoint/checkpoint-writer.ts';
+import { float32ToBytes, roundToDtype, type DType } from '../../src/util/dtype.ts';
+import { mulberry32 } from '../../src/util/random.ts';
+import { LAYER_FIELDS, type LlamaWeights } from '../../src/model/llama.ts';
 
 export function makeTempDir(prefix = 'flm-grow-model-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -101,7 +101,7 @@ export function randomIdRows(B: number, T: number, vocab: number, seed: number):
 export interface HandGrown {
   cfg: ModelConfig;
   arrays: Map<string, Float32Array>;
-  masks: import('../masks.ts').MaskSet;
+  masks: import('../../src/masks.ts').MaskSet;
   /** Grown position of each old hidden coordinate. */
   hiddenPos: number[];
   /** For each grown layer: the source layer, and whether it was inserted. */
