@@ -47,10 +47,21 @@ def write_manifest_last(d, manifest):
     return full
 
 
-def copy_side_files(src, dst):
+def read_side_files(src):
+    """Tokenizer and generation files, read once at start: a resumed run's source checkpoint
+    may be pruned before the run's last save."""
+    out = {}
     for f in os.listdir(src):
         if SIDE_FILE.match(f):
-            shutil.copyfile(os.path.join(src, f), os.path.join(dst, f))
+            with open(os.path.join(src, f), "rb") as fh:
+                out[f] = fh.read()
+    return out
+
+
+def write_side_files(files, dst):
+    for f, data in files.items():
+        with open(os.path.join(dst, f), "wb") as fh:
+            fh.write(data)
 
 
 def list_checkpoints(out):

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .checkpointing import (MANIFEST_FORMAT, MetricsLog, checkpoint_dir_name, copy_side_files, latest_checkpoint,
+from .checkpointing import (MANIFEST_FORMAT, MetricsLog, checkpoint_dir_name, latest_checkpoint, read_side_files, write_side_files,
                             prune_checkpoints, read_manifest, sha256_file, source_identity, write_manifest_last)
 from .config import read_config
 from .data import TokenDataset
@@ -167,6 +167,7 @@ def main(argv=None):
     if ds.max_id >= cfg.vocab_size:
         sys.exit(f"train: {a.data}: token id {ds.max_id} is outside the model's vocabulary of {cfg.vocab_size}")
     data_sha = sha256_file(a.data)
+    side_files = read_side_files(dir_)
 
     model = load_model(dir_, device=device)
     names = [n for n, _ in model.named_parameters()]
@@ -242,7 +243,7 @@ def main(argv=None):
             if cur is not None:
                 write_masks(os.path.join(tmp, MASKS_FILE), cur)
             adam.save(os.path.join(tmp, OPTIMIZER_FILE), names, tokens)
-            copy_side_files(dir_, tmp)
+            write_side_files(side_files, tmp)
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
             manifest = {"format": MANIFEST_FORMAT, "kind": "train", "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
