@@ -85,7 +85,7 @@ def tensor_to_bytes(t):
     # bytes(list) is slow; go through a bytearray-backed tensor copy instead
     out = bytearray(u8.numel())
     torch.frombuffer(out, dtype=torch.uint8).copy_(u8)
-    return bytes(out)
+    return out  # a bytearray: writable to a file as is, no second copy
 
 
 def save_file(path, tensors, metadata=None):

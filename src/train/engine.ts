@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { TrainError } from '../errors.ts';
 import { findTorchPython, requireTorchPython, runTorchModule } from '../torch-engine.ts';
 import { loadTokenizer } from './tokenizer.ts';
+import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
+import { readConfigFile } from '../config.ts';
 import { tokenDtypeForPath } from './data.ts';
 import { train, type TrainOptions, type TrainResult } from './trainer.ts';
 
@@ -32,6 +34,10 @@ export function resolveEngine(e: EngineOptions): 'tfjs' | 'torch' {
 
 /** Train on the chosen engine; the result has the same shape either way. */
 export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): Promise<TrainResult> {
+  if (e.engine === 'auto' && e.tfjsTooLarge === undefined && existsSync(join(o.checkpoint, 'config.json'))) {
+    const est = estimateTrainMemory(readConfigFile(join(o.checkpoint, 'config.json')), o.batchSize ?? 8, o.seqLen ?? 64);
+    e = { ...e, tfjsTooLarge: est.total > 0.9 * WASM_HEAP_LIMIT };
+  }
   if (resolveEngine(e) === 'tfjs') {
     if ((e.nproc ?? 1) > 1) throw new TrainError('BadArgs', '--nproc needs --engine torch (the tfjs trainer runs in one process)');
     return train(o);

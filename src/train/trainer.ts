@@ -28,6 +28,7 @@ import { checkVocab, TokenDataset, type Batch } from './data.ts';
 import { loadTokenizer } from './tokenizer.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
+import { estimateTrainMemory, formatBytes, WASM_HEAP_LIMIT } from './memory.ts';
 import { AdamW } from './adamw.ts';
 import { OPTIMIZER_FILE, readOptimizerState } from './optimizer-state.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
@@ -271,6 +272,13 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const ck = await Checkpoint.open(dir);
   const cfg = ck.config;
   if (T > cfg.maxPositionEmbeddings) throw new TrainError('BadArgs', `--seq-len ${T} exceeds the model's max_position_embeddings ${cfg.maxPositionEmbeddings} (${dir}/config.json)`);
+  const mem = estimateTrainMemory(cfg, B, T);
+  if (tf.getBackend() === 'wasm' && mem.total > 0.9 * WASM_HEAP_LIMIT) {
+    await ck.close();
+    throw new TrainError('TooLargeForTfjs', `${dir}: one training step needs about ${formatBytes(mem.total)} (weights ${formatBytes(mem.weights)}, AdamW moments ${formatBytes(mem.optimizer)}, ` +
+      `gradients ${formatBytes(mem.gradients)}, activations and autodiff tape ${formatBytes(mem.activations)}); the wasm backend's heap stops at ${formatBytes(WASM_HEAP_LIMIT)}. ` +
+      'Train it with the torch engine: flm-grow train --engine torch (needs a Python with torch), or use a smaller --batch-size/--seq-len.');
+  }
   let state: ModelState | undefined;
   let adam: AdamW | undefined;
   let rope: Rope | undefined;
