@@ -20,7 +20,8 @@ import { randomIds } from '../../src/model/input-ids.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
 import { readMetrics, partitionMetrics, type StepMetrics } from '../../src/train/metrics.ts';
-import { findTorchPython, runTorchModule, NO_TORCH_HELP } from '../../src/torch-engine.ts';
+import { findTorchPython, pythonCandidates, runTorchModule, NO_TORCH_HELP } from '../../src/torch-engine.ts';
+import { trainWithEngine } from '../../src/train/engine.ts';
 
 const torch = findTorchPython();
 if (torch === undefined) {
@@ -69,6 +70,13 @@ async function writeIds(path: string, ids: number[][]): Promise<void> {
 async function stepsOf(metricsFile: string): Promise<StepMetrics[]> {
   return partitionMetrics(readMetrics(metricsFile)).steps;
 }
+
+describe('torch interpreter discovery', () => {
+  it('tries $FLM_GROW_PYTHON, then python3, then /usr/bin/python3', () => {
+    expect(pythonCandidates({ FLM_GROW_PYTHON: '/opt/py/bin/python' })).toEqual(['/opt/py/bin/python', 'python3', '/usr/bin/python3']);
+    expect(pythonCandidates({})).toEqual(['python3', '/usr/bin/python3']);
+  });
+});
 
 describe.skipIf(torch === undefined)('torch engine', () => {
   let grown: string;
@@ -147,13 +155,18 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     const cont = await train({ checkpoint: join(pyOut, 'checkpoint-000020'), data: CORPUS, out: join(root, 'ts-cont'), steps: 1, batchSize: 4, seqLen: 16, seed: 5, quiet: true, log: () => undefined, backend: 'wasm' });
     expect(cont.startStep).toBe(20);
 
+    // the same run driven through flm-grow (train --engine torch): result mapped back
+    const viaCli = await trainWithEngine({ checkpoint: grown, data: CORPUS, out: join(root, 'engine-run'), steps: 2, batchSize: 4, seqLen: 16, seed: 5, quiet: true }, { engine: 'torch' });
+    expect([viaCli.startStep, viaCli.step, viaCli.losses.length]).toEqual([0, 2, 2]);
+    expect(viaCli.masksAllOne).toBe(false);
+
     // 2 processes (gloo, torchrun's environment via flm_grow_torch.launch), same global batch: same losses
     const ddpOut = join(root, 'ddp-run');
     const d = await runTorchModule('flm_grow_torch.train', [grown, '--data', CORPUS, '--out', ddpOut, ...common], { capture: true, nproc: 2, env: { OMP_NUM_THREADS: '1' } });
     expect(d.code, d.stderr).toBe(0);
     const c2 = await stepsOf(join(ddpOut, 'metrics.jsonl'));
     const relDdp = b.map((m, i) => Math.abs(c2[i].loss - m.loss) / Math.abs(m.loss));
-    console.log(`torchrun 2 processes vs 1: max rel loss diff ${Math.max(...relDdp).toExponential(2)}`);
+    console.log(`2 DDP processes (gloo) vs 1: max rel loss diff ${Math.max(...relDdp).toExponential(2)}`);
     for (const x of relDdp) expect(x).toBeLessThan(1e-5);
 
     // interrupted after 7 steps (saved at 5), resumed: the same 20 losses
