@@ -11,6 +11,7 @@ const BENCHES: Record<string, string> = {
   grow: 'grow a few-GB checkpoint vs cp -r of the same bytes, peak RSS at two depths (--gb N)',
   train: 'training tokens/s and achieved FLOP/s (6·params·tokens) vs the matMul roofline',
   msg: 'MSG claim: FLOPs for small→grown to reach a from-scratch run\'s final loss',
+  engines: 'tfjs trainer vs torch engine on one ~20 M model: tokens/s, FLOP/s vs each one\'s matMul peak',
   scale: 'Tele-FLM full-width rehearsals: synth, grow vs cp, verify, extrapolation (tens of GB)',
 };
 

@@ -6,8 +6,15 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { FlmGrowError } from './errors.ts';
 import { commands } from './commands/index.ts';
+import { TOOL_VERSION } from './manifest.ts';
+import { torchEngineLabel } from './torch-engine.ts';
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv.length === 1 && argv[0] === '--version') {
+    // the torch engine probe starts a Python, so it runs only when asked for
+    process.stdout.write(`flm-grow ${TOOL_VERSION}\n${torchEngineLabel()}\n`);
+    return;
+  }
   let cli = yargs(argv)
     .scriptName('flm-grow')
     .usage('$0 <command> [options]\n\nGrow Llama / Tele-FLM checkpoints function-preservingly (Masked Structural Growth).')

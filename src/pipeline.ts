@@ -19,7 +19,8 @@ import { applyPlanFlags, readPlanFile } from './growth/plan.ts';
 import { verifyGrowth, formatReport, VerifyFailedError, type VerifyReport } from './verify.ts';
 import { initBackend, type BackendName } from './backend.ts';
 import { initConfig, writeRandomInit } from './train/random-init.ts';
-import { checkpointLoss, METRICS_FILE, train, type TrainOptions } from './train/trainer.ts';
+import { checkpointLoss, METRICS_FILE, type TrainOptions } from './train/trainer.ts';
+import { trainWithEngine, type Engine } from './train/engine.ts';
 import { latestCheckpoint } from './train/checkpointing.ts';
 import { TokenDataset } from './train/data.ts';
 import { loadTokenizer } from './tokenizer.ts';
@@ -49,6 +50,9 @@ export interface TrainSettings {
   eval_every?: number;
   eval_batches?: number;
   lr_after_growth?: 'rewind' | 'continue';
+  /** tfjs | torch | auto (see src/train/engine.ts) and the torch engine's process count. */
+  engine?: Engine;
+  nproc?: number;
 }
 
 export type StageSpec =
@@ -209,7 +213,7 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
           shouldStop: opts.shouldStopTraining,
         };
         if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
-        const tr = await train(o);
+        const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc });
         if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
         current = tr.checkpoint;
       }

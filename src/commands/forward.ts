@@ -10,6 +10,7 @@ import { streamedForward } from '../model/streaming.ts';
 import { parseIdList, readInputIds } from '../model/input-ids.ts';
 import { progressBar } from './progress.ts';
 import { isInside } from '../checkpoint/paths.ts';
+import { runTorchModule } from '../torch-engine.ts';
 
 function f32Bytes(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -41,6 +42,7 @@ export const forwardCommand: CommandModule = {
     .option('overwrite', { type: 'boolean', default: false })
     .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto' })
     .option('quiet', { type: 'boolean', default: false })
+    .option('engine', { type: 'string', choices: ['tfjs', 'torch'], default: 'tfjs', describe: 'torch: python/flm_grow_torch.forward (needs --input/--output)' })
     .check((a) => {
       if ((a.input === undefined) === (a.ids === undefined)) throw new FlmGrowError('UsageError', 'forward: give exactly one of --input or --ids');
       if (a.input !== undefined && a.output === undefined) throw new FlmGrowError('UsageError', 'forward: --input needs --output');
@@ -54,6 +56,12 @@ export const forwardCommand: CommandModule = {
       if (isInside(out, a.checkpoint as string)) throw new FlmGrowError('OutputIsInput', `--output ${out} is inside the checkpoint ${a.checkpoint as string}; write the result elsewhere`);
     }
     if (out !== undefined && existsSync(out) && a.overwrite !== true) throw new FlmGrowError('OutputExists', `${out} exists (use --overwrite)`);
+    if (a.engine === 'torch') {
+      if (out === undefined) throw new FlmGrowError('UsageError', 'forward --engine torch: give --input and --output');
+      const r = await runTorchModule('flm_grow_torch.forward', [a.checkpoint as string, '--input', a.input as string, '--output', out, ...(a.masks === false ? ['--no-masks'] : [])]);
+      if (r.code !== 0) throw new FlmGrowError('TorchEngineFailed', `forward --engine torch exited with code ${r.code}`);
+      return;
+    }
     const ids = a.ids !== undefined ? parseIdList(a.ids as string) : await readInputIds(a.input as string);
     const backend = await initBackend(a.backend as BackendName);
     const ck = await Checkpoint.open(a.checkpoint as string);

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { BACKEND_NAMES, type BackendName } from '../backend.ts';
 import { LR_SCHEDULE_KINDS, type LrScheduleKind } from '../train/lr-schedule.ts';
-import { train } from '../train/trainer.ts';
+import { ENGINES, trainWithEngine, type Engine } from '../train/engine.ts';
 import { progressBars } from './progress.ts';
 
 export const trainCommand: CommandModule = {
@@ -32,9 +32,11 @@ export const trainCommand: CommandModule = {
     .option('lr-after-growth', { type: 'string', choices: ['rewind', 'continue'], default: 'rewind', describe: 'rewind: new warmup+decay from this run\'s first step; continue: one schedule from global step 0' })
     .option('total-steps', { type: 'number', describe: 'length of the "continue" schedule in global steps' })
     .option('keep-checkpoints', { type: 'number', default: 2 })
-    .option('quiet', { type: 'boolean', default: false }),
+    .option('quiet', { type: 'boolean', default: false })
+    .option('engine', { type: 'string', choices: ENGINES, default: 'auto', describe: 'tfjs (in-process), torch (python/flm_grow_torch; same results), auto: torch on a CUDA GPU or when tfjs cannot hold the model' })
+    .option('nproc', { type: 'number', default: 1, describe: 'torch engine: processes (DDP; one per GPU, or gloo on CPU); the global batch is split between them' }),
   handler: async (a) => {
-    const r = await train({
+    const r = await trainWithEngine({
       checkpoint: a.checkpoint as string, data: a.data as string, out: a.out as string, steps: a.steps as number,
       batchSize: a['batch-size'] as number, seqLen: a['seq-len'] as number, lr: a.lr as number, minLr: a['min-lr'] as number | undefined,
       warmupSteps: a['warmup-steps'] as number, schedule: a.schedule as LrScheduleKind, weightDecay: a['weight-decay'] as number,
@@ -43,7 +45,7 @@ export const trainCommand: CommandModule = {
       seed: a.seed as number, backend: a.backend as BackendName, resume: a.resume === true,
       lrAfterGrowth: a['lr-after-growth'] as 'rewind' | 'continue', totalSteps: a['total-steps'] as number | undefined,
       keepCheckpoints: a['keep-checkpoints'] as number, quiet: a.quiet === true, progress: progressBars(a.quiet === true),
-    });
+    }, { engine: a.engine as Engine, nproc: a.nproc as number });
     const lines = [
       `trained ${r.parameters.toLocaleString('en-US')} parameters, steps ${r.startStep} -> ${r.step}: loss ${r.firstLoss.toFixed(4)} -> ${r.lastLoss.toFixed(4)}` +
         `${r.evalLoss !== undefined ? `, eval loss ${r.evalLoss.toFixed(4)}` : ''}, ${r.tokensPerSec.toFixed(0)} tokens/s`,

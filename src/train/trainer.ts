@@ -29,6 +29,7 @@ import { checkVocab, TokenDataset, type Batch } from './data.ts';
 import { loadTokenizer } from '../tokenizer.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
+import { estimateTrainMemory, formatBytes, WASM_HEAP_LIMIT } from './memory.ts';
 import { AdamW } from './adamw.ts';
 import { OPTIMIZER_FILE, readOptimizerState } from '../checkpoint/optimizer-state.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
@@ -363,6 +364,12 @@ function trainArgs(o: TrainOptions): TrainArgs {
 async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: string, resumed: boolean, log: (line: string) => void, held: Held): Promise<Run> {
   const cfg = ck.config;
   if (args.T > cfg.maxPositionEmbeddings) throw new TrainError('BadArgs', `--seq-len ${args.T} exceeds the model's max_position_embeddings ${cfg.maxPositionEmbeddings} (${dir}/config.json)`);
+  const mem = estimateTrainMemory(cfg, args.B, args.T);
+  if (tf.getBackend() === 'wasm' && mem.total > 0.9 * WASM_HEAP_LIMIT) {
+    throw new TrainError('TooLargeForTfjs', `${dir}: one training step needs about ${formatBytes(mem.total)} (weights ${formatBytes(mem.weights)}, AdamW moments ${formatBytes(mem.optimizer)}, ` +
+      `gradients ${formatBytes(mem.gradients)}, activations and autodiff tape ${formatBytes(mem.activations)}); the wasm backend's heap stops at ${formatBytes(WASM_HEAP_LIMIT)}. ` +
+      'Train it with the torch engine: flm-grow train --engine torch (needs a Python with torch), or use a smaller --batch-size/--seq-len.');
+  }
   const st = await startState(o, ck, dir, resumed);
   if (st.step >= st.targetStep) log(`train: ${dir} is already at step ${st.step} (target ${st.targetStep}); nothing to do`);
   const tokenizer = loadTokenizer(dir);

@@ -52,7 +52,7 @@ export const LAYERS: string[][] = [
   ['growth', 'train', 'verify', 'synth', 'split', 'plot'],
   ['model'],
   ['masks', 'manifest'],
-  ['checkpoint', 'arch', 'backend', 'tokenizer'],
+  ['checkpoint', 'arch', 'backend', 'torch-engine', 'tokenizer'],
   ['config'],
   ['util', 'errors'],
 ];

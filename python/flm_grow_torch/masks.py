@@ -1,0 +1,245 @@
+"""MSG masks (SPEC §2) for any torch module tree with Hugging Face names.
+
+`attach_masks(module, masks)` installs the masked forward on a model by hooks alone, so the same
+function serves flm_grow_torch.model.LlamaForCausalLM, transformers' LlamaForCausalLM, or a
+user's own Llama written with HF names:
+
+  embed_tokens            output ⊙ m_h
+  *norm (RMSNorm)         statistics over unmasked coordinates: sum(m·x²)/sum(m)
+  self_attn.o_proj        input: head j times m_a[j];   output: ⊙ m_h · r_l
+  mlp.down_proj           input ⊙ m_f;                  output: ⊙ m_h · r_l
+  lm_head                 + vocab bias (-inf, or a large finite value for training, on padding ids)
+
+Masks are values, never parameters: the handle's `set_step(stage_step)` (or `set_values`)
+overwrites them in place from the manifest's schedule before each optimizer step.
+"""
+import json
+import math
+import os
+import re
+
+import torch
+
+from .safetensors_io import load_file, save_file
+
+MASKS_FILE = "masks.safetensors"
+GROUPS = ("hidden", "heads", "ffn", "layers")
+
+
+# ---- the schedule (src/train/mask-schedule.ts) ------------------------------------------------
+
+def schedule_value(entry, stage_step):
+    """Value of one schedule entry at `stage_step` (optimizer steps since growth), in [0, 1]."""
+    if entry["length"] <= 0:
+        return 1.0
+    t = min(1.0, max(0.0, (stage_step - entry["startStep"]) / entry["length"]))
+    return 0.5 * (1 - math.cos(math.pi * t)) if entry["shape"] == "cosine" else t
+
+
+def values_at(schedule, stage_step):
+    """{group: c} for every scheduled group at `stage_step`."""
+    return {e["group"]: schedule_value(e, stage_step) for e in schedule}
+
+
+def annealing_end_step(schedule):
+    return max([e["startStep"] + e["length"] for e in schedule], default=0)
+
+
+def read_schedule(ckpt_dir):
+    """The manifest's masks.schedule ([] when there is none)."""
+    p = os.path.join(ckpt_dir, "flm-grow-manifest.json")
+    if not os.path.exists(p):
+        return []
+    with open(p) as f:
+        m = json.load(f)
+    return (m.get("masks") or {}).get("schedule", [])
+
+
+# ---- mask files -------------------------------------------------------------------------------
+
+def read_masks(path, cfg=None):
+    """masks.safetensors -> {'hidden', 'vocab', 'layers': [{'heads', 'ffn', 'residual'}]} (f32)."""
+    t, _ = load_file(path)
+    t = {k: v.float() for k, v in t.items()}
+    n = 0
+    while f"layers.{n}.heads" in t:
+        n += 1
+    m = {"hidden": t["hidden"], "vocab": t["vocab"],
+         "layers": [{"heads": t[f"layers.{i}.heads"], "ffn": t[f"layers.{i}.ffn"],
+                     "residual": t[f"layers.{i}.residual"].reshape(1)} for i in range(n)]}
+    if cfg is not None:
+        want = [("hidden", m["hidden"], cfg.hidden_size), ("vocab", m["vocab"], cfg.vocab_size)]
+        if n != cfg.num_layers:
+            raise ValueError(f"{path}: masks for {n} layers, config has {cfg.num_layers}")
+        for i, l in enumerate(m["layers"]):
+            want += [(f"layers.{i}.heads", l["heads"], cfg.num_heads), (f"layers.{i}.ffn", l["ffn"], cfg.intermediate_size)]
+        for name, v, size in want:
+            if v.numel() != size:
+                raise ValueError(f"{path}: mask {name} has {v.numel()} entries, config needs {size}")
+    return m
+
+
+def write_masks(path, m):
+    # tensor order and metadata as src/masks.ts writeMasks
+    t = {"hidden": m["hidden"], "vocab": m["vocab"]}
+    for i, l in enumerate(m["layers"]):
+        t[f"layers.{i}.heads"] = l["heads"]
+        t[f"layers.{i}.ffn"] = l["ffn"]
+        t[f"layers.{i}.residual"] = l["residual"].reshape(1)
+    save_file(path, {k: v.detach().float().cpu().contiguous() for k, v in t.items()}, {"format": "flm-grow-masks"})
+
+
+def apply_values(base, values):
+    """Every new unit (value below 1 in `base`) of a group rises to at least that group's c
+    (src/masks.ts applyMaskValues); old units and the vocab mask are untouched."""
+    def rise(a, c):
+        if c is None:
+            return a.clone()
+        # c rounded to f32 once, as the TS Float32Array store does
+        return torch.where(a < 1, torch.clamp(a, min=float(torch.tensor(c, dtype=torch.float32))), a)
+    return {"hidden": rise(base["hidden"], values.get("hidden")), "vocab": base["vocab"].clone(),
+            "layers": [{"heads": rise(l["heads"], values.get("heads")), "ffn": rise(l["ffn"], values.get("ffn")),
+                        "residual": rise(l["residual"], values.get("layers"))} for l in base["layers"]]}
+
+
+def all_one(m):
+    return all(bool((x >= 1).all()) for x in [m["hidden"]] + [v for l in m["layers"] for v in l.values()])
+
+
+# ---- attaching to a module tree -----------------------------------------------------------------
+
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+class MaskHandle:
+    """What attach_masks returns. `current` holds the live mask tensors the hooks read."""
+
+    def __init__(self, base, schedule, vocab_fill, device):
+        self.base = {k: v for k, v in base.items()}
+        self.schedule = list(schedule or [])
+        self.vocab_fill = vocab_fill
+        self.device = device
+        self.handles = []
+        self.current = apply_values(base, {})
+        self._to_device()
+
+    def _to_device(self):
+        c = self.current
+        c["hidden"] = c["hidden"].to(self.device)
+        c["hidden_sum"] = c["hidden"].sum()
+        c["vocab_bias"] = torch.where(c["vocab"] == 0, torch.tensor(self.vocab_fill), torch.tensor(0.0)).to(self.device)
+        for l in c["layers"]:
+            for k in ("heads", "ffn", "residual"):
+                l[k] = l[k].to(self.device)
+
+    def values_at(self, stage_step):
+        return values_at(self.schedule, stage_step)
+
+    def set_values(self, values):
+        """Set each group's annealing value c (in place, so hooks and any captured refs see it)."""
+        new = apply_values(self.base, values)
+        c = self.current
+        with torch.no_grad():
+            c["hidden"].copy_(new["hidden"])
+            c["hidden_sum"].copy_(c["hidden"].sum())
+            for l, n in zip(c["layers"], new["layers"]):
+                for k in ("heads", "ffn", "residual"):
+                    l[k].copy_(n[k])
+        return values
+
+    def set_step(self, stage_step):
+        """Masks as the manifest's schedule has them `stage_step` optimizer steps after growth."""
+        return self.set_values(self.values_at(stage_step))
+
+    def mask_set(self):
+        """The current values as a plain (CPU) mask set, e.g. for write_masks."""
+        c = self.current
+        return {"hidden": c["hidden"].cpu(), "vocab": self.base["vocab"],
+                "layers": [{k: l[k].cpu() for k in ("heads", "ffn", "residual")} for l in c["layers"]]}
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        for mod, fwd in getattr(self, "_replaced", []):
+            mod.forward = fwd
+        self._replaced = []
+
+
+def _masked_rmsnorm(module, handle):
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+
+    def forward(x):
+        dtype = x.dtype
+        h = x.float()
+        m = handle.current["hidden"]
+        variance = (h.pow(2) * m).sum(-1, keepdim=True) / handle.current["hidden_sum"]
+        h = h * torch.rsqrt(variance + eps)
+        return module.weight * h.to(dtype)
+    return forward
+
+
+def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=None):
+    """Install MSG's masked forward on `module` (any tree with HF Llama names), in place.
+
+    masks: a mask set as read_masks returns (or a path to masks.safetensors).
+    schedule: the manifest's masks.schedule, for handle.set_step(stage_step).
+    vocab_fill: logit bias on padding ids; -inf for inference, a large finite negative value for
+      training (softmax weight 0 either way, but -inf·0 in a loss would be NaN).
+    Returns a MaskHandle; handle.remove() restores the plain model.
+    """
+    if isinstance(masks, str):
+        masks = read_masks(masks)
+    if device is None:
+        p = next(module.parameters(), None)
+        device = p.device if p is not None else "cpu"
+    handle = MaskHandle(masks, schedule, vocab_fill, device)
+    handle._replaced = []
+    nl = len(handle.current["layers"])
+    seen = {"embed": 0, "norm": 0, "o": 0, "down": 0, "lm_head": 0}
+
+    def layer_of(name):
+        m = _LAYER.search(name)
+        return int(m.group(1)) if m else None
+
+    for name, mod in module.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        li = layer_of(name)
+        if leaf == "embed_tokens":
+            handle.handles.append(mod.register_forward_hook(lambda _m, _i, out: out * handle.current["hidden"]))
+            seen["embed"] += 1
+        elif leaf in ("input_layernorm", "post_attention_layernorm") or (leaf == "norm" and li is None):
+            handle._replaced.append((mod, mod.forward))
+            mod.forward = _masked_rmsnorm(mod, handle)
+            seen["norm"] += 1
+        elif leaf == "o_proj" and li is not None:
+            if li >= nl:
+                raise ValueError(f"attach_masks: module {name} is layer {li}, masks have {nl} layers")
+            lm = handle.current["layers"][li]
+
+            def head_mask(_m, inp, lm=lm):
+                x = inp[0]
+                nh = lm["heads"].numel()
+                shape = x.shape
+                # columns j*hd..(j+1)*hd of o_proj's input are head j's output
+                return (x.reshape(*shape[:-1], nh, shape[-1] // nh) * lm["heads"][:, None]).reshape(shape),
+
+            handle.handles.append(mod.register_forward_pre_hook(head_mask))
+            handle.handles.append(mod.register_forward_hook(
+                lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"]))
+            seen["o"] += 1
+        elif leaf == "down_proj" and li is not None:
+            lm = handle.current["layers"][li]
+            handle.handles.append(mod.register_forward_pre_hook(lambda _m, inp, lm=lm: (inp[0] * lm["ffn"],)))
+            handle.handles.append(mod.register_forward_hook(
+                lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"]))
+            seen["down"] += 1
+        elif leaf == "lm_head":
+            handle.handles.append(mod.register_forward_hook(lambda _m, _i, out: out + handle.current["vocab_bias"].to(out.dtype)))
+            seen["lm_head"] += 1
+    want = {"embed": 1, "norm": 2 * nl + 1, "o": nl, "down": nl, "lm_head": 1}
+    if seen != want:
+        handle.remove()
+        raise ValueError(f"attach_masks: module tree does not look like an HF Llama with {nl} layers "
+                         f"(found {seen}, expected {want})")
+    return handle

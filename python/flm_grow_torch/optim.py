@@ -1,0 +1,140 @@
+"""AdamW and LR schedules exactly as src/train/adamw.ts and src/train/lr-schedule.ts, so the
+torch engine continues a run (or a grown checkpoint's optimizer.safetensors) where flm-grow's
+tfjs trainer would."""
+import math
+
+import torch
+
+from .safetensors_io import load_file, save_file
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+OPTIMIZER_FORMAT = "flm-grow-adamw"
+
+
+def lr_at(step, s):
+    """LR for global `step` (lr-schedule.ts lrAt): linear warmup from lr/W, then cosine/linear
+    decay to minLr over totalSteps, all counted from startStep."""
+    t = max(0, step - s.get("startStep", 0))
+    lr, min_lr, w, total = s["lr"], s["minLr"], s["warmupSteps"], s["totalSteps"]
+    if t < w:
+        return lr * (t + 1) / w
+    if s["schedule"] == "constant":
+        return lr
+    p = min(1.0, (t - w) / (total - w)) if total > w else 1.0
+    if s["schedule"] == "linear":
+        return lr - (lr - min_lr) * p
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * p))
+
+
+class AdamW:
+    """Bias-corrected moments, decoupled weight decay on matrices only (adamw.ts):
+    p <- p - lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) - lr * wd * p   (p: the value before the step)."""
+
+    def __init__(self, named_params, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0):
+        self.params = dict(named_params)
+        self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
+        self.step = 0
+        self.exp_avg = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.params.items()}
+        self.exp_avg_sq = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.params.items()}
+
+    @torch.no_grad()
+    def apply(self, lr, grad_scale=1.0):
+        self.step += 1
+        t = self.step
+        bc1 = 1 - self.beta1 ** t
+        bc2 = 1 - self.beta2 ** t
+        for n, p in self.params.items():
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            g = g.float()
+            if grad_scale != 1:
+                g = g * grad_scale
+            m, v = self.exp_avg[n], self.exp_avg_sq[n]
+            m.mul_(self.beta1).add_(g * (1 - self.beta1))
+            v.mul_(self.beta2).add_(g.square() * (1 - self.beta2))
+            update = (m / bc1) / ((v / bc2).sqrt() + self.eps)
+            nxt = p - update * lr
+            if self.weight_decay != 0 and p.dim() >= 2:
+                nxt = nxt - p * (lr * self.weight_decay)
+            p.copy_(nxt)
+
+    def load(self, path):
+        """Moments and step from optimizer.safetensors (hyperparameters stay as given)."""
+        tensors, md = load_file(path)
+        if (md or {}).get("format") != OPTIMIZER_FORMAT:
+            raise ValueError(f"{path}: not an {OPTIMIZER_FORMAT} optimizer state")
+        for n, p in self.params.items():
+            for key, store in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                t = tensors.get(f"{key}.{n}")
+                if t is None:
+                    raise ValueError(f"{path}: tensor {key}.{n} is missing")
+                if tuple(t.shape) != tuple(p.shape):
+                    raise ValueError(f"{path}: {key}.{n} has shape {list(t.shape)}, the weight has {list(p.shape)}")
+                store[n] = t.float().to(p.device)
+        self.step = int(float(md["step"]))
+        return read_meta(md, path)
+
+    def save(self, path, names, tokens):
+        """optimizer.safetensors in the layout of optimizer-state.ts (names in weight order)."""
+        t = {}
+        for n in names:
+            t[f"exp_avg.{n}"] = self.exp_avg[n].detach().float().cpu()
+            t[f"exp_avg_sq.{n}"] = self.exp_avg_sq[n].detach().float().cpu()
+        save_file(path, t, {"format": OPTIMIZER_FORMAT, "step": js_num(self.step), "tokens": js_num(tokens),
+                            "beta1": js_num(self.beta1), "beta2": js_num(self.beta2), "eps": js_num(self.eps),
+                            "weight_decay": js_num(self.weight_decay)})
+
+
+def read_meta(md, path):
+    out = {}
+    for k in ("step", "tokens", "beta1", "beta2", "eps", "weight_decay"):
+        try:
+            out[k] = float(md[k])
+        except (KeyError, ValueError):
+            raise ValueError(f"{path}: metadata field {k!r} is missing or not a number")
+    out["step"], out["tokens"] = int(out["step"]), int(out["tokens"])
+    return out
+
+
+def read_optimizer_meta(path):
+    from .safetensors_io import SafetensorsFile
+    f = SafetensorsFile(path)
+    try:
+        if (f.metadata or {}).get("format") != OPTIMIZER_FORMAT:
+            raise ValueError(f"{path}: not an {OPTIMIZER_FORMAT} optimizer state")
+        return read_meta(f.metadata, path)
+    finally:
+        f.close()
+
+
+def js_num(x):
+    """A number as JavaScript's String(x) writes it: shortest round-trip digits, fixed notation
+    for 1e-6 <= |x| < 1e21, otherwise d.ddde±n (so metadata reads the same from either engine)."""
+    x = float(x)
+    if x == 0 or not math.isfinite(x):
+        return "0" if x == 0 else ("NaN" if x != x else ("Infinity" if x > 0 else "-Infinity"))
+    sign = "-" if x < 0 else ""
+    mant, _, exp = ("%r" % abs(x)).partition("e")
+    digits, _, frac = mant.partition(".")
+    e = int(exp or 0) + len(digits) - 1  # decimal exponent of the first digit
+    ds = (digits + frac).lstrip("0")
+    lead_zeros = len(digits + frac) - len((digits + frac).lstrip("0"))
+    e -= lead_zeros
+    ds = ds.rstrip("0") or "0"
+    if 1e-6 <= abs(x) < 1e21:
+        if e >= len(ds) - 1:
+            return sign + ds + "0" * (e - len(ds) + 1)
+        if e >= 0:
+            return sign + ds[: e + 1] + "." + ds[e + 1:]
+        return sign + "0." + "0" * (-e - 1) + ds
+    return sign + ds[0] + ("." + ds[1:] if len(ds) > 1 else "") + "e" + ("+" if e > 0 else "-") + str(abs(e))
+
+
+def js_value(v):
+    """JSON values as JSON.stringify writes them: integral floats as integers."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e21:
+        return int(v)
+    if isinstance(v, dict):
+        return {k: js_value(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [js_value(x) for x in v]
+    return v

@@ -1,0 +1,345 @@
+"""python -m flm_grow_torch.train <checkpoint> --data ... --out ...
+
+The torch engine of `flm-grow train`: same flags, same meaning, same results. AdamW, LR
+schedules, clipping, mask annealing, deterministic batches, metrics.jsonl and checkpoints follow
+src/train/trainer.ts step for step, so a run can switch engines at any checkpoint.
+
+Distributed: under torchrun every rank takes an equal slice of the same global batch
+(DDP averages gradients, so the update equals the one-process update); gloo on CPU, nccl on
+GPU. On GPU the forward/backward runs under bf16 autocast by default (--precision); weights,
+moments and the update stay f32.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .checkpointing import (MANIFEST_FORMAT, MetricsLog, checkpoint_dir_name, latest_checkpoint, read_side_files, write_side_files,
+                            prune_checkpoints, read_manifest, sha256_file, source_identity, write_manifest_last)
+from .config import read_config
+from .data import TokenDataset
+from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
+from .model import load_model
+from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
+from .safetensors_io import save_checkpoint_tensors
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def tool_version():
+    # the repository's package.json when run from a checkout (the version flm-grow reports)
+    p = os.path.join(os.path.dirname(__file__), "..", "..", "package.json")
+    try:
+        with open(p) as f:
+            return json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        return "0.1.0"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m flm_grow_torch.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=8, help="global batch (split over ranks)")
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr", type=float, default=None)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--schedule", choices=["cosine", "linear", "constant"], default="cosine")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--clip-grad", type=float, default=1.0)
+    p.add_argument("--beta1", type=float, default=0.9)
+    p.add_argument("--beta2", type=float, default=0.95)
+    p.add_argument("--save-every", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--eval-batches", type=int, default=4)
+    p.add_argument("--eval-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--lr-after-growth", choices=["rewind", "continue"], default="rewind")
+    p.add_argument("--total-steps", type=int, default=None)
+    p.add_argument("--keep-checkpoints", type=int, default=2)
+    p.add_argument("--stage", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--precision", choices=["auto", "f32", "bf16"], default="auto", help="auto: bf16 autocast on GPU, f32 on CPU")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--interrupt-after", type=int, default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+class Dist:
+    """Rank, world size and the collectives used; a single process is world size 1."""
+
+    def __init__(self, device_kind):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if self.world > 1:
+            dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+
+    def mean(self, x):
+        if self.world == 1:
+            return x
+        t = torch.tensor([x], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t[0]) / self.world
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self):
+        if self.world > 1:
+            dist.destroy_process_group()
+
+
+def start_state(a, dir_, resumed):
+    """Where this run starts: global step, stage start, tokens, LR schedule (trainer.ts startState)."""
+    m = read_manifest(dir_)
+    lr = a.lr
+    base = {"lr": lr, "minLr": a.min_lr if a.min_lr is not None else lr / 10, "warmupSteps": a.warmup_steps, "schedule": a.schedule}
+    if resumed:
+        x = m.get("extra", {})
+        return dict(step=x["step"], stageStart=x["stageStart"], tokens=x["tokens"], targetStep=x["targetStep"],
+                    lrSchedule=x["lrSchedule"], schedule=(m.get("masks") or {}).get("schedule", []), source=m.get("source"),
+                    grownFrom=None)
+    step = tokens = stage_start = 0
+    opt = os.path.join(dir_, OPTIMIZER_FILE)
+    if m is not None and m.get("kind") == "train":
+        step, tokens, stage_start = m["extra"]["step"], m["extra"]["tokens"], m["extra"]["stageStart"]
+    elif os.path.exists(opt):
+        meta = read_optimizer_meta(opt)
+        step, tokens = meta["step"], meta["tokens"]
+        stage_start = step  # a grown checkpoint: its stage starts here
+    target = step + a.steps
+    total = max(a.total_steps if a.total_steps is not None else target, target) if a.lr_after_growth == "continue" else a.steps
+    ls = dict(base, warmupSteps=min(base["warmupSteps"], total), totalSteps=total,
+              startStep=0 if a.lr_after_growth == "continue" else step)
+    if m is not None and m.get("kind") == "train" and m.get("source") is not None:
+        source = m["source"]
+    else:
+        source = None  # filled in by the caller (needs the tensor sizes)
+    return dict(step=step, stageStart=stage_start, tokens=tokens, targetStep=target, lrSchedule=ls,
+                schedule=(m or {}).get("masks", {}).get("schedule", []) if m else [], source=source,
+                grownFrom=m if m is not None and m.get("kind") == "grow" else None)
+
+
+def main(argv=None):
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    if a.steps <= 0:
+        sys.exit("train: --steps must be a positive integer")
+    device_kind = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dd = Dist(device_kind)
+    device = torch.device(f"cuda:{dd.local_rank}" if device_kind == "cuda" else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    B, T, seed, clip = a.batch_size, a.seq_len, a.seed, a.clip_grad
+    if B % dd.world:
+        sys.exit(f"train: --batch-size {B} must be a multiple of the number of processes ({dd.world})")
+    bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
+    log = (lambda s: None) if a.quiet or dd.rank else (lambda s: print(s, flush=True))
+    os.makedirs(a.out, exist_ok=True)
+    dir_, resumed = a.checkpoint, False
+    if a.resume:
+        latest = latest_checkpoint(a.out)
+        if latest is not None:
+            dir_, resumed = latest, True
+    cfg = read_config(dir_)
+    if T > cfg.max_position_embeddings:
+        sys.exit(f"train: --seq-len {T} exceeds the model's max_position_embeddings {cfg.max_position_embeddings} ({dir_}/config.json)")
+    st = start_state(a, dir_, resumed)
+    if os.path.exists(os.path.join(dir_, "tokenizer.json")) and os.path.splitext(a.data)[1].lower() not in (".bin", ".u16", ".u32"):
+        sys.exit(f"train: {dir_} has a tokenizer.json and {a.data} is text; the torch engine reads byte-level text or token files. "
+                 "Run through `flm-grow train --engine torch`, which tokenizes it first, or pass a .u16/.u32 token file.")
+    ds = TokenDataset(a.data, eval_fraction=a.eval_fraction, seq_len=T)
+    if ds.max_id >= cfg.vocab_size:
+        sys.exit(f"train: {a.data}: token id {ds.max_id} is outside the model's vocabulary of {cfg.vocab_size}")
+    data_sha = sha256_file(a.data)
+    side_files = read_side_files(dir_)
+
+    model = load_model(dir_, device=device)
+    names = [n for n, _ in model.named_parameters()]
+    params = sum(p.numel() for p in model.parameters())
+    if st["source"] is None:
+        st["source"] = source_identity(dir_, (params, _stored_bytes(dir_)))
+    masks_path = os.path.join(dir_, MASKS_FILE)
+    handle = None
+    if os.path.exists(masks_path):
+        # a large finite bias on padding ids: softmax weight 0 as with -inf, but no NaN in the loss
+        handle = attach_masks(model, read_masks(masks_path, cfg), st["schedule"], vocab_fill=-1e30)
+    if device.type == "cuda":
+        model.set_sdpa(True)
+    adam = AdamW(model.named_parameters(), beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
+    opt_path = os.path.join(dir_, OPTIMIZER_FILE)
+    if os.path.exists(opt_path):
+        adam.load(opt_path)
+    else:
+        adam.step = st["step"]
+    net = model
+    if dd.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    metrics = None
+    stage = a.stage if a.stage is not None else 0
+    if isinstance(stage, str) and stage.isdigit():
+        stage = int(stage)
+    if dd.rank == 0:
+        metrics = MetricsLog(os.path.join(a.out, METRICS_FILE), resume_at_step=st["step"] if resumed else None, truncate=not resumed)
+        g = st["grownFrom"]
+        if g is not None:
+            rt = (g.get("plan") or {}).get("resolvedTargets")
+            metrics.log_growth(st["step"], stage, None if rt is None else
+                               f"grown to H {rt['hidden_size']}, F {rt['intermediate_size']}, heads {rt['num_attention_heads']}, L {rt['num_hidden_layers']}")
+    anneal_end = st["stageStart"] + annealing_end_step(st["schedule"])
+    has_eval = len(ds.eval) > T
+    lo, hi = dd.rank * B // dd.world, (dd.rank + 1) * B // dd.world
+
+    def set_masks(step):
+        if handle is not None:
+            handle.set_step(step - st["stageStart"])
+
+    def loss_of(inputs, targets):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = net(inputs[lo:hi].to(device))
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[lo:hi].to(device).reshape(-1))
+
+    def eval_loss():
+        total = 0.0
+        with torch.no_grad():
+            for k in range(a.eval_batches):
+                total += dd.mean(float(loss_of(*ds.batch_at("eval", k, B, T, seed))))
+        return total / a.eval_batches
+
+    step, tokens = st["step"], st["tokens"]
+    last_saved = dir_ if resumed else None
+    losses, last_eval = [], None
+    t0, trained = time.time(), 0
+
+    def save(complete):
+        nonlocal last_saved
+        out = os.path.join(a.out, checkpoint_dir_name(step))
+        set_masks(step)
+        if dd.rank == 0:
+            tmp = out + f".tmp-{os.getpid()}"
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            save_checkpoint_tensors(tmp, {n: p.detach().float().cpu() for n, p in model.named_parameters()})
+            with open(os.path.join(tmp, "config.json"), "w") as f:
+                f.write(json.dumps(js_value(cfg.to_json("float32")), indent=2) + "\n")
+            cur = handle.mask_set() if handle is not None else None
+            if cur is not None:
+                write_masks(os.path.join(tmp, MASKS_FILE), cur)
+            adam.save(os.path.join(tmp, OPTIMIZER_FILE), names, tokens)
+            write_side_files(side_files, tmp)
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
+            manifest = {"format": MANIFEST_FORMAT, "kind": "train", "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                        "tool": {"name": "flm-grow", "version": tool_version()}}
+            if st["source"] is not None:
+                manifest["source"] = st["source"]
+            if cur is not None:
+                manifest["masks"] = {"file": MASKS_FILE, "schedule": st["schedule"]}
+            manifest["extra"] = {
+                "step": step, "stageStep": step - st["stageStart"], "stageStart": st["stageStart"], "tokens": tokens,
+                "targetStep": st["targetStep"], "complete": complete, "seed": seed, "dtype": "F32", "lrSchedule": st["lrSchedule"],
+                "batchSize": B, "seqLen": T,
+                "data": {"path": os.path.abspath(a.data), "sha256": data_sha, "tokens": len(ds.tokens), "tokenizer": "bytes" if ds.tokenizer else a.data},
+                "masksAllOne": cur is None or all_one(cur), "lastLoss": losses[-1] if losses else None, "evalLoss": last_eval,
+                "engine": "torch", "processes": dd.world, "precision": "bf16-autocast" if bf16 else "f32",
+            }
+            write_manifest_last(out, js_value(manifest))
+            prune_checkpoints(a.out, a.keep_checkpoints, out)
+        dd.barrier()
+        last_saved = out
+        return out
+
+    announced = handle is None or all_one(handle.mask_set())
+    interrupted = False
+    if step >= st["targetStep"]:
+        log(f"train: {dir_} is already at step {step} (target {st['targetStep']}); nothing to do")
+    while step < st["targetStep"]:
+        if a.interrupt_after is not None and step - st["step"] >= a.interrupt_after:
+            interrupted = True
+            break
+        ts = time.time()
+        set_masks(step)
+        lr = lr_at(step, st["lrSchedule"])
+        inputs, targets = ds.batch_at("train", step, B, T, seed)
+        for p in model.parameters():
+            p.grad = None
+        loss_t = loss_of(inputs, targets)
+        loss_t.backward()
+        loss = dd.mean(float(loss_t.detach()))
+        # grads are already averaged across ranks by DDP: the norm is the same on every rank
+        sq = torch.stack([p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None]).sum()
+        gnorm = math.sqrt(float(sq))
+        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+            sys.exit(f"train: {a.out}: step {step}: {'loss is ' + str(loss) if not math.isfinite(loss) else 'gradient norm is ' + str(gnorm)} "
+                     f"(lr {lr:.3e}); training stopped. Last good checkpoint: {last_saved or dir_ + ' (nothing saved in this run)'}. Lower --lr or check the data.")
+        scale = clip / (gnorm + 1e-6) if clip > 0 and gnorm > clip else 1.0
+        adam.apply(lr, scale)
+        losses.append(loss)
+        step += 1
+        tokens += B * T
+        trained += B * T
+        eval_now = has_eval and ((a.eval_every > 0 and step % a.eval_every == 0) or step == st["targetStep"])
+        if eval_now:
+            last_eval = eval_loss()
+        m = {"step": step - 1, "tokens": tokens, "loss": loss}
+        if eval_now:
+            m["evalLoss"] = last_eval
+        m.update(lr=lr, gradNorm=gnorm, tokensPerSec=(B * T) / max(1e-3, time.time() - ts), stage=stage)
+        if handle is not None:
+            v = values_at(st["schedule"], step - 1 - st["stageStart"])
+            if v:
+                m["masks"] = v
+        if metrics is not None:
+            metrics.log_step(js_value(m))
+        if not a.quiet and dd.rank == 0 and (step % 10 == 0 or step == st["targetStep"]):
+            log(f"step {step - 1}: loss {loss:.4f} lr {lr:.3e} grad-norm {gnorm:.3f}")
+        if not announced and step >= anneal_end:
+            announced = True
+            log(f"train: every mask reached 1 at step {step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)")
+        if a.save_every > 0 and step % a.save_every == 0 and step < st["targetStep"]:
+            save(False)
+    out = (last_saved or dir_) if interrupted else save(True)
+    secs = time.time() - t0
+    if metrics is not None:
+        metrics.close()
+    result = {"checkpoint": out, "startStep": st["step"], "step": step, "stageStep": step - st["stageStart"], "losses": losses,
+              "evalLoss": last_eval, "parameters": params, "tokensPerSec": trained / max(1e-9, secs), "interrupted": interrupted,
+              "masksAllOne": handle is None or all_one(handle.mask_set()), "processes": dd.world, "device": str(device),
+              "precision": "bf16-autocast" if bf16 else "f32"}
+    if dd.rank == 0:
+        # one machine-readable line last, for `flm-grow train --engine torch`
+        print("FLM_GROW_RESULT " + json.dumps(result), flush=True)
+    dd.close()
+    return result
+
+
+def _stored_bytes(d):
+    from .safetensors_io import SafetensorsFile
+    files = [f for f in os.listdir(d) if f.endswith(".safetensors") and f.startswith("model")]
+    n = 0
+    for f in files:
+        sf = SafetensorsFile(os.path.join(d, f))
+        n += sum(i["data_offsets"][1] - i["data_offsets"][0] for i in sf.tensors.values())
+        sf.close()
+    return n
+
+
+if __name__ == "__main__":
+    main()

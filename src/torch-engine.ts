@@ -1,0 +1,100 @@
+/**
+ * The torch engine (python/flm_grow_torch): finding a Python that imports torch, and running its
+ * trainer / forward pass as a child process. Discovery order: $FLM_GROW_PYTHON, `python3` on
+ * PATH, /usr/bin/python3 — the first that imports torch wins.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { FlmGrowError } from './errors.ts';
+
+/** The python/ folder holding the flm_grow_torch package (put on PYTHONPATH). */
+export const PYTHON_DIR = join(import.meta.dirname, '..', 'python');
+
+export interface TorchPython {
+  python: string;
+  torchVersion: string;
+  cuda: boolean;
+}
+
+let cached: { found: TorchPython | undefined; tried: string[] } | undefined;
+
+export function pythonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
+  const c = [env.FLM_GROW_PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => p !== undefined && p !== '');
+  return [...new Set(c)];
+}
+
+/** The first candidate interpreter that imports torch, or undefined (cached per process). */
+export function findTorchPython(): TorchPython | undefined {
+  if (cached !== undefined) return cached.found;
+  const tried: string[] = [];
+  let found: TorchPython | undefined;
+  for (const python of pythonCandidates()) {
+    tried.push(python);
+    const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__, torch.cuda.is_available())'], { encoding: 'utf8', timeout: 60_000 });
+    if (r.status === 0) {
+      const [v, cuda] = r.stdout.trim().split(/\s+/);
+      found = { python, torchVersion: v, cuda: cuda === 'True' };
+      break;
+    }
+  }
+  cached = { found, tried };
+  return found;
+}
+
+/** One line for `--version` and logs. */
+export function torchEngineLabel(): string {
+  const t = findTorchPython();
+  return t === undefined ? 'torch engine: not available (no Python with torch found)' : `torch engine: ${t.python} (torch ${t.torchVersion}${t.cuda ? ', CUDA' : ', CPU'})`;
+}
+
+export const NO_TORCH_HELP =
+  'no Python interpreter that imports torch was found (tried $FLM_GROW_PYTHON, python3, /usr/bin/python3). ' +
+  'Install torch (Debian/Ubuntu: apt-get install python3-torch; or pip install torch) or point FLM_GROW_PYTHON at a Python that has it; ' +
+  'or use --engine tfjs.';
+
+export function requireTorchPython(): TorchPython {
+  const t = findTorchPython();
+  if (t === undefined) throw new FlmGrowError('NoTorch', NO_TORCH_HELP);
+  return t;
+}
+
+/**
+ * argv for a Python module; with nproc > 1 under flm_grow_torch.launch, a one-machine torchrun
+ * (same environment variables; torchrun itself fails under Debian's torch 1.13 + Python 3.11).
+ */
+export function torchModuleArgs(module: string, args: string[], nproc = 1): string[] {
+  if (nproc > 1) return ['-m', 'flm_grow_torch.launch', '--nproc', String(nproc), '-m', module, ...args];
+  return ['-m', module, ...args];
+}
+
+export interface TorchRunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** The trainer's FLM_GROW_RESULT line, parsed. */
+  result?: Record<string, unknown>;
+}
+
+/** Run `python -m module args` (stdio streamed through unless `capture`), resolving with its output. */
+export function runTorchModule(module: string, args: string[], opts: { nproc?: number; capture?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<TorchRunResult> {
+  const t = requireTorchPython();
+  const env = { ...process.env, ...opts.env, PYTHONPATH: [PYTHON_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') };
+  return new Promise((res, rej) => {
+    const child = spawn(t.python, torchModuleArgs(module, args, opts.nproc ?? 1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      const s = d.toString();
+      stdout += s;
+      if (opts.capture !== true) process.stdout.write(s.split('\n').filter((l) => !l.startsWith('FLM_GROW_RESULT ')).join('\n'));
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (opts.capture !== true) process.stderr.write(d);
+    });
+    child.on('error', rej);
+    child.on('close', (code) => {
+      const line = stdout.split('\n').find((l) => l.startsWith('FLM_GROW_RESULT '));
+      res({ code: code ?? 1, stdout, stderr, result: line === undefined ? undefined : JSON.parse(line.slice('FLM_GROW_RESULT '.length)) as Record<string, unknown> });
+    });
+  });
+}
