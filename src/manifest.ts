@@ -4,7 +4,8 @@
  * complete output from an interrupted one.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
+import { readFailure, readJsonFile } from './util/files.ts';
 import { join } from 'node:path';
 import { FlmGrowError } from './errors.ts';
 import type { MaskGroup } from './masks.ts';
@@ -56,12 +57,17 @@ export function readManifest(dir: string): Manifest | undefined {
   if (!existsSync(p)) return undefined;
   let m: unknown;
   try {
-    m = JSON.parse(readFileSync(p, 'utf8'));
+    m = readJsonFile(p, { what: 'manifest' });
   } catch (e) {
-    throw new FlmGrowError('BadManifest', `${p}: invalid JSON: ${(e as Error).message}`);
+    throw new FlmGrowError('BadManifest', `${p}: ${readFailure(e)}`);
   }
   if (typeof m !== 'object' || m === null || (m as Manifest).format !== MANIFEST_FORMAT) {
     throw new FlmGrowError('BadManifest', `${p}: not a ${MANIFEST_FORMAT} manifest`);
+  }
+  // every reader iterates the hashes: a manifest without them is malformed, not a crash later
+  const files = (m as { files?: unknown }).files;
+  if (typeof files !== 'object' || files === null || Array.isArray(files) || Object.values(files).some((h) => typeof h !== 'string')) {
+    throw new FlmGrowError('BadManifest', `${p}: field "files" must be an object of file name -> sha256`);
   }
   return m as Manifest;
 }

@@ -3,7 +3,7 @@
  * destination (same filesystem, so rename is atomic) and renamed into place only when complete.
  * An interrupted run leaves only the temporary folder, which never looks like a checkpoint.
  */
-import { existsSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -94,6 +94,29 @@ export async function writeAtomically<T>(dest: string, opts: { overwrite?: boole
     return r;
   } catch (e) {
     await d.abort();
+    throw e;
+  }
+}
+
+/**
+ * Write one file so that a reader sees the old content or the new, never a torn one: the bytes
+ * go to a temporary file beside it (same folder, same filesystem), are fsync'd, and the file is
+ * renamed over the destination. On any error the temporary file is removed. For the small files
+ * a later run parses (verify reports, summaries).
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  const tmp = join(dirname(path), `${TMP_PREFIX}${basename(path)}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    const fd = openSync(tmp, 'wx');
+    try {
+      writeFileSync(fd, data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
     throw e;
   }
 }

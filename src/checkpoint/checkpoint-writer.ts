@@ -202,8 +202,11 @@ export class CheckpointWriter {
     await copyFile(src, this.path(rel));
   }
 
-  /** Close the last shard, write the index, rename into place. */
-  async commit(): Promise<void> {
+  /**
+   * Close the last shard, write the index, run `beforeRename` (given the temporary folder, every
+   * file complete: the place for a manifest that hashes them), rename into place.
+   */
+  async commit(beforeRename?: (tmpDir: string) => Promise<void>): Promise<void> {
     try {
       if (this.writer !== undefined) await this.writer.close();
       this.writer = undefined;
@@ -217,6 +220,7 @@ export class CheckpointWriter {
       } else if (this.shards.length > 1 || this.alwaysIndex) {
         await writeFile(this.path(INDEX_FILE), JSON.stringify(indexJson(this.shards), null, 2) + '\n');
       }
+      if (beforeRename !== undefined) await beforeRename(this.dir.tmp);
       await this.dir.commit();
     } catch (e) {
       await this.abort();

@@ -7,6 +7,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { SafetensorsError } from '../errors.ts';
 import { dtypeSize, type DType } from './dtype.ts';
 import { numel } from './safetensors.ts';
+import { withErrorPath } from '../util/os-errors.ts';
 
 export interface TensorDecl {
   name: string;
@@ -84,7 +85,7 @@ export class SafetensorsWriter {
       await fh.write(header, 0, header.byteLength, 8);
     } catch (e) {
       await fh.close();
-      throw e;
+      throw withErrorPath(e, path);
     }
     return new SafetensorsWriter(path, fh, tensors, 8 + header.byteLength);
   }
@@ -164,9 +165,13 @@ export class SafetensorsWriter {
     this.pos += buf.byteLength;
     const p = (async () => {
       let done = 0;
-      while (done < buf.byteLength) {
-        const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, at + done);
-        done += bytesWritten;
+      try {
+        while (done < buf.byteLength) {
+          const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, at + done);
+          done += bytesWritten;
+        }
+      } catch (e) {
+        throw withErrorPath(e, this.path);
       }
     })();
     this.inflight.add(p);
@@ -183,7 +188,7 @@ export class SafetensorsWriter {
       if (this.index < this.decls.length) {
         throw new SafetensorsError('WriteMismatch', this.path, `closed before all tensors were written (${this.decls.length - this.index} left)`, this.current);
       }
-      await this.fh.sync();
+      await this.fh.sync().catch((e: unknown) => { throw withErrorPath(e, this.path); });
     } finally {
       await this.fh.close();
     }

@@ -4,7 +4,6 @@
  * names the offending field; resolveTarget checks the plan against a source config (no shrinking,
  * head_dim fixed, KV groups kept) and computes the target config.
  */
-import { readFileSync } from 'node:fs';
 import type { ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
 import type { DType } from '../checkpoint/dtype.ts';
@@ -12,6 +11,8 @@ import { MASK_GROUPS, type MaskGroup } from '../masks.ts';
 import type { MaskSchedule } from '../manifest.ts';
 import { checkGroups } from './kv-heads.ts';
 import { zeroModeNorm, type ZeroModeNorm } from './hidden.ts';
+import { growMemoryProblem, MAX_DIM, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS, modelSizeProblem } from '../util/limits.ts';
+import { readFailure, readJsonFile } from '../util/files.ts';
 
 export type GrowthMode = 'masked' | 'zero';
 
@@ -111,8 +112,9 @@ function noUnknown(o: Obj, allowed: readonly string[], prefix: string, src: stri
   }
 }
 
-function int(v: unknown, field: string, src: string, min = 1): number {
+function int(v: unknown, field: string, src: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new PlanError(field, `must be an integer >= ${min}, got ${JSON.stringify(v)}`, src);
+  if (v > max) throw new PlanError(field, `must be at most ${max}, got ${v}`, src);
   return v;
 }
 
@@ -144,7 +146,7 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
     noUnknown(t, TARGET_KEYS, 'targets.', src);
     for (const k of TARGET_KEYS) {
       if (t[k] === undefined) continue;
-      p.targets[k] = k === 'mup_scale_factor' ? posNum(t[k], `targets.${k}`, src) : int(t[k], `targets.${k}`, src);
+      p.targets[k] = k === 'mup_scale_factor' ? posNum(t[k], `targets.${k}`, src) : int(t[k], `targets.${k}`, src, 1, k === 'num_hidden_layers' ? MAX_LAYERS : MAX_DIM);
     }
   }
   if (o.mode !== undefined) p.mode = oneOf(o.mode, ['masked', 'zero'] as const, 'mode', src);
@@ -177,8 +179,8 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
   if (o.calibration !== undefined) {
     const c = obj(o.calibration, 'calibration', src);
     noUnknown(c, ['tokens', 'seq', 'seed', 'file', 'text'], 'calibration.', src);
-    if (c.tokens !== undefined) p.calibration.tokens = int(c.tokens, 'calibration.tokens', src);
-    if (c.seq !== undefined) p.calibration.seq = int(c.seq, 'calibration.seq', src);
+    if (c.tokens !== undefined) p.calibration.tokens = int(c.tokens, 'calibration.tokens', src, 1, MAX_TOKENS);
+    if (c.seq !== undefined) p.calibration.seq = int(c.seq, 'calibration.seq', src, 1, MAX_SEQ_LEN);
     if (c.seed !== undefined) p.calibration.seed = int(c.seed, 'calibration.seed', src, 0);
     for (const k of ['file', 'text'] as const) {
       if (c[k] === undefined) continue;
@@ -210,17 +212,11 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
 }
 
 export function readPlanFile(path: string): GrowthPlan {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new PlanError(undefined, `cannot read: ${(e as Error).message}`, path);
-  }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = readJsonFile(path, { what: 'growth plan' });
   } catch (e) {
-    throw new PlanError(undefined, `invalid JSON: ${(e as Error).message}`, path);
+    throw new PlanError(undefined, readFailure(e), path);
   }
   return parsePlan(json, path);
 }
@@ -336,6 +332,9 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
   if (t.head_dim !== undefined && t.head_dim !== src.headDim) {
     throw new PlanError('targets.head_dim', `${t.head_dim} differs from the source's ${src.headDim}; head_dim cannot change (RoPE and every head's weights depend on it)`, where);
   }
+  const dims = { hidden_size: H, intermediate_size: F, num_hidden_layers: L, num_attention_heads: nh, num_key_value_heads: nkv, head_dim: src.headDim, vocab_size: V };
+  const size = modelSizeProblem(dims, 'targets.') ?? growMemoryProblem(dims, 'targets.');
+  if (size !== undefined) throw new PlanError(size.field, size.message, where);
   checkGroups(src.numHeads, src.numKvHeads, nh, nkv, where);
   const rawHasHeadDim = src.raw.head_dim !== undefined && src.raw.head_dim !== null;
   if (!rawHasHeadDim && H !== nh * src.headDim) {

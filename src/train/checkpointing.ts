@@ -54,12 +54,13 @@ export async function saveCheckpoint(a: SaveCheckpointArgs): Promise<void> {
     if (a.sideFilesFrom !== undefined) {
       for (const f of readdirSync(a.sideFilesFrom)) if (SIDE_FILE_PATTERN.test(f)) await w.copySideFile(join(a.sideFilesFrom, f), f);
     }
-    await w.commit();
+    // the manifest goes into the temporary folder too: a save that fails at any point (a full
+    // disk while hashing or writing it) never leaves checkpoint-N/ under its final name
+    await w.commit(async (tmp) => { await writeManifestLast(tmp, a.manifest); });
   } catch (e) {
     await w.abort();
     throw e;
   }
-  await writeManifestLast(a.dir, a.manifest);
 }
 
 /** Saved checkpoints of a training folder, oldest first (complete or not). */
