@@ -8,6 +8,7 @@ import { FlmGrowError } from './errors.ts';
 import { commands } from './commands/index.ts';
 import { TOOL_VERSION } from './manifest.ts';
 import { torchEngineLabel } from './torch-engine.ts';
+import { describeOsError } from './util/os-errors.ts';
 
 export async function main(argv: string[]): Promise<void> {
   if (argv.length === 1 && argv[0] === '--version') {
@@ -33,6 +34,12 @@ function report(e: unknown): number {
   if (e instanceof FlmGrowError) {
     process.stderr.write(`flm-grow: error: ${e.message}\n`);
     return e.code === 'VerifyFailed' ? 1 : 2;
+  }
+  // A full disk, a read-only folder, a missing file: the environment, not a bug (exit 2, no stack).
+  const os = describeOsError(e);
+  if (os !== undefined) {
+    process.stderr.write(`flm-grow: error: ${os}\n`);
+    return 2;
   }
   process.stderr.write(`flm-grow: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   return 3;

@@ -2,9 +2,10 @@
  * config.json of a Llama or Tele-FLM checkpoint, parsed into the few numbers the math needs.
  * The raw JSON is kept so a grown config can be written back with every other key intact.
  */
-import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.ts';
 import { parseDtypeName, type DType } from './util/dtype.ts';
+import { modelSizeProblem } from './util/limits.ts';
+import { MAX_JSON_BYTES, readFailure, readJsonFile } from './util/files.ts';
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'teleflm', 'tele_flm', 'flm'] as const;
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'TeleFLMForCausalLM', 'FLMForCausalLM'] as const;
@@ -98,15 +99,24 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
       throw new ConfigError(file, r.torch_dtype !== undefined ? 'torch_dtype' : 'dtype', `unknown dtype "${dtypeName}" (bfloat16, float16 or float32)`);
     }
   }
+  const intermediateSize = num(r, 'intermediate_size', file, { int: true, positive: true });
+  const numLayers = num(r, 'num_hidden_layers', file, { int: true, positive: true });
+  const vocabSize = num(r, 'vocab_size', file, { int: true, positive: true });
+  // refuse sizes no checkpoint can have before anything lists tensors or allocates per layer
+  const size = modelSizeProblem({
+    hidden_size: hiddenSize, intermediate_size: intermediateSize, num_hidden_layers: numLayers, num_attention_heads: numHeads,
+    num_key_value_heads: numKvHeads, head_dim: headDim, vocab_size: vocabSize,
+  });
+  if (size !== undefined) throw new ConfigError(file, size.field, size.message);
   return {
     modelType: typeof modelType === 'string' ? modelType : 'llama',
     hiddenSize,
-    intermediateSize: num(r, 'intermediate_size', file, { int: true, positive: true }),
-    numLayers: num(r, 'num_hidden_layers', file, { int: true, positive: true }),
+    intermediateSize,
+    numLayers,
     numHeads,
     numKvHeads,
     headDim,
-    vocabSize: num(r, 'vocab_size', file, { int: true, positive: true }),
+    vocabSize,
     rmsNormEps: num(r, 'rms_norm_eps', file, { positive: true, def: 1e-6 }),
     ropeTheta: ropeTheta(r, file),
     maxPositionEmbeddings: num(r, 'max_position_embeddings', file, { int: true, positive: true, def: 2048 }),
@@ -120,17 +130,11 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
 }
 
 export function readConfigFile(path: string): ModelConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError(path, undefined, `cannot read: ${(e as Error).message}`);
-  }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = readJsonFile(path, { maxBytes: MAX_JSON_BYTES, what: 'config.json' });
   } catch (e) {
-    throw new ConfigError(path, undefined, `invalid JSON: ${(e as Error).message}`);
+    throw new ConfigError(path, undefined, readFailure(e));
   }
   return parseConfig(json, path);
 }

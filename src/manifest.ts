@@ -3,9 +3,10 @@
  * with which masks and schedule, and a sha256 of every output file so a pipeline can tell a
  * complete output from an interrupted one.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CONFIG_FILE, INDEX_FILE, type Checkpoint } from './checkpoint/checkpoint.ts';
+import { readFailure, readJsonFile } from './util/files.ts';
 import { FlmGrowError } from './errors.ts';
 import { sha256File } from './util/hash.ts';
 import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
@@ -55,16 +56,17 @@ export function readManifest(dir: string): Manifest | undefined {
   if (!existsSync(p)) return undefined;
   let m: unknown;
   try {
-    m = JSON.parse(readFileSync(p, 'utf8'));
+    m = readJsonFile(p, { what: 'manifest' });
   } catch (e) {
-    throw new FlmGrowError('BadManifest', `${p}: invalid JSON: ${(e as Error).message}`);
+    throw new FlmGrowError('BadManifest', `${p}: ${readFailure(e)}`);
   }
   if (typeof m !== 'object' || m === null || (m as Manifest).format !== MANIFEST_FORMAT) {
     throw new FlmGrowError('BadManifest', `${p}: not a ${MANIFEST_FORMAT} manifest`);
   }
-  // every name in `files` is opened by whoever verifies or copies them: check them all up front
-  const files = (m as Manifest).files as unknown;
-  if (typeof files !== 'object' || files === null || Array.isArray(files)) throw new FlmGrowError('BadManifest', `${p}: field "files" must be an object`);
+  // every name in `files` is opened by whoever verifies or copies them: check them all up front;
+  // a manifest without them is malformed, not a crash later
+  const files = (m as { files?: unknown }).files;
+  if (typeof files !== 'object' || files === null || Array.isArray(files)) throw new FlmGrowError('BadManifest', `${p}: field "files" must be an object of file name -> sha256`);
   for (const [f, h] of Object.entries(files)) {
     safeRelativeName(f, `${p}: files`);
     if (typeof h !== 'string') throw new FlmGrowError('BadManifest', `${p}: files[${JSON.stringify(f)}] must be a sha256 string`);

@@ -7,7 +7,8 @@
  * stage continues from its newest complete checkpoint; anything half-written is redone. A failing
  * verify stops the pipeline (VerifyFailedError, exit 1).
  */
-import { existsSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, rmSync, mkdirSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parameterCount } from './arch.ts';
 import { readConfigFile } from './config.ts';
@@ -15,19 +16,21 @@ import { FlmGrowError } from './errors.ts';
 import { readManifest, verifyManifestFiles } from './manifest.ts';
 import { growCheckpoint } from './growth/grow.ts';
 import { bakeCheckpoint } from './growth/bake.ts';
-import { applyPlanFlags, readPlanFile } from './growth/plan.ts';
+import { applyPlanFlags, planToJson, readPlanFile, type GrowthPlan } from './growth/plan.ts';
 import { verifyGrowth, formatReport, VerifyFailedError, type VerifyReport } from './verify.ts';
-import { initBackend, type BackendName } from './backend.ts';
+import { BACKEND_NAMES, initBackend, type BackendName } from './backend.ts';
 import { initConfig, writeRandomInit } from './train/random-init.ts';
-import { checkpointLoss, METRICS_FILE, type TrainOptions } from './train/trainer.ts';
-import { trainWithEngine, type Engine } from './train/engine.ts';
+import { checkpointLoss, checkTrainOptions, METRICS_FILE, type TrainOptions } from './train/trainer.ts';
+import { ENGINES, trainWithEngine, type Engine } from './train/engine.ts';
 import { latestCheckpoint } from './train/checkpointing.ts';
 import { TokenDataset } from './train/data.ts';
 import { loadTokenizer } from './tokenizer.ts';
 import { readMetrics, type MetricsRecord } from './train/metrics.ts';
 import { lossSeriesFromMetrics, plotLossCurves } from './plot.ts';
-import type { LrScheduleKind } from './train/lr-schedule.ts';
+import { LR_SCHEDULE_KINDS, type LrScheduleKind } from './train/lr-schedule.ts';
 import type { ProgressFactory } from './util/progress.ts';
+import { readFailure, readJsonFile, readRegularFile, readTextFile } from './util/files.ts';
+import { writeFileAtomic } from './checkpoint/atomic.ts';
 
 export class PipelineError extends FlmGrowError {
   constructor(file: string, field: string | undefined, message: string) {
@@ -82,25 +85,77 @@ export function stageKind(s: StageSpec): StageKind {
   return STAGE_KINDS.find((k) => k in s) as StageKind;
 }
 
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Value checkers of the pipeline format; each returns a problem or undefined. */
+type Check = (v: unknown) => string | undefined;
+const num: Check = (v) => (typeof v === 'number' && Number.isFinite(v) ? undefined : 'must be a number');
+const int: Check = (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? undefined : 'must be an integer >= 0');
+const str: Check = (v) => (typeof v === 'string' && v !== '' ? undefined : 'must be a non-empty string');
+const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
+const obj: Check = (v) => (isObj(v) ? undefined : 'must be an object');
+const oneOf = (allowed: readonly string[]): Check => (v) => (typeof v === 'string' && allowed.includes(v) ? undefined : `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}`);
+
+const TRAIN_FIELDS: Record<keyof TrainSettings, Check> = {
+  steps: int, batch_size: int, seq_len: int, lr: num, min_lr: num, warmup_steps: int, schedule: oneOf(LR_SCHEDULE_KINDS),
+  weight_decay: num, clip_grad: num, save_every: int, eval_every: int, eval_batches: int, lr_after_growth: oneOf(['rewind', 'continue']),
+  engine: oneOf(ENGINES), nproc: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
+};
+const STAGE_FIELDS: Record<StageKind, Record<string, Check>> = {
+  init: { config: obj, std: num, seed: int },
+  train: TRAIN_FIELDS,
+  grow: { plan: str, anneal_steps: int, mode: oneOf(['masked', 'zero']) },
+  verify: { tokens: int, seq: int, seed: int, tolerance: num },
+  bake: { force: bool },
+};
+const TOP_FIELDS: Record<string, Check> = {
+  description: (v) => (typeof v === 'string' ? undefined : 'must be a string'), data: str, checkpoint: str, seed: int,
+  backend: oneOf(BACKEND_NAMES), train: obj, stages: (v) => (Array.isArray(v) && v.length > 0 ? undefined : 'must be a non-empty array'),
+  $comment: () => undefined,
+};
+
+/** Unknown keys and wrong types are refused naming the field, as growth plans are (src/growth/plan.ts). */
+function checkFields(o: Obj, fields: Record<string, Check>, fail: (field: string, msg: string) => never, prefix = ''): void {
+  for (const [k, v] of Object.entries(o)) {
+    const check = fields[k];
+    if (check === undefined) fail(`${prefix}${k}`, `unknown (allowed: ${Object.keys(fields).join(', ')})`);
+    const bad = check(v);
+    if (bad !== undefined) fail(`${prefix}${k}`, `${bad}, got ${JSON.stringify(v)}`);
+  }
+}
+
 export function parsePipeline(json: unknown, file: string): PipelineSpec {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new PipelineError(file, undefined, 'is not a JSON object');
-  const p = json as Record<string, unknown>;
-  if (typeof p.data !== 'string') throw new PipelineError(file, 'data', 'must name the training data file');
-  if (!Array.isArray(p.stages) || p.stages.length === 0) throw new PipelineError(file, 'stages', 'must be a non-empty array');
+  if (!isObj(json)) throw new PipelineError(file, undefined, 'is not a JSON object');
+  const p = json;
+  const top = (field: string, msg: string): never => { throw new PipelineError(file, field, msg); };
+  checkFields(p, TOP_FIELDS, top);
+  if (p.data === undefined) top('data', 'must name the training data file');
+  if (p.stages === undefined) top('stages', 'must be a non-empty array');
+  if (p.train !== undefined) checkFields(p.train as Obj, TRAIN_FIELDS, top, 'train.');
   const names = new Set<string>();
-  p.stages.forEach((s: unknown, k: number) => {
-    const f = `stages[${k}]`;
-    if (typeof s !== 'object' || s === null) throw new PipelineError(file, f, 'must be an object');
-    const o = s as Record<string, unknown>;
-    if (typeof o.name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(o.name)) throw new PipelineError(file, `${f}.name`, 'must be a name of letters, digits, . _ -');
-    if (names.has(o.name)) throw new PipelineError(file, `${f}.name`, `"${o.name}" is used twice`);
-    names.add(o.name);
+  (p.stages as unknown[]).forEach((s: unknown, k: number) => {
+    const label = isObj(s) && typeof s.name === 'string' ? `pipeline stage ${k + 1} (${s.name})` : `pipeline stage ${k + 1}`;
+    const fail = (field: string, msg: string): never => { throw new PipelineError(file, undefined, `${label}: field "${field}": ${msg}`); };
+    if (!isObj(s)) throw new PipelineError(file, `stages[${k}]`, 'must be an object');
+    const o = s;
+    if (typeof o.name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(o.name)) fail('name', 'must be a name of letters, digits, . _ -');
+    if (names.has(o.name as string)) fail('name', `"${o.name as string}" is used twice`);
+    names.add(o.name as string);
     const kinds = STAGE_KINDS.filter((kk) => kk in o);
-    if (kinds.length !== 1) throw new PipelineError(file, f, `must have exactly one of ${STAGE_KINDS.join(', ')}`);
-    if (kinds[0] === 'init' && k !== 0) throw new PipelineError(file, f, 'init can only be the first stage');
-    if (kinds[0] === 'grow' && typeof (o.grow as { plan?: unknown }).plan !== 'string') throw new PipelineError(file, `${f}.grow.plan`, 'must name a growth plan file');
+    if (kinds.length !== 1) throw new PipelineError(file, `stages[${k}]`, `${label}: must have exactly one of ${STAGE_KINDS.join(', ')}`);
+    const kind = kinds[0];
+    for (const key of Object.keys(o)) if (key !== 'name' && key !== kind && key !== '$comment') fail(key, `unknown (a stage has "name" and one of ${STAGE_KINDS.join(', ')})`);
+    if (!isObj(o[kind])) fail(kind, `must be an object, got ${JSON.stringify(o[kind])}`);
+    checkFields(o[kind] as Obj, STAGE_FIELDS[kind], fail, `${kind}.`);
+    if (kind === 'init' && k !== 0) throw new PipelineError(file, `stages[${k}]`, 'init can only be the first stage');
+    if (kind === 'init' && (o.init as Obj).config === undefined) fail('init.config', 'is required');
+    if (kind === 'grow' && typeof (o.grow as Obj).plan !== 'string') throw new PipelineError(file, `stages[${k}].grow.plan`, 'must name a growth plan file');
   });
-  if (!('init' in (p.stages[0] as object)) && typeof p.checkpoint !== 'string') {
+  if (!('init' in ((p.stages as object[])[0])) && typeof p.checkpoint !== 'string') {
     throw new PipelineError(file, 'checkpoint', 'is required when the first stage is not init');
   }
   return p as unknown as PipelineSpec;
@@ -109,12 +164,57 @@ export function parsePipeline(json: unknown, file: string): PipelineSpec {
 export function readPipelineFile(path: string): PipelineSpec {
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(path, 'utf8'));
+    json = readJsonFile(path, { what: 'pipeline' });
   } catch (e) {
-    throw new PipelineError(path, undefined, `cannot read: ${(e as Error).message}`);
+    throw new PipelineError(path, undefined, `cannot read: ${readFailure(e)}`);
   }
   return parsePipeline(json, path);
 }
+
+/**
+ * Everything a run needs that exists outside the pipeline file — the data, the starting
+ * checkpoint, every growth plan, every train stage's settings — checked before the first
+ * stage runs, so a typo in stage 5 does not surface after an hour of training.
+ */
+function precheck(spec: PipelineSpec, file: string, rel: (p: string) => string): Map<number, GrowthPlan> {
+  const data = rel(spec.data);
+  try {
+    readRegularFileHead(data);
+  } catch (e) {
+    throw new PipelineError(file, 'data', readFailure(e));
+  }
+  if (spec.checkpoint !== undefined && !existsSync(join(rel(spec.checkpoint), 'config.json'))) {
+    throw new PipelineError(file, 'checkpoint', `${rel(spec.checkpoint)} is not a checkpoint folder (no config.json)`);
+  }
+  const plans = new Map<number, GrowthPlan>();
+  spec.stages.forEach((s, k) => {
+    if ('grow' in s) {
+      const plan = applyPlanFlags(readPlanFile(rel(s.grow.plan)), { annealSteps: s.grow.anneal_steps, mode: s.grow.mode });
+      plans.set(k, plan);
+    } else if ('train' in s) {
+      const ts = { ...(spec.train ?? {}), ...s.train };
+      if (ts.steps === undefined) throw new PipelineError(file, `stages[${k}].train.steps`, 'is required');
+      try {
+        checkTrainOptions({
+          checkpoint: '', data, out: '', steps: ts.steps, batchSize: ts.batch_size, seqLen: ts.seq_len, lr: ts.lr, minLr: ts.min_lr,
+          warmupSteps: ts.warmup_steps, weightDecay: ts.weight_decay, clipGrad: ts.clip_grad, saveEvery: ts.save_every,
+          evalEvery: ts.eval_every, evalBatches: ts.eval_batches,
+        });
+      } catch (e) {
+        throw new PipelineError(file, undefined, `pipeline stage ${k + 1} (${s.name}): ${(e as Error).message}`);
+      }
+    }
+  });
+  return plans;
+}
+
+/** Opens the data file as the trainer will (regular file, readable) without reading it all. */
+function readRegularFileHead(path: string): void {
+  readRegularFile(path, { maxBytes: Number.MAX_SAFE_INTEGER, what: 'training data', probeOnly: true });
+}
+
+/** Where a stage records the resolved spec it ran with; a rerun whose spec differs redoes it. */
+export const STAGE_SPEC_FILE = 'flm-grow-stage.json';
 
 export interface StageResult {
   name: string;
@@ -166,6 +266,7 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
   const spec = readPipelineFile(file);
   const base = dirname(resolve(file));
   const rel = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const plans = precheck(spec, file, rel);
   const out = resolve(opts.out ?? join(base, 'pipeline-out'));
   const log = opts.log ?? ((s: string) => process.stdout.write(s + '\n'));
   mkdirSync(out, { recursive: true });
@@ -181,6 +282,8 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
   const results: StageResult[] = [];
   const metricsFiles: string[] = [];
   let pendingGrow: StageResult | undefined;
+  const dataStat = statSync(data);
+  let previousSpec = current;
   for (let k = 0; k < spec.stages.length; k++) {
     const s = spec.stages[k];
     const kind = stageKind(s);
@@ -189,6 +292,25 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
     const r: StageResult = { name: s.name, kind, dir, ...(current !== '' ? { input: current } : {}), skipped: false, seconds: 0 };
     const ts = { ...trainDefaults, ...('train' in s ? s.train : {}) };
     const B = ts.batch_size ?? 8, T = ts.seq_len ?? 64;
+    // The resolved spec this stage runs with, chained to the previous stage's: when it differs
+    // from the one recorded in the stage folder (pipeline edited, plan file edited, data
+    // replaced, an upstream stage redone) the old output is stale and the stage is redone.
+    const resolved = JSON.stringify({
+      stage: s, seed, previous: createHash('sha256').update(previousSpec).digest('hex'),
+      ...('train' in s ? { train: ts, data: { path: data, bytes: dataStat.size, mtimeMs: dataStat.mtimeMs } } : {}),
+      ...('grow' in s ? { plan: planToJson(plans.get(k) as GrowthPlan) } : {}),
+    });
+    previousSpec = resolved;
+    const specFile = join(dir, STAGE_SPEC_FILE);
+    if (existsSync(dir) && recordedSpec(specFile) !== resolved) {
+      log(`[${s.name}] inputs changed since the recorded run: redoing the stage`);
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // train and verify fill their folder over time: record the spec first so an interrupted run resumes
+    if ('train' in s || 'verify' in s) {
+      mkdirSync(dir, { recursive: true });
+      await writeFileAtomic(specFile, resolved);
+    }
     if ('init' in s) {
       if (await manifestComplete(dir)) r.skipped = true;
       else {
@@ -235,9 +357,7 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
       // growCheckpoint grows optimizer.safetensors inside its atomic output (and hashes it)
       if (await manifestComplete(dir)) r.skipped = true;
       else {
-        let plan = readPlanFile(rel(s.grow.plan));
-        plan = applyPlanFlags(plan, { annealSteps: s.grow.anneal_steps, mode: s.grow.mode });
-        await growCheckpoint(current, dir, plan, { overwrite: true, quiet: opts.quiet, progress: opts.progress, backend });
+        await growCheckpoint(current, dir, plans.get(k) as GrowthPlan, { overwrite: true, quiet: opts.quiet, progress: opts.progress, backend });
       }
       lastPair = { source: current, output: dir };
       pendingGrow = r;
@@ -246,16 +366,15 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
       if (lastPair === undefined) throw new PipelineError(file, `stages[${k}]`, 'verify needs a grow or bake stage before it');
       const reportFile = join(dir, 'verify-report.json');
       let report: VerifyReport | undefined;
-      if (existsSync(reportFile)) {
-        const prev = JSON.parse(readFileSync(reportFile, 'utf8')) as VerifyReport;
-        if (prev.passed && prev.source === lastPair.source && prev.grown === lastPair.output) { report = prev; r.skipped = true; }
-      }
+      // a torn or unreadable report (killed mid-write by an older version) is an incomplete stage
+      const prev = existsSync(reportFile) ? readPreviousReport(reportFile) : undefined;
+      if (prev !== undefined && prev.passed && prev.source === lastPair.source && prev.grown === lastPair.output) { report = prev; r.skipped = true; }
       if (report === undefined) {
         report = await verifyGrowth(lastPair.source, lastPair.output, {
           tokens: s.verify.tokens, seq: s.verify.seq, seed: s.verify.seed ?? seed, tolerance: s.verify.tolerance, throwOnFail: false,
         });
         mkdirSync(dir, { recursive: true });
-        writeFileSync(reportFile, JSON.stringify(report, null, 2) + '\n');
+        await writeFileAtomic(reportFile, JSON.stringify(report, null, 2) + '\n');
       }
       r.verify = report;
       log(`[${s.name}] ${formatReport(report).split('\n').slice(-1)[0]} (relative logit difference ${report.relativeLogitDiff.toExponential(2)})`);
@@ -269,6 +388,8 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
       lastPair = { source: current, output: dir };
       current = dir;
     }
+    // init, grow and bake replace their folder whole (atomic rename): record the spec after
+    if (!existsSync(specFile)) await writeFileAtomic(specFile, resolved);
     if (kind !== 'verify') r.parameters = parameterCount(readConfigFile(join(current, 'config.json')));
     r.seconds = (Date.now() - t0) / 1000;
     results.push(r);
@@ -282,8 +403,26 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
     await plotLossCurves(series, { title: `${basename(file, '.json')}: training loss (dashed: growth)`, xLabel: 'optimizer step', yLabel: 'cross-entropy (nats/token)', output: plot, growthMarks });
   }
   const result: PipelineResult = { out, stages: results, plot, finalCheckpoint: current };
-  writeFileSync(join(out, 'summary.json'), JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+  await writeFileAtomic(join(out, 'summary.json'), JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
   return result;
+}
+
+/** The spec recorded in a stage folder, or undefined when absent or unreadable. */
+function recordedSpec(specFile: string): string | undefined {
+  try {
+    return readTextFile(specFile, { what: 'stage spec' });
+  } catch {
+    return undefined;
+  }
+}
+
+function readPreviousReport(reportFile: string): VerifyReport | undefined {
+  try {
+    const j = readJsonFile(reportFile, { what: 'verify report' });
+    return typeof j === 'object' && j !== null && typeof (j as VerifyReport).passed === 'boolean' ? (j as VerifyReport) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A fixed held-out batch (eval split, index 0) to compare checkpoints on. */

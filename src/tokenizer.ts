@@ -2,10 +2,11 @@
  * Tokenizers for training data and sampling: a byte-level UTF-8 fallback that needs no files, or
  * the checkpoint's own `tokenizer.json` through the pure-JS @huggingface/tokenizers.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { TrainError } from './errors.ts';
+import { readFailure, readJsonFile } from './util/files.ts';
 
 /**
  * The part of @huggingface/tokenizers used here. Its .d.ts files use extensionless relative
@@ -53,9 +54,9 @@ export function byteTokenizer(): Tokenizer {
 function readJson(file: string): object {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
+    parsed = readJsonFile(file, { what: 'tokenizer' });
   } catch (e) {
-    throw new TrainError('TokenizerInvalid', `${file}: cannot read tokenizer: ${(e as Error).message}`);
+    throw new TrainError('TokenizerInvalid', `${file}: cannot read tokenizer: ${readFailure(e)}`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new TrainError('TokenizerInvalid', `${file}: is not a JSON object`);

@@ -14,6 +14,7 @@ import { loadMasksIfAny } from './masks.ts';
 import { streamedForward, type StreamResult } from './model/streaming.ts';
 import { randomIds, readInputIds } from './model/input-ids.ts';
 import { boundaryMap } from './growth/boundary.ts';
+import { countProblem, MAX_SEQ_LEN, MAX_TOKENS } from './util/limits.ts';
 
 export const DEFAULT_TOLERANCE = 1e-5;
 
@@ -129,9 +130,9 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
     if (opts.ids !== undefined) { ids = opts.ids; inputs = 'given'; }
     else if (opts.input !== undefined) { ids = await readInputIds(opts.input); inputs = 'file'; }
     else {
-      if (!(Number.isInteger(seq) && seq > 0)) throw new ModelInputError(`--seq must be a positive integer, got ${seq}`);
       const tokens = opts.tokens ?? 128;
-      if (!(Number.isInteger(tokens) && tokens > 0)) throw new ModelInputError(`--tokens must be a positive integer, got ${tokens}`);
+      const bad = countProblem(seq, MAX_SEQ_LEN, '--seq') ?? countProblem(tokens, MAX_TOKENS, '--tokens');
+      if (bad !== undefined) throw new ModelInputError(`${bad.field} ${bad.message}`);
       // real (unmasked) ids of the source only: padding ids have -inf logits and no meaning
       const allowed = srcMasks === undefined ? undefined : [...srcMasks.vocab.keys()].filter((v) => srcMasks.vocab[v] !== 0);
       ids = randomIds(Math.ceil(tokens / seq), seq, cs.vocabSize, seed, allowed);

@@ -5,7 +5,7 @@
  * next run on the same destination removes it (or restores the old destination, see commit()).
  */
 import { existsSync, lstatSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -263,16 +263,25 @@ export async function writeAtomically<T>(dest: string, opts: AtomicDirOptions, f
 }
 
 /**
- * Write one file atomically: into a hidden temporary file beside it, then renamed over `path`, so
- * a reader sees the old file or the whole new one, never half of it. `data` is the content, or a
- * function that writes the file at the temporary path it is given (large files, streamed). The
- * temporary file is removed on failure.
+ * Write one file so that a reader sees the old content or the whole new one, never a torn one:
+ * the bytes go to a hidden temporary file beside it (same folder, same filesystem), are fsync'd,
+ * and the file is renamed over `path`. `data` is the content, or a function that writes the file
+ * at the temporary path it is given (large files, streamed). The temporary file is removed on
+ * failure. Every single-file write that a later run parses goes through here.
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array | ((tmp: string) => Promise<void>)): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     if (typeof data === 'function') await data(tmp);
-    else await writeFile(tmp, data);
+    else {
+      const fh = await open(tmp, 'wx');
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
     await rename(tmp, path);
   } catch (e) {
     await rm(tmp, { force: true });

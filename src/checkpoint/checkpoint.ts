@@ -2,7 +2,8 @@
  * A Hugging Face checkpoint folder: config.json plus either model.safetensors or shards named
  * in model.safetensors.index.json. Opening reads headers only; tensors are read one at a time.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { MAX_JSON_BYTES, readFailure, readTextFile } from '../util/files.ts';
 import { join, basename, isAbsolute } from 'node:path';
 import { CheckpointError } from '../errors.ts';
 import { readConfigFile, type ModelConfig } from '../config.ts';
@@ -29,6 +30,15 @@ export function assertSafeShardName(name: string, indexPath: string): void {
   }
 }
 
+/** index.json's text, from a regular file of bounded size (see util/files.ts). */
+function readIndexText(indexPath: string): string {
+  try {
+    return readTextFile(indexPath, { maxBytes: MAX_JSON_BYTES, what: INDEX_FILE });
+  } catch (e) {
+    throw new CheckpointError('InvalidIndex', `${indexPath}: ${readFailure(e)}`);
+  }
+}
+
 export function parseIndex(text: string, indexPath: string): IndexJson {
   let json: unknown;
   try {
@@ -48,6 +58,20 @@ export function parseIndex(text: string, indexPath: string): IndexJson {
     throw new CheckpointError('InvalidIndex', `${indexPath}: "metadata" must be an object`);
   }
   return json as IndexJson;
+}
+
+/**
+ * A NaN or Inf weight turns every logit into NaN; refused where it is read (compute reads go
+ * through here), naming the tensor and the first bad element, instead of printing NaN logits.
+ * `rowOffset`: the tensor row `a` starts at (for row-range reads), for the element index.
+ */
+export function assertFiniteWeights(a: Float32Array, dir: string, name: string, rowOffset = 0): Float32Array {
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) {
+      throw new CheckpointError('NonFiniteWeights', `${dir}: tensor "${name}" holds ${a[i]} at element ${i}${rowOffset > 0 ? ` of the rows from ${rowOffset}` : ''}; weights must be finite`);
+    }
+  }
+  return a;
 }
 
 export interface OpenOptions {
@@ -113,7 +137,12 @@ export class Checkpoint {
 
   /** A tensor converted to float32 (compute precision), whatever its stored dtype. */
   async readFloat32(name: string): Promise<Float32Array> {
-    return bytesToFloat32(await this.read(name), this.info(name).dtype);
+    return assertFiniteWeights(bytesToFloat32(await this.read(name), this.info(name).dtype), this.dir, name);
+  }
+
+  /** Rows [start, end) of a tensor in float32, checked finite like readFloat32. */
+  async readRowsFloat32(name: string, start: number, end: number): Promise<Float32Array> {
+    return assertFiniteWeights(bytesToFloat32(await this.readRows(name, start, end), this.info(name).dtype), this.dir, name, start);
   }
 
   /** Sum of tensor bytes (what index.json calls total_size). */
@@ -150,7 +179,7 @@ export async function openTensorFiles(dir: string): Promise<{ files: Map<string,
   const closeAll = () => Promise.all([...files.values()].map((f) => f.close()));
   try {
     if (existsSync(indexPath)) {
-      const index = parseIndex(readFileSync(indexPath, 'utf8'), indexPath);
+      const index = parseIndex(readIndexText(indexPath), indexPath);
       const shardNames = [...new Set(Object.values(index.weight_map))].sort();
       for (const s of shardNames) {
         const p = join(dir, s);

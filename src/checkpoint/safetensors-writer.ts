@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { SafetensorsError } from '../errors.ts';
 import { dtypeSize, type DType } from '../util/dtype.ts';
 import { numel } from './safetensors.ts';
+import { withErrorPath } from '../util/os-errors.ts';
 
 export interface TensorDecl {
   name: string;
@@ -110,7 +111,7 @@ export class SafetensorsWriter {
     } catch (e) {
       await Promise.allSettled(hashed);
       await fh.close();
-      throw e;
+      throw withErrorPath(e, path);
     }
     return new SafetensorsWriter(path, fh, tensors, 8 + header.byteLength, hasher);
   }
@@ -196,9 +197,13 @@ export class SafetensorsWriter {
     this.pos += buf.byteLength;
     const p = (async () => {
       let done = 0;
-      while (done < buf.byteLength) {
-        const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, at + done);
-        done += bytesWritten;
+      try {
+        while (done < buf.byteLength) {
+          const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, at + done);
+          done += bytesWritten;
+        }
+      } catch (e) {
+        throw withErrorPath(e, this.path);
       }
     })();
     this.track(p);
@@ -219,7 +224,7 @@ export class SafetensorsWriter {
       if (this.index < this.decls.length) {
         throw new SafetensorsError('WriteMismatch', this.path, `closed before all tensors were written (${this.decls.length - this.index} left)`, this.current);
       }
-      await this.fh.sync();
+      await this.fh.sync().catch((e: unknown) => { throw withErrorPath(e, this.path); });
     } finally {
       await this.fh.close();
     }

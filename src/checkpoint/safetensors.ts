@@ -3,6 +3,7 @@
  * data buffer. The reader parses only the header and reads tensors (or row ranges) by
  * positioned reads, so a file of any size costs one tensor of memory.
  */
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { SafetensorsError } from '../errors.ts';
 import { dtypeSize, isSupportedDtype, KNOWN_UNSUPPORTED_DTYPES, type DType } from '../util/dtype.ts';
@@ -181,12 +182,15 @@ export class SafetensorsFile {
   static async open(path: string): Promise<SafetensorsFile> {
     let fh: FileHandle;
     try {
-      fh = await open(path, 'r');
+      // O_NONBLOCK: opening a FIFO named like a shard returns at once instead of waiting for a writer
+      fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
     } catch (e) {
       throw new SafetensorsError('HeaderTooSmall', path, `cannot open: ${(e as Error).message}`);
     }
     try {
-      const size = (await fh.stat()).size;
+      const st = await fh.stat();
+      if (!st.isFile()) throw new SafetensorsError('HeaderTooSmall', path, `is ${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO (named pipe)' : 'not a regular file'}; a safetensors file must be a regular file`);
+      const size = st.size;
       if (size < 8) throw new SafetensorsError('HeaderTooSmall', path, `file is ${size} bytes, shorter than the 8-byte header length`);
       const lenBuf = Buffer.alloc(8);
       await readExactly(fh, lenBuf, 0, path);

@@ -3,6 +3,7 @@ import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { calibrationIds, selectLayers } from '../growth/select-layers.ts';
 import { defaultPlan } from '../growth/plan.ts';
 import { PlanError } from '../errors.ts';
+import { countProblem, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
 import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.ts';
 
 export const selectLayersCommand: CommandModule = {
@@ -21,9 +22,13 @@ export const selectLayersCommand: CommandModule = {
     .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto' })
     .option('json', { type: 'boolean', default: false }),
   handler: async (a) => {
-    for (const k of ['tokens', 'seq'] as const) {
-      const v = a[k] as number;
-      if (!Number.isInteger(v) || v < 1) throw new PlanError(`--${k}`, `must be a positive integer, got ${v}`, 'select-layers');
+    for (const [k, max] of [['tokens', MAX_TOKENS], ['seq', MAX_SEQ_LEN]] as const) {
+      const bad = countProblem(a[k], max, `--${k}`);
+      if (bad !== undefined) throw new PlanError(bad.field, bad.message, 'select-layers');
+    }
+    if (a.count !== undefined) {
+      const bad = countProblem(a.count, MAX_LAYERS, '--count');
+      if (bad !== undefined) throw new PlanError(bad.field, bad.message, 'select-layers');
     }
     await initBackend(a.backend as BackendName);
     const ck = await Checkpoint.open(a.checkpoint as string);

@@ -5,7 +5,6 @@
  * head_dim fixed, KV groups kept: each operator's own checks, see operators.ts) and computes the
  * target config.
  */
-import { readFileSync } from 'node:fs';
 import { LLAMA_TENSORS } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
@@ -14,6 +13,8 @@ import { MASK_GROUPS, type MaskGroup } from '../masks.ts';
 import type { MaskSchedule } from '../manifest.ts';
 import { grows, OPERATORS, type ZeroModeNorm } from './operators.ts';
 import { defaultInitStd } from '../util/init.ts';
+import { growMemoryProblem, MAX_DIM, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS, modelSizeProblem } from '../util/limits.ts';
+import { readFailure, readJsonFile } from '../util/files.ts';
 
 export type GrowthMode = 'masked' | 'zero';
 
@@ -111,8 +112,9 @@ function noUnknown(o: Obj, allowed: readonly string[], prefix: string, src: stri
   }
 }
 
-function int(v: unknown, field: string, src: string, min = 1): number {
+function int(v: unknown, field: string, src: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new PlanError(field, `must be an integer >= ${min}, got ${JSON.stringify(v)}`, src);
+  if (v > max) throw new PlanError(field, `must be at most ${max}, got ${v}`, src);
   return v;
 }
 
@@ -146,7 +148,7 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
     noUnknown(t, TARGET_KEYS, 'targets.', src);
     for (const k of TARGET_KEYS) {
       if (t[k] === undefined) continue;
-      p.targets[k] = k === 'mup_scale_factor' ? posNum(t[k], `targets.${k}`, src) : int(t[k], `targets.${k}`, src);
+      p.targets[k] = k === 'mup_scale_factor' ? posNum(t[k], `targets.${k}`, src) : int(t[k], `targets.${k}`, src, 1, k === 'num_hidden_layers' ? MAX_LAYERS : MAX_DIM);
     }
   }
   if (o.mode !== undefined) p.mode = oneOf(o.mode, ['masked', 'zero'] as const, 'mode', src);
@@ -179,8 +181,8 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
   if (o.calibration !== undefined) {
     const c = obj(o.calibration, 'calibration', src);
     noUnknown(c, ['tokens', 'seq', 'seed', 'file', 'text'], 'calibration.', src);
-    if (c.tokens !== undefined) p.calibration.tokens = int(c.tokens, 'calibration.tokens', src);
-    if (c.seq !== undefined) p.calibration.seq = int(c.seq, 'calibration.seq', src);
+    if (c.tokens !== undefined) p.calibration.tokens = int(c.tokens, 'calibration.tokens', src, 1, MAX_TOKENS);
+    if (c.seq !== undefined) p.calibration.seq = int(c.seq, 'calibration.seq', src, 1, MAX_SEQ_LEN);
     if (c.seed !== undefined) p.calibration.seed = int(c.seed, 'calibration.seed', src, 0);
     for (const k of ['file', 'text'] as const) {
       if (c[k] === undefined) continue;
@@ -212,17 +214,11 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
 }
 
 export function readPlanFile(path: string): GrowthPlan {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new PlanError(undefined, `cannot read: ${(e as Error).message}`, path);
-  }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = readJsonFile(path, { what: 'growth plan' });
   } catch (e) {
-    throw new PlanError(undefined, `invalid JSON: ${(e as Error).message}`, path);
+    throw new PlanError(undefined, readFailure(e), path);
   }
   return parsePlan(json, path);
 }
@@ -329,6 +325,13 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
     const [v, s] = [op.extent(target), op.extent(src)];
     if (v < s) throw new PlanError(`targets.${op.targets[0]}`, `${v} is smaller than the source's ${s}; growth cannot shrink a dimension`, where);
   }
+  // sizes that cannot exist, or would not fit this machine, are refused before any allocation
+  const dims = {
+    hidden_size: target.hiddenSize, intermediate_size: target.intermediateSize, num_hidden_layers: target.numLayers,
+    num_attention_heads: target.numHeads, num_key_value_heads: target.numKvHeads, head_dim: target.headDim, vocab_size: target.vocabSize,
+  };
+  const size = modelSizeProblem(dims, 'targets.') ?? growMemoryProblem(dims, 'targets.');
+  if (size !== undefined) throw new PlanError(size.field, size.message, where);
   for (const op of OPERATORS) op.validate?.(src, target, t, where);
   const normOp = OPERATORS.find((op) => op.normRule !== undefined);
   const zeroNorm = plan.mode === 'zero' && normOp?.normRule !== undefined ? normOp.normRule(src, target, outDtype) : undefined;

@@ -4,7 +4,8 @@
  * residual stream (distance.ts). Layers that change it least are the natural ones to duplicate
  * (`smallest`); `largest` is the alternative.
  */
-import { readFileSync } from 'node:fs';
+import { readFailure, readTextFile } from '../util/files.ts';
+import { MAX_TOKENS } from '../util/limits.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { PlanError } from '../errors.ts';
 import { mulberry32, uniformInt } from '../util/random.ts';
@@ -37,9 +38,10 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
   let ids: number[];
   if (cal.file !== undefined) {
     let text: string;
-    try { text = readFileSync(cal.file, 'utf8'); } catch (e) { throw new PlanError('calibration.file', `cannot read ${cal.file}: ${(e as Error).message}`); }
+    try { text = readTextFile(cal.file, { what: 'calibration file' }); } catch (e) { throw new PlanError('calibration.file', `cannot read ${cal.file}: ${readFailure(e)}`); }
     const t = text.trim();
-    const raw: unknown = t.startsWith('[') ? JSON.parse(t) : t.split(/\s+/).map(Number);
+    let raw: unknown;
+    try { raw = t.startsWith('[') ? JSON.parse(t) : t.split(/\s+/).map(Number); } catch (e) { throw new PlanError('calibration.file', `${cal.file}: invalid JSON: ${(e as Error).message}`); }
     if (!Array.isArray(raw)) throw new PlanError('calibration.file', `${cal.file}: expected a JSON array or whitespace-separated token ids`);
     ids = (raw as unknown[]).flat(2).map((v, k) => {
       if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= V) throw new PlanError('calibration.file', `${cal.file}: token ${k} = ${JSON.stringify(v)} is not an id in [0, ${V})`);
@@ -55,6 +57,7 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
     ids = Array.from({ length: cal.tokens }, () => uniformInt(next, V));
   }
   if (ids.length === 0) throw new PlanError('calibration', 'no calibration tokens');
+  if (ids.length > MAX_TOKENS) throw new PlanError('calibration', `${ids.length} calibration tokens, more than the limit of ${MAX_TOKENS}`);
   const seqs: number[][] = [];
   for (let i = 0; i < ids.length; i += cal.seq) seqs.push(ids.slice(i, i + cal.seq));
   // equal lengths for one batch: drop a short tail unless it is all there is
@@ -69,6 +72,11 @@ export async function selectLayers(ck: Checkpoint, batch: number[][], opts: Sele
   // loaded lazily: growing with explicit positions never needs tfjs
   const stream = opts.stream ?? (await import('./residual-stream.ts')).residualStream;
   await stream(ck, batch, visit);
+  // a NaN distance sorts arbitrarily: picking layers by it would be silent nonsense
+  const bad = distances.findIndex((d) => !Number.isFinite(d));
+  if (bad >= 0) {
+    throw new PlanError('placement', `${ck.dir}: layer ${bad}'s ${opts.metric} distance is ${distances[bad]} (non-finite activations in or out of the layer); cannot rank layers by it`);
+  }
   const ranking = pickLayers(distances, L, opts.order);
   const picks = opts.count === undefined ? [] : pickLayers(distances, opts.count, opts.order);
   return { distances, ranking, picks };

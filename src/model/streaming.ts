@@ -9,7 +9,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { tensorName } from '../arch.ts';
 import { bytesToFloat32 } from '../util/dtype.ts';
-import type { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { assertFiniteWeights, type Checkpoint } from '../checkpoint/checkpoint.ts';
+import { MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
 import type { ModelConfig } from '../config.ts';
 import { CheckpointError, ModelInputError } from '../errors.ts';
 import { loadMasksIfAny, type MaskSet } from '../masks.ts';
@@ -87,11 +88,10 @@ async function readEmbeddingRows(ck: Checkpoint, ids: Int32Array): Promise<{ tab
   const slot = new Map<number, number>();
   uniq.forEach((id, k) => slot.set(id, k));
   const data = new Float32Array(uniq.length * H);
-  const dtype = ck.info(name).dtype;
   for (let k = 0; k < uniq.length;) {
     let e = k + 1;
     while (e < uniq.length && uniq[e] === uniq[e - 1] + 1) e++;
-    data.set(bytesToFloat32(await ck.readRows(name, uniq[k], uniq[e - 1] + 1), dtype), k * H);
+    data.set(await ck.readRowsFloat32(name, uniq[k], uniq[e - 1] + 1), k * H);
     k = e;
   }
   return { table: tf.tensor2d(data, [uniq.length, H]), local: Int32Array.from(ids, (id) => slot.get(id) as number) };
@@ -107,6 +107,11 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
   let masks: MaskTensors | undefined;
   let x: tf.Tensor3D | undefined;
   const [B, T] = idsT.shape;
+  // refused before the [group·T, T] causal mask and the [B·T, ·] activations are allocated
+  if (T > MAX_SEQ_LEN || B * T > MAX_TOKENS) {
+    if (owned) idsT.dispose();
+    throw new ModelInputError(`input of ${B} × ${T} tokens: the sequence length must be at most ${MAX_SEQ_LEN} and the tokens at most ${MAX_TOKENS}`);
+  }
   const rope = makeRope(cfg, T, opts.ropeOptions);
   const hidden: Float32Array[] | undefined = opts.collectHidden === true ? [] : undefined;
   try {
@@ -131,6 +136,10 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
     try {
       if (hidden !== undefined) hidden.push((await normed.data()) as Float32Array);
       const logits = await blockedLogits(ck, normed, masks, opts.lmHeadBlockRows);
+      // finite weights can still overflow (huge norms, f32 range): never hand back NaN logits
+      // (-Infinity is how a vocab mask removes padding ids, so it is allowed when masked)
+      const bad = logits.findIndex((v) => Number.isNaN(v) || v === Infinity || (v === -Infinity && masks === undefined));
+      if (bad >= 0) throw new ModelInputError(`${ck.dir}: logits are non-finite (${logits[bad]} at position ${Math.floor(bad / cfg.vocabSize)}, token ${bad % cfg.vocabSize}): the activations overflowed`);
       return { logits, ...(hidden !== undefined ? { hidden } : {}), batch: B, seqLen: T, masked: masks !== undefined };
     } finally {
       normed.dispose();
@@ -204,11 +213,11 @@ async function blockedMlp(c: Checkpoint, l: number, xs: tf.Tensor3D, m: MaskTens
   try {
     for (let f0 = 0; f0 < F; f0 += rows) {
       const f1 = Math.min(F, f0 + rows), n = f1 - f0;
-      const gate = tf.tensor2d(bytesToFloat32(await c.readRows(names.gate, f0, f1), c.info(names.gate).dtype), [n, H]);
-      const up = tf.tensor2d(bytesToFloat32(await c.readRows(names.up, f0, f1), c.info(names.up).dtype), [n, H]);
+      const gate = tf.tensor2d(await c.readRowsFloat32(names.gate, f0, f1), [n, H]);
+      const up = tf.tensor2d(await c.readRowsFloat32(names.up, f0, f1), [n, H]);
       const cols = new Float32Array(H * n);
       for (let i = 0; i < H; i++) cols.set(bytesToFloat32(downRaw.subarray((i * F + f0) * es, (i * F + f1) * es), downInfo.dtype), i * n);
-      const down = tf.tensor2d(cols, [H, n]);
+      const down = tf.tensor2d(assertFiniteWeights(cols, c.dir, names.down), [H, n]);
       const mask = m === undefined ? undefined : tf.slice(m.layers[l].ffn, [f0], [n]);
       const part = swiglu(h, gate, up, down, mask);
       tf.dispose([gate, up, down, ...(mask !== undefined ? [mask] : [])]);
@@ -241,12 +250,11 @@ async function blockedLogits(c: Checkpoint, normed: tf.Tensor3D, m: MaskTensors 
   // Blocks no larger than one layer in f32 so the head never sets the peak, and at most
   // WIDE_BLOCK rows so lmHeadLogits does not split (copy) the block again.
   const rows = Math.max(1, Math.min(V, blockRows ?? Math.min(WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)))));
-  const dtype = c.info(name).dtype;
   const N = B * T;
   const out = new Float32Array(N * V);
   for (let v0 = 0; v0 < V; v0 += rows) {
     const v1 = Math.min(V, v0 + rows);
-    const w = tf.tensor2d(bytesToFloat32(await c.readRows(name, v0, v1), dtype), [v1 - v0, H]);
+    const w = tf.tensor2d(await c.readRowsFloat32(name, v0, v1), [v1 - v0, H]);
     const bias = m === undefined ? undefined : tf.slice(m.vocabBias, [v0], [v1 - v0]);
     const block = lmHeadLogits(cfg, w, normed, bias);
     tf.dispose([w, ...(bias !== undefined ? [bias] : [])]);

@@ -58,7 +58,8 @@ export async function saveCheckpoint(a: SaveCheckpointArgs): Promise<void> {
     if (a.sideFilesFrom !== undefined) {
       for (const f of readdirSync(a.sideFilesFrom)) if (SIDE_FILE_PATTERN.test(f)) await w.copySideFile(join(a.sideFilesFrom, f), f);
     }
-    // the manifest goes in before the rename, so checkpoint-<step> appears complete or not at all
+    // the manifest goes into the temporary folder too: a save that fails at any point (a full
+    // disk while hashing or writing it) never leaves checkpoint-N/ under its final name
     await w.finish();
     await writeManifestLast(w.path('.'), a.manifest);
     await w.commit();

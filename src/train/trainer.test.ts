@@ -173,11 +173,12 @@ describe('training', () => {
   it('stops on a non-finite loss with a TrainError naming the last good checkpoint', async () => {
     const dir = join(root, 'nan-init');
     await writeRandomInit(dir, tinyCfg(), { seed: 2 });
-    // poison one weight: copy the model with a NaN in the final norm
+    // poison one weight: copy the model with an overflowing value in the final norm
     const ck = await Checkpoint.open(dir);
     const arrays = await readCheckpointArrays(ck);
     await ck.close();
-    (arrays.get('model.norm.weight') as Float32Array)[0] = NaN;
+    // finite but overflowing (a NaN weight is refused where it is read, before any step)
+    (arrays.get('model.norm.weight') as Float32Array)[0] = 3e38;
     const { saveCheckpoint } = await import('./checkpointing.ts');
     const bad = join(root, 'nan-ck');
     const cfg = tinyCfg();

@@ -8,6 +8,7 @@
  * `stageStep` = step − stageStart counts from the last growth and drives the mask schedule. The
  * loss logged at step s is the loss of batch s before update s.
  */
+import { MAX_SEQ_LEN } from '../util/limits.ts';
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -327,7 +328,35 @@ interface Run extends TrainArgs {
   t0: number;
 }
 
+/**
+ * The numeric options' ranges, checked before anything is read (CLI and pipeline both come
+ * here). AdamW's betas outside [0, 1) make the bias correction divide by zero or flip sign.
+ */
+export function checkTrainOptions(o: TrainOptions): void {
+  const range = (flag: string, v: number | undefined, ok: (x: number) => boolean, want: string) => {
+    if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new TrainError('BadArgs', `${flag} must be ${want}, got ${v}`);
+  };
+  const posInt = (x: number) => Number.isInteger(x) && x > 0, natural = (x: number) => Number.isInteger(x) && x >= 0;
+  range('--steps', o.steps, posInt, 'a positive integer');
+  range('--batch-size', o.batchSize, posInt, 'a positive integer');
+  range('--seq-len', o.seqLen, (x) => posInt(x) && x <= MAX_SEQ_LEN, `an integer in [1, ${MAX_SEQ_LEN}]`);
+  range('--lr', o.lr, (x) => Number.isFinite(x) && x > 0, 'a number > 0');
+  range('--min-lr', o.minLr, (x) => Number.isFinite(x) && x >= 0, 'a number >= 0');
+  range('--warmup-steps', o.warmupSteps, natural, 'an integer >= 0');
+  range('--weight-decay', o.weightDecay, (x) => Number.isFinite(x) && x >= 0, 'a number >= 0');
+  range('--clip-grad', o.clipGrad, (x) => Number.isFinite(x) && x >= 0, 'a number >= 0 (0: off)');
+  range('--beta1', o.beta1, (x) => x >= 0 && x < 1, 'in [0, 1)');
+  range('--beta2', o.beta2, (x) => x >= 0 && x < 1, 'in [0, 1)');
+  range('--save-every', o.saveEvery, natural, 'an integer >= 0');
+  range('--eval-every', o.evalEvery, natural, 'an integer >= 0');
+  range('--eval-batches', o.evalBatches, posInt, 'a positive integer');
+  range('--eval-fraction', o.evalFraction, (x) => x >= 0 && x < 1, 'in [0, 1)');
+  range('--total-steps', o.totalSteps, posInt, 'a positive integer');
+  range('--keep-checkpoints', o.keepCheckpoints, natural, 'an integer >= 0');
+}
+
 export async function train(o: TrainOptions): Promise<TrainResult> {
+  checkTrainOptions(o);
   const args = trainArgs(o);
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
   // checkpoint-<step> folders (and pruning) inside the starting checkpoint would change it

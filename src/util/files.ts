@@ -1,0 +1,86 @@
+/**
+ * Reading the small files flm-grow parses (config.json, index, manifest, plans, pipelines,
+ * calibration ids, verify reports): one place that opens only regular files and caps their size.
+ * A FIFO named like a config, or a symlink to /dev/zero, would otherwise block or fill memory
+ * forever; an absurdly large JSON file would take the heap with it. Tensor data never goes
+ * through here (safetensors files are read by positioned reads).
+ */
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { FlmGrowError } from '../errors.ts';
+
+/** JSON inputs (config, index, manifest, plan, pipeline, tokenizer, reports). The largest real
+ *  ones are index.json files (~100 KB) and tokenizer.json (~10 MB); 256 MiB is far beyond both. */
+export const MAX_JSON_BYTES = 256 * 1024 * 1024;
+/** Text inputs held in memory whole (calibration token files). */
+export const MAX_TEXT_BYTES = 1024 * 1024 * 1024;
+
+export class FileReadError extends FlmGrowError {
+  readonly path: string;
+  /** The message without the path, for callers whose own error already names the file. */
+  readonly reason: string;
+  constructor(code: string, path: string, reason: string) {
+    super(code, `${path}: ${reason}`);
+    this.path = path;
+    this.reason = reason;
+  }
+}
+
+/** The reason of a read failure without the path (callers' errors name the file themselves). */
+export function readFailure(e: unknown): string {
+  return e instanceof FileReadError ? e.reason : (e as Error).message;
+}
+
+/**
+ * The bytes of a regular file of at most `maxBytes`. Opened with O_NONBLOCK so that opening a
+ * FIFO returns at once (instead of waiting for a writer), then fstat'ed: anything but a regular
+ * file (FIFO, device, directory, socket) is refused before a single byte is read. `probeOnly`:
+ * check without reading (for files a later step streams).
+ */
+export function readRegularFile(path: string, opts: { maxBytes: number; what?: string; probeOnly?: boolean }): Buffer {
+  const what = opts.what ?? 'file';
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new FileReadError(code, path, `cannot read ${what}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) {
+      const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO (named pipe)' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : st.isSocket() ? 'a socket' : 'not a regular file';
+      throw new FileReadError('NotARegularFile', path, `${what} is ${kind}; only regular files are read`);
+    }
+    if (st.size > opts.maxBytes) {
+      throw new FileReadError('FileTooLarge', path, `${what} is ${st.size} bytes, more than the limit of ${opts.maxBytes} bytes`);
+    }
+    if (opts.probeOnly === true) return Buffer.alloc(0); // only "is it a readable regular file"
+    const buf = Buffer.alloc(st.size);
+    let off = 0;
+    while (off < st.size) {
+      const n = readSync(fd, buf, off, st.size - off, off);
+      if (n === 0) break;
+      off += n;
+    }
+    return off === st.size ? buf : buf.subarray(0, off);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function readTextFile(path: string, opts: { maxBytes?: number; what?: string } = {}): string {
+  return readRegularFile(path, { maxBytes: opts.maxBytes ?? MAX_TEXT_BYTES, what: opts.what }).toString('utf8');
+}
+
+/**
+ * Parsed JSON of a regular file. Errors (unreadable, not a regular file, too large, invalid
+ * JSON) are FileReadErrors naming the path; callers that want their own error class rewrap.
+ */
+export function readJsonFile(path: string, opts: { maxBytes?: number; what?: string } = {}): unknown {
+  const text = readRegularFile(path, { maxBytes: opts.maxBytes ?? MAX_JSON_BYTES, what: opts.what }).toString('utf8');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new FileReadError('InvalidJson', path, `invalid JSON: ${(e as Error).message}`);
+  }
+}
