@@ -16,6 +16,8 @@ export { INDEX_FILE, SINGLE_FILE, assertSafeShardName, parseIndex, openTensorFil
 export const CONFIG_FILE = 'config.json';
 /** flm-grow's manifest: its presence marks a folder flm-grow wrote (see manifest.ts for the contents). */
 export const MANIFEST_FILE = 'flm-grow-manifest.json';
+/** The Hugging Face tokenizer (tokenizer.ts reads it). */
+export const TOKENIZER_FILE = 'tokenizer.json';
 
 export interface OpenOptions {
   /** Check every tensor against config.json (default true). */
