@@ -162,7 +162,40 @@ function pad2(k: number): string {
   return String(k + 1).padStart(2, '0');
 }
 
+/** What the stages of one run share: its settings, and the checkpoint each stage hands to the next. */
+interface PipelineRun {
+  file: string;
+  spec: PipelineSpec;
+  opts: PipelineOptions;
+  rel: (p: string) => string;
+  out: string;
+  log: (line: string) => void;
+  data: string;
+  seed: number;
+  backend: BackendName;
+  /** Steps of every train stage together ('continue' LR schedules span them all). */
+  totalSteps: number;
+  current: string;
+  /** The last grow or bake (source and output), for a verify stage. */
+  lastPair: { source: string; output: string } | undefined;
+  /** A grow whose loss before/after waits for the next train stage's probe batch. */
+  pendingGrow: StageResult | undefined;
+  metricsFiles: string[];
+}
+
+type Stage<K extends StageKind> = Extract<StageSpec, Record<K, unknown>>;
+
 export async function runPipeline(file: string, opts: PipelineOptions = {}): Promise<PipelineResult> {
+  const run = await startPipeline(file, opts);
+  const results: StageResult[] = [];
+  for (let k = 0; k < run.spec.stages.length; k++) results.push(await runStage(run, k));
+  const plot = await plotPipelineLoss(run);
+  const result: PipelineResult = { out: run.out, stages: results, plot, finalCheckpoint: run.current };
+  writeFileSync(join(run.out, 'summary.json'), JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+  return result;
+}
+
+async function startPipeline(file: string, opts: PipelineOptions): Promise<PipelineRun> {
   const spec = readPipelineFile(file);
   const base = dirname(resolve(file));
   const rel = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
@@ -174,117 +207,134 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
   const backend = spec.backend ?? 'auto';
   log(`pipeline ${file}: ${spec.stages.length} stages into ${out} (backend ${await initBackend(backend)})`);
   const trainDefaults = spec.train ?? {};
-  let current = spec.checkpoint !== undefined ? rel(spec.checkpoint) : '';
-  let lastPair: { source: string; output: string } | undefined;
-  // 'continue' LR schedules span every train stage
   const totalSteps = spec.stages.reduce((a, s) => a + ('train' in s ? (s.train.steps ?? trainDefaults.steps ?? 0) : 0), 0);
-  const results: StageResult[] = [];
-  const metricsFiles: string[] = [];
-  let pendingGrow: StageResult | undefined;
-  for (let k = 0; k < spec.stages.length; k++) {
-    const s = spec.stages[k];
-    const kind = stageKind(s);
-    const dir = join(out, `${pad2(k)}-${s.name}`);
-    const t0 = Date.now();
-    const r: StageResult = { name: s.name, kind, dir, ...(current !== '' ? { input: current } : {}), skipped: false, seconds: 0 };
-    const ts = { ...trainDefaults, ...('train' in s ? s.train : {}) };
-    const B = ts.batch_size ?? 8, T = ts.seq_len ?? 64;
-    if ('init' in s) {
-      if (await manifestComplete(dir)) r.skipped = true;
-      else {
-        if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
-        await writeRandomInit(dir, initConfig(s.init.config), { seed: s.init.seed ?? seed, std: s.init.std });
-      }
-      current = dir;
-    } else if ('train' in s) {
-      const done = await latestCheckpoint(dir);
-      const doneManifest = done === undefined ? undefined : readManifest(done);
-      if (done !== undefined && doneManifest?.kind === 'train' && doneManifest.extra.complete === true) {
-        r.skipped = true;
-        current = done;
-      } else {
-        const steps = ts.steps;
-        if (steps === undefined) throw new PipelineError(file, `stages[${k}].train.steps`, 'is required');
-        const o: TrainOptions = {
-          checkpoint: current, data, out: dir, steps, batchSize: B, seqLen: T, lr: ts.lr, minLr: ts.min_lr,
-          warmupSteps: ts.warmup_steps, schedule: ts.schedule, weightDecay: ts.weight_decay, clipGrad: ts.clip_grad,
-          saveEvery: ts.save_every, evalEvery: ts.eval_every, evalBatches: ts.eval_batches, seed, backend, resume: true,
-          lrAfterGrowth: ts.lr_after_growth, totalSteps, stage: s.name, quiet: opts.quiet, progress: opts.progress, log,
-          shouldStop: opts.shouldStopTraining,
-        };
-        if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
-        const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc });
-        if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
-        current = tr.checkpoint;
-      }
-      const m = readManifest(current);
-      const x = m?.kind === 'train' ? m.extra : undefined;
-      r.lastTrainLoss = x?.lastLoss ?? undefined;
-      r.evalLoss = x?.evalLoss ?? undefined;
-      r.steps = [x !== undefined && typeof ts.steps === 'number' ? x.targetStep - ts.steps : 0, x?.step as number];
-      metricsFiles.push(join(dir, METRICS_FILE));
-      const probe = probeBatch(data, current, B, T, seed);
-      r.lossEnd = await checkpointLoss(current, probe, B, T);
-      if (pendingGrow !== undefined) {
-        // the loss table compares growth on the batch size and length this stage trains with
-        pendingGrow.lossBefore = await checkpointLoss(pendingGrow.input as string, probe, B, T);
-        pendingGrow.lossAfter = await checkpointLoss(pendingGrow.dir, probe, B, T);
-        pendingGrow = undefined;
-      }
-    } else if ('grow' in s) {
-      if (current === '') throw new PipelineError(file, `stages[${k}]`, 'grow needs a checkpoint before it');
-      // growCheckpoint grows optimizer.safetensors inside its atomic output (and hashes it)
-      if (await manifestComplete(dir)) r.skipped = true;
-      else {
-        let plan = readPlanFile(rel(s.grow.plan));
-        plan = applyPlanFlags(plan, { annealSteps: s.grow.anneal_steps, mode: s.grow.mode });
-        await growCheckpoint(current, dir, plan, { overwrite: true, quiet: opts.quiet, progress: opts.progress, backend });
-      }
-      lastPair = { source: current, output: dir };
-      pendingGrow = r;
-      current = dir;
-    } else if ('verify' in s) {
-      if (lastPair === undefined) throw new PipelineError(file, `stages[${k}]`, 'verify needs a grow or bake stage before it');
-      const reportFile = join(dir, 'verify-report.json');
-      let report: VerifyReport | undefined;
-      if (existsSync(reportFile)) {
-        const prev = JSON.parse(readFileSync(reportFile, 'utf8')) as VerifyReport;
-        if (prev.passed && prev.source === lastPair.source && prev.grown === lastPair.output) { report = prev; r.skipped = true; }
-      }
-      if (report === undefined) {
-        report = await verifyGrowth(lastPair.source, lastPair.output, {
-          tokens: s.verify.tokens, seq: s.verify.seq, seed: s.verify.seed ?? seed, tolerance: s.verify.tolerance, throwOnFail: false,
-        });
-        mkdirSync(dir, { recursive: true });
-        writeFileSync(reportFile, JSON.stringify(report, null, 2) + '\n');
-      }
-      r.verify = report;
-      log(`[${s.name}] ${formatReport(report).split('\n').slice(-1)[0]} (relative logit difference ${report.relativeLogitDiff.toExponential(2)})`);
-      if (!report.passed) {
-        log(formatReport(report));
-        throw new VerifyFailedError(report);
-      }
-    } else if ('bake' in s) {
-      if (await manifestComplete(dir)) r.skipped = true;
-      else await bakeCheckpoint(current, dir, { overwrite: true, force: s.bake.force, quiet: opts.quiet, progress: opts.progress, warn: log });
-      lastPair = { source: current, output: dir };
-      current = dir;
-    }
-    if (kind !== 'verify') r.parameters = parameterCount(readConfigFile(join(current, 'config.json')));
-    r.seconds = (Date.now() - t0) / 1000;
-    results.push(r);
-    log(`[${s.name}] ${kind} ${r.skipped ? 'skipped (output complete)' : 'done'} in ${r.seconds.toFixed(1)} s -> ${kind === 'verify' ? dir : current}`);
+  const current = spec.checkpoint !== undefined ? rel(spec.checkpoint) : '';
+  return { file, spec, opts, rel, out, log, data, seed, backend, totalSteps, current, lastPair: undefined, pendingGrow: undefined, metricsFiles: [] };
+}
+
+async function runStage(run: PipelineRun, k: number): Promise<StageResult> {
+  const s = run.spec.stages[k];
+  const kind = stageKind(s);
+  const dir = join(run.out, `${pad2(k)}-${s.name}`);
+  const t0 = Date.now();
+  const r: StageResult = { name: s.name, kind, dir, ...(run.current !== '' ? { input: run.current } : {}), skipped: false, seconds: 0 };
+  if ('init' in s) await initStage(run, s, r);
+  else if ('train' in s) await trainStage(run, k, s, r);
+  else if ('grow' in s) await growStage(run, k, s, r);
+  else if ('verify' in s) await verifyStage(run, k, s, r);
+  else if ('bake' in s) await bakeStage(run, s, r);
+  if (kind !== 'verify') r.parameters = parameterCount(readConfigFile(join(run.current, 'config.json')));
+  r.seconds = (Date.now() - t0) / 1000;
+  run.log(`[${s.name}] ${kind} ${r.skipped ? 'skipped (output complete)' : 'done'} in ${r.seconds.toFixed(1)} s -> ${kind === 'verify' ? dir : run.current}`);
+  return r;
+}
+
+async function initStage(run: PipelineRun, s: Stage<'init'>, r: StageResult): Promise<void> {
+  if (await manifestComplete(r.dir)) r.skipped = true;
+  else {
+    if (existsSync(r.dir)) rmSync(r.dir, { recursive: true, force: true });
+    await writeRandomInit(r.dir, initConfig(s.init.config), { seed: s.init.seed ?? run.seed, std: s.init.std });
   }
-  let plot: string | undefined;
-  const records: MetricsRecord[] = metricsFiles.filter((f) => existsSync(f)).flatMap((f) => readMetrics(f));
-  if (records.length > 0) {
-    plot = join(out, 'loss.svg');
-    const { series, growthMarks } = lossSeriesFromMetrics(records);
-    await plotLossCurves(series, { title: `${basename(file, '.json')}: training loss (dashed: growth)`, xLabel: 'optimizer step', yLabel: 'cross-entropy (nats/token)', output: plot, growthMarks });
+  run.current = r.dir;
+}
+
+async function trainStage(run: PipelineRun, k: number, s: Stage<'train'>, r: StageResult): Promise<void> {
+  const { opts, log, data, seed, backend, file } = run;
+  const dir = r.dir;
+  const ts = { ...run.spec.train, ...s.train };
+  const B = ts.batch_size ?? 8, T = ts.seq_len ?? 64;
+  const done = await latestCheckpoint(dir);
+  const doneManifest = done === undefined ? undefined : readManifest(done);
+  if (done !== undefined && doneManifest?.kind === 'train' && doneManifest.extra.complete === true) {
+    r.skipped = true;
+    run.current = done;
+  } else {
+    const steps = ts.steps;
+    if (steps === undefined) throw new PipelineError(file, `stages[${k}].train.steps`, 'is required');
+    const o: TrainOptions = {
+      checkpoint: run.current, data, out: dir, steps, batchSize: B, seqLen: T, lr: ts.lr, minLr: ts.min_lr,
+      warmupSteps: ts.warmup_steps, schedule: ts.schedule, weightDecay: ts.weight_decay, clipGrad: ts.clip_grad,
+      saveEvery: ts.save_every, evalEvery: ts.eval_every, evalBatches: ts.eval_batches, seed, backend, resume: true,
+      lrAfterGrowth: ts.lr_after_growth, totalSteps: run.totalSteps, stage: s.name, quiet: opts.quiet, progress: opts.progress, log,
+      shouldStop: opts.shouldStopTraining,
+    };
+    if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
+    const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc });
+    if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
+    run.current = tr.checkpoint;
   }
-  const result: PipelineResult = { out, stages: results, plot, finalCheckpoint: current };
-  writeFileSync(join(out, 'summary.json'), JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
-  return result;
+  const m = readManifest(run.current);
+  const x = m?.kind === 'train' ? m.extra : undefined;
+  r.lastTrainLoss = x?.lastLoss ?? undefined;
+  r.evalLoss = x?.evalLoss ?? undefined;
+  r.steps = [x !== undefined && typeof ts.steps === 'number' ? x.targetStep - ts.steps : 0, x?.step as number];
+  run.metricsFiles.push(join(dir, METRICS_FILE));
+  const probe = probeBatch(data, run.current, B, T, seed);
+  r.lossEnd = await checkpointLoss(run.current, probe, B, T);
+  const g = run.pendingGrow;
+  if (g !== undefined) {
+    // the loss table compares growth on the batch size and length this stage trains with
+    g.lossBefore = await checkpointLoss(g.input as string, probe, B, T);
+    g.lossAfter = await checkpointLoss(g.dir, probe, B, T);
+    run.pendingGrow = undefined;
+  }
+}
+
+async function growStage(run: PipelineRun, k: number, s: Stage<'grow'>, r: StageResult): Promise<void> {
+  const { opts } = run;
+  if (run.current === '') throw new PipelineError(run.file, `stages[${k}]`, 'grow needs a checkpoint before it');
+  // growCheckpoint grows optimizer.safetensors inside its atomic output (and hashes it)
+  if (await manifestComplete(r.dir)) r.skipped = true;
+  else {
+    let plan = readPlanFile(run.rel(s.grow.plan));
+    plan = applyPlanFlags(plan, { annealSteps: s.grow.anneal_steps, mode: s.grow.mode });
+    await growCheckpoint(run.current, r.dir, plan, { overwrite: true, quiet: opts.quiet, progress: opts.progress, backend: run.backend });
+  }
+  run.lastPair = { source: run.current, output: r.dir };
+  run.pendingGrow = r;
+  run.current = r.dir;
+}
+
+async function verifyStage(run: PipelineRun, k: number, s: Stage<'verify'>, r: StageResult): Promise<void> {
+  const { lastPair, log } = run;
+  if (lastPair === undefined) throw new PipelineError(run.file, `stages[${k}]`, 'verify needs a grow or bake stage before it');
+  const reportFile = join(r.dir, 'verify-report.json');
+  let report: VerifyReport | undefined;
+  if (existsSync(reportFile)) {
+    const prev = JSON.parse(readFileSync(reportFile, 'utf8')) as VerifyReport;
+    if (prev.passed && prev.source === lastPair.source && prev.grown === lastPair.output) { report = prev; r.skipped = true; }
+  }
+  if (report === undefined) {
+    report = await verifyGrowth(lastPair.source, lastPair.output, {
+      tokens: s.verify.tokens, seq: s.verify.seq, seed: s.verify.seed ?? run.seed, tolerance: s.verify.tolerance, throwOnFail: false,
+    });
+    mkdirSync(r.dir, { recursive: true });
+    writeFileSync(reportFile, JSON.stringify(report, null, 2) + '\n');
+  }
+  r.verify = report;
+  log(`[${s.name}] ${formatReport(report).split('\n').slice(-1)[0]} (relative logit difference ${report.relativeLogitDiff.toExponential(2)})`);
+  if (!report.passed) {
+    log(formatReport(report));
+    throw new VerifyFailedError(report);
+  }
+}
+
+async function bakeStage(run: PipelineRun, s: Stage<'bake'>, r: StageResult): Promise<void> {
+  const { opts } = run;
+  if (await manifestComplete(r.dir)) r.skipped = true;
+  else await bakeCheckpoint(run.current, r.dir, { overwrite: true, force: s.bake.force, quiet: opts.quiet, progress: opts.progress, warn: run.log });
+  run.lastPair = { source: run.current, output: r.dir };
+  run.current = r.dir;
+}
+
+/** loss.svg from the train stages' metrics, if any were written. */
+async function plotPipelineLoss(run: PipelineRun): Promise<string | undefined> {
+  const records: MetricsRecord[] = run.metricsFiles.filter((f) => existsSync(f)).flatMap((f) => readMetrics(f));
+  if (records.length === 0) return undefined;
+  const plot = join(run.out, 'loss.svg');
+  const { series, growthMarks } = lossSeriesFromMetrics(records);
+  await plotLossCurves(series, { title: `${basename(run.file, '.json')}: training loss (dashed: growth)`, xLabel: 'optimizer step', yLabel: 'cross-entropy (nats/token)', output: plot, growthMarks });
+  return plot;
 }
 
 /** A fixed held-out batch (eval split, index 0) to compare checkpoints on. */
