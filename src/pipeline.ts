@@ -321,7 +321,7 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
     } else if ('train' in s) {
       const done = await latestCheckpoint(dir);
       const doneManifest = done === undefined ? undefined : readManifest(done);
-      if (done !== undefined && doneManifest?.extra?.complete === true) {
+      if (done !== undefined && doneManifest?.kind === 'train' && doneManifest.extra.complete === true) {
         r.skipped = true;
         current = done;
       } else {
@@ -340,9 +340,10 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
         current = tr.checkpoint;
       }
       const m = readManifest(current);
-      r.lastTrainLoss = typeof m?.extra?.lastLoss === 'number' ? m.extra.lastLoss : undefined;
-      r.evalLoss = typeof m?.extra?.evalLoss === 'number' ? m.extra.evalLoss : undefined;
-      r.steps = [typeof m?.extra?.targetStep === 'number' && typeof ts.steps === 'number' ? m.extra.targetStep - ts.steps : 0, m?.extra?.step as number];
+      const x = m?.kind === 'train' ? m.extra : undefined;
+      r.lastTrainLoss = x?.lastLoss ?? undefined;
+      r.evalLoss = x?.evalLoss ?? undefined;
+      r.steps = [x !== undefined && typeof ts.steps === 'number' ? x.targetStep - ts.steps : 0, x?.step as number];
       metricsFiles.push(join(dir, METRICS_FILE));
       const probe = probeBatch(data, current, B, T, seed);
       r.lossEnd = await checkpointLoss(current, probe, B, T);

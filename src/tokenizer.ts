@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { TrainError } from './errors.ts';
 import { readFailure, readJsonFile } from './util/files.ts';
+import { TOKENIZER_FILE } from './checkpoint/checkpoint.ts';
 
 /**
  * The part of @huggingface/tokenizers used here. Its .d.ts files use extensionless relative
@@ -69,7 +70,7 @@ function readJson(file: string): object {
  * byte tokenizer. Special tokens (BOS/EOS) are not added: training text is one continuous stream.
  */
 export function loadTokenizer(checkpointDir: string): Tokenizer {
-  const file = join(checkpointDir, 'tokenizer.json');
+  const file = join(checkpointDir, TOKENIZER_FILE);
   if (!existsSync(file)) return byteTokenizer();
   const json = readJson(file);
   const configFile = join(checkpointDir, 'tokenizer_config.json');

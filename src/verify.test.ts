@@ -52,7 +52,7 @@ beforeAll(async () => {
     const dir = join(tmp.dir, name);
     await writeCheckpoint(dir, g.cfg, g.arrays);
     writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify({
-      format: MANIFEST_FORMAT, kind: 'grow', created: new Date().toISOString(), tool: { name: 'flm-grow', version: 'test' },
+      format: MANIFEST_FORMAT, kind: 'grow', mode: 'masked', created: new Date().toISOString(), tool: { name: 'flm-grow', version: 'test' },
       layerMap: g.layerMap, files: {},
     }));
   }

@@ -7,10 +7,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from './backend.ts';
-import { Checkpoint } from './checkpoint/checkpoint.ts';
+import { CheckpointFolder } from './checkpoint-folder.ts';
 import { FlmGrowError, ModelInputError } from './errors.ts';
-import { readManifest } from './manifest.ts';
-import { loadMasksIfAny } from './masks.ts';
 import { streamedForward, type StreamResult } from './model/streaming.ts';
 import { randomIds, readInputIds } from './model/input-ids.ts';
 import { boundaryMap } from './growth/boundary.ts';
@@ -113,16 +111,16 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
   const backend = opts.backend !== undefined || tf.engine().backendName == null ? await initBackend(opts.backend ?? 'auto') : tf.getBackend();
   const tolerance = opts.tolerance ?? DEFAULT_TOLERANCE;
   if (!(tolerance >= 0)) throw new ModelInputError(`--tolerance must be >= 0, got ${tolerance}`);
-  const src = await Checkpoint.open(sourceDir);
-  let grown: Checkpoint | undefined;
+  const src = await CheckpointFolder.open(sourceDir);
+  let grown: CheckpointFolder | undefined;
   try {
-    grown = await Checkpoint.open(grownDir);
+    grown = await CheckpointFolder.open(grownDir);
     const cs = src.config, cg = grown.config;
     if (cg.hiddenSize < cs.hiddenSize || cg.vocabSize < cs.vocabSize || cg.numLayers < cs.numLayers) {
       throw new FlmGrowError('NotGrown', `${grownDir} (H ${cg.hiddenSize}, V ${cg.vocabSize}, L ${cg.numLayers}) is smaller than ${sourceDir} (H ${cs.hiddenSize}, V ${cs.vocabSize}, L ${cs.numLayers})`);
     }
-    const srcMasks = await loadMasksIfAny(sourceDir, cs);
-    const grownMasks = await loadMasksIfAny(grownDir, cg);
+    const srcMasks = await src.masks();
+    const grownMasks = await grown.masks();
     const seq = opts.seq ?? 32;
     const seed = opts.seed ?? 0;
     let ids: number[][];
@@ -144,7 +142,7 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
     const total = cs.numLayers + 1 + cg.numLayers + 1;
     const s = await streamedForward(src, ids, { masks: srcMasks ?? null, collectHidden: true, onLayer: (d) => opts.onProgress?.(d + 1, total, 'source') });
     const g = await streamedForward(grown, ids, { masks: grownMasks ?? null, collectHidden: true, onLayer: (d) => opts.onProgress?.(cs.numLayers + 1 + d + 1, total, 'grown') });
-    const layerMap = readManifest(grownDir)?.layerMap;
+    const layerMap = grown.manifest?.layerMap;
     const bmap = boundaryMap(cs.numLayers, cg.numLayers, layerMap);
     const hidden: HiddenDiff[] = [];
     bmap.forEach((k, n) => {

@@ -1,11 +1,10 @@
 import type { CommandModule } from 'yargs';
 import { existsSync } from 'node:fs';
-import { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
 import { writeFileAtomic } from '../checkpoint/atomic.ts';
 import { FlmGrowError, ModelInputError } from '../errors.ts';
 import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.ts';
-import { loadMasksIfAny } from '../masks.ts';
 import { streamedForward } from '../model/streaming.ts';
 import { parseIdList, readInputIds } from '../model/input-ids.ts';
 import { progressBar } from './progress.ts';
@@ -64,10 +63,10 @@ export const forwardCommand: CommandModule = {
     }
     const ids = a.ids !== undefined ? parseIdList(a.ids as string) : await readInputIds(a.input as string);
     const backend = await initBackend(a.backend as BackendName);
-    const ck = await Checkpoint.open(a.checkpoint as string);
+    const ck = await CheckpointFolder.open(a.checkpoint as string);
     try {
       const cfg = ck.config;
-      const masks = a.masks === false ? null : ((await loadMasksIfAny(ck.dir, cfg)) ?? null);
+      const masks = a.masks === false ? null : ((await ck.masks()) ?? null);
       const bar = progressBar('forward', cfg.numLayers + 1, { quiet: a.quiet === true });
       const r = await streamedForward(ck, ids, { masks, collectHidden: out !== undefined, onLayer: (d) => bar.update(d + 1) });
       bar.stop();

@@ -1,12 +1,12 @@
 import type { CommandModule } from 'yargs';
 import { basename } from 'node:path';
-import { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { numel } from '../checkpoint/safetensors.ts';
 import { checkTensorsAgainstConfig, formatMismatch, type TensorMismatch } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
 import { CheckpointError, FlmGrowError } from '../errors.ts';
-import { groupsBelowOne, hasMasks, masksPath, readMasks, MASKS_FILE } from '../masks.ts';
-import { readManifest, MANIFEST_FILE, type Manifest } from '../manifest.ts';
+import { groupsBelowOne, MASKS_FILE, type MaskSet } from '../masks.ts';
+import { MANIFEST_FILE, type GrowManifest, type Manifest } from '../manifest.ts';
 
 export interface InspectReport {
   checkpoint: string;
@@ -23,7 +23,7 @@ export interface InspectReport {
   tensors: { name: string; dtype: string; shape: number[]; file: string; bytes: number }[];
   mismatches: (TensorMismatch & { message: string })[];
   masks: { file: string; groupsBelowOne: { group: string; minValue: number; count: number }[] } | { file: string; error: string } | null;
-  manifest: Pick<Manifest, 'kind' | 'created' | 'mode' | 'source' | 'masks' | 'layerMap'> & { file: string; files: number } | null;
+  manifest: Pick<Manifest, 'kind' | 'created' | 'source' | 'masks' | 'layerMap'> & { mode?: GrowManifest['mode']; file: string; files: number } | null;
 }
 
 function summary(c: ModelConfig): InspectReport['summary'] {
@@ -37,7 +37,7 @@ function summary(c: ModelConfig): InspectReport['summary'] {
 /** Everything inspect reports, from headers, config, masks and manifest (no tensor data is read). */
 export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
   // The config check is ours to report in full, not to throw on the first problem.
-  const ck = await Checkpoint.open(dir, { checkConfig: false });
+  const ck = await CheckpointFolder.open(dir, { checkConfig: false });
   try {
     const tensors = [...ck.tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype as string, shape: [...t.shape], file: basename(t.file), bytes: t.end - t.begin }));
     const dtypes: InspectReport['dtypes'] = {};
@@ -55,17 +55,17 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
     }
     const mismatches = checkTensorsAgainstConfig(ck.config, ck.tensors).map((m) => ({ ...m, message: formatMismatch(m) }));
     let masks: InspectReport['masks'] = null;
-    if (hasMasks(dir)) {
+    if (ck.hasMasks) {
       try {
-        masks = { file: MASKS_FILE, groupsBelowOne: groupsBelowOne(await readMasks(masksPath(dir), ck.config)) };
+        masks = { file: MASKS_FILE, groupsBelowOne: groupsBelowOne((await ck.masks()) as MaskSet) };
       } catch (e) {
         if (!(e instanceof FlmGrowError)) throw e;
         masks = { file: MASKS_FILE, error: e.message };
       }
     }
-    const m = readManifest(dir);
+    const m = ck.manifest;
     const manifest: InspectReport['manifest'] = m === undefined ? null : {
-      file: MANIFEST_FILE, kind: m.kind, created: m.created, mode: m.mode, source: m.source, masks: m.masks, layerMap: m.layerMap,
+      file: MANIFEST_FILE, kind: m.kind, created: m.created, mode: m.kind === 'grow' ? m.mode : undefined, source: m.source, masks: m.masks, layerMap: m.layerMap,
       files: Object.keys(m.files ?? {}).length,
     };
     return {

@@ -5,13 +5,14 @@
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Checkpoint, CONFIG_FILE } from '../checkpoint/checkpoint.ts';
+import { CONFIG_FILE } from '../checkpoint/checkpoint.ts';
+import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import type { TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { FlmGrowError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION, type Manifest } from '../manifest.ts';
-import { groupsBelowOne, loadMasksIfAny } from '../masks.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION, type Manifest } from '../manifest.ts';
+import { groupsBelowOne } from '../masks.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 
 export interface BakeOptions {
@@ -37,9 +38,9 @@ const ROW_BLOCK = 64 << 20;
 
 export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOptions = {}): Promise<BakeResult> {
   checkDestination(dest, { overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [grown] });
-  const ck = await Checkpoint.open(grown);
+  const ck = await CheckpointFolder.open(grown);
   try {
-    const masks = await loadMasksIfAny(grown, ck.config);
+    const masks = await ck.masks();
     const below = masks === undefined ? [] : groupsBelowOne(masks);
     if (below.length > 0) {
       const what = below.map((g) => `${g.group} (${g.count} units, min ${g.minValue})`).join(', ');
@@ -77,7 +78,7 @@ export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOpti
       }
       // sha256 of what the writer wrote: shards, side files, index
       const files = await writer.finish();
-      const prev = readManifest(grown);
+      const prev = ck.manifest;
       const manifest: Manifest = {
         format: MANIFEST_FORMAT, kind: 'bake', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
         source: await sourceIdentity(ck, grown),

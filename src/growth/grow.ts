@@ -5,9 +5,10 @@
  * (sha256 of every output file, computed by the writer from the bytes it writes, on a second
  * thread, so the data is never read back).
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Checkpoint, CONFIG_FILE } from '../checkpoint/checkpoint.ts';
+import { CONFIG_FILE, type Checkpoint } from '../checkpoint/checkpoint.ts';
+import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { CheckpointWriter, type CheckpointWriterOptions } from '../checkpoint/checkpoint-writer.ts';
 import { tensorByteSize, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { dtypeSize, type DType } from '../util/dtype.ts';
@@ -16,7 +17,7 @@ import { configToJson, type ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
 import { MANIFEST_FILE, MANIFEST_FORMAT, SIDE_FILE_PATTERN, sourceIdentity, TOOL_VERSION, type Manifest } from '../manifest.ts';
-import { groupsBelowOne, loadMasksIfAny, MASKS_FILE, writeMasks } from '../masks.ts';
+import { groupsBelowOne, MASKS_FILE, writeMasks } from '../masks.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import type { BackendName } from '../backend.ts';
 import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
@@ -101,11 +102,11 @@ export function tensorDecls(ops: readonly TensorOp[], dtypeOf: (op: TensorOp) =>
 export async function growCheckpoint(source: string, dest: string, plan: GrowthPlan, opts: GrowOptions = {}): Promise<GrowResult> {
   // before any work (the calibration pass can take minutes); AtomicDir.create checks again
   checkDestination(dest, { overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [source] });
-  const ck = await Checkpoint.open(source);
+  const ck = await CheckpointFolder.open(source);
   try {
     const outDtype = opts.dtype ?? sourceDtype(ck);
     const resolved = resolveTarget(ck.config, plan, outDtype, 'plan');
-    const sourceMasks = await loadMasksIfAny(source, ck.config);
+    const sourceMasks = await ck.masks();
     if (sourceMasks !== undefined && plan.mode === 'zero' && groupsBelowOne(sourceMasks).length > 0) {
       throw new PlanError('mode', `${source} still has masks below 1 (${groupsBelowOne(sourceMasks).map((x) => x.group).join(', ')}); zero mode cannot carry them: grow in masked mode, or train and bake first`);
     }
@@ -139,8 +140,8 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
       }
       // MSG carries Adam moments across growth (old slices copied, new entries 0). A split
       // grow's parts leave it to the single-machine path: moments are not sharded.
-      const srcOptimizer = join(source, OPTIMIZER_FILE);
-      if (existsSync(srcOptimizer) && (opts.writerOptions as { part?: unknown } | undefined)?.part === undefined) {
+      const srcOptimizer = ck.optimizerPath;
+      if (srcOptimizer !== undefined && (opts.writerOptions as { part?: unknown } | undefined)?.part === undefined) {
         await growOptimizerFile(srcOptimizer, ck.config, target, layout, writer.path(OPTIMIZER_FILE));
         await writer.recordFile(OPTIMIZER_FILE);
       }

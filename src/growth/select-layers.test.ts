@@ -59,6 +59,7 @@ describe('distance-based layer selection', () => {
     expect(r.layerMap.map((e) => e.inserted)).toEqual([false, false, false, true, false]);
     expect(r.layerMap[3].source).toBe(2);
     const { readManifest } = await import('../manifest.ts');
-    expect((readManifest(out)?.layerSelection as { distances: number[] }).distances.length).toBe(4);
+    type GrowManifest = import('../manifest.ts').GrowManifest;
+    expect(((readManifest(out) as GrowManifest | undefined)?.layerSelection as { distances: number[] }).distances.length).toBe(4);
   });
 });

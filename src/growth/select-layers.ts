@@ -7,6 +7,7 @@
 import { readFailure, readTextFile } from '../util/files.ts';
 import { MAX_TOKENS } from '../util/limits.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { PlanError } from '../errors.ts';
 import { mulberry32, uniformInt } from '../util/random.ts';
 import { layerDistance, type DistanceMetric } from './distance.ts';
@@ -48,8 +49,7 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
       return v;
     });
   } else if (cal.text !== undefined) {
-    const { loadTokenizer } = await import('../tokenizer.ts');
-    ids = loadTokenizer(ck.dir).encode(cal.text);
+    ids = (await CheckpointFolder.of(ck).tokenizer()).encode(cal.text);
     const bad = ids.findIndex((v) => v >= V);
     if (bad >= 0) throw new PlanError('calibration.text', `the tokenizer gives id ${ids[bad]} (token ${bad}), outside the model's vocabulary [0, ${V})`);
   } else {

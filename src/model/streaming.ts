@@ -13,7 +13,8 @@ import { assertFiniteWeights, type Checkpoint } from '../checkpoint/checkpoint.t
 import { MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
 import type { ModelConfig } from '../config.ts';
 import { CheckpointError, ModelInputError } from '../errors.ts';
-import { loadMasksIfAny, type MaskSet } from '../masks.ts';
+import type { MaskSet } from '../masks.ts';
+import { CheckpointFolder } from '../checkpoint-folder.ts';
 import {
   attentionBlock, disposeLayerWeights, disposeMaskTensors, embedTokens, finalHidden, lmHeadLogits, loadLayerWeights, loadTensor,
   makeRope, masksToTensors, mlpBlock, residualAdd, rmsNorm, swiglu, validateIds, WIDE_BLOCK, type MaskTensors, type Rope, type RopeOptions,
@@ -103,7 +104,7 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
   const L = cfg.numLayers;
   const idsT = idsToTensor(ids);
   const owned = idsT !== ids;
-  const maskSet = opts.masks === null ? undefined : (opts.masks ?? (await loadMasksIfAny(ck.dir, cfg)));
+  const maskSet = opts.masks === null ? undefined : (opts.masks ?? (await CheckpointFolder.of(ck).masks()));
   let masks: MaskTensors | undefined;
   let x: tf.Tensor3D | undefined;
   const [B, T] = idsT.shape;

@@ -11,7 +11,7 @@ import { configToJson, type ModelConfig } from '../config.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import { writeFileAtomic } from '../checkpoint/atomic.ts';
 import { float32ToBytes } from '../util/dtype.ts';
-import { MANIFEST_FILE, readManifest, SIDE_FILE_PATTERN, verifyManifestFiles, type Manifest } from '../manifest.ts';
+import { MANIFEST_FILE, readManifest, SIDE_FILE_PATTERN, verifyManifestFiles, type Manifest, type ManifestDraft } from '../manifest.ts';
 import { sha256File } from '../util/hash.ts';
 import { MASKS_FILE, writeMasks, type MaskSet } from '../masks.ts';
 import { OPTIMIZER_FILE, writeOptimizerState, type OptimizerState } from '../checkpoint/optimizer-state.ts';
@@ -23,7 +23,7 @@ export function checkpointDirName(step: number): string {
 }
 
 /** Write a manifest with the sha256 of every other file in `dir`, via a temporary file. */
-export async function writeManifestLast(dir: string, m: Omit<Manifest, 'files'>): Promise<Manifest> {
+export async function writeManifestLast(dir: string, m: ManifestDraft): Promise<Manifest> {
   const files: Record<string, string> = {};
   for (const f of readdirSync(dir).sort()) if (f !== MANIFEST_FILE && !f.startsWith('.')) files[f] = await sha256File(join(dir, f));
   const full: Manifest = { ...m, files };
@@ -41,7 +41,7 @@ export interface SaveCheckpointArgs {
   sideFilesFrom?: string;
   /** The checkpoint training started from: never written over. */
   input?: string;
-  manifest: Omit<Manifest, 'files'>;
+  manifest: ManifestDraft;
 }
 
 export async function saveCheckpoint(a: SaveCheckpointArgs): Promise<void> {

@@ -10,29 +10,28 @@
  */
 import { MAX_SEQ_LEN } from '../util/limits.ts';
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { expectedTensors, tensorName } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
-import { Checkpoint } from '../checkpoint/checkpoint.ts';
+import type { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { initBackend, type BackendName } from '../backend.ts';
 import { TrainError } from '../errors.ts';
 import { isInside } from '../checkpoint/paths.ts';
-import { MANIFEST_FORMAT, readManifest, sourceIdentity, TOOL_VERSION, type Manifest, type MaskSchedule } from '../manifest.ts';
+import { MANIFEST_FORMAT, sourceIdentity, TOOL_VERSION, type GrowManifest, type Manifest, type MaskSchedule } from '../manifest.ts';
 import { sha256File } from '../util/hash.ts';
-import { applyMaskValues, groupsBelowOne, loadMasksIfAny, MASKS_FILE, type MaskSet } from '../masks.ts';
+import { applyMaskValues, groupsBelowOne, MASKS_FILE, type MaskSet } from '../masks.ts';
 import {
   disposeMaskTensors, forward, LAYER_FIELDS, makeRope, masksToTensors,
   type LayerWeights, type LlamaWeights, type MaskTensors, type Rope,
 } from '../model/llama.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import { checkVocab, TokenDataset, type Batch } from './data.ts';
-import { loadTokenizer } from '../tokenizer.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
 import { estimateTrainMemory, formatBytes, WASM_HEAP_LIMIT } from './memory.ts';
 import { AdamW } from './adamw.ts';
-import { OPTIMIZER_FILE, readOptimizerState } from '../checkpoint/optimizer-state.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
 import { checkpointDirName, latestCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpointing.ts';
 
@@ -178,12 +177,12 @@ export function batchLoss(s: ModelState, batch: Batch, batchSize: number, seqLen
  * computes): used to show that growth preserves the loss.
  */
 export async function checkpointLoss(dir: string, batch: Batch, batchSize: number, seqLen: number): Promise<number> {
-  const ck = await Checkpoint.open(dir);
+  const ck = await CheckpointFolder.open(dir);
   let s: ModelState | undefined;
   let mt: MaskTensors | undefined;
   try {
     s = modelStateFromArrays(ck.config, await readCheckpointArrays(ck));
-    const m = await loadMasksIfAny(dir, ck.config);
+    const m = await ck.masks();
     mt = m === undefined ? undefined : trainingMaskTensors(m);
     const l = batchLoss(s, batch, batchSize, seqLen, mt);
     const v = (await l.data())[0];
@@ -217,38 +216,34 @@ interface StartState {
   targetStep: number;
   lrSchedule: LrSchedule;
   source: Manifest['source'];
-  grownFrom: Manifest | undefined;
+  grownFrom: GrowManifest | undefined;
 }
 
-function num(x: unknown, what: string, dir: string): number {
-  if (typeof x !== 'number' || !Number.isFinite(x)) throw new TrainError('BadManifest', `${dir}: manifest field extra.${what} is missing or not a number`);
-  return x;
-}
-
-async function startState(o: TrainOptions, ck: Checkpoint, dir: string, resumed: boolean): Promise<StartState> {
-  const m = readManifest(dir);
+async function startState(o: TrainOptions, ck: CheckpointFolder, dir: string, resumed: boolean): Promise<StartState> {
+  const m = ck.manifest;
   const lr = o.lr ?? 1e-3;
   const base = { lr, minLr: o.minLr ?? lr / 10, warmupSteps: o.warmupSteps ?? 0, schedule: o.schedule ?? 'cosine' as LrScheduleKind };
   if (resumed) {
-    const x = (m as Manifest).extra ?? {};
+    if (m?.kind !== 'train') throw new TrainError('BadManifest', `${dir}: resuming needs the manifest of a training checkpoint, found ${m === undefined ? 'none' : `kind "${m.kind}"`}`);
+    const x = m.extra;
     const ls = x.lrSchedule as LrSchedule;
     validateLrSchedule(ls, `${dir}: manifest extra.lrSchedule`);
     return {
-      dir, resumed, step: num(x.step, 'step', dir), stageStart: num(x.stageStart, 'stageStart', dir), tokens: num(x.tokens, 'tokens', dir),
-      schedule: m?.masks?.schedule ?? [], targetStep: num(x.targetStep, 'targetStep', dir), lrSchedule: ls, source: m?.source,
+      dir, resumed, step: x.step, stageStart: x.stageStart, tokens: x.tokens,
+      schedule: m.masks?.schedule ?? [], targetStep: x.targetStep, lrSchedule: ls, source: m.source,
       grownFrom: undefined,
     };
   }
   let step = 0, tokens = 0, stageStart = 0;
   if (m?.kind === 'train') {
-    step = num(m.extra?.step, 'step', dir);
-    tokens = num(m.extra?.tokens, 'tokens', dir);
-    stageStart = num(m.extra?.stageStart, 'stageStart', dir);
-  } else if (existsSync(join(dir, OPTIMIZER_FILE))) {
-    const st = await readOptimizerState(join(dir, OPTIMIZER_FILE), new Map());
-    step = st.meta.step;
-    tokens = st.meta.tokens;
-    stageStart = step; // a grown checkpoint: its stage starts here
+    ({ step, tokens, stageStart } = m.extra);
+  } else {
+    const st = await ck.optimizer(new Map());
+    if (st !== undefined) {
+      step = st.meta.step;
+      tokens = st.meta.tokens;
+      stageStart = step; // a grown checkpoint: its stage starts here
+    }
   }
   const targetStep = step + o.steps;
   const total = o.lrAfterGrowth === 'continue' ? Math.max(o.totalSteps ?? targetStep, targetStep) : o.steps;
@@ -365,7 +360,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   mkdirSync(o.out, { recursive: true });
   const latest = o.resume === true ? await latestCheckpoint(o.out) : undefined;
   const dir = latest ?? o.checkpoint;
-  const ck = await Checkpoint.open(dir);
+  const ck = await CheckpointFolder.open(dir);
   const held: Held = {};
   try {
     const run = await openRun(o, args, ck, dir, latest !== undefined, log, held);
@@ -390,7 +385,7 @@ function trainArgs(o: TrainOptions): TrainArgs {
   return { B, T, seed, clip };
 }
 
-async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: string, resumed: boolean, log: (line: string) => void, held: Held): Promise<Run> {
+async function openRun(o: TrainOptions, args: TrainArgs, ck: CheckpointFolder, dir: string, resumed: boolean, log: (line: string) => void, held: Held): Promise<Run> {
   const cfg = ck.config;
   if (args.T > cfg.maxPositionEmbeddings) throw new TrainError('BadArgs', `--seq-len ${args.T} exceeds the model's max_position_embeddings ${cfg.maxPositionEmbeddings} (${dir}/config.json)`);
   const mem = estimateTrainMemory(cfg, args.B, args.T);
@@ -401,13 +396,13 @@ async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: st
   }
   const st = await startState(o, ck, dir, resumed);
   if (st.step >= st.targetStep) log(`train: ${dir} is already at step ${st.step} (target ${st.targetStep}); nothing to do`);
-  const tokenizer = loadTokenizer(dir);
+  const tokenizer = await ck.tokenizer();
   const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
   checkVocab(ds, cfg.vocabSize, o.data);
   const dataSha = await sha256File(o.data);
-  const baseMasks = await loadMasksIfAny(dir, cfg);
+  const baseMasks = await ck.masks();
   const state = held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck));
-  const adam = held.adam = await openOptimizer(o, state, dir, st.step);
+  const adam = held.adam = await openOptimizer(o, state, ck, st.step);
   const rope = held.rope = makeRope(cfg, args.T);
   const metrics = held.metrics = new MetricsLog(join(o.out, METRICS_FILE), st.resumed ? { resumeAtStep: st.step } : { truncate: true });
   if (st.grownFrom !== undefined) {
@@ -422,11 +417,10 @@ async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: st
 }
 
 /** AdamW over the model, with the moments and step stored beside the checkpoint if there are any. */
-async function openOptimizer(o: TrainOptions, state: ModelState, dir: string, step: number): Promise<AdamW> {
+async function openOptimizer(o: TrainOptions, state: ModelState, ck: CheckpointFolder, step: number): Promise<AdamW> {
   const adam = new AdamW(state.vars, { beta1: o.beta1, beta2: o.beta2, weightDecay: o.weightDecay ?? 0 });
-  const optPath = join(dir, OPTIMIZER_FILE);
-  if (existsSync(optPath)) {
-    const os = await readOptimizerState(optPath, new Map(expectedTensors(state.cfg).map((t) => [t.name, t.shape])));
+  const os = await ck.optimizer(new Map(expectedTensors(state.cfg).map((t) => [t.name, t.shape])));
+  if (os !== undefined) {
     for (const [n, mo] of os.moments) adam.setMoments(n, mo);
     adam.step = os.meta.step;
   } else adam.step = step;

@@ -51,7 +51,7 @@ export const LAYERS: string[][] = [
   ['pipeline'],
   ['growth', 'train', 'verify', 'synth', 'split', 'plot'],
   ['model'],
-  ['masks', 'manifest'],
+  ['checkpoint-folder', 'masks', 'manifest'],
   ['checkpoint', 'arch', 'backend', 'torch-engine', 'tokenizer'],
   ['config'],
   ['util', 'errors'],

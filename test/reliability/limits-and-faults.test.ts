@@ -163,7 +163,7 @@ describe('OS errors are named errors (exit 2), nothing partial left', () => {
     const weights = new Map(expectedTensors(cfg).map((t) => [t.name, new Float32Array(t.shape.reduce((a, b) => a * b, 1))]));
     const dir = join(tmp, 'run', 'checkpoint-000010');
     // an injected fault while the manifest is written (JSON.stringify throws on a BigInt)
-    const manifest = { format: MANIFEST_FORMAT as typeof MANIFEST_FORMAT, kind: 'train' as const, created: '', tool: { name: 'flm-grow' as const, version: '0' }, extra: { step: 10n } };
+    const manifest = { format: MANIFEST_FORMAT as typeof MANIFEST_FORMAT, kind: 'train' as const, created: '', tool: { name: 'flm-grow' as const, version: '0' }, extra: { step: 10n } } as never;
     await expect(saveCheckpoint({ dir, cfg, weights, masks: undefined, optimizer: { meta: { step: 10 }, moments: new Map() } as never, manifest }))
       .rejects.toThrow();
     expect(existsSync(dir)).toBe(false);

@@ -10,7 +10,7 @@ import { makeTempDir } from '../support/model.ts';
 import { makeConfig } from '../../src/config.ts';
 import { synthCheckpoint } from '../../src/synth.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
-import { MANIFEST_FILE, readManifest, verifyManifestFiles } from '../../src/manifest.ts';
+import { MANIFEST_FILE, readManifest, verifyManifestFiles, type SynthManifest } from '../../src/manifest.ts';
 
 /** Every rename AtomicDir does, with whether the folder being renamed held a manifest then. */
 const renames = vi.hoisted(() => [] as { from: string; to: string; manifest: boolean }[]);
@@ -47,7 +47,7 @@ describe('synth output is flm-grow\'s', () => {
       expect(await verifyManifestFiles(dest, m as NonNullable<typeof m>)).toEqual([]);
       // before the fix: DestinationNotOurs (no manifest)
       await synthCheckpoint(dest, { config: tiny(), seed: 2, quiet: true, maxShardSize, overwrite: true });
-      expect(readManifest(dest)?.extra?.seed).toBe(2);
+      expect((readManifest(dest) as SynthManifest | undefined)?.extra?.seed).toBe(2);
     }
     // a folder flm-grow did not write still needs --force-overwrite
     const foreign = join(p, 'foreign');

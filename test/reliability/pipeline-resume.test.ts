@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { makeTempDir } from '../support/model.ts';
 import { initBackend } from '../../src/backend.ts';
 import { runPipeline } from '../../src/pipeline.ts';
-import { readManifest } from '../../src/manifest.ts';
+import { readManifest, type TrainManifest } from '../../src/manifest.ts';
 import { partitionMetrics, readMetrics } from '../../src/train/metrics.ts';
 import { TMP_PREFIX } from '../../src/checkpoint/atomic.ts';
 
@@ -66,7 +66,7 @@ describe('flm-grow run killed inside a train stage', () => {
     const r = await runPipeline(file, { out, quiet: true, log: (l) => log.push(l) });
     expect(r.stages.map((s) => s.skipped)).toEqual([true, false]);
     expect(log.some((l) => /resuming from .*checkpoint-0000\d\d/.test(l))).toBe(true);
-    expect(readManifest(r.finalCheckpoint)?.extra?.step).toBe(STEPS);
+    expect((readManifest(r.finalCheckpoint) as TrainManifest | undefined)?.extra.step).toBe(STEPS);
     const a = partitionMetrics(readMetrics(join(tmp.dir, 'ref', '02-train', 'metrics.jsonl'))).steps;
     const b = partitionMetrics(readMetrics(join(trainDir, 'metrics.jsonl'))).steps;
     expect(b.map((m) => m.step)).toEqual(a.map((m) => m.step));

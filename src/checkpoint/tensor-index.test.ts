@@ -1,0 +1,61 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ShardedTensorIndex } from './tensor-index.ts';
+import { Checkpoint } from './checkpoint.ts';
+import { CheckpointWriter } from './checkpoint-writer.ts';
+import { CheckpointError } from '../errors.ts';
+import { tempDir } from '../../test/checkpoint/raw.ts';
+
+const tmp = tempDir('index');
+afterAll(() => tmp.cleanup());
+
+// names and shapes no architecture knows about, and no config.json
+const tensors = [
+  { name: 'encoder.blocks.0.conv', dtype: 'F32' as const, shape: [3, 4], data: new Uint8Array(Float32Array.from({ length: 12 }, (_, k) => k).buffer) },
+  { name: 'scale', dtype: 'F16' as const, shape: [5], data: new Uint8Array(10).fill(0x3c) },
+  { name: 'table', dtype: 'BF16' as const, shape: [6, 2], data: new Uint8Array(24).map((_, k) => k) },
+];
+
+async function writeFolder(dest: string, maxShardSize: number): Promise<void> {
+  const w = await CheckpointWriter.create(dest, tensors, { maxShardSize });
+  for (const t of tensors) await w.write(t.name, t.data);
+  await w.commit();
+}
+
+describe('ShardedTensorIndex', () => {
+  for (const [what, maxShardSize] of [['single file', 1 << 20], ['sharded', 40]] as const) {
+    it(`reads a ${what} folder without config.json: names, dtypes, shapes, bytes and rows`, async () => {
+      const dir = join(tmp.dir, what.replace(' ', '-'));
+      await writeFolder(dir, maxShardSize);
+      expect(existsSync(join(dir, 'config.json'))).toBe(false);
+      const ix = await ShardedTensorIndex.open(dir);
+      try {
+        expect([...ix.tensors.keys()].sort()).toEqual(tensors.map((t) => t.name).sort());
+        expect(ix.shards.length > 1).toBe(maxShardSize === 40);
+        expect(ix.index === undefined).toBe(maxShardSize !== 40);
+        for (const t of tensors) {
+          expect(ix.info(t.name).dtype).toBe(t.dtype);
+          expect(ix.info(t.name).shape).toEqual(t.shape);
+          expect(await ix.read(t.name)).toEqual(t.data);
+        }
+        expect(await ix.readRows('table', 2, 4)).toEqual(tensors[2].data.subarray(8, 16));
+        expect(Array.from(await ix.readFloat32('encoder.blocks.0.conv'))).toEqual(Array.from({ length: 12 }, (_, k) => k));
+        expect(ix.parameterCount).toBe(12 + 5 + 12);
+        expect(ix.totalBytes).toBe(48 + 10 + 24);
+        expect(ix.largestTensorBytes).toBe(48);
+        expect(ix.has('scale')).toBe(true);
+        expect(() => ix.info('nope')).toThrow(CheckpointError);
+      } finally {
+        await ix.close();
+      }
+      // the same folder is not a model checkpoint: that needs config.json
+      await expect(Checkpoint.open(dir)).rejects.toThrow(/no config\.json/);
+    });
+  }
+
+  it('refuses a folder with no tensors and a path that is not a folder', async () => {
+    await expect(ShardedTensorIndex.open(tmp.dir)).rejects.toThrow(/neither model\.safetensors\.index\.json nor model\.safetensors/);
+    await expect(ShardedTensorIndex.open(join(tmp.dir, 'missing'))).rejects.toThrow(/not a folder/);
+  });
+});
