@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { join } from 'node:path';
 
 const BENCHES: Record<string, string> = {
+  startup: 'flm-grow --version, --help, inspect --json, plan --json vs node -e 0 (--runs N)',
   read: 'checkpoint read throughput vs cat, peak RSS (--gb N)',
   forward: 'forward tokens/s and GFLOP/s vs the backend matMul roofline; streamed peak RSS vs one layer',
   grow: 'grow a few-GB checkpoint vs cp -r of the same bytes, peak RSS at two depths (--gb N)',

@@ -1,33 +1,108 @@
 /**
  * The flm-grow command line. Each command lives in src/commands/<name>.ts; this file only wires
  * them up and turns our typed errors into a one-line message and a non-zero exit code.
+ *
+ * Start-up is kept short: `--version` loads nothing but this file, the command definitions load no
+ * library code (each handler imports what it needs when it runs), and yargs loads only when a
+ * command line has to be parsed.
  */
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { FlmGrowError } from './errors.ts';
-import { commands } from './commands/index.ts';
-import { TOOL_VERSION } from './manifest.ts';
-import { torchEngineLabel } from './torch-engine.ts';
 import { describeOsError } from './util/os-errors.ts';
 
+const require = createRequire(import.meta.url);
+
+function packageVersion(): string {
+  // src/cli.ts and dist/cli.js both sit one folder below package.json
+  return (JSON.parse(readFileSync(join(import.meta.dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+function resolvable(pkg: string): boolean {
+  try {
+    require.resolve(`${pkg}/package.json`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `--version`: the version, the tfjs backend `--backend auto` picks and the training engine
+ * `--engine auto` picks. Probing for torch starts a Python (seconds), and auto picks torch only on a
+ * CUDA GPU, so the probe runs only when an NVIDIA driver is present.
+ */
+async function versionText(): Promise<string> {
+  const backend = resolvable('@tensorflow/tfjs-node-gpu') ? 'tensorflow (@tensorflow/tfjs-node-gpu)' : 'wasm (@tensorflow/tfjs-backend-wasm; @tensorflow/tfjs-node-gpu not installed)';
+  const gpu = existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidia0');
+  let engine = 'tfjs (no NVIDIA GPU; --engine torch still runs where a Python with torch is found, and auto picks it when tfjs cannot hold the model)';
+  if (gpu) {
+    const { findTorchPython } = await import('./torch-engine.ts');
+    const t = findTorchPython();
+    engine = t === undefined ? 'tfjs (NVIDIA GPU present, but no Python with torch found)'
+      : t.cuda ? `torch (${t.python}, torch ${t.torchVersion}, CUDA)` : `tfjs (${t.python} has torch ${t.torchVersion} without CUDA)`;
+  }
+  return `flm-grow ${packageVersion()}\nbackend (--backend auto): ${backend}\nengine (train --engine auto): ${engine}\n`;
+}
+
 export async function main(argv: string[]): Promise<void> {
-  if (argv.length === 1 && argv[0] === '--version') {
-    // the torch engine probe starts a Python, so it runs only when asked for
-    process.stdout.write(`flm-grow ${TOOL_VERSION}\n${torchEngineLabel()}\n`);
+  if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
+    process.stdout.write(await versionText());
     return;
   }
+  const { commands, COMMAND_NAMES } = await import('./commands/index.ts');
+  const { suggest } = await import('./commands/options.ts');
+  const first = argv.find((x) => !x.startsWith('-'));
+  if (first !== undefined && argv[0] === first && !COMMAND_NAMES.includes(first)) {
+    const s = suggest(first, COMMAND_NAMES);
+    throw new FlmGrowError('UsageError', `unknown command "${first}"${s.length > 0 ? `; did you mean ${s.map((x) => `"${x}"`).join(' or ')}?` : ''} (commands: ${COMMAND_NAMES.join(', ')})`);
+  }
+  const [{ default: yargs }] = await Promise.all([import('yargs')]);
   let cli = yargs(argv)
     .scriptName('flm-grow')
     .usage('$0 <command> [options]\n\nGrow Llama / Tele-FLM checkpoints function-preservingly (Masked Structural Growth).')
     .strict()
     .demandCommand(1, 'Name a command (see --help).')
-    .recommendCommands()
-    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .version(false)
+    .option('version', { type: 'boolean', describe: 'show the version, the tfjs backend and the training engine flm-grow would use' })
+    .example('$0 inspect fixtures/hf/llama-tiny-f32', 'summarise a checkpoint')
+    .example('$0 grow --help', 'every option of one command, with examples')
+    .epilog('Options mean the same in every command; docs/cli.md lists them and their growth-plan / pipeline JSON keys.')
+    .wrap(Math.min(120, process.stdout.columns ?? 120))
     .fail((msg, err) => {
-      throw err ?? new FlmGrowError('UsageError', msg);
+      // yargs wraps what a coerce function throws (our "expected a number, got ...") in a YError
+      if (err instanceof Error && err.name === 'YError') throw new FlmGrowError('UsageError', err.message);
+      if (err !== undefined && err !== null) throw err;
+      throw new FlmGrowError('UsageError', withSuggestions(msg, optionNames(first, commands, yargs), suggest));
     });
   for (const c of commands) cli = cli.command(c);
   await cli.parseAsync();
+}
+
+type YargsFn = (typeof import('yargs'))['default'];
+type Command = { command?: string | readonly string[]; builder?: unknown };
+
+/** The visible option names of one command (or the global ones), from its builder. */
+export function optionNames(name: string | undefined, commands: readonly Command[], yargs: YargsFn): string[] {
+  let y: unknown = yargs([]);
+  const c = commands.find((x) => String(x.command).split(' ')[0] === name);
+  if (typeof c?.builder === 'function') y = (c.builder as (y: unknown) => unknown)(y) ?? y;
+  const o = (y as { getOptions(): { key: Record<string, unknown>; hiddenOptions?: string[] } }).getOptions();
+  const hidden = new Set(o.hiddenOptions ?? []);
+  return [...Object.keys(o.key).filter((k) => /^[a-z][a-z0-9-]*$/.test(k) && !hidden.has(k)), 'help'];
+}
+
+/** "Unknown argument: hidden_size" -> "unknown option: --hidden_size (did you mean --hidden-size?)" */
+function withSuggestions(msg: string, known: string[], suggest: (w: string, c: readonly string[]) => string[]): string {
+  const m = /^Unknown arguments?: (.*)$/.exec(msg);
+  if (m === null) return msg;
+  const parts = m[1].split(', ').map((w) => {
+    const s = suggest(w, known);
+    const shown = w.length === 1 ? `-${w}` : `--${w}`;
+    return s.length > 0 ? `${shown} (did you mean ${s.map((x) => `--${x}`).join(' or ')}?)` : shown;
+  });
+  return `unknown option${parts.length > 1 ? 's' : ''}: ${parts.join(', ')}`;
 }
 
 function report(e: unknown): number {
@@ -45,6 +120,6 @@ function report(e: unknown): number {
   return 3;
 }
 
-main(hideBin(process.argv)).catch((e: unknown) => {
+main(process.argv.slice(2)).catch((e: unknown) => {
   process.exitCode = report(e);
 });

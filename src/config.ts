@@ -155,6 +155,8 @@ export function inputScale(c: ModelConfig): number {
  */
 export function configToJson(c: ModelConfig): Record<string, unknown> {
   const out: Record<string, unknown> = { ...c.raw };
+  // where the source was loaded from is not where this config lives
+  delete out._name_or_path;
   out.hidden_size = c.hiddenSize;
   out.intermediate_size = c.intermediateSize;
   out.num_hidden_layers = c.numLayers;
@@ -162,7 +164,8 @@ export function configToJson(c: ModelConfig): Record<string, unknown> {
   out.num_key_value_heads = c.numKvHeads;
   out.head_dim = c.headDim;
   out.vocab_size = c.vocabSize;
-  out.rms_norm_eps = c.rmsNormEps;
+  // a scaled eps (zero mode) is written as the number it is: 8e-6, not 0.000008000000000000001
+  out.rms_norm_eps = Number(c.rmsNormEps.toPrecision(12));
   out.max_position_embeddings = c.maxPositionEmbeddings;
   if (c.raw.rope_parameters !== undefined && c.raw.rope_parameters !== null) {
     out.rope_parameters = { ...(c.raw.rope_parameters as Record<string, unknown>), rope_theta: c.ropeTheta };

@@ -1,25 +1,25 @@
 import type { CommandModule } from 'yargs';
-import { parseSize } from '../checkpoint/checkpoint-writer.ts';
-import { bakeCheckpoint } from '../growth/bake.ts';
-import { progressBars } from './progress.ts';
+import { shared } from './options.ts';
+import { emit } from './format.ts';
+import { logLine, progressBars } from './progress.ts';
 
 export const bakeCommand: CommandModule = {
   command: 'bake <grown> <destination>',
   describe: 'Write a plain checkpoint (no masks) once every mask has reached 1',
-  builder: (y) => y
-    .positional('grown', { type: 'string', demandOption: true })
-    .positional('destination', { type: 'string', demandOption: true })
-    .option('force', { type: 'boolean', default: false, describe: 'drop masks still below 1 (changes the model)' })
-    .option('overwrite', { type: 'boolean', default: false, describe: 'replace an existing destination that flm-grow wrote (or an empty folder)' })
-    .option('force-overwrite', { type: 'boolean', default: false, describe: 'with --overwrite: replace the destination even if flm-grow did not write it' })
-    .option('out-shard-size', { type: 'string', default: '5GB' })
-    .option('quiet', { type: 'boolean', default: false }),
+  builder: (y) => shared(y
+    .positional('grown', { type: 'string', demandOption: true, describe: 'grown (and trained) checkpoint folder' })
+    .positional('destination', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
+    .option('force', { type: 'boolean', default: false, describe: 'drop masks still below 1 (changes the model)' }),
+  ['json', 'quiet', 'overwrite', 'force-overwrite', 'out-shard-size'], { 'out-shard-size': { default: '5GB' } })
+    .example('$0 bake /tmp/run2/checkpoint-000300 /tmp/stage2-plain', 'refuses while any mask is below 1'),
   handler: async (a) => {
+    const [{ parseSize }, { bakeCheckpoint }] = await Promise.all([import('../checkpoint/checkpoint-writer.ts'), import('../growth/bake.ts')]);
     const r = await bakeCheckpoint(a.grown as string, a.destination as string, {
       force: a.force === true, overwrite: a.overwrite === true, forceOverwrite: a['force-overwrite'] === true, quiet: a.quiet === true, progress: progressBars(a.quiet === true),
       maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
-      warn: (m) => process.stderr.write(`flm-grow: warning: ${m}\n`),
+      warn: (m) => logLine(`flm-grow: warning: ${m}`),
     });
-    process.stdout.write(`baked ${a.grown as string} -> ${r.dest}${r.droppedGroups.length > 0 ? ' (masks below 1 dropped)' : ''}\n`);
+    emit(a.json, { source: a.grown, dest: r.dest, droppedGroups: r.droppedGroups },
+      `baked ${a.grown as string} -> ${r.dest}${r.droppedGroups.length > 0 ? ' (masks below 1 dropped)' : ''}`);
   },
 };

@@ -1,13 +1,10 @@
 import type { CommandModule } from 'yargs';
-import { parseDtypeName } from '../util/dtype.ts';
-import { parseSize } from '../checkpoint/checkpoint-writer.ts';
-import { planFromArgs, withPlanOptions } from '../growth/plan-flags.ts';
-import { growCheckpoint } from '../growth/grow.ts';
-import { formatParams } from '../growth/plan-report.ts';
-import { parameterCount } from '../arch.ts';
-import { bytesLabel, progressBars } from './progress.ts';
 import { FlmGrowError } from '../errors.ts';
-import { BACKEND_NAMES, type BackendName } from '../backend.ts';
+import type { BackendName } from '../backend.ts';
+import { shared } from './options.ts';
+import { withPlanOptions } from './plan-options.ts';
+import { bytesLabel, countLabel, emit, secondsLabel } from './format.ts';
+import { progressBars } from './progress.ts';
 
 /** "i/n" (1-based part i of n) for --part. */
 export function parsePart(s: string): { index: number; count: number } {
@@ -21,18 +18,20 @@ export function parsePart(s: string): { index: number; count: number } {
 export const growCommand: CommandModule = {
   command: 'grow <source> <destination>',
   describe: 'Grow a checkpoint function-preservingly (MSG): streams tensor by tensor, writes masks and a manifest',
-  builder: (y) => withPlanOptions(y)
-    .positional('source', { type: 'string', demandOption: true })
-    .positional('destination', { type: 'string', demandOption: true })
-    .option('dtype', { type: 'string', describe: 'output dtype: bf16, f16, f32 (default: the source\'s)' })
-    .option('out-shard-size', { type: 'string', default: '5GB' })
-    .option('overwrite', { type: 'boolean', default: false, describe: 'replace an existing destination that flm-grow wrote (or an empty folder)' })
-    .option('force-overwrite', { type: 'boolean', default: false, describe: 'with --overwrite: replace the destination even if flm-grow did not write it' })
-    .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto', describe: 'tfjs backend for the calibration forward pass (distance placement)' })
-    .option('part', { type: 'string', describe: 'split grow: write only part i of n (1-based, e.g. 2/8); join the parts with `flm-grow assemble`' })
-    .option('quiet', { type: 'boolean', default: false })
-    .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
+  builder: (y) => shared(withPlanOptions(y)
+    .positional('source', { type: 'string', demandOption: true, describe: 'checkpoint folder to grow' })
+    .positional('destination', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
+    .option('part', { type: 'string', describe: 'split grow: write only part i of n (1-based, e.g. 2/8); join the parts with `flm-grow assemble`' }),
+  ['json', 'quiet', 'backend', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size'], {
+    dtype: { describe: 'output dtype (default: the source\'s)' },
+    'out-shard-size': { default: '5GB' },
+    backend: { default: 'auto', describe: 'tfjs backend for the calibration forward pass (distance placement)' },
+  })
+    .example('$0 grow fixtures/hf/llama-tiny-f32 /tmp/stage2 --plan growth-plans/tiny-stage1-to-stage2.json', 'grow by a plan file')
+    .example('$0 grow src dst --hidden-size 80 --num-attention-heads 5 --num-hidden-layers 6', 'grow by flags (HF config names, kebab-case)'),
   handler: async (a) => {
+    const [{ parseDtypeName }, { parseSize }, { planFromArgs }, { growCheckpoint }, { parameterCount }] = await Promise.all([
+      import('../util/dtype.ts'), import('../checkpoint/checkpoint-writer.ts'), import('../growth/plan-flags.ts'), import('../growth/grow.ts'), import('../arch.ts')]);
     const plan = planFromArgs(a);
     const t0 = Date.now();
     const r = await growCheckpoint(a.source as string, a.destination as string, plan, {
@@ -45,12 +44,11 @@ export const growCommand: CommandModule = {
       ...(a.part === undefined ? {} : { writerOptions: { part: parsePart(a.part as string) } }),
     });
     if (a.json === true) {
-      process.stdout.write(JSON.stringify({ dest: r.dest, layerMap: r.layerMap, selection: r.selection, files: r.files, outputBytes: r.outputBytes }, null, 2) + '\n');
+      emit(true, { dest: r.dest, layerMap: r.layerMap, selection: r.selection, files: r.files, outputBytes: r.outputBytes }, '');
       return;
     }
-    const secs = (Date.now() - t0) / 1000;
     const lines = [
-      `grew ${a.source as string} -> ${r.dest}: ${formatParams(parameterCount(r.target))} parameters, ${bytesLabel(r.outputBytes)} in ${secs.toFixed(1)} s (${plan.mode} mode)`,
+      `grew ${a.source as string} -> ${r.dest}: ${countLabel(parameterCount(r.target))} parameters, ${bytesLabel(r.outputBytes)} in ${secondsLabel(Date.now() - t0)} (${plan.mode} mode)`,
     ];
     if (r.resolved.zeroNorm !== undefined) lines.push(`zero mode: ${r.resolved.zeroNorm.note}`);
     if (r.selection !== undefined) {

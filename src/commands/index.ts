@@ -16,3 +16,6 @@ export const commands: CommandModule<any, any>[] = [
   inspectCommand, planCommand, growCommand, verifyCommand, forwardCommand, selectLayersCommand,
   trainCommand, bakeCommand, runCommand, plotCommand, synthCommand, assembleCommand,
 ];
+
+/** The command names, as typed (`select-layers`, not the usage line). */
+export const COMMAND_NAMES: string[] = commands.map((c) => String(c.command).split(' ')[0]);

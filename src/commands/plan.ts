@@ -1,29 +1,19 @@
 import type { CommandModule } from 'yargs';
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { readConfigFile } from '../config.ts';
-import { parseDtypeName } from '../util/dtype.ts';
-import { parseSize } from '../checkpoint/checkpoint-writer.ts';
-import { planFromArgs, withPlanOptions } from '../growth/plan-flags.ts';
-import { formatParams, planReport, type PlanReport } from '../growth/plan-report.ts';
-import { bytesLabel } from './progress.ts';
-import { Checkpoint } from '../checkpoint/checkpoint.ts';
-import { sourceDtype } from '../growth/grow.ts';
-
-function configPathOf(source: string): string {
-  return existsSync(source) && statSync(source).isDirectory() ? join(source, 'config.json') : source;
-}
+import type { PlanReport } from '../growth/plan-report.ts';
+import { shared } from './options.ts';
+import { withPlanOptions } from './plan-options.ts';
+import { bytesLabel, countLabel, emit, plural } from './format.ts';
 
 export function formatPlanReport(r: PlanReport): string {
   const s = r.source;
   const t = r.targetConfig as Record<string, number>;
   const dims = (o: Record<string, number>) => `L ${o.num_hidden_layers}, H ${o.hidden_size}, F ${o.intermediate_size}, heads ${o.num_attention_heads}/${o.num_key_value_heads} kv, V ${o.vocab_size}`;
   const lines = [
-    `source:     ${dims(s)}  (${formatParams(s.parameters)} parameters)`,
+    `source:     ${dims(s)}  (${countLabel(s.parameters)} parameters)`,
     `target:     ${dims(t)}, head_dim ${t.head_dim}`,
     `parameters: ${r.parametersLabel}`,
     `mode:       ${r.mode}${r.zeroModeNote !== undefined ? ` — ${r.zeroModeNote}` : ''}`,
-    `output:     ${bytesLabel(r.outputBytes)} of ${r.dtype} tensors in ${r.shards} shard(s); disk needed ${bytesLabel(r.diskBytes)}`,
+    `output:     ${bytesLabel(r.outputBytes)} of ${r.dtype} tensors in ${plural(r.shards, 'shard')}; disk needed ${bytesLabel(r.diskBytes)}`,
     `peak memory of grow (estimate): ${bytesLabel(r.peakMemoryBytes)}`,
     `layers:     ${r.layerPositionsNote}`,
   ];
@@ -46,15 +36,19 @@ export function formatPlanReport(r: PlanReport): string {
 export const planCommand: CommandModule = {
   command: 'plan <source>',
   describe: 'Show what a growth plan will do to a checkpoint (or config.json): target config, size, disk, memory, per-tensor operations',
-  builder: (y) => withPlanOptions(y)
-    .positional('source', { type: 'string', describe: 'checkpoint folder or config.json', demandOption: true })
-    .option('dtype', { type: 'string', describe: 'output dtype (bf16, f16, f32; default: source)' })
-    .option('out-shard-size', { type: 'string', default: '5GB' })
-    .option('json', { type: 'boolean', default: false }),
+  builder: (y) => shared(withPlanOptions(y)
+    .positional('source', { type: 'string', describe: 'checkpoint folder or config.json', demandOption: true }),
+  ['json', 'dtype', 'out-shard-size'], { dtype: { describe: 'output dtype (default: the source\'s)' }, 'out-shard-size': { default: '5GB' } })
+    .example('$0 plan fixtures/hf/llama-tiny-f32 --plan growth-plans/tiny-stage1-to-stage2.json', 'what the plan does to this checkpoint')
+    .example('$0 plan config.json --hidden-size 8192 --num-hidden-layers 64 --json', 'sizes from a config alone, as JSON'),
   handler: async (a) => {
-    const cfg = readConfigFile(configPathOf(a.source as string));
+    const [{ existsSync, statSync }, { join }, { readConfigFile }, { parseDtypeName }, { parseSize }, { planFromArgs }, { planReport }, { Checkpoint }, { sourceDtype }] = await Promise.all([
+      import('node:fs'), import('node:path'), import('../config.ts'), import('../util/dtype.ts'), import('../checkpoint/checkpoint-writer.ts'),
+      import('../growth/plan-flags.ts'), import('../growth/plan-report.ts'), import('../checkpoint/checkpoint.ts'), import('../growth/grow.ts')]);
     const src = a.source as string;
-    if (existsSync(src) && statSync(src).isDirectory()) {
+    const isDir = existsSync(src) && statSync(src).isDirectory();
+    const cfg = readConfigFile(isDir ? join(src, 'config.json') : src);
+    if (isDir) {
       // the stored dtype decides output bytes when --dtype is absent; headers only are read
       const ck = await Checkpoint.open(src);
       cfg.dtype = sourceDtype(ck);
@@ -65,6 +59,6 @@ export const planCommand: CommandModule = {
       dtype: a.dtype === undefined ? undefined : parseDtypeName(a.dtype as string),
       maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
     });
-    process.stdout.write((a.json === true ? JSON.stringify(r, null, 2) : formatPlanReport(r)) + '\n');
+    emit(a.json, r, () => formatPlanReport(r));
   },
 };

@@ -1,19 +1,22 @@
 import type { CommandModule } from 'yargs';
-import { basename, dirname } from 'node:path';
-import { lossSeriesFromMetrics, plotLossCurves, type PlotSeries } from '../plot.ts';
-import { readMetrics } from '../train/metrics.ts';
+import type { PlotSeries } from '../plot.ts';
+import { shared } from './options.ts';
+import { emit } from './format.ts';
 
 export const plotCommand: CommandModule = {
   command: 'plot <metrics..>',
   describe: 'Draw loss curves (growth points marked) from metrics.jsonl files to .svg or .png',
-  builder: (y) => y
-    .positional('metrics', { type: 'string', array: true, demandOption: true, describe: 'metrics.jsonl files' })
-    .option('output', { type: 'string', default: 'curve.svg', describe: '.svg or .png' })
-    .option('title', { type: 'string', default: 'training loss' })
+  builder: (y) => shared(y
+    .positional('metrics', { type: 'string', array: true, describe: 'metrics.jsonl files (one curve per run, or one with --merge)', default: undefined })
+    .option('title', { type: 'string', default: 'training loss', describe: 'plot title' })
     .option('merge', { type: 'boolean', default: false, describe: 'treat the files as stages of one run (one curve)' })
-    .option('log-y', { type: 'boolean', default: false }),
+    .option('log-y', { type: 'boolean', default: false, describe: 'logarithmic loss axis' }),
+  ['json', 'out'], { out: { default: 'curve.svg', describe: 'image to write: .svg or .png' } })
+    .example('$0 plot demo-out/*/metrics.jsonl --merge --out loss.png', 'one curve over the stages of a pipeline run'),
   handler: async (a) => {
+    const [{ basename, dirname }, { lossSeriesFromMetrics, plotLossCurves }, { readMetrics }] = await Promise.all([import('node:path'), import('../plot.ts'), import('../train/metrics.ts')]);
     const files = a.metrics as string[];
+    const out = (a.out ?? a.output) as string;
     const series: PlotSeries[] = [];
     const marks: number[] = [];
     if (a.merge === true || files.length === 1) {
@@ -28,7 +31,8 @@ export const plotCommand: CommandModule = {
         marks.push(...r.growthMarks);
       }
     }
-    await plotLossCurves(series, { title: a.title as string, xLabel: 'optimizer step', yLabel: 'loss (nats/token)', output: a.output as string, growthMarks: [...new Set(marks)], logY: a['log-y'] === true });
-    process.stdout.write(`wrote ${a.output as string}\n`);
+    const growthMarks = [...new Set(marks)];
+    await plotLossCurves(series, { title: a.title as string, xLabel: 'optimizer step', yLabel: 'loss (nats/token)', output: out, growthMarks, logY: a['log-y'] === true });
+    emit(a.json, { out, series: series.length, growthMarks }, `wrote ${out}`);
   },
 };

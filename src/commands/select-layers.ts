@@ -1,28 +1,26 @@
 import type { CommandModule } from 'yargs';
-import { Checkpoint } from '../checkpoint/checkpoint.ts';
-import { calibrationIds, selectLayers } from '../growth/select-layers.ts';
-import { defaultPlan } from '../growth/plan.ts';
+import type { BackendName } from '../backend.ts';
 import { PlanError } from '../errors.ts';
 import { countProblem, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
-import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.ts';
+import { deprecatedAlias, shared, spec } from './options.ts';
+import { emit, plural } from './format.ts';
+import { progressBar } from './progress.ts';
 
 export const selectLayersCommand: CommandModule = {
   command: 'select-layers <checkpoint>',
   describe: 'Per-layer input->output distances on calibration tokens (layer-streamed) and the layers a growth would duplicate',
-  builder: (y) => y
-    .positional('checkpoint', { type: 'string', demandOption: true })
-    .option('input', { type: 'string', describe: 'file of token ids (JSON array or whitespace-separated)' })
-    .option('text', { type: 'string', describe: 'calibration text (checkpoint tokenizer, else bytes)' })
-    .option('tokens', { type: 'number', default: 256, describe: 'random calibration tokens (without --input/--text)' })
-    .option('seq', { type: 'number', default: 64, describe: 'sequence length' })
-    .option('seed', { type: 'number', default: 0 })
-    .option('metric', { type: 'string', choices: ['cosine', 'l2'], default: 'cosine' })
-    .option('order', { type: 'string', choices: ['smallest', 'largest'], default: 'smallest' })
-    .option('count', { type: 'number', describe: 'how many layers to pick (default: a quarter of the layers, as 64 -> 80)' })
-    .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto' })
-    .option('json', { type: 'boolean', default: false }),
+  builder: (y) => deprecatedAlias(shared(y
+    .positional('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint folder' })
+    .option('count', spec('count', 'number', { describe: 'how many layers to pick (default: a quarter of the layers, as 64 -> 80)' })),
+  ['json', 'quiet', 'backend', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed', 'calibration-file', 'calibration-text', 'metric', 'order'], {
+    backend: { default: 'auto' }, metric: { default: 'cosine' }, order: { default: 'smallest' },
+    seed: { describe: 'same as --calibration-seed (the only random numbers drawn here)' },
+    'calibration-tokens': { default: 256 }, 'calibration-seq': { default: 64 },
+  }), 'input', 'calibration-file', 'string')
+    .example('$0 select-layers fixtures/hf/llama-tiny-f32 --count 2', 'the 2 layers closest to identity on 256 random tokens')
+    .example('$0 select-layers ckpt --calibration-text "$(cat corpus.txt)" --metric l2 --json', 'on your own text, as JSON'),
   handler: async (a) => {
-    for (const [k, max] of [['tokens', MAX_TOKENS], ['seq', MAX_SEQ_LEN]] as const) {
+    for (const [k, max] of [['calibration-tokens', MAX_TOKENS], ['calibration-seq', MAX_SEQ_LEN]] as const) {
       const bad = countProblem(a[k], max, `--${k}`);
       if (bad !== undefined) throw new PlanError(bad.field, bad.message, 'select-layers');
     }
@@ -30,24 +28,35 @@ export const selectLayersCommand: CommandModule = {
       const bad = countProblem(a.count, MAX_LAYERS, '--count');
       if (bad !== undefined) throw new PlanError(bad.field, bad.message, 'select-layers');
     }
+    const [{ initBackend }, { Checkpoint }, { calibrationIds, selectLayers }, { defaultPlan }] = await Promise.all([
+      import('../backend.ts'), import('../checkpoint/checkpoint.ts'), import('../growth/select-layers.ts'), import('../growth/plan.ts')]);
     await initBackend(a.backend as BackendName);
     const ck = await Checkpoint.open(a.checkpoint as string);
     try {
-      const cal = { ...defaultPlan().calibration, tokens: a.tokens as number, seq: a.seq as number, seed: a.seed as number,
-        ...(a.input !== undefined ? { file: a.input as string } : {}), ...(a.text !== undefined ? { text: a.text as string } : {}) };
+      const file = (a['calibration-file'] ?? a.input) as string | undefined;
+      const text = a['calibration-text'] as string | undefined;
+      const cal = { ...defaultPlan().calibration, tokens: a['calibration-tokens'] as number, seq: a['calibration-seq'] as number,
+        seed: ((a['calibration-seed'] ?? a.seed) as number | undefined) ?? 0,
+        ...(file !== undefined ? { file } : {}), ...(text !== undefined ? { text } : {}) };
       const ids = await calibrationIds(ck, cal);
       const count = (a.count as number | undefined) ?? Math.max(1, Math.round(ck.config.numLayers / 4));
       const metric = a.metric as 'cosine' | 'l2';
       const order = a.order as 'smallest' | 'largest';
-      const r = await selectLayers(ck, ids, { metric, order, count });
-      if (a.json === true) {
-        process.stdout.write(JSON.stringify({ metric, order, tokens: ids.flat().length, ...r }, null, 2) + '\n');
-        return;
+      const bar = progressBar('calibration (layers)', ck.config.numLayers, { quiet: a.quiet === true || a.json === true });
+      let r;
+      try {
+        const { residualStream } = await import('../growth/residual-stream.ts');
+        r = await selectLayers(ck, ids, { metric, order, count, stream: (c, b, visit) => residualStream(c, b, (l, xIn, xOut) => { visit(l, xIn, xOut); bar.update(l + 1); }) });
+      } finally {
+        bar.stop();
       }
-      const lines = [`${metric} distance (input -> output of each layer) over ${ids.flat().length} tokens:`];
-      r.distances.forEach((d, l) => lines.push(`  layer ${String(l).padStart(3)}  ${d.toExponential(4)}${r.picks.includes(l) ? '  *' : ''}`));
-      lines.push(`picks (${count}, ${order} first): ${r.picks.join(', ')}`);
-      process.stdout.write(lines.join('\n') + '\n');
+      const tokens = ids.flat().length;
+      emit(a.json, { metric, order, tokens, ...r }, () => {
+        const lines = [`${metric} distance (input -> output of each layer) over ${plural(tokens, 'token')}:`];
+        r.distances.forEach((d, l) => lines.push(`  layer ${String(l).padStart(3)}  ${d.toExponential(4)}${r.picks.includes(l) ? '  *' : ''}`));
+        lines.push(`picks (${count}, ${order} first): ${r.picks.join(', ')}`);
+        return lines.join('\n');
+      });
     } finally {
       await ck.close();
     }

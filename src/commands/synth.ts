@@ -1,24 +1,22 @@
 import type { CommandModule } from 'yargs';
-import { parseDtypeName } from '../util/dtype.ts';
-import { parameterCount } from '../arch.ts';
-import { formatParams } from '../growth/plan-report.ts';
-import { STAGE_NAMES, synthCheckpoint } from '../synth.ts';
-import { bytesLabel, progressBars } from './progress.ts';
+import { shared, spec } from './options.ts';
+import { bytesLabel, countLabel, emit, plural } from './format.ts';
+import { progressBars } from './progress.ts';
+
+/** The stages synth knows (checked against synth.ts's STAGE_NAMES by test/cli/options.test.ts). */
+export const STAGE_CHOICES = ['tele-flm-52b', 'tele-flm-102b', 'tele-flm-1t', 'tele-flm-mup-proxy'];
 
 export const synthCommand: CommandModule = {
   command: 'synth <dir>',
   describe: 'Write a random checkpoint with a Tele-FLM stage\'s exact widths (for rehearsing growth at full width)',
-  builder: (y) => y
-    .positional('dir', { type: 'string', demandOption: true })
-    .option('like', { type: 'string', choices: STAGE_NAMES, demandOption: true, describe: 'stage whose widths, vocab and µP fields to use' })
-    .option('num-hidden-layers', { type: 'number', describe: 'layers (default: the stage\'s)' })
-    .option('dtype', { type: 'string', default: 'bf16', describe: 'bf16, f16, f32' })
-    .option('seed', { type: 'number', default: 0 })
-    .option('out-shard-size', { type: 'string', default: '5GB' })
-    .option('overwrite', { type: 'boolean', default: false })
-    .option('force-overwrite', { type: 'boolean', default: false, describe: 'with --overwrite: replace the destination even if flm-grow did not write it' })
-    .option('quiet', { type: 'boolean', default: false }),
+  builder: (y) => shared(y
+    .positional('dir', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
+    .option('like', { type: 'string', choices: STAGE_CHOICES, demandOption: true, describe: 'stage whose widths, vocab and µP fields to use' })
+    .option('num-hidden-layers', spec('num-hidden-layers', 'number', { describe: 'layers (default: the stage\'s)' })),
+  ['json', 'quiet', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'], { dtype: { default: 'bf16' }, seed: { default: 0 }, 'out-shard-size': { default: '5GB' } })
+    .example('$0 synth /data/flm52b --like tele-flm-52b --num-hidden-layers 2', 'two full-width Tele-FLM 52B layers of random weights'),
   handler: async (a) => {
+    const [{ parseDtypeName }, { parameterCount }, { synthCheckpoint }] = await Promise.all([import('../util/dtype.ts'), import('../arch.ts'), import('../synth.ts')]);
     const r = await synthCheckpoint(a.dir as string, {
       like: a.like as string,
       numLayers: a['num-hidden-layers'] as number | undefined,
@@ -30,6 +28,8 @@ export const synthCommand: CommandModule = {
       quiet: a.quiet === true, progress: progressBars(a.quiet === true),
     });
     const mbps = r.bytes / 1e6 / Math.max(r.seconds, 1e-9);
-    process.stdout.write(`synth ${a.like as string} -> ${r.dir}: ${r.config.numLayers} layers, ${formatParams(parameterCount(r.config))} parameters, ${bytesLabel(r.bytes)} in ${r.seconds.toFixed(1)} s (${mbps.toFixed(0)} MB/s)\n`);
+    const parameters = parameterCount(r.config);
+    emit(a.json, { dir: r.dir, like: a.like, layers: r.config.numLayers, parameters, bytes: r.bytes, seconds: r.seconds },
+      `synth ${a.like as string} -> ${r.dir}: ${plural(r.config.numLayers, 'layer')}, ${countLabel(parameters)} parameters, ${bytesLabel(r.bytes)} in ${r.seconds.toFixed(1)} s (${mbps.toFixed(0)} MB/s)`);
   },
 };

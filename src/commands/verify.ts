@@ -1,29 +1,34 @@
 import type { CommandModule } from 'yargs';
-import { BACKEND_NAMES, type BackendName } from '../backend.ts';
-import { DEFAULT_TOLERANCE, formatReport, verifyGrowth, VerifyFailedError, type VerifyReport } from '../verify.ts';
+import type { BackendName } from '../backend.ts';
+import type { VerifyReport } from '../verify.ts';
+import { shared, spec } from './options.ts';
 import { progressBar, type Progress } from './progress.ts';
+
+/** verify.ts's DEFAULT_TOLERANCE (checked by test/cli/options.test.ts; not imported: verify.ts loads tfjs). */
+export const DEFAULT_TOLERANCE = 1e-5;
 
 export const verifyCommand: CommandModule = {
   command: 'verify <source> <grown>',
   describe: 'Check function preservation: run both checkpoints (layer-streamed, masks applied) on the same tokens and compare logits and hidden states; exit 1 above tolerance',
-  builder: (y) => y
-    .positional('source', { type: 'string', demandOption: true })
-    .positional('grown', { type: 'string', demandOption: true })
-    .option('tokens', { type: 'number', default: 128, describe: 'random tokens (rounded up to whole sequences)' })
-    .option('seq', { type: 'number', default: 32, describe: 'sequence length of the random inputs' })
-    .option('seed', { type: 'number', default: 0 })
-    .option('input', { type: 'string', describe: 'safetensors file with input_ids [B, T] instead of random tokens' })
-    .option('tolerance', { type: 'number', default: DEFAULT_TOLERANCE, describe: 'max |Δlogit| relative to the source\'s max |logit|' })
-    .option('json', { type: 'boolean', default: false })
-    .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto' })
-    .option('quiet', { type: 'boolean', default: false }),
+  builder: (y) => shared(y
+    .positional('source', { type: 'string', demandOption: true, describe: 'the checkpoint before growth' })
+    .positional('grown', { type: 'string', demandOption: true, describe: 'the grown checkpoint' })
+    .option('tolerance', spec('tolerance', 'number', { default: DEFAULT_TOLERANCE, describe: 'max |Δlogit| relative to the source\'s max |logit|' })),
+  ['json', 'quiet', 'backend', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'], {
+    'calibration-tokens': { default: 128 }, 'calibration-seq': { default: 32 }, backend: { default: 'auto' },
+    seed: { describe: 'same as --calibration-seed (the only random numbers drawn here)' },
+    input: { describe: 'safetensors file with input_ids [B, T] instead of random tokens' },
+  })
+    .example('$0 verify fixtures/hf/llama-tiny-f32 /tmp/stage2', 'max |Δlogits| on the same tokens; exit 1 above tolerance')
+    .example('$0 verify src grown --input ids.safetensors --json', 'on your own token ids, as JSON'),
   handler: async (a) => {
+    const { formatReport, verifyGrowth, VerifyFailedError } = await import('../verify.ts');
     let bar: Progress | undefined;
     const print = (r: VerifyReport) => process.stdout.write((a.json === true ? JSON.stringify(r, null, 2) : formatReport(r)) + '\n');
     try {
       const r = await verifyGrowth(a.source as string, a.grown as string, {
-        tokens: a.tokens as number, seq: a.seq as number, seed: a.seed as number, input: a.input as string | undefined,
-        tolerance: a.tolerance as number, backend: a.backend as BackendName,
+        tokens: a['calibration-tokens'] as number, seq: a['calibration-seq'] as number, seed: ((a['calibration-seed'] ?? a.seed) as number | undefined) ?? 0,
+        input: a.input as string | undefined, tolerance: a.tolerance as number, backend: a.backend as BackendName,
         onProgress: (done, total) => { bar ??= progressBar('verify (layers)', total, { quiet: a.quiet === true || a.json === true }); bar.update(done); },
       });
       bar?.stop();

@@ -232,6 +232,7 @@ export interface PlanFlags {
   numHiddenLayers?: number;
   vocabSize?: number;
   mupScaleFactor?: number;
+  headDim?: number;
   mode?: string;
   init?: string;
   layerInit?: string;
@@ -261,6 +262,7 @@ export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
   set(t, 'num_hidden_layers', f.numHiddenLayers);
   set(t, 'vocab_size', f.vocabSize);
   set(t, 'mup_scale_factor', f.mupScaleFactor);
+  set(t, 'head_dim', f.headDim);
   set(j, 'mode', f.mode);
   const init = j.init as Obj;
   set(init, 'new', f.init);

@@ -14,7 +14,7 @@ import { parsePlan, resolveTarget } from '../../src/growth/plan.ts';
 import { readManifest, MANIFEST_FILE, MANIFEST_FORMAT } from '../../src/manifest.ts';
 import { parsePipeline, runPipeline } from '../../src/pipeline.ts';
 import { calibrationIds, selectLayers, type ResidualStreamFn } from '../../src/growth/select-layers.ts';
-import { inspectCheckpoint } from '../../src/commands/inspect.ts';
+import { inspectCheckpoint } from '../../src/commands/inspect-report.ts';
 import { streamedForward } from '../../src/model/streaming.ts';
 import { initBackend } from '../../src/backend.ts';
 import { train } from '../../src/train/trainer.ts';

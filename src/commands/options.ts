@@ -1,0 +1,144 @@
+/**
+ * One vocabulary for every command: the shared options (name, type, meaning) in one table, the
+ * old spellings kept as hidden deprecated aliases, numbers that echo a bad value as typed, and
+ * "did you mean" for misspelt options and commands. docs/cli.md prints the same table.
+ *
+ * This module is imported by every command's definition, so it stays light: no library module
+ * is imported at run time (types only), and the choices below are checked against the library's
+ * own lists by test/cli/options.test.ts.
+ */
+import type { Argv, Options } from 'yargs';
+import { FlmGrowError } from '../errors.ts';
+import type { BackendName } from '../backend.ts';
+import type { Engine } from '../train/engine.ts';
+
+export const BACKEND_CHOICES = ['auto', 'wasm', 'cpu', 'tensorflow'] as const satisfies readonly BackendName[];
+export const ENGINE_CHOICES = ['tfjs', 'torch', 'auto'] as const satisfies readonly Engine[];
+export const DTYPE_CHOICES = ['bf16', 'f16', 'f32'] as const;
+
+export type OptionType = 'string' | 'number' | 'boolean';
+
+export interface SharedOption {
+  type: OptionType;
+  describe: string;
+  /** Old spellings: accepted, hidden from --help. */
+  deprecated?: string[];
+  /** The key this flag sets in a growth plan or pipeline JSON (dots: nesting), where there is one. */
+  jsonKey?: string;
+  choices?: readonly string[];
+}
+
+/**
+ * The shared options. A name means the same thing in every command that takes it. JSON keys are
+ * the flag in snake_case under its section (`--calibration-tokens` <-> `calibration.tokens`,
+ * `--seq-len` <-> `seq_len`, `--hidden-size` <-> `targets.hidden_size`).
+ */
+export const SHARED_OPTIONS = {
+  json: { type: 'boolean', describe: 'print the result as one JSON object on stdout (progress and logs stay on stderr)' },
+  quiet: { type: 'boolean', describe: 'no progress bars or log lines on stderr' },
+  out: { type: 'string', describe: 'where the command writes (a folder for train/run, a file for forward/plot)', deprecated: ['output'] },
+  input: { type: 'string', describe: 'safetensors file with input_ids (I64 or I32, [batch, seq])' },
+  backend: { type: 'string', choices: BACKEND_CHOICES, describe: 'tfjs backend (auto: tensorflow when @tensorflow/tfjs-node-gpu is installed, else wasm)' },
+  engine: { type: 'string', choices: ENGINE_CHOICES, describe: 'tfjs (in-process) or torch (python/flm_grow_torch)' },
+  seed: { type: 'number', describe: 'seed of the random numbers this command draws', jsonKey: 'seed' },
+  dtype: { type: 'string', choices: DTYPE_CHOICES, describe: 'tensor dtype written', jsonKey: 'dtype' },
+  overwrite: { type: 'boolean', describe: 'replace an existing destination that flm-grow wrote (or an empty folder)' },
+  'force-overwrite': { type: 'boolean', describe: 'with --overwrite: replace the destination even if flm-grow did not write it' },
+  'out-shard-size': { type: 'string', describe: 'largest output shard, e.g. 5GB, 500MB', jsonKey: 'out_shard_size' },
+  'calibration-tokens': { type: 'number', describe: 'random calibration tokens (rounded up to whole sequences)', deprecated: ['tokens'], jsonKey: 'calibration.tokens' },
+  'calibration-seq': { type: 'number', describe: 'sequence length of the calibration inputs', deprecated: ['seq'], jsonKey: 'calibration.seq' },
+  'calibration-seed': { type: 'number', describe: 'seed of the random calibration tokens', jsonKey: 'calibration.seed' },
+  'calibration-file': { type: 'string', describe: 'calibration token ids: JSON array or whitespace-separated file', jsonKey: 'calibration.file' },
+  'calibration-text': { type: 'string', describe: 'calibration text (the checkpoint\'s tokenizer, else bytes)', deprecated: ['text'], jsonKey: 'calibration.text' },
+  metric: { type: 'string', choices: ['cosine', 'l2'], describe: 'layer distance (input -> output of each layer)', jsonKey: 'placement.metric' },
+  order: { type: 'string', choices: ['smallest', 'largest'], describe: 'which layers distance placement picks first', jsonKey: 'placement.order' },
+  'seq-len': { type: 'number', describe: 'training sequence length', jsonKey: 'seq_len' },
+  'batch-size': { type: 'number', describe: 'sequences per optimizer step', jsonKey: 'batch_size' },
+} satisfies Record<string, SharedOption>;
+
+export type SharedName = keyof typeof SHARED_OPTIONS;
+
+/** Which shared options each command takes (checked by test/cli/options.test.ts). */
+export const COMMAND_OPTIONS: Record<string, SharedName[]> = {
+  inspect: ['json'],
+  plan: ['json', 'dtype', 'out-shard-size', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed', 'calibration-file', 'calibration-text', 'metric', 'order'],
+  grow: ['json', 'quiet', 'backend', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed', 'calibration-file', 'calibration-text', 'metric', 'order'],
+  verify: ['json', 'quiet', 'backend', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'],
+  forward: ['json', 'quiet', 'backend', 'engine', 'input', 'out', 'overwrite'],
+  'select-layers': ['json', 'quiet', 'backend', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed', 'calibration-file', 'calibration-text', 'metric', 'order'],
+  train: ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size'],
+  bake: ['json', 'quiet', 'overwrite', 'force-overwrite', 'out-shard-size'],
+  run: ['json', 'quiet', 'out'],
+  plot: ['json', 'out'],
+  synth: ['json', 'quiet', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'],
+  assemble: ['json', 'quiet', 'overwrite', 'force-overwrite'],
+};
+
+/** A number as typed: "abc" or "five" are reported as typed, not as null or NaN. */
+export function parseNumberArg(name: string, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (Array.isArray(v)) throw new FlmGrowError('UsageError', `--${name} given ${v.length} times (${v.map(String).join(', ')}); give it once`);
+  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
+  if (typeof v === 'boolean' || !Number.isFinite(n)) throw new FlmGrowError('UsageError', `--${name}: expected a number, got ${typeof v === 'boolean' ? 'no value' : `"${String(v)}"`}`);
+  return n;
+}
+
+/**
+ * A yargs option spec. Numbers are parsed by us (yargs turns "abc" into NaN or null before any
+ * check could see it), so their spec has no yargs type; `[number]` is written into the help.
+ */
+export function spec(name: string, type: OptionType, o: Options = {}): Options {
+  if (type !== 'number') return { type, ...o };
+  const describe = `${o.describe ?? o.description ?? ''}${o.describe === undefined && o.description === undefined ? '' : ' '}[number]`;
+  return { requiresArg: true, ...o, describe, coerce: (v: unknown) => parseNumberArg(name, v) };
+}
+
+/** Add shared options to a command, with per-command describe/default overrides. */
+export function shared<T>(y: Argv<T>, names: SharedName[], over: Partial<Record<SharedName, Options>> = {}): Argv<T> {
+  let out = y;
+  for (const n of names) {
+    const s: SharedOption = SHARED_OPTIONS[n];
+    const o: Options = { describe: s.describe, ...(s.choices !== undefined ? { choices: [...s.choices] } : {}), ...(s.type === 'boolean' ? { default: false } : {}), ...over[n] };
+    out = out.option(n, spec(n, s.type, o));
+    for (const old of s.deprecated ?? []) out = deprecatedAlias(out, old, n, s.type);
+  }
+  return out;
+}
+
+/** `old` still works (hidden from --help, no warning) and sets `canonical`. */
+export function deprecatedAlias<T>(y: Argv<T>, old: string, canonical: string, type: OptionType): Argv<T> {
+  return y
+    .option(old, { ...spec(old, type), hidden: true, describe: `deprecated spelling of --${canonical}` })
+    .middleware((a: Record<string, unknown>) => {
+      if (a[old] !== undefined) {
+        a[canonical] = a[old];
+        const camel = canonical.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+        if (camel !== canonical) a[camel] = a[old];
+      }
+    }, true);
+}
+
+/** Levenshtein distance (for suggestions). */
+export function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0];
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const t = d[j];
+      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = t;
+    }
+  }
+  return d[b.length];
+}
+
+/** The closest candidates to `word` (HF snake_case spellings map to our kebab-case first). */
+export function suggest(word: string, candidates: readonly string[]): string[] {
+  const w = word.replace(/^-+/, '').replace(/_/g, '-').toLowerCase();
+  const exact = candidates.filter((c) => c === w);
+  if (exact.length > 0) return exact;
+  const scored = candidates.map((c) => ({ c, d: editDistance(w, c) })).filter((x) => x.d <= Math.max(2, Math.floor(w.length / 3)));
+  scored.sort((p, q) => p.d - q.d);
+  return scored.filter((x) => x.d === scored[0]?.d).map((x) => x.c);
+}

@@ -1,0 +1,114 @@
+/**
+ * One vocabulary across commands: every command takes the shared options docs/cli.md says it
+ * does, old spellings still work, `--help` names an example, bad values are echoed as typed,
+ * misspellings get a "did you mean", and the light copies of library lists stay in step.
+ */
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import yargs, { type CommandModule } from 'yargs';
+import { commands, COMMAND_NAMES } from '../../src/commands/index.ts';
+import { BACKEND_CHOICES, COMMAND_OPTIONS, ENGINE_CHOICES, SHARED_OPTIONS, suggest } from '../../src/commands/options.ts';
+import { STAGE_CHOICES } from '../../src/commands/synth.ts';
+import { DEFAULT_TOLERANCE } from '../../src/commands/verify.ts';
+import { countLabel, plural } from '../../src/commands/format.ts';
+import { configToJson, parseConfig } from '../../src/config.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const cli = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/flm-grow.js'), ...args], { encoding: 'utf8', cwd: ROOT });
+
+function optionKeys(c: CommandModule<any, any>): string[] {
+  const y = (c.builder as (y: unknown) => unknown)(yargs([])) as { getOptions(): { key: Record<string, unknown> } };
+  return Object.keys(y.getOptions().key);
+}
+
+/** Parse `argv` against one command, returning the arguments its handler would get. */
+async function parsed(c: CommandModule<any, any>, argv: string[]): Promise<Record<string, unknown>> {
+  let got: Record<string, unknown> = {};
+  await yargs(argv).command({ ...c, handler: (a: Record<string, unknown>) => { got = a; } }).strict().fail((m, e) => { throw e ?? new Error(m); }).parseAsync();
+  return got;
+}
+
+const byName = (n: string) => commands.find((c) => String(c.command).startsWith(`${n} `)) as CommandModule<any, any>;
+
+describe('the shared option table', () => {
+  it('covers every command, and every command accepts its shared options', () => {
+    expect(Object.keys(COMMAND_OPTIONS).sort()).toEqual([...COMMAND_NAMES].sort());
+    for (const name of COMMAND_NAMES) {
+      const keys = optionKeys(byName(name));
+      expect(COMMAND_OPTIONS[name].filter((o) => !keys.includes(o)), name).toEqual([]);
+      expect(keys, `${name} --json`).toContain('json');
+    }
+  });
+
+  it('is the table docs/cli.md prints', () => {
+    const doc = readFileSync(join(ROOT, 'docs/cli.md'), 'utf8');
+    for (const n of Object.keys(SHARED_OPTIONS)) expect(doc, n).toContain(`| \`--${n}\` |`);
+  });
+
+  it('keeps old spellings as hidden aliases', async () => {
+    const v = await parsed(byName('verify'), ['verify', 'a', 'b', '--tokens', '7', '--seq', '3']);
+    expect([v['calibration-tokens'], v['calibration-seq']]).toEqual([7, 3]);
+    const f = await parsed(byName('forward'), ['forward', 'ck', '--input', 'i.safetensors', '--output', 'o.safetensors']);
+    expect(f.out).toBe('o.safetensors');
+    const s = await parsed(byName('select-layers'), ['select-layers', 'ck', '--input', 'ids.json', '--text', 'hi']);
+    expect([s['calibration-file'], s['calibration-text']]).toEqual(['ids.json', 'hi']);
+    const p = await parsed(byName('plan'), ['plan', 'ck', '--head-dim', '16', '--calibration-seq', '8']);
+    expect([p.headDim, p.calibrationSeq]).toEqual([16, 8]);
+    expect(cli('verify', '--help').stdout).not.toMatch(/--tokens\b/);
+  });
+
+  it('stays in step with the library lists it copies (kept light for start-up)', async () => {
+    expect([...BACKEND_CHOICES]).toEqual([...(await import('../../src/backend.ts')).BACKEND_NAMES]);
+    expect([...ENGINE_CHOICES]).toEqual([...(await import('../../src/train/engine.ts')).ENGINES]);
+    expect(STAGE_CHOICES).toEqual((await import('../../src/synth.ts')).STAGE_NAMES);
+    expect(DEFAULT_TOLERANCE).toBe((await import('../../src/verify.ts')).DEFAULT_TOLERANCE);
+  });
+});
+
+describe('flm-grow --help and errors', () => {
+  it('names an example in every command\'s --help, describes every option, shows no "[default: []]"', () => {
+    for (const name of COMMAND_NAMES) {
+      const r = cli(name, '--help');
+      expect(r.status, name).toBe(0);
+      expect(r.stdout, name).toMatch(/Examples:\n\s+flm-grow /);
+      expect(r.stdout, name).not.toContain('[default: []]');
+      const bare = r.stdout.split('\n').filter((l) => /^\s+--[a-z-]+\s+\[/.test(l));
+      expect(bare, `${name}: options without a description`).toEqual([]);
+    }
+  });
+
+  it('suggests commands and options, echoes bad numbers as typed', () => {
+    expect(cli('grwo', 'a', 'b').stderr).toContain('did you mean "grow"');
+    expect(cli('frobnicate').stderr).toMatch(/unknown command "frobnicate"/);
+    expect(cli('plan', 'fixtures/hf/llama-tiny-f32', '--hidden_size', '80').stderr).toContain('did you mean --hidden-size');
+    expect(cli('plan', 'fixtures/hf/llama-tiny-f32', '--intermediate-size', 'abc').stderr).toContain('--intermediate-size: expected a number, got "abc"');
+    const r = cli('train', 'ck', '--data', 'd', '--out', 'o', '--steps', 'five');
+    expect(r.stderr).toContain('--steps: expected a number, got "five"');
+    expect(r.status).toBe(2);
+    expect(suggest('hidden_size', ['hidden-size', 'head-dim'])).toEqual(['hidden-size']);
+  });
+
+  it('--version names the version, the backend and the engine', () => {
+    const r = cli('--version');
+    expect(r.stdout).toMatch(/^flm-grow \d+\.\d+\.\d+\nbackend \(--backend auto\): (wasm|tensorflow)/);
+    expect(r.stdout).toMatch(/engine \(train --engine auto\): (tfjs|torch)/);
+  });
+});
+
+describe('numbers as printed', () => {
+  it('one way to print counts, and plurals', () => {
+    expect(countLabel(444_100)).toBe('444.1 K');
+    expect(countLabel(1_234_567)).toBe('1.2 M');
+    expect([plural(1, 'layer'), plural(2, 'layer'), plural(1, 'mismatch', 'mismatches')]).toEqual(['1 layer', '2 layers', '1 mismatch']);
+  });
+
+  it('a written config has rms_norm_eps as the number it is, and not the source\'s _name_or_path', () => {
+    const c = parseConfig({ model_type: 'llama', _name_or_path: '/src', hidden_size: 64, intermediate_size: 176, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 320, rms_norm_eps: 1e-5 }, 'config.json');
+    c.rmsNormEps = 1e-5 * (64 / 80);
+    const j = configToJson(c);
+    expect(JSON.stringify(j.rms_norm_eps)).toBe('0.000008');
+    expect(j._name_or_path).toBeUndefined();
+  });
+});
