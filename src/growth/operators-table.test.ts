@@ -16,7 +16,7 @@ import { growCheckpoint } from './grow.ts';
 import { parsePlan, resolveTarget, TARGET_KEYS, type GrowthTargets } from './plan.ts';
 import { compareGrown, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 
-const DIMS: readonly Dim[] = ['V', 'H', 'F', 'Q', 'KV'];
+const DIMS: readonly Dim[] = ['V', 'H', 'F', 'Q', 'KV', 'HD'];
 const MASK_VECTORS: readonly MaskVector[] = ['hidden', 'vocab', 'heads', 'ffn', 'residual'];
 
 const src = makeConfig({
