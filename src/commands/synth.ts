@@ -2,15 +2,15 @@ import type { CommandModule } from 'yargs';
 import { parseDtypeName } from '../util/dtype.ts';
 import { parameterCount } from '../arch.ts';
 import { formatParams } from '../growth/plan-report.ts';
-import { STAGE_NAMES, synthCheckpoint } from '../synth.ts';
+import { LIKE_NAMES, synthCheckpoint } from '../synth.ts';
 import { bytesLabel, progressBars } from './progress.ts';
 
 export const synthCommand: CommandModule = {
   command: 'synth <dir>',
-  describe: 'Write a random checkpoint with a Tele-FLM stage\'s exact widths (for rehearsing growth at full width)',
+  describe: 'Write a random checkpoint of a Tele-FLM stage\'s exact widths, of a family (llama, tele-flm, mistral, qwen2, qwen3) or of any supported config.json (for rehearsals and tests)',
   builder: (y) => y
     .positional('dir', { type: 'string', demandOption: true })
-    .option('like', { type: 'string', choices: STAGE_NAMES, demandOption: true, describe: 'stage whose widths, vocab and µP fields to use' })
+    .option('like', { type: 'string', demandOption: true, describe: `a stage or family (${LIKE_NAMES.join(', ')}) or the path of a config.json` })
     .option('num-hidden-layers', { type: 'number', describe: 'layers (default: the stage\'s)' })
     .option('dtype', { type: 'string', default: 'bf16', describe: 'bf16, f16, f32' })
     .option('seed', { type: 'number', default: 0 })
