@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkTensorsAgainstConfig, expectedTensors, parameterCount, parseTensorName, tensorName, assertTensorsMatchConfig, LAYER_ROLES, LLAMA_TENSORS } from './arch.ts';
+import { checkTensorsAgainstConfig, expectedTensors, parameterCount, parseTensorName, tensorName, assertTensorsMatchConfig, headRole, layerRolesOf, LAYER_ROLES, LLAMA_TENSORS } from './arch.ts';
 import { makeConfig } from './config.ts';
 import { CheckpointError } from './errors.ts';
 
@@ -21,7 +21,27 @@ describe('architecture table', () => {
     const e = expectedTensors(c);
     expect(Object.fromEntries(e.map((t) => [t.name, t.shape]))).toEqual(handShapes);
     expect(e.length).toBe(3 + 9 * 2);
-    expect(LAYER_ROLES.length).toBe(9);
+    expect(layerRolesOf(c).length).toBe(9);
+    expect(LAYER_ROLES.length).toBe(14); // with the optional tensors of other families
+  });
+  it('optional tensors follow the family: tied head, Qwen2 q/k/v biases, Qwen3 q/k norms', () => {
+    const qwen2 = makeConfig({ hiddenSize: 8, intermediateSize: 6, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 2, vocabSize: 5, family: 'qwen2', tieWordEmbeddings: true });
+    const shapes2 = Object.fromEntries(expectedTensors(qwen2).map((t) => [t.name, t.shape]));
+    expect(shapes2['model.layers.0.self_attn.q_proj.bias']).toEqual([8]);
+    expect(shapes2['model.layers.0.self_attn.k_proj.bias']).toEqual([4]);
+    expect(shapes2['model.layers.0.self_attn.v_proj.bias']).toEqual([4]);
+    expect(shapes2['lm_head.weight']).toBeUndefined();
+    expect(headRole(qwen2)).toBe('embed');
+    const qwen3 = makeConfig({ hiddenSize: 8, intermediateSize: 6, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 6, vocabSize: 5, family: 'qwen3' });
+    const shapes3 = Object.fromEntries(expectedTensors(qwen3).map((t) => [t.name, t.shape]));
+    expect(shapes3['model.layers.0.self_attn.q_norm.weight']).toEqual([6]);
+    expect(shapes3['model.layers.0.self_attn.k_norm.weight']).toEqual([6]);
+    expect(shapes3['model.layers.0.self_attn.q_proj.bias']).toBeUndefined();
+    expect(shapes3['lm_head.weight']).toEqual([5, 8]);
+    // a tied checkpoint that still carries a head copy is accepted
+    const m = new Map(expectedTensors(qwen2).map((t) => [t.name, { shape: t.shape }]));
+    m.set('lm_head.weight', { shape: [5, 8] });
+    expect(checkTensorsAgainstConfig(qwen2, m)).toEqual([]);
   });
   it('parameterCount = sum of hand shapes', () => {
     expect(parameterCount(c)).toBe(Object.values(handShapes).reduce((a, s) => a + s.reduce((x, y) => x * y, 1), 0));
@@ -53,7 +73,7 @@ describe('architecture table', () => {
   });
   it('every per-layer tensor names its own LayerWeights field (the model derives LAYER_FIELDS from it)', () => {
     const fields = LLAMA_TENSORS.filter((t) => t.perLayer).map((t) => t.field);
-    expect(fields).toEqual(['inputNorm', 'q', 'k', 'v', 'o', 'postNorm', 'gate', 'up', 'down']);
+    expect(fields).toEqual(['inputNorm', 'q', 'k', 'v', 'qBias', 'kBias', 'vBias', 'qNorm', 'kNorm', 'o', 'postNorm', 'gate', 'up', 'down']);
     expect(LLAMA_TENSORS.filter((t) => !t.perLayer).every((t) => t.field === undefined)).toBe(true);
   });
 });

@@ -1,16 +1,32 @@
 /**
- * The architecture as data: every tensor of a Llama/Tele-FLM checkpoint, its shape in config
- * symbols, and which axis is which dimension. inspect, plan, grow, verify and train all read
- * this table instead of hard-coding names (compare mergekit's architectures/llama.json).
+ * The architecture as data: every tensor of a checkpoint of a supported family (families.ts:
+ * Llama, Tele-FLM, Mistral, Qwen2, Qwen3), its shape in config symbols, which axis is which
+ * dimension, and the config feature that makes an optional tensor present (lm_head only when
+ * untied, q/k/v biases for Qwen2, q_norm/k_norm for Qwen3). inspect, plan, grow, verify and train
+ * all read this table instead of hard-coding names (compare mergekit's architectures/llama.json).
  */
 import type { ModelConfig } from './config.ts';
 import { CheckpointError } from './errors.ts';
 
-/** Dimension symbols: vocab, hidden, FFN, query heads × head_dim, KV heads × head_dim. */
-export type Dim = 'V' | 'H' | 'F' | 'Q' | 'KV';
+/** Dimension symbols: vocab, hidden, FFN, query heads × head_dim, KV heads × head_dim, head_dim. */
+export type Dim = 'V' | 'H' | 'F' | 'Q' | 'KV' | 'HD';
+
+export { FAMILIES, FAMILY_NAMES, familyByName, type Family, type FamilyName } from './families.ts';
 
 export type Role =
-  | 'embed' | 'input_norm' | 'q' | 'k' | 'v' | 'o' | 'post_norm' | 'gate' | 'up' | 'down' | 'final_norm' | 'lm_head';
+  | 'embed' | 'input_norm' | 'q' | 'k' | 'v' | 'o' | 'post_norm' | 'gate' | 'up' | 'down' | 'final_norm' | 'lm_head'
+  | 'q_bias' | 'k_bias' | 'v_bias' | 'q_norm' | 'k_norm';
+
+/** The config feature an optional tensor depends on. */
+export type Feature = 'untied' | 'qkvBias' | 'qkNorm';
+
+export function hasFeature(c: ModelConfig, f: Feature): boolean {
+  switch (f) {
+    case 'untied': return !c.tieWordEmbeddings;
+    case 'qkvBias': return c.qkvBias;
+    case 'qkNorm': return c.qkNorm;
+  }
+}
 
 export interface TensorSpec {
   role: Role;
@@ -20,9 +36,11 @@ export interface TensorSpec {
   dims: readonly Dim[];
   perLayer: boolean;
   /** Weight-init family used for new entries (see growth init). */
-  kind: 'embedding' | 'norm' | 'matrix';
+  kind: 'embedding' | 'norm' | 'matrix' | 'bias';
   /** Per-layer tensors: the field of the model's LayerWeights (src/model/llama.ts) that holds it. */
   field?: string;
+  /** Present only when the config has this feature (absent: always present). */
+  when?: Feature;
 }
 
 export const LLAMA_TENSORS: readonly TensorSpec[] = [
@@ -31,14 +49,39 @@ export const LLAMA_TENSORS: readonly TensorSpec[] = [
   { role: 'q', template: 'model.layers.{i}.self_attn.q_proj.weight', dims: ['Q', 'H'], perLayer: true, kind: 'matrix', field: 'q' },
   { role: 'k', template: 'model.layers.{i}.self_attn.k_proj.weight', dims: ['KV', 'H'], perLayer: true, kind: 'matrix', field: 'k' },
   { role: 'v', template: 'model.layers.{i}.self_attn.v_proj.weight', dims: ['KV', 'H'], perLayer: true, kind: 'matrix', field: 'v' },
+  { role: 'q_bias', template: 'model.layers.{i}.self_attn.q_proj.bias', dims: ['Q'], perLayer: true, kind: 'bias', field: 'qBias', when: 'qkvBias' },
+  { role: 'k_bias', template: 'model.layers.{i}.self_attn.k_proj.bias', dims: ['KV'], perLayer: true, kind: 'bias', field: 'kBias', when: 'qkvBias' },
+  { role: 'v_bias', template: 'model.layers.{i}.self_attn.v_proj.bias', dims: ['KV'], perLayer: true, kind: 'bias', field: 'vBias', when: 'qkvBias' },
+  { role: 'q_norm', template: 'model.layers.{i}.self_attn.q_norm.weight', dims: ['HD'], perLayer: true, kind: 'norm', field: 'qNorm', when: 'qkNorm' },
+  { role: 'k_norm', template: 'model.layers.{i}.self_attn.k_norm.weight', dims: ['HD'], perLayer: true, kind: 'norm', field: 'kNorm', when: 'qkNorm' },
   { role: 'o', template: 'model.layers.{i}.self_attn.o_proj.weight', dims: ['H', 'Q'], perLayer: true, kind: 'matrix', field: 'o' },
   { role: 'post_norm', template: 'model.layers.{i}.post_attention_layernorm.weight', dims: ['H'], perLayer: true, kind: 'norm', field: 'postNorm' },
   { role: 'gate', template: 'model.layers.{i}.mlp.gate_proj.weight', dims: ['F', 'H'], perLayer: true, kind: 'matrix', field: 'gate' },
   { role: 'up', template: 'model.layers.{i}.mlp.up_proj.weight', dims: ['F', 'H'], perLayer: true, kind: 'matrix', field: 'up' },
   { role: 'down', template: 'model.layers.{i}.mlp.down_proj.weight', dims: ['H', 'F'], perLayer: true, kind: 'matrix', field: 'down' },
   { role: 'final_norm', template: 'model.norm.weight', dims: ['H'], perLayer: false, kind: 'norm' },
-  { role: 'lm_head', template: 'lm_head.weight', dims: ['V', 'H'], perLayer: false, kind: 'matrix' },
+  { role: 'lm_head', template: 'lm_head.weight', dims: ['V', 'H'], perLayer: false, kind: 'matrix', when: 'untied' },
 ];
+
+/** Whether config `c` has the tensor of this spec. */
+export function hasTensor(c: ModelConfig, s: TensorSpec): boolean {
+  return s.when === undefined || hasFeature(c, s.when);
+}
+
+/** Per-layer roles config `c` has, in table order. */
+export function layerRolesOf(c: ModelConfig): Role[] {
+  return LLAMA_TENSORS.filter((s) => s.perLayer && hasTensor(c, s)).map((s) => s.role);
+}
+
+/** Role of the tensor that serves as LM head: lm_head, or the embedding when tied. */
+export function headRole(c: ModelConfig): Role {
+  return c.tieWordEmbeddings ? 'embed' : 'lm_head';
+}
+
+/** RMSNorm gains over the hidden size (the ones zero mode rescales); q_norm/k_norm are over head_dim. */
+export function isHiddenNorm(s: TensorSpec): boolean {
+  return s.kind === 'norm' && s.dims[0] === 'H';
+}
 
 export const SPEC_BY_ROLE: Readonly<Record<Role, TensorSpec>> = Object.fromEntries(
   LLAMA_TENSORS.map((s) => [s.role, s]),
@@ -61,6 +104,7 @@ export function dimSize(c: ModelConfig, d: Dim): number {
     case 'F': return c.intermediateSize;
     case 'Q': return c.numHeads * c.headDim;
     case 'KV': return c.numKvHeads * c.headDim;
+    case 'HD': return c.headDim;
   }
 }
 
@@ -89,9 +133,10 @@ export function expectedTensors(c: ModelConfig): ExpectedTensor[] {
   const add = (s: TensorSpec, layer?: number) =>
     out.push({ name: tensorName(s.role, layer), role: s.role, layer, dims: s.dims, shape: s.dims.map((d) => dimSize(c, d)) });
   add(SPEC_BY_ROLE.embed);
-  for (let i = 0; i < c.numLayers; i++) for (const r of LAYER_ROLES) add(SPEC_BY_ROLE[r], i);
+  const roles = layerRolesOf(c);
+  for (let i = 0; i < c.numLayers; i++) for (const r of roles) add(SPEC_BY_ROLE[r], i);
   add(SPEC_BY_ROLE.final_norm);
-  add(SPEC_BY_ROLE.lm_head);
+  if (hasTensor(c, SPEC_BY_ROLE.lm_head)) add(SPEC_BY_ROLE.lm_head);
   return out;
 }
 
@@ -138,7 +183,9 @@ export function checkTensorsAgainstConfig(c: ModelConfig, tensors: ReadonlyMap<s
     }
   }
   for (const [name, t] of tensors) {
-    if (!names.has(name) && !isIgnoredTensor(name)) problems.push({ name, problem: 'unexpected', actual: [...t.shape] });
+    // a tied checkpoint may still carry a copy of the head (transformers ignores it on load)
+    const tiedHead = c.tieWordEmbeddings && name === SPEC_BY_ROLE.lm_head.template;
+    if (!names.has(name) && !isIgnoredTensor(name) && !tiedHead) problems.push({ name, problem: 'unexpected', actual: [...t.shape] });
   }
   return problems;
 }

@@ -6,12 +6,46 @@ import { ConfigError } from './errors.ts';
 import { parseDtypeName, type DType } from './util/dtype.ts';
 import { modelSizeProblem } from './util/limits.ts';
 import { MAX_JSON_BYTES, readFailure, readJsonFile } from './util/files.ts';
+import { detectFamily, FAMILIES, ROPE_TYPES, type FamilyName, type RopeType } from './families.ts';
 
-export const SUPPORTED_MODEL_TYPES = ['llama', 'teleflm', 'tele_flm', 'flm'] as const;
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'TeleFLMForCausalLM', 'FLMForCausalLM'] as const;
+export const SUPPORTED_MODEL_TYPES: readonly string[] = FAMILIES.flatMap((f) => f.modelTypes);
+export const SUPPORTED_ARCHITECTURES: readonly string[] = FAMILIES.flatMap((f) => f.architectures);
+
+/**
+ * RoPE scaling as transformers computes it (modeling_rope_utils.py). Fields absent from the file
+ * are undefined (their defaults are applied where the frequencies are computed, model/llama.ts).
+ */
+export interface RopeScaling {
+  type: RopeType;
+  factor?: number;
+  /** llama3 */
+  lowFreqFactor?: number;
+  highFreqFactor?: number;
+  /** llama3 (required), yarn (optional; default max_position_embeddings) */
+  originalMaxPositionEmbeddings?: number;
+  /** yarn */
+  attentionFactor?: number;
+  betaFast?: number;
+  betaSlow?: number;
+  mscale?: number;
+  mscaleAllDim?: number;
+  truncate?: boolean;
+}
 
 export interface ModelConfig {
   modelType: string;
+  /** The family (src/families.ts) the config was read as. */
+  family: FamilyName;
+  /** One tensor (model.embed_tokens.weight) is both the embedding and the LM head. */
+  tieWordEmbeddings: boolean;
+  /** q_proj/k_proj/v_proj have biases (Qwen2). */
+  qkvBias: boolean;
+  /** Per-layer q_norm/k_norm over head_dim before RoPE (Qwen3). */
+  qkNorm: boolean;
+  /** RoPE scaling (type 'default': none). */
+  rope: RopeScaling;
+  /** Sliding-window attention: a query attends to keys less than this many positions back (Mistral); undefined = full causal. */
+  slidingWindow: number | undefined;
   hiddenSize: number;
   intermediateSize: number;
   numLayers: number;
@@ -45,88 +79,176 @@ function num(raw: Record<string, unknown>, key: string, file: string, opts: { in
   return v;
 }
 
-/** RoPE theta: transformers ≤ 4 `rope_theta`, transformers 5 `rope_parameters.rope_theta`. */
-function ropeTheta(raw: Record<string, unknown>, file: string): number {
-  const rp = raw.rope_parameters ?? raw.rope_scaling;
-  if (rp !== undefined && rp !== null) {
-    if (typeof rp !== 'object') throw new ConfigError(file, 'rope_parameters', 'must be an object');
-    const r = rp as Record<string, unknown>;
-    const type = r.rope_type ?? r.type ?? 'default';
-    if (type !== 'default') {
-      throw new ConfigError(file, 'rope_parameters.rope_type', `"${String(type)}" RoPE scaling is not supported (only "default")`);
-    }
-    if (r.rope_theta !== undefined) return num(r, 'rope_theta', file, { positive: true });
+/** Collects every problem of a config.json so one error can list them all. */
+class Problems {
+  readonly list: ConfigError[] = [];
+  constructor(readonly file: string) {}
+  add(field: string | undefined, message: string): void {
+    this.list.push(new ConfigError(this.file, field, message));
   }
-  return num(raw, 'rope_theta', file, { positive: true, def: 10000 });
+  /** Run `f`; a ConfigError it throws is recorded and `fallback` returned. */
+  try<T>(f: () => T, fallback: T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      this.list.push(e);
+      return fallback;
+    }
+  }
+  throwIfAny(): void {
+    if (this.list.length === 0) return;
+    if (this.list.length === 1) throw this.list[0];
+    const fields = this.list.map((e) => e.field ?? '<root>');
+    const lines = this.list.map((e) => `  - ${e.message.slice(this.file.length + 2)}`);
+    throw new ConfigError(this.file, undefined, `${this.list.length} unsupported or invalid fields:\n${lines.join('\n')}`, fields);
+  }
+}
+
+/**
+ * RoPE: theta and scaling. transformers ≤ 4: `rope_theta` and `rope_scaling` ({type | rope_type,
+ * factor, ...}); transformers 5: `rope_parameters` ({rope_type, rope_theta, factor, ...}).
+ * Problems name the field as written in the file (`rope_scaling.type`, `rope_parameters.rope_type`).
+ */
+function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { theta: number; rope: RopeScaling } {
+  const key = raw.rope_parameters !== undefined && raw.rope_parameters !== null ? 'rope_parameters'
+    : raw.rope_scaling !== undefined && raw.rope_scaling !== null ? 'rope_scaling' : undefined;
+  let theta = p.try(() => num(raw, 'rope_theta', file, { positive: true, def: 10000 }), 10000);
+  if (key === undefined) return { theta, rope: { type: 'default' } };
+  const rp = raw[key];
+  if (typeof rp !== 'object' || Array.isArray(rp)) {
+    p.add(key, 'must be an object');
+    return { theta, rope: { type: 'default' } };
+  }
+  const r = rp as Record<string, unknown>;
+  if (r.rope_theta !== undefined) theta = p.try(() => num(r, 'rope_theta', file, { positive: true }), theta);
+  const typeKey = r.rope_type !== undefined ? 'rope_type' : r.type !== undefined ? 'type' : undefined;
+  const type = typeKey === undefined ? 'default' : r[typeKey];
+  if (!(ROPE_TYPES as readonly unknown[]).includes(type)) {
+    p.add(`${key}.${typeKey ?? 'rope_type'}`, `RoPE type ${JSON.stringify(type)} is not supported (supported: ${ROPE_TYPES.join(', ')})`);
+    return { theta, rope: { type: 'default' } };
+  }
+  const t = type as RopeType;
+  const field = (k: string, need: boolean): number | undefined => {
+    if (r[k] === undefined || r[k] === null) {
+      if (need) p.add(`${key}.${k}`, `is required for RoPE type "${t}"`);
+      return undefined;
+    }
+    const v = r[k];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+      p.add(`${key}.${k}`, `must be a number > 0, got ${JSON.stringify(v)}`);
+      return undefined;
+    }
+    return v;
+  };
+  if (r.partial_rotary_factor !== undefined && r.partial_rotary_factor !== 1) p.add(`${key}.partial_rotary_factor`, 'partial rotary embeddings are not supported');
+  switch (t) {
+    case 'default': return { theta, rope: { type: t } };
+    case 'linear': case 'dynamic': return { theta, rope: { type: t, factor: field('factor', true) ?? 1 } };
+    case 'llama3': return {
+      theta, rope: {
+        type: t, factor: field('factor', true) ?? 1, lowFreqFactor: field('low_freq_factor', true) ?? 1, highFreqFactor: field('high_freq_factor', true) ?? 2,
+        originalMaxPositionEmbeddings: field('original_max_position_embeddings', true) ?? 1,
+      },
+    };
+    case 'yarn': {
+      if (r.truncate !== undefined && typeof r.truncate !== 'boolean') p.add(`${key}.truncate`, 'must be true or false');
+      const rope: RopeScaling = {
+        type: t, factor: field('factor', r.original_max_position_embeddings === undefined), originalMaxPositionEmbeddings: field('original_max_position_embeddings', false),
+        attentionFactor: field('attention_factor', false), betaFast: field('beta_fast', false), betaSlow: field('beta_slow', false),
+        mscale: field('mscale', false), mscaleAllDim: field('mscale_all_dim', false), truncate: typeof r.truncate === 'boolean' ? r.truncate : undefined,
+      };
+      return { theta, rope: Object.fromEntries(Object.entries(rope).filter(([, v]) => v !== undefined)) as unknown as RopeScaling };
+    }
+  }
 }
 
 export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(file, undefined, 'is not a JSON object');
   const r = raw as Record<string, unknown>;
+  const p = new Problems(file);
   const modelType = r.model_type;
   const archs = Array.isArray(r.architectures) ? (r.architectures as unknown[]) : [];
-  const typeOk = typeof modelType === 'string' && (SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType.toLowerCase());
-  const archOk = archs.some((a) => (SUPPORTED_ARCHITECTURES as readonly unknown[]).includes(a));
-  if (!typeOk && !archOk) {
-    throw new ConfigError(file, 'model_type',
+  const family = detectFamily(modelType, archs);
+  if (family === undefined) {
+    p.add('model_type',
       `unsupported model ${JSON.stringify(modelType)} / architectures ${JSON.stringify(archs)}; supported model_type: ${SUPPORTED_MODEL_TYPES.join(', ')}; architectures: ${SUPPORTED_ARCHITECTURES.join(', ')}`);
   }
-  if (r.tie_word_embeddings === true) {
-    throw new ConfigError(file, 'tie_word_embeddings', 'tied embeddings are not supported: Llama/Tele-FLM growth here assumes an untied lm_head');
+  const fam = family ?? FAMILIES[0];
+  if (r.tie_word_embeddings !== undefined && r.tie_word_embeddings !== null && typeof r.tie_word_embeddings !== 'boolean') {
+    p.add('tie_word_embeddings', `must be true or false, got ${JSON.stringify(r.tie_word_embeddings)}`);
   }
-  for (const k of ['attention_bias', 'mlp_bias'] as const) {
-    if (r[k] === true) throw new ConfigError(file, k, 'linear biases are not supported (Llama/Tele-FLM have none)');
-  }
+  for (const { key, why } of fam.refusedIfTrue) if (r[key] === true) p.add(key, why);
   const act = r.hidden_act ?? 'silu';
-  if (act !== 'silu') throw new ConfigError(file, 'hidden_act', `only "silu" (SwiGLU) is supported, got ${JSON.stringify(act)}`);
-  const hiddenSize = num(r, 'hidden_size', file, { int: true, positive: true });
-  const numHeads = num(r, 'num_attention_heads', file, { int: true, positive: true });
-  const numKvHeads = num(r, 'num_key_value_heads', file, { int: true, positive: true, def: numHeads });
-  if (numHeads % numKvHeads !== 0) {
-    throw new ConfigError(file, 'num_key_value_heads', `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
+  if (act !== 'silu') p.add('hidden_act', `only "silu" (SwiGLU) is supported, got ${JSON.stringify(act)}`);
+  let slidingWindow: number | undefined;
+  if (fam.slidingWindow === 'always' && r.sliding_window !== undefined && r.sliding_window !== null) {
+    slidingWindow = p.try(() => num(r, 'sliding_window', file, { int: true, positive: true }), undefined);
+  } else if (fam.slidingWindow === 'flagged' && r.use_sliding_window === true) {
+    p.add('use_sliding_window', `sliding-window attention on layers from max_window_layers is not supported for ${fam.name}; set it to false (the published ${fam.name} checkpoints do)`);
   }
-  let headDim: number;
+  if (Array.isArray(r.layer_types) && r.layer_types.some((x) => x !== 'full_attention') && fam.slidingWindow !== 'always') {
+    p.add('layer_types', `only "full_attention" layers are supported, got ${JSON.stringify([...new Set(r.layer_types)])}`);
+  }
+  if (r.partial_rotary_factor !== undefined && r.partial_rotary_factor !== 1) p.add('partial_rotary_factor', 'partial rotary embeddings are not supported');
+  const hiddenSize = p.try(() => num(r, 'hidden_size', file, { int: true, positive: true }), 0);
+  const numHeads = p.try(() => num(r, 'num_attention_heads', file, { int: true, positive: true }), 0);
+  const numKvHeads = p.try(() => num(r, 'num_key_value_heads', file, { int: true, positive: true, def: numHeads }), 0);
+  if (numHeads > 0 && numKvHeads > 0 && numHeads % numKvHeads !== 0) {
+    p.add('num_key_value_heads', `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
+  }
+  let headDim = 0;
   if (r.head_dim === undefined || r.head_dim === null) {
-    if (hiddenSize % numHeads !== 0) throw new ConfigError(file, 'head_dim', `absent and hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
-    headDim = hiddenSize / numHeads;
-  } else headDim = num(r, 'head_dim', file, { int: true, positive: true });
-  if (headDim % 2 !== 0) throw new ConfigError(file, 'head_dim', `must be even for RoPE, got ${headDim}`);
+    if (fam.headDimDefault !== undefined) headDim = fam.headDimDefault;
+    else if (numHeads > 0 && hiddenSize > 0) {
+      if (hiddenSize % numHeads !== 0) p.add('head_dim', `absent and hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
+      else headDim = hiddenSize / numHeads;
+    }
+  } else headDim = p.try(() => num(r, 'head_dim', file, { int: true, positive: true }), 0);
+  if (headDim % 2 !== 0) p.add('head_dim', `must be even for RoPE, got ${headDim}`);
   const useMup = r.use_mup === true;
   const dtypeName = r.torch_dtype ?? r.dtype;
   let dtype: DType | undefined;
   if (typeof dtypeName === 'string') {
     try { dtype = parseDtypeName(dtypeName); } catch {
-      throw new ConfigError(file, r.torch_dtype !== undefined ? 'torch_dtype' : 'dtype', `unknown dtype "${dtypeName}" (bfloat16, float16 or float32)`);
+      p.add(r.torch_dtype !== undefined ? 'torch_dtype' : 'dtype', `unknown dtype "${dtypeName}" (bfloat16, float16 or float32)`);
     }
   }
-  const intermediateSize = num(r, 'intermediate_size', file, { int: true, positive: true });
-  const numLayers = num(r, 'num_hidden_layers', file, { int: true, positive: true });
-  const vocabSize = num(r, 'vocab_size', file, { int: true, positive: true });
-  // refuse sizes no checkpoint can have before anything lists tensors or allocates per layer
-  const size = modelSizeProblem({
-    hidden_size: hiddenSize, intermediate_size: intermediateSize, num_hidden_layers: numLayers, num_attention_heads: numHeads,
-    num_key_value_heads: numKvHeads, head_dim: headDim, vocab_size: vocabSize,
-  });
-  if (size !== undefined) throw new ConfigError(file, size.field, size.message);
-  return {
+  const { theta, rope } = ropeOf(r, file, p);
+  const n = (key: string, opts: Parameters<typeof num>[3], fallback: number) => p.try(() => num(r, key, file, opts), fallback);
+  const c: ModelConfig = {
     modelType: typeof modelType === 'string' ? modelType : 'llama',
+    family: fam.name,
+    tieWordEmbeddings: r.tie_word_embeddings === true,
+    qkvBias: fam.qkvBias,
+    qkNorm: fam.qkNorm,
+    rope,
+    slidingWindow,
     hiddenSize,
-    intermediateSize,
-    numLayers,
+    intermediateSize: n('intermediate_size', { int: true, positive: true }, 0),
+    numLayers: n('num_hidden_layers', { int: true, positive: true }, 0),
     numHeads,
     numKvHeads,
     headDim,
-    vocabSize,
-    rmsNormEps: num(r, 'rms_norm_eps', file, { positive: true, def: 1e-6 }),
-    ropeTheta: ropeTheta(r, file),
-    maxPositionEmbeddings: num(r, 'max_position_embeddings', file, { int: true, positive: true, def: 2048 }),
+    vocabSize: n('vocab_size', { int: true, positive: true }, 0),
+    rmsNormEps: n('rms_norm_eps', { positive: true, def: 1e-6 }, 1e-6),
+    ropeTheta: theta,
+    maxPositionEmbeddings: n('max_position_embeddings', { int: true, positive: true, def: 2048 }, 2048),
     useMup,
-    inputMult: useMup ? num(r, 'input_mult', file, { def: 1 }) : 1,
-    outputMult: useMup ? num(r, 'output_mult', file, { def: 1 }) : 1,
-    mupScaleFactor: useMup ? num(r, 'mup_scale_factor', file, { positive: true, def: 1 }) : 1,
+    inputMult: useMup ? n('input_mult', { def: 1 }, 1) : 1,
+    outputMult: useMup ? n('output_mult', { def: 1 }, 1) : 1,
+    mupScaleFactor: useMup ? n('mup_scale_factor', { positive: true, def: 1 }, 1) : 1,
     dtype,
     raw: r,
   };
+  p.throwIfAny();
+  // refuse sizes no checkpoint can have before anything lists tensors or allocates per layer
+  const size = modelSizeProblem({
+    hidden_size: c.hiddenSize, intermediate_size: c.intermediateSize, num_hidden_layers: c.numLayers, num_attention_heads: c.numHeads,
+    num_key_value_heads: c.numKvHeads, head_dim: c.headDim, vocab_size: c.vocabSize,
+  });
+  if (size !== undefined) throw new ConfigError(file, size.field, size.message);
+  return c;
 }
 
 export function readConfigFile(path: string): ModelConfig {
@@ -183,18 +305,28 @@ export function configToJson(c: ModelConfig): Record<string, unknown> {
   return out;
 }
 
-/** A fresh Llama config (for synthetic models in tests, benches, `synth`). */
+/** A fresh config of a family (default Llama) for synthetic models in tests, benches, `synth`. */
 export function makeConfig(p: {
   hiddenSize: number; intermediateSize: number; numLayers: number; numHeads: number; numKvHeads?: number; headDim?: number;
   vocabSize: number; rmsNormEps?: number; ropeTheta?: number; maxPositionEmbeddings?: number; dtype?: DType;
   useMup?: boolean; inputMult?: number; outputMult?: number; mupScaleFactor?: number;
+  family?: FamilyName; tieWordEmbeddings?: boolean;
+  /** RoPE scaling as config.json writes it (e.g. {rope_type: 'llama3', factor: 8, ...}); default none. */
+  ropeScaling?: Record<string, unknown>;
+  /** Mistral's sliding_window. */
+  slidingWindow?: number;
 }): ModelConfig {
+  const fam = FAMILIES.find((f) => f.name === (p.family ?? 'llama')) ?? FAMILIES[0];
   const raw: Record<string, unknown> = {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu', tie_word_embeddings: false,
-    attention_bias: false, mlp_bias: false, rope_parameters: { rope_type: 'default', rope_theta: p.ropeTheta ?? 10000 },
+    architectures: [fam.architectures[0]], model_type: fam.modelTypes[0], hidden_act: 'silu', tie_word_embeddings: p.tieWordEmbeddings ?? false,
+    ...(fam.qkvBias ? {} : { attention_bias: false }), mlp_bias: false,
+    rope_parameters: { rope_type: 'default', ...(p.ropeScaling ?? {}), rope_theta: p.ropeTheta ?? 10000 },
+    ...(fam.slidingWindow === 'always' ? { sliding_window: p.slidingWindow ?? null } : {}),
+    ...(fam.slidingWindow === 'flagged' ? { use_sliding_window: false } : {}),
   };
   const c: ModelConfig = {
-    modelType: 'llama', hiddenSize: p.hiddenSize, intermediateSize: p.intermediateSize, numLayers: p.numLayers,
+    modelType: fam.modelTypes[0], family: fam.name, tieWordEmbeddings: p.tieWordEmbeddings ?? false, qkvBias: fam.qkvBias, qkNorm: fam.qkNorm,
+    rope: { type: 'default' }, slidingWindow: p.slidingWindow, hiddenSize: p.hiddenSize, intermediateSize: p.intermediateSize, numLayers: p.numLayers,
     numHeads: p.numHeads, numKvHeads: p.numKvHeads ?? p.numHeads, headDim: p.headDim ?? p.hiddenSize / p.numHeads,
     vocabSize: p.vocabSize, rmsNormEps: p.rmsNormEps ?? 1e-5, ropeTheta: p.ropeTheta ?? 10000,
     maxPositionEmbeddings: p.maxPositionEmbeddings ?? 2048, useMup: p.useMup ?? false, inputMult: p.inputMult ?? 1,

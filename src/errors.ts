@@ -47,9 +47,12 @@ export class CheckpointError extends FlmGrowError {
 /** config.json that we cannot interpret. */
 export class ConfigError extends FlmGrowError {
   readonly field: string | undefined;
-  constructor(file: string, field: string | undefined, message: string) {
+  /** Every field named, when one error reports several problems of the file at once. */
+  readonly fields: readonly string[];
+  constructor(file: string, field: string | undefined, message: string, fields?: readonly string[]) {
     super('ConfigError', `${file}${field !== undefined ? `: field "${field}"` : ''}: ${message}`);
     this.field = field;
+    this.fields = fields ?? (field !== undefined ? [field] : []);
   }
 }
 

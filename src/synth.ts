@@ -4,8 +4,9 @@
  * of normal quantiles already encoded in the output dtype, indexed by 16 random bits: one xorshift
  * step gives two values and nothing is converted from float, so generation keeps ahead of the disk.
  */
-import { expectedTensors, type ExpectedTensor } from './arch.ts';
-import { configToJson, makeConfig, type ModelConfig } from './config.ts';
+import { existsSync } from 'node:fs';
+import { expectedTensors, FAMILIES, FAMILY_NAMES, type ExpectedTensor } from './arch.ts';
+import { configToJson, makeConfig, parseConfig, readConfigFile, type ModelConfig } from './config.ts';
 import { CheckpointWriter, parseSize } from './checkpoint/checkpoint-writer.ts';
 import { CONFIG_FILE } from './checkpoint/checkpoint.ts';
 import { dtypeSize, float32ToBytes, type DType } from './util/dtype.ts';
@@ -47,11 +48,29 @@ export const STAGES: Readonly<Record<string, StagePreset>> = {
 
 export const STAGE_NAMES = Object.keys(STAGES);
 
+/** What --like accepts: a Tele-FLM stage, a family (its tiny config, families.ts), or a config.json path. */
+export const LIKE_NAMES = [...STAGE_NAMES, ...FAMILY_NAMES];
+
+/**
+ * The config `--like` names: a Tele-FLM stage (STAGES), a family name (a tiny config of that
+ * family with its features on: tied head, biases, qk-norm, window, RoPE scaling), or the path
+ * of any supported config.json (e.g. a published checkpoint's; fixtures/configs has some).
+ */
 export function stageConfig(like: string, opts: { numLayers?: number; dtype?: DType } = {}): ModelConfig {
   const s = STAGES[like];
-  if (s === undefined) throw new FlmGrowError('UnknownStage', `--like: unknown stage "${like}" (known: ${STAGE_NAMES.join(', ')})`);
+  if (opts.numLayers !== undefined && (!Number.isInteger(opts.numLayers) || opts.numLayers < 1)) {
+    throw new FlmGrowError('BadLayers', `--num-hidden-layers: must be an integer >= 1, got ${opts.numLayers}`);
+  }
+  if (s === undefined) {
+    const fam = FAMILIES.find((f) => f.name === like);
+    let base: ModelConfig;
+    if (fam !== undefined) base = parseConfig({ ...fam.tiny }, `--like ${like}`);
+    else if (existsSync(like)) base = readConfigFile(like);
+    else throw new FlmGrowError('UnknownStage', `--like: "${like}" is neither a stage, a family nor a config.json file (stages and families: ${LIKE_NAMES.join(', ')})`);
+    const cfg = { ...base, numLayers: opts.numLayers ?? base.numLayers, dtype: opts.dtype ?? base.dtype ?? 'BF16' };
+    return parseConfig(configToJson(cfg), `--like ${like}`);
+  }
   const numLayers = opts.numLayers ?? s.numLayers;
-  if (!Number.isInteger(numLayers) || numLayers < 1) throw new FlmGrowError('BadLayers', `--num-hidden-layers: must be an integer >= 1, got ${numLayers}`);
   return makeConfig({
     hiddenSize: s.hiddenSize, intermediateSize: s.intermediateSize, numLayers, numHeads: s.numHeads, headDim: 128,
     vocabSize: s.vocabSize, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 4096, dtype: opts.dtype ?? 'BF16',

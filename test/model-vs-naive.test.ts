@@ -1,7 +1,9 @@
 /**
  * Our tfjs model against the naive float64 reference (itself proven against transformers) on
  * configurations no HF fixture covers: grouped-query attention, explicit head_dim ≠ H/nh, odd
- * head counts, other RoPE theta and eps, Tele-FLM µP multipliers, and arbitrary mask values.
+ * head counts, other RoPE theta and eps, Tele-FLM µP multipliers, and arbitrary mask values;
+ * and every supported family (families.ts) with its features: tied head, Qwen2 q/k/v biases,
+ * Qwen3 q/k norms, Mistral's sliding window, RoPE scaling (linear, dynamic, llama3, yarn).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -12,6 +14,8 @@ import type { MaskSet } from '../src/masks.ts';
 import { initBackend } from '../src/backend.ts';
 import { forward, masksToTensors, type LlamaWeights } from '../src/model/llama.ts';
 import { naiveForward } from './reference/naive-llama.ts';
+import { weightsFromArrays } from './support/model.ts';
+import { FAMILY_NAMES, type FamilyName } from '../src/families.ts';
 import { mulberry32 } from '../src/util/random.ts';
 
 /** Uniform [0, 1) from the project's seeded generator. */
@@ -26,7 +30,7 @@ function randomWeights(c: ModelConfig, seed: number): Map<string, Float32Array> 
   for (const t of expectedTensors(c)) {
     const n = t.shape.reduce((a, b) => a * b, 1);
     const a = new Float32Array(n);
-    const isNorm = t.shape.length === 1;
+    const isNorm = t.role.endsWith('norm');
     for (let k = 0; k < n; k++) a[k] = isNorm ? 1 + 0.2 * (rnd() - 0.5) : 0.3 * (rnd() - 0.5);
     m.set(t.name, a);
   }
@@ -34,27 +38,7 @@ function randomWeights(c: ModelConfig, seed: number): Map<string, Float32Array> 
 }
 
 function toTf(c: ModelConfig, w: Map<string, Float32Array>): LlamaWeights {
-  const t = (name: string, shape: number[]) => tf.tensor(w.get(name) as Float32Array, shape);
-  const H = c.hiddenSize, Q = c.numHeads * c.headDim, KV = c.numKvHeads * c.headDim, F = c.intermediateSize, V = c.vocabSize;
-  return {
-    embed: t('model.embed_tokens.weight', [V, H]),
-    finalNorm: t('model.norm.weight', [H]),
-    lmHead: t('lm_head.weight', [V, H]),
-    layers: Array.from({ length: c.numLayers }, (_, i) => {
-      const p = `model.layers.${i}.`;
-      return {
-        inputNorm: t(p + 'input_layernorm.weight', [H]),
-        q: t(p + 'self_attn.q_proj.weight', [Q, H]),
-        k: t(p + 'self_attn.k_proj.weight', [KV, H]),
-        v: t(p + 'self_attn.v_proj.weight', [KV, H]),
-        o: t(p + 'self_attn.o_proj.weight', [H, Q]),
-        postNorm: t(p + 'post_attention_layernorm.weight', [H]),
-        gate: t(p + 'mlp.gate_proj.weight', [F, H]),
-        up: t(p + 'mlp.up_proj.weight', [F, H]),
-        down: t(p + 'mlp.down_proj.weight', [H, F]),
-      };
-    }),
-  };
+  return weightsFromArrays(c, w);
 }
 
 function randomMasks(c: ModelConfig, rnd: () => number): MaskSet {
@@ -87,18 +71,41 @@ const configArb = fc.record({
   masked: fc.boolean(),
   T: fc.integer({ min: 1, max: 7 }),
   seed: fc.integer({ min: 0, max: 1 << 30 }),
+  family: fc.constantFrom<FamilyName>(...FAMILY_NAMES),
+  tied: fc.boolean(),
+  window: fc.integer({ min: 1, max: 6 }),
+  maxPos: fc.integer({ min: 2, max: 8 }),
+  rope: fc.oneof(
+    fc.constant(undefined),
+    fc.record({ rope_type: fc.constant('linear'), factor: fc.double({ min: 1, max: 8, noNaN: true }) }),
+    fc.record({ rope_type: fc.constant('dynamic'), factor: fc.double({ min: 1, max: 8, noNaN: true }) }),
+    fc.record({
+      rope_type: fc.constant('llama3'), factor: fc.constantFrom(2, 8, 32), low_freq_factor: fc.constantFrom(1, 2),
+      high_freq_factor: fc.constantFrom(4, 8), original_max_position_embeddings: fc.constantFrom(4, 16, 64, 8192),
+    }),
+    fc.record({
+      rope_type: fc.constant('yarn'), factor: fc.constantFrom(2, 4, 40),
+      original_max_position_embeddings: fc.option(fc.constantFrom(4, 32, 4096), { nil: undefined }),
+      attention_factor: fc.option(fc.double({ min: 0.5, max: 2, noNaN: true }), { nil: undefined }),
+      beta_fast: fc.option(fc.constantFrom(8, 32), { nil: undefined }), truncate: fc.option(fc.boolean(), { nil: undefined }),
+      mscale: fc.option(fc.constantFrom(0.707, 1), { nil: undefined }), mscale_all_dim: fc.option(fc.constantFrom(0.707, 1), { nil: undefined }),
+    }, { requiredKeys: ['rope_type', 'factor'] }),
+  ),
 });
 
 describe('tfjs model vs naive float64 reference', () => {
   it('agrees on random configs (GQA, explicit head_dim, theta, eps, µP, masks)', async () => {
     let worst = 0;
+    const byFamily = new Map<string, number>();
     await fc.assert(
       fc.asyncProperty(configArb, async (p) => {
         const c = makeConfig({
           hiddenSize: p.hiddenSize, intermediateSize: p.intermediateSize, numLayers: p.numLayers,
           numHeads: p.numKvHeads * p.group, numKvHeads: p.numKvHeads, headDim: 2 * p.headDimHalf, vocabSize: p.vocabSize,
           rmsNormEps: p.rmsNormEps, ropeTheta: p.ropeTheta, useMup: p.mup, inputMult: p.inputMult,
-          outputMult: p.outputMult, mupScaleFactor: p.mupScaleFactor,
+          outputMult: p.outputMult, mupScaleFactor: p.mupScaleFactor, family: p.family, tieWordEmbeddings: p.tied,
+          ropeScaling: p.rope === undefined ? undefined : Object.fromEntries(Object.entries(p.rope).filter(([, v]) => v !== undefined)),
+          slidingWindow: p.family === 'mistral' ? p.window : undefined, maxPositionEmbeddings: p.maxPos,
         });
         const w = randomWeights(c, p.seed);
         const rnd = uniform(p.seed ^ 0x5bd1e995);
@@ -128,10 +135,11 @@ describe('tfjs model vs naive float64 reference', () => {
           }
         }
         worst = Math.max(worst, maxDiff / maxRef);
+        byFamily.set(p.family, Math.max(byFamily.get(p.family) ?? 0, maxDiff / maxRef));
         expect(maxDiff / maxRef).toBeLessThan(2e-5);
       }),
-      { numRuns: 60, seed: 20261124 },
+      { numRuns: 120, seed: 20261124 },
     );
-    console.log(`[model vs naive] worst relative |Δlogits| over 60 random configs: ${worst.toExponential(3)}`);
+    console.log(`[model vs naive] worst relative |Δlogits| over 120 random configs: ${worst.toExponential(3)}; by family: ${[...byFamily].map(([f, v]) => `${f} ${v.toExponential(2)}`).join(', ')}`);
   });
 });

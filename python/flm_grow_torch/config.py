@@ -8,6 +8,12 @@ class ModelConfig:
         self.raw = raw
         if raw.get("tie_word_embeddings") is True:
             raise ValueError("config.json: tied embeddings are not supported (flm-grow assumes an untied lm_head)")
+        # issue 13's families are in flm-grow's tfjs model only so far: refuse rather than ignore their tensors
+        mt = str(raw.get("model_type", "")).lower()
+        if mt in ("qwen2", "qwen3"):
+            raise ValueError(f"config.json: model_type {mt!r} (q/k/v biases or q/k norms) is not supported by the torch engine yet; use the tfjs engine")
+        if raw.get("sliding_window") is not None and mt == "mistral":
+            raise ValueError("config.json: sliding_window is not supported by the torch engine yet; use the tfjs engine")
         if raw.get("hidden_act", "silu") != "silu":
             raise ValueError("config.json: only hidden_act 'silu' (SwiGLU) is supported")
         self.hidden_size = int(raw["hidden_size"])

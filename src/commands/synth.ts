@@ -6,15 +6,20 @@ import { progressBars } from './progress.ts';
 /** The stages synth knows (checked against synth.ts's STAGE_NAMES by test/cli/options.test.ts). */
 export const STAGE_CHOICES = ['tele-flm-52b', 'tele-flm-102b', 'tele-flm-1t', 'tele-flm-mup-proxy'];
 
+/** The families synth knows (checked against families.ts by test/cli/options.test.ts). */
+export const FAMILY_CHOICES = ['llama', 'tele-flm', 'mistral', 'qwen2', 'qwen3'];
+
 export const synthCommand: CommandModule = {
   command: 'synth <dir>',
-  describe: 'Write a random checkpoint with a Tele-FLM stage\'s exact widths (for rehearsing growth at full width)',
+  describe: 'Write a random checkpoint of a Tele-FLM stage\'s exact widths, of a family or of any supported config.json (for rehearsals and tests)',
   builder: (y) => shared(y
     .positional('dir', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
-    .option('like', { type: 'string', choices: STAGE_CHOICES, demandOption: true, describe: 'stage whose widths, vocab and µP fields to use' })
+    .option('like', { type: 'string', demandOption: true, describe: `a Tele-FLM stage (${STAGE_CHOICES.join(', ')}), a family (${FAMILY_CHOICES.join(', ')}) or the path of a config.json` })
     .option('num-hidden-layers', spec('num-hidden-layers', 'number', { describe: 'layers (default: the stage\'s)' })),
   ['json', 'quiet', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'], { dtype: { default: 'bf16' }, seed: { default: 0 }, 'out-shard-size': { default: '5GB' } })
-    .example('$0 synth /data/flm52b --like tele-flm-52b --num-hidden-layers 2', 'two full-width Tele-FLM 52B layers of random weights'),
+    .example('$0 synth /data/flm52b --like tele-flm-52b --num-hidden-layers 2', 'two full-width Tele-FLM 52B layers of random weights')
+    .example('$0 synth /tmp/q3 --like qwen3', 'a tiny random Qwen3 checkpoint (qk-norm, tied embeddings)')
+    .example('$0 synth /tmp/l31 --like fixtures/configs/Llama-3.2-1B.json --num-hidden-layers 1', 'one layer of a published config'),
   handler: async (a) => {
     const [{ parseDtypeName }, { parameterCount }, { synthCheckpoint }] = await Promise.all([import('../util/dtype.ts'), import('../arch.ts'), import('../synth.ts')]);
     const r = await synthCheckpoint(a.dir as string, {

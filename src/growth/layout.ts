@@ -33,6 +33,8 @@ export interface GrowthLayout {
   seed: number;
   /** Multiplier of every norm gain (zero mode: sqrt(H/H'), else 1). */
   normScale: number;
+  /** Roles multiplied by normScale (the hidden operator's normScaledRoles). */
+  normScaled: readonly Role[];
   std: Record<Role, number>;
 }
 
@@ -49,6 +51,7 @@ export function buildLayout(source: ModelConfig, target: ModelConfig, plan: Grow
   return {
     source, target, mode: plan.mode, maps, headMap: units.heads as AxisMap, units, layerMap,
     layerInit: plan.init.layers, newInit: plan.init.new, seed: plan.seed, normScale, std,
+    normScaled: normScale === 1 ? [] : OPERATORS.flatMap((op) => op.normScaledRoles?.(t) ?? []),
   };
 }
 
@@ -107,7 +110,7 @@ export function tensorOps(g: GrowthLayout): TensorOp[] {
       fillNewCol: colZero ? 'zero' : base,
       fillNewBoth: rowZero || colZero ? 'zero' : base,
       zeroAll: g.mode === 'zero' && inserted && ZERO_MODE_INSERTED.includes(e.role),
-      scale: isNorm ? g.normScale : 1,
+      scale: g.normScaled.includes(e.role) ? g.normScale : 1,
       std: g.std[e.role],
     };
   });

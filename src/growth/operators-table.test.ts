@@ -16,7 +16,7 @@ import { growCheckpoint } from './grow.ts';
 import { parsePlan, resolveTarget, TARGET_KEYS, type GrowthTargets } from './plan.ts';
 import { compareGrown, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 
-const DIMS: readonly Dim[] = ['V', 'H', 'F', 'Q', 'KV'];
+const DIMS: readonly Dim[] = ['V', 'H', 'F', 'Q', 'KV', 'HD'];
 const MASK_VECTORS: readonly MaskVector[] = ['hidden', 'vocab', 'heads', 'ffn', 'residual'];
 
 const src = makeConfig({
@@ -85,7 +85,8 @@ describe('the operator table', () => {
         const map = layout.maps[d];
         expect(map.length, `${op.name} ${d}`).toBe(dimSize(target, d));
         const identity = map.length === dimSize(src, d) && map.every((s, k) => s === k);
-        const mine = op.dims.includes(d) || (op.name === 'kv-heads' && d === 'Q');
+        // head_dim (HD) never grows: its owner (heads) keeps the identity map
+        const mine = (op.dims.includes(d) && d !== 'HD') || (op.name === 'kv-heads' && d === 'Q');
         expect(identity, `${op.name} ${d}`).toBe(!mine);
       }
     }

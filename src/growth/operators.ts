@@ -11,7 +11,7 @@
  * The common language is the axis map (axis-map.ts): for each output index, the source index it
  * copies or NEW. layout.ts turns the maps into per-tensor operations.
  */
-import type { Dim, Role } from '../arch.ts';
+import { isHiddenNorm, LLAMA_TENSORS, type Dim, type Role } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
 import type { DType } from '../util/dtype.ts';
 import { PlanError } from '../errors.ts';
@@ -46,6 +46,8 @@ export interface GrowthOperator {
   readonly zeroModeInserted?: readonly Role[];
   /** Zero mode: rescaling of norm gains and eps the operator needs (at most one operator has one). */
   readonly normRule?: (src: ModelConfig, target: ModelConfig, gainDtype: DType) => ZeroModeNorm;
+  /** Zero mode, with normRule: the roles whose every value is multiplied by its gainScale. */
+  readonly normScaledRoles?: (target: ModelConfig) => readonly Role[];
 }
 
 // ---- hidden: the zero-mode norm rule -------------------------------------------------------
@@ -126,7 +128,19 @@ export function kvRowMap(nkv: number, nkv2: number, headDim: number): AxisMap {
  * every gain is multiplied by sqrt(H/H') and eps by H/H':
  *   (sum x²/H' + eps·H/H') = (H/H')·(sum x²/H + eps)  =>  x/rms' · g·sqrt(H/H') = x/rms · g.
  * Exact when sqrt(H/H') is a power of two; otherwise it holds to the rounding of the gains in
- * the output dtype.
+ * the output dtype. Only the norms over H are rescaled (arch.ts isHiddenNorm).
+ *
+ * Qwen3's q_norm / k_norm (RMSNorm over head_dim, eps = rms_norm_eps) see the new eps too. Their
+ * inputs q = W_q h (+ b_q), k likewise, are unchanged (h is), so zero mode also multiplies q_proj
+ * and k_proj (and their biases) by s = sqrt(H/H'):
+ *   s·q / sqrt(mean(s²q²) + eps·H/H') = s·q / (s·sqrt(mean(q²) + eps)) = q / sqrt(mean(q²) + eps),
+ * so the normed q and k, hence RoPE, scores and everything after, are the old ones (exact to the
+ * same rounding as the gains). q_norm/k_norm gains themselves stay.
+ *
+ * Tied embeddings: embed_tokens is also the LM head. Its new columns multiply the new
+ * coordinates of the final normed state, which are 0 in both modes (masked: x_new = 0 and the
+ * mask-aware norm gives 0·g; zero mode: x_new = 0 by the zero rows above), so the logits of old
+ * ids are unchanged whatever the new columns hold; zero mode's 0 columns serve both uses.
  */
 const hidden: GrowthOperator = {
   name: 'hidden',
@@ -140,6 +154,10 @@ const hidden: GrowthOperator = {
   maskGroup: 'hidden',
   zeroModeAxes: { embed: ['H'], o: ['H'], down: ['H'] },
   normRule: (s, t, gainDtype) => zeroModeNorm(s.hiddenSize, t.hiddenSize, gainDtype),
+  normScaledRoles: (t) => [
+    ...LLAMA_TENSORS.filter(isHiddenNorm).map((x) => x.role),
+    ...(t.qkNorm ? (['q', 'k', ...(t.qkvBias ? ['q_bias', 'k_bias'] as const : [])] as const) : []),
+  ],
 };
 
 /**
@@ -172,6 +190,17 @@ const ffn: GrowthOperator = {
  * still reads KV head k. New heads contribute 0: their output is multiplied by the head mask
  * (masked mode) or by zero o_proj columns (zero mode).
  *
+ * Qwen2's q/k/v biases ([nh·hd], [nkv·hd], [nkv·hd]) carry the Q and KV dimensions, so they move
+ * with their heads' rows (the same maps). Head j's output is softmax((W_q,j h + b_q,j)·(W_k,k h +
+ * b_k,k)ᵀ/√hd)·(W_v,k h + b_v,k): for an old head every term is the old one (same rows, same
+ * biases, same KV head k). A new head's bias entries, whatever they hold, only change that new
+ * head's output, which is multiplied by its head mask (masked mode) or by its zero o_proj columns
+ * (zero mode): the residual stream gets exactly 0 from it. New KV heads' biases are read only by
+ * new query heads (kv-heads below). Qwen3's q_norm/k_norm gains [hd] are shared by all heads of a
+ * layer (transformers' Qwen3Attention has one RMSNorm(head_dim) for q and one for k), so new heads
+ * use the same gains as the old ones; head_dim (HD), which this operator owns, never changes and
+ * its map is the identity. An inserted layer initialised at random gets gains of ones.
+ *
  * It also owns head_dim, which never changes (RoPE and every head's weights depend on it), and
  * checks the GQA groups (kv heads) and, where the config derives head_dim, H = nh × head_dim.
  */
@@ -193,8 +222,8 @@ const heads: GrowthOperator = {
         `${H} must equal num_attention_heads × head_dim = ${nh} × ${s.headDim} = ${nh * s.headDim}: the source config has no head_dim, so runtimes derive it as hidden_size / num_attention_heads`, where);
     }
   },
-  dims: ['Q'],
-  indexMaps: (s, t) => ({ Q: queryRowMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads, s.headDim) }),
+  dims: ['Q', 'HD'],
+  indexMaps: (s, t) => ({ Q: queryRowMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads, s.headDim), HD: appendMap(s.headDim, s.headDim) }),
   mask: 'heads',
   units: (s, t) => queryHeadMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads),
   maskGroup: 'heads',

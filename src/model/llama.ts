@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { inputScale, logitScale, type ModelConfig } from '../config.ts';
 import { ModelInputError, CheckpointError } from '../errors.ts';
-import { LLAMA_TENSORS, shapeOf, tensorName, type Role } from '../arch.ts';
+import { hasTensor, LLAMA_TENSORS, shapeOf, SPEC_BY_ROLE, tensorName, type Role } from '../arch.ts';
 import { roundToDtype, type DType } from '../util/dtype.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { MaskSet } from '../masks.ts';
@@ -21,11 +21,16 @@ import type { MaskSet } from '../masks.ts';
 export interface LayerWeights {
   inputNorm: tf.Tensor; q: tf.Tensor; k: tf.Tensor; v: tf.Tensor; o: tf.Tensor;
   postNorm: tf.Tensor; gate: tf.Tensor; up: tf.Tensor; down: tf.Tensor;
+  /** Qwen2: q/k/v biases [nh·hd], [nkv·hd], [nkv·hd]. */
+  qBias?: tf.Tensor; kBias?: tf.Tensor; vBias?: tf.Tensor;
+  /** Qwen3: RMSNorm gains [hd] over each head's q / k, before RoPE. */
+  qNorm?: tf.Tensor; kNorm?: tf.Tensor;
 }
 
 export interface LlamaWeights {
   embed: tf.Tensor;
   finalNorm: tf.Tensor;
+  /** The LM head; with tied embeddings the same tensor as `embed`. */
   lmHead: tf.Tensor;
   layers: LayerWeights[];
 }
@@ -51,7 +56,10 @@ export async function loadLayerWeights<K extends keyof LayerWeights>(ck: Checkpo
 export async function loadLayerWeights(ck: Checkpoint, i: number, fields?: readonly (keyof LayerWeights)[]): Promise<Partial<LayerWeights>> {
   const out: Partial<LayerWeights> = {};
   try {
-    for (const [field, role] of LAYER_FIELDS) if (fields === undefined || fields.includes(field)) out[field] = await loadTensor(ck, ck.config, role, i);
+    for (const [field, role] of LAYER_FIELDS) {
+      if (!hasTensor(ck.config, SPEC_BY_ROLE[role])) continue; // optional tensors of other families
+      if (fields === undefined || fields.includes(field)) out[field] = await loadTensor(ck, ck.config, role, i);
+    }
   } catch (e) {
     for (const t of Object.values(out)) t.dispose();
     throw e;
@@ -74,7 +82,7 @@ export async function loadWeights(ck: Checkpoint): Promise<LlamaWeights> {
     }
     const finalNorm = await loadTensor(ck, cfg, 'final_norm');
     loaded.push(finalNorm);
-    const lmHead = await loadTensor(ck, cfg, 'lm_head');
+    const lmHead = cfg.tieWordEmbeddings ? embed : await loadTensor(ck, cfg, 'lm_head');
     return { embed, finalNorm, lmHead, layers };
   } catch (e) {
     tf.dispose(loaded);
@@ -146,13 +154,75 @@ export interface Rope {
   /** [T, hd]: HF's cat(freqs, freqs) layout. */
   cos: tf.Tensor2D;
   sin: tf.Tensor2D;
-  /** [g*T, T] with g = nh/nkv: 0 where key position ≤ query position, -1e30 above the diagonal. */
+  /** [g*T, T] with g = nh/nkv: 0 where key position ≤ query position (and within the sliding window), else -1e30. */
   causal: tf.Tensor2D;
   /** [hd, hd] signed permutation: x · rotate = rotate_half(x). */
   rotate: tf.Tensor2D;
   /** The query heads per KV head (g) the causal bias was laid out for. */
   group: number;
   dispose(): void;
+}
+
+/**
+ * inv_freq and the cos/sin scale of a config's RoPE for a sequence of length seqLen, as
+ * transformers' modeling_rope_utils.py computes them (`_compute_default_rope_parameters`,
+ * `_compute_linear_scaling_rope_parameters`, `_compute_dynamic_ntk_parameters`,
+ * `_compute_llama3_parameters`, `_compute_yarn_parameters`), rounded to f32 at the end.
+ * 'default' is ropeInvFreq's f32 computation exactly (the HF fixtures pin it).
+ */
+export function ropeFrequencies(cfg: ModelConfig, seqLen: number, dtype: DType = 'F32'): { invFreq: Float32Array; attentionScaling: number } {
+  const d = cfg.headDim;
+  const base = cfg.ropeTheta;
+  const r = cfg.rope;
+  if (r.type === 'default') return { invFreq: ropeInvFreq(d, base, dtype), attentionScaling: 1 };
+  const plain = (theta: number) => Array.from({ length: d / 2 }, (_, i) => 1 / Math.pow(theta, (2 * i) / d));
+  const factor = r.factor ?? 1;
+  let inv: number[];
+  let scaling = 1;
+  switch (r.type) {
+    case 'linear':
+      inv = plain(base).map((f) => f / factor);
+      break;
+    case 'dynamic': {
+      // the NTK base grows with the sequence once it exceeds max_position_embeddings
+      const len = Math.max(seqLen, cfg.maxPositionEmbeddings);
+      inv = plain(base * Math.pow((factor * len) / cfg.maxPositionEmbeddings - (factor - 1), d / (d - 2)));
+      break;
+    }
+    case 'llama3': {
+      const old = r.originalMaxPositionEmbeddings as number;
+      const lo = r.lowFreqFactor as number, hi = r.highFreqFactor as number;
+      const loWave = old / lo, hiWave = old / hi;
+      inv = plain(base).map((f) => {
+        const wave = (2 * Math.PI) / f;
+        if (wave < hiWave) return f;
+        if (wave > loWave) return f / factor;
+        const smooth = (old / wave - lo) / (hi - lo);
+        return (1 - smooth) * (f / factor) + smooth * f;
+      });
+      break;
+    }
+    case 'yarn': {
+      const orig = r.originalMaxPositionEmbeddings ?? cfg.maxPositionEmbeddings;
+      const fac = r.factor ?? cfg.maxPositionEmbeddings / orig;
+      const mscale = (s: number, m = 1) => (s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1);
+      scaling = r.attentionFactor ?? (r.mscale !== undefined && r.mscaleAllDim !== undefined && r.mscale !== 0 && r.mscaleAllDim !== 0
+        ? mscale(fac, r.mscale) / mscale(fac, r.mscaleAllDim) : mscale(fac));
+      const corr = (rot: number) => (d * Math.log(orig / (rot * 2 * Math.PI))) / (2 * Math.log(base));
+      let low = corr(r.betaFast ?? 32), high = corr(r.betaSlow ?? 1);
+      if (r.truncate !== false) { low = Math.floor(low); high = Math.ceil(high); }
+      low = Math.max(low, 0);
+      high = Math.min(high, d - 1);
+      if (low === high) high += 0.001;
+      inv = plain(base).map((f, i) => {
+        const ramp = Math.min(1, Math.max(0, (i - low) / (high - low)));
+        const extra = 1 - ramp; // share of the unscaled (extrapolated) frequency
+        return (f / fac) * (1 - extra) + f * extra;
+      });
+      break;
+    }
+  }
+  return { invFreq: roundToDtype(Float32Array.from(inv), dtype), attentionScaling: scaling };
 }
 
 export interface RopeOptions {
@@ -163,23 +233,26 @@ export interface RopeOptions {
 export function makeRope(cfg: ModelConfig, seqLen: number, opts: RopeOptions = {}): Rope {
   const hd = cfg.headDim;
   const half = hd / 2;
-  const inv = ropeInvFreq(hd, cfg.ropeTheta, opts.invFreqDtype ?? 'F32');
+  const { invFreq: inv, attentionScaling } = ropeFrequencies(cfg, seqLen, opts.invFreqDtype ?? 'F32');
   const cos = new Float32Array(seqLen * hd);
   const sin = new Float32Array(seqLen * hd);
   for (let t = 0; t < seqLen; t++) {
     for (let i = 0; i < half; i++) {
       // transformers forms the angle as an f32 product, then takes cos/sin of that f32 value.
       const ang = Math.fround(t * inv[i]);
-      const c = Math.cos(ang), s = Math.sin(ang);
+      const c = Math.fround(Math.cos(ang)) * attentionScaling, s = Math.fround(Math.sin(ang)) * attentionScaling;
       cos[t * hd + i] = c; cos[t * hd + i + half] = c;
       sin[t * hd + i] = s; sin[t * hd + i + half] = s;
     }
   }
   const g = cfg.numHeads / cfg.numKvHeads;
   const causal = new Float32Array(g * seqLen * seqLen);
+  const w = cfg.slidingWindow;
   for (let r = 0; r < g * seqLen; r++) {
     const t = r % seqLen;
     for (let s = t + 1; s < seqLen; s++) causal[r * seqLen + s] = -1e30;
+    // Mistral: key s is visible from query t only when t - s < sliding_window (masking_utils.sliding_window_overlay)
+    if (w !== undefined) for (let s = 0; s <= t - w; s++) causal[r * seqLen + s] = -1e30;
   }
   const rotate = new Float32Array(hd * hd); // x · rotate = cat(-x2, x1)
   for (let c = 0; c < half; c++) { rotate[(c + half) * hd + c] = -1; rotate[c * hd + c + half] = 1; }
@@ -315,10 +388,13 @@ function wideLinear(x: tf.Tensor, w: tf.Tensor): tf.Tensor2D {
  * [B·nkv, g·T, hd] and one batched matMul per group serves them all without repeating K/V.
  * q [N, nh*hd], k/v [N, nkv*hd]; returns the head outputs (head-masked) as [N, nh*hd].
  */
-function attention(cfg: ModelConfig, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, B: number, T: number, rope: Rope, headMask?: tf.Tensor1D): tf.Tensor2D {
+function attention(cfg: ModelConfig, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, B: number, T: number, rope: Rope, headMask?: tf.Tensor1D, qkNorm?: { q: tf.Tensor; k: tf.Tensor }): tf.Tensor2D {
   const nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim, g = nh / nkv;
-  const qr = applyRope(tf.reshape(q, [B, T, nh, hd]) as tf.Tensor4D, rope);
-  const kr = applyRope(tf.reshape(k, [B, T, nkv, hd]) as tf.Tensor4D, rope);
+  // Qwen3: RMSNorm over each head's head_dim coordinates, before RoPE
+  const headNorm = (x: tf.Tensor, gain: tf.Tensor | undefined, heads: number) =>
+    gain === undefined ? x : rmsNorm(tf.reshape(x, [B * T * heads, hd]), gain, cfg.rmsNormEps);
+  const qr = applyRope(tf.reshape(headNorm(q, qkNorm?.q, nh), [B, T, nh, hd]) as tf.Tensor4D, rope);
+  const kr = applyRope(tf.reshape(headNorm(k, qkNorm?.k, nkv), [B, T, nkv, hd]) as tf.Tensor4D, rope);
   const qh = tf.reshape(tf.transpose(qr, [0, 2, 1, 3]), [B * nkv, g * T, hd]) as tf.Tensor3D;
   const khT = tf.reshape(tf.transpose(kr, [0, 2, 3, 1]), [B * nkv, hd, T]) as tf.Tensor3D; // K^T per KV head
   const vh = tf.reshape(tf.transpose(tf.reshape(v, [B, T, nkv, hd]), [0, 2, 1, 3]), [B * nkv, T, hd]) as tf.Tensor3D;
@@ -337,7 +413,16 @@ export function residualAdd(x: tf.Tensor, y: tf.Tensor, masks: MaskTensors | und
   return tf.add(x, tf.mul(tf.mul(y, masks.hidden), masks.layers[layerIndex].residual));
 }
 
-export type AttentionWeights = Pick<LayerWeights, 'inputNorm' | 'q' | 'k' | 'v' | 'o'>;
+export type AttentionWeights = Pick<LayerWeights, 'inputNorm' | 'q' | 'k' | 'v' | 'o' | 'qBias' | 'kBias' | 'vBias' | 'qNorm' | 'kNorm'>;
+
+/** The LayerWeights fields the attention half reads (optional ones load only where the family has them). */
+export const ATTENTION_FIELDS: readonly (keyof AttentionWeights)[] = ['inputNorm', 'q', 'k', 'v', 'o', 'qBias', 'kBias', 'vBias', 'qNorm', 'kNorm'];
+
+/** x [N, in] · w^T (+ bias [out]). */
+function linearBias(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | undefined): tf.Tensor2D {
+  const y = linear(x, w);
+  return b === undefined ? y : tf.add(y, b) as tf.Tensor2D;
+}
 export type MlpWeights = Pick<LayerWeights, 'postNorm' | 'gate' | 'up' | 'down'>;
 
 /** x + attention(rmsnorm(x)): the first half of a decoder layer; x [B,T,H]. */
@@ -348,7 +433,10 @@ export function attentionBlock(cfg: ModelConfig, w: AttentionWeights, x: tf.Tens
     if (rope.group !== cfg.numHeads / cfg.numKvHeads) throw new ModelInputError(`RoPE tables were made for ${rope.group} query heads per KV head, the config has ${cfg.numHeads / cfg.numKvHeads}`);
     const x2 = tf.reshape(x, [B * T, H]);
     const h = rmsNorm(x2, w.inputNorm, cfg.rmsNormEps, masks?.hidden);
-    const att = attention(cfg, linear(h, w.q), linear(h, w.k), linear(h, w.v), B, T, rope, masks?.layers[layerIndex].heads);
+    if (cfg.qkvBias && (w.qBias === undefined || w.kBias === undefined || w.vBias === undefined)) throw new ModelInputError('the config has q/k/v biases; the weights lack them');
+    if (cfg.qkNorm && (w.qNorm === undefined || w.kNorm === undefined)) throw new ModelInputError('the config has q_norm/k_norm; the weights lack them');
+    const qk = cfg.qkNorm ? { q: w.qNorm as tf.Tensor, k: w.kNorm as tf.Tensor } : undefined;
+    const att = attention(cfg, linearBias(h, w.q, w.qBias), linearBias(h, w.k, w.kBias), linearBias(h, w.v, w.vBias), B, T, rope, masks?.layers[layerIndex].heads, qk);
     return tf.reshape(residualAdd(x2, linear(att, w.o), masks, layerIndex), [B, T, H]) as tf.Tensor3D;
   });
 }

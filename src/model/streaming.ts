@@ -7,7 +7,7 @@
  * The math is llama.ts's functions, unchanged.
  */
 import * as tf from '@tensorflow/tfjs';
-import { tensorName } from '../arch.ts';
+import { headRole, tensorName } from '../arch.ts';
 import { bytesToFloat32 } from '../util/dtype.ts';
 import { assertFiniteWeights, type Checkpoint } from '../checkpoint/checkpoint.ts';
 import { MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
@@ -17,7 +17,7 @@ import type { MaskSet } from '../masks.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
 import {
   attentionBlock, disposeLayerWeights, disposeMaskTensors, embedTokens, finalHidden, lmHeadLogits, loadLayerWeights, loadTensor,
-  makeRope, masksToTensors, mlpBlock, residualAdd, rmsNorm, swiglu, validateIds, WIDE_BLOCK, type MaskTensors, type Rope, type RopeOptions,
+  ATTENTION_FIELDS, makeRope, masksToTensors, mlpBlock, residualAdd, rmsNorm, swiglu, validateIds, WIDE_BLOCK, type MaskTensors, type Rope, type RopeOptions,
 } from './llama.ts';
 
 export const DEFAULT_MAX_BLOCK_BYTES = 1 << 30;
@@ -171,7 +171,7 @@ async function embedIds(ck: Checkpoint, idsT: tf.Tensor2D, masks: MaskTensors | 
  */
 async function streamLayer(ck: Checkpoint, l: number, x: tf.Tensor3D, masks: MaskTensors | undefined, rope: Rope, maxBlockBytes: number): Promise<tf.Tensor3D> {
   const cfg = ck.config;
-  const aw = await loadLayerWeights(ck, l, ['inputNorm', 'q', 'k', 'v', 'o']);
+  const aw = await loadLayerWeights(ck, l, ATTENTION_FIELDS);
   let mid: tf.Tensor3D;
   try {
     mid = attentionBlock(cfg, aw, x, l, masks, rope);
@@ -246,7 +246,7 @@ async function blockedLogits(c: Checkpoint, normed: tf.Tensor3D, m: MaskTensors 
   const cfg = c.config;
   const [B, T, H] = normed.shape;
   const V = cfg.vocabSize;
-  const name = tensorName('lm_head');
+  const name = tensorName(headRole(cfg)); // the embedding when tied
   if (!c.has(name)) throw new CheckpointError('TensorNotFound', `${c.dir}: tensor "${name}" is missing`);
   // Blocks no larger than one layer in f32 so the head never sets the peak, and at most
   // WIDE_BLOCK rows so lmHeadLogits does not split (copy) the block again.

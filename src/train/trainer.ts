@@ -12,7 +12,7 @@ import { MAX_SEQ_LEN } from '../util/limits.ts';
 import * as tf from '@tensorflow/tfjs';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { expectedTensors, tensorName } from '../arch.ts';
+import { expectedTensors, headRole, tensorName } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
@@ -123,7 +123,7 @@ export function modelStateFromArrays(cfg: ModelConfig, arrays: ReadonlyMap<strin
   }
   const weights: LlamaWeights = {
     embed: vars.get(tensorName('embed')) as tf.Variable, finalNorm: vars.get(tensorName('final_norm')) as tf.Variable,
-    lmHead: vars.get(tensorName('lm_head')) as tf.Variable, layers,
+    lmHead: vars.get(tensorName(headRole(cfg))) as tf.Variable, layers, // tied: the embedding variable itself
   };
   return { cfg, vars, weights, dispose: () => tf.dispose([...vars.values()]) };
 }

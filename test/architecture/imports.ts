@@ -54,6 +54,7 @@ export const LAYERS: string[][] = [
   ['checkpoint-folder', 'masks', 'manifest'],
   ['checkpoint', 'arch', 'backend', 'torch-engine', 'tokenizer'],
   ['config'],
+  ['families'],
   ['util', 'errors'],
 ];
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import yargs, { type CommandModule } from 'yargs';
 import { commands, COMMAND_NAMES } from '../../src/commands/index.ts';
 import { BACKEND_CHOICES, COMMAND_OPTIONS, ENGINE_CHOICES, SHARED_OPTIONS, suggest } from '../../src/commands/options.ts';
-import { STAGE_CHOICES } from '../../src/commands/synth.ts';
+import { FAMILY_CHOICES, STAGE_CHOICES } from '../../src/commands/synth.ts';
 import { DEFAULT_TOLERANCE } from '../../src/commands/verify.ts';
 import { countLabel, plural } from '../../src/commands/format.ts';
 import { configToJson, parseConfig } from '../../src/config.ts';
@@ -63,6 +63,7 @@ describe('the shared option table', () => {
     expect([...BACKEND_CHOICES]).toEqual([...(await import('../../src/backend.ts')).BACKEND_NAMES]);
     expect([...ENGINE_CHOICES]).toEqual([...(await import('../../src/train/engine.ts')).ENGINES]);
     expect(STAGE_CHOICES).toEqual((await import('../../src/synth.ts')).STAGE_NAMES);
+    expect(FAMILY_CHOICES).toEqual([...(await import('../../src/families.ts')).FAMILY_NAMES]);
     expect(DEFAULT_TOLERANCE).toBe((await import('../../src/verify.ts')).DEFAULT_TOLERANCE);
   });
 });

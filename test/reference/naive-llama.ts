@@ -4,6 +4,18 @@
  * judges our tfjs model on the configurations the HF fixtures do not cover (GQA, explicit
  * head_dim, other theta/eps, µP multipliers, masks). Written straight from the equations of
  * SPEC §1–§2, slow on purpose: use it on tiny models only.
+ *
+ * The other families' features are read from the raw config.json (`c.raw`), not from our
+ * parsed fields, and written from transformers' modeling code (read, not copied):
+ * - tied head (`tie_word_embeddings`): logits use model.embed_tokens.weight (PreTrainedModel.tie_weights);
+ * - Qwen2 (`model_type` qwen2): q/k/v Linear layers with bias (models/qwen2/modeling_qwen2.py, Qwen2Attention);
+ * - Qwen3 (`qwen3`): q_norm / k_norm, Qwen3RMSNorm(head_dim, eps=rms_norm_eps) on each head's q and k
+ *   after the projection and before RoPE (models/qwen3/modeling_qwen3.py, Qwen3Attention.forward);
+ * - Mistral (`mistral`): key s visible from query t only when t - s < sliding_window
+ *   (masking_utils.py, sliding_window_overlay: kv_idx > q_idx - sliding_window);
+ * - RoPE scaling (`rope_parameters` or `rope_scaling`): modeling_rope_utils.py,
+ *   _compute_linear_scaling_rope_parameters, _compute_dynamic_ntk_parameters,
+ *   _compute_llama3_parameters, _compute_yarn_parameters (cos and sin times attention_factor).
  */
 import type { ModelConfig } from '../../src/config.ts';
 import type { MaskSet } from '../../src/masks.ts';
@@ -48,17 +60,75 @@ export function ropeInvFreq(headDim: number, theta: number): Float64Array {
   return f;
 }
 
-function applyRope(v: Float64Array, off: number, hd: number, pos: number, invFreq: ArrayLike<number>): void {
+function applyRope(v: Float64Array, off: number, hd: number, pos: number, invFreq: ArrayLike<number>, attn = 1): void {
   const half = hd / 2;
   for (let i = 0; i < half; i++) {
     const ang = pos * invFreq[i];
-    const c = Math.cos(ang);
-    const s = Math.sin(ang);
+    const c = Math.cos(ang) * attn;
+    const s = Math.sin(ang) * attn;
     const a = v[off + i];
     const b = v[off + i + half];
     v[off + i] = a * c - b * s;
     v[off + i + half] = b * c + a * s;
   }
+}
+
+type Json = Record<string, unknown>;
+
+/** inv_freq and attention factor of the config's RoPE for a sequence of T tokens, in float64. */
+export function naiveRope(c: ModelConfig, T: number): { inv: Float64Array; attn: number } {
+  const raw = c.raw;
+  const rp = (raw.rope_parameters ?? raw.rope_scaling ?? {}) as Json;
+  const type = (rp.rope_type ?? rp.type ?? 'default') as string;
+  const d = c.headDim;
+  const theta = c.ropeTheta;
+  const maxPos = (raw.max_position_embeddings as number | undefined) ?? 2048;
+  const get = (k: string): number | undefined => (typeof rp[k] === 'number' ? (rp[k] as number) : undefined);
+  const inv = new Float64Array(d / 2);
+  let attn = 1;
+  if (type === 'dynamic') {
+    // base grows with the sequence beyond max_position_embeddings
+    const factor = get('factor') as number;
+    const seq = Math.max(T, maxPos);
+    const b = theta * Math.pow((factor * seq) / maxPos - (factor - 1), d / (d - 2));
+    for (let i = 0; i < d / 2; i++) inv[i] = 1 / Math.pow(b, (2 * i) / d);
+    return { inv, attn };
+  }
+  for (let i = 0; i < d / 2; i++) inv[i] = 1 / Math.pow(theta, (2 * i) / d);
+  if (type === 'linear') {
+    for (let i = 0; i < d / 2; i++) inv[i] /= get('factor') as number;
+  } else if (type === 'llama3') {
+    const factor = get('factor') as number, low = get('low_freq_factor') as number, high = get('high_freq_factor') as number;
+    const old = get('original_max_position_embeddings') as number;
+    for (let i = 0; i < d / 2; i++) {
+      const wavelen = (2 * Math.PI) / inv[i];
+      let f = wavelen > old / low ? inv[i] / factor : inv[i];
+      if (!(wavelen < old / high) && !(wavelen > old / low)) {
+        const smooth = (old / wavelen - low) / (high - low);
+        f = ((1 - smooth) * f) / factor + smooth * f;
+      }
+      inv[i] = f;
+    }
+  } else if (type === 'yarn') {
+    const orig = get('original_max_position_embeddings') ?? maxPos;
+    const factor = get('factor') ?? maxPos / orig;
+    const ms = (s: number, m: number) => (s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1);
+    const mscale = get('mscale'), mscaleAll = get('mscale_all_dim');
+    attn = get('attention_factor') ?? (mscale && mscaleAll ? ms(factor, mscale) / ms(factor, mscaleAll) : ms(factor, 1));
+    const bf = get('beta_fast') ?? 32, bs = get('beta_slow') ?? 1;
+    const dimOf = (rot: number) => (d * Math.log(orig / (rot * 2 * Math.PI))) / (2 * Math.log(theta));
+    let lo = dimOf(bf), hi = dimOf(bs);
+    if (rp.truncate !== false) { lo = Math.floor(lo); hi = Math.ceil(hi); }
+    lo = Math.max(lo, 0); hi = Math.min(hi, d - 1);
+    if (lo === hi) hi += 0.001;
+    for (let i = 0; i < d / 2; i++) {
+      const ramp = Math.min(1, Math.max(0, (i - lo) / (hi - lo)));
+      const extrapolationFactor = 1 - ramp;
+      const interp = inv[i] / factor;
+      inv[i] = interp * (1 - extrapolationFactor) + inv[i] * extrapolationFactor;
+    }
+  } else if (type !== 'default') throw new Error(`naive: RoPE type ${type}`);
+  return { inv, attn };
 }
 
 export interface NaiveOutput {
@@ -73,7 +143,14 @@ export function naiveForward(c: ModelConfig, w: NaiveWeights, ids: number[], opt
   const H = c.hiddenSize, nh = c.numHeads, nkv = c.numKvHeads, hd = c.headDim, F = c.intermediateSize, V = c.vocabSize;
   const T = ids.length;
   const m = opts.masks;
-  const invFreq = opts.invFreq ?? ropeInvFreq(hd, c.ropeTheta);
+  const rope = naiveRope(c, T);
+  const invFreq = opts.invFreq ?? rope.inv;
+  const attnFactor = rope.attn;
+  const modelType = String(c.raw.model_type ?? '').toLowerCase();
+  const biases = modelType === 'qwen2';
+  const qkNorm = modelType === 'qwen3';
+  const window = modelType === 'mistral' && typeof c.raw.sliding_window === 'number' ? c.raw.sliding_window : Infinity;
+  const tied = c.raw.tie_word_embeddings === true;
   const inMult = c.useMup ? c.inputMult : 1;
   const outMult = c.useMup ? c.outputMult / c.mupScaleFactor : 1;
   const emb = w.get('model.embed_tokens.weight');
@@ -92,13 +169,31 @@ export function naiveForward(c: ModelConfig, w: NaiveWeights, ids: number[], opt
     const wq = w.get(p + 'self_attn.q_proj.weight'), wk = w.get(p + 'self_attn.k_proj.weight');
     const wv = w.get(p + 'self_attn.v_proj.weight'), wo = w.get(p + 'self_attn.o_proj.weight');
     const q: Mat = [], k: Mat = [], v: Mat = [];
+    const addBias = (y: Float64Array, name: string) => {
+      if (!biases) return y;
+      const b = w.get(p + name);
+      for (let i = 0; i < y.length; i++) y[i] += b[i];
+      return y;
+    };
+    const headNorm = (y: Float64Array, heads: number, name: string) => {
+      if (!qkNorm) return;
+      const g = w.get(p + name);
+      for (let j = 0; j < heads; j++) {
+        let ss = 0;
+        for (let i = 0; i < hd; i++) ss += y[j * hd + i] * y[j * hd + i];
+        const r = 1 / Math.sqrt(ss / hd + c.rmsNormEps);
+        for (let i = 0; i < hd; i++) y[j * hd + i] = y[j * hd + i] * r * g[i];
+      }
+    };
     for (let t = 0; t < T; t++) {
       const h = rmsnorm(x[t], g1, c.rmsNormEps, m?.hidden);
-      q.push(matvecT(wq, nh * hd, H, h));
-      k.push(matvecT(wk, nkv * hd, H, h));
-      v.push(matvecT(wv, nkv * hd, H, h));
-      for (let j = 0; j < nh; j++) applyRope(q[t], j * hd, hd, t, invFreq);
-      for (let j = 0; j < nkv; j++) applyRope(k[t], j * hd, hd, t, invFreq);
+      q.push(addBias(matvecT(wq, nh * hd, H, h), 'self_attn.q_proj.bias'));
+      k.push(addBias(matvecT(wk, nkv * hd, H, h), 'self_attn.k_proj.bias'));
+      v.push(addBias(matvecT(wv, nkv * hd, H, h), 'self_attn.v_proj.bias'));
+      headNorm(q[t], nh, 'self_attn.q_norm.weight');
+      headNorm(k[t], nkv, 'self_attn.k_norm.weight');
+      for (let j = 0; j < nh; j++) applyRope(q[t], j * hd, hd, t, invFreq, attnFactor);
+      for (let j = 0; j < nkv; j++) applyRope(k[t], j * hd, hd, t, invFreq, attnFactor);
     }
     const scale = 1 / Math.sqrt(hd);
     const x2: Mat = [];
@@ -108,14 +203,16 @@ export function naiveForward(c: ModelConfig, w: NaiveWeights, ids: number[], opt
         const kvh = Math.floor(j / group);
         const sc = new Float64Array(t + 1);
         let mx = -Infinity;
-        for (let s = 0; s <= t; s++) {
+        const first = Math.max(0, t - window + 1);
+        for (let s = 0; s < first; s++) sc[s] = -Infinity;
+        for (let s = first; s <= t; s++) {
           let d = 0;
           for (let i = 0; i < hd; i++) d += q[t][j * hd + i] * k[s][kvh * hd + i];
           sc[s] = d * scale;
           mx = Math.max(mx, sc[s]);
         }
         let z = 0;
-        for (let s = 0; s <= t; s++) { sc[s] = Math.exp(sc[s] - mx); z += sc[s]; }
+        for (let s = 0; s <= t; s++) { sc[s] = s < first ? 0 : Math.exp(sc[s] - mx); z += sc[s]; }
         const hm = lm ? lm.heads[j] : 1;
         for (let s = 0; s <= t; s++) {
           const a = (sc[s] / z) * hm;
@@ -145,7 +242,7 @@ export function naiveForward(c: ModelConfig, w: NaiveWeights, ids: number[], opt
   const gf = w.get('model.norm.weight');
   const normed = x.map((xt) => rmsnorm(xt, gf, c.rmsNormEps, m?.hidden));
   hidden.push(normed);
-  const head = w.get('lm_head.weight');
+  const head = w.get(tied ? 'model.embed_tokens.weight' : 'lm_head.weight');
   const logits = normed.map((h) => {
     const lg = matvecT(head, V, H, h);
     for (let vv = 0; vv < V; vv++) lg[vv] = m && m.vocab[vv] === 0 ? -Infinity : lg[vv] * outMult;

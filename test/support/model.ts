@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { expectedTensors, tensorName } from '../../src/arch.ts';
+import { expectedTensors, headRole, layerRolesOf, tensorName } from '../../src/arch.ts';
 import { configToJson, makeConfig, type ModelConfig } from '../../src/config.ts';
 import { CheckpointWriter } from '../../src/checkpoint/checkpoint-writer.ts';
 import { float32ToBytes, roundToDtype, type DType } from '../../src/util/dtype.ts';
@@ -78,12 +78,13 @@ export function weightsFromArrays(cfg: ModelConfig, arrays: Map<string, Float32A
   };
   const byName = new Map(expectedTensors(cfg).map((e) => [e.name, e.shape]));
   const get = (name: string) => t(name, byName.get(name) as number[]);
+  const present = new Set(layerRolesOf(cfg));
   return {
     embed: get(tensorName('embed')),
     finalNorm: get(tensorName('final_norm')),
-    lmHead: get(tensorName('lm_head')),
+    lmHead: get(tensorName(headRole(cfg))),
     layers: Array.from({ length: cfg.numLayers }, (_, i) =>
-      Object.fromEntries(LAYER_FIELDS.map(([field, role]) => [field, get(tensorName(role, i))])) as unknown as LlamaWeights['layers'][number]),
+      Object.fromEntries(LAYER_FIELDS.filter(([, role]) => present.has(role)).map(([field, role]) => [field, get(tensorName(role, i))])) as unknown as LlamaWeights['layers'][number]),
   };
 }
 
