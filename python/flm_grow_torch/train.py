@@ -110,7 +110,11 @@ def start_state(a, dir_, resumed):
     base = {"lr": lr, "minLr": a.min_lr if a.min_lr is not None else lr / 10, "warmupSteps": a.warmup_steps, "schedule": a.schedule}
     if resumed:
         x = m.get("extra", {})
-        return dict(step=x["step"], stageStart=x["stageStart"], tokens=x["tokens"], targetStep=x["targetStep"],
+        # the run's target is its first step + --steps (older manifests: the stored target)
+        run_start = x.get("runStartStep")
+        return dict(step=x["step"], stageStart=x["stageStart"], tokens=x["tokens"],
+                    runStart=run_start if run_start is not None else x["targetStep"] - a.steps,
+                    targetStep=run_start + a.steps if run_start is not None else x["targetStep"],
                     lrSchedule=x["lrSchedule"], schedule=(m.get("masks") or {}).get("schedule", []), source=m.get("source"),
                     grownFrom=None)
     step = tokens = stage_start = 0
@@ -129,7 +133,7 @@ def start_state(a, dir_, resumed):
         source = m["source"]
     else:
         source = None  # filled in by the caller (needs the tensor sizes)
-    return dict(step=step, stageStart=stage_start, tokens=tokens, targetStep=target, lrSchedule=ls,
+    return dict(step=step, stageStart=stage_start, tokens=tokens, runStart=step, targetStep=target, lrSchedule=ls,
                 schedule=(m or {}).get("masks", {}).get("schedule", []) if m else [], source=source,
                 grownFrom=m if m is not None and m.get("kind") == "grow" else None)
 
@@ -254,7 +258,7 @@ def main(argv=None):
                 manifest["masks"] = {"file": MASKS_FILE, "schedule": st["schedule"]}
             manifest["extra"] = {
                 "step": step, "stageStep": step - st["stageStart"], "stageStart": st["stageStart"], "tokens": tokens,
-                "targetStep": st["targetStep"], "complete": complete, "seed": seed, "dtype": "F32", "lrSchedule": st["lrSchedule"],
+                "runStartStep": st["runStart"], "targetStep": st["targetStep"], "complete": complete, "seed": seed, "dtype": "F32", "lrSchedule": st["lrSchedule"],
                 "batchSize": B, "seqLen": T,
                 "data": {"path": os.path.abspath(a.data), "sha256": data_sha, "tokens": len(ds.tokens), "tokenizer": "bytes" if ds.tokenizer else a.data},
                 "masksAllOne": cur is None or all_one(cur), "lastLoss": losses[-1] if losses else None, "evalLoss": last_eval,
@@ -315,7 +319,7 @@ def main(argv=None):
             log(f"train: every mask reached 1 at step {step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)")
         if a.save_every > 0 and step % a.save_every == 0 and step < st["targetStep"]:
             save(False)
-    out = (last_saved or dir_) if interrupted else save(True)
+    out = (last_saved or dir_) if interrupted or step == st["step"] else save(True)
     secs = time.time() - t0
     if metrics is not None:
         metrics.close()

@@ -28,7 +28,8 @@ export const trainCommand: CommandModule = {
     .option('eval-fraction', { type: 'number', default: 0.1, describe: 'tail of the data held out for eval' })
     .option('seed', { type: 'number', default: 0, describe: 'batches are a pure function of (seed, step)' })
     .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto' })
-    .option('resume', { type: 'boolean', default: false, describe: 'continue from the newest complete checkpoint in --out' })
+    .option('resume', { type: 'boolean', default: false, describe: 'continue the run in --out from its newest complete checkpoint, up to the run\'s first step + --steps' })
+    .option('overwrite', { type: 'boolean', default: false, describe: 'replace the run --out holds (its checkpoint folders and metrics.jsonl)' })
     .option('lr-after-growth', { type: 'string', choices: ['rewind', 'continue'], default: 'rewind', describe: 'rewind: new warmup+decay from this run\'s first step; continue: one schedule from global step 0' })
     .option('total-steps', { type: 'number', describe: 'length of the "continue" schedule in global steps' })
     .option('keep-checkpoints', { type: 'number', default: 2 })
@@ -42,16 +43,16 @@ export const trainCommand: CommandModule = {
       warmupSteps: a['warmup-steps'] as number, schedule: a.schedule as LrScheduleKind, weightDecay: a['weight-decay'] as number,
       clipGrad: a['clip-grad'] as number, beta1: a.beta1 as number, beta2: a.beta2 as number, saveEvery: a['save-every'] as number,
       evalEvery: a['eval-every'] as number, evalBatches: a['eval-batches'] as number, evalFraction: a['eval-fraction'] as number,
-      seed: a.seed as number, backend: a.backend as BackendName, resume: a.resume === true,
+      seed: a.seed as number, backend: a.backend as BackendName, resume: a.resume === true, overwrite: a.overwrite === true,
       lrAfterGrowth: a['lr-after-growth'] as 'rewind' | 'continue', totalSteps: a['total-steps'] as number | undefined,
       keepCheckpoints: a['keep-checkpoints'] as number, quiet: a.quiet === true, progress: progressBars(a.quiet === true),
     }, { engine: a.engine as Engine, nproc: a.nproc as number });
-    const lines = [
+    const lines = r.step === r.startStep ? [`nothing trained: ${r.checkpoint} is already at step ${r.step}`] : [
       `trained ${r.parameters.toLocaleString('en-US')} parameters, steps ${r.startStep} -> ${r.step}: loss ${r.firstLoss.toFixed(4)} -> ${r.lastLoss.toFixed(4)}` +
         `${r.evalLoss !== undefined ? `, eval loss ${r.evalLoss.toFixed(4)}` : ''}, ${r.tokensPerSec.toFixed(0)} tokens/s`,
       `checkpoint (F32 weights, masks, optimizer state): ${r.checkpoint}`,
-      r.masksAllOne ? 'all masks are 1: this checkpoint can be baked (flm-grow bake)' : `masks still annealing (stage step ${r.stageStep}); train further before baking`,
     ];
+    lines.push(r.masksAllOne ? 'all masks are 1: this checkpoint can be baked (flm-grow bake)' : `masks still annealing (stage step ${r.stageStep}); train further before baking`);
     process.stdout.write(lines.join('\n') + '\n');
   },
 };

@@ -33,9 +33,9 @@ import { estimateTrainMemory, formatBytes, WASM_HEAP_LIMIT } from './memory.ts';
 import { AdamW } from './adamw.ts';
 import { OPTIMIZER_FILE, readOptimizerState } from '../checkpoint/optimizer-state.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
-import { checkpointDirName, latestCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpointing.ts';
+import { checkpointDirName, checkRunFolder, clearRun, latestCheckpoint, pruneCheckpoints, RUN_METRICS_FILE, saveCheckpoint } from './checkpointing.ts';
 
-export const METRICS_FILE = 'metrics.jsonl';
+export const METRICS_FILE = RUN_METRICS_FILE;
 
 export interface TrainOptions {
   checkpoint: string;
@@ -60,8 +60,13 @@ export interface TrainOptions {
   evalFraction?: number;
   seed?: number;
   backend?: BackendName;
-  /** Continue from the newest complete checkpoint in `out` if there is one. */
+  /**
+   * Continue from the newest complete checkpoint in `out` if there is one; `steps` then counts
+   * from the step the run started at (a 30-step run resumed with steps 40 continues to 40).
+   */
   resume?: boolean;
+  /** Replace the run `out` holds (its checkpoint folders and metrics); without it or `resume` such a folder is refused. */
+  overwrite?: boolean;
   /** rewind: warmup and decay restart at this run's first step; continue: one schedule from global step 0. */
   lrAfterGrowth?: 'rewind' | 'continue';
   /** Length of the 'continue' schedule in global steps (default: this run's last step). */
@@ -213,6 +218,8 @@ interface StartState {
   stageStart: number;
   tokens: number;
   schedule: MaskSchedule[];
+  /** Global step this run (first invocation, before any resume) started at. */
+  runStart: number;
   targetStep: number;
   lrSchedule: LrSchedule;
   source: Manifest['source'];
@@ -232,9 +239,12 @@ async function startState(o: TrainOptions, ck: Checkpoint, dir: string, resumed:
     const x = (m as Manifest).extra ?? {};
     const ls = x.lrSchedule as LrSchedule;
     validateLrSchedule(ls, `${dir}: manifest extra.lrSchedule`);
+    // the run's target is its first step + steps (older manifests: the stored target)
+    const runStart = typeof x.runStartStep === 'number' ? x.runStartStep : undefined;
     return {
       dir, resumed, step: num(x.step, 'step', dir), stageStart: num(x.stageStart, 'stageStart', dir), tokens: num(x.tokens, 'tokens', dir),
-      schedule: m?.masks?.schedule ?? [], targetStep: num(x.targetStep, 'targetStep', dir), lrSchedule: ls, source: m?.source,
+      schedule: m?.masks?.schedule ?? [], runStart: runStart ?? num(x.targetStep, 'targetStep', dir) - o.steps,
+      targetStep: runStart !== undefined ? runStart + o.steps : num(x.targetStep, 'targetStep', dir), lrSchedule: ls, source: m?.source,
       grownFrom: undefined,
     };
   }
@@ -255,7 +265,7 @@ async function startState(o: TrainOptions, ck: Checkpoint, dir: string, resumed:
   const lrSchedule: LrSchedule = { ...base, warmupSteps: Math.min(base.warmupSteps, total), totalSteps: total, startStep: o.lrAfterGrowth === 'continue' ? 0 : step };
   validateLrSchedule(lrSchedule, 'train options');
   return {
-    dir, resumed, step, stageStart, tokens, schedule: m?.masks?.schedule ?? [], targetStep, lrSchedule,
+    dir, resumed, step, stageStart, tokens, schedule: m?.masks?.schedule ?? [], runStart: step, targetStep, lrSchedule,
     source: m?.kind === 'train' && m.source !== undefined ? m.source : await sourceIdentity(ck, dir),
     grownFrom: m?.kind === 'grow' ? m : undefined,
   };
@@ -332,8 +342,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
   // checkpoint-<step> folders (and pruning) inside the starting checkpoint would change it
   if (isInside(o.out, o.checkpoint)) throw new TrainError('OutInsideInput', `--out ${o.out} is ${resolve(o.out) === resolve(o.checkpoint) ? 'the' : 'inside the'} checkpoint ${o.checkpoint}; give a run folder outside it`);
+  checkRunFolder(o.out, o);
   await initBackend(o.backend ?? 'auto');
-  mkdirSync(o.out, { recursive: true });
   const latest = o.resume === true ? await latestCheckpoint(o.out) : undefined;
   const dir = latest ?? o.checkpoint;
   const ck = await Checkpoint.open(dir);
@@ -352,8 +362,12 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   }
 }
 
-function trainArgs(o: TrainOptions): TrainArgs {
+/** The checks of the options alone (before any file is read or written). */
+export function trainArgs(o: TrainOptions): TrainArgs {
   if (!(Number.isInteger(o.steps) && o.steps > 0)) throw new TrainError('BadArgs', `--steps must be a positive integer, got ${o.steps}`);
+  const lr = o.lr ?? 1e-3;
+  validateLrSchedule({ lr, minLr: o.minLr ?? lr / 10, warmupSteps: 0, totalSteps: 1, schedule: o.schedule ?? 'cosine' }, 'train options (--lr, --min-lr, --schedule)');
+  if (!(Number.isInteger(o.warmupSteps ?? 0) && (o.warmupSteps ?? 0) >= 0)) throw new TrainError('BadArgs', `--warmup-steps must be a non-negative integer, got ${o.warmupSteps}`);
   const B = o.batchSize ?? 8, T = o.seqLen ?? 64, seed = o.seed ?? 0, clip = o.clipGrad ?? 1.0;
   for (const [k, v] of [['--batch-size', B], ['--seq-len', T]] as const) {
     if (!(Number.isInteger(v) && v > 0)) throw new TrainError('BadArgs', `${k} must be a positive integer, got ${v}`);
@@ -372,6 +386,8 @@ async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: st
   }
   const st = await startState(o, ck, dir, resumed);
   if (st.step >= st.targetStep) log(`train: ${dir} is already at step ${st.step} (target ${st.targetStep}); nothing to do`);
+  const lrEnd = (st.lrSchedule.startStep ?? 0) + st.lrSchedule.totalSteps;
+  if (st.resumed && st.targetStep > lrEnd) log(`train: the run's LR schedule ends at step ${lrEnd}; steps ${lrEnd} to ${st.targetStep} run at its final LR ${st.lrSchedule.minLr}`);
   const tokenizer = loadTokenizer(dir);
   const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
   checkVocab(ds, cfg.vocabSize, o.data);
@@ -380,6 +396,9 @@ async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: st
   const state = held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck));
   const adam = held.adam = await openOptimizer(o, state, dir, st.step);
   const rope = held.rope = makeRope(cfg, args.T);
+  // the run folder appears only once the run has passed every check
+  if (o.overwrite === true) clearRun(o.out);
+  mkdirSync(o.out, { recursive: true });
   const metrics = held.metrics = new MetricsLog(join(o.out, METRICS_FILE), st.resumed ? { resumeAtStep: st.step } : { truncate: true });
   if (st.grownFrom !== undefined) {
     const rt = (st.grownFrom.plan as { resolvedTargets?: Record<string, number> } | undefined)?.resolvedTargets;
@@ -503,7 +522,7 @@ async function save(r: Run, complete: boolean): Promise<string> {
       ...(r.st.source !== undefined ? { source: r.st.source } : {}),
       ...(masks !== undefined ? { masks: { file: MASKS_FILE, schedule: r.st.schedule } } : {}),
       extra: {
-        step: r.step, stageStep: r.step - r.st.stageStart, stageStart: r.st.stageStart, tokens: r.tokens, targetStep: r.st.targetStep, complete,
+        step: r.step, stageStep: r.step - r.st.stageStart, stageStart: r.st.stageStart, tokens: r.tokens, runStartStep: r.st.runStart, targetStep: r.st.targetStep, complete,
         seed: r.seed, dtype: 'F32', lrSchedule: r.st.lrSchedule, batchSize: r.B, seqLen: r.T,
         data: { path: resolve(r.o.data), sha256: r.dataSha, tokens: r.ds.tokens.length, tokenizer: r.tokenizerName },
         masksAllOne: masks === undefined || groupsBelowOne(masks).length === 0,
@@ -517,7 +536,8 @@ async function save(r: Run, complete: boolean): Promise<string> {
 }
 
 async function finishRun(r: Run, interrupted: boolean): Promise<TrainResult> {
-  const out = interrupted ? (r.lastSaved ?? r.dir) : await save(r, true);
+  // nothing trained (a resume already at its target): the checkpoint it resumed from stays the result
+  const out = interrupted || r.step === r.st.step ? (r.lastSaved ?? r.dir) : await save(r, true);
   const finalMasks = r.masks.at(r.step);
   const seconds = (Date.now() - r.t0) / 1000;
   return {
