@@ -13,7 +13,7 @@ export const verifyCommand: CommandModule = {
     .option('seq', { type: 'number', default: 32, describe: 'sequence length of the random inputs' })
     .option('seed', { type: 'number', default: 0 })
     .option('input', { type: 'string', describe: 'safetensors file with input_ids [B, T] instead of random tokens' })
-    .option('tolerance', { type: 'number', default: DEFAULT_TOLERANCE, describe: 'max |Δlogit| relative to the source\'s max |logit|' })
+    .option('tolerance', { type: 'number', describe: `max |Δlogit| relative to the source's max |logit| (default ${DEFAULT_TOLERANCE}; for a zero-mode growth with rounded norm gains, (2L+1) × the dtype's unit roundoff, from the manifest)` })
     .option('json', { type: 'boolean', default: false })
     .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto' })
     .option('quiet', { type: 'boolean', default: false }),
@@ -23,7 +23,7 @@ export const verifyCommand: CommandModule = {
     try {
       const r = await verifyGrowth(a.source as string, a.grown as string, {
         tokens: a.tokens as number, seq: a.seq as number, seed: a.seed as number, input: a.input as string | undefined,
-        tolerance: a.tolerance as number, backend: a.backend as BackendName,
+        tolerance: a.tolerance as number | undefined, backend: a.backend as BackendName,
         onProgress: (done, total) => { bar ??= progressBar('verify (layers)', total, { quiet: a.quiet === true || a.json === true }); bar.update(done); },
       });
       bar?.stop();
