@@ -24,7 +24,10 @@ export const SIDE_FILE_PATTERN = /^(tokenizer.*|generation_config\.json|special_
 
 export interface MaskSchedule {
   group: MaskGroup;
-  /** Optimizer step (counted from the start of training the grown model) where annealing starts. */
+  /**
+   * Optimizer step (counted from the start of training the grown model) where annealing starts;
+   * negative for a schedule carried from a source that was still annealing (it began earlier).
+   */
   startStep: number;
   /** Steps from 0 to 1 (MSG's default: 5000). */
   length: number;
@@ -40,7 +43,11 @@ export interface Manifest {
   mode?: 'masked' | 'zero';
   /** The fully resolved plan (growth-specific shape; see src/growth/plan.ts). */
   plan?: unknown;
-  masks?: { file: string; schedule: MaskSchedule[] };
+  /**
+   * `carried`: the source was still annealing when it grew (growth/carry.ts): the groups it
+   * carried and how each goes on (a carried entry's startStep may be negative).
+   */
+  masks?: { file: string; schedule: MaskSchedule[]; carried?: unknown };
   /** For each output layer: the source layer it came from, and whether it was inserted. */
   layerMap?: { source: number; inserted: boolean }[];
   layerSelection?: unknown;

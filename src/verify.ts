@@ -112,6 +112,8 @@ function logitDiff(a: StreamResult, Vs: number, b: StreamResult, Vg: number): { 
     for (let v = 0; v < Vs; v++) {
       const x = a.logits[n * Vs + v], y = b.logits[n * Vg + v];
       if (x === y) { if (Number.isFinite(x)) scale = Math.max(scale, Math.abs(x)); continue; } // covers -inf == -inf (masked ids)
+      // an id the source masks out (padding: -inf) has no logit to preserve; a baked model gives it a finite one
+      if (x === -Infinity) continue;
       const d = Math.abs(x - y);
       maxAbs = Math.max(maxAbs, Number.isNaN(d) ? Infinity : d);
       if (Number.isFinite(x)) scale = Math.max(scale, Math.abs(x));

@@ -314,7 +314,7 @@ def main(argv=None):
             metrics.log_step(js_value(m))
         if not a.quiet and dd.rank == 0 and (step % 10 == 0 or step == st["targetStep"]):
             log(f"step {step - 1}: loss {loss:.4f} lr {lr:.3e} grad-norm {gnorm:.3f}")
-        if not announced and step >= anneal_end:
+        if not announced and step >= anneal_end and all_one(handle.mask_set()):
             announced = True
             log(f"train: every mask reached 1 at step {step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)")
         if a.save_every > 0 and step % a.save_every == 0 and step < st["targetStep"]:

@@ -404,6 +404,11 @@ async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: st
     const rt = (st.grownFrom.plan as { resolvedTargets?: Record<string, number> } | undefined)?.resolvedTargets;
     metrics.logGrowth(st.step, o.stage ?? 0, rt === undefined ? undefined : `grown to H ${rt.hidden_size}, F ${rt.intermediate_size}, heads ${rt.num_attention_heads}, L ${rt.num_hidden_layers}`);
   }
+  const unscheduled = baseMasks === undefined ? [] : groupsBelowOne(baseMasks).filter((g) => !st.schedule.some((e) => e.group === g.group));
+  if (unscheduled.length > 0) {
+    log(`train: warning: ${dir}: masks below 1 with no schedule in its manifest: ${unscheduled.map((g) => `${g.group} (${g.count}, min ${g.minValue})`).join(', ')}; ` +
+      'they stay where they are (a checkpoint grown by an older flm-grow?); grow the source again to carry its schedule');
+  }
   const masks = held.masks = new MaskState(baseMasks, st.schedule, st.stageStart);
   return {
     ...args, o, dir, cfg, st, ds, tokenizerName: tokenizer.name, dataSha, state, adam, rope, masks, metrics, log,
@@ -436,7 +441,7 @@ async function trainLoop(r: Run): Promise<boolean> {
       r.metrics.logStep(m);
       r.o.onStep?.(m);
       bar.update(r.step - r.st.step);
-      if (!announcedBake && r.step >= annealEnd) {
+      if (!announcedBake && r.step >= annealEnd && groupsBelowOne(r.masks.at(r.step) as MaskSet).length === 0) {
         announcedBake = true;
         r.log(`train: every mask reached 1 at step ${r.step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)`);
       }
