@@ -31,6 +31,7 @@ from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
 from .safetensors_io import save_checkpoint_tensors
 
 METRICS_FILE = "metrics.jsonl"
+MAX_LOSS = 100  # trainer.ts MAX_LOSS: a loss above it stops training
 
 
 def tool_version():
@@ -290,8 +291,10 @@ def main(argv=None):
         # grads are already averaged across ranks by DDP: the norm is the same on every rank
         sq = torch.stack([p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None]).sum()
         gnorm = math.sqrt(float(sq))
-        if not (math.isfinite(loss) and math.isfinite(gnorm)):
-            sys.exit(f"train: {a.out}: step {step}: {'loss is ' + str(loss) if not math.isfinite(loss) else 'gradient norm is ' + str(gnorm)} "
+        if not (math.isfinite(loss) and math.isfinite(gnorm)) or loss > MAX_LOSS:
+            what = ('loss is ' + str(loss) if not math.isfinite(loss) else f'loss {loss:.3e} is above {MAX_LOSS}' if loss > MAX_LOSS
+                    else 'gradient norm is ' + str(gnorm))
+            sys.exit(f"train: {a.out}: step {step}: {what} "
                      f"(lr {lr:.3e}); training stopped. Last good checkpoint: {last_saved or dir_ + ' (nothing saved in this run)'}. Lower --lr or check the data.")
         scale = clip / (gnorm + 1e-6) if clip > 0 and gnorm > clip else 1.0
         adam.apply(lr, scale)

@@ -25,7 +25,7 @@ import {
   type LayerWeights, type LlamaWeights, type MaskTensors, type Rope,
 } from '../model/llama.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
-import { checkVocab, TokenDataset, type Batch } from './data.ts';
+import { checkMaskedIds, checkVocab, tokenDtypeForPath, TokenDataset, type Batch } from './data.ts';
 import { loadTokenizer } from '../tokenizer.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
@@ -390,9 +390,10 @@ async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: st
   if (st.resumed && st.targetStep > lrEnd) log(`train: the run's LR schedule ends at step ${lrEnd}; steps ${lrEnd} to ${st.targetStep} run at its final LR ${st.lrSchedule.minLr}`);
   const tokenizer = loadTokenizer(dir);
   const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
-  checkVocab(ds, cfg.vocabSize, o.data);
-  const dataSha = await sha256File(o.data);
+  checkVocab(ds, cfg.vocabSize, o.data, tokenDtypeForPath(o.data) === undefined ? tokenizer.name : undefined);
   const baseMasks = await loadMasksIfAny(dir, cfg);
+  if (baseMasks !== undefined) checkMaskedIds(ds, baseMasks.vocab, o.data);
+  const dataSha = await sha256File(o.data);
   const state = held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck));
   const adam = held.adam = await openOptimizer(o, state, dir, st.step);
   const rope = held.rope = makeRope(cfg, args.T);
@@ -475,6 +476,9 @@ async function trainStep(r: Run): Promise<StepMetrics> {
   return m;
 }
 
+/** A loss above this stops training (a uniform guess over V ids costs ln V, 12 for V = 160k). */
+export const MAX_LOSS = 100;
+
 /** Loss and gradients of `batch` under the current masks, clipped, applied by AdamW. */
 async function optimizerStep(r: Run, batch: Batch, lr: number): Promise<{ loss: number; gradNorm: number }> {
   const { value, grads } = tf.variableGrads(() => batchLoss(r.state, batch, r.B, r.T, r.masks.tensors, r.rope), [...r.state.vars.values()]);
@@ -482,9 +486,10 @@ async function optimizerStep(r: Run, batch: Batch, lr: number): Promise<{ loss: 
   value.dispose();
   const gradList = Object.values(grads);
   const gnorm = globalGradNorm(gradList);
-  if (!Number.isFinite(loss) || !Number.isFinite(gnorm)) {
+  if (!Number.isFinite(loss) || !Number.isFinite(gnorm) || loss > MAX_LOSS) {
     tf.dispose(gradList);
-    throw new TrainError('NonFiniteLoss', `${r.o.out}: step ${r.step}: ${!Number.isFinite(loss) ? `loss is ${loss}` : `gradient norm is ${gnorm}`} (lr ${lr.toExponential(3)}); training stopped. ` +
+    const what = !Number.isFinite(loss) ? `loss is ${loss}` : loss > MAX_LOSS ? `loss ${loss.toExponential(3)} is above ${MAX_LOSS} (cross-entropy over ${r.cfg.vocabSize} ids starts near ln V = ${Math.log(r.cfg.vocabSize).toFixed(2)})` : `gradient norm is ${gnorm}`;
+    throw new TrainError(loss > MAX_LOSS ? 'AbsurdLoss' : 'NonFiniteLoss', `${r.o.out}: step ${r.step}: ${what} (lr ${lr.toExponential(3)}); training stopped. ` +
       `Last good checkpoint: ${r.lastSaved ?? `${r.dir} (nothing saved in this run)`}. Lower --lr or check the data.`);
   }
   const scale = r.clip > 0 && gnorm > r.clip ? r.clip / (gnorm + 1e-6) : 1;
