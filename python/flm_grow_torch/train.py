@@ -201,7 +201,10 @@ def main(argv=None):
     if isinstance(stage, str) and stage.isdigit():
         stage = int(stage)
     if dd.rank == 0:
-        metrics = MetricsLog(os.path.join(a.out, METRICS_FILE), resume_at_step=st["step"] if resumed else None, truncate=not resumed)
+        # training from one of the run folder's own checkpoints continues that run: keep its metrics
+        ck, out_dir = os.path.realpath(a.checkpoint), os.path.realpath(a.out)
+        continues = resumed or (ck != out_dir and ck.startswith(out_dir + os.sep))
+        metrics = MetricsLog(os.path.join(a.out, METRICS_FILE), resume_at_step=st["step"] if continues else None, truncate=not continues)
         g = st["grownFrom"]
         if g is not None:
             rt = (g.get("plan") or {}).get("resolvedTargets")

@@ -5,7 +5,8 @@
  * else is in place: a folder without a manifest that verifies is an interrupted save.
  */
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { isInside } from '../checkpoint/paths.ts';
 import { expectedTensors } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
@@ -99,13 +100,18 @@ export function holdsRun(outDir: string): boolean {
   return existsSync(join(outDir, RUN_METRICS_FILE)) || listCheckpoints(outDir).length > 0;
 }
 
+/** Training from one of the run folder's own checkpoints continues that run (its metrics are kept). */
+export function continuesRun(outDir: string, checkpoint: string | undefined): boolean {
+  return checkpoint !== undefined && isInside(checkpoint, outDir) && resolve(checkpoint) !== resolve(outDir);
+}
+
 /**
- * A run folder is written by one run: training into one that holds a run needs `resume`
+ * A run folder is written by one run (or continued from one of its own checkpoints): training into one that holds a run needs `resume`
  * (continue it) or `overwrite` (start over; clearRun removes the old run's files).
  */
-export function checkRunFolder(outDir: string, o: { resume?: boolean; overwrite?: boolean }): void {
+export function checkRunFolder(outDir: string, o: { resume?: boolean; overwrite?: boolean; checkpoint?: string }): void {
   if (o.resume === true && o.overwrite === true) throw new TrainError('BadArgs', '--resume and --overwrite exclude each other');
-  if (o.resume === true || o.overwrite === true || !holdsRun(outDir)) return;
+  if (o.resume === true || o.overwrite === true || continuesRun(outDir, o.checkpoint) || !holdsRun(outDir)) return;
   const cks = listCheckpoints(outDir);
   throw new TrainError('RunExists', `--out ${outDir} already holds a training run (${cks.length > 0 ? `${cks.length} checkpoint folder(s), newest ${cks[cks.length - 1].dir}` : RUN_METRICS_FILE}); ` +
     'pass --resume to continue it, --overwrite to replace it, or give another --out');

@@ -33,7 +33,7 @@ import { estimateTrainMemory, formatBytes, WASM_HEAP_LIMIT } from './memory.ts';
 import { AdamW } from './adamw.ts';
 import { OPTIMIZER_FILE, readOptimizerState } from '../checkpoint/optimizer-state.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
-import { checkpointDirName, checkRunFolder, clearRun, latestCheckpoint, pruneCheckpoints, RUN_METRICS_FILE, saveCheckpoint } from './checkpointing.ts';
+import { checkpointDirName, checkRunFolder, clearRun, continuesRun, latestCheckpoint, pruneCheckpoints, RUN_METRICS_FILE, saveCheckpoint } from './checkpointing.ts';
 
 export const METRICS_FILE = RUN_METRICS_FILE;
 
@@ -400,7 +400,7 @@ async function openRun(o: TrainOptions, args: TrainArgs, ck: Checkpoint, dir: st
   // the run folder appears only once the run has passed every check
   if (o.overwrite === true) clearRun(o.out);
   mkdirSync(o.out, { recursive: true });
-  const metrics = held.metrics = new MetricsLog(join(o.out, METRICS_FILE), st.resumed ? { resumeAtStep: st.step } : { truncate: true });
+  const metrics = held.metrics = new MetricsLog(join(o.out, METRICS_FILE), st.resumed || continuesRun(o.out, o.checkpoint) ? { resumeAtStep: st.step } : { truncate: true });
   if (st.grownFrom !== undefined) {
     const rt = (st.grownFrom.plan as { resolvedTargets?: Record<string, number> } | undefined)?.resolvedTargets;
     metrics.logGrowth(st.step, o.stage ?? 0, rt === undefined ? undefined : `grown to H ${rt.hidden_size}, F ${rt.intermediate_size}, heads ${rt.num_attention_heads}, L ${rt.num_hidden_layers}`);

@@ -73,3 +73,13 @@ describe('a run folder holds one run', () => {
     }
   });
 });
+
+describe('continuing a run from one of its own checkpoints', () => {
+  it('train <run>/checkpoint-N --out <run> is allowed and keeps the metrics of the earlier steps', async () => {
+    const out = join(tmp.dir, 'continue');
+    const first = await train({ ...common(), out, steps: 3 });
+    const r = await train({ ...common(), checkpoint: first.checkpoint, out, steps: 2 });
+    expect(r.step).toBe(5);
+    expect(partitionMetrics(readMetrics(join(out, 'metrics.jsonl'))).steps.map((m) => m.step)).toEqual([0, 1, 2, 3, 4]);
+  });
+});
