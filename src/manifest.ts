@@ -25,7 +25,10 @@ export const SIDE_FILE_PATTERN = /^(tokenizer.*|generation_config\.json|special_
 
 export interface MaskSchedule {
   group: MaskGroup;
-  /** Optimizer step (counted from the start of training the grown model) where annealing starts. */
+  /**
+   * Optimizer step (counted from the start of training the grown model) where annealing starts;
+   * negative for a schedule carried from a source that was still annealing (it began earlier).
+   */
   startStep: number;
   /** Steps from 0 to 1 (MSG's default: 5000). */
   length: number;
@@ -44,7 +47,11 @@ interface ManifestCommon {
   created: string;
   tool: { name: 'flm-grow'; version: string };
   source?: SourceIdentity;
-  masks?: { file: string; schedule: MaskSchedule[] };
+  /**
+   * `carried`: the source was still annealing when it grew (growth/carry.ts): the groups it
+   * carried and how each goes on (a carried entry's startStep may be negative).
+   */
+  masks?: { file: string; schedule: MaskSchedule[]; carried?: unknown };
   layerMap?: LayerMapEntry[];
   /** sha256 of every other file in the folder. */
   files: Record<string, string>;
@@ -73,6 +80,8 @@ export interface TrainRecord {
   /** The LR schedule (checked by the trainer's validateLrSchedule when resuming). */
   lrSchedule: unknown;
   stageStep?: number;
+  /** The step this run started at (`--steps` counts from it, also across --resume). */
+  runStartStep?: number;
   /** True for the save at the end of the run (older manifests lack it). */
   complete?: boolean;
   seed?: number;

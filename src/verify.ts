@@ -13,6 +13,8 @@ import { streamedForward, type StreamResult } from './model/streaming.ts';
 import { randomIds, readInputIds } from './model/input-ids.ts';
 import { boundaryMap } from './growth/boundary.ts';
 import { countProblem, MAX_SEQ_LEN, MAX_TOKENS } from './util/limits.ts';
+import { tensorName } from './arch.ts';
+import type { Manifest } from './manifest.ts';
 
 export const DEFAULT_TOLERANCE = 1e-5;
 
@@ -25,7 +27,10 @@ export interface VerifyOptions {
   input?: string;
   /** Explicit ids (used before `input` and random ids). */
   ids?: number[][];
-  /** Max logit difference relative to the source's max |logit|. */
+  /**
+   * Max logit difference relative to the source's max |logit|. Default DEFAULT_TOLERANCE, or
+   * for a zero-mode growth whose manifest records rounded norm gains, roundingTolerance().
+   */
   tolerance?: number;
   backend?: BackendName;
   /** Progress over both passes: done and total count layer steps of source + grown. */
@@ -66,7 +71,30 @@ export interface VerifyReport {
   /** Grown layers skipped as inserted (from the manifest's layerMap). */
   insertedLayers: number[];
   tolerance: number;
+  /** Where the tolerance comes from (the option, the default, or the manifest's rounded zero-mode gains). */
+  toleranceSource: string;
   passed: boolean;
+}
+
+/** Unit roundoff 2^-p of a p-bit significand (round to nearest). */
+const UNIT_ROUNDOFF: Record<string, number> = { BF16: 2 ** -8, F16: 2 ** -11, F32: 2 ** -24, F64: 2 ** -53 };
+
+/**
+ * Zero mode in a 16-bit dtype stores every norm gain g·sqrt(H/H') rounded: each of the 2L+1
+ * RMSNorms on the source's path (two per layer and the final one) multiplies its output
+ * coordinates by (1 + ε), |ε| ≤ u (the dtype's unit roundoff). To first order the relative
+ * logit error is at most the sum, (2L+1)·u. Undefined when the manifest records no rounding.
+ */
+export function roundingTolerance(m: Manifest | undefined, sourceLayers: number, dtype: string): { tolerance: number; why: string } | undefined {
+  if (m?.kind !== 'grow') return undefined;
+  const zn = (m.plan as { zeroModeNorm?: { exactness?: string } } | undefined)?.zeroModeNorm;
+  if (m.mode !== 'zero' || zn?.exactness !== 'rounded') return undefined;
+  const u = UNIT_ROUNDOFF[dtype] ?? UNIT_ROUNDOFF.BF16;
+  const norms = 2 * sourceLayers + 1;
+  return {
+    tolerance: norms * u,
+    why: `manifest: zero mode with norm gains rounded to ${dtype} (exactness "rounded"): ${norms} norms × unit roundoff ${u.toExponential(3)} = ${(norms * u).toExponential(3)}`,
+  };
 }
 
 export class VerifyFailedError extends FlmGrowError {
@@ -85,6 +113,8 @@ function logitDiff(a: StreamResult, Vs: number, b: StreamResult, Vg: number): { 
     for (let v = 0; v < Vs; v++) {
       const x = a.logits[n * Vs + v], y = b.logits[n * Vg + v];
       if (x === y) { if (Number.isFinite(x)) scale = Math.max(scale, Math.abs(x)); continue; } // covers -inf == -inf (masked ids)
+      // an id the source masks out (padding: -inf) has no logit to preserve; a baked model gives it a finite one
+      if (x === -Infinity) continue;
       const d = Math.abs(x - y);
       maxAbs = Math.max(maxAbs, Number.isNaN(d) ? Infinity : d);
       if (Number.isFinite(x)) scale = Math.max(scale, Math.abs(x));
@@ -109,7 +139,8 @@ function hiddenDiff(a: Float32Array, Hs: number, b: Float32Array, Hg: number): {
 
 export async function verifyGrowth(sourceDir: string, grownDir: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const backend = opts.backend !== undefined || tf.engine().backendName == null ? await initBackend(opts.backend ?? 'auto') : tf.getBackend();
-  const tolerance = opts.tolerance ?? DEFAULT_TOLERANCE;
+  let tolerance = opts.tolerance ?? DEFAULT_TOLERANCE;
+  let toleranceSource = opts.tolerance !== undefined ? 'given' : 'default';
   if (!(tolerance >= 0)) throw new ModelInputError(`--tolerance must be >= 0, got ${tolerance}`);
   const src = await CheckpointFolder.open(sourceDir);
   let grown: CheckpointFolder | undefined;
@@ -119,6 +150,9 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
     if (cg.hiddenSize < cs.hiddenSize || cg.vocabSize < cs.vocabSize || cg.numLayers < cs.numLayers) {
       throw new FlmGrowError('NotGrown', `${grownDir} (H ${cg.hiddenSize}, V ${cg.vocabSize}, L ${cg.numLayers}) is smaller than ${sourceDir} (H ${cs.hiddenSize}, V ${cs.vocabSize}, L ${cs.numLayers})`);
     }
+    const manifest = grown.manifest;
+    const rounding = opts.tolerance === undefined ? roundingTolerance(manifest, cs.numLayers, grown.info(tensorName('final_norm')).dtype) : undefined;
+    if (rounding !== undefined) ({ tolerance, why: toleranceSource } = rounding);
     const srcMasks = await src.masks();
     const grownMasks = await grown.masks();
     const seq = opts.seq ?? 32;
@@ -142,7 +176,7 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
     const total = cs.numLayers + 1 + cg.numLayers + 1;
     const s = await streamedForward(src, ids, { masks: srcMasks ?? null, collectHidden: true, onLayer: (d) => opts.onProgress?.(d + 1, total, 'source') });
     const g = await streamedForward(grown, ids, { masks: grownMasks ?? null, collectHidden: true, onLayer: (d) => opts.onProgress?.(cs.numLayers + 1 + d + 1, total, 'grown') });
-    const layerMap = grown.manifest?.layerMap;
+    const layerMap = manifest?.layerMap;
     const bmap = boundaryMap(cs.numLayers, cg.numLayers, layerMap);
     const hidden: HiddenDiff[] = [];
     bmap.forEach((k, n) => {
@@ -157,7 +191,7 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
       sourceMasked: s.masked, grownMasked: g.masked, vocab: cs.vocabSize, hiddenSize: cs.hiddenSize,
       maxAbsLogitDiff: maxAbs, maxAbsSourceLogit: scale, relativeLogitDiff: relative, hidden,
       insertedLayers: (layerMap ?? []).flatMap((e, i) => (e.inserted ? [i] : [])),
-      tolerance, passed: relative <= tolerance,
+      tolerance, toleranceSource, passed: relative <= tolerance,
     };
     if (!report.passed && opts.throwOnFail !== false) throw new VerifyFailedError(report);
     return report;
@@ -173,7 +207,7 @@ export function formatReport(r: VerifyReport): string {
     `source: ${r.source}${r.sourceMasked ? ' (masked)' : ''}`,
     `grown:  ${r.grown}${r.grownMasked ? ' (masked)' : ''}`,
     `inputs: ${r.batch} × ${r.seqLen} tokens (${r.inputs}${r.seed !== undefined ? `, seed ${r.seed}` : ''}), backend ${r.backend}`,
-    `logits over the source's ${r.vocab} ids: max |Δ| ${r.maxAbsLogitDiff.toExponential(3)}, max |logit| ${r.maxAbsSourceLogit.toPrecision(4)}, relative ${r.relativeLogitDiff.toExponential(3)} (tolerance ${r.tolerance})`,
+    `logits over the source's ${r.vocab} ids: max |Δ| ${r.maxAbsLogitDiff.toExponential(3)}, max |logit| ${r.maxAbsSourceLogit.toPrecision(4)}, relative ${r.relativeLogitDiff.toExponential(3)} (tolerance ${r.tolerance}${r.toleranceSource === 'default' || r.toleranceSource === 'given' ? '' : `; ${r.toleranceSource}`})`,
     `hidden states on the source's ${r.hiddenSize} coordinates${r.insertedLayers.length > 0 ? ` (inserted layers skipped: ${r.insertedLayers.join(', ')})` : ''}:`,
     ...r.hidden.map((h) => `  hidden_states.${h.source} ↔ ${h.grown}: max |Δ| ${h.maxAbs.toExponential(3)} (relative ${h.relative.toExponential(3)})` +
       (h.maxAbsNewCoords > 0 ? `, new coordinates max |x| ${h.maxAbsNewCoords.toExponential(3)}` : '')),

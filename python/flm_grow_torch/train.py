@@ -31,6 +31,7 @@ from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
 from .safetensors_io import save_checkpoint_tensors
 
 METRICS_FILE = "metrics.jsonl"
+MAX_LOSS = 100  # trainer.ts MAX_LOSS: a loss above it stops training
 
 
 def tool_version():
@@ -110,7 +111,11 @@ def start_state(a, dir_, resumed):
     base = {"lr": lr, "minLr": a.min_lr if a.min_lr is not None else lr / 10, "warmupSteps": a.warmup_steps, "schedule": a.schedule}
     if resumed:
         x = m.get("extra", {})
-        return dict(step=x["step"], stageStart=x["stageStart"], tokens=x["tokens"], targetStep=x["targetStep"],
+        # the run's target is its first step + --steps (older manifests: the stored target)
+        run_start = x.get("runStartStep")
+        return dict(step=x["step"], stageStart=x["stageStart"], tokens=x["tokens"],
+                    runStart=run_start if run_start is not None else x["targetStep"] - a.steps,
+                    targetStep=run_start + a.steps if run_start is not None else x["targetStep"],
                     lrSchedule=x["lrSchedule"], schedule=(m.get("masks") or {}).get("schedule", []), source=m.get("source"),
                     grownFrom=None)
     step = tokens = stage_start = 0
@@ -129,7 +134,7 @@ def start_state(a, dir_, resumed):
         source = m["source"]
     else:
         source = None  # filled in by the caller (needs the tensor sizes)
-    return dict(step=step, stageStart=stage_start, tokens=tokens, targetStep=target, lrSchedule=ls,
+    return dict(step=step, stageStart=stage_start, tokens=tokens, runStart=step, targetStep=target, lrSchedule=ls,
                 schedule=(m or {}).get("masks", {}).get("schedule", []) if m else [], source=source,
                 grownFrom=m if m is not None and m.get("kind") == "grow" else None)
 
@@ -196,7 +201,10 @@ def main(argv=None):
     if isinstance(stage, str) and stage.isdigit():
         stage = int(stage)
     if dd.rank == 0:
-        metrics = MetricsLog(os.path.join(a.out, METRICS_FILE), resume_at_step=st["step"] if resumed else None, truncate=not resumed)
+        # training from one of the run folder's own checkpoints continues that run: keep its metrics
+        ck, out_dir = os.path.realpath(a.checkpoint), os.path.realpath(a.out)
+        continues = resumed or (ck != out_dir and ck.startswith(out_dir + os.sep))
+        metrics = MetricsLog(os.path.join(a.out, METRICS_FILE), resume_at_step=st["step"] if continues else None, truncate=not continues)
         g = st["grownFrom"]
         if g is not None:
             rt = (g.get("plan") or {}).get("resolvedTargets")
@@ -254,7 +262,7 @@ def main(argv=None):
                 manifest["masks"] = {"file": MASKS_FILE, "schedule": st["schedule"]}
             manifest["extra"] = {
                 "step": step, "stageStep": step - st["stageStart"], "stageStart": st["stageStart"], "tokens": tokens,
-                "targetStep": st["targetStep"], "complete": complete, "seed": seed, "dtype": "F32", "lrSchedule": st["lrSchedule"],
+                "runStartStep": st["runStart"], "targetStep": st["targetStep"], "complete": complete, "seed": seed, "dtype": "F32", "lrSchedule": st["lrSchedule"],
                 "batchSize": B, "seqLen": T,
                 "data": {"path": os.path.abspath(a.data), "sha256": data_sha, "tokens": len(ds.tokens), "tokenizer": "bytes" if ds.tokenizer else a.data},
                 "masksAllOne": cur is None or all_one(cur), "lastLoss": losses[-1] if losses else None, "evalLoss": last_eval,
@@ -286,8 +294,10 @@ def main(argv=None):
         # grads are already averaged across ranks by DDP: the norm is the same on every rank
         sq = torch.stack([p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None]).sum()
         gnorm = math.sqrt(float(sq))
-        if not (math.isfinite(loss) and math.isfinite(gnorm)):
-            sys.exit(f"train: {a.out}: step {step}: {'loss is ' + str(loss) if not math.isfinite(loss) else 'gradient norm is ' + str(gnorm)} "
+        if not (math.isfinite(loss) and math.isfinite(gnorm)) or loss > MAX_LOSS:
+            what = ('loss is ' + str(loss) if not math.isfinite(loss) else f'loss {loss:.3e} is above {MAX_LOSS}' if loss > MAX_LOSS
+                    else 'gradient norm is ' + str(gnorm))
+            sys.exit(f"train: {a.out}: step {step}: {what} "
                      f"(lr {lr:.3e}); training stopped. Last good checkpoint: {last_saved or dir_ + ' (nothing saved in this run)'}. Lower --lr or check the data.")
         scale = clip / (gnorm + 1e-6) if clip > 0 and gnorm > clip else 1.0
         adam.apply(lr, scale)
@@ -310,12 +320,12 @@ def main(argv=None):
             metrics.log_step(js_value(m))
         if not a.quiet and dd.rank == 0 and (step % 10 == 0 or step == st["targetStep"]):
             log(f"step {step - 1}: loss {loss:.4f} lr {lr:.3e} grad-norm {gnorm:.3f}")
-        if not announced and step >= anneal_end:
+        if not announced and step >= anneal_end and all_one(handle.mask_set()):
             announced = True
             log(f"train: every mask reached 1 at step {step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)")
         if a.save_every > 0 and step % a.save_every == 0 and step < st["targetStep"]:
             save(False)
-    out = (last_saved or dir_) if interrupted else save(True)
+    out = (last_saved or dir_) if interrupted or step == st["step"] else save(True)
     secs = time.time() - t0
     if metrics is not None:
         metrics.close()

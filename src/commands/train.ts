@@ -35,7 +35,8 @@ export const trainCommand: CommandModule = {
     .option('eval-every', n('eval-every', 'held-out loss every N steps (always at the end)', 0))
     .option('eval-batches', n('eval-batches', 'batches per held-out evaluation', 4))
     .option('eval-fraction', n('eval-fraction', 'tail of the data held out for eval', 0.1))
-    .option('resume', { type: 'boolean', default: false, describe: 'continue from the newest complete checkpoint in --out' })
+    .option('resume', { type: 'boolean', default: false, describe: 'continue the run in --out from its newest complete checkpoint, up to the run\'s first step + --steps' })
+    .option('overwrite', { type: 'boolean', default: false, describe: 'replace the run --out holds (its checkpoint folders and metrics.jsonl)' })
     .option('lr-after-growth', { type: 'string', choices: ['rewind', 'continue'], default: 'rewind', describe: 'rewind: new warmup+decay from this run\'s first step; continue: one schedule from global step 0' })
     .option('total-steps', n('total-steps', 'length of the "continue" schedule in global steps'))
     .option('keep-checkpoints', n('keep-checkpoints', 'complete checkpoints kept in --out (older ones are deleted)', 2))
@@ -63,7 +64,7 @@ export const trainCommand: CommandModule = {
       warmupSteps: a['warmup-steps'] as number, schedule: a.schedule as LrScheduleKind, weightDecay: a['weight-decay'] as number,
       clipGrad: a['clip-grad'] as number, beta1: a.beta1 as number, beta2: a.beta2 as number, saveEvery,
       evalEvery: a['eval-every'] as number, evalBatches: a['eval-batches'] as number, evalFraction: a['eval-fraction'] as number,
-      seed: a.seed as number, backend: a.backend as BackendName, resume: a.resume === true,
+      seed: a.seed as number, backend: a.backend as BackendName, resume: a.resume === true, overwrite: a.overwrite === true,
       lrAfterGrowth: a['lr-after-growth'] as 'rewind' | 'continue', totalSteps: a['total-steps'] as number | undefined,
       keepCheckpoints: a['keep-checkpoints'] as number, quiet, progress,
       log: (line) => { if (!quiet) logLine(line); },
@@ -75,12 +76,12 @@ export const trainCommand: CommandModule = {
         if (saveEvery > 0 && (m.step + 1) % saveEvery === 0) logLine(`train: step ${m.step + 1}: saving checkpoint-${String(m.step + 1).padStart(6, '0')}`);
       },
     }, { engine: a.engine as Engine, nproc: a.nproc as number });
-    const lines = [
+    const lines = r.step === r.startStep ? [`nothing trained: ${r.checkpoint} is already at step ${r.step}`] : [
       `trained ${countLabel(r.parameters)} parameters, steps ${r.startStep} -> ${r.step}: loss ${r.firstLoss.toFixed(4)} -> ${r.lastLoss.toFixed(4)}` +
         `${r.evalLoss !== undefined ? `, eval loss ${r.evalLoss.toFixed(4)}` : ''}, ${r.tokensPerSec.toFixed(0)} tokens/s`,
       `checkpoint (F32 weights, masks, optimizer state): ${r.checkpoint}`,
-      r.masksAllOne ? 'all masks are 1: this checkpoint can be baked (flm-grow bake)' : `masks still annealing (stage step ${r.stageStep}); train further before baking`,
     ];
+    lines.push(r.masksAllOne ? 'all masks are 1: this checkpoint can be baked (flm-grow bake)' : `masks still annealing (stage step ${r.stageStep}); train further before baking`);
     emit(a.json, r, lines.join('\n'));
   },
 };

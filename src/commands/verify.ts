@@ -13,7 +13,7 @@ export const verifyCommand: CommandModule = {
   builder: (y) => shared(y
     .positional('source', { type: 'string', demandOption: true, describe: 'the checkpoint before growth' })
     .positional('grown', { type: 'string', demandOption: true, describe: 'the grown checkpoint' })
-    .option('tolerance', spec('tolerance', 'number', { default: DEFAULT_TOLERANCE, describe: 'max |Δlogit| relative to the source\'s max |logit|' })),
+    .option('tolerance', spec('tolerance', 'number', { describe: `max |Δlogit| relative to the source's max |logit| (default ${DEFAULT_TOLERANCE}; for a zero-mode growth with rounded norm gains, (2L+1) × the dtype's unit roundoff, from the manifest)` })),
   ['json', 'quiet', 'backend', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'], {
     'calibration-tokens': { default: 128 }, 'calibration-seq': { default: 32 }, backend: { default: 'auto' },
     seed: { describe: 'same as --calibration-seed (the only random numbers drawn here)' },
@@ -28,7 +28,7 @@ export const verifyCommand: CommandModule = {
     try {
       const r = await verifyGrowth(a.source as string, a.grown as string, {
         tokens: a['calibration-tokens'] as number, seq: a['calibration-seq'] as number, seed: ((a['calibration-seed'] ?? a.seed) as number | undefined) ?? 0,
-        input: a.input as string | undefined, tolerance: a.tolerance as number, backend: a.backend as BackendName,
+        input: a.input as string | undefined, tolerance: a.tolerance as number | undefined, backend: a.backend as BackendName,
         onProgress: (done, total) => { bar ??= progressBar('verify (layers)', total, { quiet: a.quiet === true || a.json === true }); bar.update(done); },
       });
       bar?.stop();

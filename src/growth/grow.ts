@@ -16,8 +16,9 @@ import { tensorName } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, SIDE_FILE_PATTERN, sourceIdentity, TOOL_VERSION, type Manifest } from '../manifest.ts';
-import { groupsBelowOne, MASKS_FILE, writeMasks } from '../masks.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, SIDE_FILE_PATTERN, sourceIdentity, TOOL_VERSION, type Manifest } from '../manifest.ts';
+import { carrySchedule, sourceAnnealing, type CarriedAnnealing } from './carry.ts';
+import { groupsBelowOne, loadMasksIfAny, MASKS_FILE, writeMasks } from '../masks.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import type { BackendName } from '../backend.ts';
 import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
@@ -110,6 +111,11 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
     if (sourceMasks !== undefined && plan.mode === 'zero' && groupsBelowOne(sourceMasks).length > 0) {
       throw new PlanError('mode', `${source} still has masks below 1 (${groupsBelowOne(sourceMasks).map((x) => x.group).join(', ')}); zero mode cannot carry them: grow in masked mode, or train and bake first`);
     }
+    // a source still annealing: its masks are carried (initialMasks) and so is the rest of its schedule
+    const carry = plan.mode === 'masked' && sourceMasks !== undefined
+      ? carrySchedule(resolved.schedule, sourceAnnealing(readManifest(source)), groupsBelowOne(sourceMasks).map((g) => g.group), plan.annealSteps)
+      : undefined;
+    if (carry !== undefined) resolved.schedule = carry.schedule;
     const { target } = resolved;
     const { positions, selection } = await resolvePositions(ck, plan, target.numLayers, opts.selection, opts.backend);
     const layerMap = buildLayerMap(ck.config.numLayers, target.numLayers, positions, plan.placement.method === 'explicit' ? 'placement.positions' : 'layer selection');
@@ -146,7 +152,7 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
         await writer.recordFile(OPTIMIZER_FILE);
       }
       const files = await writer.finish();
-      const manifest = await growManifest(ck, source, plan, layout, resolved, selection, files);
+      const manifest = await growManifest(ck, source, plan, layout, resolved, selection, files, carry?.carried);
       await writer.writeSideFile(MANIFEST_FILE, JSON.stringify(manifest, null, 2) + '\n');
       await writer.commit();
       const outputBytes = decls.reduce((a, d) => a + tensorByteSize(d), 0);
@@ -212,7 +218,7 @@ async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter, target: 
 }
 
 async function growManifest(ck: Checkpoint, source: string, plan: GrowthPlan, layout: GrowthLayout, resolved: ResolvedTarget,
-  selection: LayerSelection | undefined, files: Record<string, string>): Promise<Manifest> {
+  selection: LayerSelection | undefined, files: Record<string, string>, carried?: CarriedAnnealing): Promise<Manifest> {
   return {
     format: MANIFEST_FORMAT,
     kind: 'grow',
@@ -230,7 +236,7 @@ async function growManifest(ck: Checkpoint, source: string, plan: GrowthPlan, la
       std: layout.std,
       ...(resolved.zeroNorm !== undefined ? { zeroModeNorm: resolved.zeroNorm } : {}),
     },
-    ...(plan.mode === 'masked' ? { masks: { file: MASKS_FILE, schedule: resolved.schedule } } : {}),
+    ...(plan.mode === 'masked' ? { masks: { file: MASKS_FILE, schedule: resolved.schedule, ...(carried !== undefined ? { carried } : {}) } } : {}),
     layerMap: layout.layerMap,
     ...(selection !== undefined ? { layerSelection: selection } : {}),
     extra: { queryHeadMap: Array.from(layout.headMap) },

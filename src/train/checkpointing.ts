@@ -5,7 +5,8 @@
  * else is in place: a folder without a manifest that verifies is an interrupted save.
  */
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { isInside } from '../checkpoint/paths.ts';
 import { expectedTensors } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
@@ -14,9 +15,12 @@ import { float32ToBytes } from '../util/dtype.ts';
 import { MANIFEST_FILE, readManifest, SIDE_FILE_PATTERN, verifyManifestFiles, type Manifest, type ManifestDraft } from '../manifest.ts';
 import { sha256File } from '../util/hash.ts';
 import { MASKS_FILE, writeMasks, type MaskSet } from '../masks.ts';
+import { TrainError } from '../errors.ts';
 import { OPTIMIZER_FILE, writeOptimizerState, type OptimizerState } from '../checkpoint/optimizer-state.ts';
 
 export const CHECKPOINT_PREFIX = 'checkpoint-';
+/** The metrics file of a run folder (trainer.ts METRICS_FILE). */
+export const RUN_METRICS_FILE = 'metrics.jsonl';
 
 export function checkpointDirName(step: number): string {
   return `${CHECKPOINT_PREFIX}${String(step).padStart(6, '0')}`;
@@ -90,6 +94,34 @@ export async function latestCheckpoint(outDir: string): Promise<string | undefin
   const all = listCheckpoints(outDir);
   for (let k = all.length - 1; k >= 0; k--) if (await isCompleteCheckpoint(all[k].dir)) return all[k].dir;
   return undefined;
+}
+
+/** Whether `outDir` holds a training run (metrics.jsonl or checkpoint-<step> folders). */
+export function holdsRun(outDir: string): boolean {
+  return existsSync(join(outDir, RUN_METRICS_FILE)) || listCheckpoints(outDir).length > 0;
+}
+
+/** Training from one of the run folder's own checkpoints continues that run (its metrics are kept). */
+export function continuesRun(outDir: string, checkpoint: string | undefined): boolean {
+  return checkpoint !== undefined && isInside(checkpoint, outDir) && resolve(checkpoint) !== resolve(outDir);
+}
+
+/**
+ * A run folder is written by one run (or continued from one of its own checkpoints): training into one that holds a run needs `resume`
+ * (continue it) or `overwrite` (start over; clearRun removes the old run's files).
+ */
+export function checkRunFolder(outDir: string, o: { resume?: boolean; overwrite?: boolean; checkpoint?: string }): void {
+  if (o.resume === true && o.overwrite === true) throw new TrainError('BadArgs', '--resume and --overwrite exclude each other');
+  if (o.resume === true || o.overwrite === true || continuesRun(outDir, o.checkpoint) || !holdsRun(outDir)) return;
+  const cks = listCheckpoints(outDir);
+  throw new TrainError('RunExists', `--out ${outDir} already holds a training run (${cks.length > 0 ? `${cks.length} checkpoint folder(s), newest ${cks[cks.length - 1].dir}` : RUN_METRICS_FILE}); ` +
+    'pass --resume to continue it, --overwrite to replace it, or give another --out');
+}
+
+/** Remove a previous run's files from `outDir` (checkpoint-<step> folders, metrics.jsonl, tokenized data); nothing else. */
+export function clearRun(outDir: string): void {
+  for (const c of listCheckpoints(outDir)) rmSync(c.dir, { recursive: true, force: true });
+  for (const f of [RUN_METRICS_FILE, '.data-tokens.u32']) rmSync(join(outDir, f), { force: true });
 }
 
 /** Remove all but the newest `keep` checkpoints (never `protect`). */

@@ -143,9 +143,24 @@ export class TokenDataset {
 }
 
 /** Throws if any token id in the data is outside the model's vocabulary [0, vocabSize). */
-export function checkVocab(ds: TokenDataset, vocabSize: number, file: string = ds.source): void {
+export function checkVocab(ds: TokenDataset, vocabSize: number, file: string = ds.source, tokenizer?: string): void {
   if (ds.maxId < vocabSize) return;
   const at = ds.tokens.findIndex((t) => t >= vocabSize);
-  throw new TrainError('TokenOutOfVocab',
-    `${file}: token id ${ds.tokens[at]} at position ${at} (max id ${ds.maxId}) is outside the model's vocabulary of ${vocabSize}; was it tokenized with a different tokenizer?`);
+  const fix = `to train on these ids the model needs more rows: flm-grow grow <checkpoint> <dest> --vocab-size ${ds.maxId + 1} ` +
+    '(with "vocab": {"new": "tokens"} in the plan once flm-grow supports learnable new tokens; today\'s new ids are padding, masked for good, and train refuses them)';
+  throw new TrainError('TokenOutOfVocab', tokenizer !== undefined
+    ? `${file}: the checkpoint's own tokenizer (${tokenizer}) gives token id ${ds.tokens[at]} at position ${at} (max id ${ds.maxId}), outside the model's vocabulary of ${vocabSize}: the tokenizer knows more ids than the model has rows; ${fix}`
+    : `${file}: token id ${ds.tokens[at]} at position ${at} (max id ${ds.maxId}) is outside the model's vocabulary of ${vocabSize}; if it was tokenized with a different tokenizer, re-tokenize it; ${fix}`);
+}
+
+/**
+ * Ids whose vocab mask is 0 (padding: logit -inf for good, the vocab mask is never annealed)
+ * cannot be targets: their loss is ~1e30.
+ */
+export function checkMaskedIds(ds: TokenDataset, vocabMask: ArrayLike<number>, file: string = ds.source): void {
+  const at = ds.tokens.findIndex((t) => t < vocabMask.length && vocabMask[t] === 0);
+  if (at < 0) return;
+  throw new TrainError('PaddingTokenInData',
+    `${file}: token id ${ds.tokens[at]} at position ${at} is a padding id of the checkpoint (its vocab mask is 0 for good: the model can never predict it). ` +
+    'Train on data tokenized for the source vocabulary (re-tokenize it); learnable new token ids ("vocab": {"new": "tokens"}) are not supported yet');
 }

@@ -12,7 +12,8 @@ import { loadTokenizer } from '../tokenizer.ts';
 import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
 import { readConfigFile, type ModelConfig } from '../config.ts';
 import { tokenDtypeForPath } from './data.ts';
-import { train, type TrainOptions, type TrainResult } from './trainer.ts';
+import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
+import { checkRunFolder, clearRun } from './checkpointing.ts';
 
 export const ENGINES = ['tfjs', 'torch', 'auto'] as const;
 export type Engine = (typeof ENGINES)[number];
@@ -48,6 +49,9 @@ export function torchEngineGaps(c: ModelConfig): string[] {
 
 /** Train on the chosen engine; the result has the same shape either way. */
 export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): Promise<TrainResult> {
+  // either engine: bad options and an occupied run folder fail before anything is written
+  trainArgs(o);
+  checkRunFolder(o.out, o);
   const cfgPath = join(o.checkpoint, 'config.json');
   const gaps = existsSync(cfgPath) ? torchEngineGaps(readConfigFile(cfgPath)) : [];
   if (gaps.length > 0) {
@@ -81,6 +85,7 @@ function torchData(o: TrainOptions): string {
 
 async function trainTorch(o: TrainOptions, nproc: number): Promise<TrainResult> {
   requireTorchPython();
+  if (o.overwrite === true) clearRun(o.out);
   const args: string[] = [o.checkpoint, '--data', torchData(o), '--out', o.out, '--steps', String(o.steps)];
   const flag = (name: string, v: number | string | undefined) => { if (v !== undefined) args.push(`--${name}`, String(v)); };
   flag('batch-size', o.batchSize); flag('seq-len', o.seqLen); flag('lr', o.lr); flag('min-lr', o.minLr);

@@ -27,15 +27,15 @@ import {
   type LayerWeights, type LlamaWeights, type MaskTensors, type Rope,
 } from '../model/llama.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
-import { checkVocab, TokenDataset, type Batch } from './data.ts';
+import { checkMaskedIds, checkVocab, tokenDtypeForPath, TokenDataset, type Batch } from './data.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
 import { estimateTrainMemory, formatBytes, WASM_HEAP_LIMIT } from './memory.ts';
 import { AdamW } from './adamw.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
-import { checkpointDirName, latestCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpointing.ts';
+import { checkpointDirName, checkRunFolder, clearRun, continuesRun, latestCheckpoint, pruneCheckpoints, RUN_METRICS_FILE, saveCheckpoint } from './checkpointing.ts';
 
-export const METRICS_FILE = 'metrics.jsonl';
+export const METRICS_FILE = RUN_METRICS_FILE;
 
 export interface TrainOptions {
   checkpoint: string;
@@ -60,8 +60,13 @@ export interface TrainOptions {
   evalFraction?: number;
   seed?: number;
   backend?: BackendName;
-  /** Continue from the newest complete checkpoint in `out` if there is one. */
+  /**
+   * Continue from the newest complete checkpoint in `out` if there is one; `steps` then counts
+   * from the step the run started at (a 30-step run resumed with steps 40 continues to 40).
+   */
   resume?: boolean;
+  /** Replace the run `out` holds (its checkpoint folders and metrics); without it or `resume` such a folder is refused. */
+  overwrite?: boolean;
   /** rewind: warmup and decay restart at this run's first step; continue: one schedule from global step 0. */
   lrAfterGrowth?: 'rewind' | 'continue';
   /** Length of the 'continue' schedule in global steps (default: this run's last step). */
@@ -213,6 +218,8 @@ interface StartState {
   stageStart: number;
   tokens: number;
   schedule: MaskSchedule[];
+  /** Global step this run (first invocation, before any resume) started at. */
+  runStart: number;
   targetStep: number;
   lrSchedule: LrSchedule;
   source: Manifest['source'];
@@ -228,9 +235,12 @@ async function startState(o: TrainOptions, ck: CheckpointFolder, dir: string, re
     const x = m.extra;
     const ls = x.lrSchedule as LrSchedule;
     validateLrSchedule(ls, `${dir}: manifest extra.lrSchedule`);
+    // the run's target is its first step + steps (older manifests: the stored target)
+    const runStart = typeof x.runStartStep === 'number' ? x.runStartStep : undefined;
     return {
       dir, resumed, step: x.step, stageStart: x.stageStart, tokens: x.tokens,
-      schedule: m.masks?.schedule ?? [], targetStep: x.targetStep, lrSchedule: ls, source: m.source,
+      schedule: m.masks?.schedule ?? [], runStart: runStart ?? x.targetStep - o.steps,
+      targetStep: runStart !== undefined ? runStart + o.steps : x.targetStep, lrSchedule: ls, source: m.source,
       grownFrom: undefined,
     };
   }
@@ -251,7 +261,7 @@ async function startState(o: TrainOptions, ck: CheckpointFolder, dir: string, re
   const lrSchedule: LrSchedule = { ...base, warmupSteps: Math.min(base.warmupSteps, total), totalSteps: total, startStep: o.lrAfterGrowth === 'continue' ? 0 : step };
   validateLrSchedule(lrSchedule, 'train options');
   return {
-    dir, resumed, step, stageStart, tokens, schedule: m?.masks?.schedule ?? [], targetStep, lrSchedule,
+    dir, resumed, step, stageStart, tokens, schedule: m?.masks?.schedule ?? [], runStart: step, targetStep, lrSchedule,
     source: m?.kind === 'train' && m.source !== undefined ? m.source : await sourceIdentity(ck, dir),
     grownFrom: m?.kind === 'grow' ? m : undefined,
   };
@@ -356,8 +366,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
   // checkpoint-<step> folders (and pruning) inside the starting checkpoint would change it
   if (isInside(o.out, o.checkpoint)) throw new TrainError('OutInsideInput', `--out ${o.out} is ${resolve(o.out) === resolve(o.checkpoint) ? 'the' : 'inside the'} checkpoint ${o.checkpoint}; give a run folder outside it`);
+  checkRunFolder(o.out, o);
   await initBackend(o.backend ?? 'auto');
-  mkdirSync(o.out, { recursive: true });
   const latest = o.resume === true ? await latestCheckpoint(o.out) : undefined;
   const dir = latest ?? o.checkpoint;
   const ck = await CheckpointFolder.open(dir);
@@ -376,8 +386,12 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   }
 }
 
-function trainArgs(o: TrainOptions): TrainArgs {
+/** The checks of the options alone (before any file is read or written). */
+export function trainArgs(o: TrainOptions): TrainArgs {
   if (!(Number.isInteger(o.steps) && o.steps > 0)) throw new TrainError('BadArgs', `--steps must be a positive integer, got ${o.steps}`);
+  const lr = o.lr ?? 1e-3;
+  validateLrSchedule({ lr, minLr: o.minLr ?? lr / 10, warmupSteps: 0, totalSteps: 1, schedule: o.schedule ?? 'cosine' }, 'train options (--lr, --min-lr, --schedule)');
+  if (!(Number.isInteger(o.warmupSteps ?? 0) && (o.warmupSteps ?? 0) >= 0)) throw new TrainError('BadArgs', `--warmup-steps must be a non-negative integer, got ${o.warmupSteps}`);
   const B = o.batchSize ?? 8, T = o.seqLen ?? 64, seed = o.seed ?? 0, clip = o.clipGrad ?? 1.0;
   for (const [k, v] of [['--batch-size', B], ['--seq-len', T]] as const) {
     if (!(Number.isInteger(v) && v > 0)) throw new TrainError('BadArgs', `${k} must be a positive integer, got ${v}`);
@@ -396,18 +410,29 @@ async function openRun(o: TrainOptions, args: TrainArgs, ck: CheckpointFolder, d
   }
   const st = await startState(o, ck, dir, resumed);
   if (st.step >= st.targetStep) log(`train: ${dir} is already at step ${st.step} (target ${st.targetStep}); nothing to do`);
+  const lrEnd = (st.lrSchedule.startStep ?? 0) + st.lrSchedule.totalSteps;
+  if (st.resumed && st.targetStep > lrEnd) log(`train: the run's LR schedule ends at step ${lrEnd}; steps ${lrEnd} to ${st.targetStep} run at its final LR ${st.lrSchedule.minLr}`);
   const tokenizer = await ck.tokenizer();
   const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
-  checkVocab(ds, cfg.vocabSize, o.data);
-  const dataSha = await sha256File(o.data);
+  checkVocab(ds, cfg.vocabSize, o.data, tokenDtypeForPath(o.data) === undefined ? tokenizer.name : undefined);
   const baseMasks = await ck.masks();
+  if (baseMasks !== undefined) checkMaskedIds(ds, baseMasks.vocab, o.data);
+  const dataSha = await sha256File(o.data);
   const state = held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck));
   const adam = held.adam = await openOptimizer(o, state, ck, st.step);
   const rope = held.rope = makeRope(cfg, args.T);
-  const metrics = held.metrics = new MetricsLog(join(o.out, METRICS_FILE), st.resumed ? { resumeAtStep: st.step } : { truncate: true });
+  // the run folder appears only once the run has passed every check
+  if (o.overwrite === true) clearRun(o.out);
+  mkdirSync(o.out, { recursive: true });
+  const metrics = held.metrics = new MetricsLog(join(o.out, METRICS_FILE), st.resumed || continuesRun(o.out, o.checkpoint) ? { resumeAtStep: st.step } : { truncate: true });
   if (st.grownFrom !== undefined) {
     const rt = (st.grownFrom.plan as { resolvedTargets?: Record<string, number> } | undefined)?.resolvedTargets;
     metrics.logGrowth(st.step, o.stage ?? 0, rt === undefined ? undefined : `grown to H ${rt.hidden_size}, F ${rt.intermediate_size}, heads ${rt.num_attention_heads}, L ${rt.num_hidden_layers}`);
+  }
+  const unscheduled = baseMasks === undefined ? [] : groupsBelowOne(baseMasks).filter((g) => !st.schedule.some((e) => e.group === g.group));
+  if (unscheduled.length > 0) {
+    log(`train: warning: ${dir}: masks below 1 with no schedule in its manifest: ${unscheduled.map((g) => `${g.group} (${g.count}, min ${g.minValue})`).join(', ')}; ` +
+      'they stay where they are (a checkpoint grown by an older flm-grow?); grow the source again to carry its schedule');
   }
   const masks = held.masks = new MaskState(baseMasks, st.schedule, st.stageStart);
   return {
@@ -440,7 +465,7 @@ async function trainLoop(r: Run): Promise<boolean> {
       r.metrics.logStep(m);
       r.o.onStep?.(m);
       bar.update(r.step - r.st.step);
-      if (!announcedBake && r.step >= annealEnd) {
+      if (!announcedBake && r.step >= annealEnd && groupsBelowOne(r.masks.at(r.step) as MaskSet).length === 0) {
         announcedBake = true;
         r.log(`train: every mask reached 1 at step ${r.step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)`);
       }
@@ -474,6 +499,9 @@ async function trainStep(r: Run): Promise<StepMetrics> {
   return m;
 }
 
+/** A loss above this stops training (a uniform guess over V ids costs ln V, 12 for V = 160k). */
+export const MAX_LOSS = 100;
+
 /** Loss and gradients of `batch` under the current masks, clipped, applied by AdamW. */
 async function optimizerStep(r: Run, batch: Batch, lr: number): Promise<{ loss: number; gradNorm: number }> {
   const { value, grads } = tf.variableGrads(() => batchLoss(r.state, batch, r.B, r.T, r.masks.tensors, r.rope), [...r.state.vars.values()]);
@@ -481,9 +509,10 @@ async function optimizerStep(r: Run, batch: Batch, lr: number): Promise<{ loss: 
   value.dispose();
   const gradList = Object.values(grads);
   const gnorm = globalGradNorm(gradList);
-  if (!Number.isFinite(loss) || !Number.isFinite(gnorm)) {
+  if (!Number.isFinite(loss) || !Number.isFinite(gnorm) || loss > MAX_LOSS) {
     tf.dispose(gradList);
-    throw new TrainError('NonFiniteLoss', `${r.o.out}: step ${r.step}: ${!Number.isFinite(loss) ? `loss is ${loss}` : `gradient norm is ${gnorm}`} (lr ${lr.toExponential(3)}); training stopped. ` +
+    const what = !Number.isFinite(loss) ? `loss is ${loss}` : loss > MAX_LOSS ? `loss ${loss.toExponential(3)} is above ${MAX_LOSS} (cross-entropy over ${r.cfg.vocabSize} ids starts near ln V = ${Math.log(r.cfg.vocabSize).toFixed(2)})` : `gradient norm is ${gnorm}`;
+    throw new TrainError(loss > MAX_LOSS ? 'AbsurdLoss' : 'NonFiniteLoss', `${r.o.out}: step ${r.step}: ${what} (lr ${lr.toExponential(3)}); training stopped. ` +
       `Last good checkpoint: ${r.lastSaved ?? `${r.dir} (nothing saved in this run)`}. Lower --lr or check the data.`);
   }
   const scale = r.clip > 0 && gnorm > r.clip ? r.clip / (gnorm + 1e-6) : 1;
@@ -526,7 +555,7 @@ async function save(r: Run, complete: boolean): Promise<string> {
       ...(r.st.source !== undefined ? { source: r.st.source } : {}),
       ...(masks !== undefined ? { masks: { file: MASKS_FILE, schedule: r.st.schedule } } : {}),
       extra: {
-        step: r.step, stageStep: r.step - r.st.stageStart, stageStart: r.st.stageStart, tokens: r.tokens, targetStep: r.st.targetStep, complete,
+        step: r.step, stageStep: r.step - r.st.stageStart, stageStart: r.st.stageStart, tokens: r.tokens, runStartStep: r.st.runStart, targetStep: r.st.targetStep, complete,
         seed: r.seed, dtype: 'F32', lrSchedule: r.st.lrSchedule, batchSize: r.B, seqLen: r.T,
         data: { path: resolve(r.o.data), sha256: r.dataSha, tokens: r.ds.tokens.length, tokenizer: r.tokenizerName },
         masksAllOne: masks === undefined || groupsBelowOne(masks).length === 0,
@@ -540,7 +569,8 @@ async function save(r: Run, complete: boolean): Promise<string> {
 }
 
 async function finishRun(r: Run, interrupted: boolean): Promise<TrainResult> {
-  const out = interrupted ? (r.lastSaved ?? r.dir) : await save(r, true);
+  // nothing trained (a resume already at its target): the checkpoint it resumed from stays the result
+  const out = interrupted || r.step === r.st.step ? (r.lastSaved ?? r.dir) : await save(r, true);
   const finalMasks = r.masks.at(r.step);
   const seconds = (Date.now() - r.t0) / 1000;
   return {
