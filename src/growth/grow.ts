@@ -18,7 +18,7 @@ import { PlanError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
 import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, SIDE_FILE_PATTERN, sourceIdentity, TOOL_VERSION, type Manifest } from '../manifest.ts';
 import { carrySchedule, sourceAnnealing, type CarriedAnnealing } from './carry.ts';
-import { groupsBelowOne, loadMasksIfAny, MASKS_FILE, writeMasks } from '../masks.ts';
+import { groupsBelowOne, MASKS_FILE, writeMasks } from '../masks.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import type { BackendName } from '../backend.ts';
 import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
