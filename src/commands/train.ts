@@ -35,7 +35,7 @@ export const trainCommand: CommandModule = {
     .option('eval-every', n('eval-every', 'held-out loss every N steps (always at the end)', 0))
     .option('eval-batches', n('eval-batches', 'batches per held-out evaluation', 4))
     .option('eval-fraction', n('eval-fraction', 'tail of the data held out for eval', 0.1))
-    .option('resume', { type: 'boolean', default: false, describe: 'continue the run in --out from its newest complete checkpoint, up to the run\'s first step + --steps' })
+    .option('resume', { type: 'boolean', default: false, describe: 'continue the run in --out from its newest complete checkpoint (--steps counts from the run\'s first step)' })
     .option('overwrite', { type: 'boolean', default: false, describe: 'replace the run --out holds (its checkpoint folders and metrics.jsonl)' })
     .option('lr-after-growth', { type: 'string', choices: ['rewind', 'continue'], default: 'rewind', describe: 'rewind: new warmup+decay from this run\'s first step; continue: one schedule from global step 0' })
     .option('total-steps', n('total-steps', 'length of the "continue" schedule in global steps'))
