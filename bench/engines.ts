@@ -6,7 +6,6 @@
  * each engine's matMul peak measured in the same run (tfjs: the backend's 2-D product; torch:
  * torch.matmul in f32 on the same shapes, and bf16 on a GPU).
  */
-import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,26 +15,13 @@ import { parameterCount } from '../src/arch.ts';
 import { initConfig, writeRandomInit } from '../src/train/random-init.ts';
 import { trainWithEngine } from '../src/train/engine.ts';
 import { requireTorchPython } from '../src/torch-engine.ts';
+import { matmulRate } from './train.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
 function arg(args: string[], name: string, def: string): string {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && i + 1 < args.length ? args[i + 1] : def;
-}
-
-async function tfjsMatmul(M: number, K: number, N: number, reps = 5): Promise<number> {
-  const a = tf.randomNormal([M, K]) as tf.Tensor2D, b = tf.randomNormal([K, N]) as tf.Tensor2D;
-  let best = Infinity;
-  for (let r = 0; r < reps; r++) {
-    const t0 = performance.now();
-    const c = tf.matMul(a, b);
-    await c.data();
-    best = Math.min(best, (performance.now() - t0) / 1000);
-    c.dispose();
-  }
-  tf.dispose([a, b]);
-  return (2 * M * K * N) / best / 1e9;
 }
 
 function torchMatmul(shapes: number[][], device: string): Record<string, number> {
@@ -79,7 +65,7 @@ export async function run(args: string[]): Promise<void> {
     const shapes = [[B * T, H, F], [B * T, H, V], [B * T, F, H]];
     const common = { checkpoint: ck, data, steps, batchSize: B, seqLen: T, quiet: true, log: () => undefined, backend: 'wasm' as const };
     const rows: [string, number, number][] = [];
-    const tfPeak = Math.max(...(await Promise.all(shapes.map(([m, k, n]) => tfjsMatmul(m, k, n)))));
+    const tfPeak = Math.max(...(await Promise.all(shapes.map(([m, k, n]) => matmulRate(m, k, n)))));
     const rt = await trainWithEngine({ ...common, out: join(dir, 'tfjs') }, { engine: 'tfjs' });
     rows.push(['tfjs (wasm)', rt.tokensPerSec, tfPeak]);
     const tp = torchMatmul(shapes, device);

@@ -22,7 +22,8 @@ function arg(args: string[], name: string, def: string): string {
 }
 
 /** Best-of-reps GFLOP/s of a [M,K]·[K,N] product. */
-async function matmulRate(M: number, K: number, N: number, reps = 5): Promise<number> {
+/** The backend's own best matMul rate (GFLOP/s): the roofline benches measure against. */
+export async function matmulRate(M: number, K: number, N: number, reps = 5): Promise<number> {
   const a = tf.randomNormal([M, K]) as tf.Tensor2D;
   const b = tf.randomNormal([K, N]) as tf.Tensor2D;
   let best = Infinity;
