@@ -14,6 +14,12 @@ export const MAX_DIM = 2 ** 31 - 1;
  * keeping every per-layer list a few megabytes.
  */
 export const MAX_LAYERS = 65_536;
+/**
+ * Vocabulary: the largest published tokenizers have about 256 K ids (Gemma) and token files store
+ * ids as uint32. Per-id bookkeeping (the vocab mask, its axis map, the padding bias) is what a
+ * vocab of 2e9 would allocate (8 GB and minutes before any error); 2^24 ids is 64× the largest.
+ */
+export const MAX_VOCAB = 2 ** 24;
 /** Tokens of calibration/verify input: held as JS id arrays and [tokens, H] f32 activations. */
 export const MAX_TOKENS = 2 ** 24;
 /** Sequence length of forward/verify/calibration: attention materialises [group·T, T] f32 masks and scores. */
@@ -47,7 +53,7 @@ export function parameterCountOf(d: ModelDims): number {
 /** Every dimension an integer in range, parameters and f32 bytes exactly representable. */
 export function modelSizeProblem(d: ModelDims, prefix = ''): SizeProblem | undefined {
   for (const [k, v] of Object.entries(d) as [keyof ModelDims, number][]) {
-    const max = k === 'num_hidden_layers' ? MAX_LAYERS : MAX_DIM;
+    const max = k === 'num_hidden_layers' ? MAX_LAYERS : k === 'vocab_size' ? MAX_VOCAB : MAX_DIM;
     if (!Number.isInteger(v) || v < 1 || v > max) return { field: `${prefix}${k}`, message: `must be an integer in [1, ${max}], got ${v}` };
   }
   for (const [k, v] of [['num_attention_heads', d.num_attention_heads * d.head_dim], ['num_key_value_heads', d.num_key_value_heads * d.head_dim]] as const) {

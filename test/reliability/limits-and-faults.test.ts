@@ -57,7 +57,7 @@ function errorOf(fn: () => unknown): FlmGrowError {
 
 describe('refuse before allocating', () => {
   it.each([
-    ['num_hidden_layers', 1e9], ['intermediate_size', 1e12], ['vocab_size', 1e300], ['hidden_size', 2 ** 31 + 64],
+    ['num_hidden_layers', 1e9], ['intermediate_size', 1e12], ['vocab_size', 1e300], ['vocab_size', 2e9], ['hidden_size', 2 ** 31 + 64],
   ])('config %s = %d is refused in milliseconds naming the field', (field, v) => {
     const t0 = performance.now();
     const e = errorOf(() => parseConfig({ ...FIX_CONFIG, [field]: v }, 'big/config.json'));
@@ -69,6 +69,10 @@ describe('refuse before allocating', () => {
     const src = parseConfig(FIX_CONFIG);
     expect(errorOf(() => parsePlan({ targets: { intermediate_size: 1e12 } })).message).toContain('targets.intermediate_size');
     expect(errorOf(() => parsePlan({ targets: { num_hidden_layers: 1e9 } })).message).toContain('targets.num_hidden_layers');
+    // 2e9 ids is below 2^31 but no tokenizer has it: refused before the 8 GB of per-id maps
+    const t1 = performance.now();
+    expect(errorOf(() => resolveTarget(src, parsePlan({ targets: { vocab_size: 2e9 } }), 'F32')).message).toContain('targets.vocab_size');
+    expect(performance.now() - t1).toBeLessThan(1000);
     expect(errorOf(() => parsePlan({ calibration: { tokens: 1e12 } })).message).toContain('calibration.tokens');
     // hidden 1e9 is a valid integer but needs tens of GB just for axis maps and rows
     const old = process.env.FLM_GROW_MEMORY_LIMIT;
