@@ -8,7 +8,7 @@ import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.ts';
 import { loadMasksIfAny } from '../masks.ts';
 import { streamedForward } from '../model/streaming.ts';
 import { parseIdList, readInputIds } from '../model/input-ids.ts';
-import { progressBar } from './progress.ts';
+import { progressBars } from './progress.ts';
 import { isInside } from '../checkpoint/paths.ts';
 import { runTorchModule } from '../torch-engine.ts';
 
@@ -68,9 +68,7 @@ export const forwardCommand: CommandModule = {
     try {
       const cfg = ck.config;
       const masks = a.masks === false ? null : ((await loadMasksIfAny(ck.dir, cfg)) ?? null);
-      const bar = progressBar('forward', cfg.numLayers + 1, { quiet: a.quiet === true });
-      const r = await streamedForward(ck, ids, { masks, collectHidden: out !== undefined, onLayer: (d) => bar.update(d + 1) });
-      bar.stop();
+      const r = await streamedForward(ck, ids, { masks, collectHidden: out !== undefined, progress: progressBars(a.quiet === true) });
       const { batch: B, seqLen: T } = r;
       const V = cfg.vocabSize, H = cfg.hiddenSize;
       if (out !== undefined) {

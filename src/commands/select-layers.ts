@@ -4,6 +4,7 @@ import { calibrationIds, selectLayers } from '../growth/select-layers.ts';
 import { defaultPlan } from '../growth/plan.ts';
 import { PlanError } from '../errors.ts';
 import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.ts';
+import { progressBars } from './progress.ts';
 
 export const selectLayersCommand: CommandModule = {
   command: 'select-layers <checkpoint>',
@@ -19,7 +20,8 @@ export const selectLayersCommand: CommandModule = {
     .option('order', { type: 'string', choices: ['smallest', 'largest'], default: 'smallest' })
     .option('count', { type: 'number', describe: 'how many layers to pick (default: a quarter of the layers, as 64 -> 80)' })
     .option('backend', { type: 'string', choices: BACKEND_NAMES, default: 'auto' })
-    .option('json', { type: 'boolean', default: false }),
+    .option('json', { type: 'boolean', default: false })
+    .option('quiet', { type: 'boolean', default: false }),
   handler: async (a) => {
     for (const k of ['tokens', 'seq'] as const) {
       const v = a[k] as number;
@@ -34,7 +36,7 @@ export const selectLayersCommand: CommandModule = {
       const count = (a.count as number | undefined) ?? Math.max(1, Math.round(ck.config.numLayers / 4));
       const metric = a.metric as 'cosine' | 'l2';
       const order = a.order as 'smallest' | 'largest';
-      const r = await selectLayers(ck, ids, { metric, order, count });
+      const r = await selectLayers(ck, ids, { metric, order, count, progress: progressBars(a.quiet === true) });
       if (a.json === true) {
         process.stdout.write(JSON.stringify({ metric, order, tokens: ids.flat().length, ...r }, null, 2) + '\n');
         return;

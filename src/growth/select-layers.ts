@@ -11,6 +11,7 @@ import { mulberry32, uniformInt } from '../util/random.ts';
 import { layerDistance, type DistanceMetric } from './distance.ts';
 import { pickLayers } from './depth.ts';
 import type { CalibrationPlan } from './plan.ts';
+import type { ProgressFactory } from '../util/progress.ts';
 
 export interface SelectOptions {
   metric: DistanceMetric;
@@ -19,6 +20,8 @@ export interface SelectOptions {
   count?: number;
   /** Residual-stream provider (default: the model's layer-streamed forward, loaded lazily). */
   stream?: ResidualStreamFn;
+  /** Progress of the calibration pass (weight bytes streamed). */
+  progress?: ProgressFactory;
 }
 
 export interface SelectResult {
@@ -29,7 +32,7 @@ export interface SelectResult {
 }
 
 /** Calls visit(l, x_l, x_{l+1}) ([tokens, H] each, x_L before the final norm) for every layer l. */
-export type ResidualStreamFn = (ck: Checkpoint, batch: number[][], visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void) => Promise<void>;
+export type ResidualStreamFn = (ck: Checkpoint, batch: number[][], visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void, progress?: ProgressFactory) => Promise<void>;
 
 /** Calibration token ids, split into sequences of `seq`. */
 export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Promise<number[][]> {
@@ -68,7 +71,7 @@ export async function selectLayers(ck: Checkpoint, batch: number[][], opts: Sele
   const visit = (l: number, xIn: Float32Array, xOut: Float32Array) => { distances[l] = layerDistance(xIn, xOut, ck.config.hiddenSize, opts.metric); };
   // loaded lazily: growing with explicit positions never needs tfjs
   const stream = opts.stream ?? (await import('./residual-stream.ts')).residualStream;
-  await stream(ck, batch, visit);
+  await stream(ck, batch, visit, opts.progress);
   const ranking = pickLayers(distances, L, opts.order);
   const picks = opts.count === undefined ? [] : pickLayers(distances, opts.count, opts.order);
   return { distances, ranking, picks };
