@@ -1,7 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { parseDtypeName } from '../util/dtype.ts';
 import { parseSize } from '../checkpoint/checkpoint-writer.ts';
-import { planFromArgs, withPlanOptions } from '../growth/plan-flags.ts';
+import { planFromArgs, requirePlanOrTarget, withPlanOptions } from '../growth/plan-flags.ts';
+import { describeCalibration } from '../growth/select-layers.ts';
 import { growCheckpoint } from '../growth/grow.ts';
 import { formatParams } from '../growth/plan-report.ts';
 import { parameterCount } from '../arch.ts';
@@ -33,6 +34,7 @@ export const growCommand: CommandModule = {
     .option('quiet', { type: 'boolean', default: false })
     .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
+    requirePlanOrTarget(a);
     const plan = planFromArgs(a);
     const t0 = Date.now();
     const r = await growCheckpoint(a.source as string, a.destination as string, plan, {
@@ -45,7 +47,7 @@ export const growCommand: CommandModule = {
       ...(a.part === undefined ? {} : { writerOptions: { part: parsePart(a.part as string) } }),
     });
     if (a.json === true) {
-      process.stdout.write(JSON.stringify({ dest: r.dest, layerMap: r.layerMap, selection: r.selection, files: r.files, outputBytes: r.outputBytes }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ dest: r.dest, layerMap: r.layerMap, selection: r.selection, ...(r.selection !== undefined ? { calibration: describeCalibration(plan.calibration) } : {}), notes: r.resolved.notes, files: r.files, outputBytes: r.outputBytes }, null, 2) + '\n');
       return;
     }
     const secs = (Date.now() - t0) / 1000;
@@ -53,7 +55,9 @@ export const growCommand: CommandModule = {
       `grew ${a.source as string} -> ${r.dest}: ${formatParams(parameterCount(r.target))} parameters, ${bytesLabel(r.outputBytes)} in ${secs.toFixed(1)} s (${plan.mode} mode)`,
     ];
     if (r.resolved.zeroNorm !== undefined) lines.push(`zero mode: ${r.resolved.zeroNorm.note}`);
+    for (const n of r.resolved.notes) lines.push(`note: ${n}`);
     if (r.selection !== undefined) {
+      lines.push(`layer selection over ${describeCalibration(plan.calibration)}`);
       lines.push(`layer distances (${r.selection.metric}): ${r.selection.distances.map((d, i) => `${i}:${d.toPrecision(4)}`).join(' ')}`);
       lines.push(`duplicated layers (${r.selection.order} first): ${r.selection.picks.join(', ')}`);
     }

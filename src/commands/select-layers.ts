@@ -5,6 +5,7 @@ import { defaultPlan } from '../growth/plan.ts';
 import { PlanError } from '../errors.ts';
 import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.ts';
 import { progressBars } from './progress.ts';
+import { describeCalibration } from '../growth/select-layers.ts';
 
 export const selectLayersCommand: CommandModule = {
   command: 'select-layers <checkpoint>',
@@ -41,7 +42,7 @@ export const selectLayersCommand: CommandModule = {
         process.stdout.write(JSON.stringify({ metric, order, tokens: ids.flat().length, ...r }, null, 2) + '\n');
         return;
       }
-      const lines = [`${metric} distance (input -> output of each layer) over ${ids.flat().length} tokens:`];
+      const lines = [`${metric} distance (input -> output of each layer) over ${ids.flat().length} tokens: ${describeCalibration(cal)}`];
       r.distances.forEach((d, l) => lines.push(`  layer ${String(l).padStart(3)}  ${d.toExponential(4)}${r.picks.includes(l) ? '  *' : ''}`));
       lines.push(`picks (${count}, ${order} first): ${r.picks.join(', ')}`);
       process.stdout.write(lines.join('\n') + '\n');

@@ -5,6 +5,7 @@
  * (`smallest`); `largest` is the alternative.
  */
 import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { PlanError } from '../errors.ts';
 import { mulberry32, uniformInt } from '../util/random.ts';
@@ -34,14 +35,35 @@ export interface SelectResult {
 /** Calls visit(l, x_l, x_{l+1}) ([tokens, H] each, x_L before the final norm) for every layer l. */
 export type ResidualStreamFn = (ck: Checkpoint, batch: number[][], visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void, progress?: ProgressFactory) => Promise<void>;
 
+/** Token files by extension, as the trainer reads them (raw little-endian). */
+const TOKEN_FILE_BYTES: Record<string, 2 | 4> = { '.bin': 2, '.u16': 2, '.u32': 4 };
+
+/** What the calibration tokens are, for the output: random ids are not text. */
+export function describeCalibration(cal: CalibrationPlan): string {
+  if (cal.file !== undefined) return `calibration tokens from ${cal.file}`;
+  if (cal.text !== undefined) return 'calibration text (calibration.text)';
+  return `${cal.tokens} random token ids (seed ${cal.seed}), not text: give a text or token file with --calibration-file (calibration.file) for a selection on real data`;
+}
+
 /** Calibration token ids, split into sequences of `seq`. */
 export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Promise<number[][]> {
   const V = ck.config.vocabSize;
   let ids: number[];
-  if (cal.file !== undefined) {
-    let text: string;
-    try { text = readFileSync(cal.file, 'utf8'); } catch (e) { throw new PlanError('calibration.file', `cannot read ${cal.file}: ${(e as Error).message}`); }
-    const t = text.trim();
+  const ext = cal.file === undefined ? '' : extname(cal.file).toLowerCase();
+  if (cal.file !== undefined && TOKEN_FILE_BYTES[ext] !== undefined) {
+    let buf: Buffer;
+    try { buf = readFileSync(cal.file); } catch (e) { throw new PlanError('calibration.file', `cannot read ${cal.file}: ${(e as Error).message}`); }
+    const w = TOKEN_FILE_BYTES[ext];
+    const n = Math.min(Math.floor(buf.byteLength / w), cal.tokens);
+    ids = Array.from({ length: n }, (_, k) => (w === 2 ? buf.readUInt16LE(2 * k) : buf.readUInt32LE(4 * k)));
+    const bad = ids.findIndex((v) => v >= V);
+    if (bad >= 0) throw new PlanError('calibration.file', `${cal.file}: token ${bad} = ${ids[bad]} is not an id in [0, ${V})`);
+  } else if (cal.file !== undefined && !isIdList(readCalibrationFile(cal.file))) {
+    // any other file is text, tokenised like calibration.text
+    ids = await tokenizeCalibration(ck, readCalibrationFile(cal.file), 'calibration.file');
+    ids = ids.slice(0, cal.tokens);
+  } else if (cal.file !== undefined) {
+    const t = readCalibrationFile(cal.file).trim();
     const raw: unknown = t.startsWith('[') ? JSON.parse(t) : t.split(/\s+/).map(Number);
     if (!Array.isArray(raw)) throw new PlanError('calibration.file', `${cal.file}: expected a JSON array or whitespace-separated token ids`);
     ids = (raw as unknown[]).flat(2).map((v, k) => {
@@ -49,10 +71,7 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
       return v;
     });
   } else if (cal.text !== undefined) {
-    const { loadTokenizer } = await import('../tokenizer.ts');
-    ids = loadTokenizer(ck.dir).encode(cal.text);
-    const bad = ids.findIndex((v) => v >= V);
-    if (bad >= 0) throw new PlanError('calibration.text', `the tokenizer gives id ${ids[bad]} (token ${bad}), outside the model's vocabulary [0, ${V})`);
+    ids = await tokenizeCalibration(ck, cal.text, 'calibration.text');
   } else {
     const next = mulberry32(cal.seed);
     ids = Array.from({ length: cal.tokens }, () => uniformInt(next, V));
@@ -63,6 +82,25 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
   // equal lengths for one batch: drop a short tail unless it is all there is
   const full = seqs.filter((s) => s.length === cal.seq || seqs.length === 1);
   return full.length > 0 ? full : [seqs[0]];
+}
+
+function readCalibrationFile(file: string): string {
+  try { return readFileSync(file, 'utf8'); } catch (e) { throw new PlanError('calibration.file', `cannot read ${file}: ${(e as Error).message}`); }
+}
+
+/** A JSON array, or whitespace-separated integers: token ids rather than text. */
+function isIdList(text: string): boolean {
+  const t = text.trim();
+  return t.startsWith('[') || /^\d+(\s+\d+)*$/.test(t);
+}
+
+async function tokenizeCalibration(ck: Checkpoint, text: string, field: string): Promise<number[]> {
+  const V = ck.config.vocabSize;
+  const { loadTokenizer } = await import('../tokenizer.ts');
+  const ids = loadTokenizer(ck.dir).encode(text);
+  const bad = ids.findIndex((v) => v >= V);
+  if (bad >= 0) throw new PlanError(field, `the tokenizer gives id ${ids[bad]} (token ${bad}), outside the model's vocabulary [0, ${V})`);
+  return ids;
 }
 
 export async function selectLayers(ck: Checkpoint, batch: number[][], opts: SelectOptions): Promise<SelectResult> {

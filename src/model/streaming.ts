@@ -459,3 +459,53 @@ async function blockedLogits(run: Run, normed: Float32Array, blockRows?: number)
   }
   return out;
 }
+
+/**
+ * Estimated peak memory of streamedForward on `tokens` tokens in sequences of `seq` (for `plan`):
+ * tfjs's wasm heap, which keeps its high-water mark (the largest block's f32 weights, their
+ * transposed copies and its activations), plus the host arrays of the residual stream (input,
+ * output and the half's intermediates: normed input, head outputs or the SwiGLU product).
+ * Mirrors the blocking decisions above; process overhead is the caller's.
+ */
+export function streamedForwardPeakBytes(cfg: ModelConfig, tokens: number, seq: number, opts: Pick<StreamOptions, 'maxBlockBytes' | 'maxActivationBytes' | 'skipLogits'> = {}): number {
+  const maxW = opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES, maxA = opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES;
+  const T = Math.min(seq, tokens), B = Math.max(1, Math.floor(tokens / T)), N = B * T;
+  const H = cfg.hiddenSize, hd = cfg.headDim, nkv = cfg.numKvHeads, g = cfg.numHeads / nkv, q = cfg.numHeads * hd, kv = nkv * hd, F = cfg.intermediateSize;
+  const chunk = (perToken: number, whole: boolean) => {
+    const rows = Math.max(1, Math.floor(maxA / perToken));
+    return whole ? Math.min(B, Math.max(1, Math.floor(rows / T))) * T : Math.min(N, rows);
+  };
+  const banded = (K: number, rows: number) => {
+    const band = Math.max(1, Math.min(rows, Math.floor(maxW / (2 * 4 * K))));
+    return 2 * 4 * band * K + chunk(4 * (K + 2 * band), false) * 4 * (K + 2 * band);
+  };
+  const attnW = 4 * (H + 2 * H * q + 2 * H * kv), mlpW = 4 * (H + 3 * H * F);
+  let heap: number, hostExtra: number;
+  // attention half
+  if (attnW <= maxW && N * attentionBytesPerToken(cfg, cfg.numHeads, nkv, T) <= maxA) {
+    heap = attnW + 4 * H * q + N * attentionBytesPerToken(cfg, cfg.numHeads, nkv, T);
+    hostExtra = 0;
+  } else {
+    const kvPer = Math.max(1, Math.min(nkv, Math.floor(maxW / (2 * 4 * H * (g + 2) * hd))));
+    const group = 2 * 4 * H * (g + 2) * hd * kvPer + chunk(attentionBytesPerToken(cfg, kvPer * g, kvPer, T), true) * attentionBytesPerToken(cfg, kvPer * g, kvPer, T);
+    heap = Math.max(group, banded(q, H));
+    hostExtra = 4 * N * (H + q + H);
+  }
+  // MLP half
+  if (mlpW <= maxW && N * mlpBytesPerToken(cfg, F) <= maxA) {
+    heap = Math.max(heap, mlpW + 4 * H * F + N * mlpBytesPerToken(cfg, F));
+  } else {
+    const units = Math.max(1, Math.min(F, Math.floor(maxW / (2 * 2 * 4 * H))));
+    heap = Math.max(heap, 2 * 2 * 4 * H * units + chunk(mlpBytesPerToken(cfg, units), false) * mlpBytesPerToken(cfg, units), banded(F, H));
+    hostExtra = Math.max(hostExtra, 4 * N * (H + F + H));
+  }
+  // embedding rows (at most N) and the residual stream's input and output on the host
+  heap = Math.max(heap, 2 * 4 * N * H);
+  let host = 3 * 4 * N * H + hostExtra;
+  if (opts.skipLogits !== true) {
+    const rows = Math.max(1, Math.min(cfg.vocabSize, WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)), Math.floor(maxW / (2 * 4 * H))));
+    heap = Math.max(heap, 4 * rows * H + chunk(4 * (H + 3 * rows), false) * 4 * (H + 3 * rows));
+    host += 4 * N * cfg.vocabSize;
+  }
+  return heap + host;
+}
