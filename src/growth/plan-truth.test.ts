@@ -26,7 +26,7 @@ describe('plans name their source', () => {
     expect(() => planReport(c52, readPlanFile(join(PLANS, 'tele-flm-102b-to-1t.json')))).toThrow(/field "source\.hidden_size".*10240.*8192/);
     expect(() => planReport(c102, readPlanFile(join(PLANS, 'tele-flm-52b-to-102b.json')))).toThrow(/source\.hidden_size/);
     expect(planReport(c52, readPlanFile(join(PLANS, 'tele-flm-52b-to-102b.json'))).parametersLabel).toMatch(/^102\.2\d B$/);
-    expect(planReport(c102, readPlanFile(join(PLANS, 'tele-flm-102b-to-1t.json'))).parametersLabel).toBe('1,083.74 B');
+    expect(planReport(c102, readPlanFile(join(PLANS, 'tele-flm-102b-to-1t.json'))).parametersLabel).toMatch(/^1,083\.7\d B$/);
     expect(() => parsePlan({ source: { hidden: 3 } })).toThrow(/source\.hidden/);
   });
 
