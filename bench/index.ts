@@ -13,6 +13,7 @@ const BENCHES: Record<string, string> = {
   train: 'training tokens/s and achieved FLOP/s (6·params·tokens) vs the matMul roofline',
   msg: 'MSG claim: FLOPs for small→grown to reach a from-scratch run\'s final loss',
   engines: 'tfjs trainer vs torch engine on one ~20 M model: tokens/s, FLOP/s vs each one\'s matMul peak',
+  'plan-memory': 'plan\'s peak-memory estimate vs grow\'s measured peak RSS, explicit and distance placement (<1 GB)',
   scale: 'Tele-FLM full-width rehearsals: synth, grow vs cp, verify, extrapolation (tens of GB)',
 };
 

@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { FlmGrowError, ModelInputError } from '../errors.ts';
 import { shared, spec } from './options.ts';
 import { emit, plural } from './format.ts';
-import { logLine, progressBar } from './progress.ts';
+import { logLine, progressBars } from './progress.ts';
 import type { BackendName } from '../backend.ts';
 
 function f32Bytes(a: Float32Array): Uint8Array {
@@ -67,9 +67,7 @@ export const forwardCommand: CommandModule = {
     try {
       const cfg = ck.config;
       const masks = a.masks === false ? null : ((await ck.masks()) ?? null);
-      const bar = progressBar('forward', cfg.numLayers + 1, { quiet: a.quiet === true });
-      const r = await streamedForward(ck, ids, { masks, collectHidden: out !== undefined, onLayer: (d) => bar.update(d + 1) });
-      bar.stop();
+      const r = await streamedForward(ck, ids, { masks, collectHidden: out !== undefined, progress: progressBars(a.quiet === true) });
       const { batch: B, seqLen: T } = r;
       const V = cfg.vocabSize, H = cfg.hiddenSize;
       if (out !== undefined) {

@@ -30,8 +30,10 @@ export const growCommand: CommandModule = {
     .example('$0 grow fixtures/hf/llama-tiny-f32 /tmp/stage2 --plan growth-plans/tiny-stage1-to-stage2.json', 'grow by a plan file')
     .example('$0 grow src dst --hidden-size 80 --num-attention-heads 5 --num-hidden-layers 6', 'grow by flags (HF config names, kebab-case)'),
   handler: async (a) => {
-    const [{ parseDtypeName }, { parseSize }, { planFromArgs }, { growCheckpoint }, { parameterCount }] = await Promise.all([
-      import('../util/dtype.ts'), import('../checkpoint/checkpoint-writer.ts'), import('../growth/plan-flags.ts'), import('../growth/grow.ts'), import('../arch.ts')]);
+    const [{ parseDtypeName }, { parseSize }, { planFromArgs, requirePlanOrTarget }, { growCheckpoint }, { parameterCount }, { describeCalibration }] = await Promise.all([
+      import('../util/dtype.ts'), import('../checkpoint/checkpoint-writer.ts'), import('../growth/plan-flags.ts'), import('../growth/grow.ts'), import('../arch.ts'),
+      import('../growth/select-layers.ts')]);
+    requirePlanOrTarget(a);
     const plan = planFromArgs(a);
     const t0 = Date.now();
     const r = await growCheckpoint(a.source as string, a.destination as string, plan, {
@@ -44,14 +46,16 @@ export const growCommand: CommandModule = {
       ...(a.part === undefined ? {} : { writerOptions: { part: parsePart(a.part as string) } }),
     });
     if (a.json === true) {
-      emit(true, { dest: r.dest, layerMap: r.layerMap, selection: r.selection, files: r.files, outputBytes: r.outputBytes }, '');
+      emit(true, { dest: r.dest, layerMap: r.layerMap, selection: r.selection, ...(r.selection !== undefined ? { calibration: describeCalibration(plan.calibration) } : {}), notes: r.resolved.notes, files: r.files, outputBytes: r.outputBytes }, '');
       return;
     }
     const lines = [
       `grew ${a.source as string} -> ${r.dest}: ${countLabel(parameterCount(r.target))} parameters, ${bytesLabel(r.outputBytes)} in ${secondsLabel(Date.now() - t0)} (${plan.mode} mode)`,
     ];
     if (r.resolved.zeroNorm !== undefined) lines.push(`zero mode: ${r.resolved.zeroNorm.note}`);
+    for (const n of r.resolved.notes) lines.push(`note: ${n}`);
     if (r.selection !== undefined) {
+      lines.push(`layer selection over ${describeCalibration(plan.calibration)}`);
       lines.push(`layer distances (${r.selection.metric}): ${r.selection.distances.map((d, i) => `${i}:${d.toPrecision(4)}`).join(' ')}`);
       lines.push(`duplicated layers (${r.selection.order} first): ${r.selection.picks.join(', ')}`);
     }

@@ -14,14 +14,16 @@ export function formatPlanReport(r: PlanReport): string {
     `parameters: ${r.parametersLabel}`,
     `mode:       ${r.mode}${r.zeroModeNote !== undefined ? ` — ${r.zeroModeNote}` : ''}`,
     `output:     ${bytesLabel(r.outputBytes)} of ${r.dtype} tensors in ${plural(r.shards, 'shard')}; disk needed ${bytesLabel(r.diskBytes)}`,
-    `peak memory of grow (estimate): ${bytesLabel(r.peakMemoryBytes)}`,
+    `peak memory of grow (estimate): ${bytesLabel(r.peakMemoryBytes)}${r.peakMemory.note !== undefined ? ` — ${r.peakMemory.note}; writing alone: ${bytesLabel(r.peakMemory.write)}` : ''}`,
     `layers:     ${r.layerPositionsNote}`,
+    ...r.notes.map((n) => `note:       ${n}`),
   ];
   if (r.schedule.length > 0) lines.push(`mask schedule: ${r.schedule.map((e) => `${e.group} ${e.shape} from step ${e.startStep} over ${e.length}`).join('; ')}`);
-  const inserted = r.layerMap.map((e, i) => (e.inserted ? `${i}<-${e.source}` : '')).filter((x) => x !== '');
+  const inserted = (r.layerMap ?? []).map((e, i) => (e.inserted ? `${i}<-${e.source}` : '')).filter((x) => x !== '');
   if (inserted.length > 0) lines.push(`inserted:   ${inserted.join(' ')}  (output layer <- copied source layer)`);
-  lines.push('', 'per-tensor operations (layer 0 and the first inserted layer shown; other layers alike):');
-  const firstInserted = r.layerMap.findIndex((e) => e.inserted);
+  lines.push('', r.layerMap === null ? 'per-tensor operations (layer 0 shown; other layers alike, copied from the source layers chosen at grow time):'
+    : 'per-tensor operations (layer 0 and the first inserted layer shown; other layers alike):');
+  const firstInserted = r.layerMap === null ? -1 : r.layerMap.findIndex((e) => e.inserted);
   const show = r.tensors.filter((x) => {
     const m = /^model\.layers\.(\d+)\./.exec(x.name);
     return m === null || Number(m[1]) === 0 || Number(m[1]) === firstInserted;

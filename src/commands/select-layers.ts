@@ -4,7 +4,7 @@ import { PlanError } from '../errors.ts';
 import { countProblem, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
 import { deprecatedAlias, shared, spec } from './options.ts';
 import { emit, plural } from './format.ts';
-import { progressBar } from './progress.ts';
+import { progressBars } from './progress.ts';
 
 export const selectLayersCommand: CommandModule = {
   command: 'select-layers <checkpoint>',
@@ -28,7 +28,7 @@ export const selectLayersCommand: CommandModule = {
       const bad = countProblem(a.count, MAX_LAYERS, '--count');
       if (bad !== undefined) throw new PlanError(bad.field, bad.message, 'select-layers');
     }
-    const [{ initBackend }, { Checkpoint }, { calibrationIds, selectLayers }, { defaultPlan }] = await Promise.all([
+    const [{ initBackend }, { Checkpoint }, { calibrationIds, describeCalibration, selectLayers }, { defaultPlan }] = await Promise.all([
       import('../backend.ts'), import('../checkpoint/checkpoint.ts'), import('../growth/select-layers.ts'), import('../growth/plan.ts')]);
     await initBackend(a.backend as BackendName);
     const ck = await Checkpoint.open(a.checkpoint as string);
@@ -42,17 +42,10 @@ export const selectLayersCommand: CommandModule = {
       const count = (a.count as number | undefined) ?? Math.max(1, Math.round(ck.config.numLayers / 4));
       const metric = a.metric as 'cosine' | 'l2';
       const order = a.order as 'smallest' | 'largest';
-      const bar = progressBar('calibration (layers)', ck.config.numLayers, { quiet: a.quiet === true || a.json === true });
-      let r;
-      try {
-        const { residualStream } = await import('../growth/residual-stream.ts');
-        r = await selectLayers(ck, ids, { metric, order, count, stream: (c, b, visit) => residualStream(c, b, (l, xIn, xOut) => { visit(l, xIn, xOut); bar.update(l + 1); }) });
-      } finally {
-        bar.stop();
-      }
+      const r = await selectLayers(ck, ids, { metric, order, count, progress: progressBars(a.quiet === true || a.json === true) });
       const tokens = ids.flat().length;
       emit(a.json, { metric, order, tokens, ...r }, () => {
-        const lines = [`${metric} distance (input -> output of each layer) over ${plural(tokens, 'token')}:`];
+        const lines = [`${metric} distance (input -> output of each layer) over ${plural(tokens, 'token')}: ${describeCalibration(cal)}`];
         r.distances.forEach((d, l) => lines.push(`  layer ${String(l).padStart(3)}  ${d.toExponential(4)}${r.picks.includes(l) ? '  *' : ''}`));
         lines.push(`picks (${count}, ${order} first): ${r.picks.join(', ')}`);
         return lines.join('\n');

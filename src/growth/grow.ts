@@ -76,7 +76,7 @@ export function sourceDtype(ck: Checkpoint): DType {
 }
 
 /** Positions of inserted layers: explicit from the plan, or chosen by distance on the source. */
-export async function resolvePositions(ck: Checkpoint, plan: GrowthPlan, L2: number, given?: LayerSelection, backend?: BackendName): Promise<{ positions: number[]; selection: LayerSelection | undefined }> {
+export async function resolvePositions(ck: Checkpoint, plan: GrowthPlan, L2: number, given?: LayerSelection, backend?: BackendName, progress?: ProgressFactory): Promise<{ positions: number[]; selection: LayerSelection | undefined }> {
   const k = L2 - ck.config.numLayers;
   if (k <= 0) return { positions: [], selection: undefined };
   if (plan.placement.method === 'explicit') {
@@ -88,7 +88,7 @@ export async function resolvePositions(ck: Checkpoint, plan: GrowthPlan, L2: num
     const { selectLayers, calibrationIds } = await import('./select-layers.ts');
     if (backend !== undefined) await (await import('../backend.ts')).initBackend(backend);
     const ids = await calibrationIds(ck, plan.calibration);
-    const r = await selectLayers(ck, ids, { metric: plan.placement.metric, order: plan.placement.order, count: k });
+    const r = await selectLayers(ck, ids, { metric: plan.placement.metric, order: plan.placement.order, count: k, progress });
     selection = { metric: plan.placement.metric, order: plan.placement.order, distances: r.distances, picks: r.picks, calibrationTokens: ids.flat().length };
   } else {
     selection = { ...selection, picks: pickLayers(selection.distances, k, plan.placement.order) };
@@ -117,7 +117,7 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
       : undefined;
     if (carry !== undefined) resolved.schedule = carry.schedule;
     const { target } = resolved;
-    const { positions, selection } = await resolvePositions(ck, plan, target.numLayers, opts.selection, opts.backend);
+    const { positions, selection } = await resolvePositions(ck, plan, target.numLayers, opts.selection, opts.backend, opts.quiet === true ? undefined : opts.progress);
     const layerMap = buildLayerMap(ck.config.numLayers, target.numLayers, positions, plan.placement.method === 'explicit' ? 'placement.positions' : 'layer selection');
     const layout = buildLayout(ck.config, target, plan, layerMap, resolved.zeroNorm?.gainScale ?? 1);
     const ops = tensorOps(layout);

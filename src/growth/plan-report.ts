@@ -12,6 +12,8 @@ import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
 import { buildLayout, tensorOps, type TensorOp } from './layout.ts';
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
 import { DEFAULT_BLOCK_BYTES } from './produce.ts';
+import { streamedForwardPeakBytes } from '../model/streaming.ts';
+import { describeCalibration } from './select-layers.ts';
 
 export interface TensorPlanLine {
   name: string;
@@ -35,8 +37,13 @@ export interface PlanReport {
   shards: number;
   diskBytes: number;
   peakMemoryBytes: number;
-  layerMap: LayerMapEntry[];
+  /** The parts of the peak: writing the tensors, and the calibration forward pass (distance placement). */
+  peakMemory: { write: number; calibration: number | undefined; note: string | undefined };
+  /** Which source layer each output layer copies; null when the layers are chosen at grow time. */
+  layerMap: LayerMapEntry[] | null;
   layerPositionsNote: string;
+  /** Sizes that change without being named by the plan (e.g. KV heads following the heads). */
+  notes: string[];
   mode: 'masked' | 'zero';
   zeroModeNote: string | undefined;
   schedule: ResolvedTarget['schedule'];
@@ -53,6 +60,13 @@ export function formatParams(n: number): string {
 
 /** RSS of the grow process before any tensor (node, tsx, the hashing worker), measured. */
 const BASE_RSS = 120e6;
+/** RSS of a process with tfjs and its wasm backend loaded (the calibration pass), measured. */
+const TFJS_BASE_RSS = 250e6;
+
+/** Peak memory of the calibration forward pass (distance-based placement) on `src`. */
+export function estimateCalibrationMemory(src: ModelConfig, tokens: number, seq: number): number {
+  return TFJS_BASE_RSS + streamedForwardPeakBytes(src, tokens, seq, { skipLogits: true });
+}
 
 /**
  * Peak memory of grow, calibrated on bench/grow.ts: three output blocks (pool: built, written,
@@ -81,6 +95,7 @@ export function planReport(src: ModelConfig, plan: GrowthPlan, opts: { dtype?: D
   const k = target.numLayers - src.numLayers;
   let positions = opts.positions;
   let note = '';
+  let distance = false;
   if (positions === undefined) {
     if (k === 0) { positions = []; note = 'no layers inserted'; }
     else if (plan.placement.method === 'explicit') {
@@ -88,8 +103,10 @@ export function planReport(src: ModelConfig, plan: GrowthPlan, opts: { dtype?: D
       else positions = plan.placement.positions;
       note = `explicit positions: ${positions.join(', ')}`;
     } else {
+      // any k positions give the same shapes and bytes; which layers is decided at grow time
       positions = pickLayers(new Array<number>(src.numLayers).fill(0), k, plan.placement.order);
-      note = `${k} layers chosen at grow time by ${plan.placement.metric} distance (${plan.placement.order} first) on ${plan.calibration.tokens} calibration tokens; the layer map below is a placeholder`;
+      distance = true;
+      note = `${k} inserted layers, chosen at grow time by ${plan.placement.metric} distance (${plan.placement.order} first) over ${describeCalibration(plan.calibration)}; \`flm-grow select-layers\` shows the choice beforehand`;
     }
   }
   const layerMap = buildLayerMap(src.numLayers, target.numLayers, positions, plan.placement.method === 'explicit' ? 'placement.positions' : 'layer selection');
@@ -122,6 +139,11 @@ export function planReport(src: ModelConfig, plan: GrowthPlan, opts: { dtype?: D
     };
   });
   const params = parameterCount(target);
+  const write = estimatePeakMemory(ops, dtype, srcDtype);
+  const cal = distance ? estimateCalibrationMemory(src, plan.calibration.tokens, plan.calibration.seq) : undefined;
+  const calNote = cal === undefined ? undefined
+    : `the calibration pass (${plan.calibration.tokens} tokens in sequences of ${plan.calibration.seq}) sets it; lower it with --calibration-tokens, or run \`flm-grow select-layers\` once and grow with --placement explicit --positions`;
+  const layerTensor = /^model\.layers\.(\d+)\./;
   return {
     plan: planToJson(plan),
     source: {
@@ -135,12 +157,15 @@ export function planReport(src: ModelConfig, plan: GrowthPlan, opts: { dtype?: D
     outputBytes,
     shards: shards.length,
     diskBytes: filesBytes + masksBytes + 1e6,
-    peakMemoryBytes: estimatePeakMemory(ops, dtype, srcDtype),
-    layerMap,
+    peakMemoryBytes: Math.max(write, cal ?? 0),
+    peakMemory: { write, calibration: cal, note: cal !== undefined && cal > write ? calNote : undefined },
+    layerMap: distance ? null : layerMap,
     layerPositionsNote: note,
+    notes: resolved.notes,
     mode: plan.mode,
     zeroModeNote: resolved.zeroNorm?.note,
     schedule: resolved.schedule,
-    tensors,
+    // with distance placement only layer 0's source is known before grow time
+    tensors: distance ? tensors.map((x) => (layerTensor.test(x.name) && !x.name.startsWith('model.layers.0.') ? { ...x, source: undefined } : x)) : tensors,
   };
 }

@@ -65,8 +65,19 @@ export interface CalibrationPlan {
   text?: string;
 }
 
+/** Config keys a plan may name under `source`: the source it was written for. */
+export const SOURCE_KEYS = ['hidden_size', 'intermediate_size', 'num_attention_heads', 'num_key_value_heads', 'num_hidden_layers', 'vocab_size', 'head_dim'] as const;
+export type SourceKey = (typeof SOURCE_KEYS)[number];
+
+const SOURCE_FIELD: Record<SourceKey, keyof ModelConfig> = {
+  hidden_size: 'hiddenSize', intermediate_size: 'intermediateSize', num_attention_heads: 'numHeads', num_key_value_heads: 'numKvHeads',
+  num_hidden_layers: 'numLayers', vocab_size: 'vocabSize', head_dim: 'headDim',
+};
+
 export interface GrowthPlan {
   description?: string;
+  /** The source the plan expects (checked by resolveTarget); a target flag drops the same key. */
+  source?: Partial<Record<SourceKey, number>>;
   targets: GrowthTargets;
   mode: GrowthMode;
   init: InitPlan;
@@ -138,10 +149,16 @@ const STD_KEYS = ['default', ...new Set(RANDOM_SPECS.map((s) => s.kind)), ...RAN
 export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
   const p = defaultPlan();
   const o = obj(json, '<root>', src);
-  noUnknown(o, ['description', 'targets', 'mode', 'init', 'placement', 'calibration', 'seed', 'schedule', 'anneal_steps', '$comment'], '', src);
+  noUnknown(o, ['description', 'source', 'targets', 'mode', 'init', 'placement', 'calibration', 'seed', 'schedule', 'anneal_steps', '$comment'], '', src);
   if (o.description !== undefined) {
     if (typeof o.description !== 'string') throw new PlanError('description', 'must be a string', src);
     p.description = o.description;
+  }
+  if (o.source !== undefined) {
+    const s = obj(o.source, 'source', src);
+    noUnknown(s, SOURCE_KEYS, 'source.', src);
+    p.source = {};
+    for (const k of SOURCE_KEYS) if (s[k] !== undefined) p.source[k] = int(s[k], `source.${k}`, src);
   }
   if (o.targets !== undefined) {
     const t = obj(o.targets, 'targets', src);
@@ -263,6 +280,14 @@ export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
   set(t, 'vocab_size', f.vocabSize);
   set(t, 'mup_scale_factor', f.mupScaleFactor);
   set(t, 'head_dim', f.headDim);
+  // a target given on the command line re-plans that dimension: the plan's expectation of the
+  // source's value for it no longer applies (e.g. a 2-layer rehearsal of a 64 -> 80 layer plan)
+  if (j.source !== undefined) {
+    const s = j.source as Obj;
+    const flagged: [string, unknown][] = [['hidden_size', f.hiddenSize], ['intermediate_size', f.intermediateSize], ['num_attention_heads', f.numAttentionHeads],
+      ['num_key_value_heads', f.numKeyValueHeads], ['num_hidden_layers', f.numHiddenLayers], ['vocab_size', f.vocabSize], ['head_dim', f.headDim]];
+    for (const [k, v] of flagged) if (v !== undefined) delete s[k];
+  }
   set(j, 'mode', f.mode);
   const init = j.init as Obj;
   set(init, 'new', f.init);
@@ -292,6 +317,7 @@ export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
 export function planToJson(p: GrowthPlan): Obj {
   const j: Obj = {};
   if (p.description !== undefined) j.description = p.description;
+  if (p.source !== undefined) j.source = { ...p.source };
   j.targets = { ...p.targets };
   j.mode = p.mode;
   j.init = { std: { ...p.init.std }, layers: p.init.layers, new: p.init.new };
@@ -309,6 +335,8 @@ export interface ResolvedTarget {
   target: ModelConfig;
   /** Zero mode only: how norms were rescaled and whether that is exact. */
   zeroNorm: ZeroModeNorm | undefined;
+  /** Sizes the plan did not name but that change with the ones it did (said in plan and grow output). */
+  notes: string[];
   /** Groups that grow (the ones that get masks and a schedule). */
   grownGroups: MaskGroup[];
   schedule: MaskSchedule[];
@@ -320,6 +348,13 @@ export interface ResolvedTarget {
  */
 export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DType, where = 'plan'): ResolvedTarget {
   const t = plan.targets;
+  for (const k of SOURCE_KEYS) {
+    const want = plan.source?.[k];
+    const have = src[SOURCE_FIELD[k]];
+    if (want !== undefined && want !== have) {
+      throw new PlanError(`source.${k}`, `the plan is for a source with ${k} ${want}, this source has ${String(have)} (a target flag for ${k} re-plans that dimension)`, where);
+    }
+  }
   let target: ModelConfig = { ...src };
   for (const op of OPERATORS) target = { ...target, ...op.resolve(src, t) };
   for (const op of OPERATORS) {
@@ -351,7 +386,11 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
       if (!schedule.some((s) => s.group === g)) throw new PlanError('schedule', `group "${g}" grows but has no schedule entry`, where);
     }
   } else schedule = grownGroups.map((group) => ({ group, startStep: 0, length: plan.annealSteps, shape: 'linear' as const }));
-  return { target, zeroNorm, grownGroups, schedule };
+  const notes: string[] = [];
+  if (t.num_key_value_heads === undefined && target.numKvHeads !== src.numKvHeads) {
+    notes.push(`num_key_value_heads ${src.numKvHeads} -> ${target.numKvHeads}: not in the plan; it follows num_attention_heads because the source has one query head per KV head (give num_key_value_heads to choose it)`);
+  }
+  return { target, zeroNorm, notes, grownGroups, schedule };
 }
 
 /** Std of new random entries of a role: role, then kind, then default, then config, then Tele-FLM's 4e-3. */

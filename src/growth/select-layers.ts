@@ -4,7 +4,9 @@
  * residual stream (distance.ts). Layers that change it least are the natural ones to duplicate
  * (`smallest`); `largest` is the alternative.
  */
-import { readFailure, readTextFile } from '../util/files.ts';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { extname } from 'node:path';
+import { readFailure, readRegularFile, readTextFile } from '../util/files.ts';
 import { MAX_TOKENS } from '../util/limits.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
@@ -13,6 +15,7 @@ import { mulberry32, uniformInt } from '../util/random.ts';
 import { layerDistance, type DistanceMetric } from './distance.ts';
 import { pickLayers } from './depth.ts';
 import type { CalibrationPlan } from './plan.ts';
+import type { ProgressFactory } from '../util/progress.ts';
 
 export interface SelectOptions {
   metric: DistanceMetric;
@@ -21,6 +24,8 @@ export interface SelectOptions {
   count?: number;
   /** Residual-stream provider (default: the model's layer-streamed forward, loaded lazily). */
   stream?: ResidualStreamFn;
+  /** Progress of the calibration pass (weight bytes streamed). */
+  progress?: ProgressFactory;
 }
 
 export interface SelectResult {
@@ -31,16 +36,36 @@ export interface SelectResult {
 }
 
 /** Calls visit(l, x_l, x_{l+1}) ([tokens, H] each, x_L before the final norm) for every layer l. */
-export type ResidualStreamFn = (ck: Checkpoint, batch: number[][], visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void) => Promise<void>;
+export type ResidualStreamFn = (ck: Checkpoint, batch: number[][], visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void, progress?: ProgressFactory) => Promise<void>;
+
+/** Token files by extension, as the trainer reads them (raw little-endian). */
+const TOKEN_FILE_BYTES: Record<string, 2 | 4> = { '.bin': 2, '.u16': 2, '.u32': 4 };
+
+/** What the calibration tokens are, for the output: random ids are not text. */
+export function describeCalibration(cal: CalibrationPlan): string {
+  if (cal.file !== undefined) return `calibration tokens from ${cal.file}`;
+  if (cal.text !== undefined) return 'calibration text (calibration.text)';
+  return `${cal.tokens} random token ids (seed ${cal.seed}), not text: give a text or token file with --calibration-file (calibration.file) for a selection on real data`;
+}
 
 /** Calibration token ids, split into sequences of `seq`. */
 export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Promise<number[][]> {
   const V = ck.config.vocabSize;
   let ids: number[];
-  if (cal.file !== undefined) {
-    let text: string;
-    try { text = readTextFile(cal.file, { what: 'calibration file' }); } catch (e) { throw new PlanError('calibration.file', `cannot read ${cal.file}: ${readFailure(e)}`); }
-    const t = text.trim();
+  const ext = cal.file === undefined ? '' : extname(cal.file).toLowerCase();
+  if (cal.file !== undefined && TOKEN_FILE_BYTES[ext] !== undefined) {
+    const w = TOKEN_FILE_BYTES[ext];
+    const buf = readTokenFilePrefix(cal.file, w * Math.min(cal.tokens, MAX_TOKENS + 1));
+    const n = Math.floor(buf.byteLength / w);
+    ids = Array.from({ length: n }, (_, k) => (w === 2 ? buf.readUInt16LE(2 * k) : buf.readUInt32LE(4 * k)));
+    const bad = ids.findIndex((v) => v >= V);
+    if (bad >= 0) throw new PlanError('calibration.file', `${cal.file}: token ${bad} = ${ids[bad]} is not an id in [0, ${V})`);
+  } else if (cal.file !== undefined && !isIdList(readCalibrationFile(cal.file))) {
+    // any other file is text, tokenised like calibration.text
+    ids = await tokenizeCalibration(ck, readCalibrationFile(cal.file), 'calibration.file');
+    ids = ids.slice(0, cal.tokens);
+  } else if (cal.file !== undefined) {
+    const t = readCalibrationFile(cal.file).trim();
     let raw: unknown;
     try { raw = t.startsWith('[') ? JSON.parse(t) : t.split(/\s+/).map(Number); } catch (e) { throw new PlanError('calibration.file', `${cal.file}: invalid JSON: ${(e as Error).message}`); }
     if (!Array.isArray(raw)) throw new PlanError('calibration.file', `${cal.file}: expected a JSON array or whitespace-separated token ids`);
@@ -49,9 +74,7 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
       return v;
     });
   } else if (cal.text !== undefined) {
-    ids = (await CheckpointFolder.of(ck).tokenizer()).encode(cal.text);
-    const bad = ids.findIndex((v) => v >= V);
-    if (bad >= 0) throw new PlanError('calibration.text', `the tokenizer gives id ${ids[bad]} (token ${bad}), outside the model's vocabulary [0, ${V})`);
+    ids = await tokenizeCalibration(ck, cal.text, 'calibration.text');
   } else {
     const next = mulberry32(cal.seed);
     ids = Array.from({ length: cal.tokens }, () => uniformInt(next, V));
@@ -65,13 +88,53 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
   return full.length > 0 ? full : [seqs[0]];
 }
 
+function readCalibrationFile(file: string): string {
+  try { return readTextFile(file, { what: 'calibration file' }); } catch (e) { throw new PlanError('calibration.file', `cannot read ${file}: ${readFailure(e)}`); }
+}
+
+/** The first `maxBytes` of a raw token file (a regular file; training token files can be far larger than calibration needs). */
+function readTokenFilePrefix(file: string, maxBytes: number): Buffer {
+  try {
+    readRegularFile(file, { maxBytes: Number.MAX_SAFE_INTEGER, what: 'calibration file', probeOnly: true });
+    const fd = openSync(file, 'r');
+    try {
+      const buf = Buffer.alloc(maxBytes);
+      let off = 0;
+      while (off < maxBytes) {
+        const n = readSync(fd, buf, off, maxBytes - off, off);
+        if (n === 0) break;
+        off += n;
+      }
+      return buf.subarray(0, off);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    throw new PlanError('calibration.file', `cannot read ${file}: ${readFailure(e)}`);
+  }
+}
+
+/** A JSON array, or whitespace-separated integers: token ids rather than text. */
+function isIdList(text: string): boolean {
+  const t = text.trim();
+  return t.startsWith('[') || /^\d+(\s+\d+)*$/.test(t);
+}
+
+async function tokenizeCalibration(ck: Checkpoint, text: string, field: string): Promise<number[]> {
+  const V = ck.config.vocabSize;
+  const ids = (await CheckpointFolder.of(ck).tokenizer()).encode(text);
+  const bad = ids.findIndex((v) => v >= V);
+  if (bad >= 0) throw new PlanError(field, `the tokenizer gives id ${ids[bad]} (token ${bad}), outside the model's vocabulary [0, ${V})`);
+  return ids;
+}
+
 export async function selectLayers(ck: Checkpoint, batch: number[][], opts: SelectOptions): Promise<SelectResult> {
   const L = ck.config.numLayers;
   const distances = new Array<number>(L).fill(NaN);
   const visit = (l: number, xIn: Float32Array, xOut: Float32Array) => { distances[l] = layerDistance(xIn, xOut, ck.config.hiddenSize, opts.metric); };
   // loaded lazily: growing with explicit positions never needs tfjs
   const stream = opts.stream ?? (await import('./residual-stream.ts')).residualStream;
-  await stream(ck, batch, visit);
+  await stream(ck, batch, visit, opts.progress);
   // a NaN distance sorts arbitrarily: picking layers by it would be silent nonsense
   const bad = distances.findIndex((d) => !Number.isFinite(d));
   if (bad >= 0) {

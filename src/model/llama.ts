@@ -367,7 +367,7 @@ function pieces(x: tf.Tensor, n: number, r: number, c: number): tf.Tensor2D[] {
 }
 
 /** x [N, in] times a Linear weight in HF layout [out, in]; the transposed copy lives only for this product. */
-function linear(x: tf.Tensor, w: tf.Tensor): tf.Tensor2D {
+export function linear(x: tf.Tensor, w: tf.Tensor): tf.Tensor2D {
   return tf.tidy(() => matMul2d(x, tf.transpose(w)));
 }
 
@@ -388,7 +388,7 @@ function wideLinear(x: tf.Tensor, w: tf.Tensor): tf.Tensor2D {
  * [B·nkv, g·T, hd] and one batched matMul per group serves them all without repeating K/V.
  * q [N, nh*hd], k/v [N, nkv*hd]; returns the head outputs (head-masked) as [N, nh*hd].
  */
-function attention(cfg: ModelConfig, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, B: number, T: number, rope: Rope, headMask?: tf.Tensor1D, qkNorm?: { q: tf.Tensor; k: tf.Tensor }): tf.Tensor2D {
+export function attention(cfg: ModelConfig, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, B: number, T: number, rope: Rope, headMask?: tf.Tensor1D, qkNorm?: { q: tf.Tensor; k: tf.Tensor }): tf.Tensor2D {
   const nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim, g = nh / nkv;
   // Qwen3: RMSNorm over each head's head_dim coordinates, before RoPE
   const headNorm = (x: tf.Tensor, gain: tf.Tensor | undefined, heads: number) =>

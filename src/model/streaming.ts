@@ -1,26 +1,34 @@
 /**
  * The forward pass with only part of one layer's weights in memory at a time: each layer runs
  * as its attention half then its MLP half, each read from the checkpoint (converted to f32),
- * run and freed; an MLP too large for one block (wasm's heap is 32-bit) runs in blocks of FFN
- * units. Only the embedding rows of the tokens used are read, and the LM head is applied in row
- * blocks. Peak memory is about the larger half-layer in f32 plus activations and the logits.
- * The math is llama.ts's functions, unchanged.
+ * run and freed. Only the embedding rows of the tokens used are read, and the LM head is applied
+ * in row blocks. The residual stream lives in host memory between halves.
+ *
+ * wasm's heap is 32-bit (4 GiB), so a half that does not fit runs in blocks (see blockedAttention,
+ * blockedMlp): f32 weights per block at most `maxBlockBytes` (attention by groups of KV heads,
+ * the MLP by FFN units, o_proj/down_proj/lm_head by row bands) and activations per block at most
+ * `maxActivationBytes` (tokens in micro-batches of whole sequences). Small halves run as one
+ * block, exactly llama.ts's attentionBlock/mlpBlock. The math is llama.ts's functions, unchanged;
+ * blocked results equal the unblocked pass up to f32 summation order.
  */
 import * as tf from '@tensorflow/tfjs';
 import { headRole, tensorName } from '../arch.ts';
-import { bytesToFloat32 } from '../util/dtype.ts';
-import { assertFiniteWeights, type Checkpoint } from '../checkpoint/checkpoint.ts';
+import { startProgress, type Progress, type ProgressFactory } from '../util/progress.ts';
+import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
 import type { ModelConfig } from '../config.ts';
 import { CheckpointError, ModelInputError } from '../errors.ts';
 import type { MaskSet } from '../masks.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
 import {
-  attentionBlock, disposeLayerWeights, disposeMaskTensors, embedTokens, finalHidden, lmHeadLogits, loadLayerWeights, loadTensor,
-  ATTENTION_FIELDS, makeRope, masksToTensors, mlpBlock, residualAdd, rmsNorm, swiglu, validateIds, WIDE_BLOCK, type MaskTensors, type Rope, type RopeOptions,
+  ATTENTION_FIELDS, attention, attentionBlock, disposeLayerWeights, disposeMaskTensors, embedTokens, finalHidden, lmHeadLogits, loadLayerWeights, loadTensor,
+  makeRope, masksToTensors, matMul2d, mlpBlock, residualAdd, rmsNorm, validateIds, WIDE_BLOCK, type MaskTensors, type Rope, type RopeOptions,
 } from './llama.ts';
 
-export const DEFAULT_MAX_BLOCK_BYTES = 1 << 30;
+/** Largest f32 weight block held at once (its transposed copy doubles it while in use). */
+export const DEFAULT_MAX_BLOCK_BYTES = 512 * 2 ** 20;
+/** Largest activation estimate per block: tokens run in micro-batches below it. */
+export const DEFAULT_MAX_ACTIVATION_BYTES = 256 * 2 ** 20;
 
 /** Token ids: a [B,T] int32 tensor, or rows of ids. */
 export type TokenIds = tf.Tensor2D | ArrayLike<number>[];
@@ -35,10 +43,15 @@ export interface StreamOptions {
   /** Rows of lm_head per block (default: at most one layer's f32 size and 4096 rows). */
   lmHeadBlockRows?: number;
   /**
-   * Largest f32 weight block held at once (default 1 GiB): an MLP above it runs in blocks of
-   * FFN units (summed, so equal to the unblocked pass up to f32 rounding).
+   * Largest f32 weight block held at once (default 512 MiB): a half-layer above it runs in
+   * blocks (KV-head groups, FFN units, row bands), equal to the unblocked pass up to f32 rounding.
    */
   maxBlockBytes?: number;
+  /** Largest activation estimate per block (default 256 MiB): tokens above it run in micro-batches. */
+  maxActivationBytes?: number;
+  /** Progress over the f32 weight bytes processed (one unit per weight byte per pass). */
+  progress?: ProgressFactory;
+  progressLabel?: string;
   /**
    * Called with each layer's residual stream before and after it ([B·T, H] row-major, raw: the
    * last layer's output is before the final norm). Distance-based layer selection uses it.
@@ -61,7 +74,13 @@ export interface StreamResult {
 /** Bytes of one decoder layer's weights in f32: the unit of streaming memory. */
 export function layerF32Bytes(cfg: ModelConfig): number {
   const H = cfg.hiddenSize, q = cfg.numHeads * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim, F = cfg.intermediateSize;
-  return 4 * (2 * H + H * q + 2 * H * kv + q * H + 3 * H * F);
+  return 4 * (2 * H + H * q + 2 * H * kv + q * H + 3 * H * F) + attentionExtraBytes(cfg);
+}
+
+/** f32 bytes of a layer's small attention tensors: q/k/v biases (Qwen2), q_norm/k_norm gains (Qwen3). */
+function attentionExtraBytes(cfg: ModelConfig): number {
+  const q = cfg.numHeads * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim;
+  return 4 * ((cfg.qkvBias ? q + 2 * kv : 0) + (cfg.qkNorm ? 2 * cfg.headDim : 0));
 }
 
 export function idsToTensor(ids: TokenIds): tf.Tensor2D {
@@ -106,7 +125,6 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
   const owned = idsT !== ids;
   const maskSet = opts.masks === null ? undefined : (opts.masks ?? (await CheckpointFolder.of(ck).masks()));
   let masks: MaskTensors | undefined;
-  let x: tf.Tensor3D | undefined;
   const [B, T] = idsT.shape;
   // refused before the [group·T, T] causal mask and the [B·T, ·] activations are allocated
   if (T > MAX_SEQ_LEN || B * T > MAX_TOKENS) {
@@ -115,154 +133,416 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
   }
   const rope = makeRope(cfg, T, opts.ropeOptions);
   const hidden: Float32Array[] | undefined = opts.collectHidden === true ? [] : undefined;
+  const total = L * layerF32Bytes(cfg) + (opts.skipLogits === true ? 0 : 4 * cfg.vocabSize * cfg.hiddenSize);
+  const bar = startProgress(opts.progress, false, opts.progressLabel ?? 'forward', total, 'bytes');
+  const run: Run = {
+    ck, B, T, masks: undefined, rope, bar, done: 0,
+    maxWeights: opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES, maxActs: opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES,
+  };
   try {
     validateIds(cfg, idsT);
     masks = maskSet === undefined ? undefined : masksToTensors(maskSet);
-    x = await embedIds(ck, idsT, masks);
-    if (hidden !== undefined) hidden.push((await x.data()) as Float32Array);
-    let residualIn = opts.onResidual !== undefined ? ((await x.data()) as Float32Array) : undefined;
+    run.masks = masks;
+    let x = await embedIds(ck, idsT, masks);
+    if (hidden !== undefined) hidden.push(x);
     opts.onLayer?.(0, L + 1);
     for (let l = 0; l < L; l++) {
-      x = await streamLayer(ck, l, x, masks, rope, opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES);
-      if (hidden !== undefined && l < L - 1) hidden.push((await x.data()) as Float32Array);
-      if (opts.onResidual !== undefined && residualIn !== undefined) {
-        const out = (await x.data()) as Float32Array;
-        opts.onResidual(l, residualIn, out);
-        residualIn = out;
-      }
+      const xIn = x;
+      x = await streamLayer(run, l, x);
+      if (hidden !== undefined && l < L - 1) hidden.push(x);
+      opts.onResidual?.(l, xIn, x);
       opts.onLayer?.(l + 1, L + 1);
     }
     if (opts.skipLogits === true) return { logits: new Float32Array(0), batch: B, seqLen: T, masked: masks !== undefined };
-    const normed = await finalHiddenFrom(ck, x, masks);
-    try {
-      if (hidden !== undefined) hidden.push((await normed.data()) as Float32Array);
-      const logits = await blockedLogits(ck, normed, masks, opts.lmHeadBlockRows);
-      // finite weights can still overflow (huge norms, f32 range): never hand back NaN logits
-      // (-Infinity is how a vocab mask removes padding ids, so it is allowed when masked)
-      const bad = logits.findIndex((v) => Number.isNaN(v) || v === Infinity || (v === -Infinity && masks === undefined));
-      if (bad >= 0) throw new ModelInputError(`${ck.dir}: logits are non-finite (${logits[bad]} at position ${Math.floor(bad / cfg.vocabSize)}, token ${bad % cfg.vocabSize}): the activations overflowed`);
-      return { logits, ...(hidden !== undefined ? { hidden } : {}), batch: B, seqLen: T, masked: masks !== undefined };
-    } finally {
-      normed.dispose();
-    }
+    const normed = await finalHiddenFrom(run, x);
+    if (hidden !== undefined) hidden.push(normed);
+    const logits = await blockedLogits(run, normed, opts.lmHeadBlockRows);
+    // finite weights can still overflow (huge norms, f32 range): never hand back NaN logits
+    // (-Infinity is how a vocab mask removes padding ids, so it is allowed when masked)
+    const bad = logits.findIndex((v) => Number.isNaN(v) || v === Infinity || (v === -Infinity && masks === undefined));
+    if (bad >= 0) throw new ModelInputError(`${ck.dir}: logits are non-finite (${logits[bad]} at position ${Math.floor(bad / cfg.vocabSize)}, token ${bad % cfg.vocabSize}): the activations overflowed`);
+    return { logits, ...(hidden !== undefined ? { hidden } : {}), batch: B, seqLen: T, masked: masks !== undefined };
   } finally {
-    x?.dispose();
+    bar.stop();
     rope.dispose();
     if (masks !== undefined) disposeMaskTensors(masks);
     if (owned) idsT.dispose();
   }
 }
 
-/** x_0 [B,T,H]: the embedding rows of the ids used, read from the checkpoint. */
-async function embedIds(ck: Checkpoint, idsT: tf.Tensor2D, masks: MaskTensors | undefined): Promise<tf.Tensor3D> {
+/** One pass's state: the residual stream is host memory [B·T, H] between halves. */
+interface Run {
+  ck: Checkpoint;
+  B: number;
+  T: number;
+  masks: MaskTensors | undefined;
+  rope: Rope;
+  bar: Progress;
+  done: number;
+  maxWeights: number;
+  maxActs: number;
+}
+
+function tick(run: Run, weightBytes: number): void {
+  run.done += weightBytes;
+  run.bar.update(run.done);
+}
+
+/** x_0 [B·T, H]: the embedding rows of the ids used, read from the checkpoint. */
+async function embedIds(ck: Checkpoint, idsT: tf.Tensor2D, masks: MaskTensors | undefined): Promise<Float32Array> {
   const [B, T] = idsT.shape;
   const { table, local } = await readEmbeddingRows(ck, idsT.dataSync() as Int32Array);
   const localT = tf.tensor2d(local, [B, T], 'int32');
   try {
-    return embedTokens(ck.config, table, localT, masks);
+    const x = embedTokens(ck.config, table, localT, masks);
+    try {
+      return (await x.data()) as Float32Array;
+    } finally {
+      x.dispose();
+    }
   } finally {
     tf.dispose([table, localT]);
   }
 }
 
-/**
- * Layer l on x (disposed once used). decoderLayer is exactly mlpBlock ∘ attentionBlock; running
- * the halves separately halves the weights held.
- */
-async function streamLayer(ck: Checkpoint, l: number, x: tf.Tensor3D, masks: MaskTensors | undefined, rope: Rope, maxBlockBytes: number): Promise<tf.Tensor3D> {
-  const cfg = ck.config;
-  const aw = await loadLayerWeights(ck, l, ATTENTION_FIELDS);
-  let mid: tf.Tensor3D;
+/** f32 rows [r0, r1) of a tensor (checked finite by readRowsFloat32), as [r1-r0, cols]. */
+async function readRowsF32(ck: Checkpoint, name: string, r0: number, r1: number, cols: number): Promise<tf.Tensor2D> {
+  if (!ck.has(name)) throw new CheckpointError('TensorNotFound', `${ck.dir}: tensor "${name}" is missing`);
+  return tf.tensor2d(await ck.readRowsFloat32(name, r0, r1), [r1 - r0, cols]);
+}
+
+/** Host data of a tensor, which is then disposed. */
+async function take(t: tf.Tensor): Promise<Float32Array> {
   try {
-    mid = attentionBlock(cfg, aw, x, l, masks, rope);
+    return (await t.data()) as Float32Array;
   } finally {
-    disposeLayerWeights(aw);
+    t.dispose();
   }
-  x.dispose();
-  try {
-    if (4 * 3 * cfg.hiddenSize * cfg.intermediateSize > maxBlockBytes) return await blockedMlp(ck, l, mid, masks, maxBlockBytes);
-    const mw = await loadLayerWeights(ck, l, ['postNorm', 'gate', 'up', 'down']);
+}
+
+/** Copy block [rows, width] into columns [c0, c0+width) of host matrix `dst` (row length `cols`) from row r0. */
+function writeColumns(dst: Float32Array, cols: number, r0: number, c0: number, block: Float32Array, width: number): void {
+  const rows = block.length / width;
+  if (width === cols) { dst.set(block, r0 * cols); return; }
+  for (let r = 0; r < rows; r++) dst.set(block.subarray(r * width, (r + 1) * width), (r0 + r) * cols + c0);
+}
+
+/** Rows per token micro-batch for `perToken` activation bytes (whole sequences when `whole`). */
+function tokenChunk(run: Run, perToken: number, whole: boolean): number {
+  const N = run.B * run.T;
+  const rows = Math.max(1, Math.floor(run.maxActs / perToken));
+  if (!whole) return Math.min(N, rows);
+  return Math.min(run.B, Math.max(1, Math.floor(rows / run.T))) * run.T;
+}
+
+/** f(rows [r0, r1)) over micro-batches of `chunk` token rows. */
+async function overTokens(N: number, chunk: number, f: (r0: number, r1: number) => Promise<void>): Promise<void> {
+  for (let r0 = 0; r0 < N; r0 += chunk) await f(r0, Math.min(N, r0 + chunk));
+}
+
+/** Activation bytes per token of attentionBlock on nh query / nkv KV heads (q, k, v, RoPE, scores ×4 over T keys). */
+function attentionBytesPerToken(cfg: ModelConfig, nh: number, nkv: number, T: number): number {
+  return 4 * (3 * cfg.hiddenSize + 5 * (nh + 2 * nkv) * cfg.headDim + 4 * nh * T);
+}
+
+/** Activation bytes per token of SwiGLU over f FFN units (gate, sigmoid, up, products). */
+function mlpBytesPerToken(cfg: ModelConfig, f: number): number {
+  return 4 * (3 * cfg.hiddenSize + 5 * f);
+}
+
+/** Layer l on x (host [B·T, H]): attention half then MLP half, each run and its weights freed. */
+async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float32Array> {
+  const cfg = run.ck.config;
+  const N = run.B * run.T, H = cfg.hiddenSize;
+  const q = cfg.numHeads * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim;
+  // q/k/v biases (Qwen2) and q_norm/k_norm gains (Qwen3) are small: counted, never blocked
+  const attnBytes = 4 * (H + 2 * H * q + 2 * H * kv) + attentionExtraBytes(cfg);
+  let mid: Float32Array;
+  if (attnBytes <= run.maxWeights && N * attentionBytesPerToken(cfg, cfg.numHeads, cfg.numKvHeads, run.T) <= run.maxActs) {
+    const aw = await loadLayerWeights(run.ck, l, ATTENTION_FIELDS);
+    const xT = tf.tensor3d(x, [run.B, run.T, H]);
     try {
-      return mlpBlock(cfg, mw, mid, l, masks);
+      mid = await take(attentionBlock(cfg, aw, xT, l, run.masks, run.rope));
+    } finally {
+      disposeLayerWeights(aw);
+      xT.dispose();
+    }
+  } else mid = await blockedAttention(run, l, x);
+  tick(run, attnBytes);
+  const F = cfg.intermediateSize;
+  const mlpBytes = 4 * (H + 3 * H * F);
+  let out: Float32Array;
+  if (mlpBytes <= run.maxWeights && N * mlpBytesPerToken(cfg, F) <= run.maxActs) {
+    const mw = await loadLayerWeights(run.ck, l, ['postNorm', 'gate', 'up', 'down']);
+    const xT = tf.tensor3d(mid, [run.B, run.T, H]);
+    try {
+      out = await take(mlpBlock(cfg, mw, xT, l, run.masks));
     } finally {
       disposeLayerWeights(mw);
+      xT.dispose();
     }
-  } finally {
-    mid.dispose();
-  }
+  } else out = await blockedMlp(run, l, mid);
+  tick(run, mlpBytes);
+  return out;
+}
+
+/** rmsNorm(x) ⊙-masked as llama.ts, over token micro-batches: host [N, H]. */
+async function normRows(run: Run, x: Float32Array, g: tf.Tensor): Promise<Float32Array> {
+  const cfg = run.ck.config;
+  const H = cfg.hiddenSize, N = x.length / H;
+  const out = new Float32Array(N * H);
+  await overTokens(N, tokenChunk(run, 4 * 3 * H, false), async (r0, r1) => {
+    const xs = tf.tensor2d(x.subarray(r0 * H, r1 * H), [r1 - r0, H]);
+    out.set(await take(tf.tidy(() => rmsNorm(xs, g, cfg.rmsNormEps, run.masks?.hidden))), r0 * H);
+    xs.dispose();
+  });
+  return out;
+}
+
+/** x + residual(y) (llama.ts's residualAdd, masks included) over token micro-batches. */
+async function addResidual(run: Run, l: number, x: Float32Array, y: Float32Array): Promise<Float32Array> {
+  const H = run.ck.config.hiddenSize, N = x.length / H;
+  const out = new Float32Array(N * H);
+  await overTokens(N, tokenChunk(run, 4 * 4 * H, false), async (r0, r1) => {
+    const xs = tf.tensor2d(x.subarray(r0 * H, r1 * H), [r1 - r0, H]);
+    const ys = tf.tensor2d(y.subarray(r0 * H, r1 * H), [r1 - r0, H]);
+    out.set(await take(tf.tidy(() => residualAdd(xs, ys, run.masks, l))), r0 * H);
+    tf.dispose([xs, ys]);
+  });
+  return out;
 }
 
 /**
- * The MLP half in blocks of FFN units (rows of gate/up, columns of down), for MLPs whose f32
- * weights exceed maxBlockBytes (wasm's heap is 32-bit: 4 GB). The block outputs are summed,
- * so the result equals mlpBlock up to f32 summation order.
+ * input [N, K] (host) times the Linear weight `name` [rows, K] (HF layout), read in row bands of
+ * at most maxWeights/2 bytes (the band and its transpose) and applied to token micro-batches:
+ * host [N, rows]. Each output is the same dot product as linear(); only the blocking differs.
  */
-async function blockedMlp(c: Checkpoint, l: number, xs: tf.Tensor3D, m: MaskTensors | undefined, maxBytes: number): Promise<tf.Tensor3D> {
-  const cfg = c.config;
-  const [B, T, H] = xs.shape;
-  const F = cfg.intermediateSize;
-  const names = { gate: tensorName('gate', l), up: tensorName('up', l), down: tensorName('down', l) };
-  for (const n of Object.values(names)) if (!c.has(n)) throw new CheckpointError('TensorNotFound', `${c.dir}: tensor "${n}" is missing`);
-  const norm = await loadTensor(c, cfg, 'post_norm', l);
-  const downInfo = c.info(names.down);
-  const downRaw = await c.read(names.down); // stored dtype, host memory: columns are not contiguous
-  const es = downRaw.byteLength / (H * F);
-  const rows = Math.max(1, Math.floor(maxBytes / (3 * 4 * H)));
-  const x2 = tf.reshape(xs, [B * T, H]);
-  const h = rmsNorm(x2, norm, cfg.rmsNormEps, m?.hidden);
-  let acc: tf.Tensor | undefined;
-  try {
-    for (let f0 = 0; f0 < F; f0 += rows) {
-      const f1 = Math.min(F, f0 + rows), n = f1 - f0;
-      const gate = tf.tensor2d(await c.readRowsFloat32(names.gate, f0, f1), [n, H]);
-      const up = tf.tensor2d(await c.readRowsFloat32(names.up, f0, f1), [n, H]);
-      const cols = new Float32Array(H * n);
-      for (let i = 0; i < H; i++) cols.set(bytesToFloat32(downRaw.subarray((i * F + f0) * es, (i * F + f1) * es), downInfo.dtype), i * n);
-      const down = tf.tensor2d(assertFiniteWeights(cols, c.dir, names.down), [H, n]);
-      const mask = m === undefined ? undefined : tf.slice(m.layers[l].ffn, [f0], [n]);
-      const part = swiglu(h, gate, up, down, mask);
-      tf.dispose([gate, up, down, ...(mask !== undefined ? [mask] : [])]);
-      const sum: tf.Tensor = acc === undefined ? part : tf.add(acc, part);
-      if (acc !== undefined) tf.dispose([acc, part]);
-      acc = sum;
+async function bandedLinear(run: Run, name: string, input: Float32Array, K: number, rowsOut: number, maxRows = Infinity): Promise<Float32Array> {
+  const N = input.length / K;
+  const band = Math.max(1, Math.min(rowsOut, maxRows, Math.floor(run.maxWeights / (2 * 4 * K))));
+  const out = new Float32Array(N * rowsOut);
+  for (let r0 = 0; r0 < rowsOut; r0 += band) {
+    const r1 = Math.min(rowsOut, r0 + band), n = r1 - r0;
+    const w = await readRowsF32(run.ck, name, r0, r1, K);
+    const wT = tf.transpose(w);
+    w.dispose();
+    try {
+      await overTokens(N, tokenChunk(run, 4 * (K + 2 * n), false), async (t0, t1) => {
+        const xs = tf.tensor2d(input.subarray(t0 * K, t1 * K), [t1 - t0, K]);
+        writeColumns(out, rowsOut, t0, r0, await take(matMul2d(xs, wT)), n);
+        xs.dispose();
+      });
+    } finally {
+      wT.dispose();
     }
-    return tf.tidy(() => tf.reshape(residualAdd(x2, acc as tf.Tensor, m, l), [B, T, H]) as tf.Tensor3D);
-  } finally {
-    tf.dispose([norm, x2, h, ...(acc !== undefined ? [acc] : [])]);
   }
+  return out;
 }
 
-async function finalHiddenFrom(c: Checkpoint, xs: tf.Tensor3D, m: MaskTensors | undefined): Promise<tf.Tensor3D> {
-  const g = tf.tensor1d(await c.readFloat32(tensorName('final_norm')));
+/**
+ * The attention half in blocks: head outputs per group of KV heads (their q/k/v rows; each
+ * group's g query heads read only its KV heads) over micro-batches of whole sequences, into host
+ * [N, nh·hd]; then o_proj by row bands and the residual add.
+ */
+async function blockedAttention(run: Run, l: number, x: Float32Array): Promise<Float32Array> {
+  const { ck, B, T } = run;
+  const cfg = ck.config;
+  const H = cfg.hiddenSize, hd = cfg.headDim, nkv = cfg.numKvHeads, g = cfg.numHeads / nkv, qW = cfg.numHeads * hd;
+  const N = B * T;
+  const norm = await loadTensor(ck, cfg, 'input_norm', l);
+  let h: Float32Array;
   try {
-    return finalHidden(c.config, g, xs, m);
+    h = await normRows(run, x, norm);
+  } finally {
+    norm.dispose();
+  }
+  const att = new Float32Array(N * qW);
+  const perKv = 4 * H * (g + 2) * hd;
+  const kvPer = Math.max(1, Math.min(nkv, Math.floor(run.maxWeights / (2 * perKv))));
+  const names = { q: tensorName('q', l), k: tensorName('k', l), v: tensorName('v', l) };
+  // the family's small per-layer tensors, whole: q/k/v biases (sliced per group with the weight
+  // rows) and the q_norm/k_norm gains over head_dim (the same for every head)
+  const small: tf.Tensor[] = [];
+  const load = async (role: 'q_bias' | 'k_bias' | 'v_bias' | 'q_norm' | 'k_norm') => {
+    const t = await loadTensor(ck, cfg, role, l);
+    small.push(t);
+    return t;
+  };
+  try {
+    const bias = cfg.qkvBias ? { q: await load('q_bias'), k: await load('k_bias'), v: await load('v_bias') } : undefined;
+    const qkNorm = cfg.qkNorm ? { q: await load('q_norm'), k: await load('k_norm') } : undefined;
+    for (let j0 = 0; j0 < nkv; j0 += kvPer) {
+      const j1 = Math.min(nkv, j0 + kvPer), nk = j1 - j0;
+      const wq = await readRowsF32(ck, names.q, j0 * g * hd, j1 * g * hd, H);
+      const wk = await readRowsF32(ck, names.k, j0 * hd, j1 * hd, H);
+      const wv = await readRowsF32(ck, names.v, j0 * hd, j1 * hd, H);
+      const w = { q: tf.transpose(wq), k: tf.transpose(wk), v: tf.transpose(wv) };
+      tf.dispose([wq, wk, wv]);
+      const b = bias === undefined ? undefined : {
+        q: tf.slice(bias.q, [j0 * g * hd], [nk * g * hd]), k: tf.slice(bias.k, [j0 * hd], [nk * hd]), v: tf.slice(bias.v, [j0 * hd], [nk * hd]),
+      };
+      const headMask = run.masks === undefined ? undefined : tf.slice(run.masks.layers[l].heads, [j0 * g], [nk * g]) as tf.Tensor1D;
+      const sub: ModelConfig = { ...cfg, numHeads: nk * g, numKvHeads: nk };
+      try {
+        await overTokens(N, tokenChunk(run, attentionBytesPerToken(cfg, nk * g, nk, T), true), async (t0, t1) => {
+          const hs = tf.tensor2d(h.subarray(t0 * H, t1 * H), [t1 - t0, H]);
+          const out = tf.tidy(() => {
+            // llama.ts's linearBias on the group's rows: x · w^T (+ bias)
+            const proj = (wT: tf.Tensor, bb: tf.Tensor | undefined) => { const y = matMul2d(hs, wT); return bb === undefined ? y : tf.add(y, bb); };
+            return attention(sub, proj(w.q, b?.q), proj(w.k, b?.k), proj(w.v, b?.v), (t1 - t0) / T, T, run.rope, headMask, qkNorm);
+          });
+          hs.dispose();
+          writeColumns(att, qW, t0, j0 * g * hd, await take(out), nk * g * hd);
+        });
+      } finally {
+        tf.dispose([w.q, w.k, w.v, ...(b !== undefined ? [b.q, b.k, b.v] : []), ...(headMask !== undefined ? [headMask] : [])]);
+      }
+    }
+  } finally {
+    tf.dispose(small);
+  }
+  const y = await bandedLinear(run, tensorName('o', l), att, qW, H);
+  return addResidual(run, l, x, y);
+}
+
+/**
+ * The MLP half in blocks of FFN units (rows of gate/up) over token micro-batches: the SwiGLU
+ * product (FFN-masked) into host [N, F], then down_proj by row bands and the residual add.
+ */
+async function blockedMlp(run: Run, l: number, x: Float32Array): Promise<Float32Array> {
+  const { ck } = run;
+  const cfg = ck.config;
+  const H = cfg.hiddenSize, F = cfg.intermediateSize, N = x.length / H;
+  const norm = await loadTensor(ck, cfg, 'post_norm', l);
+  let h: Float32Array;
+  try {
+    h = await normRows(run, x, norm);
+  } finally {
+    norm.dispose();
+  }
+  const names = { gate: tensorName('gate', l), up: tensorName('up', l), down: tensorName('down', l) };
+  for (const n of Object.values(names)) if (!ck.has(n)) throw new CheckpointError('TensorNotFound', `${ck.dir}: tensor "${n}" is missing`);
+  const act = new Float32Array(N * F);
+  const units = Math.max(1, Math.min(F, Math.floor(run.maxWeights / (2 * 2 * 4 * H))));
+  for (let f0 = 0; f0 < F; f0 += units) {
+    const f1 = Math.min(F, f0 + units), n = f1 - f0;
+    const gate = await readRowsF32(ck, names.gate, f0, f1, H);
+    const up = await readRowsF32(ck, names.up, f0, f1, H);
+    const gT = tf.transpose(gate), uT = tf.transpose(up);
+    tf.dispose([gate, up]);
+    const mask = run.masks === undefined ? undefined : tf.slice(run.masks.layers[l].ffn, [f0], [n]);
+    try {
+      await overTokens(N, tokenChunk(run, mlpBytesPerToken(cfg, n), false), async (t0, t1) => {
+        const hs = tf.tensor2d(h.subarray(t0 * H, t1 * H), [t1 - t0, H]);
+        const a = tf.tidy(() => {
+          const gv = matMul2d(hs, gT);
+          const p = tf.mul(tf.mul(gv, tf.sigmoid(gv)), matMul2d(hs, uT)); // swiglu's product, as llama.ts
+          return mask === undefined ? p : tf.mul(p, mask);
+        });
+        hs.dispose();
+        writeColumns(act, F, t0, f0, await take(a), n);
+      });
+    } finally {
+      tf.dispose([gT, uT, ...(mask !== undefined ? [mask] : [])]);
+    }
+  }
+  const y = await bandedLinear(run, names.down, act, F, H);
+  return addResidual(run, l, x, y);
+}
+
+async function finalHiddenFrom(run: Run, x: Float32Array): Promise<Float32Array> {
+  const cfg = run.ck.config;
+  const H = cfg.hiddenSize, N = x.length / H;
+  const g = tf.tensor1d(await run.ck.readFloat32(tensorName('final_norm')));
+  const out = new Float32Array(N * H);
+  try {
+    await overTokens(N, tokenChunk(run, 4 * 3 * H, false), async (r0, r1) => {
+      const xs = tf.tensor3d(x.subarray(r0 * H, r1 * H), [1, r1 - r0, H]);
+      out.set(await take(finalHidden(cfg, g, xs, run.masks)), r0 * H);
+      xs.dispose();
+    });
   } finally {
     g.dispose();
   }
+  return out;
 }
 
-/** logits [B,T,V] from lm_head read and applied in blocks of rows. */
-async function blockedLogits(c: Checkpoint, normed: tf.Tensor3D, m: MaskTensors | undefined, blockRows?: number): Promise<Float32Array> {
+/** logits [B,T,V] from lm_head read and applied in blocks of rows, over token micro-batches. */
+async function blockedLogits(run: Run, normed: Float32Array, blockRows?: number): Promise<Float32Array> {
+  const { ck: c, masks: m } = run;
   const cfg = c.config;
-  const [B, T, H] = normed.shape;
+  const H = cfg.hiddenSize, N = normed.length / H;
   const V = cfg.vocabSize;
   const name = tensorName(headRole(cfg)); // the embedding when tied
   if (!c.has(name)) throw new CheckpointError('TensorNotFound', `${c.dir}: tensor "${name}" is missing`);
-  // Blocks no larger than one layer in f32 so the head never sets the peak, and at most
-  // WIDE_BLOCK rows so lmHeadLogits does not split (copy) the block again.
-  const rows = Math.max(1, Math.min(V, blockRows ?? Math.min(WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)))));
-  const N = B * T;
+  // Blocks no larger than one layer in f32 (and the weight block limit) so the head never sets
+  // the peak, and at most WIDE_BLOCK rows so lmHeadLogits does not split (copy) the block again.
+  const rows = Math.max(1, Math.min(V, blockRows ?? Math.min(WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)), Math.floor(run.maxWeights / (2 * 4 * H)))));
   const out = new Float32Array(N * V);
   for (let v0 = 0; v0 < V; v0 += rows) {
-    const v1 = Math.min(V, v0 + rows);
-    const w = tf.tensor2d(await c.readRowsFloat32(name, v0, v1), [v1 - v0, H]);
-    const bias = m === undefined ? undefined : tf.slice(m.vocabBias, [v0], [v1 - v0]);
-    const block = lmHeadLogits(cfg, w, normed, bias);
-    tf.dispose([w, ...(bias !== undefined ? [bias] : [])]);
-    const vals = (await block.data()) as Float32Array;
-    block.dispose();
-    const width = v1 - v0;
-    for (let n = 0; n < N; n++) out.set(vals.subarray(n * width, (n + 1) * width), n * V + v0);
+    const v1 = Math.min(V, v0 + rows), width = v1 - v0;
+    const w = await readRowsF32(c, name, v0, v1, H);
+    const bias = m === undefined ? undefined : tf.slice(m.vocabBias, [v0], [width]) as tf.Tensor1D;
+    try {
+      await overTokens(N, tokenChunk(run, 4 * (H + 3 * width), false), async (t0, t1) => {
+        const xs = tf.tensor3d(normed.subarray(t0 * H, t1 * H), [1, t1 - t0, H]);
+        writeColumns(out, V, t0, v0, await take(lmHeadLogits(cfg, w, xs, bias)), width);
+        xs.dispose();
+      });
+    } finally {
+      tf.dispose([w, ...(bias !== undefined ? [bias] : [])]);
+    }
+    tick(run, 4 * width * H);
   }
   return out;
+}
+
+/**
+ * Estimated peak memory of streamedForward on `tokens` tokens in sequences of `seq` (for `plan`):
+ * tfjs's wasm heap, which keeps its high-water mark (the largest block's f32 weights, their
+ * transposed copies and its activations), plus the host arrays of the residual stream (input,
+ * output and the half's intermediates: normed input, head outputs or the SwiGLU product).
+ * Mirrors the blocking decisions above; process overhead is the caller's.
+ */
+export function streamedForwardPeakBytes(cfg: ModelConfig, tokens: number, seq: number, opts: Pick<StreamOptions, 'maxBlockBytes' | 'maxActivationBytes' | 'skipLogits'> = {}): number {
+  const maxW = opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES, maxA = opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES;
+  const T = Math.min(seq, tokens), B = Math.max(1, Math.floor(tokens / T)), N = B * T;
+  const H = cfg.hiddenSize, hd = cfg.headDim, nkv = cfg.numKvHeads, g = cfg.numHeads / nkv, q = cfg.numHeads * hd, kv = nkv * hd, F = cfg.intermediateSize;
+  const chunk = (perToken: number, whole: boolean) => {
+    const rows = Math.max(1, Math.floor(maxA / perToken));
+    return whole ? Math.min(B, Math.max(1, Math.floor(rows / T))) * T : Math.min(N, rows);
+  };
+  const banded = (K: number, rows: number) => {
+    const band = Math.max(1, Math.min(rows, Math.floor(maxW / (2 * 4 * K))));
+    return 2 * 4 * band * K + chunk(4 * (K + 2 * band), false) * 4 * (K + 2 * band);
+  };
+  const attnW = 4 * (H + 2 * H * q + 2 * H * kv), mlpW = 4 * (H + 3 * H * F);
+  let heap: number, hostExtra: number;
+  // attention half
+  if (attnW <= maxW && N * attentionBytesPerToken(cfg, cfg.numHeads, nkv, T) <= maxA) {
+    heap = attnW + 4 * H * q + N * attentionBytesPerToken(cfg, cfg.numHeads, nkv, T);
+    hostExtra = 0;
+  } else {
+    const kvPer = Math.max(1, Math.min(nkv, Math.floor(maxW / (2 * 4 * H * (g + 2) * hd))));
+    const group = 2 * 4 * H * (g + 2) * hd * kvPer + chunk(attentionBytesPerToken(cfg, kvPer * g, kvPer, T), true) * attentionBytesPerToken(cfg, kvPer * g, kvPer, T);
+    heap = Math.max(group, banded(q, H));
+    hostExtra = 4 * N * (H + q + H);
+  }
+  // MLP half
+  if (mlpW <= maxW && N * mlpBytesPerToken(cfg, F) <= maxA) {
+    heap = Math.max(heap, mlpW + 4 * H * F + N * mlpBytesPerToken(cfg, F));
+  } else {
+    const units = Math.max(1, Math.min(F, Math.floor(maxW / (2 * 2 * 4 * H))));
+    heap = Math.max(heap, 2 * 2 * 4 * H * units + chunk(mlpBytesPerToken(cfg, units), false) * mlpBytesPerToken(cfg, units), banded(F, H));
+    hostExtra = Math.max(hostExtra, 4 * N * (H + F + H));
+  }
+  // embedding rows (at most N) and the residual stream's input and output on the host
+  heap = Math.max(heap, 2 * 4 * N * H);
+  let host = 3 * 4 * N * H + hostExtra;
+  if (opts.skipLogits !== true) {
+    const rows = Math.max(1, Math.min(cfg.vocabSize, WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)), Math.floor(maxW / (2 * 4 * H))));
+    heap = Math.max(heap, 4 * rows * H + chunk(4 * (H + 3 * rows), false) * 4 * (H + 3 * rows));
+    host += 4 * N * cfg.vocabSize;
+  }
+  return heap + host;
 }
