@@ -7,14 +7,14 @@
 import { existsSync } from 'node:fs';
 import { expectedTensors, FAMILIES, FAMILY_NAMES, type ExpectedTensor } from './arch.ts';
 import { configToJson, makeConfig, parseConfig, readConfigFile, type ModelConfig } from './config.ts';
-import { CheckpointWriter, parseSize } from './checkpoint/checkpoint-writer.ts';
+import { parseSize } from './checkpoint/checkpoint-writer.ts';
 import { CONFIG_FILE } from './checkpoint/checkpoint.ts';
 import { dtypeSize, float32ToBytes, type DType } from './util/dtype.ts';
 import { startProgress, type ProgressFactory } from './util/progress.ts';
 import { DEFAULT_INIT_STD, inverseNormalCdf, NormalStream } from './util/init.ts';
 import { FlmGrowError } from './errors.ts';
 import { MANIFEST_FILE, MANIFEST_FORMAT, TOOL_VERSION, type Manifest } from './manifest.ts';
-import { ParallelHasher, sharedBlock } from './growth/hash-worker.ts';
+import { createHashedWriter, sharedBlock } from './growth/hash-worker.ts';
 
 /** Embedding std and matrix std of the Tele-FLM model card (SPEC §6). */
 export const SYNTH_EMBED_STD = DEFAULT_INIT_STD;
@@ -132,20 +132,9 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
   const total = decls.reduce((a, d) => a + d.shape.reduce((x, y) => x * y, 1) * esize, 0);
   // sha256 of each shard for the manifest (which makes the folder flm-grow's: --overwrite may
   // replace it), hashed on a worker as the writer writes it, so the data is never read back
-  const hasher = new ParallelHasher();
-  let writer: CheckpointWriter;
-  try {
-    writer = await CheckpointWriter.create(dir, decls, {
-      maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite, force: opts.forceOverwrite,
-      hasher: (file) => {
-        hasher.start(file);
-        return { update: (d) => hasher.update(file, d), digest: () => hasher.end(file) };
-      },
-    });
-  } catch (e) {
-    await hasher.close();
-    throw e;
-  }
+  const { writer, hasher } = await createHashedWriter(dir, decls, {
+    maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite, force: opts.forceOverwrite,
+  });
   const bar = startProgress(opts.progress, opts.quiet, 'synth', total, 'bytes');
   const chunkBytes = opts.chunkBytes ?? 32 << 20;
   const seed = opts.seed ?? 0;

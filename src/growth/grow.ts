@@ -25,7 +25,7 @@ import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
 import { buildLayout, initialMasks, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
 import { produceTensor, DEFAULT_BLOCK_BYTES } from './produce.ts';
-import { BlockPool, ParallelHasher } from './hash-worker.ts';
+import { BlockPool, createHashedWriter } from './hash-worker.ts';
 import { SourceReader } from './source-reader.ts';
 import { growOptimizerFile } from './moments.ts';
 import { OPTIMIZER_FILE } from '../checkpoint/optimizer-state.ts';
@@ -123,20 +123,9 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
     const ops = tensorOps(layout);
     const decls = tensorDecls(ops, () => outDtype);
     // shards are hashed on a second thread as the writer writes them (blocks are shared memory)
-    const hasher = new ParallelHasher();
-    let writer: CheckpointWriter;
-    try {
-      writer = await CheckpointWriter.create(dest, decls, {
-        maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [source], ...opts.writerOptions,
-        hasher: (file) => {
-          hasher.start(file);
-          return { update: (d) => hasher.update(file, d), digest: () => hasher.end(file) };
-        },
-      });
-    } catch (e) {
-      await hasher.close();
-      throw e;
-    }
+    const { writer, hasher } = await createHashedWriter(dest, decls, {
+      maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [source], ...opts.writerOptions,
+    });
     try {
       await writeTensors(ck, writer, ops, layout, outDtype, opts);
       await writeSideFiles(ck, writer, target);

@@ -5,6 +5,8 @@
  * memory stays bounded: a block returns to the pool once it is both hashed and written.
  */
 import { Worker } from 'node:worker_threads';
+import { CheckpointWriter, type CheckpointWriterOptions } from '../checkpoint/checkpoint-writer.ts';
+import type { TensorDecl } from '../checkpoint/safetensors-writer.ts';
 
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
@@ -112,4 +114,25 @@ export class BlockPool {
 /** A zero-filled block in shared memory. */
 export function sharedBlock(bytes: number): Uint8Array {
   return new Uint8Array(new SharedArrayBuffer(bytes));
+}
+
+/**
+ * A CheckpointWriter whose shards are hashed on a second thread as it writes them (blocks are
+ * shared memory, so nothing is copied or read back). The caller closes the hasher when done.
+ */
+export async function createHashedWriter(dest: string, decls: TensorDecl[], opts: Omit<CheckpointWriterOptions, 'hasher'>): Promise<{ writer: CheckpointWriter; hasher: ParallelHasher }> {
+  const hasher = new ParallelHasher();
+  try {
+    const writer = await CheckpointWriter.create(dest, decls, {
+      ...opts,
+      hasher: (file) => {
+        hasher.start(file);
+        return { update: (d) => hasher.update(file, d), digest: () => hasher.end(file) };
+      },
+    });
+    return { writer, hasher };
+  } catch (e) {
+    await hasher.close();
+    throw e;
+  }
 }
