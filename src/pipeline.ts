@@ -7,7 +7,7 @@
  * stage continues from its newest complete checkpoint; anything half-written is redone. A failing
  * verify stops the pipeline (VerifyFailedError, exit 1).
  */
-import { existsSync, rmSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, rmSync, mkdirSync, statSync, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parameterCount } from './arch.ts';
@@ -262,7 +262,52 @@ function pad2(k: number): string {
   return String(k + 1).padStart(2, '0');
 }
 
+/** What the stages share while a pipeline runs: fixed inputs first, then the state each stage advances. */
+interface PipelineRun {
+  file: string;
+  spec: PipelineSpec;
+  opts: PipelineOptions;
+  log: (line: string) => void;
+  plans: Map<number, GrowthPlan>;
+  out: string;
+  data: string;
+  dataStat: Stats;
+  seed: number;
+  backend: BackendName;
+  /** Sum of every train stage's steps: 'continue' LR schedules span every train stage. */
+  totalSteps: number;
+  /** The checkpoint the next stage starts from ('' until one exists). */
+  current: string;
+  /** The input and output of the latest grow or bake, for verify. */
+  lastPair?: { source: string; output: string };
+  /** A grow whose before/after losses wait for the next train stage's batch shape. */
+  pendingGrow?: StageResult;
+  /** The previous stage's resolved spec, chained into the next one's. */
+  previousSpec: string;
+  results: StageResult[];
+  metricsFiles: string[];
+}
+
+/** One stage while it runs: where it writes, its merged train settings, and the result it fills. */
+interface StageRun {
+  k: number;
+  dir: string;
+  specFile: string;
+  ts: TrainSettings;
+  B: number;
+  T: number;
+  r: StageResult;
+}
+
 export async function runPipeline(file: string, opts: PipelineOptions = {}): Promise<PipelineResult> {
+  const run = await startPipeline(file, opts);
+  for (let k = 0; k < run.spec.stages.length; k++) await runStage(run, k);
+  const plot = await plotPipelineLoss(run);
+  return writeSummary(run, plot);
+}
+
+/** Reads and prechecks the pipeline file, creates the output folder and starts the backend. */
+async function startPipeline(file: string, opts: PipelineOptions): Promise<PipelineRun> {
   const spec = readPipelineFile(file);
   const base = dirname(resolve(file));
   const rel = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
@@ -275,136 +320,192 @@ export async function runPipeline(file: string, opts: PipelineOptions = {}): Pro
   const backend = spec.backend ?? 'auto';
   log(`pipeline ${file}: ${spec.stages.length} stages into ${out} (backend ${await initBackend(backend)})`);
   const trainDefaults = spec.train ?? {};
-  let current = spec.checkpoint !== undefined ? rel(spec.checkpoint) : '';
-  let lastPair: { source: string; output: string } | undefined;
-  // 'continue' LR schedules span every train stage
+  const current = spec.checkpoint !== undefined ? rel(spec.checkpoint) : '';
   const totalSteps = spec.stages.reduce((a, s) => a + ('train' in s ? (s.train.steps ?? trainDefaults.steps ?? 0) : 0), 0);
-  const results: StageResult[] = [];
-  const metricsFiles: string[] = [];
-  let pendingGrow: StageResult | undefined;
   const dataStat = statSync(data);
-  let previousSpec = current;
-  for (let k = 0; k < spec.stages.length; k++) {
-    const s = spec.stages[k];
-    const kind = stageKind(s);
-    const dir = join(out, `${pad2(k)}-${s.name}`);
-    const t0 = Date.now();
-    const r: StageResult = { name: s.name, kind, dir, ...(current !== '' ? { input: current } : {}), skipped: false, seconds: 0 };
-    const ts = { ...trainDefaults, ...('train' in s ? s.train : {}) };
-    const B = ts.batch_size ?? 8, T = ts.seq_len ?? 64;
-    // The resolved spec this stage runs with, chained to the previous stage's: when it differs
-    // from the one recorded in the stage folder (pipeline edited, plan file edited, data
-    // replaced, an upstream stage redone) the old output is stale and the stage is redone.
-    const resolved = JSON.stringify({
-      stage: s, seed, previous: createHash('sha256').update(previousSpec).digest('hex'),
-      ...('train' in s ? { train: ts, data: { path: data, bytes: dataStat.size, mtimeMs: dataStat.mtimeMs } } : {}),
-      ...('grow' in s ? { plan: planToJson(plans.get(k) as GrowthPlan) } : {}),
+  return {
+    file, spec, opts, log, plans, out, data, dataStat, seed, backend, totalSteps,
+    current, previousSpec: current, results: [], metricsFiles: [],
+  };
+}
+
+/** Runs (or skips) stage k and records its result. */
+async function runStage(run: PipelineRun, k: number): Promise<void> {
+  const s = run.spec.stages[k];
+  const kind = stageKind(s);
+  const dir = join(run.out, `${pad2(k)}-${s.name}`);
+  const t0 = Date.now();
+  const r: StageResult = { name: s.name, kind, dir, ...(run.current !== '' ? { input: run.current } : {}), skipped: false, seconds: 0 };
+  const ts: TrainSettings = { ...(run.spec.train ?? {}), ...('train' in s ? s.train : {}) };
+  const st: StageRun = { k, dir, specFile: join(dir, STAGE_SPEC_FILE), ts, B: ts.batch_size ?? 8, T: ts.seq_len ?? 64, r };
+  const resolved = resolveStageSpec(run, s, st);
+  await prepareStageDir(run, s, st, resolved);
+  if ('init' in s) await initStage(run, s, st);
+  else if ('train' in s) await trainStage(run, s, st);
+  else if ('grow' in s) await growStage(run, st);
+  else if ('verify' in s) await verifyStage(run, s, st);
+  else if ('bake' in s) await bakeStage(run, s, st);
+  // init, grow and bake replace their folder whole (atomic rename): record the spec after
+  if (!existsSync(st.specFile)) await writeFileAtomic(st.specFile, resolved);
+  if (kind !== 'verify') r.parameters = parameterCount(readConfigFile(join(run.current, 'config.json')));
+  r.seconds = (Date.now() - t0) / 1000;
+  run.results.push(r);
+  run.log(`[${s.name}] ${kind} ${r.skipped ? 'skipped (output complete)' : 'done'} in ${r.seconds.toFixed(1)} s -> ${kind === 'verify' ? dir : run.current}`);
+}
+
+/**
+ * The resolved spec this stage runs with, chained to the previous stage's: when it differs
+ * from the one recorded in the stage folder (pipeline edited, plan file edited, data
+ * replaced, an upstream stage redone) the old output is stale and the stage is redone.
+ */
+function resolveStageSpec(run: PipelineRun, s: StageSpec, st: StageRun): string {
+  const { data, dataStat } = run;
+  const resolved = JSON.stringify({
+    stage: s, seed: run.seed, previous: createHash('sha256').update(run.previousSpec).digest('hex'),
+    ...('train' in s ? { train: st.ts, data: { path: data, bytes: dataStat.size, mtimeMs: dataStat.mtimeMs } } : {}),
+    ...('grow' in s ? { plan: planToJson(run.plans.get(st.k) as GrowthPlan) } : {}),
+  });
+  run.previousSpec = resolved;
+  return resolved;
+}
+
+/** Clears a stage folder recorded with another spec; pre-records the spec where the stage resumes. */
+async function prepareStageDir(run: PipelineRun, s: StageSpec, st: StageRun, resolved: string): Promise<void> {
+  if (existsSync(st.dir) && recordedSpec(st.specFile) !== resolved) {
+    run.log(`[${s.name}] inputs changed since the recorded run: redoing the stage`);
+    rmSync(st.dir, { recursive: true, force: true });
+  }
+  // train and verify fill their folder over time: record the spec first so an interrupted run resumes
+  if ('train' in s || 'verify' in s) {
+    mkdirSync(st.dir, { recursive: true });
+    await writeFileAtomic(st.specFile, resolved);
+  }
+}
+
+/** Writes a random-init checkpoint unless a complete one is there. */
+async function initStage(run: PipelineRun, s: Extract<StageSpec, { init: unknown }>, st: StageRun): Promise<void> {
+  if (await manifestComplete(st.dir)) st.r.skipped = true;
+  else {
+    if (existsSync(st.dir)) rmSync(st.dir, { recursive: true, force: true });
+    await writeRandomInit(st.dir, initConfig(s.init.config), { seed: s.init.seed ?? run.seed, std: s.init.std });
+  }
+  run.current = st.dir;
+}
+
+/** Trains (or resumes, or skips a completed) stage, then measures its losses. */
+async function trainStage(run: PipelineRun, s: Extract<StageSpec, { train: unknown }>, st: StageRun): Promise<void> {
+  const done = await latestCheckpoint(st.dir);
+  const doneManifest = done === undefined ? undefined : readManifest(done);
+  if (done !== undefined && doneManifest?.kind === 'train' && doneManifest.extra.complete === true) {
+    st.r.skipped = true;
+    run.current = done;
+  } else {
+    run.current = await trainCheckpoint(run, s, st, done);
+  }
+  await recordTrainLosses(run, st);
+}
+
+/** Runs the train engine from run.current (resuming from `done` when there is one); returns its checkpoint. */
+async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, done: string | undefined): Promise<string> {
+  const { opts, log } = run;
+  const ts = st.ts;
+  const steps = ts.steps;
+  if (steps === undefined) throw new PipelineError(run.file, `stages[${st.k}].train.steps`, 'is required');
+  const o: TrainOptions = {
+    checkpoint: run.current, data: run.data, out: st.dir, steps, batchSize: st.B, seqLen: st.T, lr: ts.lr, minLr: ts.min_lr,
+    warmupSteps: ts.warmup_steps, schedule: ts.schedule, weightDecay: ts.weight_decay, clipGrad: ts.clip_grad,
+    saveEvery: ts.save_every, evalEvery: ts.eval_every, evalBatches: ts.eval_batches, seed: run.seed, backend: run.backend, resume: true,
+    lrAfterGrowth: ts.lr_after_growth, totalSteps: run.totalSteps, stage: s.name, quiet: opts.quiet, progress: opts.progress, log,
+    shouldStop: opts.shouldStopTraining,
+  };
+  if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
+  const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc });
+  if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
+  return tr.checkpoint;
+}
+
+/** Fills the train result from the checkpoint's manifest and a probe batch; settles a pending grow's losses. */
+async function recordTrainLosses(run: PipelineRun, st: StageRun): Promise<void> {
+  const { r, ts, B, T } = st;
+  const m = readManifest(run.current);
+  const x = m?.kind === 'train' ? m.extra : undefined;
+  r.lastTrainLoss = x?.lastLoss ?? undefined;
+  r.evalLoss = x?.evalLoss ?? undefined;
+  r.steps = [x !== undefined && typeof ts.steps === 'number' ? x.targetStep - ts.steps : 0, x?.step as number];
+  run.metricsFiles.push(join(st.dir, METRICS_FILE));
+  const probe = probeBatch(run.data, run.current, B, T, run.seed);
+  r.lossEnd = await checkpointLoss(run.current, probe, B, T);
+  if (run.pendingGrow !== undefined) {
+    // the loss table compares growth on the batch size and length this stage trains with
+    run.pendingGrow.lossBefore = await checkpointLoss(run.pendingGrow.input as string, probe, B, T);
+    run.pendingGrow.lossAfter = await checkpointLoss(run.pendingGrow.dir, probe, B, T);
+    run.pendingGrow = undefined;
+  }
+}
+
+/** Grows run.current by stage k's plan; the next train stage fills in its before/after losses. */
+async function growStage(run: PipelineRun, st: StageRun): Promise<void> {
+  if (run.current === '') throw new PipelineError(run.file, `stages[${st.k}]`, 'grow needs a checkpoint before it');
+  // growCheckpoint grows optimizer.safetensors inside its atomic output (and hashes it)
+  if (await manifestComplete(st.dir)) st.r.skipped = true;
+  else {
+    const { quiet, progress } = run.opts;
+    await growCheckpoint(run.current, st.dir, run.plans.get(st.k) as GrowthPlan, { overwrite: true, quiet, progress, backend: run.backend });
+  }
+  run.lastPair = { source: run.current, output: st.dir };
+  run.pendingGrow = st.r;
+  run.current = st.dir;
+}
+
+/** Verifies the latest grow/bake, reusing a passed report for the same pair; a failure stops the pipeline. */
+async function verifyStage(run: PipelineRun, s: Extract<StageSpec, { verify: unknown }>, st: StageRun): Promise<void> {
+  const pair = run.lastPair;
+  if (pair === undefined) throw new PipelineError(run.file, `stages[${st.k}]`, 'verify needs a grow or bake stage before it');
+  const reportFile = join(st.dir, 'verify-report.json');
+  let report: VerifyReport | undefined;
+  // a torn or unreadable report (killed mid-write by an older version) is an incomplete stage
+  const prev = existsSync(reportFile) ? readPreviousReport(reportFile) : undefined;
+  if (prev !== undefined && prev.passed && prev.source === pair.source && prev.grown === pair.output) { report = prev; st.r.skipped = true; }
+  if (report === undefined) {
+    report = await verifyGrowth(pair.source, pair.output, {
+      tokens: s.verify.tokens, seq: s.verify.seq, seed: s.verify.seed ?? run.seed, tolerance: s.verify.tolerance, throwOnFail: false,
     });
-    previousSpec = resolved;
-    const specFile = join(dir, STAGE_SPEC_FILE);
-    if (existsSync(dir) && recordedSpec(specFile) !== resolved) {
-      log(`[${s.name}] inputs changed since the recorded run: redoing the stage`);
-      rmSync(dir, { recursive: true, force: true });
-    }
-    // train and verify fill their folder over time: record the spec first so an interrupted run resumes
-    if ('train' in s || 'verify' in s) {
-      mkdirSync(dir, { recursive: true });
-      await writeFileAtomic(specFile, resolved);
-    }
-    if ('init' in s) {
-      if (await manifestComplete(dir)) r.skipped = true;
-      else {
-        if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
-        await writeRandomInit(dir, initConfig(s.init.config), { seed: s.init.seed ?? seed, std: s.init.std });
-      }
-      current = dir;
-    } else if ('train' in s) {
-      const done = await latestCheckpoint(dir);
-      const doneManifest = done === undefined ? undefined : readManifest(done);
-      if (done !== undefined && doneManifest?.kind === 'train' && doneManifest.extra.complete === true) {
-        r.skipped = true;
-        current = done;
-      } else {
-        const steps = ts.steps;
-        if (steps === undefined) throw new PipelineError(file, `stages[${k}].train.steps`, 'is required');
-        const o: TrainOptions = {
-          checkpoint: current, data, out: dir, steps, batchSize: B, seqLen: T, lr: ts.lr, minLr: ts.min_lr,
-          warmupSteps: ts.warmup_steps, schedule: ts.schedule, weightDecay: ts.weight_decay, clipGrad: ts.clip_grad,
-          saveEvery: ts.save_every, evalEvery: ts.eval_every, evalBatches: ts.eval_batches, seed, backend, resume: true,
-          lrAfterGrowth: ts.lr_after_growth, totalSteps, stage: s.name, quiet: opts.quiet, progress: opts.progress, log,
-          shouldStop: opts.shouldStopTraining,
-        };
-        if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
-        const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc });
-        if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
-        current = tr.checkpoint;
-      }
-      const m = readManifest(current);
-      const x = m?.kind === 'train' ? m.extra : undefined;
-      r.lastTrainLoss = x?.lastLoss ?? undefined;
-      r.evalLoss = x?.evalLoss ?? undefined;
-      r.steps = [x !== undefined && typeof ts.steps === 'number' ? x.targetStep - ts.steps : 0, x?.step as number];
-      metricsFiles.push(join(dir, METRICS_FILE));
-      const probe = probeBatch(data, current, B, T, seed);
-      r.lossEnd = await checkpointLoss(current, probe, B, T);
-      if (pendingGrow !== undefined) {
-        // the loss table compares growth on the batch size and length this stage trains with
-        pendingGrow.lossBefore = await checkpointLoss(pendingGrow.input as string, probe, B, T);
-        pendingGrow.lossAfter = await checkpointLoss(pendingGrow.dir, probe, B, T);
-        pendingGrow = undefined;
-      }
-    } else if ('grow' in s) {
-      if (current === '') throw new PipelineError(file, `stages[${k}]`, 'grow needs a checkpoint before it');
-      // growCheckpoint grows optimizer.safetensors inside its atomic output (and hashes it)
-      if (await manifestComplete(dir)) r.skipped = true;
-      else {
-        await growCheckpoint(current, dir, plans.get(k) as GrowthPlan, { overwrite: true, quiet: opts.quiet, progress: opts.progress, backend });
-      }
-      lastPair = { source: current, output: dir };
-      pendingGrow = r;
-      current = dir;
-    } else if ('verify' in s) {
-      if (lastPair === undefined) throw new PipelineError(file, `stages[${k}]`, 'verify needs a grow or bake stage before it');
-      const reportFile = join(dir, 'verify-report.json');
-      let report: VerifyReport | undefined;
-      // a torn or unreadable report (killed mid-write by an older version) is an incomplete stage
-      const prev = existsSync(reportFile) ? readPreviousReport(reportFile) : undefined;
-      if (prev !== undefined && prev.passed && prev.source === lastPair.source && prev.grown === lastPair.output) { report = prev; r.skipped = true; }
-      if (report === undefined) {
-        report = await verifyGrowth(lastPair.source, lastPair.output, {
-          tokens: s.verify.tokens, seq: s.verify.seq, seed: s.verify.seed ?? seed, tolerance: s.verify.tolerance, throwOnFail: false,
-        });
-        mkdirSync(dir, { recursive: true });
-        await writeFileAtomic(reportFile, JSON.stringify(report, null, 2) + '\n');
-      }
-      r.verify = report;
-      log(`[${s.name}] ${formatReport(report).split('\n').slice(-1)[0]} (relative logit difference ${report.relativeLogitDiff.toExponential(2)})`);
-      if (!report.passed) {
-        log(formatReport(report));
-        throw new VerifyFailedError(report);
-      }
-    } else if ('bake' in s) {
-      if (await manifestComplete(dir)) r.skipped = true;
-      else await bakeCheckpoint(current, dir, { overwrite: true, force: s.bake.force, quiet: opts.quiet, progress: opts.progress, warn: log });
-      lastPair = { source: current, output: dir };
-      current = dir;
-    }
-    // init, grow and bake replace their folder whole (atomic rename): record the spec after
-    if (!existsSync(specFile)) await writeFileAtomic(specFile, resolved);
-    if (kind !== 'verify') r.parameters = parameterCount(readConfigFile(join(current, 'config.json')));
-    r.seconds = (Date.now() - t0) / 1000;
-    results.push(r);
-    log(`[${s.name}] ${kind} ${r.skipped ? 'skipped (output complete)' : 'done'} in ${r.seconds.toFixed(1)} s -> ${kind === 'verify' ? dir : current}`);
+    mkdirSync(st.dir, { recursive: true });
+    await writeFileAtomic(reportFile, JSON.stringify(report, null, 2) + '\n');
   }
-  let plot: string | undefined;
-  const records: MetricsRecord[] = metricsFiles.filter((f) => existsSync(f)).flatMap((f) => readMetrics(f));
-  if (records.length > 0) {
-    plot = join(out, 'loss.svg');
-    const { series, growthMarks } = lossSeriesFromMetrics(records);
-    await plotLossCurves(series, { title: `${basename(file, '.json')}: training loss (dashed: growth)`, xLabel: 'optimizer step', yLabel: 'cross-entropy (nats/token)', output: plot, growthMarks });
+  st.r.verify = report;
+  run.log(`[${s.name}] ${formatReport(report).split('\n').slice(-1)[0]} (relative logit difference ${report.relativeLogitDiff.toExponential(2)})`);
+  if (!report.passed) {
+    run.log(formatReport(report));
+    throw new VerifyFailedError(report);
   }
-  const result: PipelineResult = { out, stages: results, plot, finalCheckpoint: current };
-  await writeFileAtomic(join(out, 'summary.json'), JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+}
+
+/** Bakes run.current (drops the growth masks) unless a complete bake is there. */
+async function bakeStage(run: PipelineRun, s: Extract<StageSpec, { bake: unknown }>, st: StageRun): Promise<void> {
+  if (await manifestComplete(st.dir)) st.r.skipped = true;
+  else {
+    const { quiet, progress } = run.opts;
+    await bakeCheckpoint(run.current, st.dir, { overwrite: true, force: s.bake.force, quiet, progress, warn: run.log });
+  }
+  run.lastPair = { source: run.current, output: st.dir };
+  run.current = st.dir;
+}
+
+/** Plots every train stage's metrics into <out>/loss.svg; undefined when no stage wrote any. */
+async function plotPipelineLoss(run: PipelineRun): Promise<string | undefined> {
+  const records: MetricsRecord[] = run.metricsFiles.filter((f) => existsSync(f)).flatMap((f) => readMetrics(f));
+  if (records.length === 0) return undefined;
+  const plot = join(run.out, 'loss.svg');
+  const { series, growthMarks } = lossSeriesFromMetrics(records);
+  await plotLossCurves(series, { title: `${basename(run.file, '.json')}: training loss (dashed: growth)`, xLabel: 'optimizer step', yLabel: 'cross-entropy (nats/token)', output: plot, growthMarks });
+  return plot;
+}
+
+/** Writes <out>/summary.json (non-finite numbers as null, which JSON cannot hold) and returns the result. */
+async function writeSummary(run: PipelineRun, plot: string | undefined): Promise<PipelineResult> {
+  const result: PipelineResult = { out: run.out, stages: run.results, plot, finalCheckpoint: run.current };
+  await writeFileAtomic(join(run.out, 'summary.json'), JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
   return result;
 }
 
