@@ -48,22 +48,49 @@ print(json.dumps(out))`;
 }
 
 export async function run(args: string[]): Promise<void> {
-  const H = Number(arg(args, 'hidden', '512')), F = Number(arg(args, 'ffn', '1344')), nh = Number(arg(args, 'heads', '4'));
-  const L = Number(arg(args, 'layers', '4')), V = Number(arg(args, 'vocab', '8000'));
-  const B = Number(arg(args, 'batch', '4')), T = Number(arg(args, 'seq', '64')), steps = Number(arg(args, 'steps', '6'));
+  const H = Number(arg(args, 'hidden', '512')),
+    F = Number(arg(args, 'ffn', '1344')),
+    nh = Number(arg(args, 'heads', '4'));
+  const L = Number(arg(args, 'layers', '4')),
+    V = Number(arg(args, 'vocab', '8000'));
+  const B = Number(arg(args, 'batch', '4')),
+    T = Number(arg(args, 'seq', '64')),
+    steps = Number(arg(args, 'steps', '6'));
   const nproc = Number(arg(args, 'nproc', '1'));
   const device = arg(args, 'device', requireTorchPython().cuda ? 'cuda' : 'cpu');
   await initBackend('wasm');
   const dir = mkdtempSync(join(tmpdir(), 'flm-bench-engines-'));
   try {
-    const cfg = initConfig({ hidden_size: H, intermediate_size: F, num_hidden_layers: L, num_attention_heads: nh, vocab_size: V, max_position_embeddings: Math.max(128, T) });
+    const cfg = initConfig({
+      hidden_size: H,
+      intermediate_size: F,
+      num_hidden_layers: L,
+      num_attention_heads: nh,
+      vocab_size: V,
+      max_position_embeddings: Math.max(128, T),
+    });
     const P = parameterCount(cfg);
     const ck = join(dir, 'init');
     await writeRandomInit(ck, cfg, { seed: 1 });
     const data = join(ROOT, 'fixtures/corpus/fortunes.txt');
-    console.log(`model: H ${H}, F ${F}, ${nh} heads, ${L} layers, V ${V}: ${(P / 1e6).toFixed(1)} M parameters; batch ${B}×${T}, ${steps} steps (the first included)`);
-    const shapes = [[B * T, H, F], [B * T, H, V], [B * T, F, H]];
-    const common = { checkpoint: ck, data, steps, batchSize: B, seqLen: T, quiet: true, log: () => undefined, backend: 'wasm' as const };
+    console.log(
+      `model: H ${H}, F ${F}, ${nh} heads, ${L} layers, V ${V}: ${(P / 1e6).toFixed(1)} M parameters; batch ${B}×${T}, ${steps} steps (the first included)`,
+    );
+    const shapes = [
+      [B * T, H, F],
+      [B * T, H, V],
+      [B * T, F, H],
+    ];
+    const common = {
+      checkpoint: ck,
+      data,
+      steps,
+      batchSize: B,
+      seqLen: T,
+      quiet: true,
+      log: () => undefined,
+      backend: 'wasm' as const,
+    };
     const rows: [string, number, number][] = [];
     const tfPeak = Math.max(...(await Promise.all(shapes.map(([m, k, n]) => matmulRate(m, k, n)))));
     const rt = await trainWithEngine({ ...common, out: join(dir, 'tfjs') }, { engine: 'tfjs' });
@@ -73,7 +100,9 @@ export async function run(args: string[]): Promise<void> {
     rows.push([`torch (${device}${nproc > 1 ? `, ${nproc} processes` : ''})`, rp.tokensPerSec, tp.bf16 ?? tp.f32]);
     for (const [name, tps, peak] of rows) {
       const gflops = (6 * P * tps) / 1e9;
-      console.log(`${name.padEnd(28)} ${tps.toFixed(0).padStart(8)} tokens/s  ${gflops.toFixed(2).padStart(8)} GFLOP/s  matMul peak ${peak.toFixed(1)} GFLOP/s  -> ${(100 * gflops / peak).toFixed(1)} %`);
+      console.log(
+        `${name.padEnd(28)} ${tps.toFixed(0).padStart(8)} tokens/s  ${gflops.toFixed(2).padStart(8)} GFLOP/s  matMul peak ${peak.toFixed(1)} GFLOP/s  -> ${((100 * gflops) / peak).toFixed(1)} %`,
+      );
     }
     console.log(`torch / tfjs tokens/s: ${(rows[1][1] / rows[0][1]).toFixed(2)}×`);
   } finally {

@@ -39,26 +39,46 @@ function num(args: string[], name: string, def: number): number {
 function benchConfig(args: string[]): ModelConfig {
   const heads = num(args, 'heads', 12);
   return makeConfig({
-    hiddenSize: num(args, 'hidden', 768), intermediateSize: num(args, 'ffn', 2048), numLayers: num(args, 'layers', 6),
-    numHeads: heads, numKvHeads: num(args, 'kv-heads', heads), vocabSize: num(args, 'vocab', 32000),
+    hiddenSize: num(args, 'hidden', 768),
+    intermediateSize: num(args, 'ffn', 2048),
+    numLayers: num(args, 'layers', 6),
+    numHeads: heads,
+    numKvHeads: num(args, 'kv-heads', heads),
+    vocabSize: num(args, 'vocab', 32000),
   });
 }
 
 function randomWeights(cfg: ModelConfig): LlamaWeights {
-  const H = cfg.hiddenSize, Q = cfg.numHeads * cfg.headDim, KV = cfg.numKvHeads * cfg.headDim, F = cfg.intermediateSize;
+  const H = cfg.hiddenSize,
+    Q = cfg.numHeads * cfg.headDim,
+    KV = cfg.numKvHeads * cfg.headDim,
+    F = cfg.intermediateSize;
   const m = (r: number, c: number) => tf.randomNormal([r, c], 0, 1 / Math.sqrt(c), 'float32', 1);
   const g = () => tf.randomUniform([H], 0.8, 1.2);
   return {
-    embed: tf.randomNormal([cfg.vocabSize, H]), finalNorm: g(), lmHead: m(cfg.vocabSize, H),
+    embed: tf.randomNormal([cfg.vocabSize, H]),
+    finalNorm: g(),
+    lmHead: m(cfg.vocabSize, H),
     layers: Array.from({ length: cfg.numLayers }, () => ({
-      inputNorm: g(), q: m(Q, H), k: m(KV, H), v: m(KV, H), o: m(H, Q), postNorm: g(), gate: m(F, H), up: m(F, H), down: m(H, F),
+      inputNorm: g(),
+      q: m(Q, H),
+      k: m(KV, H),
+      v: m(KV, H),
+      o: m(H, Q),
+      postNorm: g(),
+      gate: m(F, H),
+      up: m(F, H),
+      down: m(H, F),
     })),
   };
 }
 
 function forwardFlops(cfg: ModelConfig, B: number, T: number): number {
   const N = B * T;
-  const H = cfg.hiddenSize, Q = cfg.numHeads * cfg.headDim, KV = cfg.numKvHeads * cfg.headDim, F = cfg.intermediateSize;
+  const H = cfg.hiddenSize,
+    Q = cfg.numHeads * cfg.headDim,
+    KV = cfg.numKvHeads * cfg.headDim,
+    F = cfg.intermediateSize;
   const linear = cfg.numLayers * (H * Q + 2 * H * KV + Q * H + 3 * H * F) + cfg.vocabSize * H;
   const attn = cfg.numLayers * 4 * B * T * T * cfg.numHeads * cfg.headDim;
   return 2 * N * linear + attn;
@@ -94,7 +114,8 @@ async function kernelSplit(cfg: ModelConfig, w: LlamaWeights, ids: tf.Tensor2D):
     const out = forward(cfg, w, ids);
     return out.logits;
   });
-  for (const k of info.kernels) byName.set(k.name, (byName.get(k.name) ?? 0) + (typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0));
+  for (const k of info.kernels)
+    byName.set(k.name, (byName.get(k.name) ?? 0) + (typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0));
   return [...byName.entries()].sort((a, b) => b[1] - a[1]);
 }
 
@@ -106,7 +127,9 @@ function peakRss(): number {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
     if (m !== null) return Number(m[1]) * 1024;
-  } catch { /* not Linux */ }
+  } catch {
+    /* not Linux */
+  }
   return process.resourceUsage().maxRSS * 1024;
 }
 
@@ -139,10 +162,15 @@ const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 export async function run(args: string[]): Promise<void> {
   const backend = await initBackend(arg(args, 'backend', 'wasm') as BackendName);
   const cfg = benchConfig(args);
-  const B = num(args, 'batch', 4), T = num(args, 'seq', 256), reps = num(args, 'reps', 3);
-  const H = cfg.hiddenSize, F = cfg.intermediateSize;
-  console.log(`forward bench: backend ${backend}, ${(parameterCount(cfg) / 1e6).toFixed(1)}M params ` +
-    `(H ${H}, F ${F}, L ${cfg.numLayers}, heads ${cfg.numHeads}/${cfg.numKvHeads}, V ${cfg.vocabSize}), batch ${B} × seq ${T}, best of ${reps}`);
+  const B = num(args, 'batch', 4),
+    T = num(args, 'seq', 256),
+    reps = num(args, 'reps', 3);
+  const H = cfg.hiddenSize,
+    F = cfg.intermediateSize;
+  console.log(
+    `forward bench: backend ${backend}, ${(parameterCount(cfg) / 1e6).toFixed(1)}M params ` +
+      `(H ${H}, F ${F}, L ${cfg.numLayers}, heads ${cfg.numHeads}/${cfg.numKvHeads}, V ${cfg.vocabSize}), batch ${B} × seq ${T}, best of ${reps}`,
+  );
   console.log('note: wasm runs single-threaded in Node; the machine may be shared, so absolute numbers are indicative');
 
   if (!args.includes('--stream-only')) await inMemoryBench(args, cfg, B, T, reps);
@@ -150,15 +178,24 @@ export async function run(args: string[]): Promise<void> {
 }
 
 async function inMemoryBench(args: string[], cfg: ModelConfig, B: number, T: number, reps: number): Promise<void> {
-  const N = B * T, H = cfg.hiddenSize, F = cfg.intermediateSize;
+  const N = B * T,
+    H = cfg.hiddenSize,
+    F = cfg.intermediateSize;
   // roofline: the backend's own matMul on the model's linear shapes, same process
-  const shapes: [string, number, number][] = [['qkvo H→H', H, cfg.numHeads * cfg.headDim], ['gate/up H→F', H, F], ['down F→H', F, H], ['lm_head H→V', H, cfg.vocabSize]];
+  const shapes: [string, number, number][] = [
+    ['qkvo H→H', H, cfg.numHeads * cfg.headDim],
+    ['gate/up H→F', H, F],
+    ['down F→H', F, H],
+    ['lm_head H→V', H, cfg.vocabSize],
+  ];
   let roof = 0;
   for (const [label, K, Nout] of shapes) {
     const rT = await matmulRate(N, K, Nout, reps, true);
     const rN = await matmulRate(N, K, Nout, reps, false);
     roof = Math.max(roof, rT, rN);
-    console.log(`  matMul ${label.padEnd(12)} [${N}×${K}]·[${K}×${Nout}]: ${rT.toFixed(1)} GFLOP/s (W^T, as the model) / ${rN.toFixed(1)} GFLOP/s (W pre-transposed)`);
+    console.log(
+      `  matMul ${label.padEnd(12)} [${N}×${K}]·[${K}×${Nout}]: ${rT.toFixed(1)} GFLOP/s (W^T, as the model) / ${rN.toFixed(1)} GFLOP/s (W pre-transposed)`,
+    );
   }
 
   const w = randomWeights(cfg);
@@ -167,13 +204,22 @@ async function inMemoryBench(args: string[], cfg: ModelConfig, B: number, T: num
   const s = await time(reps, () => forward(cfg, w, ids, { rope }).logits);
   const flops = forwardFlops(cfg, B, T);
   const achieved = flops / s / 1e9;
-  console.log(`in-memory forward: ${s.toFixed(3)} s for ${N} tokens = ${(N / s).toFixed(0)} tokens/s; ${(flops / 1e9).toFixed(1)} GFLOP -> ${achieved.toFixed(1)} GFLOP/s`);
-  console.log(`roofline (best matMul above): ${roof.toFixed(1)} GFLOP/s -> fraction ${(100 * achieved / roof).toFixed(1)} % (target ≥ 50 %)`);
+  console.log(
+    `in-memory forward: ${s.toFixed(3)} s for ${N} tokens = ${(N / s).toFixed(0)} tokens/s; ${(flops / 1e9).toFixed(1)} GFLOP -> ${achieved.toFixed(1)} GFLOP/s`,
+  );
+  console.log(
+    `roofline (best matMul above): ${roof.toFixed(1)} GFLOP/s -> fraction ${((100 * achieved) / roof).toFixed(1)} % (target ≥ 50 %)`,
+  );
   if (!args.includes('--no-profile')) {
     const split = await kernelSplit(cfg, w, ids);
     const total = split.reduce((a, [, v]) => a + v, 0);
-    console.log(`time by kernel (one profiled forward, ${total.toFixed(0)} ms): ` +
-      split.slice(0, 8).map(([k, v]) => `${k} ${(100 * v / total).toFixed(1)}%`).join(', '));
+    console.log(
+      `time by kernel (one profiled forward, ${total.toFixed(0)} ms): ` +
+        split
+          .slice(0, 8)
+          .map(([k, v]) => `${k} ${((100 * v) / total).toFixed(1)}%`)
+          .join(', '),
+    );
   }
   rope.dispose();
   ids.dispose();
@@ -183,20 +229,39 @@ async function inMemoryBench(args: string[], cfg: ModelConfig, B: number, T: num
 async function streamBench(args: string[], cfg: ModelConfig, backend: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'flm-grow-bench-forward-'));
   try {
-    const sb = num(args, 'stream-batch', 1), st = num(args, 'stream-seq', 128);
+    const sb = num(args, 'stream-batch', 1),
+      st = num(args, 'stream-seq', 128);
     await writeRandomCheckpoint(join(dir, 'ck'), cfg, { seed: 1, dtype: 'BF16', maxShardSize: 2e8 });
     const child = (mode: string) => {
-      const c = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'forward.ts'), '--pass-child', mode, join(dir, 'ck'), String(sb), String(st), backend], { encoding: 'utf8' });
+      const c = spawnSync(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          join(import.meta.dirname, 'forward.ts'),
+          '--pass-child',
+          mode,
+          join(dir, 'ck'),
+          String(sb),
+          String(st),
+          backend,
+        ],
+        { encoding: 'utf8' },
+      );
       if (c.status !== 0) throw new Error(`${mode} child failed: ${c.stderr}`);
       return JSON.parse(c.stdout.trim().split('\n').pop() as string) as { baseline: number; peak: number; seconds: number };
     };
     const layer = layerF32Bytes(cfg);
     const logits = 4 * sb * st * cfg.vocabSize;
-    console.log(`layer f32 size ${mb(layer)}; whole model f32 ${mb(4 * parameterCount(cfg))}; logits output ${mb(logits)}; ${sb}×${st} tokens from a bf16 checkpoint`);
+    console.log(
+      `layer f32 size ${mb(layer)}; whole model f32 ${mb(4 * parameterCount(cfg))}; logits output ${mb(logits)}; ${sb}×${st} tokens from a bf16 checkpoint`,
+    );
     for (const mode of ['stream', 'memory']) {
       const r = child(mode);
-      console.log(`  ${mode === 'stream' ? 'layer-streamed' : 'all weights loaded'}: ${r.seconds.toFixed(2)} s, peak RSS ${mb(r.peak)} = baseline after backend init ${mb(r.baseline)} ` +
-        `+ ${mb(r.peak - r.baseline)} (${((r.peak - r.baseline) / layer).toFixed(2)} × one layer's f32 size)`);
+      console.log(
+        `  ${mode === 'stream' ? 'layer-streamed' : 'all weights loaded'}: ${r.seconds.toFixed(2)} s, peak RSS ${mb(r.peak)} = baseline after backend init ${mb(r.baseline)} ` +
+          `+ ${mb(r.peak - r.baseline)} (${((r.peak - r.baseline) / layer).toFixed(2)} × one layer's f32 size)`,
+      );
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

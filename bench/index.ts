@@ -11,9 +11,9 @@ const BENCHES: Record<string, string> = {
   forward: 'forward tokens/s and GFLOP/s vs the backend matMul roofline; streamed peak RSS vs one layer',
   grow: 'grow a few-GB checkpoint vs cp -r of the same bytes, peak RSS at two depths (--gb N)',
   train: 'training tokens/s and achieved FLOP/s (6·params·tokens) vs the matMul roofline',
-  msg: 'MSG claim: FLOPs for small→grown to reach a from-scratch run\'s final loss',
-  engines: 'tfjs trainer vs torch engine on one ~20 M model: tokens/s, FLOP/s vs each one\'s matMul peak',
-  'plan-memory': 'plan\'s peak-memory estimate vs grow\'s measured peak RSS, explicit and distance placement (<1 GB)',
+  msg: "MSG claim: FLOPs for small→grown to reach a from-scratch run's final loss",
+  engines: "tfjs trainer vs torch engine on one ~20 M model: tokens/s, FLOP/s vs each one's matMul peak",
+  'plan-memory': "plan's peak-memory estimate vs grow's measured peak RSS, explicit and distance placement (<1 GB)",
   scale: 'Tele-FLM full-width rehearsals: synth, grow vs cp, verify, extrapolation (tens of GB)',
 };
 
@@ -52,7 +52,9 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  (code) => {
+    process.exitCode = code;
+  },
   (e: unknown) => {
     process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     process.exitCode = 1;

@@ -30,7 +30,8 @@ function node(args: string[], timeFile?: string): string {
 export async function run(args: string[]): Promise<void> {
   const like = arg(args, 'like', 'tele-flm-mup-proxy');
   const layers = Number(arg(args, 'layers', '2'));
-  const tokens = arg(args, 'tokens', '4096'), seq = arg(args, 'seq', '512');
+  const tokens = arg(args, 'tokens', '4096'),
+    seq = arg(args, 'seq', '512');
   const dir = mkdtempSync(join(tmpdir(), 'flm-grow-plan-memory-'));
   let bad = 0;
   try {
@@ -50,7 +51,9 @@ export async function run(args: string[]): Promise<void> {
       const ratio = plan.peakMemoryBytes / measured;
       const ok = ratio <= 1.5 && ratio >= 1 / 1.5;
       if (!ok) bad++;
-      process.stdout.write(`${like} ${layers} -> ${layers + 1} layers, ${name} placement (${tokens} tokens × ${seq}): estimate ${(plan.peakMemoryBytes / 1e9).toFixed(3)} GB, measured peak RSS ${(measured / 1e9).toFixed(3)} GB (${secs} s): ratio ${ratio.toFixed(2)} ${ok ? 'OK' : 'OUTSIDE 1.5x'}\n`);
+      process.stdout.write(
+        `${like} ${layers} -> ${layers + 1} layers, ${name} placement (${tokens} tokens × ${seq}): estimate ${(plan.peakMemoryBytes / 1e9).toFixed(3)} GB, measured peak RSS ${(measured / 1e9).toFixed(3)} GB (${secs} s): ratio ${ratio.toFixed(2)} ${ok ? 'OK' : 'OUTSIDE 1.5x'}\n`,
+      );
       rmSync(join(dir, name), { recursive: true, force: true });
     }
   } finally {

@@ -22,10 +22,18 @@ function arg(args: string[], name: string, def: string): string {
 }
 
 async function makeCheckpoint(dir: string, gb: number): Promise<void> {
-  const H = 4096, F = 11008;
+  const H = 4096,
+    F = 11008;
   const perLayer = (4 * H * H + 3 * H * F + 2 * H) * 2;
   const layers = Math.max(1, Math.round((gb * 1e9 - 2 * 32000 * H * 2) / perLayer));
-  const cfg = makeConfig({ hiddenSize: H, intermediateSize: F, numLayers: layers, numHeads: 32, vocabSize: 32000, dtype: 'BF16' });
+  const cfg = makeConfig({
+    hiddenSize: H,
+    intermediateSize: F,
+    numLayers: layers,
+    numHeads: 32,
+    vocabSize: 32000,
+    dtype: 'BF16',
+  });
   await synthCheckpoint(dir, { config: cfg, dtype: 'BF16', maxShardSize: 1e9, overwrite: true, quiet: true });
 }
 
@@ -65,12 +73,16 @@ export async function run(args: string[]): Promise<void> {
   const tw = performance.now();
   await makeCheckpoint(dir, gb);
   const writeS = (performance.now() - tw) / 1000;
-  const files = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).map((f) => join(dir, f));
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.safetensors'))
+    .map((f) => join(dir, f));
   const rows: { cache: string; what: string; bytes: number; s: number; hwm?: number; largest?: number }[] = [];
   const total = files.reduce((a, f) => a + statSync(f).size, 0);
   // Cold: our files' pages are dropped from the page cache first (fadvise DONTNEED via dd's
   // iflag=nocache; other processes' cache is untouched), so both read the disk.
-  const evict = () => { for (const f of files) spawnSync('dd', [`if=${f}`, 'iflag=nocache', 'count=0', 'status=none']); };
+  const evict = () => {
+    for (const f of files) spawnSync('dd', [`if=${f}`, 'iflag=nocache', 'count=0', 'status=none']);
+  };
   try {
     for (let round = 1; round <= 2; round++) {
       for (const cache of ['cold', 'warm']) {
@@ -82,9 +94,18 @@ export async function run(args: string[]): Promise<void> {
         rows.push({ cache, what: `cat #${round}`, bytes: total, s: catS });
         for (const mode of ['fresh', 'reuse']) {
           if (cache === 'cold') evict();
-          const c = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'index.ts'), 'read', '--child', dir, mode], { encoding: 'utf8', cwd: ROOT });
+          const c = spawnSync(
+            process.execPath,
+            ['--import', 'tsx', join(import.meta.dirname, 'index.ts'), 'read', '--child', dir, mode],
+            { encoding: 'utf8', cwd: ROOT },
+          );
           if (c.status !== 0) throw new Error(`reader child failed: ${c.stderr}`);
-          const r = JSON.parse(c.stdout.trim().split('\n').pop() as string) as { bytes: number; s: number; hwm: number; largest: number };
+          const r = JSON.parse(c.stdout.trim().split('\n').pop() as string) as {
+            bytes: number;
+            s: number;
+            hwm: number;
+            largest: number;
+          };
           rows.push({ cache, what: `read ${mode} #${round}`, bytes: r.bytes, s: r.s, hwm: r.hwm, largest: r.largest });
         }
       }
@@ -93,11 +114,15 @@ export async function run(args: string[]): Promise<void> {
     if (!args.includes('--keep')) rmSync(dir, { recursive: true, force: true });
   }
   const pad = (s: string, n: number) => s.padEnd(n);
-  process.stdout.write(`\nwrite (CheckpointWriter): ${(total / MB / writeS).toFixed(0)} MB/s over ${writeS.toFixed(1)} s; ${files.length} shards, ${total} bytes\n\n`);
+  process.stdout.write(
+    `\nwrite (CheckpointWriter): ${(total / MB / writeS).toFixed(0)} MB/s over ${writeS.toFixed(1)} s; ${files.length} shards, ${total} bytes\n\n`,
+  );
   process.stdout.write(`${pad('cache', 7)}${pad('run', 18)}${pad('seconds', 10)}${pad('MB/s', 10)}peak RSS\n`);
   for (const r of rows) {
-    process.stdout.write(`${pad(r.cache, 7)}${pad(r.what, 18)}${pad(r.s.toFixed(3), 10)}${pad((r.bytes / MB / r.s).toFixed(0), 10)}` +
-      `${r.hwm !== undefined ? `${(r.hwm / MB).toFixed(0)} MB` : ''}\n`);
+    process.stdout.write(
+      `${pad(r.cache, 7)}${pad(r.what, 18)}${pad(r.s.toFixed(3), 10)}${pad((r.bytes / MB / r.s).toFixed(0), 10)}` +
+        `${r.hwm !== undefined ? `${(r.hwm / MB).toFixed(0)} MB` : ''}\n`,
+    );
   }
   const best = (rs: typeof rows) => Math.max(...rs.map((r) => r.bytes / r.s));
   process.stdout.write('\n(fresh: a new array per tensor; reuse: one buffer of the largest tensor passed as `into`)\n');
@@ -109,8 +134,10 @@ export async function run(args: string[]): Promise<void> {
       const hwm = Math.max(...ours.map((r) => r.hwm ?? 0));
       const largest = ours[0].largest ?? 0;
       const limit = largest + 128 * 2 ** 20;
-      process.stdout.write(`${cache} ${mode}: ratio to cat (best of 2) ${ratio.toFixed(2)} (≥ 0.8: ${ratio >= 0.8 ? 'met' : 'NOT met'}); ` +
-        `peak RSS ${(hwm / MB).toFixed(0)} MB vs largest tensor ${(largest / MB).toFixed(0)} MB + 128 MiB = ${(limit / MB).toFixed(0)} MB (${hwm <= limit ? 'met' : 'NOT met'})\n`);
+      process.stdout.write(
+        `${cache} ${mode}: ratio to cat (best of 2) ${ratio.toFixed(2)} (≥ 0.8: ${ratio >= 0.8 ? 'met' : 'NOT met'}); ` +
+          `peak RSS ${(hwm / MB).toFixed(0)} MB vs largest tensor ${(largest / MB).toFixed(0)} MB + 128 MiB = ${(limit / MB).toFixed(0)} MB (${hwm <= limit ? 'met' : 'NOT met'})\n`,
+      );
     }
   }
   if (!args.includes('--keep') && existsSync(out) && readdirSync(out).length === 0) rmSync(out, { recursive: true, force: true });

@@ -28,12 +28,19 @@ function arg(args: string[], name: string, def: string): string {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : def;
 }
 
-interface Child { seconds: number; rssBytes: number; stdout: string }
+interface Child {
+  seconds: number;
+  rssBytes: number;
+  stdout: string;
+}
 
 /** Run the CLI in a child under /usr/bin/time (peak RSS = the child's VmHWM at exit). */
 function cli(argv: string[]): Child {
   const t = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', 'RSSKB=%M', process.execPath, CLI, ...argv], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync('/usr/bin/time', ['-f', 'RSSKB=%M', process.execPath, CLI, ...argv], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   const seconds = Number(process.hrtime.bigint() - t) / 1e9;
   if (r.status !== 0) throw new Error(`flm-grow ${argv.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
   const m = /RSSKB=(\d+)/.exec(r.stderr);
@@ -65,7 +72,8 @@ function freeBytes(dir: string): number {
 
 const bytesOf = (c: ModelConfig) => parameterCount(c) * 2; // bf16
 const layerBytes = (c: ModelConfig) => bytesOf({ ...c, numLayers: 1 }) - bytesOf({ ...c, numLayers: 0 });
-const largestTensor = (c: ModelConfig) => Math.max(c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize, c.numHeads * c.headDim * c.hiddenSize) * 2;
+const largestTensor = (c: ModelConfig) =>
+  Math.max(c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize, c.numHeads * c.headDim * c.hiddenSize) * 2;
 
 interface Stage {
   name: string;
@@ -81,10 +89,19 @@ interface Stage {
 
 interface Row {
   stage: string;
-  synthS: number; synthBytes: number; synthRss: number;
-  outBytes: number; largest: number; growS: number; growRss: number;
-  cpBytes: number; cpS: number; cpSyncS: number;
-  verifyS: number | undefined; verifyRss: number | undefined; verifyOut: string;
+  synthS: number;
+  synthBytes: number;
+  synthRss: number;
+  outBytes: number;
+  largest: number;
+  growS: number;
+  growRss: number;
+  cpBytes: number;
+  cpS: number;
+  cpSyncS: number;
+  verifyS: number | undefined;
+  verifyRss: number | undefined;
+  verifyOut: string;
 }
 
 function runStage(st: Stage, out: string, opts: { cpCap: number; verify: boolean }): Row {
@@ -101,11 +118,25 @@ function runStage(st: Stage, out: string, opts: { cpCap: number; verify: boolean
     execFileSync('sh', ['-c', `cat "${src}"/* > /dev/null`]);
     console.log(`[${st.name}] grow (${st.plan}, ${st.grownLayers} layers)`);
     const positions = Array.from({ length: st.grownLayers - st.srcLayers }, (_, k) => k % st.srcLayers).join(',');
-    const grow = cli(['grow', src, dst, '--plan', join(ROOT, st.plan), '--num-hidden-layers', String(st.grownLayers),
-      '--placement', 'explicit', '--positions', positions, '--quiet']);
+    const grow = cli([
+      'grow',
+      src,
+      dst,
+      '--plan',
+      join(ROOT, st.plan),
+      '--num-hidden-layers',
+      String(st.grownLayers),
+      '--placement',
+      'explicit',
+      '--positions',
+      positions,
+      '--quiet',
+    ]);
     const outBytes = dirBytes(dst);
     // cp: the whole output, or its largest shards up to the cap (disk room), scaled by bytes
-    const shards = readdirSync(dst).map((f) => ({ f, n: statSync(join(dst, f)).size })).sort((a, b) => b.n - a.n);
+    const shards = readdirSync(dst)
+      .map((f) => ({ f, n: statSync(join(dst, f)).size }))
+      .sort((a, b) => b.n - a.n);
     const pick: string[] = [];
     let cpBytes = 0;
     for (const s of shards) {
@@ -118,7 +149,10 @@ function runStage(st: Stage, out: string, opts: { cpCap: number; verify: boolean
     const cpS = timed(() => execFileSync('cp', ['-r', ...pick.map((f) => join(dst, f)), cp]));
     rmSync(cp, { recursive: true, force: true });
     mkdirSync(cp);
-    const cpSyncS = timed(() => { execFileSync('cp', ['-r', ...pick.map((f) => join(dst, f)), cp]); fsyncAll(cp); });
+    const cpSyncS = timed(() => {
+      execFileSync('cp', ['-r', ...pick.map((f) => join(dst, f)), cp]);
+      fsyncAll(cp);
+    });
     rmSync(cp, { recursive: true, force: true });
     let verifyS: number | undefined;
     let verifyRss: number | undefined;
@@ -132,8 +166,20 @@ function runStage(st: Stage, out: string, opts: { cpCap: number; verify: boolean
     }
     const target = { ...stageConfig(st.grownLike, { numLayers: st.grownLayers }), vocabSize: stageConfig(st.like).vocabSize };
     return {
-      stage: st.name, synthS: syn.seconds, synthBytes, synthRss: syn.rssBytes, outBytes, largest: largestTensor(target),
-      growS: grow.seconds, growRss: grow.rssBytes, cpBytes, cpS, cpSyncS, verifyS, verifyRss, verifyOut,
+      stage: st.name,
+      synthS: syn.seconds,
+      synthBytes,
+      synthRss: syn.rssBytes,
+      outBytes,
+      largest: largestTensor(target),
+      growS: grow.seconds,
+      growRss: grow.rssBytes,
+      cpBytes,
+      cpS,
+      cpSyncS,
+      verifyS,
+      verifyRss,
+      verifyOut,
     };
   } finally {
     for (const d of [src, dst, cp]) rmSync(d, { recursive: true, force: true });
@@ -141,8 +187,26 @@ function runStage(st: Stage, out: string, opts: { cpCap: number; verify: boolean
 }
 
 const STAGES: Stage[] = [
-  { name: '52b-102b', like: 'tele-flm-52b', srcLayers: 2, plan: 'growth-plans/tele-flm-52b-to-102b.json', grownLike: 'tele-flm-102b', grownLayers: 3, verify: true, full: { from: 'tele-flm-52b', to: 'tele-flm-102b' } },
-  { name: '102b-1t', like: 'tele-flm-102b', srcLayers: 1, plan: 'growth-plans/tele-flm-102b-to-1t.json', grownLike: 'tele-flm-1t', grownLayers: 2, verify: false, full: { from: 'tele-flm-102b', to: 'tele-flm-1t' } },
+  {
+    name: '52b-102b',
+    like: 'tele-flm-52b',
+    srcLayers: 2,
+    plan: 'growth-plans/tele-flm-52b-to-102b.json',
+    grownLike: 'tele-flm-102b',
+    grownLayers: 3,
+    verify: true,
+    full: { from: 'tele-flm-52b', to: 'tele-flm-102b' },
+  },
+  {
+    name: '102b-1t',
+    like: 'tele-flm-102b',
+    srcLayers: 1,
+    plan: 'growth-plans/tele-flm-102b-to-1t.json',
+    grownLike: 'tele-flm-1t',
+    grownLayers: 2,
+    verify: false,
+    full: { from: 'tele-flm-102b', to: 'tele-flm-1t' },
+  },
 ];
 
 function needed(st: Stage, cpCap: number): number {
@@ -153,7 +217,8 @@ function needed(st: Stage, cpCap: number): number {
 
 const f1 = (x: number) => x.toFixed(1);
 const gb = (n: number) => `${(n / GB).toFixed(2)} GB`;
-const hms = (s: number) => (s < 120 ? `${s.toFixed(0)} s` : s < 7200 ? `${(s / 60).toFixed(0)} min` : `${(s / 3600).toFixed(1)} h`);
+const hms = (s: number) =>
+  s < 120 ? `${s.toFixed(0)} s` : s < 7200 ? `${(s / 60).toFixed(0)} min` : `${(s / 3600).toFixed(1)} h`;
 
 export async function run(args: string[]): Promise<void> {
   const out = resolve(ROOT, arg(args, 'out', 'bench-out/scale'));
@@ -167,31 +232,51 @@ export async function run(args: string[]): Promise<void> {
     const need = needed(st, cpCap);
     const free = freeBytes(out);
     if (free < need) {
-      console.log(`[${st.name}] skipped: needs ${gb(need)} free under ${out} (source + grown + cp copy + 1 GB), ${gb(free)} free`);
+      console.log(
+        `[${st.name}] skipped: needs ${gb(need)} free under ${out} (source + grown + cp copy + 1 GB), ${gb(free)} free`,
+      );
       continue;
     }
     rows.push(runStage(st, out, { cpCap, verify: !args.includes('--no-verify') }));
     ran.push(st);
   }
   if (rows.length === 0) return;
-  console.log('\nstage      synth GB  synth MB/s  output GB  grow s  grow MB/s  cp s (scaled)  cp+fsync s  grow/cp  grow/(cp+fsync)  grow RSS  largest  RSS budget  verify s  verify RSS');
+  console.log(
+    '\nstage      synth GB  synth MB/s  output GB  grow s  grow MB/s  cp s (scaled)  cp+fsync s  grow/cp  grow/(cp+fsync)  grow RSS  largest  RSS budget  verify s  verify RSS',
+  );
   for (const r of rows) {
     const k = r.outBytes / r.cpBytes;
-    console.log([
-      r.stage.padEnd(10), f1(r.synthBytes / GB).padEnd(9), (r.synthBytes / 1e6 / r.synthS).toFixed(0).padEnd(11), f1(r.outBytes / GB).padEnd(10),
-      f1(r.growS).padEnd(7), (r.outBytes / 1e6 / r.growS).toFixed(0).padEnd(10), `${f1(r.cpS * k)}${k > 1.001 ? ` (x${k.toFixed(2)})` : ''}`.padEnd(14),
-      f1(r.cpSyncS * k).padEnd(11), (r.growS / (r.cpS * k)).toFixed(2).padEnd(8), (r.growS / (r.cpSyncS * k)).toFixed(2).padEnd(16),
-      gb(r.growRss).padEnd(9), gb(r.largest).padEnd(8), gb(1.5 * r.largest + 256e6).padEnd(11),
-      (r.verifyS === undefined ? '-' : f1(r.verifyS)).padEnd(9), r.verifyRss === undefined ? '-' : gb(r.verifyRss),
-    ].join(' '));
+    console.log(
+      [
+        r.stage.padEnd(10),
+        f1(r.synthBytes / GB).padEnd(9),
+        (r.synthBytes / 1e6 / r.synthS).toFixed(0).padEnd(11),
+        f1(r.outBytes / GB).padEnd(10),
+        f1(r.growS).padEnd(7),
+        (r.outBytes / 1e6 / r.growS).toFixed(0).padEnd(10),
+        `${f1(r.cpS * k)}${k > 1.001 ? ` (x${k.toFixed(2)})` : ''}`.padEnd(14),
+        f1(r.cpSyncS * k).padEnd(11),
+        (r.growS / (r.cpS * k)).toFixed(2).padEnd(8),
+        (r.growS / (r.cpSyncS * k)).toFixed(2).padEnd(16),
+        gb(r.growRss).padEnd(9),
+        gb(r.largest).padEnd(8),
+        gb(1.5 * r.largest + 256e6).padEnd(11),
+        (r.verifyS === undefined ? '-' : f1(r.verifyS)).padEnd(9),
+        r.verifyRss === undefined ? '-' : gb(r.verifyRss),
+      ].join(' '),
+    );
   }
   for (const r of rows) if (r.verifyS !== undefined) console.log(`verify ${r.stage}: ${r.verifyOut}`);
   // Extrapolation: grow streams bytes, so its time is output bytes / measured output rate; the
   // rate at full depth is the rate of these runs (same tensor shapes, only more of them). Bytes
   // read: every source tensor once, plus each inserted layer's source layer once more.
   const ns = (args.includes('--machines') ? arg(args, 'machines', '8') : '8,28').split(',').map(Number);
-  console.log('\nextrapolated full transitions (bf16; time at the measured grow rate of the rehearsal; n machines: each writes 1/n of the bytes, assuming shared storage sustains n x the rate)');
-  console.log(`transition     read GB  written GB  largest tensor  grow rate MB/s  1 machine  ${ns.map((n) => `${n} machines`.padEnd(11)).join(' ')}  disk (src+out)`);
+  console.log(
+    '\nextrapolated full transitions (bf16; time at the measured grow rate of the rehearsal; n machines: each writes 1/n of the bytes, assuming shared storage sustains n x the rate)',
+  );
+  console.log(
+    `transition     read GB  written GB  largest tensor  grow rate MB/s  1 machine  ${ns.map((n) => `${n} machines`.padEnd(11)).join(' ')}  disk (src+out)`,
+  );
   rows.forEach((r, i) => {
     const st = ran[i];
     const from = stageConfig(st.full.from);
@@ -200,11 +285,18 @@ export async function run(args: string[]): Promise<void> {
     const read = bytesOf(from) + (to.numLayers - from.numLayers) * layerBytes(from);
     const written = bytesOf(to);
     const rate = r.outBytes / r.growS;
-    console.log([
-      `${st.full.from.replace('tele-flm-', '')}->${st.full.to.replace('tele-flm-', '')}`.padEnd(14), f1(read / GB).padEnd(8), f1(written / GB).padEnd(11),
-      gb(largestTensor(to)).padEnd(15), (rate / 1e6).toFixed(0).padEnd(15), hms(written / rate).padEnd(10),
-      ns.map((n) => hms(written / rate / n).padEnd(11)).join(' '), gb(bytesOf(from) + written),
-    ].join(' '));
+    console.log(
+      [
+        `${st.full.from.replace('tele-flm-', '')}->${st.full.to.replace('tele-flm-', '')}`.padEnd(14),
+        f1(read / GB).padEnd(8),
+        f1(written / GB).padEnd(11),
+        gb(largestTensor(to)).padEnd(15),
+        (rate / 1e6).toFixed(0).padEnd(15),
+        hms(written / rate).padEnd(10),
+        ns.map((n) => hms(written / rate / n).padEnd(11)).join(' '),
+        gb(bytesOf(from) + written),
+      ].join(' '),
+    );
   });
 }
 

@@ -17,7 +17,11 @@ const CASES: { name: string; args: string[]; target: number }[] = [
   { name: 'flm-grow --version', args: [BIN, '--version'], target: 3 },
   { name: 'flm-grow --help', args: [BIN, '--help'], target: 3 },
   { name: `flm-grow inspect ${FIX} --json`, args: [BIN, 'inspect', FIX, '--json'], target: 5 },
-  { name: `flm-grow plan ${FIX} --plan growth-plans/tiny-stage1-to-stage2.json --json`, args: [BIN, 'plan', FIX, '--plan', 'growth-plans/tiny-stage1-to-stage2.json', '--json'], target: 5 },
+  {
+    name: `flm-grow plan ${FIX} --plan growth-plans/tiny-stage1-to-stage2.json --json`,
+    args: [BIN, 'plan', FIX, '--plan', 'growth-plans/tiny-stage1-to-stage2.json', '--json'],
+    target: 5,
+  },
 ];
 
 function once(args: string[]): number {
@@ -42,8 +46,11 @@ export function run(args: string[]): void {
   CASES.forEach((c, k) => {
     const t = times[k];
     const ratio = median(t) / base;
-    const lo = Math.min(...t), hi = Math.max(...t);
-    lines.push(`  ${c.name.padEnd(92)} ${lo.toFixed(0).padStart(5)} / ${median(t).toFixed(0).padStart(5)} / ${hi.toFixed(0).padStart(5)}   ${ratio.toFixed(2)}×${k === 0 ? '' : `  (target ≤ ${c.target}×: ${ratio <= c.target ? 'ok' : 'MISSED'})`}`);
+    const lo = Math.min(...t),
+      hi = Math.max(...t);
+    lines.push(
+      `  ${c.name.padEnd(92)} ${lo.toFixed(0).padStart(5)} / ${median(t).toFixed(0).padStart(5)} / ${hi.toFixed(0).padStart(5)}   ${ratio.toFixed(2)}×${k === 0 ? '' : `  (target ≤ ${c.target}×: ${ratio <= c.target ? 'ok' : 'MISSED'})`}`,
+    );
   });
   process.stdout.write(lines.join('\n') + '\n');
 }

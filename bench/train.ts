@@ -47,8 +47,14 @@ export async function run(args: string[]): Promise<void> {
   const backend = await initBackend(arg(args, 'backend', 'auto') as BackendName);
   const hd = 64;
   const cfg = initConfig({
-    hidden_size: H, intermediate_size: Math.round((8 * H) / 3 / 8) * 8, num_hidden_layers: L, num_attention_heads: H / hd,
-    num_key_value_heads: H / hd, head_dim: hd, vocab_size: 320, max_position_embeddings: Math.max(T, 128),
+    hidden_size: H,
+    intermediate_size: Math.round((8 * H) / 3 / 8) * 8,
+    num_hidden_layers: L,
+    num_attention_heads: H / hd,
+    num_key_value_heads: H / hd,
+    head_dim: hd,
+    vocab_size: 320,
+    max_position_embeddings: Math.max(T, 128),
   });
   const params = parameterCount(cfg);
   const dir = mkdtempSync(join(tmpdir(), 'flm-bench-train-'));
@@ -57,27 +63,52 @@ export async function run(args: string[]): Promise<void> {
     const stepMs: number[] = [];
     let last = performance.now();
     const r = await train({
-      checkpoint: join(dir, 'init'), data: join(ROOT, 'fixtures/corpus/fortunes.txt'), out: join(dir, 'run'), steps, batchSize: B, seqLen: T,
-      lr: 1e-3, backend: backend as BackendName, quiet: true, log: () => undefined, evalBatches: 1,
-      onStep: () => { const now = performance.now(); stepMs.push(now - last); last = now; },
+      checkpoint: join(dir, 'init'),
+      data: join(ROOT, 'fixtures/corpus/fortunes.txt'),
+      out: join(dir, 'run'),
+      steps,
+      batchSize: B,
+      seqLen: T,
+      lr: 1e-3,
+      backend: backend as BackendName,
+      quiet: true,
+      log: () => undefined,
+      evalBatches: 1,
+      onStep: () => {
+        const now = performance.now();
+        stepMs.push(now - last);
+        last = now;
+      },
     });
     // the first steps compile kernels and allocate; the last includes the final eval
     const steady = stepMs.slice(2, -1).sort((a, b) => a - b);
     const med = steady[Math.floor(steady.length / 2)];
     const tokS = (B * T * 1000) / med;
     const achieved = (6 * params * tokS) / 1e9;
-    const N = B * T, F = cfg.intermediateSize;
-    const shapes: [string, number, number, number][] = [['x·W_up', N, H, F], ['x·W_down', N, F, H], ['x·W_q', N, H, H], ['x·lm_head', N, H, cfg.vocabSize]];
-    console.log(`bench train: backend ${backend}, model H ${H} F ${F} L ${L} heads ${H / hd}×${hd} V ${cfg.vocabSize}: ${params.toLocaleString('en-US')} params; batch ${B}×${T} = ${N} tokens/step`);
+    const N = B * T,
+      F = cfg.intermediateSize;
+    const shapes: [string, number, number, number][] = [
+      ['x·W_up', N, H, F],
+      ['x·W_down', N, F, H],
+      ['x·W_q', N, H, H],
+      ['x·lm_head', N, H, cfg.vocabSize],
+    ];
+    console.log(
+      `bench train: backend ${backend}, model H ${H} F ${F} L ${L} heads ${H / hd}×${hd} V ${cfg.vocabSize}: ${params.toLocaleString('en-US')} params; batch ${B}×${T} = ${N} tokens/step`,
+    );
     let roof = 0;
     for (const [label, m, k, n] of shapes) {
       const g = await matmulRate(m, k, n);
       roof = Math.max(roof, g);
       console.log(`  matMul ${label.padEnd(10)} [${m}×${k}]·[${k}×${n}]: ${g.toFixed(1)} GFLOP/s`);
     }
-    console.log(`steps: ${steps} (median of ${steady.length} steady steps: ${med.toFixed(0)} ms/step); loss ${r.firstLoss.toFixed(3)} -> ${r.lastLoss.toFixed(3)}`);
+    console.log(
+      `steps: ${steps} (median of ${steady.length} steady steps: ${med.toFixed(0)} ms/step); loss ${r.firstLoss.toFixed(3)} -> ${r.lastLoss.toFixed(3)}`,
+    );
     console.log(`throughput: ${tokS.toFixed(0)} tokens/s; achieved 6·params·tokens/s = ${achieved.toFixed(2)} GFLOP/s`);
-    console.log(`roofline (best matMul above): ${roof.toFixed(1)} GFLOP/s -> fraction ${(100 * achieved / roof).toFixed(1)} % (target ≥ 40 %)`);
+    console.log(
+      `roofline (best matMul above): ${roof.toFixed(1)} GFLOP/s -> fraction ${((100 * achieved) / roof).toFixed(1)} % (target ≥ 40 %)`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

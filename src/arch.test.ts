@@ -1,18 +1,51 @@
 import { describe, expect, it } from 'vitest';
-import { checkTensorsAgainstConfig, expectedTensors, parameterCount, parseTensorName, tensorName, assertTensorsMatchConfig, headRole, layerRolesOf, LAYER_ROLES, LLAMA_TENSORS } from './arch.ts';
+import {
+  checkTensorsAgainstConfig,
+  expectedTensors,
+  parameterCount,
+  parseTensorName,
+  tensorName,
+  assertTensorsMatchConfig,
+  headRole,
+  layerRolesOf,
+  LAYER_ROLES,
+  LLAMA_TENSORS,
+} from './arch.ts';
 import { makeConfig } from './config.ts';
 import { CheckpointError } from './errors.ts';
 
-const c = makeConfig({ hiddenSize: 12, intermediateSize: 20, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 6, vocabSize: 30 });
+const c = makeConfig({
+  hiddenSize: 12,
+  intermediateSize: 20,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 6,
+  vocabSize: 30,
+});
 // written out by hand from HF's LlamaForCausalLM
-const H = 12, F = 20, Q = 4 * 6, KV = 2 * 6, V = 30;
-const handShapes: Record<string, number[]> = { 'model.embed_tokens.weight': [V, H], 'model.norm.weight': [H], 'lm_head.weight': [V, H] };
+const H = 12,
+  F = 20,
+  Q = 4 * 6,
+  KV = 2 * 6,
+  V = 30;
+const handShapes: Record<string, number[]> = {
+  'model.embed_tokens.weight': [V, H],
+  'model.norm.weight': [H],
+  'lm_head.weight': [V, H],
+};
 for (let i = 0; i < 2; i++) {
   const p = `model.layers.${i}.`;
   Object.assign(handShapes, {
-    [`${p}input_layernorm.weight`]: [H], [`${p}post_attention_layernorm.weight`]: [H],
-    [`${p}self_attn.q_proj.weight`]: [Q, H], [`${p}self_attn.k_proj.weight`]: [KV, H], [`${p}self_attn.v_proj.weight`]: [KV, H],
-    [`${p}self_attn.o_proj.weight`]: [H, Q], [`${p}mlp.gate_proj.weight`]: [F, H], [`${p}mlp.up_proj.weight`]: [F, H], [`${p}mlp.down_proj.weight`]: [H, F],
+    [`${p}input_layernorm.weight`]: [H],
+    [`${p}post_attention_layernorm.weight`]: [H],
+    [`${p}self_attn.q_proj.weight`]: [Q, H],
+    [`${p}self_attn.k_proj.weight`]: [KV, H],
+    [`${p}self_attn.v_proj.weight`]: [KV, H],
+    [`${p}self_attn.o_proj.weight`]: [H, Q],
+    [`${p}mlp.gate_proj.weight`]: [F, H],
+    [`${p}mlp.up_proj.weight`]: [F, H],
+    [`${p}mlp.down_proj.weight`]: [H, F],
   });
 }
 
@@ -25,14 +58,33 @@ describe('architecture table', () => {
     expect(LAYER_ROLES.length).toBe(14); // with the optional tensors of other families
   });
   it('optional tensors follow the family: tied head, Qwen2 q/k/v biases, Qwen3 q/k norms', () => {
-    const qwen2 = makeConfig({ hiddenSize: 8, intermediateSize: 6, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 2, vocabSize: 5, family: 'qwen2', tieWordEmbeddings: true });
+    const qwen2 = makeConfig({
+      hiddenSize: 8,
+      intermediateSize: 6,
+      numLayers: 1,
+      numHeads: 4,
+      numKvHeads: 2,
+      headDim: 2,
+      vocabSize: 5,
+      family: 'qwen2',
+      tieWordEmbeddings: true,
+    });
     const shapes2 = Object.fromEntries(expectedTensors(qwen2).map((t) => [t.name, t.shape]));
     expect(shapes2['model.layers.0.self_attn.q_proj.bias']).toEqual([8]);
     expect(shapes2['model.layers.0.self_attn.k_proj.bias']).toEqual([4]);
     expect(shapes2['model.layers.0.self_attn.v_proj.bias']).toEqual([4]);
     expect(shapes2['lm_head.weight']).toBeUndefined();
     expect(headRole(qwen2)).toBe('embed');
-    const qwen3 = makeConfig({ hiddenSize: 8, intermediateSize: 6, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 6, vocabSize: 5, family: 'qwen3' });
+    const qwen3 = makeConfig({
+      hiddenSize: 8,
+      intermediateSize: 6,
+      numLayers: 1,
+      numHeads: 4,
+      numKvHeads: 2,
+      headDim: 6,
+      vocabSize: 5,
+      family: 'qwen3',
+    });
     const shapes3 = Object.fromEntries(expectedTensors(qwen3).map((t) => [t.name, t.shape]));
     expect(shapes3['model.layers.0.self_attn.q_norm.weight']).toEqual([6]);
     expect(shapes3['model.layers.0.self_attn.k_norm.weight']).toEqual([6]);
@@ -62,18 +114,35 @@ describe('architecture table', () => {
     m.set('model.layers.0.self_attn.k_proj.weight', { shape: [Q, H] });
     m.set('extra.weight', { shape: [1] });
     const p = checkTensorsAgainstConfig(c, m);
-    expect(p).toEqual(expect.arrayContaining([
-      { name: 'model.layers.1.mlp.up_proj.weight', problem: 'missing', expected: [F, H] },
-      { name: 'model.layers.0.self_attn.k_proj.weight', problem: 'shape', expected: [KV, H], actual: [Q, H] },
-      { name: 'extra.weight', problem: 'unexpected', actual: [1] },
-    ]));
+    expect(p).toEqual(
+      expect.arrayContaining([
+        { name: 'model.layers.1.mlp.up_proj.weight', problem: 'missing', expected: [F, H] },
+        { name: 'model.layers.0.self_attn.k_proj.weight', problem: 'shape', expected: [KV, H], actual: [Q, H] },
+        { name: 'extra.weight', problem: 'unexpected', actual: [1] },
+      ]),
+    );
     expect(p.length).toBe(3);
     expect(() => assertTensorsMatchConfig(c, m, 'ck')).toThrow(CheckpointError);
     expect(() => assertTensorsMatchConfig(c, m, 'ck')).toThrow(/k_proj/);
   });
   it('every per-layer tensor names its own LayerWeights field (the model derives LAYER_FIELDS from it)', () => {
     const fields = LLAMA_TENSORS.filter((t) => t.perLayer).map((t) => t.field);
-    expect(fields).toEqual(['inputNorm', 'q', 'k', 'v', 'qBias', 'kBias', 'vBias', 'qNorm', 'kNorm', 'o', 'postNorm', 'gate', 'up', 'down']);
+    expect(fields).toEqual([
+      'inputNorm',
+      'q',
+      'k',
+      'v',
+      'qBias',
+      'kBias',
+      'vBias',
+      'qNorm',
+      'kNorm',
+      'o',
+      'postNorm',
+      'gate',
+      'up',
+      'down',
+    ]);
     expect(LLAMA_TENSORS.filter((t) => !t.perLayer).every((t) => t.field === undefined)).toBe(true);
   });
 });

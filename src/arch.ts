@@ -14,17 +14,35 @@ export type Dim = 'V' | 'H' | 'F' | 'Q' | 'KV' | 'HD';
 export { FAMILIES, FAMILY_NAMES, familyByName, type Family, type FamilyName } from './families.ts';
 
 export type Role =
-  | 'embed' | 'input_norm' | 'q' | 'k' | 'v' | 'o' | 'post_norm' | 'gate' | 'up' | 'down' | 'final_norm' | 'lm_head'
-  | 'q_bias' | 'k_bias' | 'v_bias' | 'q_norm' | 'k_norm';
+  | 'embed'
+  | 'input_norm'
+  | 'q'
+  | 'k'
+  | 'v'
+  | 'o'
+  | 'post_norm'
+  | 'gate'
+  | 'up'
+  | 'down'
+  | 'final_norm'
+  | 'lm_head'
+  | 'q_bias'
+  | 'k_bias'
+  | 'v_bias'
+  | 'q_norm'
+  | 'k_norm';
 
 /** The config feature an optional tensor depends on. */
 export type Feature = 'untied' | 'qkvBias' | 'qkNorm';
 
 export function hasFeature(c: ModelConfig, f: Feature): boolean {
   switch (f) {
-    case 'untied': return !c.tieWordEmbeddings;
-    case 'qkvBias': return c.qkvBias;
-    case 'qkNorm': return c.qkNorm;
+    case 'untied':
+      return !c.tieWordEmbeddings;
+    case 'qkvBias':
+      return c.qkvBias;
+    case 'qkNorm':
+      return c.qkNorm;
   }
 }
 
@@ -45,20 +63,116 @@ export interface TensorSpec {
 
 export const LLAMA_TENSORS: readonly TensorSpec[] = [
   { role: 'embed', template: 'model.embed_tokens.weight', dims: ['V', 'H'], perLayer: false, kind: 'embedding' },
-  { role: 'input_norm', template: 'model.layers.{i}.input_layernorm.weight', dims: ['H'], perLayer: true, kind: 'norm', field: 'inputNorm' },
-  { role: 'q', template: 'model.layers.{i}.self_attn.q_proj.weight', dims: ['Q', 'H'], perLayer: true, kind: 'matrix', field: 'q' },
-  { role: 'k', template: 'model.layers.{i}.self_attn.k_proj.weight', dims: ['KV', 'H'], perLayer: true, kind: 'matrix', field: 'k' },
-  { role: 'v', template: 'model.layers.{i}.self_attn.v_proj.weight', dims: ['KV', 'H'], perLayer: true, kind: 'matrix', field: 'v' },
-  { role: 'q_bias', template: 'model.layers.{i}.self_attn.q_proj.bias', dims: ['Q'], perLayer: true, kind: 'bias', field: 'qBias', when: 'qkvBias' },
-  { role: 'k_bias', template: 'model.layers.{i}.self_attn.k_proj.bias', dims: ['KV'], perLayer: true, kind: 'bias', field: 'kBias', when: 'qkvBias' },
-  { role: 'v_bias', template: 'model.layers.{i}.self_attn.v_proj.bias', dims: ['KV'], perLayer: true, kind: 'bias', field: 'vBias', when: 'qkvBias' },
-  { role: 'q_norm', template: 'model.layers.{i}.self_attn.q_norm.weight', dims: ['HD'], perLayer: true, kind: 'norm', field: 'qNorm', when: 'qkNorm' },
-  { role: 'k_norm', template: 'model.layers.{i}.self_attn.k_norm.weight', dims: ['HD'], perLayer: true, kind: 'norm', field: 'kNorm', when: 'qkNorm' },
-  { role: 'o', template: 'model.layers.{i}.self_attn.o_proj.weight', dims: ['H', 'Q'], perLayer: true, kind: 'matrix', field: 'o' },
-  { role: 'post_norm', template: 'model.layers.{i}.post_attention_layernorm.weight', dims: ['H'], perLayer: true, kind: 'norm', field: 'postNorm' },
-  { role: 'gate', template: 'model.layers.{i}.mlp.gate_proj.weight', dims: ['F', 'H'], perLayer: true, kind: 'matrix', field: 'gate' },
+  {
+    role: 'input_norm',
+    template: 'model.layers.{i}.input_layernorm.weight',
+    dims: ['H'],
+    perLayer: true,
+    kind: 'norm',
+    field: 'inputNorm',
+  },
+  {
+    role: 'q',
+    template: 'model.layers.{i}.self_attn.q_proj.weight',
+    dims: ['Q', 'H'],
+    perLayer: true,
+    kind: 'matrix',
+    field: 'q',
+  },
+  {
+    role: 'k',
+    template: 'model.layers.{i}.self_attn.k_proj.weight',
+    dims: ['KV', 'H'],
+    perLayer: true,
+    kind: 'matrix',
+    field: 'k',
+  },
+  {
+    role: 'v',
+    template: 'model.layers.{i}.self_attn.v_proj.weight',
+    dims: ['KV', 'H'],
+    perLayer: true,
+    kind: 'matrix',
+    field: 'v',
+  },
+  {
+    role: 'q_bias',
+    template: 'model.layers.{i}.self_attn.q_proj.bias',
+    dims: ['Q'],
+    perLayer: true,
+    kind: 'bias',
+    field: 'qBias',
+    when: 'qkvBias',
+  },
+  {
+    role: 'k_bias',
+    template: 'model.layers.{i}.self_attn.k_proj.bias',
+    dims: ['KV'],
+    perLayer: true,
+    kind: 'bias',
+    field: 'kBias',
+    when: 'qkvBias',
+  },
+  {
+    role: 'v_bias',
+    template: 'model.layers.{i}.self_attn.v_proj.bias',
+    dims: ['KV'],
+    perLayer: true,
+    kind: 'bias',
+    field: 'vBias',
+    when: 'qkvBias',
+  },
+  {
+    role: 'q_norm',
+    template: 'model.layers.{i}.self_attn.q_norm.weight',
+    dims: ['HD'],
+    perLayer: true,
+    kind: 'norm',
+    field: 'qNorm',
+    when: 'qkNorm',
+  },
+  {
+    role: 'k_norm',
+    template: 'model.layers.{i}.self_attn.k_norm.weight',
+    dims: ['HD'],
+    perLayer: true,
+    kind: 'norm',
+    field: 'kNorm',
+    when: 'qkNorm',
+  },
+  {
+    role: 'o',
+    template: 'model.layers.{i}.self_attn.o_proj.weight',
+    dims: ['H', 'Q'],
+    perLayer: true,
+    kind: 'matrix',
+    field: 'o',
+  },
+  {
+    role: 'post_norm',
+    template: 'model.layers.{i}.post_attention_layernorm.weight',
+    dims: ['H'],
+    perLayer: true,
+    kind: 'norm',
+    field: 'postNorm',
+  },
+  {
+    role: 'gate',
+    template: 'model.layers.{i}.mlp.gate_proj.weight',
+    dims: ['F', 'H'],
+    perLayer: true,
+    kind: 'matrix',
+    field: 'gate',
+  },
   { role: 'up', template: 'model.layers.{i}.mlp.up_proj.weight', dims: ['F', 'H'], perLayer: true, kind: 'matrix', field: 'up' },
-  { role: 'down', template: 'model.layers.{i}.mlp.down_proj.weight', dims: ['H', 'F'], perLayer: true, kind: 'matrix', field: 'down' },
+  {
+    role: 'down',
+    template: 'model.layers.{i}.mlp.down_proj.weight',
+    dims: ['H', 'F'],
+    perLayer: true,
+    kind: 'matrix',
+    field: 'down',
+  },
   { role: 'final_norm', template: 'model.norm.weight', dims: ['H'], perLayer: false, kind: 'norm' },
   { role: 'lm_head', template: 'lm_head.weight', dims: ['V', 'H'], perLayer: false, kind: 'matrix', when: 'untied' },
 ];
@@ -99,12 +213,18 @@ export function isIgnoredTensor(name: string): boolean {
 
 export function dimSize(c: ModelConfig, d: Dim): number {
   switch (d) {
-    case 'V': return c.vocabSize;
-    case 'H': return c.hiddenSize;
-    case 'F': return c.intermediateSize;
-    case 'Q': return c.numHeads * c.headDim;
-    case 'KV': return c.numKvHeads * c.headDim;
-    case 'HD': return c.headDim;
+    case 'V':
+      return c.vocabSize;
+    case 'H':
+      return c.hiddenSize;
+    case 'F':
+      return c.intermediateSize;
+    case 'Q':
+      return c.numHeads * c.headDim;
+    case 'KV':
+      return c.numKvHeads * c.headDim;
+    case 'HD':
+      return c.headDim;
   }
 }
 
@@ -170,7 +290,10 @@ export interface TensorMismatch {
 }
 
 /** Compare a checkpoint's tensors with what its config implies. */
-export function checkTensorsAgainstConfig(c: ModelConfig, tensors: ReadonlyMap<string, { shape: readonly number[] }>): TensorMismatch[] {
+export function checkTensorsAgainstConfig(
+  c: ModelConfig,
+  tensors: ReadonlyMap<string, { shape: readonly number[] }>,
+): TensorMismatch[] {
   const problems: TensorMismatch[] = [];
   const expected = expectedTensors(c);
   const names = new Set<string>();
@@ -185,23 +308,34 @@ export function checkTensorsAgainstConfig(c: ModelConfig, tensors: ReadonlyMap<s
   for (const [name, t] of tensors) {
     // a tied checkpoint may still carry a copy of the head (transformers ignores it on load)
     const tiedHead = c.tieWordEmbeddings && name === SPEC_BY_ROLE.lm_head.template;
-    if (!names.has(name) && !isIgnoredTensor(name) && !tiedHead) problems.push({ name, problem: 'unexpected', actual: [...t.shape] });
+    if (!names.has(name) && !isIgnoredTensor(name) && !tiedHead)
+      problems.push({ name, problem: 'unexpected', actual: [...t.shape] });
   }
   return problems;
 }
 
 export function formatMismatch(m: TensorMismatch): string {
   switch (m.problem) {
-    case 'missing': return `${m.name}: missing (expected shape [${m.expected?.join(', ')}])`;
-    case 'unexpected': return `${m.name}: not part of the architecture (shape [${m.actual?.join(', ')}])`;
-    case 'shape': return `${m.name}: shape [${m.actual?.join(', ')}] but config implies [${m.expected?.join(', ')}]`;
+    case 'missing':
+      return `${m.name}: missing (expected shape [${m.expected?.join(', ')}])`;
+    case 'unexpected':
+      return `${m.name}: not part of the architecture (shape [${m.actual?.join(', ')}])`;
+    case 'shape':
+      return `${m.name}: shape [${m.actual?.join(', ')}] but config implies [${m.expected?.join(', ')}]`;
   }
 }
 
-export function assertTensorsMatchConfig(c: ModelConfig, tensors: ReadonlyMap<string, { shape: readonly number[] }>, where: string): void {
+export function assertTensorsMatchConfig(
+  c: ModelConfig,
+  tensors: ReadonlyMap<string, { shape: readonly number[] }>,
+  where: string,
+): void {
   const p = checkTensorsAgainstConfig(c, tensors);
   if (p.length > 0) {
     const shown = p.slice(0, 10).map(formatMismatch).join('\n  ');
-    throw new CheckpointError('ConfigMismatch', `${where}: tensors do not match config.json (${p.length} problem${p.length > 1 ? 's' : ''}):\n  ${shown}${p.length > 10 ? '\n  ...' : ''}`);
+    throw new CheckpointError(
+      'ConfigMismatch',
+      `${where}: tensors do not match config.json (${p.length} problem${p.length > 1 ? 's' : ''}):\n  ${shown}${p.length > 10 ? '\n  ...' : ''}`,
+    );
   }
 }

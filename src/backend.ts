@@ -50,8 +50,10 @@ export async function initBackend(name: BackendName = 'auto'): Promise<string> {
   let want: 'wasm' | 'cpu' | 'tensorflow' = name === 'auto' ? 'wasm' : name;
   if (name === 'auto' && (await tryLoadTfNode())) want = 'tensorflow';
   if (want === 'tensorflow' && !(await tryLoadTfNode())) {
-    throw new FlmGrowError('BackendUnavailable',
-      '--backend tensorflow: @tensorflow/tfjs-node-gpu is not installed (it is an optional dependency: `npm install @tensorflow/tfjs-node-gpu@4.22.0`, needs CUDA); use --backend wasm');
+    throw new FlmGrowError(
+      'BackendUnavailable',
+      '--backend tensorflow: @tensorflow/tfjs-node-gpu is not installed (it is an optional dependency: `npm install @tensorflow/tfjs-node-gpu@4.22.0`, needs CUDA); use --backend wasm',
+    );
   }
   if (want === 'wasm' && !wasmPathsSet) {
     setWasmPaths(wasmDistDir());

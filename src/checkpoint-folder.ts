@@ -49,7 +49,9 @@ export class CheckpointFolder extends Checkpoint {
       const p = this.masksPath;
       this.cachedMasks = p === undefined ? Promise.resolve(undefined) : readMasks(p, this.config);
       // a failed read is not cached: the next call reports it again
-      this.cachedMasks.catch(() => { this.cachedMasks = undefined; });
+      this.cachedMasks.catch(() => {
+        this.cachedMasks = undefined;
+      });
     }
     return this.cachedMasks;
   }
@@ -79,7 +81,9 @@ export class CheckpointFolder extends Checkpoint {
   /** The folder's tokenizer.json, or the byte tokenizer when it has none (@huggingface/tokenizers loads only here). */
   tokenizer(): Promise<Tokenizer> {
     this.cachedTokenizer ??= import('./tokenizer.ts').then((t) => t.loadTokenizer(this.dir));
-    this.cachedTokenizer.catch(() => { this.cachedTokenizer = undefined; });
+    this.cachedTokenizer.catch(() => {
+      this.cachedTokenizer = undefined;
+    });
     return this.cachedTokenizer;
   }
 }

@@ -34,14 +34,21 @@ function resolvable(pkg: string): boolean {
  * CUDA GPU, so the probe runs only when an NVIDIA driver is present.
  */
 async function versionText(): Promise<string> {
-  const backend = resolvable('@tensorflow/tfjs-node-gpu') ? 'tensorflow (@tensorflow/tfjs-node-gpu)' : 'wasm (@tensorflow/tfjs-backend-wasm; @tensorflow/tfjs-node-gpu not installed)';
+  const backend = resolvable('@tensorflow/tfjs-node-gpu')
+    ? 'tensorflow (@tensorflow/tfjs-node-gpu)'
+    : 'wasm (@tensorflow/tfjs-backend-wasm; @tensorflow/tfjs-node-gpu not installed)';
   const gpu = existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidia0');
-  let engine = 'tfjs (no NVIDIA GPU; --engine torch still runs where a Python with torch is found, and auto picks it when tfjs cannot hold the model)';
+  let engine =
+    'tfjs (no NVIDIA GPU; --engine torch still runs where a Python with torch is found, and auto picks it when tfjs cannot hold the model)';
   if (gpu) {
     const { findTorchPython } = await import('./torch-engine.ts');
     const t = findTorchPython();
-    engine = t === undefined ? 'tfjs (NVIDIA GPU present, but no Python with torch found)'
-      : t.cuda ? `torch (${t.python}, torch ${t.torchVersion}, CUDA)` : `tfjs (${t.python} has torch ${t.torchVersion} without CUDA)`;
+    engine =
+      t === undefined
+        ? 'tfjs (NVIDIA GPU present, but no Python with torch found)'
+        : t.cuda
+          ? `torch (${t.python}, torch ${t.torchVersion}, CUDA)`
+          : `tfjs (${t.python} has torch ${t.torchVersion} without CUDA)`;
   }
   return `flm-grow ${packageVersion()}\nbackend (--backend auto): ${backend}\nengine (train --engine auto): ${engine}\n`;
 }
@@ -56,7 +63,10 @@ export async function main(argv: string[]): Promise<void> {
   const first = argv.find((x) => !x.startsWith('-'));
   if (first !== undefined && argv[0] === first && !COMMAND_NAMES.includes(first)) {
     const s = suggest(first, COMMAND_NAMES);
-    throw new FlmGrowError('UsageError', `unknown command "${first}"${s.length > 0 ? `; did you mean ${s.map((x) => `"${x}"`).join(' or ')}?` : ''} (commands: ${COMMAND_NAMES.join(', ')})`);
+    throw new FlmGrowError(
+      'UsageError',
+      `unknown command "${first}"${s.length > 0 ? `; did you mean ${s.map((x) => `"${x}"`).join(' or ')}?` : ''} (commands: ${COMMAND_NAMES.join(', ')})`,
+    );
   }
   const [{ default: yargs }] = await Promise.all([import('yargs')]);
   let cli = yargs(argv)
@@ -65,7 +75,10 @@ export async function main(argv: string[]): Promise<void> {
     .strict()
     .demandCommand(1, 'Name a command (see --help).')
     .version(false)
-    .option('version', { type: 'boolean', describe: 'show the version, the tfjs backend and the training engine flm-grow would use' })
+    .option('version', {
+      type: 'boolean',
+      describe: 'show the version, the tfjs backend and the training engine flm-grow would use',
+    })
     .example('$0 inspect fixtures/hf/llama-tiny-f32', 'summarise a checkpoint')
     .example('$0 grow --help', 'every option of one command, with examples')
     .epilog('Options mean the same in every command; docs/cli.md lists them and their growth-plan / pipeline JSON keys.')

@@ -67,13 +67,19 @@ export interface ModelConfig {
   raw: Record<string, unknown>;
 }
 
-function num(raw: Record<string, unknown>, key: string, file: string, opts: { int?: boolean; positive?: boolean; def?: number } = {}): number {
+function num(
+  raw: Record<string, unknown>,
+  key: string,
+  file: string,
+  opts: { int?: boolean; positive?: boolean; def?: number } = {},
+): number {
   const v = raw[key];
   if (v === undefined || v === null) {
     if (opts.def !== undefined) return opts.def;
     throw new ConfigError(file, key, 'is required');
   }
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(file, key, `must be a finite number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new ConfigError(file, key, `must be a finite number, got ${JSON.stringify(v)}`);
   if (opts.int === true && !Number.isInteger(v)) throw new ConfigError(file, key, `must be an integer, got ${v}`);
   if (opts.positive === true && v <= 0) throw new ConfigError(file, key, `must be > 0, got ${v}`);
   return v;
@@ -101,7 +107,12 @@ class Problems {
     if (this.list.length === 1) throw this.list[0];
     const fields = this.list.map((e) => e.field ?? '<root>');
     const lines = this.list.map((e) => `  - ${e.message.slice(this.file.length + 2)}`);
-    throw new ConfigError(this.file, undefined, `${this.list.length} unsupported or invalid fields:\n${lines.join('\n')}`, fields);
+    throw new ConfigError(
+      this.file,
+      undefined,
+      `${this.list.length} unsupported or invalid fields:\n${lines.join('\n')}`,
+      fields,
+    );
   }
 }
 
@@ -111,8 +122,12 @@ class Problems {
  * Problems name the field as written in the file (`rope_scaling.type`, `rope_parameters.rope_type`).
  */
 function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { theta: number; rope: RopeScaling } {
-  const key = raw.rope_parameters !== undefined && raw.rope_parameters !== null ? 'rope_parameters'
-    : raw.rope_scaling !== undefined && raw.rope_scaling !== null ? 'rope_scaling' : undefined;
+  const key =
+    raw.rope_parameters !== undefined && raw.rope_parameters !== null
+      ? 'rope_parameters'
+      : raw.rope_scaling !== undefined && raw.rope_scaling !== null
+        ? 'rope_scaling'
+        : undefined;
   let theta = p.try(() => num(raw, 'rope_theta', file, { positive: true, def: 10000 }), 10000);
   if (key === undefined) return { theta, rope: { type: 'default' } };
   const rp = raw[key];
@@ -125,7 +140,10 @@ function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { thet
   const typeKey = r.rope_type !== undefined ? 'rope_type' : r.type !== undefined ? 'type' : undefined;
   const type = typeKey === undefined ? 'default' : r[typeKey];
   if (!(ROPE_TYPES as readonly unknown[]).includes(type)) {
-    p.add(`${key}.${typeKey ?? 'rope_type'}`, `RoPE type ${JSON.stringify(type)} is not supported (supported: ${ROPE_TYPES.join(', ')})`);
+    p.add(
+      `${key}.${typeKey ?? 'rope_type'}`,
+      `RoPE type ${JSON.stringify(type)} is not supported (supported: ${ROPE_TYPES.join(', ')})`,
+    );
     return { theta, rope: { type: 'default' } };
   }
   const t = type as RopeType;
@@ -141,38 +159,59 @@ function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { thet
     }
     return v;
   };
-  if (r.partial_rotary_factor !== undefined && r.partial_rotary_factor !== 1) p.add(`${key}.partial_rotary_factor`, 'partial rotary embeddings are not supported');
+  if (r.partial_rotary_factor !== undefined && r.partial_rotary_factor !== 1)
+    p.add(`${key}.partial_rotary_factor`, 'partial rotary embeddings are not supported');
   switch (t) {
-    case 'default': return { theta, rope: { type: t } };
-    case 'linear': case 'dynamic': return { theta, rope: { type: t, factor: field('factor', true) ?? 1 } };
-    case 'llama3': return {
-      theta, rope: {
-        type: t, factor: field('factor', true) ?? 1, lowFreqFactor: field('low_freq_factor', true) ?? 1, highFreqFactor: field('high_freq_factor', true) ?? 2,
-        originalMaxPositionEmbeddings: field('original_max_position_embeddings', true) ?? 1,
-      },
-    };
+    case 'default':
+      return { theta, rope: { type: t } };
+    case 'linear':
+    case 'dynamic':
+      return { theta, rope: { type: t, factor: field('factor', true) ?? 1 } };
+    case 'llama3':
+      return {
+        theta,
+        rope: {
+          type: t,
+          factor: field('factor', true) ?? 1,
+          lowFreqFactor: field('low_freq_factor', true) ?? 1,
+          highFreqFactor: field('high_freq_factor', true) ?? 2,
+          originalMaxPositionEmbeddings: field('original_max_position_embeddings', true) ?? 1,
+        },
+      };
     case 'yarn': {
       if (r.truncate !== undefined && typeof r.truncate !== 'boolean') p.add(`${key}.truncate`, 'must be true or false');
       const rope: RopeScaling = {
-        type: t, factor: field('factor', r.original_max_position_embeddings === undefined), originalMaxPositionEmbeddings: field('original_max_position_embeddings', false),
-        attentionFactor: field('attention_factor', false), betaFast: field('beta_fast', false), betaSlow: field('beta_slow', false),
-        mscale: field('mscale', false), mscaleAllDim: field('mscale_all_dim', false), truncate: typeof r.truncate === 'boolean' ? r.truncate : undefined,
+        type: t,
+        factor: field('factor', r.original_max_position_embeddings === undefined),
+        originalMaxPositionEmbeddings: field('original_max_position_embeddings', false),
+        attentionFactor: field('attention_factor', false),
+        betaFast: field('beta_fast', false),
+        betaSlow: field('beta_slow', false),
+        mscale: field('mscale', false),
+        mscaleAllDim: field('mscale_all_dim', false),
+        truncate: typeof r.truncate === 'boolean' ? r.truncate : undefined,
       };
-      return { theta, rope: Object.fromEntries(Object.entries(rope).filter(([, v]) => v !== undefined)) as unknown as RopeScaling };
+      return {
+        theta,
+        rope: Object.fromEntries(Object.entries(rope).filter(([, v]) => v !== undefined)) as unknown as RopeScaling,
+      };
     }
   }
 }
 
 export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(file, undefined, 'is not a JSON object');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new ConfigError(file, undefined, 'is not a JSON object');
   const r = raw as Record<string, unknown>;
   const p = new Problems(file);
   const modelType = r.model_type;
   const archs = Array.isArray(r.architectures) ? (r.architectures as unknown[]) : [];
   const family = detectFamily(modelType, archs);
   if (family === undefined) {
-    p.add('model_type',
-      `unsupported model ${JSON.stringify(modelType)} / architectures ${JSON.stringify(archs)}; supported model_type: ${SUPPORTED_MODEL_TYPES.join(', ')}; architectures: ${SUPPORTED_ARCHITECTURES.join(', ')}`);
+    p.add(
+      'model_type',
+      `unsupported model ${JSON.stringify(modelType)} / architectures ${JSON.stringify(archs)}; supported model_type: ${SUPPORTED_MODEL_TYPES.join(', ')}; architectures: ${SUPPORTED_ARCHITECTURES.join(', ')}`,
+    );
   }
   const fam = family ?? FAMILIES[0];
   if (r.tie_word_embeddings !== undefined && r.tie_word_embeddings !== null && typeof r.tie_word_embeddings !== 'boolean') {
@@ -185,12 +224,16 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   if (fam.slidingWindow === 'always' && r.sliding_window !== undefined && r.sliding_window !== null) {
     slidingWindow = p.try(() => num(r, 'sliding_window', file, { int: true, positive: true }), undefined);
   } else if (fam.slidingWindow === 'flagged' && r.use_sliding_window === true) {
-    p.add('use_sliding_window', `sliding-window attention on layers from max_window_layers is not supported for ${fam.name}; set it to false (the published ${fam.name} checkpoints do)`);
+    p.add(
+      'use_sliding_window',
+      `sliding-window attention on layers from max_window_layers is not supported for ${fam.name}; set it to false (the published ${fam.name} checkpoints do)`,
+    );
   }
   if (Array.isArray(r.layer_types) && r.layer_types.some((x) => x !== 'full_attention') && fam.slidingWindow !== 'always') {
     p.add('layer_types', `only "full_attention" layers are supported, got ${JSON.stringify([...new Set(r.layer_types)])}`);
   }
-  if (r.partial_rotary_factor !== undefined && r.partial_rotary_factor !== 1) p.add('partial_rotary_factor', 'partial rotary embeddings are not supported');
+  if (r.partial_rotary_factor !== undefined && r.partial_rotary_factor !== 1)
+    p.add('partial_rotary_factor', 'partial rotary embeddings are not supported');
   const hiddenSize = p.try(() => num(r, 'hidden_size', file, { int: true, positive: true }), 0);
   const numHeads = p.try(() => num(r, 'num_attention_heads', file, { int: true, positive: true }), 0);
   const numKvHeads = p.try(() => num(r, 'num_key_value_heads', file, { int: true, positive: true, def: numHeads }), 0);
@@ -201,7 +244,8 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   if (r.head_dim === undefined || r.head_dim === null) {
     if (fam.headDimDefault !== undefined) headDim = fam.headDimDefault;
     else if (numHeads > 0 && hiddenSize > 0) {
-      if (hiddenSize % numHeads !== 0) p.add('head_dim', `absent and hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
+      if (hiddenSize % numHeads !== 0)
+        p.add('head_dim', `absent and hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
       else headDim = hiddenSize / numHeads;
     }
   } else headDim = p.try(() => num(r, 'head_dim', file, { int: true, positive: true }), 0);
@@ -210,7 +254,9 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   const dtypeName = r.torch_dtype ?? r.dtype;
   let dtype: DType | undefined;
   if (typeof dtypeName === 'string') {
-    try { dtype = parseDtypeName(dtypeName); } catch {
+    try {
+      dtype = parseDtypeName(dtypeName);
+    } catch {
       p.add(r.torch_dtype !== undefined ? 'torch_dtype' : 'dtype', `unknown dtype "${dtypeName}" (bfloat16, float16 or float32)`);
     }
   }
@@ -244,8 +290,13 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   p.throwIfAny();
   // refuse sizes no checkpoint can have before anything lists tensors or allocates per layer
   const size = modelSizeProblem({
-    hidden_size: c.hiddenSize, intermediate_size: c.intermediateSize, num_hidden_layers: c.numLayers, num_attention_heads: c.numHeads,
-    num_key_value_heads: c.numKvHeads, head_dim: c.headDim, vocab_size: c.vocabSize,
+    hidden_size: c.hiddenSize,
+    intermediate_size: c.intermediateSize,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.numHeads,
+    num_key_value_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    vocab_size: c.vocabSize,
   });
   if (size !== undefined) throw new ConfigError(file, size.field, size.message);
   return c;
@@ -307,10 +358,23 @@ export function configToJson(c: ModelConfig): Record<string, unknown> {
 
 /** A fresh config of a family (default Llama) for synthetic models in tests, benches, `synth`. */
 export function makeConfig(p: {
-  hiddenSize: number; intermediateSize: number; numLayers: number; numHeads: number; numKvHeads?: number; headDim?: number;
-  vocabSize: number; rmsNormEps?: number; ropeTheta?: number; maxPositionEmbeddings?: number; dtype?: DType;
-  useMup?: boolean; inputMult?: number; outputMult?: number; mupScaleFactor?: number;
-  family?: FamilyName; tieWordEmbeddings?: boolean;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads?: number;
+  headDim?: number;
+  vocabSize: number;
+  rmsNormEps?: number;
+  ropeTheta?: number;
+  maxPositionEmbeddings?: number;
+  dtype?: DType;
+  useMup?: boolean;
+  inputMult?: number;
+  outputMult?: number;
+  mupScaleFactor?: number;
+  family?: FamilyName;
+  tieWordEmbeddings?: boolean;
   /** RoPE scaling as config.json writes it (e.g. {rope_type: 'llama3', factor: 8, ...}); default none. */
   ropeScaling?: Record<string, unknown>;
   /** Mistral's sliding_window. */
@@ -318,19 +382,40 @@ export function makeConfig(p: {
 }): ModelConfig {
   const fam = FAMILIES.find((f) => f.name === (p.family ?? 'llama')) ?? FAMILIES[0];
   const raw: Record<string, unknown> = {
-    architectures: [fam.architectures[0]], model_type: fam.modelTypes[0], hidden_act: 'silu', tie_word_embeddings: p.tieWordEmbeddings ?? false,
-    ...(fam.qkvBias ? {} : { attention_bias: false }), mlp_bias: false,
+    architectures: [fam.architectures[0]],
+    model_type: fam.modelTypes[0],
+    hidden_act: 'silu',
+    tie_word_embeddings: p.tieWordEmbeddings ?? false,
+    ...(fam.qkvBias ? {} : { attention_bias: false }),
+    mlp_bias: false,
     rope_parameters: { rope_type: 'default', ...(p.ropeScaling ?? {}), rope_theta: p.ropeTheta ?? 10000 },
     ...(fam.slidingWindow === 'always' ? { sliding_window: p.slidingWindow ?? null } : {}),
     ...(fam.slidingWindow === 'flagged' ? { use_sliding_window: false } : {}),
   };
   const c: ModelConfig = {
-    modelType: fam.modelTypes[0], family: fam.name, tieWordEmbeddings: p.tieWordEmbeddings ?? false, qkvBias: fam.qkvBias, qkNorm: fam.qkNorm,
-    rope: { type: 'default' }, slidingWindow: p.slidingWindow, hiddenSize: p.hiddenSize, intermediateSize: p.intermediateSize, numLayers: p.numLayers,
-    numHeads: p.numHeads, numKvHeads: p.numKvHeads ?? p.numHeads, headDim: p.headDim ?? p.hiddenSize / p.numHeads,
-    vocabSize: p.vocabSize, rmsNormEps: p.rmsNormEps ?? 1e-5, ropeTheta: p.ropeTheta ?? 10000,
-    maxPositionEmbeddings: p.maxPositionEmbeddings ?? 2048, useMup: p.useMup ?? false, inputMult: p.inputMult ?? 1,
-    outputMult: p.outputMult ?? 1, mupScaleFactor: p.mupScaleFactor ?? 1, dtype: p.dtype, raw,
+    modelType: fam.modelTypes[0],
+    family: fam.name,
+    tieWordEmbeddings: p.tieWordEmbeddings ?? false,
+    qkvBias: fam.qkvBias,
+    qkNorm: fam.qkNorm,
+    rope: { type: 'default' },
+    slidingWindow: p.slidingWindow,
+    hiddenSize: p.hiddenSize,
+    intermediateSize: p.intermediateSize,
+    numLayers: p.numLayers,
+    numHeads: p.numHeads,
+    numKvHeads: p.numKvHeads ?? p.numHeads,
+    headDim: p.headDim ?? p.hiddenSize / p.numHeads,
+    vocabSize: p.vocabSize,
+    rmsNormEps: p.rmsNormEps ?? 1e-5,
+    ropeTheta: p.ropeTheta ?? 10000,
+    maxPositionEmbeddings: p.maxPositionEmbeddings ?? 2048,
+    useMup: p.useMup ?? false,
+    inputMult: p.inputMult ?? 1,
+    outputMult: p.outputMult ?? 1,
+    mupScaleFactor: p.mupScaleFactor ?? 1,
+    dtype: p.dtype,
+    raw,
   };
   c.raw = configToJson(c);
   return parseConfig(c.raw);

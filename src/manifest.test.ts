@@ -15,15 +15,33 @@ import { CheckpointFolder } from './checkpoint-folder.ts';
 const root = mkdtempSync(join(tmpdir(), 'flm-manifest-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 const CORPUS = join(import.meta.dirname, '../fixtures/corpus/fortunes.txt');
-const tinyCfg = () => initConfig({ hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 2, head_dim: 8, vocab_size: 256, max_position_embeddings: 64 });
+const tinyCfg = () =>
+  initConfig({
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 2,
+    num_key_value_heads: 2,
+    head_dim: 8,
+    vocab_size: 256,
+    max_position_embeddings: 64,
+  });
 
 const common = { format: MANIFEST_FORMAT, created: '2026-01-01T00:00:00Z', tool: { name: 'flm-grow', version: '0' }, files: {} };
-const trainExtra = { step: 4, stageStart: 0, tokens: 64, targetStep: 4, lrSchedule: { lr: 1e-3, minLr: 1e-4, warmupSteps: 0, totalSteps: 4, schedule: 'cosine' } };
+const trainExtra = {
+  step: 4,
+  stageStart: 0,
+  tokens: 64,
+  targetStep: 4,
+  lrSchedule: { lr: 1e-3, minLr: 1e-4, warmupSteps: 0, totalSteps: 4, schedule: 'cosine' },
+};
 
 describe('parseManifest', () => {
   it('refuses an unknown kind, naming the field and the kinds it knows', () => {
     expect(() => parseManifest({ ...common, kind: 'merge' }, 'm.json')).toThrow(FlmGrowError);
-    expect(() => parseManifest({ ...common, kind: 'merge' }, 'm.json')).toThrow(/m\.json: field "kind" is "merge", not one of grow, bake, train, synth/);
+    expect(() => parseManifest({ ...common, kind: 'merge' }, 'm.json')).toThrow(
+      /m\.json: field "kind" is "merge", not one of grow, bake, train, synth/,
+    );
     expect(() => parseManifest({ ...common }, 'm.json')).toThrow(/field "kind" is undefined/);
   });
 
@@ -31,15 +49,21 @@ describe('parseManifest', () => {
     for (const k of ['step', 'stageStart', 'tokens', 'targetStep', 'lrSchedule']) {
       const extra: Record<string, unknown> = { ...trainExtra };
       delete extra[k];
-      expect(() => parseManifest({ ...common, kind: 'train', extra }, 'm.json')).toThrow(new RegExp(`field "extra\\.${k}" is missing`));
+      expect(() => parseManifest({ ...common, kind: 'train', extra }, 'm.json')).toThrow(
+        new RegExp(`field "extra\\.${k}" is missing`),
+      );
     }
     expect(() => parseManifest({ ...common, kind: 'train' }, 'm.json')).toThrow(/field "extra" is missing/);
-    expect(() => parseManifest({ ...common, kind: 'train', extra: { ...trainExtra, step: 'four' } }, 'm.json')).toThrow(/field "extra\.step" must be a number/);
+    expect(() => parseManifest({ ...common, kind: 'train', extra: { ...trainExtra, step: 'four' } }, 'm.json')).toThrow(
+      /field "extra\.step" must be a number/,
+    );
     expect(() => parseManifest({ ...common, kind: 'grow' }, 'm.json')).toThrow(/field "mode" is missing/);
     expect(() => parseManifest({ ...common, kind: 'grow', mode: 'sideways' }, 'm.json')).toThrow(/field "mode" is "sideways"/);
     const { created: _c, ...noCreated } = common;
     expect(() => parseManifest({ ...noCreated, kind: 'synth' }, 'm.json')).toThrow(/field "created" is missing/);
-    expect(() => parseManifest({ ...common, kind: 'synth', masks: { file: 'masks.safetensors' } }, 'm.json')).toThrow(/field "masks\.schedule" is missing/);
+    expect(() => parseManifest({ ...common, kind: 'synth', masks: { file: 'masks.safetensors' } }, 'm.json')).toThrow(
+      /field "masks\.schedule" is missing/,
+    );
     expect(() => parseManifest({ ...common, kind: 'bake', files: [] }, 'm.json')).toThrow(/field "files" must be an object/);
     expect(() => parseManifest({ ...common, format: 'other/1', kind: 'bake' }, 'm.json')).toThrow(/not a flm-grow\/1 manifest/);
   });
@@ -71,11 +95,30 @@ describe('manifests written by synth, init, grow, bake and train read back (roun
     expect(reread(init).kind).toBe('synth');
 
     const grown = join(root, 'grown');
-    await growCheckpoint(init, grown, parsePlan({ targets: { hidden_size: 24, num_hidden_layers: 3 }, placement: { positions: [1] } }), { quiet: true });
+    await growCheckpoint(
+      init,
+      grown,
+      parsePlan({ targets: { hidden_size: 24, num_hidden_layers: 3 }, placement: { positions: [1] } }),
+      { quiet: true },
+    );
     const g = reread(grown);
-    expect(g.kind === 'grow' ? [g.mode, g.layerMap?.length, g.masks?.file] : undefined).toEqual(['masked', 3, 'masks.safetensors']);
+    expect(g.kind === 'grow' ? [g.mode, g.layerMap?.length, g.masks?.file] : undefined).toEqual([
+      'masked',
+      3,
+      'masks.safetensors',
+    ]);
 
-    const trained = await train({ checkpoint: grown, data: CORPUS, out: join(root, 'run'), steps: 2, batchSize: 2, seqLen: 8, quiet: true, log: () => undefined, backend: 'wasm' });
+    const trained = await train({
+      checkpoint: grown,
+      data: CORPUS,
+      out: join(root, 'run'),
+      steps: 2,
+      batchSize: 2,
+      seqLen: 8,
+      quiet: true,
+      log: () => undefined,
+      backend: 'wasm',
+    });
     const t = reread(trained.checkpoint);
     expect(t.kind === 'train' ? [t.extra.step, t.extra.targetStep, t.extra.complete] : undefined).toEqual([2, 2, true]);
 

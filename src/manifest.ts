@@ -21,7 +21,8 @@ export const MANIFEST_FORMAT = 'flm-grow/1';
 export const TOOL_VERSION = '0.1.0';
 
 /** Files copied along unchanged (tokenizer and generation settings). */
-export const SIDE_FILE_PATTERN = /^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
+export const SIDE_FILE_PATTERN =
+  /^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
 
 export interface MaskSchedule {
   group: MaskGroup;
@@ -36,10 +37,19 @@ export interface MaskSchedule {
 }
 
 /** What a manifest records about the checkpoint a stage read. */
-export interface SourceIdentity { path: string; configSha256: string; indexSha256?: string; parameters: number; bytes: number }
+export interface SourceIdentity {
+  path: string;
+  configSha256: string;
+  indexSha256?: string;
+  parameters: number;
+  bytes: number;
+}
 
 /** For each output layer: the source layer it came from, and whether it was inserted. */
-export interface LayerMapEntry { source: number; inserted: boolean }
+export interface LayerMapEntry {
+  source: number;
+  inserted: boolean;
+}
 
 /** Fields every kind of manifest has (format, kind, created, tool and files are required). */
 interface ManifestCommon {
@@ -133,13 +143,26 @@ export function parseManifest(m: unknown, where: string): Manifest {
     safeRelativeName(f, `${where}: files`);
     if (typeof h !== 'string') bad(`files[${JSON.stringify(f)}] must be a sha256 string`);
   }
-  const field = (obj: Json, key: string, path: string, type: 'string' | 'number' | 'boolean' | 'object' | 'array', required: boolean): void => {
+  const field = (
+    obj: Json,
+    key: string,
+    path: string,
+    type: 'string' | 'number' | 'boolean' | 'object' | 'array',
+    required: boolean,
+  ): void => {
     const v = obj[key];
     if (v === undefined) {
       if (required) bad(`field "${path}" is missing`);
       return;
     }
-    const ok = type === 'array' ? Array.isArray(v) : type === 'object' ? isObject(v) : type === 'number' ? typeof v === 'number' && Number.isFinite(v) : typeof v === type;
+    const ok =
+      type === 'array'
+        ? Array.isArray(v)
+        : type === 'object'
+          ? isObject(v)
+          : type === 'number'
+            ? typeof v === 'number' && Number.isFinite(v)
+            : typeof v === type;
     if (!ok) bad(`field "${path}" must be ${type === 'array' || type === 'object' ? 'an' : 'a'} ${type}`);
   };
   if (typeof m.kind !== 'string' || !(MANIFEST_KINDS as readonly string[]).includes(m.kind)) {
@@ -158,7 +181,10 @@ export function parseManifest(m: unknown, where: string): Manifest {
   const extra = isObject(m.extra) ? m.extra : {};
   switch (m.kind as ManifestKind) {
     case 'grow':
-      if (m.mode !== 'masked' && m.mode !== 'zero') bad(m.mode === undefined ? 'field "mode" is missing' : `field "mode" is ${JSON.stringify(m.mode)}, not "masked" or "zero"`);
+      if (m.mode !== 'masked' && m.mode !== 'zero')
+        bad(
+          m.mode === undefined ? 'field "mode" is missing' : `field "mode" is ${JSON.stringify(m.mode)}, not "masked" or "zero"`,
+        );
       field(extra, 'queryHeadMap', 'extra.queryHeadMap', 'array', false);
       break;
     case 'train':

@@ -80,7 +80,8 @@ export async function readMasks(path: string, c: ModelConfig): Promise<MaskSet> 
       if (n !== len) throw new FlmGrowError('MaskShape', `${path}: mask "${name}" has ${n} entries, config needs ${len}`);
       const v = bytesToFloat32(await f.read(name), info.dtype);
       for (let k = 0; k < v.length; k++) {
-        if (!(v[k] >= 0 && v[k] <= 1)) throw new FlmGrowError('MaskValue', `${path}: mask "${name}"[${k}] = ${v[k]} is outside [0, 1]`);
+        if (!(v[k] >= 0 && v[k] <= 1))
+          throw new FlmGrowError('MaskValue', `${path}: mask "${name}"[${k}] = ${v[k]} is outside [0, 1]`);
       }
       return v;
     };
@@ -109,12 +110,23 @@ export function groupsBelowOne(m: MaskSet): { group: MaskGroup; minValue: number
   const scan = (group: MaskGroup, arrays: ArrayLike<number>[]) => {
     let min = 1;
     let count = 0;
-    for (const a of arrays) for (let k = 0; k < a.length; k++) if (a[k] < 1) { count++; min = Math.min(min, a[k]); }
+    for (const a of arrays)
+      for (let k = 0; k < a.length; k++)
+        if (a[k] < 1) {
+          count++;
+          min = Math.min(min, a[k]);
+        }
     if (count > 0) out.push({ group, minValue: min, count });
   };
   scan('hidden', [m.hidden]);
-  scan('heads', m.layers.map((l) => l.heads));
-  scan('ffn', m.layers.map((l) => l.ffn));
+  scan(
+    'heads',
+    m.layers.map((l) => l.heads),
+  );
+  scan(
+    'ffn',
+    m.layers.map((l) => l.ffn),
+  );
   scan('layers', [m.layers.map((l) => l.residual)]);
   return out;
 }

@@ -12,24 +12,49 @@ let root: string;
 const CORPUS = resolve(import.meta.dirname, '../fixtures/corpus/fortunes.txt');
 
 function writePipeline(dir: string): string {
-  writeFileSync(join(dir, 'plan.json'), JSON.stringify({
-    targets: { hidden_size: 24, intermediate_size: 40, num_attention_heads: 3, num_key_value_heads: 3, num_hidden_layers: 3 },
-    mode: 'masked', placement: { method: 'explicit', positions: [1] }, seed: 1, anneal_steps: 2,
-  }));
+  writeFileSync(
+    join(dir, 'plan.json'),
+    JSON.stringify({
+      targets: { hidden_size: 24, intermediate_size: 40, num_attention_heads: 3, num_key_value_heads: 3, num_hidden_layers: 3 },
+      mode: 'masked',
+      placement: { method: 'explicit', positions: [1] },
+      seed: 1,
+      anneal_steps: 2,
+    }),
+  );
   const file = join(dir, 'pipe.json');
-  writeFileSync(file, JSON.stringify({
-    data: CORPUS, seed: 0, backend: 'wasm',
-    train: { batch_size: 2, seq_len: 16, lr: 0.003, warmup_steps: 1, save_every: 2, eval_every: 2, eval_batches: 1 },
-    stages: [
-      { name: 'init', init: { config: { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 2, head_dim: 8, vocab_size: 256, max_position_embeddings: 32 } } },
-      { name: 'small', train: { steps: 5 } },
-      { name: 'grow', grow: { plan: 'plan.json' } },
-      { name: 'check', verify: { tokens: 32, seq: 16 } },
-      { name: 'big', train: { steps: 3 } },
-      { name: 'bake', bake: {} },
-      { name: 'check-bake', verify: { tokens: 32, seq: 16 } },
-    ],
-  }));
+  writeFileSync(
+    file,
+    JSON.stringify({
+      data: CORPUS,
+      seed: 0,
+      backend: 'wasm',
+      train: { batch_size: 2, seq_len: 16, lr: 0.003, warmup_steps: 1, save_every: 2, eval_every: 2, eval_batches: 1 },
+      stages: [
+        {
+          name: 'init',
+          init: {
+            config: {
+              hidden_size: 16,
+              intermediate_size: 32,
+              num_hidden_layers: 2,
+              num_attention_heads: 2,
+              num_key_value_heads: 2,
+              head_dim: 8,
+              vocab_size: 256,
+              max_position_embeddings: 32,
+            },
+          },
+        },
+        { name: 'small', train: { steps: 5 } },
+        { name: 'grow', grow: { plan: 'plan.json' } },
+        { name: 'check', verify: { tokens: 32, seq: 16 } },
+        { name: 'big', train: { steps: 3 } },
+        { name: 'bake', bake: {} },
+        { name: 'check-bake', verify: { tokens: 32, seq: 16 } },
+      ],
+    }),
+  );
   return file;
 }
 
@@ -55,7 +80,9 @@ describe('pipeline', () => {
     // reference: one uninterrupted run
     await runPipeline(file, { out: join(root, 'ref'), quiet: true, log: () => undefined });
     // interrupted in the first train stage after 3 steps (a checkpoint exists at step 2)
-    await expect(runPipeline(file, { out: join(root, 'run'), quiet: true, log, shouldStopTraining: (n) => n >= 3 })).rejects.toThrow(FlmGrowError);
+    await expect(
+      runPipeline(file, { out: join(root, 'run'), quiet: true, log, shouldStopTraining: (n) => n >= 3 }),
+    ).rejects.toThrow(FlmGrowError);
     expect(existsSync(join(root, 'run', '02-small', 'checkpoint-000002'))).toBe(true);
     const r = await runPipeline(file, { out: join(root, 'run'), quiet: true, log });
     expect(r.stages.map((s) => s.skipped)).toEqual([true, false, false, false, false, false, false]);
@@ -69,7 +96,9 @@ describe('pipeline', () => {
     }
     const grow = r.stages.find((s) => s.kind === 'grow');
     expect(grow?.lossBefore).toBeDefined();
-    expect(Math.abs((grow?.lossAfter as number) - (grow?.lossBefore as number)) / (grow?.lossBefore as number)).toBeLessThanOrEqual(1e-5);
+    expect(
+      Math.abs((grow?.lossAfter as number) - (grow?.lossBefore as number)) / (grow?.lossBefore as number),
+    ).toBeLessThanOrEqual(1e-5);
     expect(r.stages.filter((s) => s.kind === 'verify').every((s) => s.verify?.passed === true)).toBe(true);
     expect(readManifest(r.finalCheckpoint)?.kind).toBe('bake');
     expect(existsSync(join(root, 'run', 'loss.svg'))).toBe(true);

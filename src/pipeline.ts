@@ -98,12 +98,27 @@ const int: Check = (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 
 const str: Check = (v) => (typeof v === 'string' && v !== '' ? undefined : 'must be a non-empty string');
 const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
 const obj: Check = (v) => (isObj(v) ? undefined : 'must be an object');
-const oneOf = (allowed: readonly string[]): Check => (v) => (typeof v === 'string' && allowed.includes(v) ? undefined : `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}`);
+const oneOf =
+  (allowed: readonly string[]): Check =>
+  (v) =>
+    typeof v === 'string' && allowed.includes(v) ? undefined : `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}`;
 
 const TRAIN_FIELDS: Record<keyof TrainSettings, Check> = {
-  steps: int, batch_size: int, seq_len: int, lr: num, min_lr: num, warmup_steps: int, schedule: oneOf(LR_SCHEDULE_KINDS),
-  weight_decay: num, clip_grad: num, save_every: int, eval_every: int, eval_batches: int, lr_after_growth: oneOf(['rewind', 'continue']),
-  engine: oneOf(ENGINES), nproc: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
+  steps: int,
+  batch_size: int,
+  seq_len: int,
+  lr: num,
+  min_lr: num,
+  warmup_steps: int,
+  schedule: oneOf(LR_SCHEDULE_KINDS),
+  weight_decay: num,
+  clip_grad: num,
+  save_every: int,
+  eval_every: int,
+  eval_batches: int,
+  lr_after_growth: oneOf(['rewind', 'continue']),
+  engine: oneOf(ENGINES),
+  nproc: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
 };
 const STAGE_FIELDS: Record<StageKind, Record<string, Check>> = {
   init: { config: obj, std: num, seed: int },
@@ -113,8 +128,13 @@ const STAGE_FIELDS: Record<StageKind, Record<string, Check>> = {
   bake: { force: bool },
 };
 const TOP_FIELDS: Record<string, Check> = {
-  description: (v) => (typeof v === 'string' ? undefined : 'must be a string'), data: str, checkpoint: str, seed: int,
-  backend: oneOf(BACKEND_NAMES), train: obj, stages: (v) => (Array.isArray(v) && v.length > 0 ? undefined : 'must be a non-empty array'),
+  description: (v) => (typeof v === 'string' ? undefined : 'must be a string'),
+  data: str,
+  checkpoint: str,
+  seed: int,
+  backend: oneOf(BACKEND_NAMES),
+  train: obj,
+  stages: (v) => (Array.isArray(v) && v.length > 0 ? undefined : 'must be a non-empty array'),
   $comment: () => undefined,
 };
 
@@ -131,7 +151,9 @@ function checkFields(o: Obj, fields: Record<string, Check>, fail: (field: string
 export function parsePipeline(json: unknown, file: string): PipelineSpec {
   if (!isObj(json)) throw new PipelineError(file, undefined, 'is not a JSON object');
   const p = json;
-  const top = (field: string, msg: string): never => { throw new PipelineError(file, field, msg); };
+  const top = (field: string, msg: string): never => {
+    throw new PipelineError(file, field, msg);
+  };
   checkFields(p, TOP_FIELDS, top);
   if (p.data === undefined) top('data', 'must name the training data file');
   if (p.stages === undefined) top('stages', 'must be a non-empty array');
@@ -139,23 +161,29 @@ export function parsePipeline(json: unknown, file: string): PipelineSpec {
   const names = new Set<string>();
   (p.stages as unknown[]).forEach((s: unknown, k: number) => {
     const label = isObj(s) && typeof s.name === 'string' ? `pipeline stage ${k + 1} (${s.name})` : `pipeline stage ${k + 1}`;
-    const fail = (field: string, msg: string): never => { throw new PipelineError(file, undefined, `${label}: field "${field}": ${msg}`); };
+    const fail = (field: string, msg: string): never => {
+      throw new PipelineError(file, undefined, `${label}: field "${field}": ${msg}`);
+    };
     if (!isObj(s)) throw new PipelineError(file, `stages[${k}]`, 'must be an object');
     const o = s;
     if (typeof o.name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(o.name)) fail('name', 'must be a name of letters, digits, . _ -');
     if (names.has(o.name as string)) fail('name', `"${o.name as string}" is used twice`);
     names.add(o.name as string);
     const kinds = STAGE_KINDS.filter((kk) => kk in o);
-    if (kinds.length !== 1) throw new PipelineError(file, `stages[${k}]`, `${label}: must have exactly one of ${STAGE_KINDS.join(', ')}`);
+    if (kinds.length !== 1)
+      throw new PipelineError(file, `stages[${k}]`, `${label}: must have exactly one of ${STAGE_KINDS.join(', ')}`);
     const kind = kinds[0];
-    for (const key of Object.keys(o)) if (key !== 'name' && key !== kind && key !== '$comment') fail(key, `unknown (a stage has "name" and one of ${STAGE_KINDS.join(', ')})`);
+    for (const key of Object.keys(o))
+      if (key !== 'name' && key !== kind && key !== '$comment')
+        fail(key, `unknown (a stage has "name" and one of ${STAGE_KINDS.join(', ')})`);
     if (!isObj(o[kind])) fail(kind, `must be an object, got ${JSON.stringify(o[kind])}`);
     checkFields(o[kind] as Obj, STAGE_FIELDS[kind], fail, `${kind}.`);
     if (kind === 'init' && k !== 0) throw new PipelineError(file, `stages[${k}]`, 'init can only be the first stage');
     if (kind === 'init' && (o.init as Obj).config === undefined) fail('init.config', 'is required');
-    if (kind === 'grow' && typeof (o.grow as Obj).plan !== 'string') throw new PipelineError(file, `stages[${k}].grow.plan`, 'must name a growth plan file');
+    if (kind === 'grow' && typeof (o.grow as Obj).plan !== 'string')
+      throw new PipelineError(file, `stages[${k}].grow.plan`, 'must name a growth plan file');
   });
-  if (!('init' in ((p.stages as object[])[0])) && typeof p.checkpoint !== 'string') {
+  if (!('init' in (p.stages as object[])[0]) && typeof p.checkpoint !== 'string') {
     throw new PipelineError(file, 'checkpoint', 'is required when the first stage is not init');
   }
   return p as unknown as PipelineSpec;
@@ -196,9 +224,20 @@ function precheck(spec: PipelineSpec, file: string, rel: (p: string) => string):
       if (ts.steps === undefined) throw new PipelineError(file, `stages[${k}].train.steps`, 'is required');
       try {
         checkTrainOptions({
-          checkpoint: '', data, out: '', steps: ts.steps, batchSize: ts.batch_size, seqLen: ts.seq_len, lr: ts.lr, minLr: ts.min_lr,
-          warmupSteps: ts.warmup_steps, weightDecay: ts.weight_decay, clipGrad: ts.clip_grad, saveEvery: ts.save_every,
-          evalEvery: ts.eval_every, evalBatches: ts.eval_batches,
+          checkpoint: '',
+          data,
+          out: '',
+          steps: ts.steps,
+          batchSize: ts.batch_size,
+          seqLen: ts.seq_len,
+          lr: ts.lr,
+          minLr: ts.min_lr,
+          warmupSteps: ts.warmup_steps,
+          weightDecay: ts.weight_decay,
+          clipGrad: ts.clip_grad,
+          saveEvery: ts.save_every,
+          evalEvery: ts.eval_every,
+          evalBatches: ts.eval_batches,
         });
       } catch (e) {
         throw new PipelineError(file, undefined, `pipeline stage ${k + 1} (${s.name}): ${(e as Error).message}`);
@@ -324,8 +363,21 @@ async function startPipeline(file: string, opts: PipelineOptions): Promise<Pipel
   const totalSteps = spec.stages.reduce((a, s) => a + ('train' in s ? (s.train.steps ?? trainDefaults.steps ?? 0) : 0), 0);
   const dataStat = statSync(data);
   return {
-    file, spec, opts, log, plans, out, data, dataStat, seed, backend, totalSteps,
-    current, previousSpec: current, results: [], metricsFiles: [],
+    file,
+    spec,
+    opts,
+    log,
+    plans,
+    out,
+    data,
+    dataStat,
+    seed,
+    backend,
+    totalSteps,
+    current,
+    previousSpec: current,
+    results: [],
+    metricsFiles: [],
   };
 }
 
@@ -335,7 +387,14 @@ async function runStage(run: PipelineRun, k: number): Promise<void> {
   const kind = stageKind(s);
   const dir = join(run.out, `${pad2(k)}-${s.name}`);
   const t0 = Date.now();
-  const r: StageResult = { name: s.name, kind, dir, ...(run.current !== '' ? { input: run.current } : {}), skipped: false, seconds: 0 };
+  const r: StageResult = {
+    name: s.name,
+    kind,
+    dir,
+    ...(run.current !== '' ? { input: run.current } : {}),
+    skipped: false,
+    seconds: 0,
+  };
   const ts: TrainSettings = { ...(run.spec.train ?? {}), ...('train' in s ? s.train : {}) };
   const st: StageRun = { k, dir, specFile: join(dir, STAGE_SPEC_FILE), ts, B: ts.batch_size ?? 8, T: ts.seq_len ?? 64, r };
   const resolved = resolveStageSpec(run, s, st);
@@ -350,7 +409,9 @@ async function runStage(run: PipelineRun, k: number): Promise<void> {
   if (kind !== 'verify') r.parameters = parameterCount(readConfigFile(join(run.current, 'config.json')));
   r.seconds = (Date.now() - t0) / 1000;
   run.results.push(r);
-  run.log(`[${s.name}] ${kind} ${r.skipped ? 'skipped (output complete)' : 'done'} in ${r.seconds.toFixed(1)} s -> ${kind === 'verify' ? dir : run.current}`);
+  run.log(
+    `[${s.name}] ${kind} ${r.skipped ? 'skipped (output complete)' : 'done'} in ${r.seconds.toFixed(1)} s -> ${kind === 'verify' ? dir : run.current}`,
+  );
 }
 
 /**
@@ -361,7 +422,9 @@ async function runStage(run: PipelineRun, k: number): Promise<void> {
 function resolveStageSpec(run: PipelineRun, s: StageSpec, st: StageRun): string {
   const { data, dataStat } = run;
   const resolved = JSON.stringify({
-    stage: s, seed: run.seed, previous: createHash('sha256').update(run.previousSpec).digest('hex'),
+    stage: s,
+    seed: run.seed,
+    previous: createHash('sha256').update(run.previousSpec).digest('hex'),
     ...('train' in s ? { train: st.ts, data: { path: data, bytes: dataStat.size, mtimeMs: dataStat.mtimeMs } } : {}),
     ...('grow' in s ? { plan: planToJson(run.plans.get(st.k) as GrowthPlan) } : {}),
   });
@@ -412,15 +475,36 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
   const steps = ts.steps;
   if (steps === undefined) throw new PipelineError(run.file, `stages[${st.k}].train.steps`, 'is required');
   const o: TrainOptions = {
-    checkpoint: run.current, data: run.data, out: st.dir, steps, batchSize: st.B, seqLen: st.T, lr: ts.lr, minLr: ts.min_lr,
-    warmupSteps: ts.warmup_steps, schedule: ts.schedule, weightDecay: ts.weight_decay, clipGrad: ts.clip_grad,
-    saveEvery: ts.save_every, evalEvery: ts.eval_every, evalBatches: ts.eval_batches, seed: run.seed, backend: run.backend, resume: true,
-    lrAfterGrowth: ts.lr_after_growth, totalSteps: run.totalSteps, stage: s.name, quiet: opts.quiet, progress: opts.progress, log,
+    checkpoint: run.current,
+    data: run.data,
+    out: st.dir,
+    steps,
+    batchSize: st.B,
+    seqLen: st.T,
+    lr: ts.lr,
+    minLr: ts.min_lr,
+    warmupSteps: ts.warmup_steps,
+    schedule: ts.schedule,
+    weightDecay: ts.weight_decay,
+    clipGrad: ts.clip_grad,
+    saveEvery: ts.save_every,
+    evalEvery: ts.eval_every,
+    evalBatches: ts.eval_batches,
+    seed: run.seed,
+    backend: run.backend,
+    resume: true,
+    lrAfterGrowth: ts.lr_after_growth,
+    totalSteps: run.totalSteps,
+    stage: s.name,
+    quiet: opts.quiet,
+    progress: opts.progress,
+    log,
     shouldStop: opts.shouldStopTraining,
   };
   if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
   const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc });
-  if (tr.interrupted) throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
+  if (tr.interrupted)
+    throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
   return tr.checkpoint;
 }
 
@@ -450,7 +534,12 @@ async function growStage(run: PipelineRun, st: StageRun): Promise<void> {
   if (await manifestComplete(st.dir)) st.r.skipped = true;
   else {
     const { quiet, progress } = run.opts;
-    await growCheckpoint(run.current, st.dir, run.plans.get(st.k) as GrowthPlan, { overwrite: true, quiet, progress, backend: run.backend });
+    await growCheckpoint(run.current, st.dir, run.plans.get(st.k) as GrowthPlan, {
+      overwrite: true,
+      quiet,
+      progress,
+      backend: run.backend,
+    });
   }
   run.lastPair = { source: run.current, output: st.dir };
   run.pendingGrow = st.r;
@@ -465,16 +554,25 @@ async function verifyStage(run: PipelineRun, s: Extract<StageSpec, { verify: unk
   let report: VerifyReport | undefined;
   // a torn or unreadable report (killed mid-write by an older version) is an incomplete stage
   const prev = existsSync(reportFile) ? readPreviousReport(reportFile) : undefined;
-  if (prev !== undefined && prev.passed && prev.source === pair.source && prev.grown === pair.output) { report = prev; st.r.skipped = true; }
+  if (prev !== undefined && prev.passed && prev.source === pair.source && prev.grown === pair.output) {
+    report = prev;
+    st.r.skipped = true;
+  }
   if (report === undefined) {
     report = await verifyGrowth(pair.source, pair.output, {
-      tokens: s.verify.tokens, seq: s.verify.seq, seed: s.verify.seed ?? run.seed, tolerance: s.verify.tolerance, throwOnFail: false,
+      tokens: s.verify.tokens,
+      seq: s.verify.seq,
+      seed: s.verify.seed ?? run.seed,
+      tolerance: s.verify.tolerance,
+      throwOnFail: false,
     });
     mkdirSync(st.dir, { recursive: true });
     await writeFileAtomic(reportFile, JSON.stringify(report, null, 2) + '\n');
   }
   st.r.verify = report;
-  run.log(`[${s.name}] ${formatReport(report).split('\n').slice(-1)[0]} (relative logit difference ${report.relativeLogitDiff.toExponential(2)})`);
+  run.log(
+    `[${s.name}] ${formatReport(report).split('\n').slice(-1)[0]} (relative logit difference ${report.relativeLogitDiff.toExponential(2)})`,
+  );
   if (!report.passed) {
     run.log(formatReport(report));
     throw new VerifyFailedError(report);
@@ -498,14 +596,23 @@ async function plotPipelineLoss(run: PipelineRun): Promise<string | undefined> {
   if (records.length === 0) return undefined;
   const plot = join(run.out, 'loss.svg');
   const { series, growthMarks } = lossSeriesFromMetrics(records);
-  await plotLossCurves(series, { title: `${basename(run.file, '.json')}: training loss (dashed: growth)`, xLabel: 'optimizer step', yLabel: 'cross-entropy (nats/token)', output: plot, growthMarks });
+  await plotLossCurves(series, {
+    title: `${basename(run.file, '.json')}: training loss (dashed: growth)`,
+    xLabel: 'optimizer step',
+    yLabel: 'cross-entropy (nats/token)',
+    output: plot,
+    growthMarks,
+  });
   return plot;
 }
 
 /** Writes <out>/summary.json (non-finite numbers as null, which JSON cannot hold) and returns the result. */
 async function writeSummary(run: PipelineRun, plot: string | undefined): Promise<PipelineResult> {
   const result: PipelineResult = { out: run.out, stages: run.results, plot, finalCheckpoint: run.current };
-  await writeFileAtomic(join(run.out, 'summary.json'), JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+  await writeFileAtomic(
+    join(run.out, 'summary.json'),
+    JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n',
+  );
   return result;
 }
 
@@ -521,7 +628,9 @@ function recordedSpec(specFile: string): string | undefined {
 function readPreviousReport(reportFile: string): VerifyReport | undefined {
   try {
     const j = readJsonFile(reportFile, { what: 'verify report' });
-    return typeof j === 'object' && j !== null && typeof (j as VerifyReport).passed === 'boolean' ? (j as VerifyReport) : undefined;
+    return typeof j === 'object' && j !== null && typeof (j as VerifyReport).passed === 'boolean'
+      ? (j as VerifyReport)
+      : undefined;
   } catch {
     return undefined;
   }
@@ -539,15 +648,41 @@ function fmt(x: number | undefined): string {
 
 /** The per-stage loss table (growth preserves the loss: "before" equals "after"). */
 export function formatLossTable(r: PipelineResult): string {
-  const rows: string[][] = [['stage', 'params', 'steps', 'loss before growth', 'loss after growth', 'rel. diff', 'loss at stage end', 'eval loss', 'time']];
+  const rows: string[][] = [
+    [
+      'stage',
+      'params',
+      'steps',
+      'loss before growth',
+      'loss after growth',
+      'rel. diff',
+      'loss at stage end',
+      'eval loss',
+      'time',
+    ],
+  ];
   let grow: StageResult | undefined;
   for (const s of r.stages) {
-    if (s.kind === 'grow') { grow = s; continue; }
+    if (s.kind === 'grow') {
+      grow = s;
+      continue;
+    }
     if (s.kind !== 'train') continue;
-    const rd = grow?.lossBefore !== undefined && grow.lossAfter !== undefined ? Math.abs(grow.lossAfter - grow.lossBefore) / Math.abs(grow.lossBefore) : undefined;
-    rows.push([s.name, s.parameters === undefined ? '—' : s.parameters.toLocaleString('en-US'), s.steps === undefined ? '—' : `${s.steps[0]}→${s.steps[1]}`,
-      fmt(grow?.lossBefore), fmt(grow?.lossAfter), rd === undefined ? '—' : rd.toExponential(1), fmt(s.lossEnd), fmt(s.evalLoss),
-      `${(s.seconds + (grow?.seconds ?? 0)).toFixed(0)} s`]);
+    const rd =
+      grow?.lossBefore !== undefined && grow.lossAfter !== undefined
+        ? Math.abs(grow.lossAfter - grow.lossBefore) / Math.abs(grow.lossBefore)
+        : undefined;
+    rows.push([
+      s.name,
+      s.parameters === undefined ? '—' : s.parameters.toLocaleString('en-US'),
+      s.steps === undefined ? '—' : `${s.steps[0]}→${s.steps[1]}`,
+      fmt(grow?.lossBefore),
+      fmt(grow?.lossAfter),
+      rd === undefined ? '—' : rd.toExponential(1),
+      fmt(s.lossEnd),
+      fmt(s.evalLoss),
+      `${(s.seconds + (grow?.seconds ?? 0)).toFixed(0)} s`,
+    ]);
     grow = undefined;
   }
   const w = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));

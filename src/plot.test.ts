@@ -28,7 +28,10 @@ describe('plotLossCurves', () => {
     for (const text of ['grown 中文', 'scratch', 'Loss curves', '>step<', '>loss<', '>growth<']) expect(svg).toContain(text);
     // One rule per growth mark, at x/1000 of the 720-px plot width.
     const rules = [...svg.matchAll(/aria-label="step: (\d+); label: growth"[^>]*transform="translate\(([\d.]+),0\)"/g)];
-    expect(rules.map((m) => [Number(m[1]), Number(m[2])])).toEqual([[250, 180], [600, 432]]);
+    expect(rules.map((m) => [Number(m[1]), Number(m[2])])).toEqual([
+      [250, 180],
+      [600, 432],
+    ]);
   });
 
   it('writes a PNG (resvg) when the output ends in .png', async () => {
@@ -61,7 +64,14 @@ describe('lossSeriesFromMetrics', () => {
     ];
     const { series: s, growthMarks } = lossSeriesFromMetrics(recs, 'run A ');
     expect(s).toEqual([
-      { name: 'run A train loss', points: [{ x: 0, y: 5 }, { x: 1, y: 4 }, { x: 2, y: 3 }] },
+      {
+        name: 'run A train loss',
+        points: [
+          { x: 0, y: 5 },
+          { x: 1, y: 4 },
+          { x: 2, y: 3 },
+        ],
+      },
       { name: 'run A eval loss', points: [{ x: 1, y: 4.5 }] },
     ]);
     expect(growthMarks).toEqual([2]);

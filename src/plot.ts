@@ -9,8 +9,14 @@ import * as vl from 'vega-lite';
 import { FlmGrowError } from './errors.ts';
 import { partitionMetrics, type MetricsRecord } from './train/metrics.ts';
 
-export interface PlotPoint { x: number; y: number }
-export interface PlotSeries { name: string; points: PlotPoint[] }
+export interface PlotPoint {
+  x: number;
+  y: number;
+}
+export interface PlotSeries {
+  name: string;
+  points: PlotPoint[];
+}
 
 export interface PlotOptions {
   /** x positions (steps) where the model grew: drawn as dashed vertical rules. */
@@ -50,15 +56,22 @@ export function lossCurvesSpec(series: PlotSeries[], opts: Omit<PlotOptions, 'ou
   const rows = series.flatMap((s) => thin(s.points, max).map((p) => ({ series: s.name, x: p.x, y: p.y })));
   const growth = (opts.growthMarks ?? []).map((x) => ({ x, label: 'growth' }));
   const x = { field: 'x', type: 'quantitative', title: opts.xLabel } as const;
-  const layer: VlLayer[] = [{
-    data: { values: rows },
-    mark: { type: 'line', strokeWidth: 1.5, clip: true },
-    encoding: {
-      x,
-      y: { field: 'y', type: 'quantitative', title: opts.yLabel, scale: { zero: false, type: opts.logY === true ? 'log' : 'linear' } },
-      color: { field: 'series', type: 'nominal', title: null, scale: { domain: series.map((s) => s.name) } },
+  const layer: VlLayer[] = [
+    {
+      data: { values: rows },
+      mark: { type: 'line', strokeWidth: 1.5, clip: true },
+      encoding: {
+        x,
+        y: {
+          field: 'y',
+          type: 'quantitative',
+          title: opts.yLabel,
+          scale: { zero: false, type: opts.logY === true ? 'log' : 'linear' },
+        },
+        color: { field: 'series', type: 'nominal', title: null, scale: { domain: series.map((s) => s.name) } },
+      },
     },
-  }];
+  ];
   if (growth.length > 0) {
     layer.push({
       data: { values: growth },
@@ -82,7 +95,8 @@ export function lossCurvesSpec(series: PlotSeries[], opts: Omit<PlotOptions, 'ou
 }
 
 export async function renderLossCurvesSvg(series: PlotSeries[], opts: Omit<PlotOptions, 'output'>): Promise<string> {
-  if (series.length === 0 || series.every((s) => s.points.length === 0)) throw new PlotError(`plot "${opts.title}": no data points to plot`);
+  if (series.length === 0 || series.every((s) => s.points.length === 0))
+    throw new PlotError(`plot "${opts.title}": no data points to plot`);
   const names = new Set<string>();
   for (const s of series) {
     if (names.has(s.name)) throw new PlotError(`plot "${opts.title}": duplicate series name "${s.name}"`);
@@ -102,16 +116,21 @@ async function rasterize(svg: string, output: string): Promise<Buffer> {
   try {
     ({ Resvg } = await import('@resvg/resvg-js'));
   } catch (e) {
-    throw new PlotError(`${output}: PNG output needs @resvg/resvg-js, which failed to load (${(e as Error).message}); write .svg instead`);
+    throw new PlotError(
+      `${output}: PNG output needs @resvg/resvg-js, which failed to load (${(e as Error).message}); write .svg instead`,
+    );
   }
   // Vega lays out text by estimated metrics; any sans font renders it acceptably.
-  return new Resvg(svg, { font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' }, fitTo: { mode: 'zoom', value: 2 } }).render().asPng();
+  return new Resvg(svg, { font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' }, fitTo: { mode: 'zoom', value: 2 } })
+    .render()
+    .asPng();
 }
 
 /** Write the curves to opts.output (.svg or .png), creating its folder. */
 export async function plotLossCurves(series: PlotSeries[], opts: PlotOptions): Promise<void> {
   const ext = extname(opts.output).toLowerCase();
-  if (ext !== '.svg' && ext !== '.png') throw new PlotError(`${opts.output}: unsupported plot format "${ext}" (use .svg or .png)`);
+  if (ext !== '.svg' && ext !== '.png')
+    throw new PlotError(`${opts.output}: unsupported plot format "${ext}" (use .svg or .png)`);
   const svg = await renderLossCurvesSvg(series, opts);
   const data = ext === '.svg' ? svg : await rasterize(svg, opts.output);
   try {
@@ -126,7 +145,10 @@ export async function plotLossCurves(series: PlotSeries[], opts: PlotOptions): P
  * Train (and eval, where logged) loss against step from a metrics log, with its growth steps.
  * `prefix` names the run when several are overlaid.
  */
-export function lossSeriesFromMetrics(records: readonly MetricsRecord[], prefix = ''): { series: PlotSeries[]; growthMarks: number[] } {
+export function lossSeriesFromMetrics(
+  records: readonly MetricsRecord[],
+  prefix = '',
+): { series: PlotSeries[]; growthMarks: number[] } {
   const { steps, growth } = partitionMetrics(records);
   const train = steps.map((m) => ({ x: m.step, y: m.loss }));
   const evalPts = steps.filter((m) => m.evalLoss !== undefined).map((m) => ({ x: m.step, y: m.evalLoss! }));

@@ -15,11 +15,28 @@ import { parsePart } from './commands/grow.ts';
 let tmp: { dir: string; cleanup: () => void };
 let src: string;
 const SHARD = 20_000;
-const cfg = makeConfig({ hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 2, headDim: 16, vocabSize: 50, dtype: 'BF16' });
-const plan = (seed = 5): GrowthPlan => parsePlan({
-  targets: { hidden_size: 48, intermediate_size: 80, num_attention_heads: 3, num_key_value_heads: 3, num_hidden_layers: 3, vocab_size: 64 },
-  placement: { positions: [0] }, seed,
+const cfg = makeConfig({
+  hiddenSize: 32,
+  intermediateSize: 48,
+  numLayers: 2,
+  numHeads: 2,
+  headDim: 16,
+  vocabSize: 50,
+  dtype: 'BF16',
 });
+const plan = (seed = 5): GrowthPlan =>
+  parsePlan({
+    targets: {
+      hidden_size: 48,
+      intermediate_size: 80,
+      num_attention_heads: 3,
+      num_key_value_heads: 3,
+      num_hidden_layers: 3,
+      vocab_size: 64,
+    },
+    placement: { positions: [0] },
+    seed,
+  });
 const p = (name: string) => join(tmp.dir, name);
 
 async function growParts(prefix: string, n: number, pl: GrowthPlan, only?: number[]): Promise<string[]> {
@@ -48,7 +65,9 @@ describe('assignShards', () => {
     const a = assignShards(shards, 3);
     expect(assignShards(shards, 3)).toEqual(a);
     const load = [0, 0, 0];
-    a.forEach((part, k) => { load[part] += shards[k].bytes; });
+    a.forEach((part, k) => {
+      load[part] += shards[k].bytes;
+    });
     // LPT by hand: 9(#1)->p0, 9(#3)->p1, 7->p2, 5->p2 (12), 3->p0 (12), 2->p1 (11), 1->p1 (12)
     expect(a).toEqual([2, 0, 1, 1, 2, 1, 0]);
     expect(load).toEqual([12, 12, 12]);
@@ -70,7 +89,11 @@ describe('split grow', () => {
     const dirs = await growParts('part', 3, plan());
     // each part holds only its shards, part.json, no index
     const written = dirs.flatMap((d) => readdirSync(d).filter((f) => f.endsWith('.safetensors') && f.startsWith('model-')));
-    expect(written.sort()).toEqual(readdirSync(single).filter((f) => f.startsWith('model-') && f.endsWith('.safetensors')).sort());
+    expect(written.sort()).toEqual(
+      readdirSync(single)
+        .filter((f) => f.startsWith('model-') && f.endsWith('.safetensors'))
+        .sort(),
+    );
     for (const d of dirs) {
       expect(existsSync(join(d, PART_FILE))).toBe(true);
       expect(existsSync(join(d, 'model.safetensors.index.json'))).toBe(false);
@@ -107,12 +130,18 @@ describe('split grow', () => {
     const dirs: string[] = [];
     for (let i = 1; i <= 3; i++) {
       dirs.push(p(`one-${i}`));
-      await growCheckpoint(src, dirs[i - 1], plan(), { maxShardSize: 10e6, quiet: true, writerOptions: { part: { index: i, count: 3 } } });
+      await growCheckpoint(src, dirs[i - 1], plan(), {
+        maxShardSize: 10e6,
+        quiet: true,
+        writerOptions: { part: { index: i, count: 3 } },
+      });
     }
     expect(dirs.filter((d) => existsSync(join(d, 'model.safetensors'))).length).toBe(1);
     await assembleParts(p('one-joined'), dirs, { quiet: true });
     expect(readdirSync(p('one-joined')).sort()).toEqual(readdirSync(p('one')).sort());
-    expect(readFileSync(join(p('one-joined'), 'model.safetensors')).equals(readFileSync(join(p('one'), 'model.safetensors')))).toBe(true);
+    expect(
+      readFileSync(join(p('one-joined'), 'model.safetensors')).equals(readFileSync(join(p('one'), 'model.safetensors'))),
+    ).toBe(true);
   });
 
   it('refuses parts of different plans, missing or duplicated parts, and corrupt shards', async () => {

@@ -51,14 +51,20 @@ interface Part {
 
 function readPart(dir: string): Part {
   const p = join(dir, PART_FILE);
-  if (!existsSync(p)) throw new CheckpointError('NotAPart', `${dir}: no ${PART_FILE} (not the output of \`flm-grow grow --part i/n\`)`);
+  if (!existsSync(p))
+    throw new CheckpointError('NotAPart', `${dir}: no ${PART_FILE} (not the output of \`flm-grow grow --part i/n\`)`);
   let part: PartJson;
   try {
     part = JSON.parse(readFileSync(p, 'utf8')) as PartJson;
   } catch (e) {
     throw new CheckpointError('NotAPart', `${p}: invalid JSON: ${(e as Error).message}`);
   }
-  if (!Number.isInteger(part.index) || !Number.isInteger(part.count) || !Array.isArray(part.shards) || !Array.isArray(part.mine)) {
+  if (
+    !Number.isInteger(part.index) ||
+    !Number.isInteger(part.count) ||
+    !Array.isArray(part.shards) ||
+    !Array.isArray(part.mine)
+  ) {
     throw new CheckpointError('NotAPart', `${p}: expected {index, count, shards, mine}`);
   }
   // shard names are joined to the part and destination folders: each must be a plain file name
@@ -105,16 +111,30 @@ export function checkParts(dirs: readonly string[]): Part[] {
   const refCommon = commonOf(ref.manifest, shardFiles);
   const byIndex = new Map<number, Part>();
   for (const p of parts) {
-    if (p.part.count !== n) throw new CheckpointError('PartMismatch', `${p.dir}: part of ${p.part.count}, but ${ref.dir} is part of ${n}`);
-    if (JSON.stringify(p.part.shards) !== shardsJson) throw new CheckpointError('PartMismatch', `${p.dir}: its shard plan differs from ${ref.dir}'s (different plan, source or --out-shard-size)`);
+    if (p.part.count !== n)
+      throw new CheckpointError('PartMismatch', `${p.dir}: part of ${p.part.count}, but ${ref.dir} is part of ${n}`);
+    if (JSON.stringify(p.part.shards) !== shardsJson)
+      throw new CheckpointError(
+        'PartMismatch',
+        `${p.dir}: its shard plan differs from ${ref.dir}'s (different plan, source or --out-shard-size)`,
+      );
     const diff = firstDifference(refCommon, commonOf(p.manifest, shardFiles));
-    if (diff !== undefined) throw new CheckpointError('PartMismatch', `${p.dir}: manifest field "${diff}" differs from ${ref.dir}'s: the parts do not come from the same source and plan`);
+    if (diff !== undefined)
+      throw new CheckpointError(
+        'PartMismatch',
+        `${p.dir}: manifest field "${diff}" differs from ${ref.dir}'s: the parts do not come from the same source and plan`,
+      );
     const other = byIndex.get(p.part.index);
-    if (other !== undefined) throw new CheckpointError('PartMismatch', `${p.dir}: part ${p.part.index}/${n} given twice (also ${other.dir})`);
+    if (other !== undefined)
+      throw new CheckpointError('PartMismatch', `${p.dir}: part ${p.part.index}/${n} given twice (also ${other.dir})`);
     byIndex.set(p.part.index, p);
   }
   const missing = Array.from({ length: n }, (_, i) => i + 1).filter((i) => !byIndex.has(i));
-  if (missing.length > 0) throw new CheckpointError('PartMissing', `assemble: part${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${n}`).join(', ')} missing (given: ${[...byIndex.keys()].sort((a, b) => a - b).join(', ')})`);
+  if (missing.length > 0)
+    throw new CheckpointError(
+      'PartMissing',
+      `assemble: part${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${n}`).join(', ')} missing (given: ${[...byIndex.keys()].sort((a, b) => a - b).join(', ')})`,
+    );
   // every shard written by exactly one part, every tensor in exactly one shard
   const writer = new Map<string, Part>();
   for (const p of byIndex.values()) {
@@ -153,7 +173,10 @@ function recoverMovedShards(dest: string, shards: readonly { file: string; dir: 
       renameSync(join(t.path, s.file), home);
       n++;
     }
-    if (n > 0) log(`assemble: an interrupted \`assemble --move\` (pid ${t.pid}) left ${n} shard${n > 1 ? 's' : ''} in ${t.path}; moved ${n > 1 ? 'them' : 'it'} back into the part folders`);
+    if (n > 0)
+      log(
+        `assemble: an interrupted \`assemble --move\` (pid ${t.pid}) left ${n} shard${n > 1 ? 's' : ''} in ${t.path}; moved ${n > 1 ? 'them' : 'it'} back into the part folders`,
+      );
   }
 }
 
@@ -167,13 +190,22 @@ export async function assembleParts(dest: string, dirs: readonly string[], opts:
   const shardFiles = new Set(shards.map((s) => s.file));
   const owner = new Map<string, Part>();
   for (const p of parts) for (const f of p.part.mine) owner.set(f, p);
-  recoverMovedShards(dest, shards.map((s) => ({ file: s.file, dir: (owner.get(s.file) as Part).dir })), opts.log ?? (() => undefined));
+  recoverMovedShards(
+    dest,
+    shards.map((s) => ({ file: s.file, dir: (owner.get(s.file) as Part).dir })),
+    opts.log ?? (() => undefined),
+  );
   for (const s of shards) {
     const p = owner.get(s.file) as Part;
     const path = join(p.dir, s.file);
     if (!existsSync(path)) throw new CheckpointError('PartMissing', `${path}: shard file missing`);
-    if (p.manifest.files[s.file] === undefined) throw new CheckpointError('PartMismatch', `${p.dir}: manifest has no sha256 for ${s.file}`);
-    if (statSync(path).size < s.bytes) throw new CheckpointError('PartMismatch', `${path}: ${statSync(path).size} bytes, shorter than its ${s.bytes} bytes of tensors`);
+    if (p.manifest.files[s.file] === undefined)
+      throw new CheckpointError('PartMismatch', `${p.dir}: manifest has no sha256 for ${s.file}`);
+    if (statSync(path).size < s.bytes)
+      throw new CheckpointError(
+        'PartMismatch',
+        `${path}: ${statSync(path).size} bytes, shorter than its ${s.bytes} bytes of tensors`,
+      );
   }
   const bytes = shards.reduce((a, s) => a + s.bytes, 0);
   const bar = startProgress(opts.progress, opts.quiet, 'assemble', bytes, 'bytes');
@@ -181,62 +213,75 @@ export async function assembleParts(dest: string, dirs: readonly string[], opts:
   const files: Record<string, string> = {};
   try {
     await writeAtomically(dest, atomicOpts, async (dir) => {
-     try {
-      let done = 0;
-      for (const s of shards) {
-        const p = owner.get(s.file) as Part;
-        const from = join(p.dir, s.file);
-        const to = dir.path(s.file);
-        let hex: string;
-        if (opts.move === true) {
-          try {
-            await rename(from, to);
-            moved.push({ from, to });
-          } catch {
-            await copyFile(from, to); // another filesystem
+      try {
+        let done = 0;
+        for (const s of shards) {
+          const p = owner.get(s.file) as Part;
+          const from = join(p.dir, s.file);
+          const to = dir.path(s.file);
+          let hex: string;
+          if (opts.move === true) {
+            try {
+              await rename(from, to);
+              moved.push({ from, to });
+            } catch {
+              await copyFile(from, to); // another filesystem
+            }
+            hex = opts.verify === false ? p.manifest.files[s.file] : await sha256File(to);
+          } else if (opts.verify === false) {
+            await copyFile(from, to);
+            hex = p.manifest.files[s.file];
+          } else {
+            [hex] = await Promise.all([sha256File(from), copyFile(from, to)]);
           }
-          hex = opts.verify === false ? p.manifest.files[s.file] : await sha256File(to);
-        } else if (opts.verify === false) {
-          await copyFile(from, to);
-          hex = p.manifest.files[s.file];
-        } else {
-          [hex] = await Promise.all([sha256File(from), copyFile(from, to)]);
+          if (opts.verify === false) await (await SafetensorsFile.open(to)).close(); // at least whole: header and length agree
+          if (hex !== p.manifest.files[s.file])
+            throw new CheckpointError(
+              'PartCorrupt',
+              `${from}: sha256 ${hex} differs from ${p.dir}'s manifest (${p.manifest.files[s.file]})`,
+            );
+          files[s.file] = hex;
+          done += s.bytes;
+          bar.update(done);
         }
-        if (opts.verify === false) await (await SafetensorsFile.open(to)).close(); // at least whole: header and length agree
-        if (hex !== p.manifest.files[s.file]) throw new CheckpointError('PartCorrupt', `${from}: sha256 ${hex} differs from ${p.dir}'s manifest (${p.manifest.files[s.file]})`);
-        files[s.file] = hex;
-        done += s.bytes;
-        bar.update(done);
-      }
-      // config, masks, tokenizer files: identical in every part (checked), taken from part 1
-      for (const [f, h] of Object.entries(ref.manifest.files)) {
-        if (shardFiles.has(f)) continue;
-        if (f === INDEX_FILE) {
-          const text = indexText(shards);
-          if (sha256Bytes(text) !== h) throw new CheckpointError('PartMismatch', `${ref.dir}: the index rebuilt from ${PART_FILE} does not match the manifest's sha256 of ${INDEX_FILE}`);
-          await writeFile(dir.path(f), text);
-        } else {
-          const from = joinInside(ref.dir, f, `${join(ref.dir, MANIFEST_FILE)}: files`);
-          if (!existsSync(from)) throw new CheckpointError('PartMissing', `${from}: listed in the part manifest but missing`);
-          // hash before copying: a file that does not match is never written anywhere
-          if ((await sha256File(from)) !== h) throw new CheckpointError('PartCorrupt', `${from}: sha256 differs from the part manifest`);
-          await copyFile(from, dir.path(f));
-          if ((await sha256File(dir.path(f))) !== h) throw new CheckpointError('PartCorrupt', `${from}: changed while being copied`);
+        // config, masks, tokenizer files: identical in every part (checked), taken from part 1
+        for (const [f, h] of Object.entries(ref.manifest.files)) {
+          if (shardFiles.has(f)) continue;
+          if (f === INDEX_FILE) {
+            const text = indexText(shards);
+            if (sha256Bytes(text) !== h)
+              throw new CheckpointError(
+                'PartMismatch',
+                `${ref.dir}: the index rebuilt from ${PART_FILE} does not match the manifest's sha256 of ${INDEX_FILE}`,
+              );
+            await writeFile(dir.path(f), text);
+          } else {
+            const from = joinInside(ref.dir, f, `${join(ref.dir, MANIFEST_FILE)}: files`);
+            if (!existsSync(from)) throw new CheckpointError('PartMissing', `${from}: listed in the part manifest but missing`);
+            // hash before copying: a file that does not match is never written anywhere
+            if ((await sha256File(from)) !== h)
+              throw new CheckpointError('PartCorrupt', `${from}: sha256 differs from the part manifest`);
+            await copyFile(from, dir.path(f));
+            if ((await sha256File(dir.path(f))) !== h)
+              throw new CheckpointError('PartCorrupt', `${from}: changed while being copied`);
+          }
+          files[f] = h;
         }
-        files[f] = h;
+        // The manifest a single run writes, with shards in plan order; `created` is the last part's.
+        const ordered: Record<string, string> = {};
+        for (const s of shards) ordered[s.file] = files[s.file];
+        for (const f of Object.keys(ref.manifest.files)) if (!shardFiles.has(f)) ordered[f] = files[f];
+        const created = parts
+          .map((p) => p.manifest.created)
+          .sort()
+          .at(-1) as string;
+        const manifest: Manifest = { ...ref.manifest, created, files: ordered };
+        await writeFile(dir.path(MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+      } catch (e) {
+        // put moved shards back before the temporary folder is removed, so the parts stay usable
+        for (const m of moved.reverse()) await rename(m.to, m.from).catch(() => undefined);
+        throw e;
       }
-      // The manifest a single run writes, with shards in plan order; `created` is the last part's.
-      const ordered: Record<string, string> = {};
-      for (const s of shards) ordered[s.file] = files[s.file];
-      for (const f of Object.keys(ref.manifest.files)) if (!shardFiles.has(f)) ordered[f] = files[f];
-      const created = parts.map((p) => p.manifest.created).sort().at(-1) as string;
-      const manifest: Manifest = { ...ref.manifest, created, files: ordered };
-      await writeFile(dir.path(MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
-     } catch (e) {
-      // put moved shards back before the temporary folder is removed, so the parts stay usable
-      for (const m of moved.reverse()) await rename(m.to, m.from).catch(() => undefined);
-      throw e;
-     }
     });
   } finally {
     bar.stop();

@@ -11,14 +11,22 @@ import { normalQuantile, stageConfig, synthCheckpoint, SYNTH_EMBED_STD, SYNTH_MA
 function meanStd(v: Float32Array): { mean: number; std: number } {
   let s = 0;
   let s2 = 0;
-  for (const x of v) { s += x; s2 += x * x; }
+  for (const x of v) {
+    s += x;
+    s2 += x * x;
+  }
   const mean = s / v.length;
   return { mean, std: Math.sqrt(s2 / v.length - mean * mean) };
 }
 
 describe('synth', () => {
   it('stage widths reproduce the parameter counts of SPEC §6 (at the unpadded vocab 80000)', () => {
-    const expected: Record<string, number> = { 'tele-flm-52b': 52.818e9, 'tele-flm-102b': 102.198e9, 'tele-flm-1t': 1083.735e9, 'tele-flm-mup-proxy': 281.2e6 };
+    const expected: Record<string, number> = {
+      'tele-flm-52b': 52.818e9,
+      'tele-flm-102b': 102.198e9,
+      'tele-flm-1t': 1083.735e9,
+      'tele-flm-mup-proxy': 281.2e6,
+    };
     for (const [like, n] of Object.entries(expected)) {
       const c = stageConfig(like);
       expect(c.headDim).toBe(128);
@@ -42,9 +50,26 @@ describe('synth', () => {
     const { dir, cleanup } = makeTempDir('flm-synth-');
     try {
       const out = join(dir, 'proxy');
-      const r = await synthCheckpoint(out, { like: 'tele-flm-mup-proxy', numLayers: 1, seed: 3, quiet: true, maxShardSize: '100MB' });
+      const r = await synthCheckpoint(out, {
+        like: 'tele-flm-mup-proxy',
+        numLayers: 1,
+        seed: 3,
+        quiet: true,
+        maxShardSize: '100MB',
+      });
       const raw = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
-      expect(raw).toMatchObject({ hidden_size: 512, intermediate_size: 1344, num_attention_heads: 4, num_hidden_layers: 1, head_dim: 128, vocab_size: 80384, use_mup: true, output_mult: 0.5, mup_scale_factor: 1, input_mult: 1 });
+      expect(raw).toMatchObject({
+        hidden_size: 512,
+        intermediate_size: 1344,
+        num_attention_heads: 4,
+        num_hidden_layers: 1,
+        head_dim: 128,
+        vocab_size: 80384,
+        use_mup: true,
+        output_mult: 0.5,
+        mup_scale_factor: 1,
+        input_mult: 1,
+      });
       const ck = await Checkpoint.open(out);
       try {
         expect(ck.shards.length).toBeGreaterThan(1);
@@ -75,7 +100,11 @@ describe('synth', () => {
     const { dir, cleanup } = makeTempDir('flm-synth-');
     try {
       const cfg = makeConfig({ hiddenSize: 256, intermediateSize: 512, numLayers: 1, numHeads: 2, headDim: 128, vocabSize: 300 });
-      for (const [name, seed] of [['a', 1], ['b', 1], ['c', 2]] as const) {
+      for (const [name, seed] of [
+        ['a', 1],
+        ['b', 1],
+        ['c', 2],
+      ] as const) {
         await synthCheckpoint(join(dir, name), { config: cfg, seed, quiet: true, dtype: 'F32', chunkBytes: 4096 });
       }
       const bytes = (n: string) => readFileSync(join(dir, n, 'model.safetensors'));

@@ -40,10 +40,46 @@ export interface StagePreset {
  * The µP proxy is the width-512 base model: mup_scale_factor 1, output_mult 0.5 (52B: 8192/512 = 16).
  */
 export const STAGES: Readonly<Record<string, StagePreset>> = {
-  'tele-flm-52b': { numLayers: 64, numHeads: 64, hiddenSize: 8192, intermediateSize: 21824, vocabSize: 80384, outputMult: 0.5, mupScaleFactor: 16, note: 'released config' },
-  'tele-flm-102b': { numLayers: 80, numHeads: 80, hiddenSize: 10240, intermediateSize: 27264, vocabSize: 80384, outputMult: 0.5, mupScaleFactor: 16, note: 'unreleased: vocab and µP fields as the 52B->102B plan produces them' },
-  'tele-flm-1t': { numLayers: 140, numHeads: 160, hiddenSize: 20480, intermediateSize: 98304, vocabSize: 81920, outputMult: 2.0, mupScaleFactor: 80, note: 'released config' },
-  'tele-flm-mup-proxy': { numLayers: 64, numHeads: 4, hiddenSize: 512, intermediateSize: 1344, vocabSize: 80384, outputMult: 0.5, mupScaleFactor: 1, note: 'µP base width 512' },
+  'tele-flm-52b': {
+    numLayers: 64,
+    numHeads: 64,
+    hiddenSize: 8192,
+    intermediateSize: 21824,
+    vocabSize: 80384,
+    outputMult: 0.5,
+    mupScaleFactor: 16,
+    note: 'released config',
+  },
+  'tele-flm-102b': {
+    numLayers: 80,
+    numHeads: 80,
+    hiddenSize: 10240,
+    intermediateSize: 27264,
+    vocabSize: 80384,
+    outputMult: 0.5,
+    mupScaleFactor: 16,
+    note: 'unreleased: vocab and µP fields as the 52B->102B plan produces them',
+  },
+  'tele-flm-1t': {
+    numLayers: 140,
+    numHeads: 160,
+    hiddenSize: 20480,
+    intermediateSize: 98304,
+    vocabSize: 81920,
+    outputMult: 2.0,
+    mupScaleFactor: 80,
+    note: 'released config',
+  },
+  'tele-flm-mup-proxy': {
+    numLayers: 64,
+    numHeads: 4,
+    hiddenSize: 512,
+    intermediateSize: 1344,
+    vocabSize: 80384,
+    outputMult: 0.5,
+    mupScaleFactor: 1,
+    note: 'µP base width 512',
+  },
 };
 
 export const STAGE_NAMES = Object.keys(STAGES);
@@ -66,15 +102,30 @@ export function stageConfig(like: string, opts: { numLayers?: number; dtype?: DT
     let base: ModelConfig;
     if (fam !== undefined) base = parseConfig({ ...fam.tiny }, `--like ${like}`);
     else if (existsSync(like)) base = readConfigFile(like);
-    else throw new FlmGrowError('UnknownStage', `--like: "${like}" is neither a stage, a family nor a config.json file (stages and families: ${LIKE_NAMES.join(', ')})`);
+    else
+      throw new FlmGrowError(
+        'UnknownStage',
+        `--like: "${like}" is neither a stage, a family nor a config.json file (stages and families: ${LIKE_NAMES.join(', ')})`,
+      );
     const cfg = { ...base, numLayers: opts.numLayers ?? base.numLayers, dtype: opts.dtype ?? base.dtype ?? 'BF16' };
     return parseConfig(configToJson(cfg), `--like ${like}`);
   }
   const numLayers = opts.numLayers ?? s.numLayers;
   return makeConfig({
-    hiddenSize: s.hiddenSize, intermediateSize: s.intermediateSize, numLayers, numHeads: s.numHeads, headDim: 128,
-    vocabSize: s.vocabSize, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 4096, dtype: opts.dtype ?? 'BF16',
-    useMup: true, inputMult: 1, outputMult: s.outputMult, mupScaleFactor: s.mupScaleFactor,
+    hiddenSize: s.hiddenSize,
+    intermediateSize: s.intermediateSize,
+    numLayers,
+    numHeads: s.numHeads,
+    headDim: 128,
+    vocabSize: s.vocabSize,
+    rmsNormEps: 1e-5,
+    ropeTheta: 10000,
+    maxPositionEmbeddings: 4096,
+    dtype: opts.dtype ?? 'BF16',
+    useMup: true,
+    inputMult: 1,
+    outputMult: s.outputMult,
+    mupScaleFactor: s.mupScaleFactor,
   });
 }
 
@@ -108,10 +159,19 @@ export interface SynthResult {
 export const normalQuantile = inverseNormalCdf;
 
 /** Fills byte buffers with values of one tensor; deterministic in (seed, tensor name). */
-function valueStream(seed: number, name: string, kind: 'norm' | 'embedding' | 'matrix', dtype: DType): { fill(out: Uint8Array): void } {
+function valueStream(
+  seed: number,
+  name: string,
+  kind: 'norm' | 'embedding' | 'matrix',
+  dtype: DType,
+): { fill(out: Uint8Array): void } {
   if (kind !== 'norm') return new NormalStream(seed, name, kind === 'embedding' ? SYNTH_EMBED_STD : SYNTH_MATRIX_STD, dtype);
   const one = float32ToBytes(new Float32Array([1]), dtype);
-  return { fill: (out) => { for (let i = 0; i < out.byteLength; i += one.byteLength) out.set(one, i); } };
+  return {
+    fill: (out) => {
+      for (let i = 0; i < out.byteLength; i += one.byteLength) out.set(one, i);
+    },
+  };
 }
 
 function kindOf(t: ExpectedTensor): 'norm' | 'embedding' | 'matrix' {
@@ -133,7 +193,9 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
   // sha256 of each shard for the manifest (which makes the folder flm-grow's: --overwrite may
   // replace it), hashed on a worker as the writer writes it, so the data is never read back
   const { writer, hasher } = await createHashedWriter(dir, decls, {
-    maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'), overwrite: opts.overwrite, force: opts.forceOverwrite,
+    maxShardSize: parseSize(opts.maxShardSize ?? '5GB', '--out-shard-size'),
+    overwrite: opts.overwrite,
+    force: opts.forceOverwrite,
   });
   const bar = startProgress(opts.progress, opts.quiet, 'synth', total, 'bytes');
   const chunkBytes = opts.chunkBytes ?? 32 << 20;
@@ -165,8 +227,12 @@ export async function synthCheckpoint(dir: string, opts: SynthOptions = {}): Pro
     await writer.writeSideFile(CONFIG_FILE, configText);
     const files = await writer.finish();
     const manifest: Manifest = {
-      format: MANIFEST_FORMAT, kind: 'synth', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
-      extra: { like: opts.config === undefined ? (opts.like ?? 'tele-flm-mup-proxy') : undefined, seed, dtype }, files,
+      format: MANIFEST_FORMAT,
+      kind: 'synth',
+      created: new Date().toISOString(),
+      tool: { name: 'flm-grow', version: TOOL_VERSION },
+      extra: { like: opts.config === undefined ? (opts.like ?? 'tele-flm-mup-proxy') : undefined, seed, dtype },
+      files,
     };
     await writer.writeSideFile(MANIFEST_FILE, JSON.stringify(manifest, null, 2) + '\n');
     await writer.commit();

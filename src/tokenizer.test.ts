@@ -41,12 +41,22 @@ describe('loadTokenizer', () => {
 
   it('loads tokenizer.json with @huggingface/tokenizers', () => {
     const dir = mkdtempSync(join(tmpdir(), 'flm-tok-'));
-    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
-      version: '1.0', truncation: null, padding: null, normalizer: null, post_processor: null, decoder: null,
-      added_tokens: [{ id: 0, content: '[UNK]', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
-      pre_tokenizer: { type: 'Whitespace' },
-      model: { type: 'WordLevel', vocab: { '[UNK]': 0, hello: 1, world: 2, '!': 3, 你好: 9 }, unk_token: '[UNK]' },
-    }));
+    writeFileSync(
+      join(dir, 'tokenizer.json'),
+      JSON.stringify({
+        version: '1.0',
+        truncation: null,
+        padding: null,
+        normalizer: null,
+        post_processor: null,
+        decoder: null,
+        added_tokens: [
+          { id: 0, content: '[UNK]', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+        ],
+        pre_tokenizer: { type: 'Whitespace' },
+        model: { type: 'WordLevel', vocab: { '[UNK]': 0, hello: 1, world: 2, '!': 3, 你好: 9 }, unk_token: '[UNK]' },
+      }),
+    );
     const tok = loadTokenizer(dir);
     expect(tok.name).toBe(join(dir, 'tokenizer.json'));
     expect(tok.vocabSize).toBe(10); // largest id 9, plus one

@@ -92,7 +92,11 @@ export function loadTokenizer(checkpointDir: string): Tokenizer {
       const enc = tok.encode(text, { add_special_tokens: false });
       // tokenizers.js yields undefined for some unknown tokens; a silent 0 would corrupt the data.
       const bad = enc.ids.findIndex((id) => !Number.isInteger(id));
-      if (bad >= 0) throw new TrainError('TokenizerInvalid', `${file}: cannot encode token ${JSON.stringify(enc.tokens[bad])} (no id and no usable unk_token)`);
+      if (bad >= 0)
+        throw new TrainError(
+          'TokenizerInvalid',
+          `${file}: cannot encode token ${JSON.stringify(enc.tokens[bad])} (no id and no usable unk_token)`,
+        );
       return enc.ids;
     },
     decode: (ids) => tok.decode(ids, { skip_special_tokens: false }),

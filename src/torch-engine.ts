@@ -30,7 +30,10 @@ export function findTorchPython(): TorchPython | undefined {
   let found: TorchPython | undefined;
   for (const python of pythonCandidates()) {
     tried.push(python);
-    const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__, torch.cuda.is_available())'], { encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__, torch.cuda.is_available())'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     if (r.status === 0) {
       const [v, cuda] = r.stdout.trim().split(/\s+/);
       found = { python, torchVersion: v, cuda: cuda === 'True' };
@@ -44,7 +47,9 @@ export function findTorchPython(): TorchPython | undefined {
 /** One line for `--version` and logs. */
 export function torchEngineLabel(): string {
   const t = findTorchPython();
-  return t === undefined ? 'torch engine: not available (no Python with torch found)' : `torch engine: ${t.python} (torch ${t.torchVersion}${t.cuda ? ', CUDA' : ', CPU'})`;
+  return t === undefined
+    ? 'torch engine: not available (no Python with torch found)'
+    : `torch engine: ${t.python} (torch ${t.torchVersion}${t.cuda ? ', CUDA' : ', CPU'})`;
 }
 
 export const NO_TORCH_HELP =
@@ -76,16 +81,27 @@ export interface TorchRunResult {
 }
 
 /** Run `python -m module args` (stdio streamed through unless `capture`), resolving with its output. */
-export function runTorchModule(module: string, args: string[], opts: { nproc?: number; capture?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<TorchRunResult> {
+export function runTorchModule(
+  module: string,
+  args: string[],
+  opts: { nproc?: number; capture?: boolean; env?: NodeJS.ProcessEnv } = {},
+): Promise<TorchRunResult> {
   const t = requireTorchPython();
   const env = { ...process.env, ...opts.env, PYTHONPATH: [PYTHON_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') };
   return new Promise((res, rej) => {
     const child = spawn(t.python, torchModuleArgs(module, args, opts.nproc ?? 1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
+    let stdout = '',
+      stderr = '';
     child.stdout.on('data', (d: Buffer) => {
       const s = d.toString();
       stdout += s;
-      if (opts.capture !== true) process.stdout.write(s.split('\n').filter((l) => !l.startsWith('FLM_GROW_RESULT ')).join('\n'));
+      if (opts.capture !== true)
+        process.stdout.write(
+          s
+            .split('\n')
+            .filter((l) => !l.startsWith('FLM_GROW_RESULT '))
+            .join('\n'),
+        );
     });
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
@@ -94,7 +110,12 @@ export function runTorchModule(module: string, args: string[], opts: { nproc?: n
     child.on('error', rej);
     child.on('close', (code) => {
       const line = stdout.split('\n').find((l) => l.startsWith('FLM_GROW_RESULT '));
-      res({ code: code ?? 1, stdout, stderr, result: line === undefined ? undefined : JSON.parse(line.slice('FLM_GROW_RESULT '.length)) as Record<string, unknown> });
+      res({
+        code: code ?? 1,
+        stdout,
+        stderr,
+        result: line === undefined ? undefined : (JSON.parse(line.slice('FLM_GROW_RESULT '.length)) as Record<string, unknown>),
+      });
     });
   });
 }

@@ -17,11 +17,21 @@ import { boundaryMap } from './growth/boundary.ts';
 import { buildHandGrown, makeTempDir, writeCheckpoint, writeRandomCheckpoint } from '../test/support/model.ts';
 
 const tmp = makeTempDir('flm-grow-verify-');
-const base = makeConfig({ hiddenSize: 16, intermediateSize: 24, numLayers: 3, numHeads: 2, numKvHeads: 1, headDim: 8, vocabSize: 40 });
+const base = makeConfig({
+  hiddenSize: 16,
+  intermediateSize: 24,
+  numLayers: 3,
+  numHeads: 2,
+  numKvHeads: 1,
+  headDim: 8,
+  vocabSize: 40,
+});
 const src = join(tmp.dir, 'src');
 
 /** Growth appends new units; the hand-built model interleaves them, so move the old ones first. */
-function appendLayout<T extends { hiddenPos: number[] }>(g: T & ReturnType<typeof buildHandGrown>): ReturnType<typeof buildHandGrown> {
+function appendLayout<T extends { hiddenPos: number[] }>(
+  g: T & ReturnType<typeof buildHandGrown>,
+): ReturnType<typeof buildHandGrown> {
   const H2 = g.cfg.hiddenSize;
   const order = [...g.hiddenPos, ...Array.from({ length: H2 }, (_, p) => p).filter((p) => !g.hiddenPos.includes(p))];
   const permuteCols = (a: Float32Array, rows: number) => {
@@ -51,10 +61,18 @@ beforeAll(async () => {
   for (const name of ['grown', 'nomasks']) {
     const dir = join(tmp.dir, name);
     await writeCheckpoint(dir, g.cfg, g.arrays);
-    writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify({
-      format: MANIFEST_FORMAT, kind: 'grow', mode: 'masked', created: new Date().toISOString(), tool: { name: 'flm-grow', version: 'test' },
-      layerMap: g.layerMap, files: {},
-    }));
+    writeFileSync(
+      join(dir, MANIFEST_FILE),
+      JSON.stringify({
+        format: MANIFEST_FORMAT,
+        kind: 'grow',
+        mode: 'masked',
+        created: new Date().toISOString(),
+        tool: { name: 'flm-grow', version: 'test' },
+        layerMap: g.layerMap,
+        files: {},
+      }),
+    );
   }
   await writeMasks(masksPath(join(tmp.dir, 'grown')), g.masks);
 });
@@ -70,7 +88,12 @@ describe('verifyGrowth', () => {
     expect(r.relativeLogitDiff).toBeLessThanOrEqual(1e-5);
     expect(r.insertedLayers).toEqual([1]);
     // boundary 1 (after source layer 0) sits past its inserted copy (grown layer 1): grown boundary 2
-    expect(r.hidden.map((h) => [h.source, h.grown])).toEqual([[0, 0], [1, 2], [2, 3], [3, 4]]);
+    expect(r.hidden.map((h) => [h.source, h.grown])).toEqual([
+      [0, 0],
+      [1, 2],
+      [2, 3],
+      [3, 4],
+    ]);
     for (const h of r.hidden) {
       expect(h.maxAbs).toBeLessThanOrEqual(1e-5);
       if (h.source < 3) expect(h.maxAbsNewCoords).toBe(0);
@@ -90,13 +113,22 @@ describe('verifyGrowth', () => {
 
   it('reads input_ids from a file (I64 or I32) and rejects other dtypes', async () => {
     const file = join(tmp.dir, 'in.safetensors');
-    const ids = [[1, 5, 9, 39], [0, 2, 2, 7]];
-    await writeSafetensors(file, [{ name: 'input_ids', dtype: 'I64', shape: [2, 4], data: new Uint8Array(BigInt64Array.from(ids.flat(), BigInt).buffer) }]);
+    const ids = [
+      [1, 5, 9, 39],
+      [0, 2, 2, 7],
+    ];
+    await writeSafetensors(file, [
+      { name: 'input_ids', dtype: 'I64', shape: [2, 4], data: new Uint8Array(BigInt64Array.from(ids.flat(), BigInt).buffer) },
+    ]);
     const r = await verifyGrowth(src, join(tmp.dir, 'grown'), { input: file });
     expect([r.inputs, r.batch, r.seqLen, r.passed]).toEqual(['file', 2, 4, true]);
     const bad = join(tmp.dir, 'bad.safetensors');
-    await writeSafetensors(bad, [{ name: 'input_ids', dtype: 'F32', shape: [1, 2], data: new Uint8Array(Float32Array.of(1, 2).buffer) }]);
-    await expect(verifyGrowth(src, join(tmp.dir, 'grown'), { input: bad })).rejects.toThrow(/dtype F32; token ids must be I64 or I32/);
+    await writeSafetensors(bad, [
+      { name: 'input_ids', dtype: 'F32', shape: [1, 2], data: new Uint8Array(Float32Array.of(1, 2).buffer) },
+    ]);
+    await expect(verifyGrowth(src, join(tmp.dir, 'grown'), { input: bad })).rejects.toThrow(
+      /dtype F32; token ids must be I64 or I32/,
+    );
     await expect(verifyGrowth(src, join(tmp.dir, 'grown'), { input: bad })).rejects.toThrow(ModelInputError);
     rmSync(file);
     rmSync(bad);
@@ -105,7 +137,14 @@ describe('verifyGrowth', () => {
 
 describe('boundaryMap', () => {
   it('maps source boundaries past inserted layers (grownBoundary); final norm to final norm', () => {
-    const lm = [{ source: 0, inserted: false }, { source: 0, inserted: true }, { source: 1, inserted: false }, { source: 1, inserted: true }, { source: 1, inserted: true }, { source: 2, inserted: false }];
+    const lm = [
+      { source: 0, inserted: false },
+      { source: 0, inserted: true },
+      { source: 1, inserted: false },
+      { source: 1, inserted: true },
+      { source: 1, inserted: true },
+      { source: 2, inserted: false },
+    ];
     expect(boundaryMap(3, 6, lm)).toEqual([0, 2, 5, 6]);
     expect(boundaryMap(3, 3, undefined)).toEqual([0, 1, 2, 3]);
     expect(boundaryMap(3, 5, undefined)).toEqual([0, -1, -1, 5]);

@@ -85,7 +85,11 @@ const UNIT_ROUNDOFF: Record<string, number> = { BF16: 2 ** -8, F16: 2 ** -11, F3
  * coordinates by (1 + ε), |ε| ≤ u (the dtype's unit roundoff). To first order the relative
  * logit error is at most the sum, (2L+1)·u. Undefined when the manifest records no rounding.
  */
-export function roundingTolerance(m: Manifest | undefined, sourceLayers: number, dtype: string): { tolerance: number; why: string } | undefined {
+export function roundingTolerance(
+  m: Manifest | undefined,
+  sourceLayers: number,
+  dtype: string,
+): { tolerance: number; why: string } | undefined {
   if (m?.kind !== 'grow') return undefined;
   const zn = (m.plan as { zeroModeNorm?: { exactness?: string } } | undefined)?.zeroModeNorm;
   if (m.mode !== 'zero' || zn?.exactness !== 'rounded') return undefined;
@@ -100,19 +104,27 @@ export function roundingTolerance(m: Manifest | undefined, sourceLayers: number,
 export class VerifyFailedError extends FlmGrowError {
   readonly report: VerifyReport;
   constructor(report: VerifyReport) {
-    super('VerifyFailed', `${report.grown}: logits differ from ${report.source} by ${report.maxAbsLogitDiff.toExponential(3)} ` +
-      `(relative ${report.relativeLogitDiff.toExponential(3)} of max |logit| ${report.maxAbsSourceLogit.toPrecision(4)}), above the tolerance ${report.tolerance}`);
+    super(
+      'VerifyFailed',
+      `${report.grown}: logits differ from ${report.source} by ${report.maxAbsLogitDiff.toExponential(3)} ` +
+        `(relative ${report.relativeLogitDiff.toExponential(3)} of max |logit| ${report.maxAbsSourceLogit.toPrecision(4)}), above the tolerance ${report.tolerance}`,
+    );
     this.report = report;
   }
 }
 
 function logitDiff(a: StreamResult, Vs: number, b: StreamResult, Vg: number): { maxAbs: number; scale: number } {
   const N = a.batch * a.seqLen;
-  let maxAbs = 0, scale = 0;
+  let maxAbs = 0,
+    scale = 0;
   for (let n = 0; n < N; n++) {
     for (let v = 0; v < Vs; v++) {
-      const x = a.logits[n * Vs + v], y = b.logits[n * Vg + v];
-      if (x === y) { if (Number.isFinite(x)) scale = Math.max(scale, Math.abs(x)); continue; } // covers -inf == -inf (masked ids)
+      const x = a.logits[n * Vs + v],
+        y = b.logits[n * Vg + v];
+      if (x === y) {
+        if (Number.isFinite(x)) scale = Math.max(scale, Math.abs(x));
+        continue;
+      } // covers -inf == -inf (masked ids)
       // an id the source masks out (padding: -inf) has no logit to preserve; a baked model gives it a finite one
       if (x === -Infinity) continue;
       const d = Math.abs(x - y);
@@ -125,7 +137,9 @@ function logitDiff(a: StreamResult, Vs: number, b: StreamResult, Vg: number): { 
 
 function hiddenDiff(a: Float32Array, Hs: number, b: Float32Array, Hg: number): { maxAbs: number; scale: number; newMax: number } {
   const N = a.length / Hs;
-  let maxAbs = 0, scale = 0, newMax = 0;
+  let maxAbs = 0,
+    scale = 0,
+    newMax = 0;
   for (let n = 0; n < N; n++) {
     for (let i = 0; i < Hs; i++) {
       const x = a[n * Hs + i];
@@ -138,7 +152,8 @@ function hiddenDiff(a: Float32Array, Hs: number, b: Float32Array, Hg: number): {
 }
 
 export async function verifyGrowth(sourceDir: string, grownDir: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
-  const backend = opts.backend !== undefined || tf.engine().backendName == null ? await initBackend(opts.backend ?? 'auto') : tf.getBackend();
+  const backend =
+    opts.backend !== undefined || tf.engine().backendName == null ? await initBackend(opts.backend ?? 'auto') : tf.getBackend();
   let tolerance = opts.tolerance ?? DEFAULT_TOLERANCE;
   let toleranceSource = opts.tolerance !== undefined ? 'given' : 'default';
   if (!(tolerance >= 0)) throw new ModelInputError(`--tolerance must be >= 0, got ${tolerance}`);
@@ -146,12 +161,19 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
   let grown: CheckpointFolder | undefined;
   try {
     grown = await CheckpointFolder.open(grownDir);
-    const cs = src.config, cg = grown.config;
+    const cs = src.config,
+      cg = grown.config;
     if (cg.hiddenSize < cs.hiddenSize || cg.vocabSize < cs.vocabSize || cg.numLayers < cs.numLayers) {
-      throw new FlmGrowError('NotGrown', `${grownDir} (H ${cg.hiddenSize}, V ${cg.vocabSize}, L ${cg.numLayers}) is smaller than ${sourceDir} (H ${cs.hiddenSize}, V ${cs.vocabSize}, L ${cs.numLayers})`);
+      throw new FlmGrowError(
+        'NotGrown',
+        `${grownDir} (H ${cg.hiddenSize}, V ${cg.vocabSize}, L ${cg.numLayers}) is smaller than ${sourceDir} (H ${cs.hiddenSize}, V ${cs.vocabSize}, L ${cs.numLayers})`,
+      );
     }
     const manifest = grown.manifest;
-    const rounding = opts.tolerance === undefined ? roundingTolerance(manifest, cs.numLayers, grown.info(tensorName('final_norm')).dtype) : undefined;
+    const rounding =
+      opts.tolerance === undefined
+        ? roundingTolerance(manifest, cs.numLayers, grown.info(tensorName('final_norm')).dtype)
+        : undefined;
     if (rounding !== undefined) ({ tolerance, why: toleranceSource } = rounding);
     const srcMasks = await src.masks();
     const grownMasks = await grown.masks();
@@ -159,9 +181,13 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
     const seed = opts.seed ?? 0;
     let ids: number[][];
     let inputs: VerifyReport['inputs'];
-    if (opts.ids !== undefined) { ids = opts.ids; inputs = 'given'; }
-    else if (opts.input !== undefined) { ids = await readInputIds(opts.input); inputs = 'file'; }
-    else {
+    if (opts.ids !== undefined) {
+      ids = opts.ids;
+      inputs = 'given';
+    } else if (opts.input !== undefined) {
+      ids = await readInputIds(opts.input);
+      inputs = 'file';
+    } else {
       const tokens = opts.tokens ?? 128;
       const bad = countProblem(seq, MAX_SEQ_LEN, '--seq') ?? countProblem(tokens, MAX_TOKENS, '--tokens');
       if (bad !== undefined) throw new ModelInputError(`${bad.field} ${bad.message}`);
@@ -170,28 +196,57 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
       ids = randomIds(Math.ceil(tokens / seq), seq, cs.vocabSize, seed, allowed);
       inputs = 'random';
     }
-    for (const row of ids) for (const v of row) {
-      if (v >= cs.vocabSize) throw new ModelInputError(`input id ${v} is outside the source vocabulary [0, ${cs.vocabSize})`);
-    }
+    for (const row of ids)
+      for (const v of row) {
+        if (v >= cs.vocabSize) throw new ModelInputError(`input id ${v} is outside the source vocabulary [0, ${cs.vocabSize})`);
+      }
     const total = cs.numLayers + 1 + cg.numLayers + 1;
-    const s = await streamedForward(src, ids, { masks: srcMasks ?? null, collectHidden: true, onLayer: (d) => opts.onProgress?.(d + 1, total, 'source') });
-    const g = await streamedForward(grown, ids, { masks: grownMasks ?? null, collectHidden: true, onLayer: (d) => opts.onProgress?.(cs.numLayers + 1 + d + 1, total, 'grown') });
+    const s = await streamedForward(src, ids, {
+      masks: srcMasks ?? null,
+      collectHidden: true,
+      onLayer: (d) => opts.onProgress?.(d + 1, total, 'source'),
+    });
+    const g = await streamedForward(grown, ids, {
+      masks: grownMasks ?? null,
+      collectHidden: true,
+      onLayer: (d) => opts.onProgress?.(cs.numLayers + 1 + d + 1, total, 'grown'),
+    });
     const layerMap = manifest?.layerMap;
     const bmap = boundaryMap(cs.numLayers, cg.numLayers, layerMap);
     const hidden: HiddenDiff[] = [];
     bmap.forEach((k, n) => {
       if (k < 0) return;
       const d = hiddenDiff((s.hidden as Float32Array[])[n], cs.hiddenSize, (g.hidden as Float32Array[])[k], cg.hiddenSize);
-      hidden.push({ source: n, grown: k, maxAbs: d.maxAbs, relative: d.scale > 0 ? d.maxAbs / d.scale : d.maxAbs, maxAbsNewCoords: d.newMax });
+      hidden.push({
+        source: n,
+        grown: k,
+        maxAbs: d.maxAbs,
+        relative: d.scale > 0 ? d.maxAbs / d.scale : d.maxAbs,
+        maxAbsNewCoords: d.newMax,
+      });
     });
     const { maxAbs, scale } = logitDiff(s, cs.vocabSize, g, cg.vocabSize);
     const relative = scale > 0 ? maxAbs / scale : maxAbs;
     const report: VerifyReport = {
-      source: sourceDir, grown: grownDir, backend, batch: s.batch, seqLen: s.seqLen, inputs, ...(inputs === 'random' ? { seed } : {}),
-      sourceMasked: s.masked, grownMasked: g.masked, vocab: cs.vocabSize, hiddenSize: cs.hiddenSize,
-      maxAbsLogitDiff: maxAbs, maxAbsSourceLogit: scale, relativeLogitDiff: relative, hidden,
+      source: sourceDir,
+      grown: grownDir,
+      backend,
+      batch: s.batch,
+      seqLen: s.seqLen,
+      inputs,
+      ...(inputs === 'random' ? { seed } : {}),
+      sourceMasked: s.masked,
+      grownMasked: g.masked,
+      vocab: cs.vocabSize,
+      hiddenSize: cs.hiddenSize,
+      maxAbsLogitDiff: maxAbs,
+      maxAbsSourceLogit: scale,
+      relativeLogitDiff: relative,
+      hidden,
       insertedLayers: (layerMap ?? []).flatMap((e, i) => (e.inserted ? [i] : [])),
-      tolerance, toleranceSource, passed: relative <= tolerance,
+      tolerance,
+      toleranceSource,
+      passed: relative <= tolerance,
     };
     if (!report.passed && opts.throwOnFail !== false) throw new VerifyFailedError(report);
     return report;
@@ -209,8 +264,11 @@ export function formatReport(r: VerifyReport): string {
     `inputs: ${r.batch} × ${r.seqLen} tokens (${r.inputs}${r.seed !== undefined ? `, seed ${r.seed}` : ''}), backend ${r.backend}`,
     `logits over the source's ${r.vocab} ids: max |Δ| ${r.maxAbsLogitDiff.toExponential(3)}, max |logit| ${r.maxAbsSourceLogit.toPrecision(4)}, relative ${r.relativeLogitDiff.toExponential(3)} (tolerance ${r.tolerance}${r.toleranceSource === 'default' || r.toleranceSource === 'given' ? '' : `; ${r.toleranceSource}`})`,
     `hidden states on the source's ${r.hiddenSize} coordinates${r.insertedLayers.length > 0 ? ` (inserted layers skipped: ${r.insertedLayers.join(', ')})` : ''}:`,
-    ...r.hidden.map((h) => `  hidden_states.${h.source} ↔ ${h.grown}: max |Δ| ${h.maxAbs.toExponential(3)} (relative ${h.relative.toExponential(3)})` +
-      (h.maxAbsNewCoords > 0 ? `, new coordinates max |x| ${h.maxAbsNewCoords.toExponential(3)}` : '')),
+    ...r.hidden.map(
+      (h) =>
+        `  hidden_states.${h.source} ↔ ${h.grown}: max |Δ| ${h.maxAbs.toExponential(3)} (relative ${h.relative.toExponential(3)})` +
+        (h.maxAbsNewCoords > 0 ? `, new coordinates max |x| ${h.maxAbsNewCoords.toExponential(3)}` : ''),
+    ),
     r.passed ? 'PASS: the grown model computes the source function' : 'FAIL: above tolerance',
   ];
   return lines.join('\n');

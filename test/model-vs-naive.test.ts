@@ -47,7 +47,15 @@ function randomMasks(c: ModelConfig, rnd: () => number): MaskSet {
   const hidden = vec(c.hiddenSize);
   hidden[0] = 1; // keep at least one live hidden unit so RMSNorm statistics exist
   const vocab = Float32Array.from({ length: c.vocabSize }, (_, v) => (v === 0 || rnd() < 0.8 ? 1 : 0));
-  return { hidden, vocab, layers: Array.from({ length: c.numLayers }, () => ({ heads: vec(c.numHeads), ffn: vec(c.intermediateSize), residual: pick() })) };
+  return {
+    hidden,
+    vocab,
+    layers: Array.from({ length: c.numLayers }, () => ({
+      heads: vec(c.numHeads),
+      ffn: vec(c.intermediateSize),
+      residual: pick(),
+    })),
+  };
 }
 
 beforeAll(async () => {
@@ -80,16 +88,25 @@ const configArb = fc.record({
     fc.record({ rope_type: fc.constant('linear'), factor: fc.double({ min: 1, max: 8, noNaN: true }) }),
     fc.record({ rope_type: fc.constant('dynamic'), factor: fc.double({ min: 1, max: 8, noNaN: true }) }),
     fc.record({
-      rope_type: fc.constant('llama3'), factor: fc.constantFrom(2, 8, 32), low_freq_factor: fc.constantFrom(1, 2),
-      high_freq_factor: fc.constantFrom(4, 8), original_max_position_embeddings: fc.constantFrom(4, 16, 64, 8192),
+      rope_type: fc.constant('llama3'),
+      factor: fc.constantFrom(2, 8, 32),
+      low_freq_factor: fc.constantFrom(1, 2),
+      high_freq_factor: fc.constantFrom(4, 8),
+      original_max_position_embeddings: fc.constantFrom(4, 16, 64, 8192),
     }),
-    fc.record({
-      rope_type: fc.constant('yarn'), factor: fc.constantFrom(2, 4, 40),
-      original_max_position_embeddings: fc.option(fc.constantFrom(4, 32, 4096), { nil: undefined }),
-      attention_factor: fc.option(fc.double({ min: 0.5, max: 2, noNaN: true }), { nil: undefined }),
-      beta_fast: fc.option(fc.constantFrom(8, 32), { nil: undefined }), truncate: fc.option(fc.boolean(), { nil: undefined }),
-      mscale: fc.option(fc.constantFrom(0.707, 1), { nil: undefined }), mscale_all_dim: fc.option(fc.constantFrom(0.707, 1), { nil: undefined }),
-    }, { requiredKeys: ['rope_type', 'factor'] }),
+    fc.record(
+      {
+        rope_type: fc.constant('yarn'),
+        factor: fc.constantFrom(2, 4, 40),
+        original_max_position_embeddings: fc.option(fc.constantFrom(4, 32, 4096), { nil: undefined }),
+        attention_factor: fc.option(fc.double({ min: 0.5, max: 2, noNaN: true }), { nil: undefined }),
+        beta_fast: fc.option(fc.constantFrom(8, 32), { nil: undefined }),
+        truncate: fc.option(fc.boolean(), { nil: undefined }),
+        mscale: fc.option(fc.constantFrom(0.707, 1), { nil: undefined }),
+        mscale_all_dim: fc.option(fc.constantFrom(0.707, 1), { nil: undefined }),
+      },
+      { requiredKeys: ['rope_type', 'factor'] },
+    ),
   ),
 });
 
@@ -100,12 +117,25 @@ describe('tfjs model vs naive float64 reference', () => {
     await fc.assert(
       fc.asyncProperty(configArb, async (p) => {
         const c = makeConfig({
-          hiddenSize: p.hiddenSize, intermediateSize: p.intermediateSize, numLayers: p.numLayers,
-          numHeads: p.numKvHeads * p.group, numKvHeads: p.numKvHeads, headDim: 2 * p.headDimHalf, vocabSize: p.vocabSize,
-          rmsNormEps: p.rmsNormEps, ropeTheta: p.ropeTheta, useMup: p.mup, inputMult: p.inputMult,
-          outputMult: p.outputMult, mupScaleFactor: p.mupScaleFactor, family: p.family, tieWordEmbeddings: p.tied,
-          ropeScaling: p.rope === undefined ? undefined : Object.fromEntries(Object.entries(p.rope).filter(([, v]) => v !== undefined)),
-          slidingWindow: p.family === 'mistral' ? p.window : undefined, maxPositionEmbeddings: p.maxPos,
+          hiddenSize: p.hiddenSize,
+          intermediateSize: p.intermediateSize,
+          numLayers: p.numLayers,
+          numHeads: p.numKvHeads * p.group,
+          numKvHeads: p.numKvHeads,
+          headDim: 2 * p.headDimHalf,
+          vocabSize: p.vocabSize,
+          rmsNormEps: p.rmsNormEps,
+          ropeTheta: p.ropeTheta,
+          useMup: p.mup,
+          inputMult: p.inputMult,
+          outputMult: p.outputMult,
+          mupScaleFactor: p.mupScaleFactor,
+          family: p.family,
+          tieWordEmbeddings: p.tied,
+          ropeScaling:
+            p.rope === undefined ? undefined : Object.fromEntries(Object.entries(p.rope).filter(([, v]) => v !== undefined)),
+          slidingWindow: p.family === 'mistral' ? p.window : undefined,
+          maxPositionEmbeddings: p.maxPos,
         });
         const w = randomWeights(c, p.seed);
         const rnd = uniform(p.seed ^ 0x5bd1e995);
@@ -140,6 +170,8 @@ describe('tfjs model vs naive float64 reference', () => {
       }),
       { numRuns: 120, seed: 20261124 },
     );
-    console.log(`[model vs naive] worst relative |Δlogits| over 120 random configs: ${worst.toExponential(3)}; by family: ${[...byFamily].map(([f, v]) => `${f} ${v.toExponential(2)}`).join(', ')}`);
+    console.log(
+      `[model vs naive] worst relative |Δlogits| over 120 random configs: ${worst.toExponential(3)}; by family: ${[...byFamily].map(([f, v]) => `${f} ${v.toExponential(2)}`).join(', ')}`,
+    );
   });
 });

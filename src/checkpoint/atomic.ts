@@ -37,12 +37,16 @@ function hookSignals(): void {
       for (const { dest, backup } of swapping.values()) {
         try {
           if (!existsSync(dest) && existsSync(backup)) renameSync(backup, dest);
-        } catch { /* best effort; the next run restores it */ }
+        } catch {
+          /* best effort; the next run restores it */
+        }
       }
       for (const d of live) {
         try {
           rmSync(d, { recursive: true, force: true });
-        } catch { /* best effort */ }
+        } catch {
+          /* best effort */
+        }
       }
       process.exit(sig === 'SIGINT' ? 130 : 143);
     });
@@ -108,7 +112,13 @@ export function tempFoldersOf(dest: string): TempFolder[] {
     if (m === null) continue;
     const local = m[1] === undefined || m[1] === HOST;
     const pid = Number(m[2]);
-    out.push({ path: join(parent, name), pid, local, alive: local && pid !== process.pid ? pidAlive(pid) : local, backup: m[4] !== undefined });
+    out.push({
+      path: join(parent, name),
+      pid,
+      local,
+      alive: local && pid !== process.pid ? pidAlive(pid) : local,
+      backup: m[4] !== undefined,
+    });
   }
   return out;
 }
@@ -124,7 +134,9 @@ export function recoverDestination(dest: string, notice: (msg: string) => void):
   const temps = tempFoldersOf(abs).sort((a, b) => Number(b.backup) - Number(a.backup)); // backups first
   for (const t of temps) {
     if (t.alive || !t.local) {
-      notice(`${t.path}: left by ${t.local ? `a running flm-grow (pid ${t.pid})` : 'another machine'}, ${mb(treeBytes(t.path))}; not touched`);
+      notice(
+        `${t.path}: left by ${t.local ? `a running flm-grow (pid ${t.pid})` : 'another machine'}, ${mb(treeBytes(t.path))}; not touched`,
+      );
       continue;
     }
     if (t.backup && !pathExists(abs)) {
@@ -146,7 +158,10 @@ export function assertReplaceable(dest: string, force: boolean): void {
   if (force) return;
   const st = lstatSync(dest);
   if (st.isDirectory() && (existsSync(join(dest, MANIFEST_FILE)) || readdirSync(dest).length === 0)) return;
-  throw new CheckpointError('DestinationNotOurs', `${dest}: exists and is not a folder flm-grow wrote (no ${MANIFEST_FILE}); --overwrite replaces only those (pass --force-overwrite to replace it anyway)`);
+  throw new CheckpointError(
+    'DestinationNotOurs',
+    `${dest}: exists and is not a folder flm-grow wrote (no ${MANIFEST_FILE}); --overwrite replaces only those (pass --force-overwrite to replace it anyway)`,
+  );
 }
 
 export interface DestinationOptions {
@@ -161,7 +176,8 @@ export interface DestinationOptions {
 export function checkDestination(dest: string, opts: DestinationOptions): void {
   assertOutputApart(dest, opts.sources ?? []);
   if (pathExists(resolve(dest))) {
-    if (opts.overwrite !== true) throw new CheckpointError('DestinationExists', `${dest}: already exists (pass --overwrite to replace it)`);
+    if (opts.overwrite !== true)
+      throw new CheckpointError('DestinationExists', `${dest}: already exists (pass --overwrite to replace it)`);
     assertReplaceable(resolve(dest), opts.force === true);
   }
 }
@@ -217,7 +233,8 @@ export class AtomicDir {
   async commit(): Promise<void> {
     if (this.done) return;
     if (pathExists(this.dest)) {
-      if (this.opts.overwrite !== true) throw new CheckpointError('DestinationExists', `${this.dest}: appeared while writing; not replacing it`);
+      if (this.opts.overwrite !== true)
+        throw new CheckpointError('DestinationExists', `${this.dest}: appeared while writing; not replacing it`);
       assertReplaceable(this.dest, this.opts.force === true);
       const backup = `${this.tmp}${BACKUP_SUFFIX}`;
       swapping.set(this.tmp, { dest: this.dest, backup });

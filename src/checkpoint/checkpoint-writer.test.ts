@@ -32,7 +32,8 @@ async function writeAll(w: CheckpointWriter): Promise<void> {
   decls.forEach((d, k) => {
     if (!w.wants(d.name)) return;
     const data = bytesOf(d, k);
-    for (let at = 0, step = 1; at < data.byteLength; at += step, step = step * 3 + 1) pending.push(w.write(d.name, data.subarray(at, Math.min(data.byteLength, at + step))));
+    for (let at = 0, step = 1; at < data.byteLength; at += step, step = step * 3 + 1)
+      pending.push(w.write(d.name, data.subarray(at, Math.min(data.byteLength, at + step))));
   });
   await Promise.all(pending);
 }
@@ -55,7 +56,12 @@ describe('CheckpointWriter hashes what it writes', () => {
         hasher: (file) => {
           seen.push(file);
           const chunks: Uint8Array[] = [];
-          const h: StreamHasher = { update: (d) => { chunks.push(d.slice()); }, digest: () => sha256Bytes(Buffer.concat(chunks)) };
+          const h: StreamHasher = {
+            update: (d) => {
+              chunks.push(d.slice());
+            },
+            digest: () => sha256Bytes(Buffer.concat(chunks)),
+          };
           return h;
         },
       });

@@ -19,8 +19,23 @@ export function parseSize(s: string | number, what = 'size'): number {
   const v = Number(m[1]);
   const u = (m[2] ?? 'b').toLowerCase();
   const mult: Record<string, number> = {
-    b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
-    ki: 1024, kib: 1024, mi: 1024 ** 2, mib: 1024 ** 2, gi: 1024 ** 3, gib: 1024 ** 3, ti: 1024 ** 4, tib: 1024 ** 4,
+    b: 1,
+    k: 1e3,
+    kb: 1e3,
+    m: 1e6,
+    mb: 1e6,
+    g: 1e9,
+    gb: 1e9,
+    t: 1e12,
+    tb: 1e12,
+    ki: 1024,
+    kib: 1024,
+    mi: 1024 ** 2,
+    mib: 1024 ** 2,
+    gi: 1024 ** 3,
+    gib: 1024 ** 3,
+    ti: 1024 ** 4,
+    tib: 1024 ** 4,
   };
   return Math.floor(v * mult[u]);
 }
@@ -143,7 +158,13 @@ export class CheckpointWriter {
   private fileHashes: Record<string, string> = {};
   private finished: Record<string, string> | undefined;
 
-  private constructor(dir: AtomicDir, shards: ShardPlan[], alwaysIndex: boolean, part: { index: number; count: number } | undefined, hasher: (file: string) => StreamHasher) {
+  private constructor(
+    dir: AtomicDir,
+    shards: ShardPlan[],
+    alwaysIndex: boolean,
+    part: { index: number; count: number } | undefined,
+    hasher: (file: string) => StreamHasher,
+  ) {
     this.dir = dir;
     this.shards = shards;
     this.alwaysIndex = alwaysIndex;
@@ -151,16 +172,27 @@ export class CheckpointWriter {
     this.hasher = hasher;
     shards.forEach((s, k) => s.tensors.forEach((t) => this.shardOf.set(t.name, k)));
     const owner = part === undefined ? undefined : assignShards(shards, part.count);
-    this.mine = new Set(shards.map((_, k) => k).filter((k) => owner === undefined || part === undefined || owner[k] === part.index - 1));
+    this.mine = new Set(
+      shards.map((_, k) => k).filter((k) => owner === undefined || part === undefined || owner[k] === part.index - 1),
+    );
   }
 
   static async create(dest: string, decls: readonly TensorDecl[], opts: CheckpointWriterOptions = {}): Promise<CheckpointWriter> {
     const p = opts.part;
-    if (p !== undefined && !(Number.isInteger(p.index) && Number.isInteger(p.count) && p.count >= 1 && p.index >= 1 && p.index <= p.count)) {
+    if (
+      p !== undefined &&
+      !(Number.isInteger(p.index) && Number.isInteger(p.count) && p.count >= 1 && p.index >= 1 && p.index <= p.count)
+    ) {
       throw new FlmGrowError('BadPart', `${dest}: part ${p.index}/${p.count} is not i/n with 1 <= i <= n`);
     }
     const shards = planShards(decls, opts.maxShardSize ?? 5e9);
-    const dir = await AtomicDir.create(dest, { overwrite: opts.overwrite, force: opts.force, sources: opts.sources, notice: opts.notice, onSwap: opts.onSwap });
+    const dir = await AtomicDir.create(dest, {
+      overwrite: opts.overwrite,
+      force: opts.force,
+      sources: opts.sources,
+      notice: opts.notice,
+      onSwap: opts.onSwap,
+    });
     return new CheckpointWriter(dir, shards, opts.alwaysIndex === true, p, opts.hasher ?? (() => sha256Hasher()));
   }
 
@@ -174,7 +206,8 @@ export class CheckpointWriter {
     if (k === undefined) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" was not declared`);
     if (!this.mine.has(k)) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" belongs to another part`);
     if (k !== this.writerShard) {
-      if (k < this.writerShard) throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" written out of order`);
+      if (k < this.writerShard)
+        throw new FlmGrowError('WriteMismatch', `${this.dir.dest}: tensor "${name}" written out of order`);
       await this.closeShardsBefore(k);
       this.writer = await this.openShard(k);
       this.writerShard = k;
@@ -259,7 +292,9 @@ export class CheckpointWriter {
     if (this.part !== undefined) await writeFile(this.path(PART_FILE), JSON.stringify(this.partJson(), null, 2) + '\n');
     else if (index !== undefined) await writeFile(this.path(INDEX_FILE), index);
     const files: Record<string, string> = {};
-    this.shards.forEach((s, k) => { if (this.mine.has(k)) files[s.file] = this.shardHashes.get(k) as string; });
+    this.shards.forEach((s, k) => {
+      if (this.mine.has(k)) files[s.file] = this.shardHashes.get(k) as string;
+    });
     Object.assign(files, this.fileHashes);
     if (index !== undefined) files[INDEX_FILE] = sha256Bytes(index);
     this.finished = files;

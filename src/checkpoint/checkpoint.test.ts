@@ -13,14 +13,17 @@ import { parseRaw, randomBytes, tempDir } from '../../test/checkpoint/raw.ts';
 
 const tmp = tempDir('ck');
 afterAll(() => tmp.cleanup());
-const CONFIG = JSON.stringify(configToJson(makeConfig({ hiddenSize: 8, intermediateSize: 16, numLayers: 1, numHeads: 2, vocabSize: 10 })));
+const CONFIG = JSON.stringify(
+  configToJson(makeConfig({ hiddenSize: 8, intermediateSize: 16, numLayers: 1, numHeads: 2, vocabSize: 10 })),
+);
 
-const tensorsOf = (dtypes: readonly DType[]) => dtypes.map((dtype, k) => {
-  const shape = [k + 1, 7];
-  let data = randomBytes(shape[0] * shape[1] * dtypeSize(dtype), 100 + k);
-  if (dtype === 'BOOL') data = data.map((v) => v & 1);
-  return { name: `w.${k}.${dtype}`, dtype, shape, data };
-});
+const tensorsOf = (dtypes: readonly DType[]) =>
+  dtypes.map((dtype, k) => {
+    const shape = [k + 1, 7];
+    let data = randomBytes(shape[0] * shape[1] * dtypeSize(dtype), 100 + k);
+    if (dtype === 'BOOL') data = data.map((v) => v & 1);
+    return { name: `w.${k}.${dtype}`, dtype, shape, data };
+  });
 
 async function writeCk(dest: string, tensors: ReturnType<typeof tensorsOf>, maxShardSize: number): Promise<void> {
   const w = await CheckpointWriter.create(dest, tensors, { maxShardSize });
@@ -52,11 +55,18 @@ describe('CheckpointWriter round trip', () => {
     const dest = join(tmp.dir, 'sharded');
     const maxShard = 200;
     await writeCk(dest, tensors, maxShard);
-    const files = readdirSync(dest).filter((f) => f.endsWith('.safetensors')).sort();
+    const files = readdirSync(dest)
+      .filter((f) => f.endsWith('.safetensors'))
+      .sort();
     const n = files.length;
     expect(n).toBeGreaterThan(3);
-    files.forEach((f, k) => expect(f).toBe(`model-${String(k + 1).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`));
-    const index = JSON.parse(readFileSync(join(dest, INDEX_FILE), 'utf8')) as { metadata: { total_size: number }; weight_map: Record<string, string> };
+    files.forEach((f, k) =>
+      expect(f).toBe(`model-${String(k + 1).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`),
+    );
+    const index = JSON.parse(readFileSync(join(dest, INDEX_FILE), 'utf8')) as {
+      metadata: { total_size: number };
+      weight_map: Record<string, string>;
+    };
     expect(index.metadata.total_size).toBe(tensors.reduce((a, t) => a + t.data.byteLength, 0));
     // the index agrees with what each shard holds (independent parser), and each shard respects the limit
     const seen = new Map<string, string>();
@@ -82,7 +92,14 @@ describe('CheckpointWriter round trip', () => {
     expect(parseSize('1GiB')).toBe(2 ** 30);
     expect(() => parseSize('lots')).toThrow(FlmGrowError);
     expect(shardName(0, 12)).toBe('model-00001-of-00012.safetensors');
-    const plan = planShards([{ name: 'a', dtype: 'U8', shape: [10] }, { name: 'b', dtype: 'U8', shape: [30] }, { name: 'c', dtype: 'U8', shape: [5] }], 20);
+    const plan = planShards(
+      [
+        { name: 'a', dtype: 'U8', shape: [10] },
+        { name: 'b', dtype: 'U8', shape: [30] },
+        { name: 'c', dtype: 'U8', shape: [5] },
+      ],
+      20,
+    );
     expect(plan.map((p) => p.tensors.map((t) => t.name))).toEqual([['a'], ['b'], ['c']]);
   });
 });
@@ -91,7 +108,9 @@ describe('index validation', () => {
   const base = join(tmp.dir, 'idx-base');
   const tensors = tensorsOf(['F32', 'BF16', 'F32', 'I64']);
   let n = 0;
-  async function variant(edit: (dir: string, index: { metadata: { total_size: number }; weight_map: Record<string, string> }) => void): Promise<string> {
+  async function variant(
+    edit: (dir: string, index: { metadata: { total_size: number }; weight_map: Record<string, string> }) => void,
+  ): Promise<string> {
     if (!existsSync(base)) await writeCk(base, tensors, 100);
     const dir = join(tmp.dir, `idx-${n++}`);
     cpSync(base, dir, { recursive: true });
@@ -101,23 +120,38 @@ describe('index validation', () => {
     return dir;
   }
   async function expectCode(dir: string, code: string, mention: string, checkConfig = false): Promise<void> {
-    const e = await Checkpoint.open(dir, { checkConfig }).then(() => undefined, (x: unknown) => x);
+    const e = await Checkpoint.open(dir, { checkConfig }).then(
+      () => undefined,
+      (x: unknown) => x,
+    );
     expect(e).toBeInstanceOf(CheckpointError);
     expect((e as CheckpointError).code).toBe(code);
     expect((e as Error).message).toContain(mention);
   }
-  for (const bad of ['../model-00001-of-00004.safetensors', 'sub/model.safetensors', 'http://example.com/x.safetensors', '/etc/passwd', '..']) {
+  for (const bad of [
+    '../model-00001-of-00004.safetensors',
+    'sub/model.safetensors',
+    'http://example.com/x.safetensors',
+    '/etc/passwd',
+    '..',
+  ]) {
     it(`shard name ${JSON.stringify(bad)} is refused`, async () => {
-      const dir = await variant((_, ix) => { ix.weight_map[tensors[0].name] = bad; });
+      const dir = await variant((_, ix) => {
+        ix.weight_map[tensors[0].name] = bad;
+      });
       await expectCode(dir, 'UnsafeShardName', bad);
     });
   }
   it('tensor listed but missing', async () => {
-    const dir = await variant((_, ix) => { ix.weight_map['ghost.weight'] = ix.weight_map[tensors[0].name]; });
+    const dir = await variant((_, ix) => {
+      ix.weight_map['ghost.weight'] = ix.weight_map[tensors[0].name];
+    });
     await expectCode(dir, 'TensorNotFound', 'ghost.weight');
   });
   it('tensor in a shard but unlisted', async () => {
-    const dir = await variant((_, ix) => { delete ix.weight_map[tensors[1].name]; });
+    const dir = await variant((_, ix) => {
+      delete ix.weight_map[tensors[1].name];
+    });
     await expectCode(dir, 'UnlistedTensor', tensors[1].name);
   });
   it('same tensor in two shards', async () => {
@@ -126,11 +160,16 @@ describe('index validation', () => {
       ix.weight_map['z.other'] = extra;
       ix.metadata.total_size += 4 + tensors[0].data.byteLength;
     });
-    await writeSafetensors(join(dir, extra), [{ name: tensors[0].name, dtype: tensors[0].dtype, shape: tensors[0].shape, data: tensors[0].data }, { name: 'z.other', dtype: 'F32', shape: [1], data: new Uint8Array(4) }]);
+    await writeSafetensors(join(dir, extra), [
+      { name: tensors[0].name, dtype: tensors[0].dtype, shape: tensors[0].shape, data: tensors[0].data },
+      { name: 'z.other', dtype: 'F32', shape: [1], data: new Uint8Array(4) },
+    ]);
     await expectCode(dir, 'DuplicateTensor', tensors[0].name);
   });
   it('total_size mismatch', async () => {
-    const dir = await variant((_, ix) => { ix.metadata.total_size += 1; });
+    const dir = await variant((_, ix) => {
+      ix.metadata.total_size += 1;
+    });
     await expectCode(dir, 'TotalSizeMismatch', 'total_size');
   });
   it('missing shard file', async () => {
@@ -152,7 +191,10 @@ describe('index validation', () => {
 });
 
 describe('atomic output', () => {
-  const decls = [{ name: 'a', dtype: 'F32' as const, shape: [4] }, { name: 'b', dtype: 'F32' as const, shape: [4] }];
+  const decls = [
+    { name: 'a', dtype: 'F32' as const, shape: [4] },
+    { name: 'b', dtype: 'F32' as const, shape: [4] },
+  ];
   it('aborted midway: no destination, no temporary folder', async () => {
     const root = join(tmp.dir, 'abort');
     mkdirSync(root);
@@ -176,10 +218,12 @@ describe('atomic output', () => {
     const root = join(tmp.dir, 'throws');
     mkdirSync(root);
     const dest = join(root, 'out');
-    await expect(writeAtomically(dest, {}, async (d) => {
-      writeFileSync(d.path('config.json'), '{}');
-      throw new Error('producer failed');
-    })).rejects.toThrow('producer failed');
+    await expect(
+      writeAtomically(dest, {}, async (d) => {
+        writeFileSync(d.path('config.json'), '{}');
+        throw new Error('producer failed');
+      }),
+    ).rejects.toThrow('producer failed');
     expect(readdirSync(root)).toEqual([]);
   });
   it('existing destination refused without overwrite, replaced with it; source never the destination', async () => {
@@ -195,17 +239,29 @@ describe('atomic output', () => {
     await w.writeTensor('b', new Uint8Array(16));
     await w.commit();
     expect(readdirSync(dest)).toEqual(['model.safetensors']);
-    await expect(CheckpointWriter.create(dest, decls, { overwrite: true, force: true, sources: [dest] })).rejects.toMatchObject({ code: 'DestinationIsSource' });
+    await expect(CheckpointWriter.create(dest, decls, { overwrite: true, force: true, sources: [dest] })).rejects.toMatchObject({
+      code: 'DestinationIsSource',
+    });
     expect(leftovers(tmp.dir)).toEqual([]);
   });
   it('a writer SIGKILLed mid-write leaves no checkpoint-looking folder at the destination', async () => {
     const root = join(tmp.dir, 'kill');
     mkdirSync(root);
     const dest = join(root, 'out');
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../../test/checkpoint/slow-writer.mts'), dest], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(import.meta.dirname, '../../test/checkpoint/slow-writer.mts'), dest],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise<void>((res, rej) => {
       let out = '';
-      child.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('started')) { child.kill('SIGKILL'); res(); } });
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('started')) {
+          child.kill('SIGKILL');
+          res();
+        }
+      });
       child.on('exit', () => rej(new Error(`child exited before it was killed: ${out}`)));
     });
     await new Promise((r) => child.on('exit', r));

@@ -12,7 +12,16 @@ import { assertTensorsMatchConfig } from '../arch.ts';
 import type { TensorInfo } from './safetensors.ts';
 import { ShardedTensorIndex } from './tensor-index.ts';
 
-export { INDEX_FILE, SINGLE_FILE, assertFiniteWeights, assertSafeShardName, parseIndex, openTensorFiles, ShardedTensorIndex, type IndexJson } from './tensor-index.ts';
+export {
+  INDEX_FILE,
+  SINGLE_FILE,
+  assertFiniteWeights,
+  assertSafeShardName,
+  parseIndex,
+  openTensorFiles,
+  ShardedTensorIndex,
+  type IndexJson,
+} from './tensor-index.ts';
 export const CONFIG_FILE = 'config.json';
 /** flm-grow's manifest: its presence marks a folder flm-grow wrote (see manifest.ts for the contents). */
 export const MANIFEST_FILE = 'flm-grow-manifest.json';

@@ -37,7 +37,11 @@ function bytes(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
-export async function writeOptimizerState(path: string, shapes: ReadonlyMap<string, readonly number[]>, st: OptimizerState): Promise<void> {
+export async function writeOptimizerState(
+  path: string,
+  shapes: ReadonlyMap<string, readonly number[]>,
+  st: OptimizerState,
+): Promise<void> {
   const tensors: { name: string; dtype: 'F32'; shape: number[]; data: Uint8Array }[] = [];
   for (const [name, shape] of shapes) {
     const mo = st.moments.get(name);
@@ -47,15 +51,23 @@ export async function writeOptimizerState(path: string, shapes: ReadonlyMap<stri
   }
   const m = st.meta;
   // via a temporary name: a half-written file must never look like optimizer state
-  await writeFileAtomic(path, (tmp) => writeSafetensors(tmp, tensors, {
-    format: OPTIMIZER_FORMAT, step: String(m.step), tokens: String(m.tokens), beta1: String(m.beta1), beta2: String(m.beta2),
-    eps: String(m.eps), weight_decay: String(m.weightDecay),
-  }));
+  await writeFileAtomic(path, (tmp) =>
+    writeSafetensors(tmp, tensors, {
+      format: OPTIMIZER_FORMAT,
+      step: String(m.step),
+      tokens: String(m.tokens),
+      beta1: String(m.beta1),
+      beta2: String(m.beta2),
+      eps: String(m.eps),
+      weight_decay: String(m.weightDecay),
+    }),
+  );
 }
 
 function metaNumber(md: Record<string, string> | undefined, key: string, path: string): number {
   const v = Number(md?.[key]);
-  if (md?.[key] === undefined || !Number.isFinite(v)) throw new TrainError('OptimizerState', `${path}: metadata field "${key}" is missing or not a number`);
+  if (md?.[key] === undefined || !Number.isFinite(v))
+    throw new TrainError('OptimizerState', `${path}: metadata field "${key}" is missing or not a number`);
   return v;
 }
 
@@ -64,13 +76,23 @@ export async function readOptimizerState(path: string, shapes?: ReadonlyMap<stri
   const f = await SafetensorsFile.open(path);
   try {
     const md = f.metadata;
-    if (md?.format !== OPTIMIZER_FORMAT) throw new TrainError('OptimizerState', `${path}: not an ${OPTIMIZER_FORMAT} optimizer state (metadata format ${JSON.stringify(md?.format)})`);
+    if (md?.format !== OPTIMIZER_FORMAT)
+      throw new TrainError(
+        'OptimizerState',
+        `${path}: not an ${OPTIMIZER_FORMAT} optimizer state (metadata format ${JSON.stringify(md?.format)})`,
+      );
     const meta: OptimizerMeta = {
-      step: metaNumber(md, 'step', path), tokens: metaNumber(md, 'tokens', path), beta1: metaNumber(md, 'beta1', path),
-      beta2: metaNumber(md, 'beta2', path), eps: metaNumber(md, 'eps', path), weightDecay: metaNumber(md, 'weight_decay', path),
+      step: metaNumber(md, 'step', path),
+      tokens: metaNumber(md, 'tokens', path),
+      beta1: metaNumber(md, 'beta1', path),
+      beta2: metaNumber(md, 'beta2', path),
+      eps: metaNumber(md, 'eps', path),
+      weightDecay: metaNumber(md, 'weight_decay', path),
     };
-    const names = shapes !== undefined ? [...shapes.keys()]
-      : [...f.tensors.keys()].filter((n) => n.startsWith('exp_avg.')).map((n) => n.slice('exp_avg.'.length));
+    const names =
+      shapes !== undefined
+        ? [...shapes.keys()]
+        : [...f.tensors.keys()].filter((n) => n.startsWith('exp_avg.')).map((n) => n.slice('exp_avg.'.length));
     const moments = new Map<string, MomentArrays>();
     for (const name of names) {
       const get = async (key: string): Promise<Float32Array> => {
@@ -78,7 +100,10 @@ export async function readOptimizerState(path: string, shapes?: ReadonlyMap<stri
         if (info === undefined) throw new TrainError('OptimizerState', `${path}: tensor "${key}" is missing`);
         const want = shapes?.get(name);
         if (want !== undefined && (info.shape.length !== want.length || info.shape.some((d, k) => d !== want[k]))) {
-          throw new TrainError('OptimizerState', `${path}: tensor "${key}" has shape [${info.shape.join(', ')}], the weight has [${want.join(', ')}]`);
+          throw new TrainError(
+            'OptimizerState',
+            `${path}: tensor "${key}" has shape [${info.shape.join(', ')}], the weight has [${want.join(', ')}]`,
+          );
         }
         return bytesToFloat32(await f.read(key), info.dtype);
       };

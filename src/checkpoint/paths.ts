@@ -61,10 +61,20 @@ export function isInside(child: string, parent: string): boolean {
  */
 export function assertOutputApart(dest: string, inputs: readonly string[], what = 'input'): void {
   for (const input of inputs) {
-    const inside = isInside(dest, input), contains = isInside(input, dest);
-    if (inside && contains) throw new CheckpointError('DestinationIsSource', `${dest}: destination is the source ${input}; refusing to write over it`);
-    if (contains) throw new CheckpointError('DestinationContainsInput', `${dest}: destination contains the ${what} ${input}; writing (or --overwrite) there would delete it`);
-    if (inside) throw new CheckpointError('DestinationInsideInput', `${dest}: destination is inside the ${what} ${input}; write it somewhere else`);
+    const inside = isInside(dest, input),
+      contains = isInside(input, dest);
+    if (inside && contains)
+      throw new CheckpointError('DestinationIsSource', `${dest}: destination is the source ${input}; refusing to write over it`);
+    if (contains)
+      throw new CheckpointError(
+        'DestinationContainsInput',
+        `${dest}: destination contains the ${what} ${input}; writing (or --overwrite) there would delete it`,
+      );
+    if (inside)
+      throw new CheckpointError(
+        'DestinationInsideInput',
+        `${dest}: destination is inside the ${what} ${input}; write it somewhere else`,
+      );
   }
 }
 
@@ -85,5 +95,8 @@ export function sideFileSource(path: string): string {
   const folder = canonicalPath(dirname(path));
   if (isInside(target, folder)) return target;
   if (basename(dirname(folder)) === 'snapshots' && isInside(target, join(dirname(dirname(folder)), 'blobs'))) return target;
-  throw new CheckpointError('UnsafeSymlink', `${path}: symlink to ${target}, outside the checkpoint folder and its HF cache blobs/; refusing to copy it (copy the file into the folder if it belongs there)`);
+  throw new CheckpointError(
+    'UnsafeSymlink',
+    `${path}: symlink to ${target}, outside the checkpoint folder and its HF cache blobs/; refusing to copy it (copy the file into the folder if it belongs there)`,
+  );
 }

@@ -18,7 +18,12 @@ function valuesFor(dtype: DType, n: number, seed: number): Uint8Array {
 
 describe('round trip, single file, every supported dtype', () => {
   it('write then read bit-exact (our reader and an independent one)', async () => {
-    const tensors = SUPPORTED_DTYPES.map((dtype, k) => ({ name: `t.${dtype}`, dtype, shape: [3, k + 2], data: valuesFor(dtype, 3 * (k + 2), k + 1) }));
+    const tensors = SUPPORTED_DTYPES.map((dtype, k) => ({
+      name: `t.${dtype}`,
+      dtype,
+      shape: [3, k + 2],
+      data: valuesFor(dtype, 3 * (k + 2), k + 1),
+    }));
     tensors.push({ name: 'scalar', dtype: 'F32', shape: [], data: valuesFor('F32', 1, 99) });
     tensors.push({ name: 'empty', dtype: 'BF16', shape: [0, 5], data: new Uint8Array(0) });
     const p = join(tmp.dir, 'all.safetensors');
@@ -56,10 +61,18 @@ describe('streaming writes', () => {
       { name: 'n', dtype: 'U8' as const, shape: [64] },
       { name: 'b', dtype: 'U8' as const, shape: [2 * big] },
     ];
-    const a = randomBytes(3 * big + 50, 11), n = randomBytes(64, 12), b = randomBytes(2 * big, 13);
+    const a = randomBytes(3 * big + 50, 11),
+      n = randomBytes(64, 12),
+      b = randomBytes(2 * big, 13);
     const pieces: [string, Uint8Array][] = [
-      ['a', a.subarray(0, 20)], ['a', a.subarray(20, 20 + big)], ['a', a.subarray(20 + big, 30 + big)],
-      ['a', a.subarray(30 + big, 30 + 3 * big)], ['a', a.subarray(30 + 3 * big)], ['n', n], ['b', b.subarray(0, big)], ['b', b.subarray(big)],
+      ['a', a.subarray(0, 20)],
+      ['a', a.subarray(20, 20 + big)],
+      ['a', a.subarray(20 + big, 30 + big)],
+      ['a', a.subarray(30 + big, 30 + 3 * big)],
+      ['a', a.subarray(30 + 3 * big)],
+      ['n', n],
+      ['b', b.subarray(0, big)],
+      ['b', b.subarray(big)],
     ];
     const seq = join(tmp.dir, 'seq.safetensors');
     const ws = await SafetensorsWriter.create(seq, decls);
@@ -90,7 +103,11 @@ describe('streaming writes', () => {
     const w = await SafetensorsWriter.create(p, decls);
     // small chunks are copied: the caller may reuse their memory right away
     const scratch = new Uint8Array(100);
-    for (let i = 0; i < 1000; i += 100) { scratch.set(a.subarray(i, i + 100)); await w.write('a', scratch); scratch.fill(0xee); }
+    for (let i = 0; i < 1000; i += 100) {
+      scratch.set(a.subarray(i, i + 100));
+      await w.write('a', scratch);
+      scratch.fill(0xee);
+    }
     await w.write('b', b.subarray(0, 10));
     await w.write('b', b.subarray(10, 10 + big)); // large chunk after pending small ones
     await w.write('b', b.subarray(10 + big, 20 + big));
@@ -108,12 +125,21 @@ describe('streaming writes', () => {
   it('a chunk ≥ the threshold is on disk once write() resolves (callers reuse the buffer)', async () => {
     const n = COALESCE_BYTES;
     const p = join(tmp.dir, 'ondisk.safetensors');
-    const w = await SafetensorsWriter.create(p, [{ name: 's', dtype: 'U8', shape: [5] }, { name: 'big', dtype: 'U8', shape: [2 * n] }]);
+    const w = await SafetensorsWriter.create(p, [
+      { name: 's', dtype: 'U8', shape: [5] },
+      { name: 'big', dtype: 'U8', shape: [2 * n] },
+    ]);
     await w.write('s', Uint8Array.of(1, 2, 3, 4, 5));
     const buf = new Uint8Array(n).fill(7);
     await w.write('big', buf);
     buf.fill(9); // reuse
-    const hdr = encodeHeader([{ name: 's', dtype: 'U8', shape: [5] }, { name: 'big', dtype: 'U8', shape: [2 * n] }], { format: 'pt' }).byteLength;
+    const hdr = encodeHeader(
+      [
+        { name: 's', dtype: 'U8', shape: [5] },
+        { name: 'big', dtype: 'U8', shape: [2 * n] },
+      ],
+      { format: 'pt' },
+    ).byteLength;
     const fd = openSync(p, 'r');
     const probe = Buffer.alloc(16);
     readSync(fd, probe, 0, 16, 8 + hdr);
@@ -132,7 +158,10 @@ describe('streaming writes', () => {
   });
 
   it('refuses out-of-order names, excess bytes, short tensors, duplicate declarations', async () => {
-    const decls = [{ name: 'a', dtype: 'F32' as const, shape: [2] }, { name: 'b', dtype: 'F32' as const, shape: [1] }];
+    const decls = [
+      { name: 'a', dtype: 'F32' as const, shape: [2] },
+      { name: 'b', dtype: 'F32' as const, shape: [1] },
+    ];
     const w = await SafetensorsWriter.create(join(tmp.dir, 'bad1.safetensors'), decls);
     await expect(w.write('b', new Uint8Array(4))).rejects.toMatchObject({ code: 'WriteMismatch' });
     await expect(w.write('a', new Uint8Array(12))).rejects.toMatchObject({ code: 'WriteMismatch' });

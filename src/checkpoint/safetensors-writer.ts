@@ -27,7 +27,8 @@ export function encodeHeader(tensors: readonly TensorDecl[], metadata: Record<st
   let off = 0;
   const seen = new Set<string>();
   for (const t of tensors) {
-    if (seen.has(t.name) || t.name === '__metadata__') throw new SafetensorsError('DuplicateTensor', '<writer>', 'tensor declared twice', t.name);
+    if (seen.has(t.name) || t.name === '__metadata__')
+      throw new SafetensorsError('DuplicateTensor', '<writer>', 'tensor declared twice', t.name);
     seen.add(t.name);
     const n = tensorByteSize(t);
     obj[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [off, off + n] };
@@ -58,7 +59,12 @@ export interface StreamHasher {
 /** sha256 on this thread (node:crypto). */
 export function sha256Hasher(): StreamHasher {
   const h = createHash('sha256');
-  return { update: (d) => { h.update(d); }, digest: () => h.digest('hex') };
+  return {
+    update: (d) => {
+      h.update(d);
+    },
+    digest: () => h.digest('hex'),
+  };
 }
 
 /**
@@ -89,7 +95,13 @@ export class SafetensorsWriter {
     this.pos = pos;
     this.hasher = hasher;
     this.remaining = decls.length > 0 ? tensorByteSize(decls[0]) : 0;
-    this.pendingCap = Math.max(1, Math.min(COALESCE_BYTES, decls.reduce((a, d) => a + tensorByteSize(d), 0)));
+    this.pendingCap = Math.max(
+      1,
+      Math.min(
+        COALESCE_BYTES,
+        decls.reduce((a, d) => a + tensorByteSize(d), 0),
+      ),
+    );
     this.skipEmpty();
   }
 
@@ -97,7 +109,12 @@ export class SafetensorsWriter {
    * `hasher` (optional) is fed exactly the bytes written, in file order; close() returns its
    * digest, so a checkpoint's recorded sha256 is of what was written, never of a rebuilt copy.
    */
-  static async create(path: string, tensors: readonly TensorDecl[], metadata: Record<string, string> | undefined = { format: 'pt' }, hasher?: StreamHasher): Promise<SafetensorsWriter> {
+  static async create(
+    path: string,
+    tensors: readonly TensorDecl[],
+    metadata: Record<string, string> | undefined = { format: 'pt' },
+    hasher?: StreamHasher,
+  ): Promise<SafetensorsWriter> {
     const header = encodeHeader(tensors, metadata);
     const fh = await open(path, 'wx');
     const hashed: Promise<void>[] = [];
@@ -137,12 +154,23 @@ export class SafetensorsWriter {
    */
   async write(name: string, chunk: Uint8Array): Promise<void> {
     // Empty tensors are skipped when reached, so "writing" one (writeTensor of 0 bytes) is a no-op.
-    if (chunk.byteLength === 0 && name !== this.current && this.decls.some((d) => d.name === name && tensorByteSize(d) === 0)) return;
+    if (chunk.byteLength === 0 && name !== this.current && this.decls.some((d) => d.name === name && tensorByteSize(d) === 0))
+      return;
     if (name !== this.current) {
-      throw new SafetensorsError('WriteMismatch', this.path, `bytes for "${name}" arrived but "${this.current ?? '<none>'}" is next`, name);
+      throw new SafetensorsError(
+        'WriteMismatch',
+        this.path,
+        `bytes for "${name}" arrived but "${this.current ?? '<none>'}" is next`,
+        name,
+      );
     }
     if (chunk.byteLength > this.remaining) {
-      throw new SafetensorsError('WriteMismatch', this.path, `${chunk.byteLength} bytes exceed the ${this.remaining} still declared`, name);
+      throw new SafetensorsError(
+        'WriteMismatch',
+        this.path,
+        `${chunk.byteLength} bytes exceed the ${this.remaining} still declared`,
+        name,
+      );
     }
     this.remaining -= chunk.byteLength;
     const writes: Promise<void>[] = [];
@@ -177,7 +205,12 @@ export class SafetensorsWriter {
   async writeTensor(name: string, data: Uint8Array): Promise<void> {
     const d = this.decls[this.index];
     if (d !== undefined && d.name === name && data.byteLength !== tensorByteSize(d)) {
-      throw new SafetensorsError('WriteMismatch', this.path, `got ${data.byteLength} bytes, declared shape needs ${tensorByteSize(d)}`, name);
+      throw new SafetensorsError(
+        'WriteMismatch',
+        this.path,
+        `got ${data.byteLength} bytes, declared shape needs ${tensorByteSize(d)}`,
+        name,
+      );
     }
     await this.write(name, data);
   }
@@ -212,7 +245,9 @@ export class SafetensorsWriter {
 
   private track(p: Promise<void>): void {
     this.inflight.add(p);
-    const forget = () => { this.inflight.delete(p); };
+    const forget = () => {
+      this.inflight.delete(p);
+    };
     p.then(forget, forget);
   }
 
@@ -222,9 +257,16 @@ export class SafetensorsWriter {
       await this.flush();
       await Promise.all([...this.inflight]);
       if (this.index < this.decls.length) {
-        throw new SafetensorsError('WriteMismatch', this.path, `closed before all tensors were written (${this.decls.length - this.index} left)`, this.current);
+        throw new SafetensorsError(
+          'WriteMismatch',
+          this.path,
+          `closed before all tensors were written (${this.decls.length - this.index} left)`,
+          this.current,
+        );
       }
-      await this.fh.sync().catch((e: unknown) => { throw withErrorPath(e, this.path); });
+      await this.fh.sync().catch((e: unknown) => {
+        throw withErrorPath(e, this.path);
+      });
     } finally {
       await this.fh.close();
     }
@@ -241,7 +283,11 @@ export class SafetensorsWriter {
 }
 
 /** Write a small safetensors file in one call (masks, references, optimizer state of tiny models). */
-export async function writeSafetensors(path: string, tensors: { name: string; dtype: DType; shape: readonly number[]; data: Uint8Array }[], metadata?: Record<string, string>): Promise<void> {
+export async function writeSafetensors(
+  path: string,
+  tensors: { name: string; dtype: DType; shape: readonly number[]; data: Uint8Array }[],
+  metadata?: Record<string, string>,
+): Promise<void> {
   const w = await SafetensorsWriter.create(path, tensors, metadata ?? { format: 'pt' });
   try {
     for (const t of tensors) await w.writeTensor(t.name, t.data);

@@ -58,7 +58,8 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file: str
     throw new SafetensorsError('InvalidHeaderDeserialization', file, 'header is not a JSON object');
   }
   const duplicate = findDuplicateKey(text);
-  if (duplicate !== undefined) throw new SafetensorsError('DuplicateTensor', file, 'tensor listed twice in the header', duplicate);
+  if (duplicate !== undefined)
+    throw new SafetensorsError('DuplicateTensor', file, 'tensor listed twice in the header', duplicate);
   let metadata: Record<string, string> | undefined;
   const entries: TensorInfo[] = [];
   for (const [name, v] of Object.entries(json as Record<string, unknown>)) {
@@ -67,24 +68,40 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file: str
         throw new SafetensorsError('InvalidHeaderDeserialization', file, '__metadata__ must be an object of strings');
       }
       for (const [k, mv] of Object.entries(v)) {
-        if (typeof mv !== 'string') throw new SafetensorsError('InvalidHeaderDeserialization', file, `__metadata__.${k} must be a string`);
+        if (typeof mv !== 'string')
+          throw new SafetensorsError('InvalidHeaderDeserialization', file, `__metadata__.${k} must be a string`);
       }
       metadata = v as Record<string, string>;
       continue;
     }
     if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-      throw new SafetensorsError('InvalidHeaderDeserialization', file, 'entry must be an object {dtype, shape, data_offsets}', name);
+      throw new SafetensorsError(
+        'InvalidHeaderDeserialization',
+        file,
+        'entry must be an object {dtype, shape, data_offsets}',
+        name,
+      );
     }
     const o = v as Record<string, unknown>;
     const { dtype, shape, data_offsets: offs } = o;
-    if (typeof dtype !== 'string') throw new SafetensorsError('InvalidHeaderDeserialization', file, 'dtype must be a string', name);
+    if (typeof dtype !== 'string')
+      throw new SafetensorsError('InvalidHeaderDeserialization', file, 'dtype must be a string', name);
     if (!isSupportedDtype(dtype)) {
       const known = (KNOWN_UNSUPPORTED_DTYPES as readonly string[]).includes(dtype);
-      throw new SafetensorsError(known ? 'UnsupportedDtype' : 'InvalidHeaderDeserialization', file,
-        known ? `dtype ${dtype} is not supported by flm-grow` : `unknown dtype ${JSON.stringify(dtype)}`, name);
+      throw new SafetensorsError(
+        known ? 'UnsupportedDtype' : 'InvalidHeaderDeserialization',
+        file,
+        known ? `dtype ${dtype} is not supported by flm-grow` : `unknown dtype ${JSON.stringify(dtype)}`,
+        name,
+      );
     }
     if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number' || !Number.isInteger(d) || d < 0)) {
-      throw new SafetensorsError('InvalidHeaderDeserialization', file, `shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`, name);
+      throw new SafetensorsError(
+        'InvalidHeaderDeserialization',
+        file,
+        `shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`,
+        name,
+      );
     }
     // JSON numbers past 2^53 lose precision when parsed: a dimension or offset that large cannot
     // be represented exactly, so it is an overflow, not a silently different shape.
@@ -95,12 +112,18 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file: str
       throw new SafetensorsError('ValidationOverflow', file, `data_offsets ${JSON.stringify(offs)} beyond 2^53`, name);
     }
     if (!Array.isArray(offs) || offs.length !== 2 || offs.some((d) => typeof d !== 'number' || !Number.isInteger(d) || d < 0)) {
-      throw new SafetensorsError('InvalidHeaderDeserialization', file, `data_offsets must be [begin, end] non-negative integers, got ${JSON.stringify(offs)}`, name);
+      throw new SafetensorsError(
+        'InvalidHeaderDeserialization',
+        file,
+        `data_offsets must be [begin, end] non-negative integers, got ${JSON.stringify(offs)}`,
+        name,
+      );
     }
     let elems = 1;
     for (const d of shape as number[]) {
       elems *= d;
-      if (!Number.isSafeInteger(elems)) throw new SafetensorsError('ValidationOverflow', file, `shape ${JSON.stringify(shape)} overflows`, name);
+      if (!Number.isSafeInteger(elems))
+        throw new SafetensorsError('ValidationOverflow', file, `shape ${JSON.stringify(shape)} overflows`, name);
     }
     const bytes = elems * dtypeSize(dtype);
     if (!Number.isSafeInteger(bytes) || !Number.isSafeInteger(offs[1] as number)) {
@@ -109,7 +132,12 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file: str
     const [b, e] = offs as number[];
     if (e < b) throw new SafetensorsError('InvalidOffset', file, `data_offsets end ${e} < begin ${b}`, name);
     if (e - b !== bytes) {
-      throw new SafetensorsError('TensorInvalidInfo', file, `data_offsets span ${e - b} bytes but shape ${JSON.stringify(shape)} × ${dtype} needs ${bytes}`, name);
+      throw new SafetensorsError(
+        'TensorInvalidInfo',
+        file,
+        `data_offsets span ${e - b} bytes but shape ${JSON.stringify(shape)} × ${dtype} needs ${bytes}`,
+        name,
+      );
     }
     entries.push({ name, dtype, shape: shape as number[], file, begin: dataStart + b, end: dataStart + e });
   }
@@ -118,16 +146,25 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file: str
   let pos = dataStart;
   for (const t of sorted) {
     if (t.begin !== pos) {
-      throw new SafetensorsError('InvalidOffset', file,
-        t.begin < pos ? `overlaps the previous tensor (begins at ${t.begin - dataStart}, previous ends at ${pos - dataStart})`
-          : `leaves a hole in the buffer (begins at ${t.begin - dataStart}, expected ${pos - dataStart})`, t.name);
+      throw new SafetensorsError(
+        'InvalidOffset',
+        file,
+        t.begin < pos
+          ? `overlaps the previous tensor (begins at ${t.begin - dataStart}, previous ends at ${pos - dataStart})`
+          : `leaves a hole in the buffer (begins at ${t.begin - dataStart}, expected ${pos - dataStart})`,
+        t.name,
+      );
     }
     pos = t.end;
   }
   if (pos !== fileSize) {
-    throw new SafetensorsError('MetadataIncompleteBuffer', file,
-      pos > fileSize ? `tensors need ${pos - dataStart} buffer bytes but the file has ${fileSize - dataStart}`
-        : `${fileSize - pos} trailing bytes after the last tensor`);
+    throw new SafetensorsError(
+      'MetadataIncompleteBuffer',
+      file,
+      pos > fileSize
+        ? `tensors need ${pos - dataStart} buffer bytes but the file has ${fileSize - dataStart}`
+        : `${fileSize - pos} trailing bytes after the last tensor`,
+    );
   }
   const tensors = new Map<string, TensorInfo>();
   for (const t of entries) tensors.set(t.name, t);
@@ -155,8 +192,10 @@ function findDuplicateKey(text: string): string | undefined {
       i = j + 1;
       continue;
     }
-    if (ch === '{' || ch === '[') { depth++; if (depth === 1 && ch === '{') expectKey = true; }
-    else if (ch === '}' || ch === ']') depth--;
+    if (ch === '{' || ch === '[') {
+      depth++;
+      if (depth === 1 && ch === '{') expectKey = true;
+    } else if (ch === '}' || ch === ']') depth--;
     else if (ch === ',' && depth === 1) expectKey = true;
     i++;
   }
@@ -189,15 +228,23 @@ export class SafetensorsFile {
     }
     try {
       const st = await fh.stat();
-      if (!st.isFile()) throw new SafetensorsError('HeaderTooSmall', path, `is ${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO (named pipe)' : 'not a regular file'}; a safetensors file must be a regular file`);
+      if (!st.isFile())
+        throw new SafetensorsError(
+          'HeaderTooSmall',
+          path,
+          `is ${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO (named pipe)' : 'not a regular file'}; a safetensors file must be a regular file`,
+        );
       const size = st.size;
-      if (size < 8) throw new SafetensorsError('HeaderTooSmall', path, `file is ${size} bytes, shorter than the 8-byte header length`);
+      if (size < 8)
+        throw new SafetensorsError('HeaderTooSmall', path, `file is ${size} bytes, shorter than the 8-byte header length`);
       const lenBuf = Buffer.alloc(8);
       await readExactly(fh, lenBuf, 0, path);
       const n = lenBuf.readBigUInt64LE(0);
-      if (n > BigInt(MAX_HEADER_SIZE)) throw new SafetensorsError('HeaderTooLarge', path, `header length ${n} exceeds ${MAX_HEADER_SIZE}`);
+      if (n > BigInt(MAX_HEADER_SIZE))
+        throw new SafetensorsError('HeaderTooLarge', path, `header length ${n} exceeds ${MAX_HEADER_SIZE}`);
       const hn = Number(n);
-      if (8 + hn > size) throw new SafetensorsError('InvalidHeaderLength', path, `header length ${hn} runs past the end of the ${size}-byte file`);
+      if (8 + hn > size)
+        throw new SafetensorsError('InvalidHeaderLength', path, `header length ${hn} runs past the end of the ${size}-byte file`);
       const hb = Buffer.alloc(hn);
       await readExactly(fh, hb, 8, path);
       const h = parseHeader(hb, size, path);
@@ -239,7 +286,13 @@ export class SafetensorsFile {
     const n = to - from;
     let buf: Uint8Array;
     if (into !== undefined) {
-      if (into.byteLength < n) throw new SafetensorsError('InvalidOffset', this.path, `target buffer of ${into.byteLength} bytes is smaller than the ${n} to read`, t.name);
+      if (into.byteLength < n)
+        throw new SafetensorsError(
+          'InvalidOffset',
+          this.path,
+          `target buffer of ${into.byteLength} bytes is smaller than the ${n} to read`,
+          t.name,
+        );
       buf = into.subarray(0, n);
     } else {
       // Every byte is overwritten by the read (or we throw), so skip zero-filling; a plain
@@ -265,7 +318,8 @@ async function readExactly(fh: FileHandle, buf: Uint8Array, position: number, fi
   while (done < buf.byteLength) {
     const len = Math.min(MAX_READ, buf.byteLength - done);
     const { bytesRead } = await fh.read(buf, done, len, position + done);
-    if (bytesRead === 0) throw new SafetensorsError('MetadataIncompleteBuffer', file, `unexpected end of file at byte ${position + done}`, tensor);
+    if (bytesRead === 0)
+      throw new SafetensorsError('MetadataIncompleteBuffer', file, `unexpected end of file at byte ${position + done}`, tensor);
     done += bytesRead;
   }
 }

@@ -12,7 +12,12 @@ afterAll(() => tmp.cleanup());
 
 // names and shapes no architecture knows about, and no config.json
 const tensors = [
-  { name: 'encoder.blocks.0.conv', dtype: 'F32' as const, shape: [3, 4], data: new Uint8Array(Float32Array.from({ length: 12 }, (_, k) => k).buffer) },
+  {
+    name: 'encoder.blocks.0.conv',
+    dtype: 'F32' as const,
+    shape: [3, 4],
+    data: new Uint8Array(Float32Array.from({ length: 12 }, (_, k) => k).buffer),
+  },
   { name: 'scale', dtype: 'F16' as const, shape: [5], data: new Uint8Array(10).fill(0x3c) },
   { name: 'table', dtype: 'BF16' as const, shape: [6, 2], data: new Uint8Array(24).map((_, k) => k) },
 ];
@@ -24,7 +29,10 @@ async function writeFolder(dest: string, maxShardSize: number): Promise<void> {
 }
 
 describe('ShardedTensorIndex', () => {
-  for (const [what, maxShardSize] of [['single file', 1 << 20], ['sharded', 40]] as const) {
+  for (const [what, maxShardSize] of [
+    ['single file', 1 << 20],
+    ['sharded', 40],
+  ] as const) {
     it(`reads a ${what} folder without config.json: names, dtypes, shapes, bytes and rows`, async () => {
       const dir = join(tmp.dir, what.replace(' ', '-'));
       await writeFolder(dir, maxShardSize);
@@ -55,7 +63,9 @@ describe('ShardedTensorIndex', () => {
   }
 
   it('refuses a folder with no tensors and a path that is not a folder', async () => {
-    await expect(ShardedTensorIndex.open(tmp.dir)).rejects.toThrow(/neither model\.safetensors\.index\.json nor model\.safetensors/);
+    await expect(ShardedTensorIndex.open(tmp.dir)).rejects.toThrow(
+      /neither model\.safetensors\.index\.json nor model\.safetensors/,
+    );
     await expect(ShardedTensorIndex.open(join(tmp.dir, 'missing'))).rejects.toThrow(/not a folder/);
   });
 });

@@ -21,9 +21,22 @@ export interface IndexJson {
 
 /** A shard name must be a plain file name inside the checkpoint folder. */
 export function assertSafeShardName(name: string, indexPath: string): void {
-  if (typeof name !== 'string' || name === '' || name.includes('/') || name.includes('\\') || name.includes('://') ||
-      name === '.' || name === '..' || name.includes('..') || isAbsolute(name) || name.includes('\0')) {
-    throw new CheckpointError('UnsafeShardName', `${indexPath}: shard name ${JSON.stringify(name)} escapes the checkpoint folder`);
+  if (
+    typeof name !== 'string' ||
+    name === '' ||
+    name.includes('/') ||
+    name.includes('\\') ||
+    name.includes('://') ||
+    name === '.' ||
+    name === '..' ||
+    name.includes('..') ||
+    isAbsolute(name) ||
+    name.includes('\0')
+  ) {
+    throw new CheckpointError(
+      'UnsafeShardName',
+      `${indexPath}: shard name ${JSON.stringify(name)} escapes the checkpoint folder`,
+    );
   }
 }
 
@@ -44,7 +57,10 @@ function readIndexText(indexPath: string): string {
 export function assertFiniteWeights(a: Float32Array, dir: string, name: string, rowOffset = 0): Float32Array {
   for (let i = 0; i < a.length; i++) {
     if (!Number.isFinite(a[i])) {
-      throw new CheckpointError('NonFiniteWeights', `${dir}: tensor "${name}" holds ${a[i]} at element ${i}${rowOffset > 0 ? ` of the rows from ${rowOffset}` : ''}; weights must be finite`);
+      throw new CheckpointError(
+        'NonFiniteWeights',
+        `${dir}: tensor "${name}" holds ${a[i]} at element ${i}${rowOffset > 0 ? ` of the rows from ${rowOffset}` : ''}; weights must be finite`,
+      );
     }
   }
   return a;
@@ -57,11 +73,14 @@ export function parseIndex(text: string, indexPath: string): IndexJson {
   } catch (e) {
     throw new CheckpointError('InvalidIndex', `${indexPath}: invalid JSON: ${(e as Error).message}`);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new CheckpointError('InvalidIndex', `${indexPath}: not a JSON object`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new CheckpointError('InvalidIndex', `${indexPath}: not a JSON object`);
   const wm = (json as Record<string, unknown>).weight_map;
-  if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) throw new CheckpointError('InvalidIndex', `${indexPath}: "weight_map" must be an object`);
+  if (typeof wm !== 'object' || wm === null || Array.isArray(wm))
+    throw new CheckpointError('InvalidIndex', `${indexPath}: "weight_map" must be an object`);
   for (const [k, v] of Object.entries(wm)) {
-    if (typeof v !== 'string') throw new CheckpointError('InvalidIndex', `${indexPath}: weight_map["${k}"] must be a file name string`);
+    if (typeof v !== 'string')
+      throw new CheckpointError('InvalidIndex', `${indexPath}: weight_map["${k}"] must be a file name string`);
     assertSafeShardName(v, indexPath);
   }
   const md = (json as Record<string, unknown>).metadata;
@@ -81,7 +100,12 @@ export class ShardedTensorIndex {
   readonly index: IndexJson | undefined;
   private files: Map<string, SafetensorsFile>;
 
-  private constructor(dir: string, files: Map<string, SafetensorsFile>, tensors: Map<string, TensorInfo>, index: IndexJson | undefined) {
+  private constructor(
+    dir: string,
+    files: Map<string, SafetensorsFile>,
+    tensors: Map<string, TensorInfo>,
+    index: IndexJson | undefined,
+  ) {
     this.dir = dir;
     this.files = files;
     this.tensors = tensors;
@@ -126,7 +150,12 @@ export class ShardedTensorIndex {
 
   /** Rows [start, end) of a tensor in float32, checked finite like readFloat32. */
   async readRowsFloat32(name: string, start: number, end: number): Promise<Float32Array> {
-    return assertFiniteWeights(bytesToFloat32(await this.readRows(name, start, end), this.info(name).dtype), this.dir, name, start);
+    return assertFiniteWeights(
+      bytesToFloat32(await this.readRows(name, start, end), this.info(name).dtype),
+      this.dir,
+      name,
+      start,
+    );
   }
 
   /** Sum of tensor bytes (what index.json calls total_size). */
@@ -155,7 +184,9 @@ export class ShardedTensorIndex {
 }
 
 /** Open the safetensors files of a folder and validate index vs headers. */
-export async function openTensorFiles(dir: string): Promise<{ files: Map<string, SafetensorsFile>; tensors: Map<string, TensorInfo>; index: IndexJson | undefined }> {
+export async function openTensorFiles(
+  dir: string,
+): Promise<{ files: Map<string, SafetensorsFile>; tensors: Map<string, TensorInfo>; index: IndexJson | undefined }> {
   const indexPath = join(dir, INDEX_FILE);
   const singlePath = join(dir, SINGLE_FILE);
   const files = new Map<string, SafetensorsFile>();
@@ -167,27 +198,45 @@ export async function openTensorFiles(dir: string): Promise<{ files: Map<string,
       const shardNames = [...new Set(Object.values(index.weight_map))].sort();
       for (const s of shardNames) {
         const p = join(dir, s);
-        if (!existsSync(p)) throw new CheckpointError('MissingShard', `${indexPath}: shard "${s}" is listed but ${p} does not exist`);
+        if (!existsSync(p))
+          throw new CheckpointError('MissingShard', `${indexPath}: shard "${s}" is listed but ${p} does not exist`);
         files.set(p, await SafetensorsFile.open(p));
       }
       for (const [p, f] of files) {
         for (const [name, t] of f.tensors) {
           const prev = tensors.get(name);
-          if (prev !== undefined) throw new CheckpointError('DuplicateTensor', `${dir}: tensor "${name}" is in two shards: ${basename(prev.file)} and ${basename(p)}`);
+          if (prev !== undefined)
+            throw new CheckpointError(
+              'DuplicateTensor',
+              `${dir}: tensor "${name}" is in two shards: ${basename(prev.file)} and ${basename(p)}`,
+            );
           const listed = index.weight_map[name];
-          if (listed === undefined) throw new CheckpointError('UnlistedTensor', `${p}: tensor "${name}" is in the shard but not in ${INDEX_FILE}`);
-          if (listed !== basename(p)) throw new CheckpointError('WrongShard', `${indexPath}: tensor "${name}" is listed in "${listed}" but found in ${basename(p)}`);
+          if (listed === undefined)
+            throw new CheckpointError('UnlistedTensor', `${p}: tensor "${name}" is in the shard but not in ${INDEX_FILE}`);
+          if (listed !== basename(p))
+            throw new CheckpointError(
+              'WrongShard',
+              `${indexPath}: tensor "${name}" is listed in "${listed}" but found in ${basename(p)}`,
+            );
           tensors.set(name, t);
         }
       }
       for (const [name, shard] of Object.entries(index.weight_map)) {
-        if (!tensors.has(name)) throw new CheckpointError('TensorNotFound', `${indexPath}: tensor "${name}" is listed in "${shard}" but that shard does not contain it`);
+        if (!tensors.has(name))
+          throw new CheckpointError(
+            'TensorNotFound',
+            `${indexPath}: tensor "${name}" is listed in "${shard}" but that shard does not contain it`,
+          );
       }
       const declared = index.metadata?.total_size;
       if (declared !== undefined) {
         let actual = 0;
         for (const t of tensors.values()) actual += t.end - t.begin;
-        if (declared !== actual) throw new CheckpointError('TotalSizeMismatch', `${indexPath}: metadata.total_size is ${declared} but the tensors hold ${actual} bytes`);
+        if (declared !== actual)
+          throw new CheckpointError(
+            'TotalSizeMismatch',
+            `${indexPath}: metadata.total_size is ${declared} but the tensors hold ${actual} bytes`,
+          );
       }
       return { files, tensors, index };
     }

@@ -5,21 +5,47 @@ import { logLine, progressBars } from './progress.ts';
 
 export const assembleCommand: CommandModule = {
   command: 'assemble <destination> <parts..>',
-  describe: 'Join the part folders of a split grow (`grow --part i/n`) into one checkpoint, byte-identical to a single-machine grow',
-  builder: (y) => shared(y
-    .positional('destination', { type: 'string', describe: 'checkpoint folder to write' })
-    .positional('parts', { type: 'string', array: true, describe: 'the n part folders, in any order', default: undefined })
-    .option('move', { type: 'boolean', default: false, describe: 'move shard files instead of copying (part folders are removed after success)' })
-    .option('verify', { type: 'boolean', default: true, describe: 're-hash every shard against its part manifest (--no-verify: check only that each shard is whole)' }),
-  ['json', 'quiet', 'overwrite', 'force-overwrite'])
-    .example('$0 assemble /data/grown /data/part-1 /data/part-2', 'join the two parts written by `grow --part 1/2` and `--part 2/2`'),
+  describe:
+    'Join the part folders of a split grow (`grow --part i/n`) into one checkpoint, byte-identical to a single-machine grow',
+  builder: (y) =>
+    shared(
+      y
+        .positional('destination', { type: 'string', describe: 'checkpoint folder to write' })
+        .positional('parts', { type: 'string', array: true, describe: 'the n part folders, in any order', default: undefined })
+        .option('move', {
+          type: 'boolean',
+          default: false,
+          describe: 'move shard files instead of copying (part folders are removed after success)',
+        })
+        .option('verify', {
+          type: 'boolean',
+          default: true,
+          describe: 're-hash every shard against its part manifest (--no-verify: check only that each shard is whole)',
+        }),
+      ['json', 'quiet', 'overwrite', 'force-overwrite'],
+    ).example(
+      '$0 assemble /data/grown /data/part-1 /data/part-2',
+      'join the two parts written by `grow --part 1/2` and `--part 2/2`',
+    ),
   handler: async (a) => {
     const { assembleParts } = await import('../split.ts');
     const t0 = Date.now();
     const parts = a.parts as string[];
-    const r = await assembleParts(a.destination as string, parts, { move: a.move === true, verify: a.verify !== false, overwrite: a.overwrite === true, forceOverwrite: a['force-overwrite'] === true, quiet: a.quiet === true, progress: progressBars(a.quiet === true), log: (m) => logLine(`flm-grow: ${m}`) });
+    const r = await assembleParts(a.destination as string, parts, {
+      move: a.move === true,
+      verify: a.verify !== false,
+      overwrite: a.overwrite === true,
+      forceOverwrite: a['force-overwrite'] === true,
+      quiet: a.quiet === true,
+      progress: progressBars(a.quiet === true),
+      log: (m) => logLine(`flm-grow: ${m}`),
+    });
     const ms = Date.now() - t0;
-    emit(a.json, { dest: r.dest, parts: parts.length, shards: r.shards, bytes: r.bytes, seconds: ms / 1000, verified: a.verify !== false },
-      () => `assembled ${plural(parts.length, 'part')} -> ${r.dest}: ${plural(r.shards, 'shard')}, ${bytesLabel(r.bytes)} in ${secondsLabel(ms)} ${a.verify !== false ? '(sha256 of every file checked against the part manifests)' : '(shard hashes taken from the part manifests)'}`);
+    emit(
+      a.json,
+      { dest: r.dest, parts: parts.length, shards: r.shards, bytes: r.bytes, seconds: ms / 1000, verified: a.verify !== false },
+      () =>
+        `assembled ${plural(parts.length, 'part')} -> ${r.dest}: ${plural(r.shards, 'shard')}, ${bytesLabel(r.bytes)} in ${secondsLabel(ms)} ${a.verify !== false ? '(sha256 of every file checked against the part manifests)' : '(shard hashes taken from the part manifests)'}`,
+    );
   },
 };

@@ -16,7 +16,10 @@ export function countLabel(n: number): string {
 export function bytesLabel(n: number): string {
   const u = ['B', 'KB', 'MB', 'GB', 'TB'];
   let i = 0;
-  while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+  while (n >= 1000 && i < u.length - 1) {
+    n /= 1000;
+    i++;
+  }
   return `${n.toFixed(i === 0 ? 0 : 1)} ${u[i]}`;
 }
 

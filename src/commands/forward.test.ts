@@ -16,7 +16,16 @@ const tmp = makeTempDir('flm-grow-forward-cli-');
 afterAll(() => tmp.cleanup());
 
 function runHandler(args: Record<string, unknown>): Promise<void> {
-  const a = { _: [], $0: 'flm-grow', top: 5, masks: true, overwrite: false, backend: 'wasm', quiet: true, ...args } as unknown as ArgumentsCamelCase;
+  const a = {
+    _: [],
+    $0: 'flm-grow',
+    top: 5,
+    masks: true,
+    overwrite: false,
+    backend: 'wasm',
+    quiet: true,
+    ...args,
+  } as unknown as ArgumentsCamelCase;
   return Promise.resolve((forwardCommand.handler as (x: ArgumentsCamelCase) => Promise<void>)(a));
 }
 
@@ -32,17 +41,26 @@ describe('flm-grow forward', () => {
     for (const n of names) {
       expect(ours.info(n).shape).toEqual(ref.info(n).shape);
       expect(ours.info(n).dtype).toBe('F32');
-      const a = bytesToFloat32(await ours.read(n), 'F32'), b = bytesToFloat32(await ref.read(n), 'F32');
+      const a = bytesToFloat32(await ours.read(n), 'F32'),
+        b = bytesToFloat32(await ref.read(n), 'F32');
       for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
     }
-    console.log(`[flm-grow forward vs transformers] llama-tiny-f32: max |Δ| over logits and hidden states = ${worst.toExponential(3)}`);
+    console.log(
+      `[flm-grow forward vs transformers] llama-tiny-f32: max |Δ| over logits and hidden states = ${worst.toExponential(3)}`,
+    );
     expect(worst).toBeLessThanOrEqual(1e-4);
     await ours.close();
     await ref.close();
-    await expect(runHandler({ checkpoint: FIX, input: join(FIX, 'reference.safetensors'), output: out })).rejects.toThrow(FlmGrowError);
+    await expect(runHandler({ checkpoint: FIX, input: join(FIX, 'reference.safetensors'), output: out })).rejects.toThrow(
+      FlmGrowError,
+    );
   });
 
   it('topK orders the best ids first', () => {
-    expect(topK(Float32Array.of(0.1, 3, -1, 2, 2.5), 3)).toEqual([[1, 3], [4, 2.5], [3, 2]]);
+    expect(topK(Float32Array.of(0.1, 3, -1, 2, 2.5), 3)).toEqual([
+      [1, 3],
+      [4, 2.5],
+      [3, 2],
+    ]);
   });
 });

@@ -24,56 +24,113 @@ export function topK(row: Float32Array, k: number): [number, number][] {
 
 export const forwardCommand: CommandModule = {
   command: 'forward <checkpoint>',
-  describe: 'Run the model (layer-streamed, f32, masks applied when present): logits and hidden states as transformers computes them',
-  builder: (y) => shared(y
-    .positional('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint folder' })
-    .option('ids', { type: 'string', describe: 'quick run on token ids "1,2,3" (";" separates sequences): prints the top tokens' })
-    .option('top', spec('top', 'number', { default: 5, describe: 'top tokens to print per position with --ids' }))
-    .option('masks', { type: 'boolean', default: true, describe: 'apply masks.safetensors when present (--no-masks: the plain model)' }),
-  ['json', 'quiet', 'backend', 'engine', 'input', 'out', 'overwrite'], {
-    out: { describe: 'safetensors file to write: logits F32 [B,T,V] and hidden_states.N F32 [B,T,H] for every N from 0 to L (the layers)' },
-    backend: { default: 'auto' },
-    engine: { choices: ['tfjs', 'torch'], default: 'tfjs', describe: 'tfjs, or torch: python/flm_grow_torch.forward (needs --input and --out)' },
-  })
-    .example('$0 forward fixtures/hf/llama-tiny-f32 --ids 1,2,3', 'top next tokens per position')
-    .example('$0 forward fixtures/hf/llama-tiny-f32 --input ids.safetensors --out out.safetensors', 'logits and hidden states, as transformers computes them')
-    .check((a) => {
-      if ((a.input === undefined) === (a.ids === undefined)) throw new FlmGrowError('UsageError', 'forward: give exactly one of --input or --ids');
-      if (a.input !== undefined && a.out === undefined) throw new FlmGrowError('UsageError', 'forward: --input needs --out');
-      return true;
-    }),
+  describe:
+    'Run the model (layer-streamed, f32, masks applied when present): logits and hidden states as transformers computes them',
+  builder: (y) =>
+    shared(
+      y
+        .positional('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint folder' })
+        .option('ids', {
+          type: 'string',
+          describe: 'quick run on token ids "1,2,3" (";" separates sequences): prints the top tokens',
+        })
+        .option('top', spec('top', 'number', { default: 5, describe: 'top tokens to print per position with --ids' }))
+        .option('masks', {
+          type: 'boolean',
+          default: true,
+          describe: 'apply masks.safetensors when present (--no-masks: the plain model)',
+        }),
+      ['json', 'quiet', 'backend', 'engine', 'input', 'out', 'overwrite'],
+      {
+        out: {
+          describe:
+            'safetensors file to write: logits F32 [B,T,V] and hidden_states.N F32 [B,T,H] for every N from 0 to L (the layers)',
+        },
+        backend: { default: 'auto' },
+        engine: {
+          choices: ['tfjs', 'torch'],
+          default: 'tfjs',
+          describe: 'tfjs, or torch: python/flm_grow_torch.forward (needs --input and --out)',
+        },
+      },
+    )
+      .example('$0 forward fixtures/hf/llama-tiny-f32 --ids 1,2,3', 'top next tokens per position')
+      .example(
+        '$0 forward fixtures/hf/llama-tiny-f32 --input ids.safetensors --out out.safetensors',
+        'logits and hidden states, as transformers computes them',
+      )
+      .check((a) => {
+        if ((a.input === undefined) === (a.ids === undefined))
+          throw new FlmGrowError('UsageError', 'forward: give exactly one of --input or --ids');
+        if (a.input !== undefined && a.out === undefined) throw new FlmGrowError('UsageError', 'forward: --input needs --out');
+        return true;
+      }),
   handler: async (a) => {
     const out = (a.out ?? a.output) as string | undefined;
     const [{ existsSync }, { isInside }] = await Promise.all([import('node:fs'), import('../checkpoint/paths.ts')]);
     if (out !== undefined) {
       // --overwrite must never replace what this command reads
-      if (a.input !== undefined && isInside(out, a.input as string)) throw new FlmGrowError('OutputIsInput', `--out ${out} is the --input file; write the result elsewhere`);
-      if (isInside(out, a.checkpoint as string)) throw new FlmGrowError('OutputIsInput', `--out ${out} is inside the checkpoint ${a.checkpoint as string}; write the result elsewhere`);
+      if (a.input !== undefined && isInside(out, a.input as string))
+        throw new FlmGrowError('OutputIsInput', `--out ${out} is the --input file; write the result elsewhere`);
+      if (isInside(out, a.checkpoint as string))
+        throw new FlmGrowError(
+          'OutputIsInput',
+          `--out ${out} is inside the checkpoint ${a.checkpoint as string}; write the result elsewhere`,
+        );
     }
-    if (out !== undefined && existsSync(out) && a.overwrite !== true) throw new FlmGrowError('OutputExists', `${out} exists (use --overwrite)`);
+    if (out !== undefined && existsSync(out) && a.overwrite !== true)
+      throw new FlmGrowError('OutputExists', `${out} exists (use --overwrite)`);
     if (a.engine === 'torch') {
       if (out === undefined) throw new FlmGrowError('UsageError', 'forward --engine torch: give --input and --out');
       const { runTorchModule } = await import('../torch-engine.ts');
-      const r = await runTorchModule('flm_grow_torch.forward', [a.checkpoint as string, '--input', a.input as string, '--output', out, ...(a.masks === false ? ['--no-masks'] : [])]);
+      const r = await runTorchModule('flm_grow_torch.forward', [
+        a.checkpoint as string,
+        '--input',
+        a.input as string,
+        '--output',
+        out,
+        ...(a.masks === false ? ['--no-masks'] : []),
+      ]);
       if (r.code !== 0) throw new FlmGrowError('TorchEngineFailed', `forward --engine torch exited with code ${r.code}`);
       return;
     }
-    const [{ CheckpointFolder }, { writeSafetensors }, { writeFileAtomic }, { initBackend }, { streamedForward }, { parseIdList, readInputIds }] = await Promise.all([
-      import('../checkpoint-folder.ts'), import('../checkpoint/safetensors-writer.ts'), import('../checkpoint/atomic.ts'), import('../backend.ts'),
-      import('../model/streaming.ts'), import('../model/input-ids.ts')]);
+    const [
+      { CheckpointFolder },
+      { writeSafetensors },
+      { writeFileAtomic },
+      { initBackend },
+      { streamedForward },
+      { parseIdList, readInputIds },
+    ] = await Promise.all([
+      import('../checkpoint-folder.ts'),
+      import('../checkpoint/safetensors-writer.ts'),
+      import('../checkpoint/atomic.ts'),
+      import('../backend.ts'),
+      import('../model/streaming.ts'),
+      import('../model/input-ids.ts'),
+    ]);
     const ids = a.ids !== undefined ? parseIdList(a.ids as string) : await readInputIds(a.input as string);
     const backend = await initBackend(a.backend as BackendName);
     const ck = await CheckpointFolder.open(a.checkpoint as string);
     try {
       const cfg = ck.config;
       const masks = a.masks === false ? null : ((await ck.masks()) ?? null);
-      const r = await streamedForward(ck, ids, { masks, collectHidden: out !== undefined, progress: progressBars(a.quiet === true) });
+      const r = await streamedForward(ck, ids, {
+        masks,
+        collectHidden: out !== undefined,
+        progress: progressBars(a.quiet === true),
+      });
       const { batch: B, seqLen: T } = r;
-      const V = cfg.vocabSize, H = cfg.hiddenSize;
+      const V = cfg.vocabSize,
+        H = cfg.hiddenSize;
       if (out !== undefined) {
         const tensors = [{ name: 'logits', dtype: 'F32' as const, shape: [B, T, V], data: f32Bytes(r.logits) }];
-        (r.hidden ?? []).forEach((h, n) => tensors.push({ name: `hidden_states.${n}`, dtype: 'F32', shape: [B, T, H], data: f32Bytes(h) }));
-        await writeFileAtomic(out, (tmp) => writeSafetensors(tmp, tensors, { format: 'pt', producer: 'flm-grow forward', masked: String(r.masked) }));
+        (r.hidden ?? []).forEach((h, n) =>
+          tensors.push({ name: `hidden_states.${n}`, dtype: 'F32', shape: [B, T, H], data: f32Bytes(h) }),
+        );
+        await writeFileAtomic(out, (tmp) =>
+          writeSafetensors(tmp, tensors, { format: 'pt', producer: 'flm-grow forward', masked: String(r.masked) }),
+        );
         const line = `forward: ${B}×${T} tokens, ${plural(cfg.numLayers, 'layer')}${r.masked ? ', masked model' : ''}, backend ${backend} -> ${out}`;
         if (a.json === true) emit(true, { out, batch: B, seqLen: T, layers: cfg.numLayers, masked: r.masked, backend }, '');
         else logLine(line);
@@ -82,15 +139,26 @@ export const forwardCommand: CommandModule = {
       const k = a.top as number;
       if (!(Number.isInteger(k) && k > 0)) throw new ModelInputError(`--top must be a positive integer, got ${k}`);
       if (a.json === true) {
-        const top = ids.map((seq, b) => seq.map((id, t) => ({ id, top: topK(r.logits.subarray((b * T + t) * V, (b * T + t + 1) * V), k).map(([v, l]) => ({ id: v, logit: l })) })));
+        const top = ids.map((seq, b) =>
+          seq.map((id, t) => ({
+            id,
+            top: topK(r.logits.subarray((b * T + t) * V, (b * T + t + 1) * V), k).map(([v, l]) => ({ id: v, logit: l })),
+          })),
+        );
         emit(true, { masked: r.masked, backend, top }, '');
         return;
       }
-      const lines: string[] = [`${r.masked ? 'masked model, ' : ''}backend ${backend}; top ${k} next tokens (id:logit) per position:`];
+      const lines: string[] = [
+        `${r.masked ? 'masked model, ' : ''}backend ${backend}; top ${k} next tokens (id:logit) per position:`,
+      ];
       for (let b = 0; b < B; b++) {
         for (let t = 0; t < T; t++) {
           const row = r.logits.subarray((b * T + t) * V, (b * T + t + 1) * V);
-          lines.push(`${B > 1 ? `[${b}] ` : ''}${String(t).padStart(4)} id ${String(ids[b][t]).padStart(6)} -> ${topK(row, k).map(([v, l]) => `${v}:${l.toFixed(4)}`).join('  ')}`);
+          lines.push(
+            `${B > 1 ? `[${b}] ` : ''}${String(t).padStart(4)} id ${String(ids[b][t]).padStart(6)} -> ${topK(row, k)
+              .map(([v, l]) => `${v}:${l.toFixed(4)}`)
+              .join('  ')}`,
+          );
         }
       }
       process.stdout.write(lines.join('\n') + '\n');

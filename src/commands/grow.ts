@@ -11,28 +11,54 @@ export function parsePart(s: string): { index: number; count: number } {
   const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(s);
   const index = m === null ? NaN : Number(m[1]);
   const count = m === null ? NaN : Number(m[2]);
-  if (!(count >= 1 && index >= 1 && index <= count)) throw new FlmGrowError('BadPart', `--part: expected i/n with 1 <= i <= n (e.g. 2/8), got "${s}"`);
+  if (!(count >= 1 && index >= 1 && index <= count))
+    throw new FlmGrowError('BadPart', `--part: expected i/n with 1 <= i <= n (e.g. 2/8), got "${s}"`);
   return { index, count };
 }
 
 export const growCommand: CommandModule = {
   command: 'grow <source> <destination>',
   describe: 'Grow a checkpoint function-preservingly (MSG): streams tensor by tensor, writes masks and a manifest',
-  builder: (y) => shared(withPlanOptions(y)
-    .positional('source', { type: 'string', demandOption: true, describe: 'checkpoint folder to grow' })
-    .positional('destination', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
-    .option('part', { type: 'string', describe: 'split grow: write only part i of n (1-based, e.g. 2/8); join the parts with `flm-grow assemble`' }),
-  ['json', 'quiet', 'backend', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size'], {
-    dtype: { describe: 'output dtype (default: the source\'s)' },
-    'out-shard-size': { default: '5GB' },
-    backend: { default: 'auto', describe: 'tfjs backend for the calibration forward pass (distance placement)' },
-  })
-    .example('$0 grow fixtures/hf/llama-tiny-f32 /tmp/stage2 --plan growth-plans/tiny-stage1-to-stage2.json', 'grow by a plan file')
-    .example('$0 grow src dst --hidden-size 80 --num-attention-heads 5 --num-hidden-layers 6', 'grow by flags (HF config names, kebab-case)'),
+  builder: (y) =>
+    shared(
+      withPlanOptions(y)
+        .positional('source', { type: 'string', demandOption: true, describe: 'checkpoint folder to grow' })
+        .positional('destination', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
+        .option('part', {
+          type: 'string',
+          describe: 'split grow: write only part i of n (1-based, e.g. 2/8); join the parts with `flm-grow assemble`',
+        }),
+      ['json', 'quiet', 'backend', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size'],
+      {
+        dtype: { describe: "output dtype (default: the source's)" },
+        'out-shard-size': { default: '5GB' },
+        backend: { default: 'auto', describe: 'tfjs backend for the calibration forward pass (distance placement)' },
+      },
+    )
+      .example(
+        '$0 grow fixtures/hf/llama-tiny-f32 /tmp/stage2 --plan growth-plans/tiny-stage1-to-stage2.json',
+        'grow by a plan file',
+      )
+      .example(
+        '$0 grow src dst --hidden-size 80 --num-attention-heads 5 --num-hidden-layers 6',
+        'grow by flags (HF config names, kebab-case)',
+      ),
   handler: async (a) => {
-    const [{ parseDtypeName }, { parseSize }, { planFromArgs, requirePlanOrTarget }, { growCheckpoint }, { parameterCount }, { describeCalibration }] = await Promise.all([
-      import('../util/dtype.ts'), import('../checkpoint/checkpoint-writer.ts'), import('../growth/plan-flags.ts'), import('../growth/grow.ts'), import('../arch.ts'),
-      import('../growth/select-layers.ts')]);
+    const [
+      { parseDtypeName },
+      { parseSize },
+      { planFromArgs, requirePlanOrTarget },
+      { growCheckpoint },
+      { parameterCount },
+      { describeCalibration },
+    ] = await Promise.all([
+      import('../util/dtype.ts'),
+      import('../checkpoint/checkpoint-writer.ts'),
+      import('../growth/plan-flags.ts'),
+      import('../growth/grow.ts'),
+      import('../arch.ts'),
+      import('../growth/select-layers.ts'),
+    ]);
     requirePlanOrTarget(a);
     const plan = planFromArgs(a);
     const t0 = Date.now();
@@ -41,12 +67,25 @@ export const growCommand: CommandModule = {
       maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
       overwrite: a.overwrite === true,
       forceOverwrite: a['force-overwrite'] === true,
-      quiet: a.quiet === true, progress: progressBars(a.quiet === true),
+      quiet: a.quiet === true,
+      progress: progressBars(a.quiet === true),
       backend: a.backend as BackendName,
       ...(a.part === undefined ? {} : { writerOptions: { part: parsePart(a.part as string) } }),
     });
     if (a.json === true) {
-      emit(true, { dest: r.dest, layerMap: r.layerMap, selection: r.selection, ...(r.selection !== undefined ? { calibration: describeCalibration(plan.calibration) } : {}), notes: r.resolved.notes, files: r.files, outputBytes: r.outputBytes }, '');
+      emit(
+        true,
+        {
+          dest: r.dest,
+          layerMap: r.layerMap,
+          selection: r.selection,
+          ...(r.selection !== undefined ? { calibration: describeCalibration(plan.calibration) } : {}),
+          notes: r.resolved.notes,
+          files: r.files,
+          outputBytes: r.outputBytes,
+        },
+        '',
+      );
       return;
     }
     const lines = [
@@ -56,7 +95,9 @@ export const growCommand: CommandModule = {
     for (const n of r.resolved.notes) lines.push(`note: ${n}`);
     if (r.selection !== undefined) {
       lines.push(`layer selection over ${describeCalibration(plan.calibration)}`);
-      lines.push(`layer distances (${r.selection.metric}): ${r.selection.distances.map((d, i) => `${i}:${d.toPrecision(4)}`).join(' ')}`);
+      lines.push(
+        `layer distances (${r.selection.metric}): ${r.selection.distances.map((d, i) => `${i}:${d.toPrecision(4)}`).join(' ')}`,
+      );
       lines.push(`duplicated layers (${r.selection.order} first): ${r.selection.picks.join(', ')}`);
     }
     process.stdout.write(lines.join('\n') + '\n');

@@ -13,8 +13,18 @@ import { synthCommand } from './synth.ts';
 import { assembleCommand } from './assemble.ts';
 
 export const commands: CommandModule<any, any>[] = [
-  inspectCommand, planCommand, growCommand, verifyCommand, forwardCommand, selectLayersCommand,
-  trainCommand, bakeCommand, runCommand, plotCommand, synthCommand, assembleCommand,
+  inspectCommand,
+  planCommand,
+  growCommand,
+  verifyCommand,
+  forwardCommand,
+  selectLayersCommand,
+  trainCommand,
+  bakeCommand,
+  runCommand,
+  plotCommand,
+  synthCommand,
+  assembleCommand,
 ];
 
 /** The command names, as typed (`select-layers`, not the usage line). */

@@ -16,22 +16,48 @@ export interface InspectReport {
   largestTensorBytes: number;
   config: Record<string, unknown>;
   summary: {
-    modelType: string; hiddenSize: number; intermediateSize: number; numLayers: number; numHeads: number;
-    numKvHeads: number; headDim: number; vocabSize: number; ropeTheta: number; useMup: boolean; dtype: string | undefined;
+    modelType: string;
+    hiddenSize: number;
+    intermediateSize: number;
+    numLayers: number;
+    numHeads: number;
+    numKvHeads: number;
+    headDim: number;
+    vocabSize: number;
+    ropeTheta: number;
+    useMup: boolean;
+    dtype: string | undefined;
   };
   dtypes: Record<string, { tensors: number; parameters: number; bytes: number }>;
   shards: { file: string; tensors: number; bytes: number }[];
   tensors: { name: string; dtype: string; shape: number[]; file: string; bytes: number }[];
   mismatches: (TensorMismatch & { message: string })[];
-  masks: { file: string; groupsBelowOne: { group: string; minValue: number; count: number }[] } | { file: string; error: string } | null;
-  manifest: Pick<Manifest, 'kind' | 'created' | 'source' | 'masks' | 'layerMap'> & { mode?: GrowManifest['mode']; file: string; files: number } | null;
+  masks:
+    | { file: string; groupsBelowOne: { group: string; minValue: number; count: number }[] }
+    | { file: string; error: string }
+    | null;
+  manifest:
+    | (Pick<Manifest, 'kind' | 'created' | 'source' | 'masks' | 'layerMap'> & {
+        mode?: GrowManifest['mode'];
+        file: string;
+        files: number;
+      })
+    | null;
 }
 
 function summary(c: ModelConfig): InspectReport['summary'] {
   return {
-    modelType: c.modelType, hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, numLayers: c.numLayers,
-    numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, vocabSize: c.vocabSize, ropeTheta: c.ropeTheta,
-    useMup: c.useMup, dtype: c.dtype,
+    modelType: c.modelType,
+    hiddenSize: c.hiddenSize,
+    intermediateSize: c.intermediateSize,
+    numLayers: c.numLayers,
+    numHeads: c.numHeads,
+    numKvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    vocabSize: c.vocabSize,
+    ropeTheta: c.ropeTheta,
+    useMup: c.useMup,
+    dtype: c.dtype,
   };
 }
 
@@ -40,7 +66,13 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
   // The config check is ours to report in full, not to throw on the first problem.
   const ck = await CheckpointFolder.open(dir, { checkConfig: false });
   try {
-    const tensors = [...ck.tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype as string, shape: [...t.shape], file: basename(t.file), bytes: t.end - t.begin }));
+    const tensors = [...ck.tensors.values()].map((t) => ({
+      name: t.name,
+      dtype: t.dtype as string,
+      shape: [...t.shape],
+      file: basename(t.file),
+      bytes: t.end - t.begin,
+    }));
     const dtypes: InspectReport['dtypes'] = {};
     const shardMap = new Map<string, { file: string; tensors: number; bytes: number }>();
     for (const t of ck.tensors.values()) {
@@ -52,7 +84,10 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
     for (const s of ck.shards) shardMap.set(basename(s), { file: basename(s), tensors: 0, bytes: 0 });
     for (const t of tensors) {
       const s = shardMap.get(t.file);
-      if (s !== undefined) { s.tensors++; s.bytes += t.bytes; }
+      if (s !== undefined) {
+        s.tensors++;
+        s.bytes += t.bytes;
+      }
     }
     const mismatches = checkTensorsAgainstConfig(ck.config, ck.tensors).map((m) => ({ ...m, message: formatMismatch(m) }));
     let masks: InspectReport['masks'] = null;
@@ -65,10 +100,19 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
       }
     }
     const m = ck.manifest;
-    const manifest: InspectReport['manifest'] = m === undefined ? null : {
-      file: MANIFEST_FILE, kind: m.kind, created: m.created, mode: m.kind === 'grow' ? m.mode : undefined, source: m.source, masks: m.masks, layerMap: m.layerMap,
-      files: Object.keys(m.files ?? {}).length,
-    };
+    const manifest: InspectReport['manifest'] =
+      m === undefined
+        ? null
+        : {
+            file: MANIFEST_FILE,
+            kind: m.kind,
+            created: m.created,
+            mode: m.kind === 'grow' ? m.mode : undefined,
+            source: m.source,
+            masks: m.masks,
+            layerMap: m.layerMap,
+            files: Object.keys(m.files ?? {}).length,
+          };
     return {
       checkpoint: dir,
       parameters: ck.parameterCount,
@@ -93,7 +137,10 @@ const count = countLabel;
 
 /** What one mask entry of each group is, so counts read "16 hidden channels", "1 layer". */
 const MASK_UNITS: Record<string, [string, string]> = {
-  hidden: ['hidden channel', 'hidden channels'], heads: ['attention head', 'attention heads'], ffn: ['FFN channel', 'FFN channels'], layers: ['layer', 'layers'],
+  hidden: ['hidden channel', 'hidden channels'],
+  heads: ['attention head', 'attention heads'],
+  ffn: ['FFN channel', 'FFN channels'],
+  layers: ['layer', 'layers'],
 };
 
 function maskGroupLabel(g: { group: string; minValue: number; count: number }): string {
@@ -105,12 +152,18 @@ export function formatReport(r: InspectReport): string {
   const s = r.summary;
   const lines: string[] = [];
   lines.push(`checkpoint  ${r.checkpoint}`);
-  lines.push(`model       ${s.modelType}: ${plural(s.numLayers, 'layer')}, hidden ${s.hiddenSize}, ffn ${s.intermediateSize}, ` +
-    `heads ${s.numHeads} (kv ${s.numKvHeads}) × ${s.headDim}, vocab ${s.vocabSize}, rope θ ${s.ropeTheta}` +
-    `${s.useMup ? ', µP' : ''}${s.dtype !== undefined ? `, config dtype ${s.dtype}` : ''}`);
+  lines.push(
+    `model       ${s.modelType}: ${plural(s.numLayers, 'layer')}, hidden ${s.hiddenSize}, ffn ${s.intermediateSize}, ` +
+      `heads ${s.numHeads} (kv ${s.numKvHeads}) × ${s.headDim}, vocab ${s.vocabSize}, rope θ ${s.ropeTheta}` +
+      `${s.useMup ? ', µP' : ''}${s.dtype !== undefined ? `, config dtype ${s.dtype}` : ''}`,
+  );
   lines.push(`parameters  ${r.parameters} (${count(r.parameters)})`);
   lines.push(`bytes       ${r.bytes} (${human(r.bytes)}), largest tensor ${human(r.largestTensorBytes)}`);
-  lines.push(`dtypes      ${Object.entries(r.dtypes).map(([d, v]) => `${d}: ${plural(v.tensors, 'tensor')}, ${count(v.parameters)} parameters`).join('; ')}`);
+  lines.push(
+    `dtypes      ${Object.entries(r.dtypes)
+      .map(([d, v]) => `${d}: ${plural(v.tensors, 'tensor')}, ${count(v.parameters)} parameters`)
+      .join('; ')}`,
+  );
   lines.push(`shards      ${r.shards.length}`);
   for (const sh of r.shards) lines.push(`  ${sh.file}  ${plural(sh.tensors, 'tensor')}  ${human(sh.bytes)}`);
   if (r.masks !== null) {
@@ -120,9 +173,11 @@ export function formatReport(r: InspectReport): string {
   }
   if (r.manifest !== null) {
     const m = r.manifest;
-    lines.push(`manifest    ${m.file}: ${m.kind}${m.mode !== undefined ? ` (${m.mode})` : ''}, created ${m.created}` +
-      `${m.source !== undefined ? `, from ${m.source.path}` : ''}, ${plural(m.files, 'file')} hashed` +
-      `${m.masks !== undefined ? `, ${plural(m.masks.schedule.length, 'mask schedule')}` : ''}`);
+    lines.push(
+      `manifest    ${m.file}: ${m.kind}${m.mode !== undefined ? ` (${m.mode})` : ''}, created ${m.created}` +
+        `${m.source !== undefined ? `, from ${m.source.path}` : ''}, ${plural(m.files, 'file')} hashed` +
+        `${m.masks !== undefined ? `, ${plural(m.masks.schedule.length, 'mask schedule')}` : ''}`,
+    );
   }
   if (r.mismatches.length === 0) lines.push('config      tensors match config.json');
   else {
@@ -131,4 +186,3 @@ export function formatReport(r: InspectReport): string {
   }
   return lines.join('\n') + '\n';
 }
-

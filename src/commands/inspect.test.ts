@@ -26,9 +26,13 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
 // Independent count: HF Llama parameter shapes from config.json, written out here.
 function expectedFromConfig(dir: string): { params: number; tensors: number } {
   const c = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
-  const H = c.hidden_size, F = c.intermediate_size, V = c.vocab_size, L = c.num_hidden_layers;
+  const H = c.hidden_size,
+    F = c.intermediate_size,
+    V = c.vocab_size,
+    L = c.num_hidden_layers;
   const hd = c.head_dim ?? H / c.num_attention_heads;
-  const Q = c.num_attention_heads * hd, KV = (c.num_key_value_heads ?? c.num_attention_heads) * hd;
+  const Q = c.num_attention_heads * hd,
+    KV = (c.num_key_value_heads ?? c.num_attention_heads) * hd;
   return { params: 2 * V * H + H + L * (2 * H + Q * H + 2 * KV * H + H * Q + 3 * F * H), tensors: 3 + 9 * L };
 }
 
@@ -106,11 +110,24 @@ describe('flm-grow inspect', { timeout: 30_000 }, () => {
     m.layers[1].heads[2] = 0;
     m.layers[0].ffn.fill(0.25, 0, 5);
     await writeMasks(masksPath(dir), m);
-    writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify({ format: MANIFEST_FORMAT, kind: 'grow', created: '2026-01-01T00:00:00Z', tool: { name: 'flm-grow', version: '0' }, mode: 'masked', files: { 'config.json': 'x' } }));
+    writeFileSync(
+      join(dir, MANIFEST_FILE),
+      JSON.stringify({
+        format: MANIFEST_FORMAT,
+        kind: 'grow',
+        created: '2026-01-01T00:00:00Z',
+        tool: { name: 'flm-grow', version: '0' },
+        mode: 'masked',
+        files: { 'config.json': 'x' },
+      }),
+    );
     const r = await cli(dir, '--json');
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout);
-    expect(j.masks.groupsBelowOne).toEqual([{ group: 'heads', minValue: 0, count: 1 }, { group: 'ffn', minValue: 0.25, count: 5 }]);
+    expect(j.masks.groupsBelowOne).toEqual([
+      { group: 'heads', minValue: 0, count: 1 },
+      { group: 'ffn', minValue: 0.25, count: 5 },
+    ]);
     expect(j.manifest).toMatchObject({ kind: 'grow', mode: 'masked', files: 1 });
     const t = await cli(dir);
     expect(t.stdout).toContain('masks');

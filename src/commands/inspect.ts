@@ -3,18 +3,26 @@ import { shared } from './options.ts';
 
 export const inspectCommand: CommandModule = {
   command: 'inspect <checkpoint>',
-  describe: 'Summarise a checkpoint from its headers: config, parameters, bytes, dtypes, shards, masks, manifest, config/tensor mismatches',
-  builder: (y) => shared(y.positional('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint folder' }), ['json'])
-    .example('$0 inspect fixtures/hf/llama-tiny-f32', 'the summary as text')
-    .example('$0 inspect fixtures/hf/llama-tiny-f32 --json', 'one JSON object (config, tensors, shards, masks, manifest)'),
+  describe:
+    'Summarise a checkpoint from its headers: config, parameters, bytes, dtypes, shards, masks, manifest, config/tensor mismatches',
+  builder: (y) =>
+    shared(y.positional('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint folder' }), ['json'])
+      .example('$0 inspect fixtures/hf/llama-tiny-f32', 'the summary as text')
+      .example('$0 inspect fixtures/hf/llama-tiny-f32 --json', 'one JSON object (config, tensors, shards, masks, manifest)'),
   handler: async (a) => {
-    const [{ inspectCheckpoint, formatReport }, { CheckpointError }] = await Promise.all([import('./inspect-report.ts'), import('../errors.ts')]);
+    const [{ inspectCheckpoint, formatReport }, { CheckpointError }] = await Promise.all([
+      import('./inspect-report.ts'),
+      import('../errors.ts'),
+    ]);
     const r = await inspectCheckpoint(a.checkpoint as string);
     process.stdout.write(a.json === true ? JSON.stringify(r, null, 2) + '\n' : formatReport(r));
     const problems = r.mismatches.map((m) => m.message);
     if (r.masks !== null && 'error' in r.masks) problems.push(r.masks.error);
     if (problems.length > 0) {
-      throw new CheckpointError('ConfigMismatch', `${r.checkpoint}: ${problems.length} problem${problems.length > 1 ? 's' : ''}:\n  ${problems.slice(0, 10).join('\n  ')}${problems.length > 10 ? '\n  ...' : ''}`);
+      throw new CheckpointError(
+        'ConfigMismatch',
+        `${r.checkpoint}: ${problems.length} problem${problems.length > 1 ? 's' : ''}:\n  ${problems.slice(0, 10).join('\n  ')}${problems.length > 10 ? '\n  ...' : ''}`,
+      );
     }
   },
 };

@@ -36,22 +36,59 @@ export interface SharedOption {
 export const SHARED_OPTIONS = {
   json: { type: 'boolean', describe: 'print the result as one JSON object on stdout (progress and logs stay on stderr)' },
   quiet: { type: 'boolean', describe: 'no progress bars or log lines on stderr' },
-  out: { type: 'string', describe: 'where the command writes (a folder for train/run, a file for forward/plot)', deprecated: ['output'] },
+  out: {
+    type: 'string',
+    describe: 'where the command writes (a folder for train/run, a file for forward/plot)',
+    deprecated: ['output'],
+  },
   input: { type: 'string', describe: 'safetensors file with input_ids (I64 or I32, [batch, seq])' },
-  backend: { type: 'string', choices: BACKEND_CHOICES, describe: 'tfjs backend (auto: tensorflow when @tensorflow/tfjs-node-gpu is installed, else wasm)' },
+  backend: {
+    type: 'string',
+    choices: BACKEND_CHOICES,
+    describe: 'tfjs backend (auto: tensorflow when @tensorflow/tfjs-node-gpu is installed, else wasm)',
+  },
   engine: { type: 'string', choices: ENGINE_CHOICES, describe: 'tfjs (in-process) or torch (python/flm_grow_torch)' },
   seed: { type: 'number', describe: 'seed of the random numbers this command draws', jsonKey: 'seed' },
   dtype: { type: 'string', choices: DTYPE_CHOICES, describe: 'tensor dtype written', jsonKey: 'dtype' },
   overwrite: { type: 'boolean', describe: 'replace an existing destination that flm-grow wrote (or an empty folder)' },
   'force-overwrite': { type: 'boolean', describe: 'with --overwrite: replace the destination even if flm-grow did not write it' },
   'out-shard-size': { type: 'string', describe: 'largest output shard, e.g. 5GB, 500MB', jsonKey: 'out_shard_size' },
-  'calibration-tokens': { type: 'number', describe: 'random calibration tokens (rounded up to whole sequences)', deprecated: ['tokens'], jsonKey: 'calibration.tokens' },
-  'calibration-seq': { type: 'number', describe: 'sequence length of the calibration inputs', deprecated: ['seq'], jsonKey: 'calibration.seq' },
+  'calibration-tokens': {
+    type: 'number',
+    describe: 'random calibration tokens (rounded up to whole sequences)',
+    deprecated: ['tokens'],
+    jsonKey: 'calibration.tokens',
+  },
+  'calibration-seq': {
+    type: 'number',
+    describe: 'sequence length of the calibration inputs',
+    deprecated: ['seq'],
+    jsonKey: 'calibration.seq',
+  },
   'calibration-seed': { type: 'number', describe: 'seed of the random calibration tokens', jsonKey: 'calibration.seed' },
-  'calibration-file': { type: 'string', describe: 'calibration token ids: JSON array or whitespace-separated file', jsonKey: 'calibration.file' },
-  'calibration-text': { type: 'string', describe: 'calibration text (the checkpoint\'s tokenizer, else bytes)', deprecated: ['text'], jsonKey: 'calibration.text' },
-  metric: { type: 'string', choices: ['cosine', 'l2'], describe: 'layer distance (input -> output of each layer)', jsonKey: 'placement.metric' },
-  order: { type: 'string', choices: ['smallest', 'largest'], describe: 'which layers distance placement picks first', jsonKey: 'placement.order' },
+  'calibration-file': {
+    type: 'string',
+    describe: 'calibration token ids: JSON array or whitespace-separated file',
+    jsonKey: 'calibration.file',
+  },
+  'calibration-text': {
+    type: 'string',
+    describe: "calibration text (the checkpoint's tokenizer, else bytes)",
+    deprecated: ['text'],
+    jsonKey: 'calibration.text',
+  },
+  metric: {
+    type: 'string',
+    choices: ['cosine', 'l2'],
+    describe: 'layer distance (input -> output of each layer)',
+    jsonKey: 'placement.metric',
+  },
+  order: {
+    type: 'string',
+    choices: ['smallest', 'largest'],
+    describe: 'which layers distance placement picks first',
+    jsonKey: 'placement.order',
+  },
   'seq-len': { type: 'number', describe: 'training sequence length', jsonKey: 'seq_len' },
   'batch-size': { type: 'number', describe: 'sequences per optimizer step', jsonKey: 'batch_size' },
 } satisfies Record<string, SharedOption>;
@@ -61,11 +98,51 @@ export type SharedName = keyof typeof SHARED_OPTIONS;
 /** Which shared options each command takes (checked by test/cli/options.test.ts). */
 export const COMMAND_OPTIONS: Record<string, SharedName[]> = {
   inspect: ['json'],
-  plan: ['json', 'dtype', 'out-shard-size', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed', 'calibration-file', 'calibration-text', 'metric', 'order'],
-  grow: ['json', 'quiet', 'backend', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed', 'calibration-file', 'calibration-text', 'metric', 'order'],
+  plan: [
+    'json',
+    'dtype',
+    'out-shard-size',
+    'seed',
+    'calibration-tokens',
+    'calibration-seq',
+    'calibration-seed',
+    'calibration-file',
+    'calibration-text',
+    'metric',
+    'order',
+  ],
+  grow: [
+    'json',
+    'quiet',
+    'backend',
+    'dtype',
+    'overwrite',
+    'force-overwrite',
+    'out-shard-size',
+    'seed',
+    'calibration-tokens',
+    'calibration-seq',
+    'calibration-seed',
+    'calibration-file',
+    'calibration-text',
+    'metric',
+    'order',
+  ],
   verify: ['json', 'quiet', 'backend', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'],
   forward: ['json', 'quiet', 'backend', 'engine', 'input', 'out', 'overwrite'],
-  'select-layers': ['json', 'quiet', 'backend', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed', 'calibration-file', 'calibration-text', 'metric', 'order'],
+  'select-layers': [
+    'json',
+    'quiet',
+    'backend',
+    'seed',
+    'calibration-tokens',
+    'calibration-seq',
+    'calibration-seed',
+    'calibration-file',
+    'calibration-text',
+    'metric',
+    'order',
+  ],
   train: ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size'],
   bake: ['json', 'quiet', 'overwrite', 'force-overwrite', 'out-shard-size'],
   run: ['json', 'quiet', 'out'],
@@ -77,9 +154,14 @@ export const COMMAND_OPTIONS: Record<string, SharedName[]> = {
 /** A number as typed: "abc" or "five" are reported as typed, not as null or NaN. */
 export function parseNumberArg(name: string, v: unknown): number | undefined {
   if (v === undefined) return undefined;
-  if (Array.isArray(v)) throw new FlmGrowError('UsageError', `--${name} given ${v.length} times (${v.map(String).join(', ')}); give it once`);
+  if (Array.isArray(v))
+    throw new FlmGrowError('UsageError', `--${name} given ${v.length} times (${v.map(String).join(', ')}); give it once`);
   const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (typeof v === 'boolean' || !Number.isFinite(n)) throw new FlmGrowError('UsageError', `--${name}: expected a number, got ${typeof v === 'boolean' ? 'no value' : `"${String(v)}"`}`);
+  if (typeof v === 'boolean' || !Number.isFinite(n))
+    throw new FlmGrowError(
+      'UsageError',
+      `--${name}: expected a number, got ${typeof v === 'boolean' ? 'no value' : `"${String(v)}"`}`,
+    );
   return n;
 }
 
@@ -98,7 +180,12 @@ export function shared<T>(y: Argv<T>, names: SharedName[], over: Partial<Record<
   let out = y;
   for (const n of names) {
     const s: SharedOption = SHARED_OPTIONS[n];
-    const o: Options = { describe: s.describe, ...(s.choices !== undefined ? { choices: [...s.choices] } : {}), ...(s.type === 'boolean' ? { default: false } : {}), ...over[n] };
+    const o: Options = {
+      describe: s.describe,
+      ...(s.choices !== undefined ? { choices: [...s.choices] } : {}),
+      ...(s.type === 'boolean' ? { default: false } : {}),
+      ...over[n],
+    };
     out = out.option(n, spec(n, s.type, o));
     for (const old of s.deprecated ?? []) out = deprecatedAlias(out, old, n, s.type);
   }
@@ -138,7 +225,9 @@ export function suggest(word: string, candidates: readonly string[]): string[] {
   const w = word.replace(/^-+/, '').replace(/_/g, '-').toLowerCase();
   const exact = candidates.filter((c) => c === w);
   if (exact.length > 0) return exact;
-  const scored = candidates.map((c) => ({ c, d: editDistance(w, c) })).filter((x) => x.d <= Math.max(2, Math.floor(w.length / 3)));
+  const scored = candidates
+    .map((c) => ({ c, d: editDistance(w, c) }))
+    .filter((x) => x.d <= Math.max(2, Math.floor(w.length / 3)));
   scored.sort((p, q) => p.d - q.d);
   return scored.filter((x) => x.d === scored[0]?.d).map((x) => x.c);
 }

@@ -7,7 +7,8 @@ import { bytesLabel, countLabel, emit, plural } from './format.ts';
 export function formatPlanReport(r: PlanReport): string {
   const s = r.source;
   const t = r.targetConfig as Record<string, number>;
-  const dims = (o: Record<string, number>) => `L ${o.num_hidden_layers}, H ${o.hidden_size}, F ${o.intermediate_size}, heads ${o.num_attention_heads}/${o.num_key_value_heads} kv, V ${o.vocab_size}`;
+  const dims = (o: Record<string, number>) =>
+    `L ${o.num_hidden_layers}, H ${o.hidden_size}, F ${o.intermediate_size}, heads ${o.num_attention_heads}/${o.num_key_value_heads} kv, V ${o.vocab_size}`;
   const lines = [
     `source:     ${dims(s)}  (${countLabel(s.parameters)} parameters)`,
     `target:     ${dims(t)}, head_dim ${t.head_dim}`,
@@ -18,11 +19,18 @@ export function formatPlanReport(r: PlanReport): string {
     `layers:     ${r.layerPositionsNote}`,
     ...r.notes.map((n) => `note:       ${n}`),
   ];
-  if (r.schedule.length > 0) lines.push(`mask schedule: ${r.schedule.map((e) => `${e.group} ${e.shape} from step ${e.startStep} over ${e.length}`).join('; ')}`);
+  if (r.schedule.length > 0)
+    lines.push(
+      `mask schedule: ${r.schedule.map((e) => `${e.group} ${e.shape} from step ${e.startStep} over ${e.length}`).join('; ')}`,
+    );
   const inserted = (r.layerMap ?? []).map((e, i) => (e.inserted ? `${i}<-${e.source}` : '')).filter((x) => x !== '');
   if (inserted.length > 0) lines.push(`inserted:   ${inserted.join(' ')}  (output layer <- copied source layer)`);
-  lines.push('', r.layerMap === null ? 'per-tensor operations (layer 0 shown; other layers alike, copied from the source layers chosen at grow time):'
-    : 'per-tensor operations (layer 0 and the first inserted layer shown; other layers alike):');
+  lines.push(
+    '',
+    r.layerMap === null
+      ? 'per-tensor operations (layer 0 shown; other layers alike, copied from the source layers chosen at grow time):'
+      : 'per-tensor operations (layer 0 and the first inserted layer shown; other layers alike):',
+  );
   const firstInserted = r.layerMap === null ? -1 : r.layerMap.findIndex((e) => e.inserted);
   const show = r.tensors.filter((x) => {
     const m = /^model\.layers\.(\d+)\./.exec(x.name);
@@ -37,16 +45,45 @@ export function formatPlanReport(r: PlanReport): string {
 
 export const planCommand: CommandModule = {
   command: 'plan <source>',
-  describe: 'Show what a growth plan will do to a checkpoint (or config.json): target config, size, disk, memory, per-tensor operations',
-  builder: (y) => shared(withPlanOptions(y)
-    .positional('source', { type: 'string', describe: 'checkpoint folder or config.json', demandOption: true }),
-  ['json', 'dtype', 'out-shard-size'], { dtype: { describe: 'output dtype (default: the source\'s)' }, 'out-shard-size': { default: '5GB' } })
-    .example('$0 plan fixtures/hf/llama-tiny-f32 --plan growth-plans/tiny-stage1-to-stage2.json', 'what the plan does to this checkpoint')
-    .example('$0 plan config.json --hidden-size 8192 --num-hidden-layers 64 --json', 'sizes from a config alone, as JSON'),
+  describe:
+    'Show what a growth plan will do to a checkpoint (or config.json): target config, size, disk, memory, per-tensor operations',
+  builder: (y) =>
+    shared(
+      withPlanOptions(y).positional('source', {
+        type: 'string',
+        describe: 'checkpoint folder or config.json',
+        demandOption: true,
+      }),
+      ['json', 'dtype', 'out-shard-size'],
+      { dtype: { describe: "output dtype (default: the source's)" }, 'out-shard-size': { default: '5GB' } },
+    )
+      .example(
+        '$0 plan fixtures/hf/llama-tiny-f32 --plan growth-plans/tiny-stage1-to-stage2.json',
+        'what the plan does to this checkpoint',
+      )
+      .example('$0 plan config.json --hidden-size 8192 --num-hidden-layers 64 --json', 'sizes from a config alone, as JSON'),
   handler: async (a) => {
-    const [{ existsSync, statSync }, { join }, { readConfigFile }, { parseDtypeName }, { parseSize }, { planFromArgs }, { planReport }, { Checkpoint }, { sourceDtype }] = await Promise.all([
-      import('node:fs'), import('node:path'), import('../config.ts'), import('../util/dtype.ts'), import('../checkpoint/checkpoint-writer.ts'),
-      import('../growth/plan-flags.ts'), import('../growth/plan-report.ts'), import('../checkpoint/checkpoint.ts'), import('../growth/grow.ts')]);
+    const [
+      { existsSync, statSync },
+      { join },
+      { readConfigFile },
+      { parseDtypeName },
+      { parseSize },
+      { planFromArgs },
+      { planReport },
+      { Checkpoint },
+      { sourceDtype },
+    ] = await Promise.all([
+      import('node:fs'),
+      import('node:path'),
+      import('../config.ts'),
+      import('../util/dtype.ts'),
+      import('../checkpoint/checkpoint-writer.ts'),
+      import('../growth/plan-flags.ts'),
+      import('../growth/plan-report.ts'),
+      import('../checkpoint/checkpoint.ts'),
+      import('../growth/grow.ts'),
+    ]);
     const src = a.source as string;
     const isDir = existsSync(src) && statSync(src).isDirectory();
     const cfg = readConfigFile(isDir ? join(src, 'config.json') : src);

@@ -15,15 +15,18 @@ let multi: cliProgress.MultiBar | undefined;
 let live = 0;
 
 function bars(): cliProgress.MultiBar {
-  multi ??= new cliProgress.MultiBar({
-    stream: process.stderr,
-    format: '{label} [{bar}] {percentage}% | {shown}{extra} | ETA {eta_formatted}',
-    hideCursor: true,
-    clearOnComplete: false,
-    // redraw on every update: the last part of a run never looks frozen
-    forceRedraw: true,
-    etaBuffer: 50,
-  }, cliProgress.Presets.shades_classic);
+  multi ??= new cliProgress.MultiBar(
+    {
+      stream: process.stderr,
+      format: '{label} [{bar}] {percentage}% | {shown}{extra} | ETA {eta_formatted}',
+      hideCursor: true,
+      clearOnComplete: false,
+      // redraw on every update: the last part of a run never looks frozen
+      forceRedraw: true,
+      etaBuffer: 50,
+    },
+    cliProgress.Presets.shades_classic,
+  );
   return multi;
 }
 
@@ -41,11 +44,16 @@ export function barsEnabled(quiet: boolean | undefined): boolean {
  * A bar over `total` units; `unit: 'bytes'` formats values as sizes. `payload` fields given to
  * update() are shown after the count when `show` names them (e.g. the train bar's loss and lr).
  */
-export function progressBar(label: string, total: number, opts: { unit?: 'bytes' | 'items'; quiet?: boolean; show?: (payload: Record<string, unknown>) => string } = {}): Progress {
+export function progressBar(
+  label: string,
+  total: number,
+  opts: { unit?: 'bytes' | 'items'; quiet?: boolean; show?: (payload: Record<string, unknown>) => string } = {},
+): Progress {
   if (!barsEnabled(opts.quiet)) return noop;
   const bytes = opts.unit === 'bytes';
   const shown = (v: number) => (bytes ? `${bytesLabel(v)} / ${bytesLabel(total)}` : `${v}/${total}`);
-  const extra = (p: Record<string, unknown> | undefined) => (p === undefined || opts.show === undefined ? '' : ` | ${opts.show(p)}`);
+  const extra = (p: Record<string, unknown> | undefined) =>
+    p === undefined || opts.show === undefined ? '' : ` | ${opts.show(p)}`;
   const bar = bars().create(total, 0, { label, shown: shown(0), extra: '' });
   live++;
   let cur = 0;
@@ -57,7 +65,10 @@ export function progressBar(label: string, total: number, opts: { unit?: 'bytes'
       if (payload !== undefined) last = { ...last, ...payload };
       bar.update(done, { label, shown: shown(done), extra: extra(last) });
     },
-    increment: (by = 1) => { cur += by; bar.update(cur, { label, shown: shown(cur), extra: extra(last) }); },
+    increment: (by = 1) => {
+      cur += by;
+      bar.update(cur, { label, shown: shown(cur), extra: extra(last) });
+    },
     stop: () => {
       if (stopped) return;
       stopped = true;
@@ -72,6 +83,9 @@ export function progressBar(label: string, total: number, opts: { unit?: 'bytes'
 }
 
 /** Terminal bars for the library's progress reports (nothing when `quiet`). */
-export function progressBars(quiet: boolean, show?: (label: string) => ((payload: Record<string, unknown>) => string) | undefined): ProgressFactory {
+export function progressBars(
+  quiet: boolean,
+  show?: (label: string) => ((payload: Record<string, unknown>) => string) | undefined,
+): ProgressFactory {
   return (label, total, opts) => progressBar(label, total, { unit: opts?.unit, quiet, show: show?.(label) });
 }

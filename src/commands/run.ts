@@ -6,14 +6,28 @@ import { logLine, progressBars } from './progress.ts';
 export const runCommand: CommandModule = {
   command: 'run <pipeline>',
   describe: 'Run a stage pipeline (init/train/grow/verify/bake); resumable: complete stages are skipped',
-  builder: (y) => shared(y
-    .positional('pipeline', { type: 'string', demandOption: true, describe: 'pipeline JSON (e.g. pipelines/tiny-tele-flm.json)' }),
-  ['json', 'quiet', 'out'], { out: { describe: 'output folder (default: pipeline-out beside the pipeline file)' } })
-    .example('$0 run pipelines/tiny-tele-flm.json --out demo-out', 'train, grow twice, verify, anneal and bake a tiny model; rerun to resume'),
+  builder: (y) =>
+    shared(
+      y.positional('pipeline', {
+        type: 'string',
+        demandOption: true,
+        describe: 'pipeline JSON (e.g. pipelines/tiny-tele-flm.json)',
+      }),
+      ['json', 'quiet', 'out'],
+      { out: { describe: 'output folder (default: pipeline-out beside the pipeline file)' } },
+    ).example(
+      '$0 run pipelines/tiny-tele-flm.json --out demo-out',
+      'train, grow twice, verify, anneal and bake a tiny model; rerun to resume',
+    ),
   handler: async (a) => {
     const { formatLossTable, runPipeline } = await import('../pipeline.ts');
     const t0 = Date.now();
-    const r = await runPipeline(a.pipeline as string, { out: a.out as string | undefined, quiet: a.quiet === true, progress: progressBars(a.quiet === true), log: logLine });
+    const r = await runPipeline(a.pipeline as string, {
+      out: a.out as string | undefined,
+      quiet: a.quiet === true,
+      progress: progressBars(a.quiet === true),
+      log: logLine,
+    });
     if (a.json === true) {
       emit(true, r, '');
       return;

@@ -11,17 +11,36 @@ export const FAMILY_CHOICES = ['llama', 'tele-flm', 'mistral', 'qwen2', 'qwen3']
 
 export const synthCommand: CommandModule = {
   command: 'synth <dir>',
-  describe: 'Write a random checkpoint of a Tele-FLM stage\'s exact widths, of a family or of any supported config.json (for rehearsals and tests)',
-  builder: (y) => shared(y
-    .positional('dir', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
-    .option('like', { type: 'string', demandOption: true, describe: `a Tele-FLM stage (${STAGE_CHOICES.join(', ')}), a family (${FAMILY_CHOICES.join(', ')}) or the path of a config.json` })
-    .option('num-hidden-layers', spec('num-hidden-layers', 'number', { describe: 'layers (default: the stage\'s)' })),
-  ['json', 'quiet', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'], { dtype: { default: 'bf16' }, seed: { default: 0 }, 'out-shard-size': { default: '5GB' } })
-    .example('$0 synth /data/flm52b --like tele-flm-52b --num-hidden-layers 2', 'two full-width Tele-FLM 52B layers of random weights')
-    .example('$0 synth /tmp/q3 --like qwen3', 'a tiny random Qwen3 checkpoint (qk-norm, tied embeddings)')
-    .example('$0 synth /tmp/l31 --like fixtures/configs/Llama-3.2-1B.json --num-hidden-layers 1', 'one layer of a published config'),
+  describe:
+    "Write a random checkpoint of a Tele-FLM stage's exact widths, of a family or of any supported config.json (for rehearsals and tests)",
+  builder: (y) =>
+    shared(
+      y
+        .positional('dir', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
+        .option('like', {
+          type: 'string',
+          demandOption: true,
+          describe: `a Tele-FLM stage (${STAGE_CHOICES.join(', ')}), a family (${FAMILY_CHOICES.join(', ')}) or the path of a config.json`,
+        })
+        .option('num-hidden-layers', spec('num-hidden-layers', 'number', { describe: "layers (default: the stage's)" })),
+      ['json', 'quiet', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'],
+      { dtype: { default: 'bf16' }, seed: { default: 0 }, 'out-shard-size': { default: '5GB' } },
+    )
+      .example(
+        '$0 synth /data/flm52b --like tele-flm-52b --num-hidden-layers 2',
+        'two full-width Tele-FLM 52B layers of random weights',
+      )
+      .example('$0 synth /tmp/q3 --like qwen3', 'a tiny random Qwen3 checkpoint (qk-norm, tied embeddings)')
+      .example(
+        '$0 synth /tmp/l31 --like fixtures/configs/Llama-3.2-1B.json --num-hidden-layers 1',
+        'one layer of a published config',
+      ),
   handler: async (a) => {
-    const [{ parseDtypeName }, { parameterCount }, { synthCheckpoint }] = await Promise.all([import('../util/dtype.ts'), import('../arch.ts'), import('../synth.ts')]);
+    const [{ parseDtypeName }, { parameterCount }, { synthCheckpoint }] = await Promise.all([
+      import('../util/dtype.ts'),
+      import('../arch.ts'),
+      import('../synth.ts'),
+    ]);
     const r = await synthCheckpoint(a.dir as string, {
       like: a.like as string,
       numLayers: a['num-hidden-layers'] as number | undefined,
@@ -30,11 +49,15 @@ export const synthCommand: CommandModule = {
       maxShardSize: a['out-shard-size'] as string,
       overwrite: a.overwrite === true,
       forceOverwrite: a['force-overwrite'] === true,
-      quiet: a.quiet === true, progress: progressBars(a.quiet === true),
+      quiet: a.quiet === true,
+      progress: progressBars(a.quiet === true),
     });
     const mbps = r.bytes / 1e6 / Math.max(r.seconds, 1e-9);
     const parameters = parameterCount(r.config);
-    emit(a.json, { dir: r.dir, like: a.like, layers: r.config.numLayers, parameters, bytes: r.bytes, seconds: r.seconds },
-      `synth ${a.like as string} -> ${r.dir}: ${plural(r.config.numLayers, 'layer')}, ${countLabel(parameters)} parameters, ${bytesLabel(r.bytes)} in ${r.seconds.toFixed(1)} s (${mbps.toFixed(0)} MB/s)`);
+    emit(
+      a.json,
+      { dir: r.dir, like: a.like, layers: r.config.numLayers, parameters, bytes: r.bytes, seconds: r.seconds },
+      `synth ${a.like as string} -> ${r.dir}: ${plural(r.config.numLayers, 'layer')}, ${countLabel(parameters)} parameters, ${bytesLabel(r.bytes)} in ${r.seconds.toFixed(1)} s (${mbps.toFixed(0)} MB/s)`,
+    );
   },
 };

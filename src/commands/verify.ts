@@ -9,27 +9,47 @@ export const DEFAULT_TOLERANCE = 1e-5;
 
 export const verifyCommand: CommandModule = {
   command: 'verify <source> <grown>',
-  describe: 'Check function preservation: run both checkpoints (layer-streamed, masks applied) on the same tokens and compare logits and hidden states; exit 1 above tolerance',
-  builder: (y) => shared(y
-    .positional('source', { type: 'string', demandOption: true, describe: 'the checkpoint before growth' })
-    .positional('grown', { type: 'string', demandOption: true, describe: 'the grown checkpoint' })
-    .option('tolerance', spec('tolerance', 'number', { describe: `max |Δlogit| relative to the source's max |logit| (default ${DEFAULT_TOLERANCE}; for a zero-mode growth with rounded norm gains, (2L+1) × the dtype's unit roundoff, from the manifest)` })),
-  ['json', 'quiet', 'backend', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'], {
-    'calibration-tokens': { default: 128 }, 'calibration-seq': { default: 32 }, backend: { default: 'auto' },
-    seed: { describe: 'same as --calibration-seed (the only random numbers drawn here)' },
-    input: { describe: 'safetensors file with input_ids [B, T] instead of random tokens' },
-  })
-    .example('$0 verify fixtures/hf/llama-tiny-f32 /tmp/stage2', 'max |Δlogits| on the same tokens; exit 1 above tolerance')
-    .example('$0 verify src grown --input ids.safetensors --json', 'on your own token ids, as JSON'),
+  describe:
+    'Check function preservation: run both checkpoints (layer-streamed, masks applied) on the same tokens and compare logits and hidden states; exit 1 above tolerance',
+  builder: (y) =>
+    shared(
+      y
+        .positional('source', { type: 'string', demandOption: true, describe: 'the checkpoint before growth' })
+        .positional('grown', { type: 'string', demandOption: true, describe: 'the grown checkpoint' })
+        .option(
+          'tolerance',
+          spec('tolerance', 'number', {
+            describe: `max |Δlogit| relative to the source's max |logit| (default ${DEFAULT_TOLERANCE}; for a zero-mode growth with rounded norm gains, (2L+1) × the dtype's unit roundoff, from the manifest)`,
+          }),
+        ),
+      ['json', 'quiet', 'backend', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'],
+      {
+        'calibration-tokens': { default: 128 },
+        'calibration-seq': { default: 32 },
+        backend: { default: 'auto' },
+        seed: { describe: 'same as --calibration-seed (the only random numbers drawn here)' },
+        input: { describe: 'safetensors file with input_ids [B, T] instead of random tokens' },
+      },
+    )
+      .example('$0 verify fixtures/hf/llama-tiny-f32 /tmp/stage2', 'max |Δlogits| on the same tokens; exit 1 above tolerance')
+      .example('$0 verify src grown --input ids.safetensors --json', 'on your own token ids, as JSON'),
   handler: async (a) => {
     const { formatReport, verifyGrowth, VerifyFailedError } = await import('../verify.ts');
     let bar: Progress | undefined;
-    const print = (r: VerifyReport) => process.stdout.write((a.json === true ? JSON.stringify(r, null, 2) : formatReport(r)) + '\n');
+    const print = (r: VerifyReport) =>
+      process.stdout.write((a.json === true ? JSON.stringify(r, null, 2) : formatReport(r)) + '\n');
     try {
       const r = await verifyGrowth(a.source as string, a.grown as string, {
-        tokens: a['calibration-tokens'] as number, seq: a['calibration-seq'] as number, seed: ((a['calibration-seed'] ?? a.seed) as number | undefined) ?? 0,
-        input: a.input as string | undefined, tolerance: a.tolerance as number | undefined, backend: a.backend as BackendName,
-        onProgress: (done, total) => { bar ??= progressBar('verify (layers)', total, { quiet: a.quiet === true || a.json === true }); bar.update(done); },
+        tokens: a['calibration-tokens'] as number,
+        seq: a['calibration-seq'] as number,
+        seed: ((a['calibration-seed'] ?? a.seed) as number | undefined) ?? 0,
+        input: a.input as string | undefined,
+        tolerance: a.tolerance as number | undefined,
+        backend: a.backend as BackendName,
+        onProgress: (done, total) => {
+          bar ??= progressBar('verify (layers)', total, { quiet: a.quiet === true || a.json === true });
+          bar.update(done);
+        },
       });
       bar?.stop();
       print(r);

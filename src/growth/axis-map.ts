@@ -63,8 +63,13 @@ export function runsOf(m: AxisMap): Run[] {
 
 /** Compact text for plan output: "copy 0..8191, new 8192..10239". */
 export function describeMap(m: AxisMap): string {
-  const parts = runsOf(m).map((r) => (r.src < 0 ? `new ${r.out}..${r.out + r.len - 1}`
-    : r.src === r.out ? `copy ${r.out}..${r.out + r.len - 1}` : `${r.out}..${r.out + r.len - 1} <- ${r.src}..${r.src + r.len - 1}`));
+  const parts = runsOf(m).map((r) =>
+    r.src < 0
+      ? `new ${r.out}..${r.out + r.len - 1}`
+      : r.src === r.out
+        ? `copy ${r.out}..${r.out + r.len - 1}`
+        : `${r.out}..${r.out + r.len - 1} <- ${r.src}..${r.src + r.len - 1}`,
+  );
   if (parts.length <= 6) return parts.join(', ');
   return `${parts.slice(0, 3).join(', ')}, ... (${parts.length} runs), ${parts[parts.length - 1]}`;
 }

@@ -45,13 +45,22 @@ export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOpti
     if (below.length > 0) {
       const what = below.map((g) => `${g.group} (${g.count} units, min ${g.minValue})`).join(', ');
       if (opts.force !== true) {
-        throw new FlmGrowError('MasksBelowOne', `${grown}: masks still below 1: ${what}; train until annealing ends, or pass --force to drop them (the model then changes)`);
+        throw new FlmGrowError(
+          'MasksBelowOne',
+          `${grown}: masks still below 1: ${what}; train until annealing ends, or pass --force to drop them (the model then changes)`,
+        );
       }
       opts.warn?.(`dropping masks below 1: ${what}; the baked model is NOT the masked model`);
     }
-    const decls: TensorDecl[] = [...ck.tensors.values()].sort((a, b) => a.file.localeCompare(b.file) || a.begin - b.begin)
+    const decls: TensorDecl[] = [...ck.tensors.values()]
+      .sort((a, b) => a.file.localeCompare(b.file) || a.begin - b.begin)
       .map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
-    const writer = await CheckpointWriter.create(dest, decls, { maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [grown] });
+    const writer = await CheckpointWriter.create(dest, decls, {
+      maxShardSize: opts.maxShardSize,
+      overwrite: opts.overwrite,
+      force: opts.forceOverwrite,
+      sources: [grown],
+    });
     try {
       const total = decls.reduce((a, d) => a + (ck.info(d.name).end - ck.info(d.name).begin), 0);
       const bar = startProgress(opts.progress, opts.quiet, 'bake', total, 'bytes');
@@ -80,7 +89,10 @@ export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOpti
       const files = await writer.finish();
       const prev = ck.manifest;
       const manifest: Manifest = {
-        format: MANIFEST_FORMAT, kind: 'bake', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
+        format: MANIFEST_FORMAT,
+        kind: 'bake',
+        created: new Date().toISOString(),
+        tool: { name: 'flm-grow', version: TOOL_VERSION },
         source: await sourceIdentity(ck, grown),
         ...(prev?.layerMap !== undefined ? { layerMap: prev.layerMap } : {}),
         extra: { droppedMasks: below, grownFrom: prev?.source ?? null },
@@ -97,4 +109,3 @@ export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOpti
     await ck.close();
   }
 }
-

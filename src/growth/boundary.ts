@@ -13,7 +13,9 @@ type LayerMap = readonly { source: number; inserted: boolean }[];
 export function grownBoundary(layerMap: LayerMap, n: number): number {
   if (n === 0) return 0;
   let last = -1;
-  layerMap.forEach((e, i) => { if (e.source === n - 1) last = i; });
+  layerMap.forEach((e, i) => {
+    if (e.source === n - 1) last = i;
+  });
   return last + 1;
 }
 
@@ -26,6 +28,10 @@ export function boundaryMap(Ls: number, Lg: number, layerMap: LayerMap | undefin
     if (Ls !== Lg) return [0, ...Array.from({ length: Ls - 1 }, () => -1), Lg];
     return Array.from({ length: Ls + 1 }, (_, n) => n);
   }
-  if (layerMap.length !== Lg) throw new FlmGrowError('BadManifest', `manifest layerMap has ${layerMap.length} entries but the grown config has ${Lg} layers`);
+  if (layerMap.length !== Lg)
+    throw new FlmGrowError(
+      'BadManifest',
+      `manifest layerMap has ${layerMap.length} entries but the grown config has ${Lg} layers`,
+    );
   return Array.from({ length: Ls + 1 }, (_, n) => grownBoundary(layerMap, n));
 }

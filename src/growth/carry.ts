@@ -41,8 +41,12 @@ export function sourceAnnealing(m: Manifest | undefined): SourceAnnealing {
  * The grown checkpoint's schedule: this growth's entries (`grown`) plus, for every group still
  * below 1 in the source (`below`), the rest of its source schedule (see the module comment).
  */
-export function carrySchedule(grown: readonly MaskSchedule[], src: SourceAnnealing, below: readonly MaskGroup[], annealSteps: number):
-  { schedule: MaskSchedule[]; carried: CarriedAnnealing | undefined } {
+export function carrySchedule(
+  grown: readonly MaskSchedule[],
+  src: SourceAnnealing,
+  below: readonly MaskGroup[],
+  annealSteps: number,
+): { schedule: MaskSchedule[]; carried: CarriedAnnealing | undefined } {
   const k = src.stageStep;
   const out = new Map<MaskGroup, MaskSchedule>(grown.map((e) => [e.group, e]));
   const groups: CarriedAnnealing['groups'] = [];
@@ -54,9 +58,10 @@ export function carrySchedule(grown: readonly MaskSchedule[], src: SourceAnneali
       continue;
     }
     const s = src.schedule.find((e) => e.group === g);
-    const entry: MaskSchedule = s !== undefined && k < s.startStep + s.length
-      ? { ...s, startStep: s.startStep - k }
-      : { group: g, startStep: 0, length: annealSteps, shape: 'linear' };
+    const entry: MaskSchedule =
+      s !== undefined && k < s.startStep + s.length
+        ? { ...s, startStep: s.startStep - k }
+        : { group: g, startStep: 0, length: annealSteps, shape: 'linear' };
     groups.push({ group: g, how: s !== undefined && k < s.startStep + s.length ? 'continued' : 'restarted', entry });
     out.set(g, entry);
   }

@@ -19,7 +19,9 @@ function cli(...args: string[]): { code: number; out: string; err: string } {
 }
 
 let tmp: { dir: string; cleanup: () => void };
-beforeAll(() => { tmp = tempDir('flm-grow-cli-'); });
+beforeAll(() => {
+  tmp = tempDir('flm-grow-cli-');
+});
 afterAll(() => tmp.cleanup());
 
 describe('flm-grow plan / grow / bake (CLI)', () => {
@@ -36,7 +38,8 @@ describe('flm-grow plan / grow / bake (CLI)', () => {
   });
 
   it('two stages (52B->102B->1T analogue), each function-preserving; bake refuses while masks < 1', async () => {
-    const s2 = join(tmp.dir, 'stage2'), s3 = join(tmp.dir, 'stage3');
+    const s2 = join(tmp.dir, 'stage2'),
+      s3 = join(tmp.dir, 'stage3');
     // stage 1 -> 2 as shipped: inserted layers chosen by distance through the model's forward pass
     const a = cli('grow', FIX, s2, '--plan', join(PLANS, 'tiny-stage1-to-stage2.json'), '--quiet');
     expect(a.code, a.err).toBe(0);
@@ -45,12 +48,19 @@ describe('flm-grow plan / grow / bake (CLI)', () => {
     const b = cli('grow', s2, s3, '--plan', join(PLANS, 'tiny-stage2-to-stage3.json'), '--positions', '0,2,2,4', '--quiet');
     expect(b.code, b.err).toBe(0);
     const ids = randomIds(12, 320, 5);
-    for (const [src, out] of [[FIX, s2], [s2, s3], [FIX, s3]]) {
+    for (const [src, out] of [
+      [FIX, s2],
+      [s2, s3],
+      [FIX, s3],
+    ]) {
       const d = await compareGrown(src, out, 'masked', ids);
       expect(d.dLogits, `${src} -> ${out}`).toBeLessThanOrEqual(1e-5 * d.scale);
       expect(d.newNonZero).toBe(0);
     }
-    for (const [src, out] of [[FIX, s2], [s2, s3]]) {
+    for (const [src, out] of [
+      [FIX, s2],
+      [s2, s3],
+    ]) {
       const v = cli('verify', src, out);
       expect(v.code, v.out + v.err).toBe(0);
     }

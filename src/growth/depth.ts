@@ -17,14 +17,21 @@ export interface LayerMapEntry {
  * `positions`: source layers after which one new layer each is inserted (repeats allowed:
  * several copies after the same layer). Length must be L' - L.
  */
-export function buildLayerMap(L: number, L2: number, positions: readonly number[], field = 'placement.positions'): LayerMapEntry[] {
-  if (L2 < L) throw new PlanError('targets.num_hidden_layers', `${L2} is fewer than the source's ${L} layers; growth cannot remove layers`);
+export function buildLayerMap(
+  L: number,
+  L2: number,
+  positions: readonly number[],
+  field = 'placement.positions',
+): LayerMapEntry[] {
+  if (L2 < L)
+    throw new PlanError('targets.num_hidden_layers', `${L2} is fewer than the source's ${L} layers; growth cannot remove layers`);
   if (positions.length !== L2 - L) {
     throw new PlanError(field, `${positions.length} positions given but growing ${L} -> ${L2} layers inserts ${L2 - L}`);
   }
   const after = new Array<number>(L).fill(0);
   for (const p of positions) {
-    if (!Number.isInteger(p) || p < 0 || p >= L) throw new PlanError(field, `position ${p} is not a source layer index in [0, ${L})`);
+    if (!Number.isInteger(p) || p < 0 || p >= L)
+      throw new PlanError(field, `position ${p} is not a source layer index in [0, ${L})`);
     after[p]++;
   }
   const out: LayerMapEntry[] = [];

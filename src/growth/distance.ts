@@ -11,7 +11,10 @@ export function layerDistance(xIn: Float32Array, xOut: Float32Array, H: number, 
   if (T === 0) return 0;
   let total = 0;
   for (let t = 0; t < T; t++) {
-    let dot = 0, nIn = 0, nOut = 0, nDiff = 0;
+    let dot = 0,
+      nIn = 0,
+      nOut = 0,
+      nDiff = 0;
     for (let i = t * H; i < (t + 1) * H; i++) {
       const a = xIn[i];
       const b = xOut[i];

@@ -20,11 +20,29 @@ const PLANS = join(import.meta.dirname, '../../growth-plans');
 
 let tmp: { dir: string; cleanup: () => void };
 let src: string;
-const cfg = makeConfig({ hiddenSize: 12, intermediateSize: 10, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4, vocabSize: 9, dtype: 'BF16' });
-const allOps = () => parsePlan({
-  targets: { hidden_size: 16, intermediate_size: 13, num_attention_heads: 8, num_key_value_heads: 2, num_hidden_layers: 4, vocab_size: 12 },
-  placement: { positions: [1, 0] }, seed: 7,
+const cfg = makeConfig({
+  hiddenSize: 12,
+  intermediateSize: 10,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 4,
+  vocabSize: 9,
+  dtype: 'BF16',
 });
+const allOps = () =>
+  parsePlan({
+    targets: {
+      hidden_size: 16,
+      intermediate_size: 13,
+      num_attention_heads: 8,
+      num_key_value_heads: 2,
+      num_hidden_layers: 4,
+      vocab_size: 12,
+    },
+    placement: { positions: [1, 0] },
+    seed: 7,
+  });
 
 beforeAll(async () => {
   tmp = tempDir();
@@ -51,7 +69,9 @@ async function tensorBytes(dir: string): Promise<Map<string, Uint8Array>> {
 
 describe('grow', () => {
   it('copies old slices bit-exactly and is a pure function of the seed (not of block size or shard size)', async () => {
-    const a = join(tmp.dir, 'a'), b = join(tmp.dir, 'b'), c = join(tmp.dir, 'c');
+    const a = join(tmp.dir, 'a'),
+      b = join(tmp.dir, 'b'),
+      c = join(tmp.dir, 'c');
     await growCheckpoint(src, a, allOps(), { quiet: true });
     await growCheckpoint(src, b, allOps(), { quiet: true, blockBytes: 40, maxShardSize: 500 });
     await growCheckpoint(src, c, { ...allOps(), seed: 8 }, { quiet: true });
@@ -59,24 +79,40 @@ describe('grow', () => {
     for (const [n, v] of ta) expect(Buffer.compare(v, tb.get(n) as Uint8Array), n).toBe(0);
     expect(Buffer.compare(ta.get('lm_head.weight') as Uint8Array, tc.get('lm_head.weight') as Uint8Array)).not.toBe(0);
     // embed [V,H] bf16: old rows, old columns identical bytes
-    const e0 = ts.get('model.embed_tokens.weight') as Uint8Array, e1 = ta.get('model.embed_tokens.weight') as Uint8Array;
-    for (let r = 0; r < 9; r++) expect(Buffer.compare(e0.subarray(r * 24, r * 24 + 24), e1.subarray(r * 32, r * 32 + 24))).toBe(0);
+    const e0 = ts.get('model.embed_tokens.weight') as Uint8Array,
+      e1 = ta.get('model.embed_tokens.weight') as Uint8Array;
+    for (let r = 0; r < 9; r++)
+      expect(Buffer.compare(e0.subarray(r * 24, r * 24 + 24), e1.subarray(r * 32, r * 32 + 24))).toBe(0);
     // q_proj rows of old heads moved into their groups: output head 4 (group 1 slot 0) = source head 2
-    const q0 = ts.get('model.layers.0.self_attn.q_proj.weight') as Uint8Array, q1 = ta.get('model.layers.0.self_attn.q_proj.weight') as Uint8Array;
+    const q0 = ts.get('model.layers.0.self_attn.q_proj.weight') as Uint8Array,
+      q1 = ta.get('model.layers.0.self_attn.q_proj.weight') as Uint8Array;
     for (let r = 0; r < 4; r++) {
-      expect(Buffer.compare(q0.subarray((8 + r) * 24, (8 + r) * 24 + 24), q1.subarray((16 + r) * 32, (16 + r) * 32 + 24))).toBe(0);
+      expect(Buffer.compare(q0.subarray((8 + r) * 24, (8 + r) * 24 + 24), q1.subarray((16 + r) * 32, (16 + r) * 32 + 24))).toBe(
+        0,
+      );
     }
     // inserted copy (output layer 1 <- source 0) holds layer 0's old entries
-    const u0 = ts.get('model.layers.0.mlp.up_proj.weight') as Uint8Array, u1 = ta.get('model.layers.1.mlp.up_proj.weight') as Uint8Array;
-    for (let r = 0; r < 10; r++) expect(Buffer.compare(u0.subarray(r * 24, r * 24 + 24), u1.subarray(r * 32, r * 32 + 24))).toBe(0);
+    const u0 = ts.get('model.layers.0.mlp.up_proj.weight') as Uint8Array,
+      u1 = ta.get('model.layers.1.mlp.up_proj.weight') as Uint8Array;
+    for (let r = 0; r < 10; r++)
+      expect(Buffer.compare(u0.subarray(r * 24, r * 24 + 24), u1.subarray(r * 32, r * 32 + 24))).toBe(0);
   });
 
   it('large blocks (pooled shared buffers, split writes) give the same bytes as tiny blocks', async () => {
-    const big = makeConfig({ hiddenSize: 1024, intermediateSize: 64, numLayers: 1, numHeads: 8, headDim: 128, vocabSize: 4096, dtype: 'BF16' });
+    const big = makeConfig({
+      hiddenSize: 1024,
+      intermediateSize: 64,
+      numLayers: 1,
+      numHeads: 8,
+      headDim: 128,
+      vocabSize: 4096,
+      dtype: 'BF16',
+    });
     const bsrc = join(tmp.dir, 'bigsrc');
     await writeRandomCheckpoint(bsrc, big, 'BF16', { seed: 9 });
     const plan = parsePlan({ targets: { hidden_size: 2560, vocab_size: 4100, num_attention_heads: 10 }, seed: 3 });
-    const x = join(tmp.dir, 'bigx'), y = join(tmp.dir, 'bigy');
+    const x = join(tmp.dir, 'bigx'),
+      y = join(tmp.dir, 'bigy');
     await growCheckpoint(bsrc, x, plan, { quiet: true, blockBytes: 9 << 20 }); // embed/lm_head: 21 MB -> pooled 9 MB blocks
     await growCheckpoint(bsrc, y, plan, { quiet: true, blockBytes: 1 << 20 });
     const [tx, ty] = await Promise.all([tensorBytes(x), tensorBytes(y)]);
@@ -106,19 +142,48 @@ describe('grow', () => {
     expect(Array.from(masks.vocab)).toEqual([...new Array(9).fill(1), 0, 0, 0]);
     expect(Array.from(masks.layers[0].heads)).toEqual([1, 1, 0, 0, 1, 1, 0, 0]);
     // positions [1, 0]: a copy of source layer 0 after it, and of source layer 1 after it
-    expect(r.layerMap).toEqual([{ source: 0, inserted: false }, { source: 0, inserted: true }, { source: 1, inserted: false }, { source: 1, inserted: true }]);
+    expect(r.layerMap).toEqual([
+      { source: 0, inserted: false },
+      { source: 0, inserted: true },
+      { source: 1, inserted: false },
+      { source: 1, inserted: true },
+    ]);
     expect(masks.layers.map((l) => l.residual)).toEqual([1, 0, 1, 0]);
     const conf = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
-    expect(conf).toMatchObject({ hidden_size: 16, intermediate_size: 13, num_attention_heads: 8, num_key_value_heads: 2, num_hidden_layers: 4, vocab_size: 12, head_dim: 4 });
+    expect(conf).toMatchObject({
+      hidden_size: 16,
+      intermediate_size: 13,
+      num_attention_heads: 8,
+      num_key_value_heads: 2,
+      num_hidden_layers: 4,
+      vocab_size: 12,
+      head_dim: 4,
+    });
   });
 
   it('growing a checkpoint mid-annealing carries its masks: the grown masked model equals the masked source', async () => {
-    const g1 = join(tmp.dir, 'mid1'), g2 = join(tmp.dir, 'mid2');
+    const g1 = join(tmp.dir, 'mid1'),
+      g2 = join(tmp.dir, 'mid2');
     const r1 = await growCheckpoint(src, g1, allOps(), { quiet: true });
-    const mid = applyMaskValues(await readMasks(join(g1, MASKS_FILE), r1.target), { hidden: 0.4, heads: 0.7, ffn: 0.2, layers: 0.5 });
+    const mid = applyMaskValues(await readMasks(join(g1, MASKS_FILE), r1.target), {
+      hidden: 0.4,
+      heads: 0.7,
+      ffn: 0.2,
+      layers: 0.5,
+    });
     rmSync(join(g1, MASKS_FILE));
     await writeMasks(join(g1, MASKS_FILE), mid);
-    const plan2 = parsePlan({ targets: { hidden_size: 20, intermediate_size: 15, num_attention_heads: 12, num_key_value_heads: 3, num_hidden_layers: 5, vocab_size: 13 }, placement: { positions: [3] } });
+    const plan2 = parsePlan({
+      targets: {
+        hidden_size: 20,
+        intermediate_size: 15,
+        num_attention_heads: 12,
+        num_key_value_heads: 3,
+        num_hidden_layers: 5,
+        vocab_size: 13,
+      },
+      placement: { positions: [3] },
+    });
     const r2 = await growCheckpoint(g1, g2, plan2, { quiet: true });
     const m2 = await readMasks(join(g2, MASKS_FILE), r2.target);
     expect(m2.hidden[13]).toBeCloseTo(0.4, 6);
@@ -126,7 +191,9 @@ describe('grow', () => {
     expect(m2.layers.map((l) => l.residual)).toEqual([1, 0.5, 1, 0.5, 0]);
     const d = await compareGrown(g1, g2, 'masked', randomIds(6, 12, 4));
     expect(d.dLogits).toBeLessThanOrEqual(1e-5 * d.scale);
-    await expect(growCheckpoint(g1, join(tmp.dir, 'midz'), { ...plan2, mode: 'zero' }, { quiet: true })).rejects.toThrow(/field "mode".*masks below 1/);
+    await expect(growCheckpoint(g1, join(tmp.dir, 'midz'), { ...plan2, mode: 'zero' }, { quiet: true })).rejects.toThrow(
+      /field "mode".*masks below 1/,
+    );
   });
 
   it('the trainer can rebuild the layout from the manifest and grow Adam moments the same way', async () => {
@@ -178,9 +245,17 @@ describe('grow', () => {
 
   it('bad plans and sources: clear errors, no destination (or temporary folder) created', async () => {
     const dest = join(tmp.dir, 'never');
-    await expect(growCheckpoint(src, dest, parsePlan({ targets: { hidden_size: 8 } }), { quiet: true })).rejects.toThrow(/targets.hidden_size.*cannot shrink/);
-    await expect(growCheckpoint(src, dest, parsePlan({ targets: { num_hidden_layers: 3 }, placement: { method: 'explicit' } }), { quiet: true })).rejects.toThrow(/placement.positions/);
-    await expect(growCheckpoint(src, dest, parsePlan({ targets: { num_hidden_layers: 3 }, placement: { positions: [5] } }), { quiet: true })).rejects.toThrow(/position 5/);
+    await expect(growCheckpoint(src, dest, parsePlan({ targets: { hidden_size: 8 } }), { quiet: true })).rejects.toThrow(
+      /targets.hidden_size.*cannot shrink/,
+    );
+    await expect(
+      growCheckpoint(src, dest, parsePlan({ targets: { num_hidden_layers: 3 }, placement: { method: 'explicit' } }), {
+        quiet: true,
+      }),
+    ).rejects.toThrow(/placement.positions/);
+    await expect(
+      growCheckpoint(src, dest, parsePlan({ targets: { num_hidden_layers: 3 }, placement: { positions: [5] } }), { quiet: true }),
+    ).rejects.toThrow(/position 5/);
     await expect(growCheckpoint(join(tmp.dir, 'nope'), dest, allOps(), { quiet: true })).rejects.toThrow(/not a folder/);
     await expect(growCheckpoint(src, src, allOps(), { quiet: true })).rejects.toThrow(/destination is the source/);
     const existing = join(tmp.dir, 'existing');
@@ -194,7 +269,9 @@ describe('grow', () => {
 describe('bake', () => {
   it('refuses while masks are below 1, naming the groups; --force drops them', async () => {
     const g = await grownAllOps('bake-below-one');
-    await expect(bakeCheckpoint(g, join(tmp.dir, 'bk0'), { quiet: true })).rejects.toThrow(/masks still below 1: hidden.*heads.*ffn.*layers/);
+    await expect(bakeCheckpoint(g, join(tmp.dir, 'bk0'), { quiet: true })).rejects.toThrow(
+      /masks still below 1: hidden.*heads.*ffn.*layers/,
+    );
     expect(existsSync(join(tmp.dir, 'bk0'))).toBe(false);
     const warnings: string[] = [];
     await bakeCheckpoint(g, join(tmp.dir, 'bk0'), { quiet: true, force: true, warn: (w) => warnings.push(w) });
@@ -217,9 +294,11 @@ describe('bake', () => {
     const man = readManifest(b);
     expect(await verifyManifestFiles(b, man as NonNullable<typeof man>)).toEqual([]);
     // masked forward at ones (vocab padding aside) == plain forward of the baked weights
-    const G = await loadAll(g), B = await loadAll(b);
+    const G = await loadAll(g),
+      B = await loadAll(b);
     const ids = randomIds(5, 9, 2);
-    const x = naive(G.cfg, G.w, ids, ones), y = naive(B.cfg, B.w, ids);
+    const x = naive(G.cfg, G.w, ids, ones),
+      y = naive(B.cfg, B.w, ids);
     for (let t = 0; t < 5; t++) for (let v = 0; v < 9; v++) expect(Math.abs(x.logits[t][v] - y.logits[t][v])).toBeLessThan(1e-9);
   });
 });
@@ -227,11 +306,14 @@ describe('bake', () => {
 describe.each([
   ['llama-tiny-f32', false],
   ['llama-tiny-bf16', true],
-])('growing the HF fixture %s: the grown model reproduces transformers\' logits of the source', (name, bf16Rope) => {
+])("growing the HF fixture %s: the grown model reproduces transformers' logits of the source", (name, bf16Rope) => {
   it('all operators at once (masked), checked against reference.safetensors', async () => {
     const out = join(tmp.dir, `hf-${name}`);
     const plan = applyPlanFlags(readPlanFile(join(PLANS, 'tiny-stage1-to-stage2.json')), {
-      numAttentionHeads: 10, numKeyValueHeads: 5, vocabSize: 336, positions: '2',
+      numAttentionHeads: 10,
+      numKeyValueHeads: 5,
+      vocabSize: 336,
+      positions: '2',
     });
     await growCheckpoint(join(FIX, name), out, plan, { quiet: true });
     const G = await loadAll(out);

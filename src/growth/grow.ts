@@ -16,7 +16,15 @@ import { tensorName } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, SIDE_FILE_PATTERN, sourceIdentity, TOOL_VERSION, type Manifest } from '../manifest.ts';
+import {
+  MANIFEST_FILE,
+  MANIFEST_FORMAT,
+  readManifest,
+  SIDE_FILE_PATTERN,
+  sourceIdentity,
+  TOOL_VERSION,
+  type Manifest,
+} from '../manifest.ts';
 import { carrySchedule, sourceAnnealing, type CarriedAnnealing } from './carry.ts';
 import { groupsBelowOne, MASKS_FILE, writeMasks } from '../masks.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
@@ -76,11 +84,19 @@ export function sourceDtype(ck: Checkpoint): DType {
 }
 
 /** Positions of inserted layers: explicit from the plan, or chosen by distance on the source. */
-export async function resolvePositions(ck: Checkpoint, plan: GrowthPlan, L2: number, given?: LayerSelection, backend?: BackendName, progress?: ProgressFactory): Promise<{ positions: number[]; selection: LayerSelection | undefined }> {
+export async function resolvePositions(
+  ck: Checkpoint,
+  plan: GrowthPlan,
+  L2: number,
+  given?: LayerSelection,
+  backend?: BackendName,
+  progress?: ProgressFactory,
+): Promise<{ positions: number[]; selection: LayerSelection | undefined }> {
   const k = L2 - ck.config.numLayers;
   if (k <= 0) return { positions: [], selection: undefined };
   if (plan.placement.method === 'explicit') {
-    if (plan.placement.positions === undefined) throw new PlanError('placement.positions', `method "explicit" needs ${k} positions (source layers after which to insert)`);
+    if (plan.placement.positions === undefined)
+      throw new PlanError('placement.positions', `method "explicit" needs ${k} positions (source layers after which to insert)`);
     return { positions: plan.placement.positions, selection: undefined };
   }
   let selection = given;
@@ -89,7 +105,13 @@ export async function resolvePositions(ck: Checkpoint, plan: GrowthPlan, L2: num
     if (backend !== undefined) await (await import('../backend.ts')).initBackend(backend);
     const ids = await calibrationIds(ck, plan.calibration);
     const r = await selectLayers(ck, ids, { metric: plan.placement.metric, order: plan.placement.order, count: k, progress });
-    selection = { metric: plan.placement.metric, order: plan.placement.order, distances: r.distances, picks: r.picks, calibrationTokens: ids.flat().length };
+    selection = {
+      metric: plan.placement.metric,
+      order: plan.placement.order,
+      distances: r.distances,
+      picks: r.picks,
+      calibrationTokens: ids.flat().length,
+    };
   } else {
     selection = { ...selection, picks: pickLayers(selection.distances, k, plan.placement.order) };
   }
@@ -100,7 +122,12 @@ export function tensorDecls(ops: readonly TensorOp[], dtypeOf: (op: TensorOp) =>
   return ops.map((op) => ({ name: op.name, dtype: dtypeOf(op), shape: op.shape }));
 }
 
-export async function growCheckpoint(source: string, dest: string, plan: GrowthPlan, opts: GrowOptions = {}): Promise<GrowResult> {
+export async function growCheckpoint(
+  source: string,
+  dest: string,
+  plan: GrowthPlan,
+  opts: GrowOptions = {},
+): Promise<GrowResult> {
   // before any work (the calibration pass can take minutes); AtomicDir.create checks again
   checkDestination(dest, { overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [source] });
   const ck = await CheckpointFolder.open(source);
@@ -109,22 +136,49 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
     const resolved = resolveTarget(ck.config, plan, outDtype, 'plan');
     const sourceMasks = await ck.masks();
     if (sourceMasks !== undefined && plan.mode === 'zero' && groupsBelowOne(sourceMasks).length > 0) {
-      throw new PlanError('mode', `${source} still has masks below 1 (${groupsBelowOne(sourceMasks).map((x) => x.group).join(', ')}); zero mode cannot carry them: grow in masked mode, or train and bake first`);
+      throw new PlanError(
+        'mode',
+        `${source} still has masks below 1 (${groupsBelowOne(sourceMasks)
+          .map((x) => x.group)
+          .join(', ')}); zero mode cannot carry them: grow in masked mode, or train and bake first`,
+      );
     }
     // a source still annealing: its masks are carried (initialMasks) and so is the rest of its schedule
-    const carry = plan.mode === 'masked' && sourceMasks !== undefined
-      ? carrySchedule(resolved.schedule, sourceAnnealing(readManifest(source)), groupsBelowOne(sourceMasks).map((g) => g.group), plan.annealSteps)
-      : undefined;
+    const carry =
+      plan.mode === 'masked' && sourceMasks !== undefined
+        ? carrySchedule(
+            resolved.schedule,
+            sourceAnnealing(readManifest(source)),
+            groupsBelowOne(sourceMasks).map((g) => g.group),
+            plan.annealSteps,
+          )
+        : undefined;
     if (carry !== undefined) resolved.schedule = carry.schedule;
     const { target } = resolved;
-    const { positions, selection } = await resolvePositions(ck, plan, target.numLayers, opts.selection, opts.backend, opts.quiet === true ? undefined : opts.progress);
-    const layerMap = buildLayerMap(ck.config.numLayers, target.numLayers, positions, plan.placement.method === 'explicit' ? 'placement.positions' : 'layer selection');
+    const { positions, selection } = await resolvePositions(
+      ck,
+      plan,
+      target.numLayers,
+      opts.selection,
+      opts.backend,
+      opts.quiet === true ? undefined : opts.progress,
+    );
+    const layerMap = buildLayerMap(
+      ck.config.numLayers,
+      target.numLayers,
+      positions,
+      plan.placement.method === 'explicit' ? 'placement.positions' : 'layer selection',
+    );
     const layout = buildLayout(ck.config, target, plan, layerMap, resolved.zeroNorm?.gainScale ?? 1);
     const ops = tensorOps(layout);
     const decls = tensorDecls(ops, () => outDtype);
     // shards are hashed on a second thread as the writer writes them (blocks are shared memory)
     const { writer, hasher } = await createHashedWriter(dest, decls, {
-      maxShardSize: opts.maxShardSize, overwrite: opts.overwrite, force: opts.forceOverwrite, sources: [source], ...opts.writerOptions,
+      maxShardSize: opts.maxShardSize,
+      overwrite: opts.overwrite,
+      force: opts.forceOverwrite,
+      sources: [source],
+      ...opts.writerOptions,
     });
     try {
       await writeTensors(ck, writer, ops, layout, outDtype, opts);
@@ -157,7 +211,14 @@ export async function growCheckpoint(source: string, dest: string, plan: GrowthP
   }
 }
 
-async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: readonly TensorOp[], layout: GrowthLayout, outDtype: DType, opts: GrowOptions): Promise<void> {
+async function writeTensors(
+  ck: Checkpoint,
+  writer: CheckpointWriter,
+  ops: readonly TensorOp[],
+  layout: GrowthLayout,
+  outDtype: DType,
+  opts: GrowOptions,
+): Promise<void> {
   const wanted = ops.filter((op) => writer.wants(op.name));
   const total = wanted.reduce((a, op) => a + op.shape.reduce((x, y) => x * y, 1) * dtypeSize(outDtype), 0);
   const bar = startProgress(opts.progress, opts.quiet, 'grow', total, 'bytes');
@@ -171,20 +232,28 @@ async function writeTensors(ck: Checkpoint, writer: CheckpointWriter, ops: reado
   try {
     for (const op of wanted) {
       const src = op.source === undefined ? undefined : reader.rows(op.source);
-      await produceTensor(op, src, outDtype, layout.seed, async (block) => {
-        while (inflight.length >= WRITES_IN_FLIGHT) await inflight.shift();
-        const written = writer.write(op.name, block);
-        const tracked = written.then(() => {
-          done += block.byteLength;
-          bar.update(done);
-          opts.onProgress?.(done, total);
-        });
-        tracked.catch(() => undefined); // awaited when the queue is full or below
-        inflight.push(tracked);
-        // back to the pool once written and hashed, even on failure (errors surface through inflight)
-        const release = () => pool.release(block);
-        void written.then(release, release);
-      }, blockBytes, (n) => pool.acquire(n));
+      await produceTensor(
+        op,
+        src,
+        outDtype,
+        layout.seed,
+        async (block) => {
+          while (inflight.length >= WRITES_IN_FLIGHT) await inflight.shift();
+          const written = writer.write(op.name, block);
+          const tracked = written.then(() => {
+            done += block.byteLength;
+            bar.update(done);
+            opts.onProgress?.(done, total);
+          });
+          tracked.catch(() => undefined); // awaited when the queue is full or below
+          inflight.push(tracked);
+          // back to the pool once written and hashed, even on failure (errors surface through inflight)
+          const release = () => pool.release(block);
+          void written.then(release, release);
+        },
+        blockBytes,
+        (n) => pool.acquire(n),
+      );
     }
     await Promise.all(inflight);
   } finally {
@@ -206,8 +275,16 @@ async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter, target: 
   }
 }
 
-async function growManifest(ck: Checkpoint, source: string, plan: GrowthPlan, layout: GrowthLayout, resolved: ResolvedTarget,
-  selection: LayerSelection | undefined, files: Record<string, string>, carried?: CarriedAnnealing): Promise<Manifest> {
+async function growManifest(
+  ck: Checkpoint,
+  source: string,
+  plan: GrowthPlan,
+  layout: GrowthLayout,
+  resolved: ResolvedTarget,
+  selection: LayerSelection | undefined,
+  files: Record<string, string>,
+  carried?: CarriedAnnealing,
+): Promise<Manifest> {
   return {
     format: MANIFEST_FORMAT,
     kind: 'grow',
@@ -218,14 +295,20 @@ async function growManifest(ck: Checkpoint, source: string, plan: GrowthPlan, la
     plan: {
       ...planToJson(plan),
       resolvedTargets: {
-        hidden_size: layout.target.hiddenSize, intermediate_size: layout.target.intermediateSize,
-        num_attention_heads: layout.target.numHeads, num_key_value_heads: layout.target.numKvHeads,
-        num_hidden_layers: layout.target.numLayers, vocab_size: layout.target.vocabSize, head_dim: layout.target.headDim,
+        hidden_size: layout.target.hiddenSize,
+        intermediate_size: layout.target.intermediateSize,
+        num_attention_heads: layout.target.numHeads,
+        num_key_value_heads: layout.target.numKvHeads,
+        num_hidden_layers: layout.target.numLayers,
+        vocab_size: layout.target.vocabSize,
+        head_dim: layout.target.headDim,
       },
       std: layout.std,
       ...(resolved.zeroNorm !== undefined ? { zeroModeNorm: resolved.zeroNorm } : {}),
     },
-    ...(plan.mode === 'masked' ? { masks: { file: MASKS_FILE, schedule: resolved.schedule, ...(carried !== undefined ? { carried } : {}) } } : {}),
+    ...(plan.mode === 'masked'
+      ? { masks: { file: MASKS_FILE, schedule: resolved.schedule, ...(carried !== undefined ? { carried } : {}) } }
+      : {}),
     layerMap: layout.layerMap,
     ...(selection !== undefined ? { layerSelection: selection } : {}),
     extra: { queryHeadMap: Array.from(layout.headMap) },

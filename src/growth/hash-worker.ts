@@ -19,7 +19,10 @@ parentPort.on('message', (m) => {
 });
 `;
 
-interface Waiter<T> { res: (v: T) => void; rej: (e: Error) => void }
+interface Waiter<T> {
+  res: (v: T) => void;
+  rej: (e: Error) => void;
+}
 
 export class ParallelHasher {
   private worker: Worker;
@@ -98,7 +101,7 @@ export class BlockPool {
   /** A view of n bytes; pooled views hold stale bytes (the caller writes every byte). */
   async acquire(n: number): Promise<Uint8Array> {
     if (n < this.minPooled || n > this.size) return new Uint8Array(new SharedArrayBuffer(n));
-    const b = this.free.pop() ?? await new Promise<SharedArrayBuffer>((res) => this.waiters.push(res));
+    const b = this.free.pop() ?? (await new Promise<SharedArrayBuffer>((res) => this.waiters.push(res)));
     return new Uint8Array(b, 0, n);
   }
 
@@ -120,7 +123,11 @@ export function sharedBlock(bytes: number): Uint8Array {
  * A CheckpointWriter whose shards are hashed on a second thread as it writes them (blocks are
  * shared memory, so nothing is copied or read back). The caller closes the hasher when done.
  */
-export async function createHashedWriter(dest: string, decls: TensorDecl[], opts: Omit<CheckpointWriterOptions, 'hasher'>): Promise<{ writer: CheckpointWriter; hasher: ParallelHasher }> {
+export async function createHashedWriter(
+  dest: string,
+  decls: TensorDecl[],
+  opts: Omit<CheckpointWriterOptions, 'hasher'>,
+): Promise<{ writer: CheckpointWriter; hasher: ParallelHasher }> {
   const hasher = new ParallelHasher();
   try {
     const writer = await CheckpointWriter.create(dest, decls, {

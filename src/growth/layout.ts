@@ -38,7 +38,13 @@ export interface GrowthLayout {
   std: Record<Role, number>;
 }
 
-export function buildLayout(source: ModelConfig, target: ModelConfig, plan: GrowthPlan, layerMap: LayerMapEntry[], normScale = 1): GrowthLayout {
+export function buildLayout(
+  source: ModelConfig,
+  target: ModelConfig,
+  plan: GrowthPlan,
+  layerMap: LayerMapEntry[],
+  normScale = 1,
+): GrowthLayout {
   const s = source;
   const t = target;
   const maps = {} as Record<Dim, AxisMap>;
@@ -49,8 +55,18 @@ export function buildLayout(source: ModelConfig, target: ModelConfig, plan: Grow
   }
   const std = Object.fromEntries(LLAMA_TENSORS.map((x) => [x.role, stdFor(plan, s, x.role, x.kind)])) as Record<Role, number>;
   return {
-    source, target, mode: plan.mode, maps, headMap: units.heads as AxisMap, units, layerMap,
-    layerInit: plan.init.layers, newInit: plan.init.new, seed: plan.seed, normScale, std,
+    source,
+    target,
+    mode: plan.mode,
+    maps,
+    headMap: units.heads as AxisMap,
+    units,
+    layerMap,
+    layerInit: plan.init.layers,
+    newInit: plan.init.new,
+    seed: plan.seed,
+    normScale,
+    std,
     normScaled: normScale === 1 ? [] : OPERATORS.flatMap((op) => op.normScaledRoles?.(t) ?? []),
   };
 }
@@ -99,13 +115,17 @@ export function tensorOps(g: GrowthLayout): TensorOp[] {
     }
     const isNorm = spec.kind === 'norm';
     const base: Fill = isNorm ? 'one' : g.newInit === 'zero' ? 'zero' : 'random';
-    const zeroAxes = g.mode === 'zero' ? ZERO_MODE_AXES[e.role] ?? [] : [];
+    const zeroAxes = g.mode === 'zero' ? (ZERO_MODE_AXES[e.role] ?? []) : [];
     const rowZero = rowDim !== undefined && zeroAxes.includes(rowDim);
     const colZero = zeroAxes.includes(colDim);
     return {
-      name: e.name, role: e.role, layer: e.layer, shape: e.shape,
+      name: e.name,
+      role: e.role,
+      layer: e.layer,
+      shape: e.shape,
       source: fresh ? undefined : sourceName(e.role, srcLayer),
-      rows, cols,
+      rows,
+      cols,
       fillNewRow: rowZero ? 'zero' : base,
       fillNewCol: colZero ? 'zero' : base,
       fillNewBoth: rowZero || colZero ? 'zero' : base,
@@ -134,7 +154,7 @@ export function initialMasks(g: GrowthLayout, sourceMasks?: MaskSet): MaskSet {
       return {
         heads: carry(u.heads, sl?.heads),
         ffn: carry(u.ffn, sl?.ffn),
-        residual: e.inserted ? 0 : sl?.residual ?? 1,
+        residual: e.inserted ? 0 : (sl?.residual ?? 1),
       };
     }),
   };

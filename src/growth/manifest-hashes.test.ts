@@ -23,11 +23,25 @@ describe('manifest hashes = sha256 of the files written', () => {
   it('grow (masked and zero) and bake, sharded', async () => {
     const { dir, cleanup } = tempDir();
     try {
-      const cfg = makeConfig({ hiddenSize: 12, intermediateSize: 10, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4, vocabSize: 9, dtype: 'BF16' });
+      const cfg = makeConfig({
+        hiddenSize: 12,
+        intermediateSize: 10,
+        numLayers: 2,
+        numHeads: 4,
+        numKvHeads: 2,
+        headDim: 4,
+        vocabSize: 9,
+        dtype: 'BF16',
+      });
       await writeRandomCheckpoint(join(dir, 's'), cfg, 'BF16', { seed: 3, maxShardSize: 2000 });
       writeFileSync(join(dir, 's', 'tokenizer.json'), '{"fake": true}');
       for (const mode of ['masked', 'zero'] as const) {
-        const plan = parsePlan({ targets: { hidden_size: 16, intermediate_size: 13, num_hidden_layers: 3, vocab_size: 12 }, placement: { positions: [1] }, mode, seed: 1 });
+        const plan = parsePlan({
+          targets: { hidden_size: 16, intermediate_size: 13, num_hidden_layers: 3, vocab_size: 12 },
+          placement: { positions: [1] },
+          mode,
+          seed: 1,
+        });
         await growCheckpoint(join(dir, 's'), join(dir, mode), plan, { quiet: true, maxShardSize: 700, dtype: 'F32' });
         await expectManifestMatchesDisk(join(dir, mode));
       }

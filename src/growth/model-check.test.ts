@@ -21,12 +21,20 @@ const FIX = join(import.meta.dirname, '../../fixtures/hf');
 const PLANS = join(import.meta.dirname, '../../growth-plans');
 
 let tmp: { dir: string; cleanup: () => void };
-beforeAll(async () => { await initBackend('auto'); tmp = tempDir('flm-grow-model-'); });
+beforeAll(async () => {
+  await initBackend('auto');
+  tmp = tempDir('flm-grow-model-');
+});
 afterAll(() => tmp.cleanup());
 
-const allOps = () => applyPlanFlags(readPlanFile(join(PLANS, 'tiny-stage1-to-stage2.json')), {
-  numAttentionHeads: 10, numKeyValueHeads: 5, vocabSize: 336, positions: '0,2', numHiddenLayers: 6,
-});
+const allOps = () =>
+  applyPlanFlags(readPlanFile(join(PLANS, 'tiny-stage1-to-stage2.json')), {
+    numAttentionHeads: 10,
+    numKeyValueHeads: 5,
+    vocabSize: 336,
+    positions: '0,2',
+    numHiddenLayers: 6,
+  });
 
 async function forward(dir: string, ids: number[][], masks?: StreamOptions['masks']) {
   const ck = await Checkpoint.open(dir);
@@ -38,7 +46,7 @@ async function forward(dir: string, ids: number[][], masks?: StreamOptions['mask
 }
 
 describe.each(['llama-tiny-f32', 'llama-tiny-bf16'])('model forward of the grown fixture %s', (name) => {
-  it('reproduces transformers\' logits of the source (old vocab) and masks the padding', async () => {
+  it("reproduces transformers' logits of the source (old vocab) and masks the padding", async () => {
     const out = join(tmp.dir, `grown-${name}`);
     await growCheckpoint(join(FIX, name), out, allOps(), { quiet: true });
     const ref = await SafetensorsFile.open(join(FIX, name, 'reference.safetensors'));
@@ -73,7 +81,8 @@ describe('masks = 1', () => {
     await bakeCheckpoint(g, b, { quiet: true });
     const baked = await forward(b, ids);
     expect(baked.masked).toBe(false);
-    let d1 = 0, d2 = 0;
+    let d1 = 0,
+      d2 = 0;
     for (let n = 0; n < ids[0].length; n++) {
       for (let v = 0; v < 320; v++) {
         const k = n * 336 + v;

@@ -17,7 +17,8 @@ import { OPTIMIZER_FILE, readOptimizerState, writeOptimizerState, type MomentArr
 
 export function opFor(layout: GrowthLayout, outName: string): TensorOp {
   const op = tensorOps(layout).find((o) => o.name === outName);
-  if (op === undefined) throw new FlmGrowError('TensorNotFound', `growMomentTensor: "${outName}" is not a tensor of the grown model`);
+  if (op === undefined)
+    throw new FlmGrowError('TensorNotFound', `growMomentTensor: "${outName}" is not a tensor of the grown model`);
   return op;
 }
 
@@ -38,7 +39,11 @@ export function growMomentTensor(layout: GrowthLayout, outName: string, values: 
   if (values === undefined || momentSource(layout, outName) === undefined) return out;
   const srcShape = shapeOf(layout.source, op.role);
   const n = srcShape.reduce((a, b) => a * b, 1);
-  if (values.length !== n) throw new FlmGrowError('ShapeMismatch', `growMomentTensor: "${outName}" source moments have ${values.length} entries, [${srcShape.join(', ')}] needs ${n}`);
+  if (values.length !== n)
+    throw new FlmGrowError(
+      'ShapeMismatch',
+      `growMomentTensor: "${outName}" source moments have ${values.length} entries, [${srcShape.join(', ')}] needs ${n}`,
+    );
   const srcRowLen = srcShape.length === 1 ? n : srcShape[1];
   for (let i = 0; i < op.rows.length; i++) {
     const s = op.rows[i];
@@ -68,7 +73,13 @@ export function layoutFromManifest(source: ModelConfig, target: ModelConfig, m: 
  * Expand an optimizer state through a growth layout: every moment lands where its weight went;
  * new rows/columns and inserted layers start at 0 (MSG's treatment of Adam moments).
  */
-export async function growOptimizerFile(srcPath: string, srcCfg: ModelConfig, dstCfg: ModelConfig, layout: GrowthLayout, outPath: string): Promise<void> {
+export async function growOptimizerFile(
+  srcPath: string,
+  srcCfg: ModelConfig,
+  dstCfg: ModelConfig,
+  layout: GrowthLayout,
+  outPath: string,
+): Promise<void> {
   const srcShapes = new Map(expectedTensors(srcCfg).map((t) => [t.name, t.shape] as const));
   const src = await readOptimizerState(srcPath, srcShapes);
   const dstShapes = new Map(expectedTensors(dstCfg).map((t) => [t.name, t.shape] as const));
@@ -94,7 +105,8 @@ export async function growOptimizerState(sourceDir: string, grownDir: string): P
   const srcPath = join(sourceDir, OPTIMIZER_FILE);
   if (!existsSync(srcPath)) return false;
   const manifest = readManifest(grownDir);
-  if (manifest === undefined) throw new TrainError('OptimizerState', `${grownDir}: no flm-grow-manifest.json; cannot tell how it was grown`);
+  if (manifest === undefined)
+    throw new TrainError('OptimizerState', `${grownDir}: no flm-grow-manifest.json; cannot tell how it was grown`);
   const srcCfg = readConfigFile(join(sourceDir, 'config.json'));
   const dstCfg = readConfigFile(join(grownDir, 'config.json'));
   await growOptimizerFile(srcPath, srcCfg, dstCfg, layoutFromManifest(srcCfg, dstCfg, manifest), join(grownDir, OPTIMIZER_FILE));

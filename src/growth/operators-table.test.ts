@@ -20,8 +20,19 @@ const DIMS: readonly Dim[] = ['V', 'H', 'F', 'Q', 'KV', 'HD'];
 const MASK_VECTORS: readonly MaskVector[] = ['hidden', 'vocab', 'heads', 'ffn', 'residual'];
 
 const src = makeConfig({
-  hiddenSize: 8, intermediateSize: 6, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 2, vocabSize: 7,
-  useMup: true, inputMult: 1.5, outputMult: 0.5, mupScaleFactor: 4, dtype: 'BF16', rmsNormEps: 1e-5,
+  hiddenSize: 8,
+  intermediateSize: 6,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 2,
+  vocabSize: 7,
+  useMup: true,
+  inputMult: 1.5,
+  outputMult: 0.5,
+  mupScaleFactor: 4,
+  dtype: 'BF16',
+  rmsNormEps: 1e-5,
 });
 
 /** One growth per operator that changes only that operator's fields (and what it implies). */
@@ -39,7 +50,8 @@ function owners<T>(get: (op: (typeof OPERATORS)[number]) => readonly T[] | T | u
   const m = new Map<T, string[]>();
   for (const op of OPERATORS) {
     const v = get(op);
-    for (const x of v === undefined ? [] : Array.isArray(v) ? v as readonly T[] : [v as T]) m.set(x, [...(m.get(x) ?? []), op.name]);
+    for (const x of v === undefined ? [] : Array.isArray(v) ? (v as readonly T[]) : [v as T])
+      m.set(x, [...(m.get(x) ?? []), op.name]);
   }
   return m;
 }
@@ -74,13 +86,21 @@ describe('the operator table', () => {
   it('every operator has a case below, and growing only its fields grows only it', () => {
     expect(Object.keys(ALONE).sort()).toEqual(OPERATORS.map((o) => o.name).sort());
     for (const op of OPERATORS) {
-      const plan = parsePlan({ targets: ALONE[op.name], placement: { positions: [0, 1].slice(0, (ALONE[op.name].num_hidden_layers ?? 2) - 2) } });
+      const plan = parsePlan({
+        targets: ALONE[op.name],
+        placement: { positions: [0, 1].slice(0, (ALONE[op.name].num_hidden_layers ?? 2) - 2) },
+      });
       const { target, grownGroups } = resolveTarget(src, plan, 'F32');
       const grown = OPERATORS.filter((o) => grows(o, src, target)).map((o) => o.name);
       // new KV heads come with new query heads (the heads operator), nothing else does
       expect(grown, op.name).toEqual(op.extent === undefined ? [] : op.name === 'kv-heads' ? ['heads', 'kv-heads'] : [op.name]);
       if (op.maskGroup !== undefined) expect(grownGroups, op.name).toContain(op.maskGroup);
-      const layout = buildLayout(src, target, plan, buildLayerMap(src.numLayers, target.numLayers, plan.placement.positions ?? []));
+      const layout = buildLayout(
+        src,
+        target,
+        plan,
+        buildLayerMap(src.numLayers, target.numLayers, plan.placement.positions ?? []),
+      );
       for (const d of DIMS) {
         const map = layout.maps[d];
         expect(map.length, `${op.name} ${d}`).toBe(dimSize(target, d));
@@ -92,19 +112,28 @@ describe('the operator table', () => {
     }
   });
 
-  it.each(OPERATORS.flatMap((op) => (['masked', 'zero'] as const).map((mode) => [op.name, mode] as const)))('%s alone, %s mode: the function is preserved', async (name, mode) => {
-    const { dir, cleanup } = tempDir();
-    try {
-      const t = ALONE[name];
-      const plan = parsePlan({ targets: t, mode, placement: { positions: t.num_hidden_layers === undefined ? [] : [1, 0] }, init: { std: 0.7 }, seed: 4 });
-      await writeRandomCheckpoint(join(dir, 's'), src, 'BF16', { seed: 2 });
-      await growCheckpoint(join(dir, 's'), join(dir, 'o'), plan, { dtype: mode === 'zero' ? 'F32' : 'BF16', quiet: true });
-      const r = await compareGrown(join(dir, 's'), join(dir, 'o'), mode, randomIds(6, src.vocabSize, 9));
-      expect(r.dLogits).toBeLessThanOrEqual(1e-5 * r.scale);
-      expect(r.dHidden).toBeLessThanOrEqual(1e-5 * r.scale);
-      expect(r.newNonZero).toBe(0);
-    } finally {
-      cleanup();
-    }
-  });
+  it.each(OPERATORS.flatMap((op) => (['masked', 'zero'] as const).map((mode) => [op.name, mode] as const)))(
+    '%s alone, %s mode: the function is preserved',
+    async (name, mode) => {
+      const { dir, cleanup } = tempDir();
+      try {
+        const t = ALONE[name];
+        const plan = parsePlan({
+          targets: t,
+          mode,
+          placement: { positions: t.num_hidden_layers === undefined ? [] : [1, 0] },
+          init: { std: 0.7 },
+          seed: 4,
+        });
+        await writeRandomCheckpoint(join(dir, 's'), src, 'BF16', { seed: 2 });
+        await growCheckpoint(join(dir, 's'), join(dir, 'o'), plan, { dtype: mode === 'zero' ? 'F32' : 'BF16', quiet: true });
+        const r = await compareGrown(join(dir, 's'), join(dir, 'o'), mode, randomIds(6, src.vocabSize, 9));
+        expect(r.dLogits).toBeLessThanOrEqual(1e-5 * r.scale);
+        expect(r.dHidden).toBeLessThanOrEqual(1e-5 * r.scale);
+        expect(r.newNonZero).toBe(0);
+      } finally {
+        cleanup();
+      }
+    },
+  );
 });

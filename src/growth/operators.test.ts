@@ -20,7 +20,11 @@ describe('axis maps', () => {
   it('append, expand and runs', () => {
     expect(Array.from(appendMap(2, 4))).toEqual([0, 1, -1, -1]);
     expect(Array.from(expandBlocks(Int32Array.of(1, -1, 0), 2))).toEqual([2, 3, -1, -1, 0, 1]);
-    expect(runsOf(Int32Array.of(0, 1, -1, -1, 4, 5))).toEqual([{ out: 0, src: 0, len: 2 }, { out: 2, src: -1, len: 2 }, { out: 4, src: 4, len: 2 }]);
+    expect(runsOf(Int32Array.of(0, 1, -1, -1, 4, 5))).toEqual([
+      { out: 0, src: 0, len: 2 },
+      { out: 2, src: -1, len: 2 },
+      { out: 4, src: 4, len: 2 },
+    ]);
   });
 });
 
@@ -80,7 +84,8 @@ describe('zero-mode norm rescaling', () => {
 describe('plans', () => {
   const src = makeConfig({ hiddenSize: 64, intermediateSize: 176, numLayers: 4, numHeads: 4, vocabSize: 320, dtype: 'BF16' });
   it('every shipped plan parses', () => {
-    for (const f of readdirSync(PLANS).filter((x) => x.endsWith('.json'))) expect(() => readPlanFile(join(PLANS, f))).not.toThrow();
+    for (const f of readdirSync(PLANS).filter((x) => x.endsWith('.json')))
+      expect(() => readPlanFile(join(PLANS, f))).not.toThrow();
   });
   it('errors name the field', () => {
     expect(() => parsePlan({ targets: { hidden_sise: 5 } })).toThrow(/field "targets.hidden_sise": unknown field/);
@@ -103,27 +108,58 @@ describe('plans', () => {
     expect(resolveTarget(noHd, p({ hidden_size: 80, num_attention_heads: 5 }), 'BF16').target.headDim).toBe(16);
   });
   it('µP: logit scale and input mult kept when mup_scale_factor changes', () => {
-    const m = makeConfig({ hiddenSize: 8, intermediateSize: 8, numLayers: 1, numHeads: 2, vocabSize: 8, useMup: true, inputMult: 1.5, outputMult: 0.5, mupScaleFactor: 16 });
+    const m = makeConfig({
+      hiddenSize: 8,
+      intermediateSize: 8,
+      numLayers: 1,
+      numHeads: 2,
+      vocabSize: 8,
+      useMup: true,
+      inputMult: 1.5,
+      outputMult: 0.5,
+      mupScaleFactor: 16,
+    });
     const t = resolveTarget(m, parsePlan({ targets: { mup_scale_factor: 80 } }), 'F32').target;
     expect(t.outputMult / t.mupScaleFactor).toBeCloseTo(0.5 / 16, 15);
     expect(t.inputMult).toBe(1.5);
   });
   it('CLI flags override the file and get the same validation', () => {
-    const p = applyPlanFlags(readPlanFile(join(PLANS, 'tiny-stage1-to-stage2.json')), { hiddenSize: 96, positions: '0,2', mode: 'zero' });
+    const p = applyPlanFlags(readPlanFile(join(PLANS, 'tiny-stage1-to-stage2.json')), {
+      hiddenSize: 96,
+      positions: '0,2',
+      mode: 'zero',
+    });
     expect(p.targets.hidden_size).toBe(96);
     expect(p.placement).toMatchObject({ method: 'explicit', positions: [0, 2] });
     expect(p.mode).toBe('zero');
     expect(() => applyPlanFlags(defaultPlan(), { mode: 'nope' })).toThrow(/command-line flags: field "mode"/);
   });
   it('Tele-FLM stages: 102B -> 1T prints 1,083.74 B; 52B -> 102B counts like SPEC §6', () => {
-    const c102 = makeConfig({ hiddenSize: 10240, intermediateSize: 27264, numLayers: 80, numHeads: 80, vocabSize: 80000, dtype: 'BF16' });
+    const c102 = makeConfig({
+      hiddenSize: 10240,
+      intermediateSize: 27264,
+      numLayers: 80,
+      numHeads: 80,
+      vocabSize: 80000,
+      dtype: 'BF16',
+    });
     delete c102.raw.head_dim;
     const r = planReport(c102, readPlanFile(join(PLANS, 'tele-flm-102b-to-1t.json')));
     expect(r.parametersLabel).toBe('1,083.74 B');
     // independent count: embeddings + head + per layer 4H² + 3HF + 2H + final norm
-    const H = 20480, F = 98304, L = 140, V = 80000;
+    const H = 20480,
+      F = 98304,
+      L = 140,
+      V = 80000;
     expect(r.parameters).toBe(2 * V * H + L * (4 * H * H + 3 * H * F + 2 * H) + H);
-    const c52 = makeConfig({ hiddenSize: 8192, intermediateSize: 21824, numLayers: 64, numHeads: 64, vocabSize: 80000, dtype: 'BF16' });
+    const c52 = makeConfig({
+      hiddenSize: 8192,
+      intermediateSize: 21824,
+      numLayers: 64,
+      numHeads: 64,
+      vocabSize: 80000,
+      dtype: 'BF16',
+    });
     const r2 = planReport(c52, readPlanFile(join(PLANS, 'tele-flm-52b-to-102b.json')));
     expect(r2.parameters).toBe(parameterCount({ ...c102 }));
     expect(formatParams(r2.parameters)).toBe('102.20 B');

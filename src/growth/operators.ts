@@ -69,11 +69,14 @@ export function zeroModeNorm(H: number, H2: number, gainDtype: DType): ZeroModeN
   const epsScale = H / H2;
   const pow2 = Number.isInteger(Math.log2(gainScale));
   const exactness: NormExactness = pow2 ? 'exact' : gainDtype === 'F32' || gainDtype === 'F64' ? 'f32-rounding' : 'rounded';
-  const note = H === H2 ? 'hidden size unchanged: norms untouched (exact)' : exactness === 'exact'
-    ? `norm gains × ${gainScale} (a power of two): exact`
-    : exactness === 'f32-rounding'
-      ? `norm gains × sqrt(${H}/${H2}) = ${gainScale.toPrecision(8)} stored in f32: preserved to f32 rounding (~1e-7 relative)`
-      : `norm gains × sqrt(${H}/${H2}) = ${gainScale.toPrecision(8)} rounded to ${gainDtype}: preserved only to that rounding (bf16 keeps 8 significant bits); use --dtype f32 for an exact zero-mode growth`;
+  const note =
+    H === H2
+      ? 'hidden size unchanged: norms untouched (exact)'
+      : exactness === 'exact'
+        ? `norm gains × ${gainScale} (a power of two): exact`
+        : exactness === 'f32-rounding'
+          ? `norm gains × sqrt(${H}/${H2}) = ${gainScale.toPrecision(8)} stored in f32: preserved to f32 rounding (~1e-7 relative)`
+          : `norm gains × sqrt(${H}/${H2}) = ${gainScale.toPrecision(8)} rounded to ${gainDtype}: preserved only to that rounding (bf16 keeps 8 significant bits); use --dtype f32 for an exact zero-mode growth`;
   return { gainScale, epsScale, exactness, note };
 }
 
@@ -87,8 +90,11 @@ export function checkGroups(nh: number, nkv: number, nh2: number, nkv2: number, 
   const g = nh / nkv;
   const g2 = nh2 / nkv2;
   if (g2 < g) {
-    throw new PlanError('targets.num_key_value_heads',
-      `group size would shrink from ${g} to ${g2} query heads per KV head (${nh}/${nkv} -> ${nh2}/${nkv2}): the ${g} query heads sharing an old KV head would no longer fit in one group`, where);
+    throw new PlanError(
+      'targets.num_key_value_heads',
+      `group size would shrink from ${g} to ${g2} query heads per KV head (${nh}/${nkv} -> ${nh2}/${nkv2}): the ${g} query heads sharing an old KV head would no longer fit in one group`,
+      where,
+    );
   }
 }
 
@@ -156,7 +162,7 @@ const hidden: GrowthOperator = {
   normRule: (s, t, gainDtype) => zeroModeNorm(s.hiddenSize, t.hiddenSize, gainDtype),
   normScaledRoles: (t) => [
     ...LLAMA_TENSORS.filter(isHiddenNorm).map((x) => x.role),
-    ...(t.qkNorm ? (['q', 'k', ...(t.qkvBias ? ['q_bias', 'k_bias'] as const : [])] as const) : []),
+    ...(t.qkNorm ? (['q', 'k', ...(t.qkvBias ? (['q_bias', 'k_bias'] as const) : [])] as const) : []),
   ],
 };
 
@@ -211,19 +217,29 @@ const heads: GrowthOperator = {
   resolve: (s, t) => ({ numHeads: t.num_attention_heads ?? s.numHeads }),
   validate: (s, target, t, where) => {
     if (t.head_dim !== undefined && t.head_dim !== s.headDim) {
-      throw new PlanError('targets.head_dim', `${t.head_dim} differs from the source's ${s.headDim}; head_dim cannot change (RoPE and every head's weights depend on it)`, where);
+      throw new PlanError(
+        'targets.head_dim',
+        `${t.head_dim} differs from the source's ${s.headDim}; head_dim cannot change (RoPE and every head's weights depend on it)`,
+        where,
+      );
     }
     checkGroups(s.numHeads, s.numKvHeads, target.numHeads, target.numKvHeads, where);
     const rawHasHeadDim = s.raw.head_dim !== undefined && s.raw.head_dim !== null;
     const H = target.hiddenSize;
     const nh = target.numHeads;
     if (!rawHasHeadDim && H !== nh * s.headDim) {
-      throw new PlanError('targets.hidden_size',
-        `${H} must equal num_attention_heads × head_dim = ${nh} × ${s.headDim} = ${nh * s.headDim}: the source config has no head_dim, so runtimes derive it as hidden_size / num_attention_heads`, where);
+      throw new PlanError(
+        'targets.hidden_size',
+        `${H} must equal num_attention_heads × head_dim = ${nh} × ${s.headDim} = ${nh * s.headDim}: the source config has no head_dim, so runtimes derive it as hidden_size / num_attention_heads`,
+        where,
+      );
     }
   },
   dims: ['Q', 'HD'],
-  indexMaps: (s, t) => ({ Q: queryRowMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads, s.headDim), HD: appendMap(s.headDim, s.headDim) }),
+  indexMaps: (s, t) => ({
+    Q: queryRowMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads, s.headDim),
+    HD: appendMap(s.headDim, s.headDim),
+  }),
   mask: 'heads',
   units: (s, t) => queryHeadMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads),
   maskGroup: 'heads',
@@ -242,7 +258,9 @@ const kvHeads: GrowthOperator = {
   targets: ['num_key_value_heads'],
   extent: (c) => c.numKvHeads,
   resolve: (s, t) => ({
-    numKvHeads: t.num_key_value_heads ?? (t.num_attention_heads !== undefined && s.numKvHeads === s.numHeads ? t.num_attention_heads : s.numKvHeads),
+    numKvHeads:
+      t.num_key_value_heads ??
+      (t.num_attention_heads !== undefined && s.numKvHeads === s.numHeads ? t.num_attention_heads : s.numKvHeads),
   }),
   dims: ['KV'],
   indexMaps: (s, t) => ({ KV: kvRowMap(s.numKvHeads, t.numKvHeads, s.headDim) }),
@@ -296,11 +314,16 @@ const vocab: GrowthOperator = {
 const mupLogitScale: GrowthOperator = {
   name: 'mup-logit-scale',
   targets: ['mup_scale_factor'],
-  resolve: (s, t) => (t.mup_scale_factor === undefined ? {} : {
-    outputMult: s.outputMult * (t.mup_scale_factor / s.mupScaleFactor), mupScaleFactor: t.mup_scale_factor,
-  }),
+  resolve: (s, t) =>
+    t.mup_scale_factor === undefined
+      ? {}
+      : {
+          outputMult: s.outputMult * (t.mup_scale_factor / s.mupScaleFactor),
+          mupScaleFactor: t.mup_scale_factor,
+        },
   validate: (s, _target, t, where) => {
-    if (t.mup_scale_factor !== undefined && !s.useMup) throw new PlanError('targets.mup_scale_factor', 'the source config does not use µP (use_mup is not true)', where);
+    if (t.mup_scale_factor !== undefined && !s.useMup)
+      throw new PlanError('targets.mup_scale_factor', 'the source config does not use µP (use_mup is not true)', where);
   },
   dims: [],
   indexMaps: () => ({}),
@@ -313,7 +336,8 @@ export const OPERATORS: readonly GrowthOperator[] = [hidden, ffn, heads, kvHeads
 /** Zero mode: per role, the dimensions whose new entries are 0 (the union of the operators'). */
 export const ZERO_MODE_AXES: Partial<Record<Role, readonly Dim[]>> = (() => {
   const out: Partial<Record<Role, Dim[]>> = {};
-  for (const op of OPERATORS) for (const [role, dims] of Object.entries(op.zeroModeAxes) as [Role, readonly Dim[]][]) (out[role] ??= []).push(...dims);
+  for (const op of OPERATORS)
+    for (const [role, dims] of Object.entries(op.zeroModeAxes) as [Role, readonly Dim[]][]) (out[role] ??= []).push(...dims);
   return out;
 })();
 

@@ -15,10 +15,24 @@ export function withPlanOptions<T>(y: Argv<T>): Argv<T> {
     .option('num-key-value-heads', { type: 'number', group: 'Targets:' })
     .option('num-hidden-layers', { type: 'number', group: 'Targets:' })
     .option('vocab-size', { type: 'number', group: 'Targets:' })
-    .option('mup-scale-factor', { type: 'number', group: 'Targets:', describe: 'new µP logit divisor (output_mult scaled by the same ratio)' })
-    .option('mode', { type: 'string', choices: ['masked', 'zero'], group: 'Growth:', describe: 'masked (MSG, default) or zero (mask-free, SPEC §3)' })
+    .option('mup-scale-factor', {
+      type: 'number',
+      group: 'Targets:',
+      describe: 'new µP logit divisor (output_mult scaled by the same ratio)',
+    })
+    .option('mode', {
+      type: 'string',
+      choices: ['masked', 'zero'],
+      group: 'Growth:',
+      describe: 'masked (MSG, default) or zero (mask-free, SPEC §3)',
+    })
     .option('init', { type: 'string', choices: ['random', 'zero'], group: 'Growth:', describe: 'new entries of grown tensors' })
-    .option('layer-init', { type: 'string', choices: ['copy', 'random'], group: 'Growth:', describe: 'inserted layers (copy = MSG default)' })
+    .option('layer-init', {
+      type: 'string',
+      choices: ['copy', 'random'],
+      group: 'Growth:',
+      describe: 'inserted layers (copy = MSG default)',
+    })
     .option('std', { type: 'number', group: 'Growth:', describe: 'default std of new random weights' })
     .option('seed', { type: 'number', group: 'Growth:' })
     .option('anneal-steps', { type: 'number', group: 'Growth:', describe: 'mask annealing length (default 5000)' })
@@ -38,7 +52,15 @@ export function planFromArgs(a: Record<string, unknown>): GrowthPlan {
   return applyPlanFlags(base, a as PlanFlags);
 }
 
-const TARGET_FLAGS = ['hidden-size', 'intermediate-size', 'num-attention-heads', 'num-key-value-heads', 'num-hidden-layers', 'vocab-size', 'mup-scale-factor'];
+const TARGET_FLAGS = [
+  'hidden-size',
+  'intermediate-size',
+  'num-attention-heads',
+  'num-key-value-heads',
+  'num-hidden-layers',
+  'vocab-size',
+  'mup-scale-factor',
+];
 
 /** grow needs something to grow to: --plan or a target flag (without, it would write an unchanged copy). */
 export function requirePlanOrTarget(a: Record<string, unknown>): void {

@@ -28,7 +28,15 @@ export interface TensorPlanLine {
 
 export interface PlanReport {
   plan: Record<string, unknown>;
-  source: { parameters: number; hidden_size: number; intermediate_size: number; num_attention_heads: number; num_key_value_heads: number; num_hidden_layers: number; vocab_size: number };
+  source: {
+    parameters: number;
+    hidden_size: number;
+    intermediate_size: number;
+    num_attention_heads: number;
+    num_key_value_heads: number;
+    num_hidden_layers: number;
+    vocab_size: number;
+  };
   targetConfig: Record<string, unknown>;
   parameters: number;
   parametersLabel: string;
@@ -74,20 +82,29 @@ export function estimateCalibrationMemory(src: ModelConfig, tokens: number, seq:
  * not yet collected), f32 staging when the dtype changes. Independent of depth and model size
  * once tensors exceed one block.
  */
-export function estimatePeakMemory(ops: readonly TensorOp[], outDtype: DType, srcDtype: DType, blockBytes = DEFAULT_BLOCK_BYTES): number {
+export function estimatePeakMemory(
+  ops: readonly TensorOp[],
+  outDtype: DType,
+  srcDtype: DType,
+  blockBytes = DEFAULT_BLOCK_BYTES,
+): number {
   let worst = 0;
   for (const op of ops) {
     const rowBytes = op.cols.length * dtypeSize(outDtype);
     const total = op.rows.length * rowBytes;
     const block = Math.min(total, Math.max(rowBytes, blockBytes));
-    const srcBlock = block * dtypeSize(srcDtype) / dtypeSize(outDtype);
+    const srcBlock = (block * dtypeSize(srcDtype)) / dtypeSize(outDtype);
     const convert = srcDtype === outDtype ? 0 : (block / dtypeSize(outDtype)) * 4 * 2;
     worst = Math.max(worst, 3 * block + 6 * srcBlock + convert);
   }
   return worst + BASE_RSS;
 }
 
-export function planReport(src: ModelConfig, plan: GrowthPlan, opts: { dtype?: DType; maxShardSize?: number; positions?: number[] } = {}): PlanReport {
+export function planReport(
+  src: ModelConfig,
+  plan: GrowthPlan,
+  opts: { dtype?: DType; maxShardSize?: number; positions?: number[] } = {},
+): PlanReport {
   const srcDtype: DType = src.dtype ?? 'BF16';
   const dtype = opts.dtype ?? srcDtype;
   const resolved = resolveTarget(src, plan, dtype);
@@ -97,8 +114,10 @@ export function planReport(src: ModelConfig, plan: GrowthPlan, opts: { dtype?: D
   let note = '';
   let distance = false;
   if (positions === undefined) {
-    if (k === 0) { positions = []; note = 'no layers inserted'; }
-    else if (plan.placement.method === 'explicit') {
+    if (k === 0) {
+      positions = [];
+      note = 'no layers inserted';
+    } else if (plan.placement.method === 'explicit') {
       if (plan.placement.positions === undefined) positions = [];
       else positions = plan.placement.positions;
       note = `explicit positions: ${positions.join(', ')}`;
@@ -109,46 +128,71 @@ export function planReport(src: ModelConfig, plan: GrowthPlan, opts: { dtype?: D
       note = `${k} inserted layers, chosen at grow time by ${plan.placement.metric} distance (${plan.placement.order} first) over ${describeCalibration(plan.calibration)}; \`flm-grow select-layers\` shows the choice beforehand`;
     }
   }
-  const layerMap = buildLayerMap(src.numLayers, target.numLayers, positions, plan.placement.method === 'explicit' ? 'placement.positions' : 'layer selection');
+  const layerMap = buildLayerMap(
+    src.numLayers,
+    target.numLayers,
+    positions,
+    plan.placement.method === 'explicit' ? 'placement.positions' : 'layer selection',
+  );
   const layout = buildLayout(src, target, plan, layerMap, resolved.zeroNorm?.gainScale ?? 1);
   const ops = tensorOps(layout);
   const decls = ops.map((o) => ({ name: o.name, dtype, shape: o.shape }));
   const shards = planShards(decls, opts.maxShardSize ?? 5e9);
   const outputBytes = decls.reduce((a, d) => a + d.shape.reduce((x, y) => x * y, 1) * dtypeSize(dtype), 0);
   const filesBytes = shards.reduce((a, s) => a + safetensorsFileSize(s.tensors, { format: 'pt' }), 0);
-  const masksBytes = plan.mode === 'masked' ? 4 * (target.hiddenSize + target.vocabSize + target.numLayers * (target.numHeads + target.intermediateSize + 1)) + 4096 : 0;
+  const masksBytes =
+    plan.mode === 'masked'
+      ? 4 * (target.hiddenSize + target.vocabSize + target.numLayers * (target.numHeads + target.intermediateSize + 1)) + 4096
+      : 0;
   const tensors: TensorPlanLine[] = ops.map((op) => {
     const total = op.shape.reduce((a, b) => a * b, 1);
     let copied = 0;
     if (op.source !== undefined && !op.zeroAll) {
-      let r = 0, c = 0;
+      let r = 0,
+        c = 0;
       for (const s of op.rows) if (s >= 0) r++;
       for (const s of op.cols) if (s >= 0) c++;
       copied = r * c;
     }
-    const rowNew = op.rows.some((x) => x < 0), rowOld = op.rows.some((x) => x >= 0);
-    const colNew = op.cols.some((x) => x < 0), colOld = op.cols.some((x) => x >= 0);
+    const rowNew = op.rows.some((x) => x < 0),
+      rowOld = op.rows.some((x) => x >= 0);
+    const colNew = op.cols.some((x) => x < 0),
+      colOld = op.cols.some((x) => x >= 0);
     const present = [
-      ...(rowNew && colOld ? [op.fillNewRow] : []), ...(rowOld && colNew ? [op.fillNewCol] : []), ...(rowNew && colNew ? [op.fillNewBoth] : []),
+      ...(rowNew && colOld ? [op.fillNewRow] : []),
+      ...(rowOld && colNew ? [op.fillNewCol] : []),
+      ...(rowNew && colNew ? [op.fillNewBoth] : []),
     ];
     const fills = op.zeroAll ? 'all zero' : present.length === 0 ? 'none' : [...new Set(present)].join('/');
     return {
-      name: op.name, shape: op.shape, source: op.source,
-      rows: op.shape.length === 1 ? '' : describeMap(op.rows), cols: describeMap(op.cols),
-      copied, fresh: total - copied, fill: op.scale !== 1 ? `${fills}, ×${op.scale.toPrecision(6)}` : fills,
+      name: op.name,
+      shape: op.shape,
+      source: op.source,
+      rows: op.shape.length === 1 ? '' : describeMap(op.rows),
+      cols: describeMap(op.cols),
+      copied,
+      fresh: total - copied,
+      fill: op.scale !== 1 ? `${fills}, ×${op.scale.toPrecision(6)}` : fills,
     };
   });
   const params = parameterCount(target);
   const write = estimatePeakMemory(ops, dtype, srcDtype);
   const cal = distance ? estimateCalibrationMemory(src, plan.calibration.tokens, plan.calibration.seq) : undefined;
-  const calNote = cal === undefined ? undefined
-    : `the calibration pass (${plan.calibration.tokens} tokens in sequences of ${plan.calibration.seq}) sets it; lower it with --calibration-tokens, or run \`flm-grow select-layers\` once and grow with --placement explicit --positions`;
+  const calNote =
+    cal === undefined
+      ? undefined
+      : `the calibration pass (${plan.calibration.tokens} tokens in sequences of ${plan.calibration.seq}) sets it; lower it with --calibration-tokens, or run \`flm-grow select-layers\` once and grow with --placement explicit --positions`;
   const layerTensor = /^model\.layers\.(\d+)\./;
   return {
     plan: planToJson(plan),
     source: {
-      parameters: parameterCount(src), hidden_size: src.hiddenSize, intermediate_size: src.intermediateSize, num_attention_heads: src.numHeads,
-      num_key_value_heads: src.numKvHeads, num_hidden_layers: src.numLayers, vocab_size: src.vocabSize,
+      parameters: parameterCount(src),
+      hidden_size: src.hiddenSize,
+      intermediate_size: src.intermediateSize,
+      num_attention_heads: src.numHeads,
+      num_key_value_heads: src.numKvHeads,
+      num_hidden_layers: src.numLayers,
+      vocab_size: src.vocabSize,
     },
     targetConfig: configToJson(target),
     parameters: params,
@@ -166,6 +210,8 @@ export function planReport(src: ModelConfig, plan: GrowthPlan, opts: { dtype?: D
     zeroModeNote: resolved.zeroNorm?.note,
     schedule: resolved.schedule,
     // with distance placement only layer 0's source is known before grow time
-    tensors: distance ? tensors.map((x) => (layerTensor.test(x.name) && !x.name.startsWith('model.layers.0.') ? { ...x, source: undefined } : x)) : tensors,
+    tensors: distance
+      ? tensors.map((x) => (layerTensor.test(x.name) && !x.name.startsWith('model.layers.0.') ? { ...x, source: undefined } : x))
+      : tensors,
   };
 }

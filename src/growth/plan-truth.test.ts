@@ -18,12 +18,28 @@ import { tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const PLANS = join(ROOT, 'growth-plans');
-const c52 = makeConfig({ hiddenSize: 8192, intermediateSize: 21824, numLayers: 64, numHeads: 64, vocabSize: 80384, dtype: 'BF16' });
-const c102 = makeConfig({ hiddenSize: 10240, intermediateSize: 27264, numLayers: 80, numHeads: 80, vocabSize: 80384, dtype: 'BF16' });
+const c52 = makeConfig({
+  hiddenSize: 8192,
+  intermediateSize: 21824,
+  numLayers: 64,
+  numHeads: 64,
+  vocabSize: 80384,
+  dtype: 'BF16',
+});
+const c102 = makeConfig({
+  hiddenSize: 10240,
+  intermediateSize: 27264,
+  numLayers: 80,
+  numHeads: 80,
+  vocabSize: 80384,
+  dtype: 'BF16',
+});
 
 describe('plans name their source', () => {
   it('the 102B -> 1T plan is refused on a 52B config, naming the field; each plan takes its own source', () => {
-    expect(() => planReport(c52, readPlanFile(join(PLANS, 'tele-flm-102b-to-1t.json')))).toThrow(/field "source\.hidden_size".*10240.*8192/);
+    expect(() => planReport(c52, readPlanFile(join(PLANS, 'tele-flm-102b-to-1t.json')))).toThrow(
+      /field "source\.hidden_size".*10240.*8192/,
+    );
     expect(() => planReport(c102, readPlanFile(join(PLANS, 'tele-flm-52b-to-102b.json')))).toThrow(/source\.hidden_size/);
     expect(planReport(c52, readPlanFile(join(PLANS, 'tele-flm-52b-to-102b.json'))).parametersLabel).toMatch(/^102\.2\d B$/);
     expect(planReport(c102, readPlanFile(join(PLANS, 'tele-flm-102b-to-1t.json'))).parametersLabel).toMatch(/^1,083\.7\d B$/);
@@ -80,7 +96,16 @@ describe('plan output', () => {
 describe('calibration tokens', () => {
   let tmp: { dir: string; cleanup: () => void };
   let dir: string;
-  const cfg = makeConfig({ hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4, vocabSize: 300, dtype: 'F32' });
+  const cfg = makeConfig({
+    hiddenSize: 16,
+    intermediateSize: 24,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    headDim: 4,
+    vocabSize: 300,
+    dtype: 'F32',
+  });
   beforeAll(async () => {
     tmp = tempDir('flm-grow-cal-');
     dir = join(tmp.dir, 'ck');
@@ -97,11 +122,16 @@ describe('calibration tokens', () => {
       writeFileSync(join(tmp.dir, 'a.u16'), Buffer.from(Uint16Array.from([1, 2, 299, 4]).buffer));
       expect(await calibrationIds(ck, { ...cal, file: join(tmp.dir, 'a.u16') })).toEqual([[1, 2, 299, 4]]);
       writeFileSync(join(tmp.dir, 'a.u32'), Buffer.from(Uint32Array.from([5, 6, 7, 8, 9, 10, 11, 12]).buffer));
-      expect(await calibrationIds(ck, { ...cal, file: join(tmp.dir, 'a.u32') })).toEqual([[5, 6, 7, 8], [9, 10, 11, 12]]);
+      expect(await calibrationIds(ck, { ...cal, file: join(tmp.dir, 'a.u32') })).toEqual([
+        [5, 6, 7, 8],
+        [9, 10, 11, 12],
+      ]);
       writeFileSync(join(tmp.dir, 'ids.txt'), '1 2 3 4');
       expect(await calibrationIds(ck, { ...cal, file: join(tmp.dir, 'ids.txt') })).toEqual([[1, 2, 3, 4]]);
       writeFileSync(join(tmp.dir, 'bad.u16'), Buffer.from(Uint16Array.from([1, 300]).buffer));
-      await expect(calibrationIds(ck, { ...cal, file: join(tmp.dir, 'bad.u16') })).rejects.toThrow(/calibration\.file.*token 1 = 300/);
+      await expect(calibrationIds(ck, { ...cal, file: join(tmp.dir, 'bad.u16') })).rejects.toThrow(
+        /calibration\.file.*token 1 = 300/,
+      );
       expect(describeCalibration(cal)).toMatch(/random token ids/);
       expect(describeCalibration({ ...cal, file: 'x.txt' })).toBe('calibration tokens from x.txt');
     } finally {

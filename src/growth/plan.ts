@@ -33,8 +33,14 @@ export interface GrowthTargets {
 }
 
 export const TARGET_KEYS = [
-  'hidden_size', 'intermediate_size', 'num_attention_heads', 'num_key_value_heads', 'num_hidden_layers', 'vocab_size',
-  'mup_scale_factor', 'head_dim',
+  'hidden_size',
+  'intermediate_size',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'num_hidden_layers',
+  'vocab_size',
+  'mup_scale_factor',
+  'head_dim',
 ] as const satisfies readonly (keyof GrowthTargets)[];
 
 export interface InitPlan {
@@ -66,12 +72,25 @@ export interface CalibrationPlan {
 }
 
 /** Config keys a plan may name under `source`: the source it was written for. */
-export const SOURCE_KEYS = ['hidden_size', 'intermediate_size', 'num_attention_heads', 'num_key_value_heads', 'num_hidden_layers', 'vocab_size', 'head_dim'] as const;
+export const SOURCE_KEYS = [
+  'hidden_size',
+  'intermediate_size',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'num_hidden_layers',
+  'vocab_size',
+  'head_dim',
+] as const;
 export type SourceKey = (typeof SOURCE_KEYS)[number];
 
 const SOURCE_FIELD: Record<SourceKey, keyof ModelConfig> = {
-  hidden_size: 'hiddenSize', intermediate_size: 'intermediateSize', num_attention_heads: 'numHeads', num_key_value_heads: 'numKvHeads',
-  num_hidden_layers: 'numLayers', vocab_size: 'vocabSize', head_dim: 'headDim',
+  hidden_size: 'hiddenSize',
+  intermediate_size: 'intermediateSize',
+  num_attention_heads: 'numHeads',
+  num_key_value_heads: 'numKvHeads',
+  num_hidden_layers: 'numLayers',
+  vocab_size: 'vocabSize',
+  head_dim: 'headDim',
 };
 
 export interface GrowthPlan {
@@ -124,13 +143,15 @@ function noUnknown(o: Obj, allowed: readonly string[], prefix: string, src: stri
 }
 
 function int(v: unknown, field: string, src: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new PlanError(field, `must be an integer >= ${min}, got ${JSON.stringify(v)}`, src);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min)
+    throw new PlanError(field, `must be an integer >= ${min}, got ${JSON.stringify(v)}`, src);
   if (v > max) throw new PlanError(field, `must be at most ${max}, got ${v}`, src);
   return v;
 }
 
 function posNum(v: unknown, field: string, src: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new PlanError(field, `must be a number > 0, got ${JSON.stringify(v)}`, src);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+    throw new PlanError(field, `must be a number > 0, got ${JSON.stringify(v)}`, src);
   return v;
 }
 
@@ -149,7 +170,24 @@ const STD_KEYS = ['default', ...new Set(RANDOM_SPECS.map((s) => s.kind)), ...RAN
 export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
   const p = defaultPlan();
   const o = obj(json, '<root>', src);
-  noUnknown(o, ['description', 'source', 'targets', 'mode', 'init', 'placement', 'calibration', 'seed', 'schedule', 'anneal_steps', '$comment'], '', src);
+  noUnknown(
+    o,
+    [
+      'description',
+      'source',
+      'targets',
+      'mode',
+      'init',
+      'placement',
+      'calibration',
+      'seed',
+      'schedule',
+      'anneal_steps',
+      '$comment',
+    ],
+    '',
+    src,
+  );
   if (o.description !== undefined) {
     if (typeof o.description !== 'string') throw new PlanError('description', 'must be a string', src);
     p.description = o.description;
@@ -165,7 +203,10 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
     noUnknown(t, TARGET_KEYS, 'targets.', src);
     for (const k of TARGET_KEYS) {
       if (t[k] === undefined) continue;
-      p.targets[k] = k === 'mup_scale_factor' ? posNum(t[k], `targets.${k}`, src) : int(t[k], `targets.${k}`, src, 1, k === 'num_hidden_layers' ? MAX_LAYERS : MAX_DIM);
+      p.targets[k] =
+        k === 'mup_scale_factor'
+          ? posNum(t[k], `targets.${k}`, src)
+          : int(t[k], `targets.${k}`, src, 1, k === 'num_hidden_layers' ? MAX_LAYERS : MAX_DIM);
     }
   }
   if (o.mode !== undefined) p.mode = oneOf(o.mode, ['masked', 'zero'] as const, 'mode', src);
@@ -271,7 +312,9 @@ export interface PlanFlags {
 export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
   const j = planToJson(plan);
   const t = j.targets as Obj;
-  const set = (o: Obj, k: string, v: unknown) => { if (v !== undefined) o[k] = v; };
+  const set = (o: Obj, k: string, v: unknown) => {
+    if (v !== undefined) o[k] = v;
+  };
   set(t, 'hidden_size', f.hiddenSize);
   set(t, 'intermediate_size', f.intermediateSize);
   set(t, 'num_attention_heads', f.numAttentionHeads);
@@ -284,8 +327,15 @@ export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
   // source's value for it no longer applies (e.g. a 2-layer rehearsal of a 64 -> 80 layer plan)
   if (j.source !== undefined) {
     const s = j.source as Obj;
-    const flagged: [string, unknown][] = [['hidden_size', f.hiddenSize], ['intermediate_size', f.intermediateSize], ['num_attention_heads', f.numAttentionHeads],
-      ['num_key_value_heads', f.numKeyValueHeads], ['num_hidden_layers', f.numHiddenLayers], ['vocab_size', f.vocabSize], ['head_dim', f.headDim]];
+    const flagged: [string, unknown][] = [
+      ['hidden_size', f.hiddenSize],
+      ['intermediate_size', f.intermediateSize],
+      ['num_attention_heads', f.numAttentionHeads],
+      ['num_key_value_heads', f.numKeyValueHeads],
+      ['num_hidden_layers', f.numHiddenLayers],
+      ['vocab_size', f.vocabSize],
+      ['head_dim', f.headDim],
+    ];
     for (const [k, v] of flagged) if (v !== undefined) delete s[k];
   }
   set(j, 'mode', f.mode);
@@ -299,7 +349,10 @@ export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
   set(pl, 'order', f.order);
   if (f.positions !== undefined) {
     const raw = Array.isArray(f.positions) ? f.positions : [f.positions];
-    pl.positions = raw.flatMap((v) => String(v).split(',')).filter((s) => s.trim() !== '').map((s) => Number(s));
+    pl.positions = raw
+      .flatMap((v) => String(v).split(','))
+      .filter((s) => s.trim() !== '')
+      .map((s) => Number(s));
     if (f.placement === undefined) pl.method = 'explicit';
   }
   const cal = j.calibration as Obj;
@@ -352,7 +405,11 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
     const want = plan.source?.[k];
     const have = src[SOURCE_FIELD[k]];
     if (want !== undefined && want !== have) {
-      throw new PlanError(`source.${k}`, `the plan is for a source with ${k} ${want}, this source has ${String(have)} (a target flag for ${k} re-plans that dimension)`, where);
+      throw new PlanError(
+        `source.${k}`,
+        `the plan is for a source with ${k} ${want}, this source has ${String(have)} (a target flag for ${k} re-plans that dimension)`,
+        where,
+      );
     }
   }
   let target: ModelConfig = { ...src };
@@ -360,12 +417,22 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
   for (const op of OPERATORS) {
     if (op.extent === undefined) continue;
     const [v, s] = [op.extent(target), op.extent(src)];
-    if (v < s) throw new PlanError(`targets.${op.targets[0]}`, `${v} is smaller than the source's ${s}; growth cannot shrink a dimension`, where);
+    if (v < s)
+      throw new PlanError(
+        `targets.${op.targets[0]}`,
+        `${v} is smaller than the source's ${s}; growth cannot shrink a dimension`,
+        where,
+      );
   }
   // sizes that cannot exist, or would not fit this machine, are refused before any allocation
   const dims = {
-    hidden_size: target.hiddenSize, intermediate_size: target.intermediateSize, num_hidden_layers: target.numLayers,
-    num_attention_heads: target.numHeads, num_key_value_heads: target.numKvHeads, head_dim: target.headDim, vocab_size: target.vocabSize,
+    hidden_size: target.hiddenSize,
+    intermediate_size: target.intermediateSize,
+    num_hidden_layers: target.numLayers,
+    num_attention_heads: target.numHeads,
+    num_key_value_heads: target.numKvHeads,
+    head_dim: target.headDim,
+    vocab_size: target.vocabSize,
   };
   const size = modelSizeProblem(dims, 'targets.') ?? growMemoryProblem(dims, 'targets.');
   if (size !== undefined) throw new PlanError(size.field, size.message, where);
@@ -375,20 +442,26 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
   target = {
     ...target,
     rmsNormEps: zeroNorm !== undefined ? src.rmsNormEps * zeroNorm.epsScale : src.rmsNormEps,
-    dtype: outDtype, raw: { ...src.raw },
+    dtype: outDtype,
+    raw: { ...src.raw },
   };
-  const grownGroups: MaskGroup[] = MASK_GROUPS.filter((g) => OPERATORS.some((op) => op.maskGroup === g && grows(op, src, target)));
+  const grownGroups: MaskGroup[] = MASK_GROUPS.filter((g) =>
+    OPERATORS.some((op) => op.maskGroup === g && grows(op, src, target)),
+  );
   let schedule: MaskSchedule[];
   if (plan.mode === 'zero') schedule = [];
   else if (plan.schedule !== undefined) {
     schedule = plan.schedule.filter((s) => grownGroups.includes(s.group));
     for (const g of grownGroups) {
-      if (!schedule.some((s) => s.group === g)) throw new PlanError('schedule', `group "${g}" grows but has no schedule entry`, where);
+      if (!schedule.some((s) => s.group === g))
+        throw new PlanError('schedule', `group "${g}" grows but has no schedule entry`, where);
     }
   } else schedule = grownGroups.map((group) => ({ group, startStep: 0, length: plan.annealSteps, shape: 'linear' as const }));
   const notes: string[] = [];
   if (t.num_key_value_heads === undefined && target.numKvHeads !== src.numKvHeads) {
-    notes.push(`num_key_value_heads ${src.numKvHeads} -> ${target.numKvHeads}: not in the plan; it follows num_attention_heads because the source has one query head per KV head (give num_key_value_heads to choose it)`);
+    notes.push(
+      `num_key_value_heads ${src.numKvHeads} -> ${target.numKvHeads}: not in the plan; it follows num_attention_heads because the source has one query head per KV head (give num_key_value_heads to choose it)`,
+    );
   }
   return { target, zeroNorm, notes, grownGroups, schedule };
 }

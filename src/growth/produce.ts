@@ -20,8 +20,15 @@ export const DEFAULT_BLOCK_BYTES = 16 << 20;
  * `allocBlock` makes each output block; every byte of it is written here, so it may hold stale
  * data (a reused pool buffer). The default is fresh shared memory, readable by a hashing thread.
  */
-export async function produceTensor(op: TensorOp, src: SourceRows | undefined, outDtype: DType, seed: number,
-  emit: (block: Uint8Array) => Promise<void>, blockBytes = DEFAULT_BLOCK_BYTES, allocBlock: (n: number) => Uint8Array | Promise<Uint8Array> = sharedBlock): Promise<void> {
+export async function produceTensor(
+  op: TensorOp,
+  src: SourceRows | undefined,
+  outDtype: DType,
+  seed: number,
+  emit: (block: Uint8Array) => Promise<void>,
+  blockBytes = DEFAULT_BLOCK_BYTES,
+  allocBlock: (n: number) => Uint8Array | Promise<Uint8Array> = sharedBlock,
+): Promise<void> {
   const es = dtypeSize(outDtype);
   if (es !== 2 && es !== 4) throw new FlmGrowError('UnsupportedDtype', `${op.name}: cannot grow into ${outDtype}`);
   const nRows = op.rows.length;
@@ -42,7 +49,10 @@ export async function produceTensor(op: TensorOp, src: SourceRows | undefined, o
     if (src !== undefined && op.source !== undefined && !op.zeroAll) {
       for (let i = r0; i < r1; i++) {
         const s = op.rows[i];
-        if (s >= 0) { if (sFirst < 0) sFirst = s; sLast = s; }
+        if (s >= 0) {
+          if (sFirst < 0) sFirst = s;
+          sLast = s;
+        }
       }
     }
     blocks.push({ r0, r1, sFirst, sLast });
@@ -60,16 +70,27 @@ export async function produceTensor(op: TensorOp, src: SourceRows | undefined, o
     const pending = nextRead;
     nextRead = read(k + 1); // prefetch the next block's rows while this one is built
     const block = await allocBlock((r1 - r0) * rowBytes);
-    const view: Bits = es === 2 ? new Uint16Array(block.buffer, block.byteOffset, block.byteLength / 2) : new Uint32Array(block.buffer, block.byteOffset, block.byteLength / 4);
-    if (op.zeroAll) { block.fill(0); await emit(block); continue; }
+    const view: Bits =
+      es === 2
+        ? new Uint16Array(block.buffer, block.byteOffset, block.byteLength / 2)
+        : new Uint32Array(block.buffer, block.byteOffset, block.byteLength / 4);
+    if (op.zeroAll) {
+      block.fill(0);
+      await emit(block);
+      continue;
+    }
     let srcView: Bits | undefined;
     let srcRowElems = 0;
     if (pending !== undefined && src !== undefined) {
       let raw = await pending;
       if (src.dtype !== outDtype) raw = float32ToBytes(bytesToFloat32(raw, src.dtype), outDtype);
-      srcView = es === 2 ? new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2) : new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+      srcView =
+        es === 2
+          ? new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2)
+          : new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
       srcRowElems = srcView.length / (sLast + 1 - sFirst);
-      if (srcRowElems < srcCols) throw new FlmGrowError('ShapeMismatch', `${op.source}: rows have ${srcRowElems} entries, the growth needs ${srcCols}`);
+      if (srcRowElems < srcCols)
+        throw new FlmGrowError('ShapeMismatch', `${op.source}: rows have ${srcRowElems} entries, the growth needs ${srcCols}`);
     }
     for (let i = r0; i < r1; i++) {
       const s = srcView === undefined ? -1 : op.rows[i];
@@ -83,7 +104,10 @@ export async function produceTensor(op: TensorOp, src: SourceRows | undefined, o
           continue;
         }
         const fill = s < 0 ? (run.src < 0 ? op.fillNewBoth : op.fillNewRow) : op.fillNewCol;
-        if (fill === 'random' && !seeded) { st = rowState(tseed, i); seeded = true; }
+        if (fill === 'random' && !seeded) {
+          st = rowState(tseed, i);
+          seeded = true;
+        }
         st = fillRun(view, base + run.out, run.len, fill, table, one, st);
       }
     }

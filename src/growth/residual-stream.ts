@@ -10,7 +10,17 @@ import { streamedForward } from '../model/streaming.ts';
 import type { ProgressFactory } from '../util/progress.ts';
 
 /** Calls visit(l, x_l, x_{l+1}) for every layer l ([B·T, H] row-major, masked model if masks exist). */
-export async function residualStream(ck: Checkpoint, batch: number[][], visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void, progress?: ProgressFactory): Promise<void> {
+export async function residualStream(
+  ck: Checkpoint,
+  batch: number[][],
+  visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void,
+  progress?: ProgressFactory,
+): Promise<void> {
   if (tf.engine().backendName === null || tf.engine().backendName === undefined) await initBackend('auto');
-  await streamedForward(ck, batch, { onResidual: visit, skipLogits: true, progress, progressLabel: 'calibration (layer selection)' });
+  await streamedForward(ck, batch, {
+    onResidual: visit,
+    skipLogits: true,
+    progress,
+    progressLabel: 'calibration (layer selection)',
+  });
 }

@@ -14,7 +14,16 @@ import { tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 
 let tmp: { dir: string; cleanup: () => void };
 let dir: string;
-const cfg = makeConfig({ hiddenSize: 16, intermediateSize: 24, numLayers: 4, numHeads: 4, numKvHeads: 2, headDim: 4, vocabSize: 40, dtype: 'F32' });
+const cfg = makeConfig({
+  hiddenSize: 16,
+  intermediateSize: 24,
+  numLayers: 4,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 4,
+  vocabSize: 40,
+  dtype: 'F32',
+});
 
 beforeAll(async () => {
   tmp = tempDir('flm-grow-sel-');
@@ -45,7 +54,9 @@ describe('distance-based layer selection', () => {
   it('refuses calibration text whose token ids fall outside the vocabulary (like forward), instead of wrapping them', async () => {
     const ck = await Checkpoint.open(dir); // no tokenizer.json: the byte tokenizer, ids up to 255 > V = 40
     try {
-      await expect(calibrationIds(ck, { ...defaultPlan().calibration, text: 'hello world', seq: 4 })).rejects.toThrow(/calibration\.text.*outside the model's vocabulary \[0, 40\)/);
+      await expect(calibrationIds(ck, { ...defaultPlan().calibration, text: 'hello world', seq: 4 })).rejects.toThrow(
+        /calibration\.text.*outside the model's vocabulary \[0, 40\)/,
+      );
     } finally {
       await ck.close();
     }
@@ -53,7 +64,11 @@ describe('distance-based layer selection', () => {
 
   it('grow with method distance duplicates that layer and records the distances in the manifest', async () => {
     const out = join(tmp.dir, 'grown');
-    const plan = parsePlan({ targets: { num_hidden_layers: 5 }, placement: { method: 'distance', metric: 'cosine', order: 'smallest' }, calibration: { tokens: 16, seq: 8 } });
+    const plan = parsePlan({
+      targets: { num_hidden_layers: 5 },
+      placement: { method: 'distance', metric: 'cosine', order: 'smallest' },
+      calibration: { tokens: 16, seq: 8 },
+    });
     const r = await growCheckpoint(dir, out, plan, { quiet: true });
     expect(r.selection?.picks).toEqual([2]);
     expect(r.layerMap.map((e) => e.inserted)).toEqual([false, false, false, true, false]);

@@ -36,7 +36,12 @@ export interface SelectResult {
 }
 
 /** Calls visit(l, x_l, x_{l+1}) ([tokens, H] each, x_L before the final norm) for every layer l. */
-export type ResidualStreamFn = (ck: Checkpoint, batch: number[][], visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void, progress?: ProgressFactory) => Promise<void>;
+export type ResidualStreamFn = (
+  ck: Checkpoint,
+  batch: number[][],
+  visit: (l: number, xIn: Float32Array, xOut: Float32Array) => void,
+  progress?: ProgressFactory,
+) => Promise<void>;
 
 /** Token files by extension, as the trainer reads them (raw little-endian). */
 const TOKEN_FILE_BYTES: Record<string, 2 | 4> = { '.bin': 2, '.u16': 2, '.u32': 4 };
@@ -67,10 +72,16 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
   } else if (cal.file !== undefined) {
     const t = readCalibrationFile(cal.file).trim();
     let raw: unknown;
-    try { raw = t.startsWith('[') ? JSON.parse(t) : t.split(/\s+/).map(Number); } catch (e) { throw new PlanError('calibration.file', `${cal.file}: invalid JSON: ${(e as Error).message}`); }
-    if (!Array.isArray(raw)) throw new PlanError('calibration.file', `${cal.file}: expected a JSON array or whitespace-separated token ids`);
+    try {
+      raw = t.startsWith('[') ? JSON.parse(t) : t.split(/\s+/).map(Number);
+    } catch (e) {
+      throw new PlanError('calibration.file', `${cal.file}: invalid JSON: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(raw))
+      throw new PlanError('calibration.file', `${cal.file}: expected a JSON array or whitespace-separated token ids`);
     ids = (raw as unknown[]).flat(2).map((v, k) => {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= V) throw new PlanError('calibration.file', `${cal.file}: token ${k} = ${JSON.stringify(v)} is not an id in [0, ${V})`);
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= V)
+        throw new PlanError('calibration.file', `${cal.file}: token ${k} = ${JSON.stringify(v)} is not an id in [0, ${V})`);
       return v;
     });
   } else if (cal.text !== undefined) {
@@ -80,7 +91,8 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
     ids = Array.from({ length: cal.tokens }, () => uniformInt(next, V));
   }
   if (ids.length === 0) throw new PlanError('calibration', 'no calibration tokens');
-  if (ids.length > MAX_TOKENS) throw new PlanError('calibration', `${ids.length} calibration tokens, more than the limit of ${MAX_TOKENS}`);
+  if (ids.length > MAX_TOKENS)
+    throw new PlanError('calibration', `${ids.length} calibration tokens, more than the limit of ${MAX_TOKENS}`);
   const seqs: number[][] = [];
   for (let i = 0; i < ids.length; i += cal.seq) seqs.push(ids.slice(i, i + cal.seq));
   // equal lengths for one batch: drop a short tail unless it is all there is
@@ -89,7 +101,11 @@ export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Prom
 }
 
 function readCalibrationFile(file: string): string {
-  try { return readTextFile(file, { what: 'calibration file' }); } catch (e) { throw new PlanError('calibration.file', `cannot read ${file}: ${readFailure(e)}`); }
+  try {
+    return readTextFile(file, { what: 'calibration file' });
+  } catch (e) {
+    throw new PlanError('calibration.file', `cannot read ${file}: ${readFailure(e)}`);
+  }
 }
 
 /** The first `maxBytes` of a raw token file (a regular file; training token files can be far larger than calibration needs). */
@@ -124,21 +140,27 @@ async function tokenizeCalibration(ck: Checkpoint, text: string, field: string):
   const V = ck.config.vocabSize;
   const ids = (await CheckpointFolder.of(ck).tokenizer()).encode(text);
   const bad = ids.findIndex((v) => v >= V);
-  if (bad >= 0) throw new PlanError(field, `the tokenizer gives id ${ids[bad]} (token ${bad}), outside the model's vocabulary [0, ${V})`);
+  if (bad >= 0)
+    throw new PlanError(field, `the tokenizer gives id ${ids[bad]} (token ${bad}), outside the model's vocabulary [0, ${V})`);
   return ids;
 }
 
 export async function selectLayers(ck: Checkpoint, batch: number[][], opts: SelectOptions): Promise<SelectResult> {
   const L = ck.config.numLayers;
   const distances = new Array<number>(L).fill(NaN);
-  const visit = (l: number, xIn: Float32Array, xOut: Float32Array) => { distances[l] = layerDistance(xIn, xOut, ck.config.hiddenSize, opts.metric); };
+  const visit = (l: number, xIn: Float32Array, xOut: Float32Array) => {
+    distances[l] = layerDistance(xIn, xOut, ck.config.hiddenSize, opts.metric);
+  };
   // loaded lazily: growing with explicit positions never needs tfjs
   const stream = opts.stream ?? (await import('./residual-stream.ts')).residualStream;
   await stream(ck, batch, visit, opts.progress);
   // a NaN distance sorts arbitrarily: picking layers by it would be silent nonsense
   const bad = distances.findIndex((d) => !Number.isFinite(d));
   if (bad >= 0) {
-    throw new PlanError('placement', `${ck.dir}: layer ${bad}'s ${opts.metric} distance is ${distances[bad]} (non-finite activations in or out of the layer); cannot rank layers by it`);
+    throw new PlanError(
+      'placement',
+      `${ck.dir}: layer ${bad}'s ${opts.metric} distance is ${distances[bad]} (non-finite activations in or out of the layer); cannot rank layers by it`,
+    );
   }
   const ranking = pickLayers(distances, L, opts.order);
   const picks = opts.count === undefined ? [] : pickLayers(distances, opts.count, opts.order);

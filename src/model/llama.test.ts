@@ -37,12 +37,18 @@ async function runFixture(name: string, invFreqDtype: DType): Promise<{ logits: 
   const ref = await SafetensorsFile.open(join(FIX, name, 'reference.safetensors'));
   try {
     const info = ref.info('input_ids');
-    const ids = tf.tensor2d(Int32Array.from(bytesToFloat32(await ref.read('input_ids'), info.dtype)), info.shape as [number, number], 'int32');
+    const ids = tf.tensor2d(
+      Int32Array.from(bytesToFloat32(await ref.read('input_ids'), info.dtype)),
+      info.shape as [number, number],
+      'int32',
+    );
     const out = forward(ck.config, w, ids, { collectHidden: true, ropeOptions: { invFreqDtype } });
     const logits = maxAbsDiff(out.logits.dataSync(), bytesToFloat32(await ref.read('logits'), 'F32'));
     const hidden: number[] = [];
     for (let n = 0; n <= ck.config.numLayers; n++) {
-      hidden.push(maxAbsDiff((out.hidden as tf.Tensor[])[n].dataSync(), bytesToFloat32(await ref.read(`hidden_states.${n}`), 'F32')));
+      hidden.push(
+        maxAbsDiff((out.hidden as tf.Tensor[])[n].dataSync(), bytesToFloat32(await ref.read(`hidden_states.${n}`), 'F32')),
+      );
     }
     tf.dispose([ids, out.logits, ...(out.hidden ?? [])]);
     return { logits, hidden };
@@ -55,21 +61,27 @@ async function runFixture(name: string, invFreqDtype: DType): Promise<{ logits: 
 describe('forward vs transformers (fixtures/hf)', () => {
   it('llama-tiny-f32 matches with exact f32 RoPE frequencies', async () => {
     const d = await runFixture('llama-tiny-f32', 'F32');
-    console.log(`[model vs transformers] llama-tiny-f32: max |Δlogits| = ${d.logits.toExponential(3)}, max |Δhidden_n| = ${d.hidden.map((v) => v.toExponential(2)).join(' ')}`);
+    console.log(
+      `[model vs transformers] llama-tiny-f32: max |Δlogits| = ${d.logits.toExponential(3)}, max |Δhidden_n| = ${d.hidden.map((v) => v.toExponential(2)).join(' ')}`,
+    );
     expect(d.logits).toBeLessThanOrEqual(1e-4);
     for (const h of d.hidden) expect(h).toBeLessThanOrEqual(1e-4);
   });
 
   it('llama-tiny-bf16 matches with bf16-rounded inv_freq (as its reference was computed)', async () => {
     const d = await runFixture('llama-tiny-bf16', 'BF16');
-    console.log(`[model vs transformers] llama-tiny-bf16 (bf16 inv_freq): max |Δlogits| = ${d.logits.toExponential(3)}, max |Δhidden_n| = ${d.hidden.map((v) => v.toExponential(2)).join(' ')}`);
+    console.log(
+      `[model vs transformers] llama-tiny-bf16 (bf16 inv_freq): max |Δlogits| = ${d.logits.toExponential(3)}, max |Δhidden_n| = ${d.hidden.map((v) => v.toExponential(2)).join(' ')}`,
+    );
     expect(d.logits).toBeLessThanOrEqual(1e-4);
     for (const h of d.hidden) expect(h).toBeLessThanOrEqual(1e-4);
   });
 
   it('llama-tiny-bf16 with exact f32 frequencies stays within 2e-3 (and visibly differs)', async () => {
     const d = await runFixture('llama-tiny-bf16', 'F32');
-    console.log(`[model vs transformers] llama-tiny-bf16 (f32 inv_freq): max |Δlogits| = ${d.logits.toExponential(3)}, max |Δhidden| = ${Math.max(...d.hidden).toExponential(3)}`);
+    console.log(
+      `[model vs transformers] llama-tiny-bf16 (f32 inv_freq): max |Δlogits| = ${d.logits.toExponential(3)}, max |Δhidden| = ${Math.max(...d.hidden).toExponential(3)}`,
+    );
     expect(d.logits).toBeLessThanOrEqual(2e-3);
     // proves the option above does something: exact frequencies are measurably off this reference
     expect(d.logits).toBeGreaterThan(1e-5);
@@ -80,11 +92,18 @@ function idsTensor(rows: number[][]): tf.Tensor2D {
   return tf.tensor2d(rows, [rows.length, rows[0].length], 'int32');
 }
 
-function runOurs(cfg: ModelConfig, arrays: Map<string, Float32Array>, rows: number[][]): { logits: Float32Array; hidden: Float32Array[] } {
+function runOurs(
+  cfg: ModelConfig,
+  arrays: Map<string, Float32Array>,
+  rows: number[][],
+): { logits: Float32Array; hidden: Float32Array[] } {
   const w = weightsFromArrays(cfg, arrays);
   const ids = idsTensor(rows);
   const out = forward(cfg, w, ids, { collectHidden: true });
-  const res = { logits: out.logits.dataSync() as Float32Array, hidden: (out.hidden as tf.Tensor[]).map((h) => h.dataSync() as Float32Array) };
+  const res = {
+    logits: out.logits.dataSync() as Float32Array,
+    hidden: (out.hidden as tf.Tensor[]).map((h) => h.dataSync() as Float32Array),
+  };
   tf.dispose([ids, out.logits, ...(out.hidden ?? [])]);
   disposeWeights(w);
   return res;
@@ -92,18 +111,45 @@ function runOurs(cfg: ModelConfig, arrays: Map<string, Float32Array>, rows: numb
 
 describe('forward vs the naive float64 reference (configurations without a fixture)', () => {
   const cases: [string, Parameters<typeof makeConfig>[0]][] = [
-    ['GQA 6 heads / 2 KV heads', { hiddenSize: 48, intermediateSize: 80, numLayers: 2, numHeads: 6, numKvHeads: 2, vocabSize: 50 }],
-    ['theta 500000, eps 1e-6, odd head count 3', { hiddenSize: 36, intermediateSize: 50, numLayers: 2, numHeads: 3, vocabSize: 40, ropeTheta: 500000, rmsNormEps: 1e-6 }],
-    ['explicit head_dim 10 != H/nh, GQA 3/1', { hiddenSize: 24, intermediateSize: 40, numLayers: 2, numHeads: 3, numKvHeads: 1, headDim: 10, vocabSize: 40 }],
-    ['µP multipliers (input 2.5, output 0.5/16)', { hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, vocabSize: 40, useMup: true, inputMult: 2.5, outputMult: 0.5, mupScaleFactor: 16 }],
+    [
+      'GQA 6 heads / 2 KV heads',
+      { hiddenSize: 48, intermediateSize: 80, numLayers: 2, numHeads: 6, numKvHeads: 2, vocabSize: 50 },
+    ],
+    [
+      'theta 500000, eps 1e-6, odd head count 3',
+      { hiddenSize: 36, intermediateSize: 50, numLayers: 2, numHeads: 3, vocabSize: 40, ropeTheta: 500000, rmsNormEps: 1e-6 },
+    ],
+    [
+      'explicit head_dim 10 != H/nh, GQA 3/1',
+      { hiddenSize: 24, intermediateSize: 40, numLayers: 2, numHeads: 3, numKvHeads: 1, headDim: 10, vocabSize: 40 },
+    ],
+    [
+      'µP multipliers (input 2.5, output 0.5/16)',
+      {
+        hiddenSize: 32,
+        intermediateSize: 48,
+        numLayers: 2,
+        numHeads: 4,
+        numKvHeads: 2,
+        vocabSize: 40,
+        useMup: true,
+        inputMult: 2.5,
+        outputMult: 0.5,
+        mupScaleFactor: 16,
+      },
+    ],
   ];
   it.each(cases)('%s', (label, p) => {
     const cfg = makeConfig(p);
     const arrays = randomWeightArrays(cfg, { seed: 7 });
     const rows = randomIdRows(2, 9, cfg.vocabSize, 3);
     const ours = runOurs(cfg, arrays, rows);
-    const V = cfg.vocabSize, H = cfg.hiddenSize, T = 9;
-    let dl = 0, dh = 0, scale = 0;
+    const V = cfg.vocabSize,
+      H = cfg.hiddenSize,
+      T = 9;
+    let dl = 0,
+      dh = 0,
+      scale = 0;
     rows.forEach((r, b) => {
       const ref = naiveForward(cfg, { get: (n) => arrays.get(n) as Float32Array }, r);
       for (let t = 0; t < T; t++) {
@@ -116,7 +162,9 @@ describe('forward vs the naive float64 reference (configurations without a fixtu
         }
       }
     });
-    console.log(`[model vs naive f64] ${label}: max |Δlogits| = ${dl.toExponential(3)} (max |logit| ${scale.toFixed(2)}), max |Δhidden| = ${dh.toExponential(3)}`);
+    console.log(
+      `[model vs naive f64] ${label}: max |Δlogits| = ${dl.toExponential(3)} (max |logit| ${scale.toFixed(2)}), max |Δhidden| = ${dh.toExponential(3)}`,
+    );
     expect(dl).toBeLessThanOrEqual(1e-4 * Math.max(1, scale));
     expect(dh).toBeLessThanOrEqual(1e-4);
   });
@@ -124,9 +172,29 @@ describe('forward vs the naive float64 reference (configurations without a fixtu
 
 describe('grouped-query attention', () => {
   it('a GQA model equals the MHA model whose K/V heads are the repeated GQA heads', () => {
-    for (const [nh, nkv, hd] of [[6, 2, 8], [4, 1, 6], [6, 3, 4]]) {
-      const gqa = makeConfig({ hiddenSize: 24, intermediateSize: 40, numLayers: 2, numHeads: nh, numKvHeads: nkv, headDim: hd, vocabSize: 30 });
-      const mha = makeConfig({ hiddenSize: 24, intermediateSize: 40, numLayers: 2, numHeads: nh, numKvHeads: nh, headDim: hd, vocabSize: 30 });
+    for (const [nh, nkv, hd] of [
+      [6, 2, 8],
+      [4, 1, 6],
+      [6, 3, 4],
+    ]) {
+      const gqa = makeConfig({
+        hiddenSize: 24,
+        intermediateSize: 40,
+        numLayers: 2,
+        numHeads: nh,
+        numKvHeads: nkv,
+        headDim: hd,
+        vocabSize: 30,
+      });
+      const mha = makeConfig({
+        hiddenSize: 24,
+        intermediateSize: 40,
+        numLayers: 2,
+        numHeads: nh,
+        numKvHeads: nh,
+        headDim: hd,
+        vocabSize: 30,
+      });
       const a = randomWeightArrays(gqa, { seed: nh * 10 + nkv });
       const b = new Map(a);
       const g = nh / nkv;
@@ -202,7 +270,10 @@ describe('memory', () => {
     };
     run(true);
     const before = tf.memory().numTensors;
-    for (let k = 0; k < 3; k++) { run(false); run(true); }
+    for (let k = 0; k < 3; k++) {
+      run(false);
+      run(true);
+    }
     expect(tf.memory().numTensors).toBe(before);
     ids.dispose();
     disposeWeights(w);
@@ -211,10 +282,17 @@ describe('memory', () => {
 
 describe('embedding gradient (custom: wasm has no gather gradient)', () => {
   it('scatter-adds repeated ids: matches central finite differences', () => {
-    const V = 5, H = 3;
-    const table = tf.tensor2d(Array.from({ length: V * H }, (_, k) => Math.sin(k)), [V, H]);
+    const V = 5,
+      H = 3;
+    const table = tf.tensor2d(
+      Array.from({ length: V * H }, (_, k) => Math.sin(k)),
+      [V, H],
+    );
     const idx = tf.tensor1d([3, 1, 3, 0, 3], 'int32');
-    const wts = tf.tensor2d(Array.from({ length: 5 * H }, (_, k) => Math.cos(3 * k)), [5, H]);
+    const wts = tf.tensor2d(
+      Array.from({ length: 5 * H }, (_, k) => Math.cos(3 * k)),
+      [5, H],
+    );
     // a nonlinear loss so the gradient depends on the forward values too
     const loss = (t: tf.Tensor) => tf.sum(tf.square(tf.mul(gatherRows(t, idx), wts))) as tf.Scalar;
     const g = tf.grad(loss)(table).dataSync();
@@ -222,15 +300,22 @@ describe('embedding gradient (custom: wasm has no gather gradient)', () => {
     const eps = 1e-2;
     let worst = 0;
     for (let k = 0; k < V * H; k++) {
-      const p = base.slice(); p[k] += eps;
-      const m = base.slice(); m[k] -= eps;
-      const fd = (tf.tidy(() => loss(tf.tensor2d(p, [V, H])).dataSync()[0]) - tf.tidy(() => loss(tf.tensor2d(m, [V, H])).dataSync()[0])) / (2 * eps);
+      const p = base.slice();
+      p[k] += eps;
+      const m = base.slice();
+      m[k] -= eps;
+      const fd =
+        (tf.tidy(() => loss(tf.tensor2d(p, [V, H])).dataSync()[0]) - tf.tidy(() => loss(tf.tensor2d(m, [V, H])).dataSync()[0])) /
+        (2 * eps);
       worst = Math.max(worst, Math.abs(fd - g[k]));
     }
     console.log(`[embedding grad vs finite differences] max |Δ| = ${worst.toExponential(3)}`);
     expect(worst).toBeLessThan(1e-3);
     // rows 2 and 4 are never used: exactly zero gradient
-    for (let c = 0; c < H; c++) { expect(g[2 * H + c]).toBe(0); expect(g[4 * H + c]).toBe(0); }
+    for (let c = 0; c < H; c++) {
+      expect(g[2 * H + c]).toBe(0);
+      expect(g[4 * H + c]).toBe(0);
+    }
     tf.dispose([table, idx, wts]);
   });
 
@@ -238,8 +323,14 @@ describe('embedding gradient (custom: wasm has no gather gradient)', () => {
     const cfg = makeConfig({ hiddenSize: 8, intermediateSize: 12, numLayers: 1, numHeads: 2, numKvHeads: 1, vocabSize: 11 });
     const arrays = randomWeightArrays(cfg, { seed: 3 });
     const w = weightsFromArrays(cfg, arrays);
-    const ids = idsTensor([[1, 4, 1, 7], [3, 3, 5, 2]]); // two sequences: attention runs per (sequence, KV head) piece
-    const probe = tf.tensor3d(Array.from({ length: 2 * 4 * 11 }, (_, k) => Math.sin(k * 0.7)), [2, 4, 11]);
+    const ids = idsTensor([
+      [1, 4, 1, 7],
+      [3, 3, 5, 2],
+    ]); // two sequences: attention runs per (sequence, KV head) piece
+    const probe = tf.tensor3d(
+      Array.from({ length: 2 * 4 * 11 }, (_, k) => Math.sin(k * 0.7)),
+      [2, 4, 11],
+    );
     const lossWith = (embed: tf.Tensor, q: tf.Tensor) => {
       const ww = { ...w, embed, layers: [{ ...w.layers[0], q }] };
       const out = forward(cfg, ww, ids, { skipIdCheck: true });
@@ -250,11 +341,13 @@ describe('embedding gradient (custom: wasm has no gather gradient)', () => {
     const check = (which: 0 | 1, k: number) => {
       const tensors = [w.embed, w.layers[0].q];
       const eps = 1e-2;
-      const shifted = (d: number) => tf.tidy(() => {
-        const v = tensors[which].dataSync().slice(); v[k] += d;
-        const t = tf.tensor(v, tensors[which].shape);
-        return (which === 0 ? lossWith(t, w.layers[0].q) : lossWith(w.embed, t)).dataSync()[0];
-      });
+      const shifted = (d: number) =>
+        tf.tidy(() => {
+          const v = tensors[which].dataSync().slice();
+          v[k] += d;
+          const t = tf.tensor(v, tensors[which].shape);
+          return (which === 0 ? lossWith(t, w.layers[0].q) : lossWith(w.embed, t)).dataSync()[0];
+        });
       const fd = (shifted(eps) - shifted(-eps)) / (2 * eps);
       const an = (which === 0 ? gEmbed : gQ).dataSync()[k];
       return { fd, an };
@@ -282,7 +375,10 @@ describe('matMul2d (fast-path product with explicit-transpose gradient)', () => 
     const b = tf.randomNormal([7, 3], 0, 1, 'float32', 2);
     const probe = tf.randomNormal([5, 3], 0, 1, 'float32', 3);
     const ours = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(matMul2d(x, y), probe)))([a, b]);
-    const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D), probe)))([a, b]);
+    const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D), probe)))([
+      a,
+      b,
+    ]);
     expect(maxAbsDiff(matMul2d(a, b).dataSync(), tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D).dataSync())).toBeLessThan(1e-6);
     expect(maxAbsDiff(ours[0].dataSync(), ref[0].dataSync())).toBeLessThan(1e-5);
     expect(maxAbsDiff(ours[1].dataSync(), ref[1].dataSync())).toBeLessThan(1e-5);

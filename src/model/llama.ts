@@ -19,12 +19,22 @@ import type { MaskSet } from '../masks.ts';
 // ---- weights -----------------------------------------------------------------------------
 
 export interface LayerWeights {
-  inputNorm: tf.Tensor; q: tf.Tensor; k: tf.Tensor; v: tf.Tensor; o: tf.Tensor;
-  postNorm: tf.Tensor; gate: tf.Tensor; up: tf.Tensor; down: tf.Tensor;
+  inputNorm: tf.Tensor;
+  q: tf.Tensor;
+  k: tf.Tensor;
+  v: tf.Tensor;
+  o: tf.Tensor;
+  postNorm: tf.Tensor;
+  gate: tf.Tensor;
+  up: tf.Tensor;
+  down: tf.Tensor;
   /** Qwen2: q/k/v biases [nh·hd], [nkv·hd], [nkv·hd]. */
-  qBias?: tf.Tensor; kBias?: tf.Tensor; vBias?: tf.Tensor;
+  qBias?: tf.Tensor;
+  kBias?: tf.Tensor;
+  vBias?: tf.Tensor;
   /** Qwen3: RMSNorm gains [hd] over each head's q / k, before RoPE. */
-  qNorm?: tf.Tensor; kNorm?: tf.Tensor;
+  qNorm?: tf.Tensor;
+  kNorm?: tf.Tensor;
 }
 
 export interface LlamaWeights {
@@ -36,8 +46,10 @@ export interface LlamaWeights {
 }
 
 /** LayerWeights field -> tensor role, from arch.ts (TensorSpec.field). */
-export const LAYER_FIELDS: readonly [keyof LayerWeights, Role][] = LLAMA_TENSORS.filter((s) => s.perLayer)
-  .map((s) => [s.field as keyof LayerWeights, s.role]);
+export const LAYER_FIELDS: readonly [keyof LayerWeights, Role][] = LLAMA_TENSORS.filter((s) => s.perLayer).map((s) => [
+  s.field as keyof LayerWeights,
+  s.role,
+]);
 
 export async function loadTensor(ck: Checkpoint, cfg: ModelConfig, role: Role, layer?: number): Promise<tf.Tensor> {
   const name = tensorName(role, layer);
@@ -45,15 +57,26 @@ export async function loadTensor(ck: Checkpoint, cfg: ModelConfig, role: Role, l
   const want = shapeOf(cfg, role);
   const got = ck.info(name).shape;
   if (got.length !== want.length || got.some((d, k) => d !== want[k])) {
-    throw new CheckpointError('ConfigMismatch', `${ck.dir}: tensor "${name}" has shape [${got.join(', ')}] but config.json implies [${want.join(', ')}]`);
+    throw new CheckpointError(
+      'ConfigMismatch',
+      `${ck.dir}: tensor "${name}" has shape [${got.join(', ')}] but config.json implies [${want.join(', ')}]`,
+    );
   }
   return tf.tensor(await ck.readFloat32(name), want, 'float32');
 }
 
 /** Some of layer i's weights in f32 (all of them by default). */
 export async function loadLayerWeights(ck: Checkpoint, i: number): Promise<LayerWeights>;
-export async function loadLayerWeights<K extends keyof LayerWeights>(ck: Checkpoint, i: number, fields: readonly K[]): Promise<Pick<LayerWeights, K>>;
-export async function loadLayerWeights(ck: Checkpoint, i: number, fields?: readonly (keyof LayerWeights)[]): Promise<Partial<LayerWeights>> {
+export async function loadLayerWeights<K extends keyof LayerWeights>(
+  ck: Checkpoint,
+  i: number,
+  fields: readonly K[],
+): Promise<Pick<LayerWeights, K>>;
+export async function loadLayerWeights(
+  ck: Checkpoint,
+  i: number,
+  fields?: readonly (keyof LayerWeights)[],
+): Promise<Partial<LayerWeights>> {
   const out: Partial<LayerWeights> = {};
   try {
     for (const [field, role] of LAYER_FIELDS) {
@@ -118,7 +141,10 @@ export interface MaskTensors {
 export function masksToTensors(m: MaskSet): MaskTensors {
   return {
     hidden: tf.tensor1d(m.hidden, 'float32'),
-    vocabBias: tf.tensor1d(Float32Array.from(m.vocab, (v) => (v === 0 ? -Infinity : 0)), 'float32'),
+    vocabBias: tf.tensor1d(
+      Float32Array.from(m.vocab, (v) => (v === 0 ? -Infinity : 0)),
+      'float32',
+    ),
     layers: m.layers.map((l) => ({
       heads: tf.tensor1d(l.heads, 'float32'),
       ffn: tf.tensor1d(l.ffn, 'float32'),
@@ -170,7 +196,11 @@ export interface Rope {
  * `_compute_llama3_parameters`, `_compute_yarn_parameters`), rounded to f32 at the end.
  * 'default' is ropeInvFreq's f32 computation exactly (the HF fixtures pin it).
  */
-export function ropeFrequencies(cfg: ModelConfig, seqLen: number, dtype: DType = 'F32'): { invFreq: Float32Array; attentionScaling: number } {
+export function ropeFrequencies(
+  cfg: ModelConfig,
+  seqLen: number,
+  dtype: DType = 'F32',
+): { invFreq: Float32Array; attentionScaling: number } {
   const d = cfg.headDim;
   const base = cfg.ropeTheta;
   const r = cfg.rope;
@@ -191,8 +221,10 @@ export function ropeFrequencies(cfg: ModelConfig, seqLen: number, dtype: DType =
     }
     case 'llama3': {
       const old = r.originalMaxPositionEmbeddings as number;
-      const lo = r.lowFreqFactor as number, hi = r.highFreqFactor as number;
-      const loWave = old / lo, hiWave = old / hi;
+      const lo = r.lowFreqFactor as number,
+        hi = r.highFreqFactor as number;
+      const loWave = old / lo,
+        hiWave = old / hi;
       inv = plain(base).map((f) => {
         const wave = (2 * Math.PI) / f;
         if (wave < hiWave) return f;
@@ -206,11 +238,18 @@ export function ropeFrequencies(cfg: ModelConfig, seqLen: number, dtype: DType =
       const orig = r.originalMaxPositionEmbeddings ?? cfg.maxPositionEmbeddings;
       const fac = r.factor ?? cfg.maxPositionEmbeddings / orig;
       const mscale = (s: number, m = 1) => (s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1);
-      scaling = r.attentionFactor ?? (r.mscale !== undefined && r.mscaleAllDim !== undefined && r.mscale !== 0 && r.mscaleAllDim !== 0
-        ? mscale(fac, r.mscale) / mscale(fac, r.mscaleAllDim) : mscale(fac));
+      scaling =
+        r.attentionFactor ??
+        (r.mscale !== undefined && r.mscaleAllDim !== undefined && r.mscale !== 0 && r.mscaleAllDim !== 0
+          ? mscale(fac, r.mscale) / mscale(fac, r.mscaleAllDim)
+          : mscale(fac));
       const corr = (rot: number) => (d * Math.log(orig / (rot * 2 * Math.PI))) / (2 * Math.log(base));
-      let low = corr(r.betaFast ?? 32), high = corr(r.betaSlow ?? 1);
-      if (r.truncate !== false) { low = Math.floor(low); high = Math.ceil(high); }
+      let low = corr(r.betaFast ?? 32),
+        high = corr(r.betaSlow ?? 1);
+      if (r.truncate !== false) {
+        low = Math.floor(low);
+        high = Math.ceil(high);
+      }
       low = Math.max(low, 0);
       high = Math.min(high, d - 1);
       if (low === high) high += 0.001;
@@ -240,9 +279,12 @@ export function makeRope(cfg: ModelConfig, seqLen: number, opts: RopeOptions = {
     for (let i = 0; i < half; i++) {
       // transformers forms the angle as an f32 product, then takes cos/sin of that f32 value.
       const ang = Math.fround(t * inv[i]);
-      const c = Math.fround(Math.cos(ang)) * attentionScaling, s = Math.fround(Math.sin(ang)) * attentionScaling;
-      cos[t * hd + i] = c; cos[t * hd + i + half] = c;
-      sin[t * hd + i] = s; sin[t * hd + i + half] = s;
+      const c = Math.fround(Math.cos(ang)) * attentionScaling,
+        s = Math.fround(Math.sin(ang)) * attentionScaling;
+      cos[t * hd + i] = c;
+      cos[t * hd + i + half] = c;
+      sin[t * hd + i] = s;
+      sin[t * hd + i + half] = s;
     }
   }
   const g = cfg.numHeads / cfg.numKvHeads;
@@ -255,7 +297,10 @@ export function makeRope(cfg: ModelConfig, seqLen: number, opts: RopeOptions = {
     if (w !== undefined) for (let s = 0; s <= t - w; s++) causal[r * seqLen + s] = -1e30;
   }
   const rotate = new Float32Array(hd * hd); // x · rotate = cat(-x2, x1)
-  for (let c = 0; c < half; c++) { rotate[(c + half) * hd + c] = -1; rotate[c * hd + c + half] = 1; }
+  for (let c = 0; c < half; c++) {
+    rotate[(c + half) * hd + c] = -1;
+    rotate[c * hd + c + half] = 1;
+  }
   const tensors = {
     rotate: tf.tensor2d(rotate, [hd, hd]),
     cos: tf.tensor2d(cos, [seqLen, hd]),
@@ -318,9 +363,8 @@ export function embedTokens(cfg: ModelConfig, embed: tf.Tensor, ids: tf.Tensor2D
 export function rmsNorm(x: tf.Tensor, g: tf.Tensor, eps: number, hiddenMask?: tf.Tensor1D): tf.Tensor {
   return tf.tidy(() => {
     const sq = tf.square(x);
-    const variance = hiddenMask === undefined
-      ? tf.mean(sq, -1, true)
-      : tf.div(tf.sum(tf.mul(sq, hiddenMask), -1, true), tf.sum(hiddenMask));
+    const variance =
+      hiddenMask === undefined ? tf.mean(sq, -1, true) : tf.div(tf.sum(tf.mul(sq, hiddenMask), -1, true), tf.sum(hiddenMask));
     return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, eps))), g);
   });
 }
@@ -345,7 +389,8 @@ function applyRope(x: tf.Tensor4D, rope: Rope): tf.Tensor4D {
  * loop about 13× slower. Explicit transposes cost O(size) against the product's O(size·k).
  */
 export const matMul2d = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-  const a = args[0] as tf.Tensor2D, b = args[1] as tf.Tensor2D;
+  const a = args[0] as tf.Tensor2D,
+    b = args[1] as tf.Tensor2D;
   (args[2] as tf.GradSaveFunc)([a, b]);
   return {
     value: tf.matMul(a, b),
@@ -379,7 +424,10 @@ function wideLinear(x: tf.Tensor, w: tf.Tensor): tf.Tensor2D {
   if (out <= 2 * WIDE_BLOCK) return linear(x, w);
   const sizes: number[] = [];
   for (let o = 0; o < out; o += WIDE_BLOCK) sizes.push(Math.min(WIDE_BLOCK, out - o));
-  return tf.concat(tf.split(w, sizes, 0).map((blk) => linear(x, blk)), 1) as tf.Tensor2D;
+  return tf.concat(
+    tf.split(w, sizes, 0).map((blk) => linear(x, blk)),
+    1,
+  ) as tf.Tensor2D;
 }
 
 /**
@@ -388,8 +436,21 @@ function wideLinear(x: tf.Tensor, w: tf.Tensor): tf.Tensor2D {
  * [B·nkv, g·T, hd] and one batched matMul per group serves them all without repeating K/V.
  * q [N, nh*hd], k/v [N, nkv*hd]; returns the head outputs (head-masked) as [N, nh*hd].
  */
-export function attention(cfg: ModelConfig, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, B: number, T: number, rope: Rope, headMask?: tf.Tensor1D, qkNorm?: { q: tf.Tensor; k: tf.Tensor }): tf.Tensor2D {
-  const nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim, g = nh / nkv;
+export function attention(
+  cfg: ModelConfig,
+  q: tf.Tensor,
+  k: tf.Tensor,
+  v: tf.Tensor,
+  B: number,
+  T: number,
+  rope: Rope,
+  headMask?: tf.Tensor1D,
+  qkNorm?: { q: tf.Tensor; k: tf.Tensor },
+): tf.Tensor2D {
+  const nh = cfg.numHeads,
+    nkv = cfg.numKvHeads,
+    hd = cfg.headDim,
+    g = nh / nkv;
   // Qwen3: RMSNorm over each head's head_dim coordinates, before RoPE
   const headNorm = (x: tf.Tensor, gain: tf.Tensor | undefined, heads: number) =>
     gain === undefined ? x : rmsNorm(tf.reshape(x, [B * T * heads, hd]), gain, cfg.rmsNormEps);
@@ -400,8 +461,12 @@ export function attention(cfg: ModelConfig, q: tf.Tensor, k: tf.Tensor, v: tf.Te
   const vh = tf.reshape(tf.transpose(tf.reshape(v, [B, T, nkv, hd]), [0, 2, 1, 3]), [B * nkv, T, hd]) as tf.Tensor3D;
   // one (batch, KV head) at a time: wasm's batched matMul is ~10× slower than its 2-D product
   const n = B * nkv;
-  const qs = pieces(qh, n, g * T, hd), ks = pieces(khT, n, hd, T), vs = pieces(vh, n, T, hd);
-  const outs = qs.map((qi, i) => matMul2d(tf.softmax(tf.add(tf.mul(matMul2d(qi, ks[i]), 1 / Math.sqrt(hd)), rope.causal)), vs[i]));
+  const qs = pieces(qh, n, g * T, hd),
+    ks = pieces(khT, n, hd, T),
+    vs = pieces(vh, n, T, hd);
+  const outs = qs.map((qi, i) =>
+    matMul2d(tf.softmax(tf.add(tf.mul(matMul2d(qi, ks[i]), 1 / Math.sqrt(hd)), rope.causal)), vs[i]),
+  );
   let out: tf.Tensor = tf.reshape(n === 1 ? outs[0] : tf.concat(outs, 0), [B, nh, T, hd]);
   if (headMask !== undefined) out = tf.mul(out, tf.reshape(headMask, [1, nh, 1, 1]));
   return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [B * T, nh * hd]) as tf.Tensor2D;
@@ -413,30 +478,66 @@ export function residualAdd(x: tf.Tensor, y: tf.Tensor, masks: MaskTensors | und
   return tf.add(x, tf.mul(tf.mul(y, masks.hidden), masks.layers[layerIndex].residual));
 }
 
-export type AttentionWeights = Pick<LayerWeights, 'inputNorm' | 'q' | 'k' | 'v' | 'o' | 'qBias' | 'kBias' | 'vBias' | 'qNorm' | 'kNorm'>;
+export type AttentionWeights = Pick<
+  LayerWeights,
+  'inputNorm' | 'q' | 'k' | 'v' | 'o' | 'qBias' | 'kBias' | 'vBias' | 'qNorm' | 'kNorm'
+>;
 
 /** The LayerWeights fields the attention half reads (optional ones load only where the family has them). */
-export const ATTENTION_FIELDS: readonly (keyof AttentionWeights)[] = ['inputNorm', 'q', 'k', 'v', 'o', 'qBias', 'kBias', 'vBias', 'qNorm', 'kNorm'];
+export const ATTENTION_FIELDS: readonly (keyof AttentionWeights)[] = [
+  'inputNorm',
+  'q',
+  'k',
+  'v',
+  'o',
+  'qBias',
+  'kBias',
+  'vBias',
+  'qNorm',
+  'kNorm',
+];
 
 /** x [N, in] · w^T (+ bias [out]). */
 function linearBias(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | undefined): tf.Tensor2D {
   const y = linear(x, w);
-  return b === undefined ? y : tf.add(y, b) as tf.Tensor2D;
+  return b === undefined ? y : (tf.add(y, b) as tf.Tensor2D);
 }
 export type MlpWeights = Pick<LayerWeights, 'postNorm' | 'gate' | 'up' | 'down'>;
 
 /** x + attention(rmsnorm(x)): the first half of a decoder layer; x [B,T,H]. */
-export function attentionBlock(cfg: ModelConfig, w: AttentionWeights, x: tf.Tensor3D, layerIndex: number, masks: MaskTensors | undefined, rope: Rope): tf.Tensor3D {
+export function attentionBlock(
+  cfg: ModelConfig,
+  w: AttentionWeights,
+  x: tf.Tensor3D,
+  layerIndex: number,
+  masks: MaskTensors | undefined,
+  rope: Rope,
+): tf.Tensor3D {
   return tf.tidy(() => {
     const [B, T, H] = x.shape;
     if (rope.seqLen !== T) throw new ModelInputError(`RoPE tables are for sequence length ${rope.seqLen}, input has ${T}`);
-    if (rope.group !== cfg.numHeads / cfg.numKvHeads) throw new ModelInputError(`RoPE tables were made for ${rope.group} query heads per KV head, the config has ${cfg.numHeads / cfg.numKvHeads}`);
+    if (rope.group !== cfg.numHeads / cfg.numKvHeads)
+      throw new ModelInputError(
+        `RoPE tables were made for ${rope.group} query heads per KV head, the config has ${cfg.numHeads / cfg.numKvHeads}`,
+      );
     const x2 = tf.reshape(x, [B * T, H]);
     const h = rmsNorm(x2, w.inputNorm, cfg.rmsNormEps, masks?.hidden);
-    if (cfg.qkvBias && (w.qBias === undefined || w.kBias === undefined || w.vBias === undefined)) throw new ModelInputError('the config has q/k/v biases; the weights lack them');
-    if (cfg.qkNorm && (w.qNorm === undefined || w.kNorm === undefined)) throw new ModelInputError('the config has q_norm/k_norm; the weights lack them');
+    if (cfg.qkvBias && (w.qBias === undefined || w.kBias === undefined || w.vBias === undefined))
+      throw new ModelInputError('the config has q/k/v biases; the weights lack them');
+    if (cfg.qkNorm && (w.qNorm === undefined || w.kNorm === undefined))
+      throw new ModelInputError('the config has q_norm/k_norm; the weights lack them');
     const qk = cfg.qkNorm ? { q: w.qNorm as tf.Tensor, k: w.kNorm as tf.Tensor } : undefined;
-    const att = attention(cfg, linearBias(h, w.q, w.qBias), linearBias(h, w.k, w.kBias), linearBias(h, w.v, w.vBias), B, T, rope, masks?.layers[layerIndex].heads, qk);
+    const att = attention(
+      cfg,
+      linearBias(h, w.q, w.qBias),
+      linearBias(h, w.k, w.kBias),
+      linearBias(h, w.v, w.vBias),
+      B,
+      T,
+      rope,
+      masks?.layers[layerIndex].heads,
+      qk,
+    );
     return tf.reshape(residualAdd(x2, linear(att, w.o), masks, layerIndex), [B, T, H]) as tf.Tensor3D;
   });
 }
@@ -455,17 +556,34 @@ export function swiglu(h: tf.Tensor, gate: tf.Tensor, up: tf.Tensor, down: tf.Te
 }
 
 /** x + mlp(rmsnorm(x)): the second half of a decoder layer; x [B,T,H]. */
-export function mlpBlock(cfg: ModelConfig, w: MlpWeights, x: tf.Tensor3D, layerIndex: number, masks: MaskTensors | undefined): tf.Tensor3D {
+export function mlpBlock(
+  cfg: ModelConfig,
+  w: MlpWeights,
+  x: tf.Tensor3D,
+  layerIndex: number,
+  masks: MaskTensors | undefined,
+): tf.Tensor3D {
   return tf.tidy(() => {
     const [B, T, H] = x.shape;
     const x2 = tf.reshape(x, [B * T, H]);
     const h = rmsNorm(x2, w.postNorm, cfg.rmsNormEps, masks?.hidden);
-    return tf.reshape(residualAdd(x2, swiglu(h, w.gate, w.up, w.down, masks?.layers[layerIndex].ffn), masks, layerIndex), [B, T, H]) as tf.Tensor3D;
+    return tf.reshape(residualAdd(x2, swiglu(h, w.gate, w.up, w.down, masks?.layers[layerIndex].ffn), masks, layerIndex), [
+      B,
+      T,
+      H,
+    ]) as tf.Tensor3D;
   });
 }
 
 /** One pre-norm decoder layer: attention then SwiGLU MLP, each added to the residual stream. */
-export function decoderLayer(cfg: ModelConfig, lw: LayerWeights, x: tf.Tensor3D, layerIndex: number, masks: MaskTensors | undefined, rope: Rope): tf.Tensor3D {
+export function decoderLayer(
+  cfg: ModelConfig,
+  lw: LayerWeights,
+  x: tf.Tensor3D,
+  layerIndex: number,
+  masks: MaskTensors | undefined,
+  rope: Rope,
+): tf.Tensor3D {
   return tf.tidy(() => mlpBlock(cfg, lw, attentionBlock(cfg, lw, x, layerIndex, masks, rope), layerIndex, masks));
 }
 
@@ -490,7 +608,13 @@ export function lmHeadLogits(cfg: ModelConfig, lmHead: tf.Tensor, normed: tf.Ten
 }
 
 /** Final norm then LM head, µP scale and vocab mask: logits [B,T,V]. */
-export function finalLogits(cfg: ModelConfig, finalNorm: tf.Tensor, lmHead: tf.Tensor, x: tf.Tensor3D, masks?: MaskTensors): tf.Tensor3D {
+export function finalLogits(
+  cfg: ModelConfig,
+  finalNorm: tf.Tensor,
+  lmHead: tf.Tensor,
+  x: tf.Tensor3D,
+  masks?: MaskTensors,
+): tf.Tensor3D {
   return tf.tidy(() => lmHeadLogits(cfg, lmHead, finalHidden(cfg, finalNorm, x, masks), masks?.vocabBias));
 }
 
@@ -515,7 +639,8 @@ export interface ForwardResult {
 /** The full forward pass; differentiable. The caller owns (and disposes) what is returned. */
 export function forward(cfg: ModelConfig, w: LlamaWeights, ids: tf.Tensor2D, opts: ForwardOptions = {}): ForwardResult {
   if (opts.skipIdCheck !== true) validateIds(cfg, ids);
-  if (w.layers.length !== cfg.numLayers) throw new ModelInputError(`weights have ${w.layers.length} layers, config ${cfg.numLayers}`);
+  if (w.layers.length !== cfg.numLayers)
+    throw new ModelInputError(`weights have ${w.layers.length} layers, config ${cfg.numLayers}`);
   if (opts.masks !== undefined && opts.masks.layers.length !== cfg.numLayers) {
     throw new ModelInputError(`masks have ${opts.masks.layers.length} layers, config ${cfg.numLayers}`);
   }

@@ -17,19 +17,35 @@ beforeAll(async () => {
   await initBackend('wasm');
 });
 
-function run(cfg: ModelConfig, arrays: Map<string, Float32Array>, rows: number[][], masks?: MaskSet): { logits: Float32Array; hidden: Float32Array[] } {
+function run(
+  cfg: ModelConfig,
+  arrays: Map<string, Float32Array>,
+  rows: number[][],
+  masks?: MaskSet,
+): { logits: Float32Array; hidden: Float32Array[] } {
   const w = weightsFromArrays(cfg, arrays);
   const ids = tf.tensor2d(rows, [rows.length, rows[0].length], 'int32');
   const mt = masks === undefined ? undefined : masksToTensors(masks);
   const out = forward(cfg, w, ids, { collectHidden: true, masks: mt });
-  const res = { logits: out.logits.dataSync() as Float32Array, hidden: (out.hidden as tf.Tensor[]).map((h) => h.dataSync() as Float32Array) };
+  const res = {
+    logits: out.logits.dataSync() as Float32Array,
+    hidden: (out.hidden as tf.Tensor[]).map((h) => h.dataSync() as Float32Array),
+  };
   tf.dispose([ids, out.logits, ...(out.hidden ?? [])]);
   if (mt !== undefined) disposeMaskTensors(mt);
   disposeWeights(w);
   return res;
 }
 
-const base = makeConfig({ hiddenSize: 16, intermediateSize: 24, numLayers: 3, numHeads: 2, numKvHeads: 1, headDim: 8, vocabSize: 40 });
+const base = makeConfig({
+  hiddenSize: 16,
+  intermediateSize: 24,
+  numLayers: 3,
+  numHeads: 2,
+  numKvHeads: 1,
+  headDim: 8,
+  vocabSize: 40,
+});
 
 describe('masked model', () => {
   it('all masks at 1 equal the plain model', () => {
@@ -46,9 +62,13 @@ describe('masked model', () => {
   it('intermediate mask values agree with the naive float64 reference', () => {
     const arrays = randomWeightArrays(base, { seed: 12 });
     const m = onesMasks(base);
-    m.hidden.forEach((_, i) => { if (i % 3 === 0) m.hidden[i] = 0.25; });
+    m.hidden.forEach((_, i) => {
+      if (i % 3 === 0) m.hidden[i] = 0.25;
+    });
     m.layers[1].heads[1] = 0.5;
-    m.layers[0].ffn.forEach((_, i) => { if (i % 4 === 1) m.layers[0].ffn[i] = 0.1; });
+    m.layers[0].ffn.forEach((_, i) => {
+      if (i % 4 === 1) m.layers[0].ffn[i] = 0.1;
+    });
     m.layers[2].residual = 0.3;
     m.vocab.fill(0, 35);
     const rows = randomIdRows(1, 7, 35, 4);
@@ -58,7 +78,8 @@ describe('masked model', () => {
     let d = 0;
     for (let t = 0; t < 7; t++) {
       for (let v = 0; v < V; v++) {
-        const a = ours.logits[t * V + v], b = ref.logits[t][v];
+        const a = ours.logits[t * V + v],
+          b = ref.logits[t][v];
         if (v >= 35) expect(a).toBe(-Infinity);
         else d = Math.max(d, Math.abs(a - b));
       }
@@ -74,12 +95,21 @@ describe('masked model', () => {
     const src = run(base, arrays, rows);
     const grown = run(g.cfg, g.arrays, rows, g.masks);
     const unmasked = run(g.cfg, g.arrays, rows);
-    const V = base.vocabSize, V2 = g.cfg.vocabSize, H = base.hiddenSize, H2 = g.cfg.hiddenSize, N = 2 * 9;
-    let dl = 0, scale = 0, dUnmasked = 0;
+    const V = base.vocabSize,
+      V2 = g.cfg.vocabSize,
+      H = base.hiddenSize,
+      H2 = g.cfg.hiddenSize,
+      N = 2 * 9;
+    let dl = 0,
+      scale = 0,
+      dUnmasked = 0;
     for (let n = 0; n < N; n++) {
       for (let v = 0; v < V2; v++) {
         const b = grown.logits[n * V2 + v];
-        if (v >= V) { expect(b).toBe(-Infinity); continue; }
+        if (v >= V) {
+          expect(b).toBe(-Infinity);
+          continue;
+        }
         const a = src.logits[n * V + v];
         dl = Math.max(dl, Math.abs(a - b));
         scale = Math.max(scale, Math.abs(a));
@@ -87,15 +117,20 @@ describe('masked model', () => {
       }
     }
     // hidden states: source boundary n <-> grown boundary after the non-inserted copy of layer n-1
-    let dh = 0, newNonZero = 0;
+    let dh = 0,
+      newNonZero = 0;
     for (let s = 0; s <= base.numLayers; s++) {
-      const k = s === 0 ? 0 : s === base.numLayers ? g.cfg.numLayers : g.layerMap.findIndex((e) => e.source === s - 1 && !e.inserted) + 1;
+      const k =
+        s === 0 ? 0 : s === base.numLayers ? g.cfg.numLayers : g.layerMap.findIndex((e) => e.source === s - 1 && !e.inserted) + 1;
       for (let n = 0; n < N; n++) {
-        for (let i = 0; i < H; i++) dh = Math.max(dh, Math.abs(src.hidden[s][n * H + i] - grown.hidden[k][n * H2 + g.hiddenPos[i]]));
+        for (let i = 0; i < H; i++)
+          dh = Math.max(dh, Math.abs(src.hidden[s][n * H + i] - grown.hidden[k][n * H2 + g.hiddenPos[i]]));
         for (let p = 0; p < H2; p++) if (!g.hiddenPos.includes(p) && grown.hidden[k][n * H2 + p] !== 0) newNonZero++;
       }
     }
-    console.log(`[hand-grown masked vs source] max |Δlogits| = ${dl.toExponential(3)} (max |logit| ${scale.toFixed(2)}), max |Δhidden| = ${dh.toExponential(3)}; without masks: ${dUnmasked.toExponential(3)}`);
+    console.log(
+      `[hand-grown masked vs source] max |Δlogits| = ${dl.toExponential(3)} (max |logit| ${scale.toFixed(2)}), max |Δhidden| = ${dh.toExponential(3)}; without masks: ${dUnmasked.toExponential(3)}`,
+    );
     expect(dl).toBeLessThanOrEqual(1e-5 * Math.max(1, scale));
     expect(dh).toBeLessThanOrEqual(1e-5);
     expect(newNonZero).toBe(0); // new residual coordinates stay exactly 0

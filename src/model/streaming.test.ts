@@ -22,7 +22,15 @@ import { FAMILY_NAMES, type FamilyName } from '../families.ts';
 import { buildHandGrown, makeTempDir, randomIdRows, writeCheckpoint, writeRandomCheckpoint } from '../../test/support/model.ts';
 
 const tmp = makeTempDir();
-const base = makeConfig({ hiddenSize: 16, intermediateSize: 24, numLayers: 3, numHeads: 2, numKvHeads: 1, headDim: 8, vocabSize: 40 });
+const base = makeConfig({
+  hiddenSize: 16,
+  intermediateSize: 24,
+  numLayers: 3,
+  numHeads: 2,
+  numKvHeads: 1,
+  headDim: 8,
+  vocabSize: 40,
+});
 let srcArrays: Map<string, Float32Array>;
 
 beforeAll(async () => {
@@ -34,7 +42,11 @@ beforeAll(async () => {
 });
 afterAll(() => tmp.cleanup());
 
-async function inMemory(dir: string, rows: number[][], withMasks: boolean): Promise<{ logits: Float32Array; hidden: Float32Array[] }> {
+async function inMemory(
+  dir: string,
+  rows: number[][],
+  withMasks: boolean,
+): Promise<{ logits: Float32Array; hidden: Float32Array[] }> {
   const ck = await Checkpoint.open(dir);
   const w = await loadWeights(ck);
   const { loadMasksIfAny } = await import('../masks.ts');
@@ -43,7 +55,10 @@ async function inMemory(dir: string, rows: number[][], withMasks: boolean): Prom
   const mt = ms === undefined ? undefined : masksToTensors(ms);
   const ids = tf.tensor2d(rows, [rows.length, rows[0].length], 'int32');
   const out = forward(ck.config, w, ids, { collectHidden: true, masks: mt });
-  const res = { logits: out.logits.dataSync() as Float32Array, hidden: (out.hidden as tf.Tensor[]).map((h) => h.dataSync() as Float32Array) };
+  const res = {
+    logits: out.logits.dataSync() as Float32Array,
+    hidden: (out.hidden as tf.Tensor[]).map((h) => h.dataSync() as Float32Array),
+  };
   tf.dispose([ids, out.logits, ...(out.hidden ?? [])]);
   if (mt !== undefined) disposeMaskTensors(mt);
   disposeWeights(w);
@@ -52,21 +67,33 @@ async function inMemory(dir: string, rows: number[][], withMasks: boolean): Prom
 
 /** Each family with its features on (as preservation.test.ts): RoPE scaling, a window that matters for 5 tokens. */
 const FAMILY_EXTRAS: Record<FamilyName, Partial<Parameters<typeof makeConfig>[0]>> = {
-  'llama': { ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 }, ropeTheta: 500000 },
+  llama: {
+    ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
+    ropeTheta: 500000,
+  },
   'tele-flm': {},
-  'mistral': { slidingWindow: 3 },
-  'qwen2': { ropeTheta: 1e6 },
-  'qwen3': { ropeScaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 4 }, maxPositionEmbeddings: 16 },
+  mistral: { slidingWindow: 3 },
+  qwen2: { ropeTheta: 1e6 },
+  qwen3: { ropeScaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 4 }, maxPositionEmbeddings: 16 },
 };
 
 describe('streamedForward', () => {
-  it.each([['src', true], ['grown', true], ['grown', false]] as const)('%s (masks %s): identical to the in-memory pass', async (name, withMasks) => {
+  it.each([
+    ['src', true],
+    ['grown', true],
+    ['grown', false],
+  ] as const)('%s (masks %s): identical to the in-memory pass', async (name, withMasks) => {
     const dir = join(tmp.dir, name);
     const rows = randomIdRows(3, 6, base.vocabSize, 8);
     const mem = await inMemory(dir, rows, withMasks);
     const ck = await Checkpoint.open(dir);
     const seen: number[] = [];
-    const s = await streamedForward(ck, rows, { collectHidden: true, masks: withMasks ? undefined : null, onLayer: (d) => seen.push(d), lmHeadBlockRows: 7 });
+    const s = await streamedForward(ck, rows, {
+      collectHidden: true,
+      masks: withMasks ? undefined : null,
+      onLayer: (d) => seen.push(d),
+      lmHeadBlockRows: 7,
+    });
     await ck.close();
     expect(s.masked).toBe(name === 'grown' && withMasks);
     expect(seen).toEqual(Array.from({ length: ck.config.numLayers + 1 }, (_, k) => k));
@@ -83,9 +110,12 @@ describe('streamedForward', () => {
     const before = tf.memory().numTensors;
     const blocked = await streamedForward(ck, rows, { maxBlockBytes: 3 * 4 * H * 7 }); // 7 FFN units per block
     expect(tf.memory().numTensors).toBe(before);
-    let d = 0, scale = 0, same = true;
+    let d = 0,
+      scale = 0,
+      same = true;
     for (let i = 0; i < whole.logits.length; i++) {
-      const a = whole.logits[i], b = blocked.logits[i];
+      const a = whole.logits[i],
+        b = blocked.logits[i];
       if (a === b) continue;
       same = false;
       d = Math.max(d, Math.abs(a - b));
@@ -100,20 +130,40 @@ describe('streamedForward', () => {
   it.each([
     ['grown (masked, 1 KV head)', 'grown'],
     ['GQA 4/2 heads', 'gqa'],
-  ] as const)('%s: every half in the smallest blocks (1 KV head, 1 sequence, 1 row, 1 token) equals the unblocked pass; progress reaches the total', async (_, name) => {
-    const dir = join(tmp.dir, name);
-    if (name === 'gqa') await writeRandomCheckpoint(dir, makeConfig({ ...base, numHeads: 4, numKvHeads: 2, numLayers: 2 }), { seed: 5 });
-    await expectSmallestBlocksEqual(dir, name);
-  });
+  ] as const)(
+    '%s: every half in the smallest blocks (1 KV head, 1 sequence, 1 row, 1 token) equals the unblocked pass; progress reaches the total',
+    async (_, name) => {
+      const dir = join(tmp.dir, name);
+      if (name === 'gqa')
+        await writeRandomCheckpoint(dir, makeConfig({ ...base, numHeads: 4, numKvHeads: 2, numLayers: 2 }), { seed: 5 });
+      await expectSmallestBlocksEqual(dir, name);
+    },
+  );
 
   // every family feature through the blocked paths: q/k/v biases sliced with the head group's
   // rows (qwen2), q_norm/k_norm before RoPE (qwen3), the sliding window (mistral), µP
   // multipliers (tele-flm), RoPE scaling (llama3, yarn) and the tied head read from the embedding
-  it.each(FAMILY_NAMES.flatMap((f) => [[f, false], [f, true]] as const))('%s (tied: %s): the smallest blocks equal the unblocked pass', async (family, tied) => {
+  it.each(
+    FAMILY_NAMES.flatMap(
+      (f) =>
+        [
+          [f, false],
+          [f, true],
+        ] as const,
+    ),
+  )('%s (tied: %s): the smallest blocks equal the unblocked pass', async (family, tied) => {
     const dir = join(tmp.dir, `family-${family}-${tied}`);
     const cfg = makeConfig({
-      ...FAMILY_EXTRAS[family], family, tieWordEmbeddings: tied,
-      hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8, vocabSize: 40,
+      ...FAMILY_EXTRAS[family],
+      family,
+      tieWordEmbeddings: tied,
+      hiddenSize: 16,
+      intermediateSize: 24,
+      numLayers: 2,
+      numHeads: 4,
+      numKvHeads: 2,
+      headDim: 8,
+      vocabSize: 40,
       ...(family === 'tele-flm' ? { useMup: true, inputMult: 1.5, outputMult: 0.5, mupScaleFactor: 4 } : {}),
     });
     expect(cfg.qkvBias).toBe(family === 'qwen2');
@@ -139,7 +189,15 @@ async function expectSmallestBlocksEqual(dir: string, name: string): Promise<voi
   const progress: ProgressFactory = (_label, total) => {
     const p = { total, last: 0, stopped: false };
     seen.push(p);
-    return { update: (d) => { p.last = d; }, increment: () => undefined, stop: () => { p.stopped = true; } };
+    return {
+      update: (d) => {
+        p.last = d;
+      },
+      increment: () => undefined,
+      stop: () => {
+        p.stopped = true;
+      },
+    };
   };
   const tiny = await streamedForward(ck, rows, { collectHidden: true, maxBlockBytes: 1, maxActivationBytes: 1, progress });
   expect(tf.memory().numTensors).toBe(before);
@@ -147,7 +205,8 @@ async function expectSmallestBlocksEqual(dir: string, name: string): Promise<voi
   expect(seen[0].last).toBe(seen[0].total);
   expect(seen[0].stopped).toBe(true);
   const rel = (a: Float32Array, b: Float32Array) => {
-    let d = 0, scale = 0;
+    let d = 0,
+      scale = 0;
     for (let i = 0; i < a.length; i++) {
       if (a[i] === b[i]) continue; // also -Infinity on masked padding ids
       d = Math.max(d, Math.abs(a[i] - b[i]));
@@ -163,7 +222,6 @@ async function expectSmallestBlocksEqual(dir: string, name: string): Promise<voi
 }
 
 describe('streamedForward (continued)', () => {
-
   it('frees everything it loads', async () => {
     const ck = await Checkpoint.open(join(tmp.dir, 'grown'));
     const rows = randomIdRows(2, 5, base.vocabSize, 9);
@@ -184,8 +242,17 @@ describe('streamedForward (continued)', () => {
     const dir = join(tmp.dir, 'missing');
     mkdirSync(dir, { recursive: true });
     const missing = 'model.layers.1.mlp.up_proj.weight';
-    await writeSafetensors(join(dir, 'model.safetensors'), expectedTensors(base).filter((t) => t.name !== missing)
-      .map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: float32ToBytes(srcArrays.get(t.name) as Float32Array, 'F32') })));
+    await writeSafetensors(
+      join(dir, 'model.safetensors'),
+      expectedTensors(base)
+        .filter((t) => t.name !== missing)
+        .map((t) => ({
+          name: t.name,
+          dtype: 'F32' as const,
+          shape: t.shape,
+          data: float32ToBytes(srcArrays.get(t.name) as Float32Array, 'F32'),
+        })),
+    );
     writeFileSync(join(dir, 'config.json'), JSON.stringify(configToJson(base)));
     await expect(Checkpoint.open(dir)).rejects.toThrow(/up_proj.*missing/);
     const loose = await Checkpoint.open(dir, { checkConfig: false });

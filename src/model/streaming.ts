@@ -21,8 +21,27 @@ import { CheckpointError, ModelInputError } from '../errors.ts';
 import type { MaskSet } from '../masks.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
 import {
-  ATTENTION_FIELDS, attention, attentionBlock, disposeLayerWeights, disposeMaskTensors, embedTokens, finalHidden, lmHeadLogits, loadLayerWeights, loadTensor,
-  makeRope, masksToTensors, matMul2d, mlpBlock, residualAdd, rmsNorm, validateIds, WIDE_BLOCK, type MaskTensors, type Rope, type RopeOptions,
+  ATTENTION_FIELDS,
+  attention,
+  attentionBlock,
+  disposeLayerWeights,
+  disposeMaskTensors,
+  embedTokens,
+  finalHidden,
+  lmHeadLogits,
+  loadLayerWeights,
+  loadTensor,
+  makeRope,
+  masksToTensors,
+  matMul2d,
+  mlpBlock,
+  residualAdd,
+  rmsNorm,
+  validateIds,
+  WIDE_BLOCK,
+  type MaskTensors,
+  type Rope,
+  type RopeOptions,
 } from './llama.ts';
 
 /** Largest f32 weight block held at once (its transposed copy doubles it while in use). */
@@ -73,13 +92,17 @@ export interface StreamResult {
 
 /** Bytes of one decoder layer's weights in f32: the unit of streaming memory. */
 export function layerF32Bytes(cfg: ModelConfig): number {
-  const H = cfg.hiddenSize, q = cfg.numHeads * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim, F = cfg.intermediateSize;
+  const H = cfg.hiddenSize,
+    q = cfg.numHeads * cfg.headDim,
+    kv = cfg.numKvHeads * cfg.headDim,
+    F = cfg.intermediateSize;
   return 4 * (2 * H + H * q + 2 * H * kv + q * H + 3 * H * F) + attentionExtraBytes(cfg);
 }
 
 /** f32 bytes of a layer's small attention tensors: q/k/v biases (Qwen2), q_norm/k_norm gains (Qwen3). */
 function attentionExtraBytes(cfg: ModelConfig): number {
-  const q = cfg.numHeads * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim;
+  const q = cfg.numHeads * cfg.headDim,
+    kv = cfg.numKvHeads * cfg.headDim;
   return 4 * ((cfg.qkvBias ? q + 2 * kv : 0) + (cfg.qkNorm ? 2 * cfg.headDim : 0));
 }
 
@@ -129,15 +152,24 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
   // refused before the [group·T, T] causal mask and the [B·T, ·] activations are allocated
   if (T > MAX_SEQ_LEN || B * T > MAX_TOKENS) {
     if (owned) idsT.dispose();
-    throw new ModelInputError(`input of ${B} × ${T} tokens: the sequence length must be at most ${MAX_SEQ_LEN} and the tokens at most ${MAX_TOKENS}`);
+    throw new ModelInputError(
+      `input of ${B} × ${T} tokens: the sequence length must be at most ${MAX_SEQ_LEN} and the tokens at most ${MAX_TOKENS}`,
+    );
   }
   const rope = makeRope(cfg, T, opts.ropeOptions);
   const hidden: Float32Array[] | undefined = opts.collectHidden === true ? [] : undefined;
   const total = L * layerF32Bytes(cfg) + (opts.skipLogits === true ? 0 : 4 * cfg.vocabSize * cfg.hiddenSize);
   const bar = startProgress(opts.progress, false, opts.progressLabel ?? 'forward', total, 'bytes');
   const run: Run = {
-    ck, B, T, masks: undefined, rope, bar, done: 0,
-    maxWeights: opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES, maxActs: opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES,
+    ck,
+    B,
+    T,
+    masks: undefined,
+    rope,
+    bar,
+    done: 0,
+    maxWeights: opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES,
+    maxActs: opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES,
   };
   try {
     validateIds(cfg, idsT);
@@ -160,7 +192,10 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
     // finite weights can still overflow (huge norms, f32 range): never hand back NaN logits
     // (-Infinity is how a vocab mask removes padding ids, so it is allowed when masked)
     const bad = logits.findIndex((v) => Number.isNaN(v) || v === Infinity || (v === -Infinity && masks === undefined));
-    if (bad >= 0) throw new ModelInputError(`${ck.dir}: logits are non-finite (${logits[bad]} at position ${Math.floor(bad / cfg.vocabSize)}, token ${bad % cfg.vocabSize}): the activations overflowed`);
+    if (bad >= 0)
+      throw new ModelInputError(
+        `${ck.dir}: logits are non-finite (${logits[bad]} at position ${Math.floor(bad / cfg.vocabSize)}, token ${bad % cfg.vocabSize}): the activations overflowed`,
+      );
     return { logits, ...(hidden !== undefined ? { hidden } : {}), batch: B, seqLen: T, masked: masks !== undefined };
   } finally {
     bar.stop();
@@ -223,7 +258,10 @@ async function take(t: tf.Tensor): Promise<Float32Array> {
 /** Copy block [rows, width] into columns [c0, c0+width) of host matrix `dst` (row length `cols`) from row r0. */
 function writeColumns(dst: Float32Array, cols: number, r0: number, c0: number, block: Float32Array, width: number): void {
   const rows = block.length / width;
-  if (width === cols) { dst.set(block, r0 * cols); return; }
+  if (width === cols) {
+    dst.set(block, r0 * cols);
+    return;
+  }
   for (let r = 0; r < rows; r++) dst.set(block.subarray(r * width, (r + 1) * width), (r0 + r) * cols + c0);
 }
 
@@ -253,8 +291,10 @@ function mlpBytesPerToken(cfg: ModelConfig, f: number): number {
 /** Layer l on x (host [B·T, H]): attention half then MLP half, each run and its weights freed. */
 async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float32Array> {
   const cfg = run.ck.config;
-  const N = run.B * run.T, H = cfg.hiddenSize;
-  const q = cfg.numHeads * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim;
+  const N = run.B * run.T,
+    H = cfg.hiddenSize;
+  const q = cfg.numHeads * cfg.headDim,
+    kv = cfg.numKvHeads * cfg.headDim;
   // q/k/v biases (Qwen2) and q_norm/k_norm gains (Qwen3) are small: counted, never blocked
   const attnBytes = 4 * (H + 2 * H * q + 2 * H * kv) + attentionExtraBytes(cfg);
   let mid: Float32Array;
@@ -289,7 +329,8 @@ async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float3
 /** rmsNorm(x) ⊙-masked as llama.ts, over token micro-batches: host [N, H]. */
 async function normRows(run: Run, x: Float32Array, g: tf.Tensor): Promise<Float32Array> {
   const cfg = run.ck.config;
-  const H = cfg.hiddenSize, N = x.length / H;
+  const H = cfg.hiddenSize,
+    N = x.length / H;
   const out = new Float32Array(N * H);
   await overTokens(N, tokenChunk(run, 4 * 3 * H, false), async (r0, r1) => {
     const xs = tf.tensor2d(x.subarray(r0 * H, r1 * H), [r1 - r0, H]);
@@ -301,7 +342,8 @@ async function normRows(run: Run, x: Float32Array, g: tf.Tensor): Promise<Float3
 
 /** x + residual(y) (llama.ts's residualAdd, masks included) over token micro-batches. */
 async function addResidual(run: Run, l: number, x: Float32Array, y: Float32Array): Promise<Float32Array> {
-  const H = run.ck.config.hiddenSize, N = x.length / H;
+  const H = run.ck.config.hiddenSize,
+    N = x.length / H;
   const out = new Float32Array(N * H);
   await overTokens(N, tokenChunk(run, 4 * 4 * H, false), async (r0, r1) => {
     const xs = tf.tensor2d(x.subarray(r0 * H, r1 * H), [r1 - r0, H]);
@@ -317,12 +359,20 @@ async function addResidual(run: Run, l: number, x: Float32Array, y: Float32Array
  * at most maxWeights/2 bytes (the band and its transpose) and applied to token micro-batches:
  * host [N, rows]. Each output is the same dot product as linear(); only the blocking differs.
  */
-async function bandedLinear(run: Run, name: string, input: Float32Array, K: number, rowsOut: number, maxRows = Infinity): Promise<Float32Array> {
+async function bandedLinear(
+  run: Run,
+  name: string,
+  input: Float32Array,
+  K: number,
+  rowsOut: number,
+  maxRows = Infinity,
+): Promise<Float32Array> {
   const N = input.length / K;
   const band = Math.max(1, Math.min(rowsOut, maxRows, Math.floor(run.maxWeights / (2 * 4 * K))));
   const out = new Float32Array(N * rowsOut);
   for (let r0 = 0; r0 < rowsOut; r0 += band) {
-    const r1 = Math.min(rowsOut, r0 + band), n = r1 - r0;
+    const r1 = Math.min(rowsOut, r0 + band),
+      n = r1 - r0;
     const w = await readRowsF32(run.ck, name, r0, r1, K);
     const wT = tf.transpose(w);
     w.dispose();
@@ -347,7 +397,11 @@ async function bandedLinear(run: Run, name: string, input: Float32Array, K: numb
 async function blockedAttention(run: Run, l: number, x: Float32Array): Promise<Float32Array> {
   const { ck, B, T } = run;
   const cfg = ck.config;
-  const H = cfg.hiddenSize, hd = cfg.headDim, nkv = cfg.numKvHeads, g = cfg.numHeads / nkv, qW = cfg.numHeads * hd;
+  const H = cfg.hiddenSize,
+    hd = cfg.headDim,
+    nkv = cfg.numKvHeads,
+    g = cfg.numHeads / nkv,
+    qW = cfg.numHeads * hd;
   const N = B * T;
   const norm = await loadTensor(ck, cfg, 'input_norm', l);
   let h: Float32Array;
@@ -372,24 +426,44 @@ async function blockedAttention(run: Run, l: number, x: Float32Array): Promise<F
     const bias = cfg.qkvBias ? { q: await load('q_bias'), k: await load('k_bias'), v: await load('v_bias') } : undefined;
     const qkNorm = cfg.qkNorm ? { q: await load('q_norm'), k: await load('k_norm') } : undefined;
     for (let j0 = 0; j0 < nkv; j0 += kvPer) {
-      const j1 = Math.min(nkv, j0 + kvPer), nk = j1 - j0;
+      const j1 = Math.min(nkv, j0 + kvPer),
+        nk = j1 - j0;
       const wq = await readRowsF32(ck, names.q, j0 * g * hd, j1 * g * hd, H);
       const wk = await readRowsF32(ck, names.k, j0 * hd, j1 * hd, H);
       const wv = await readRowsF32(ck, names.v, j0 * hd, j1 * hd, H);
       const w = { q: tf.transpose(wq), k: tf.transpose(wk), v: tf.transpose(wv) };
       tf.dispose([wq, wk, wv]);
-      const b = bias === undefined ? undefined : {
-        q: tf.slice(bias.q, [j0 * g * hd], [nk * g * hd]), k: tf.slice(bias.k, [j0 * hd], [nk * hd]), v: tf.slice(bias.v, [j0 * hd], [nk * hd]),
-      };
-      const headMask = run.masks === undefined ? undefined : tf.slice(run.masks.layers[l].heads, [j0 * g], [nk * g]) as tf.Tensor1D;
+      const b =
+        bias === undefined
+          ? undefined
+          : {
+              q: tf.slice(bias.q, [j0 * g * hd], [nk * g * hd]),
+              k: tf.slice(bias.k, [j0 * hd], [nk * hd]),
+              v: tf.slice(bias.v, [j0 * hd], [nk * hd]),
+            };
+      const headMask =
+        run.masks === undefined ? undefined : (tf.slice(run.masks.layers[l].heads, [j0 * g], [nk * g]) as tf.Tensor1D);
       const sub: ModelConfig = { ...cfg, numHeads: nk * g, numKvHeads: nk };
       try {
         await overTokens(N, tokenChunk(run, attentionBytesPerToken(cfg, nk * g, nk, T), true), async (t0, t1) => {
           const hs = tf.tensor2d(h.subarray(t0 * H, t1 * H), [t1 - t0, H]);
           const out = tf.tidy(() => {
             // llama.ts's linearBias on the group's rows: x · w^T (+ bias)
-            const proj = (wT: tf.Tensor, bb: tf.Tensor | undefined) => { const y = matMul2d(hs, wT); return bb === undefined ? y : tf.add(y, bb); };
-            return attention(sub, proj(w.q, b?.q), proj(w.k, b?.k), proj(w.v, b?.v), (t1 - t0) / T, T, run.rope, headMask, qkNorm);
+            const proj = (wT: tf.Tensor, bb: tf.Tensor | undefined) => {
+              const y = matMul2d(hs, wT);
+              return bb === undefined ? y : tf.add(y, bb);
+            };
+            return attention(
+              sub,
+              proj(w.q, b?.q),
+              proj(w.k, b?.k),
+              proj(w.v, b?.v),
+              (t1 - t0) / T,
+              T,
+              run.rope,
+              headMask,
+              qkNorm,
+            );
           });
           hs.dispose();
           writeColumns(att, qW, t0, j0 * g * hd, await take(out), nk * g * hd);
@@ -412,7 +486,9 @@ async function blockedAttention(run: Run, l: number, x: Float32Array): Promise<F
 async function blockedMlp(run: Run, l: number, x: Float32Array): Promise<Float32Array> {
   const { ck } = run;
   const cfg = ck.config;
-  const H = cfg.hiddenSize, F = cfg.intermediateSize, N = x.length / H;
+  const H = cfg.hiddenSize,
+    F = cfg.intermediateSize,
+    N = x.length / H;
   const norm = await loadTensor(ck, cfg, 'post_norm', l);
   let h: Float32Array;
   try {
@@ -421,14 +497,17 @@ async function blockedMlp(run: Run, l: number, x: Float32Array): Promise<Float32
     norm.dispose();
   }
   const names = { gate: tensorName('gate', l), up: tensorName('up', l), down: tensorName('down', l) };
-  for (const n of Object.values(names)) if (!ck.has(n)) throw new CheckpointError('TensorNotFound', `${ck.dir}: tensor "${n}" is missing`);
+  for (const n of Object.values(names))
+    if (!ck.has(n)) throw new CheckpointError('TensorNotFound', `${ck.dir}: tensor "${n}" is missing`);
   const act = new Float32Array(N * F);
   const units = Math.max(1, Math.min(F, Math.floor(run.maxWeights / (2 * 2 * 4 * H))));
   for (let f0 = 0; f0 < F; f0 += units) {
-    const f1 = Math.min(F, f0 + units), n = f1 - f0;
+    const f1 = Math.min(F, f0 + units),
+      n = f1 - f0;
     const gate = await readRowsF32(ck, names.gate, f0, f1, H);
     const up = await readRowsF32(ck, names.up, f0, f1, H);
-    const gT = tf.transpose(gate), uT = tf.transpose(up);
+    const gT = tf.transpose(gate),
+      uT = tf.transpose(up);
     tf.dispose([gate, up]);
     const mask = run.masks === undefined ? undefined : tf.slice(run.masks.layers[l].ffn, [f0], [n]);
     try {
@@ -452,7 +531,8 @@ async function blockedMlp(run: Run, l: number, x: Float32Array): Promise<Float32
 
 async function finalHiddenFrom(run: Run, x: Float32Array): Promise<Float32Array> {
   const cfg = run.ck.config;
-  const H = cfg.hiddenSize, N = x.length / H;
+  const H = cfg.hiddenSize,
+    N = x.length / H;
   const g = tf.tensor1d(await run.ck.readFloat32(tensorName('final_norm')));
   const out = new Float32Array(N * H);
   try {
@@ -471,18 +551,26 @@ async function finalHiddenFrom(run: Run, x: Float32Array): Promise<Float32Array>
 async function blockedLogits(run: Run, normed: Float32Array, blockRows?: number): Promise<Float32Array> {
   const { ck: c, masks: m } = run;
   const cfg = c.config;
-  const H = cfg.hiddenSize, N = normed.length / H;
+  const H = cfg.hiddenSize,
+    N = normed.length / H;
   const V = cfg.vocabSize;
   const name = tensorName(headRole(cfg)); // the embedding when tied
   if (!c.has(name)) throw new CheckpointError('TensorNotFound', `${c.dir}: tensor "${name}" is missing`);
   // Blocks no larger than one layer in f32 (and the weight block limit) so the head never sets
   // the peak, and at most WIDE_BLOCK rows so lmHeadLogits does not split (copy) the block again.
-  const rows = Math.max(1, Math.min(V, blockRows ?? Math.min(WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)), Math.floor(run.maxWeights / (2 * 4 * H)))));
+  const rows = Math.max(
+    1,
+    Math.min(
+      V,
+      blockRows ?? Math.min(WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)), Math.floor(run.maxWeights / (2 * 4 * H))),
+    ),
+  );
   const out = new Float32Array(N * V);
   for (let v0 = 0; v0 < V; v0 += rows) {
-    const v1 = Math.min(V, v0 + rows), width = v1 - v0;
+    const v1 = Math.min(V, v0 + rows),
+      width = v1 - v0;
     const w = await readRowsF32(c, name, v0, v1, H);
-    const bias = m === undefined ? undefined : tf.slice(m.vocabBias, [v0], [width]) as tf.Tensor1D;
+    const bias = m === undefined ? undefined : (tf.slice(m.vocabBias, [v0], [width]) as tf.Tensor1D);
     try {
       await overTokens(N, tokenChunk(run, 4 * (H + 3 * width), false), async (t0, t1) => {
         const xs = tf.tensor3d(normed.subarray(t0 * H, t1 * H), [1, t1 - t0, H]);
@@ -504,10 +592,24 @@ async function blockedLogits(run: Run, normed: Float32Array, blockRows?: number)
  * output and the half's intermediates: normed input, head outputs or the SwiGLU product).
  * Mirrors the blocking decisions above; process overhead is the caller's.
  */
-export function streamedForwardPeakBytes(cfg: ModelConfig, tokens: number, seq: number, opts: Pick<StreamOptions, 'maxBlockBytes' | 'maxActivationBytes' | 'skipLogits'> = {}): number {
-  const maxW = opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES, maxA = opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES;
-  const T = Math.min(seq, tokens), B = Math.max(1, Math.floor(tokens / T)), N = B * T;
-  const H = cfg.hiddenSize, hd = cfg.headDim, nkv = cfg.numKvHeads, g = cfg.numHeads / nkv, q = cfg.numHeads * hd, kv = nkv * hd, F = cfg.intermediateSize;
+export function streamedForwardPeakBytes(
+  cfg: ModelConfig,
+  tokens: number,
+  seq: number,
+  opts: Pick<StreamOptions, 'maxBlockBytes' | 'maxActivationBytes' | 'skipLogits'> = {},
+): number {
+  const maxW = opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES,
+    maxA = opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES;
+  const T = Math.min(seq, tokens),
+    B = Math.max(1, Math.floor(tokens / T)),
+    N = B * T;
+  const H = cfg.hiddenSize,
+    hd = cfg.headDim,
+    nkv = cfg.numKvHeads,
+    g = cfg.numHeads / nkv,
+    q = cfg.numHeads * hd,
+    kv = nkv * hd,
+    F = cfg.intermediateSize;
   const chunk = (perToken: number, whole: boolean) => {
     const rows = Math.max(1, Math.floor(maxA / perToken));
     return whole ? Math.min(B, Math.max(1, Math.floor(rows / T))) * T : Math.min(N, rows);
@@ -516,7 +618,8 @@ export function streamedForwardPeakBytes(cfg: ModelConfig, tokens: number, seq: 
     const band = Math.max(1, Math.min(rows, Math.floor(maxW / (2 * 4 * K))));
     return 2 * 4 * band * K + chunk(4 * (K + 2 * band), false) * 4 * (K + 2 * band);
   };
-  const attnW = 4 * (H + 2 * H * q + 2 * H * kv), mlpW = 4 * (H + 3 * H * F);
+  const attnW = 4 * (H + 2 * H * q + 2 * H * kv),
+    mlpW = 4 * (H + 3 * H * F);
   let heap: number, hostExtra: number;
   // attention half
   if (attnW <= maxW && N * attentionBytesPerToken(cfg, cfg.numHeads, nkv, T) <= maxA) {
@@ -524,7 +627,9 @@ export function streamedForwardPeakBytes(cfg: ModelConfig, tokens: number, seq: 
     hostExtra = 0;
   } else {
     const kvPer = Math.max(1, Math.min(nkv, Math.floor(maxW / (2 * 4 * H * (g + 2) * hd))));
-    const group = 2 * 4 * H * (g + 2) * hd * kvPer + chunk(attentionBytesPerToken(cfg, kvPer * g, kvPer, T), true) * attentionBytesPerToken(cfg, kvPer * g, kvPer, T);
+    const group =
+      2 * 4 * H * (g + 2) * hd * kvPer +
+      chunk(attentionBytesPerToken(cfg, kvPer * g, kvPer, T), true) * attentionBytesPerToken(cfg, kvPer * g, kvPer, T);
     heap = Math.max(group, banded(q, H));
     hostExtra = 4 * N * (H + q + H);
   }
@@ -533,14 +638,21 @@ export function streamedForwardPeakBytes(cfg: ModelConfig, tokens: number, seq: 
     heap = Math.max(heap, mlpW + 4 * H * F + N * mlpBytesPerToken(cfg, F));
   } else {
     const units = Math.max(1, Math.min(F, Math.floor(maxW / (2 * 2 * 4 * H))));
-    heap = Math.max(heap, 2 * 2 * 4 * H * units + chunk(mlpBytesPerToken(cfg, units), false) * mlpBytesPerToken(cfg, units), banded(F, H));
+    heap = Math.max(
+      heap,
+      2 * 2 * 4 * H * units + chunk(mlpBytesPerToken(cfg, units), false) * mlpBytesPerToken(cfg, units),
+      banded(F, H),
+    );
     hostExtra = Math.max(hostExtra, 4 * N * (H + F + H));
   }
   // embedding rows (at most N) and the residual stream's input and output on the host
   heap = Math.max(heap, 2 * 4 * N * H);
   let host = 3 * 4 * N * H + hostExtra;
   if (opts.skipLogits !== true) {
-    const rows = Math.max(1, Math.min(cfg.vocabSize, WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)), Math.floor(maxW / (2 * 4 * H))));
+    const rows = Math.max(
+      1,
+      Math.min(cfg.vocabSize, WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)), Math.floor(maxW / (2 * 4 * H))),
+    );
     heap = Math.max(heap, 4 * rows * H + chunk(4 * (H + 3 * rows), false) * 4 * (H + 3 * rows));
     host += 4 * N * cfg.vocabSize;
   }

@@ -69,17 +69,23 @@ export class AdamW {
   }
 
   async getMoments(name: string): Promise<MomentArrays> {
-    const m = this.m.get(name), v = this.v.get(name);
+    const m = this.m.get(name),
+      v = this.v.get(name);
     if (m === undefined || v === undefined) throw new TrainError('OptimizerState', `optimizer: no moments for "${name}"`);
     return { expAvg: (await m.data()) as Float32Array, expAvgSq: (await v.data()) as Float32Array };
   }
 
   setMoments(name: string, mo: MomentArrays): void {
-    const m = this.m.get(name), v = this.v.get(name);
-    if (m === undefined || v === undefined) throw new TrainError('OptimizerState', `optimizer: "${name}" is not a parameter of this model`);
+    const m = this.m.get(name),
+      v = this.v.get(name);
+    if (m === undefined || v === undefined)
+      throw new TrainError('OptimizerState', `optimizer: "${name}" is not a parameter of this model`);
     const n = m.size;
     if (mo.expAvg.length !== n || mo.expAvgSq.length !== n) {
-      throw new TrainError('OptimizerState', `optimizer state for "${name}" has ${mo.expAvg.length}/${mo.expAvgSq.length} entries, the weight has ${n}`);
+      throw new TrainError(
+        'OptimizerState',
+        `optimizer state for "${name}" has ${mo.expAvg.length}/${mo.expAvgSq.length} entries, the weight has ${n}`,
+      );
     }
     tf.tidy(() => {
       m.assign(tf.tensor(mo.expAvg, m.shape, 'float32'));

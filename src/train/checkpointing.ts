@@ -12,7 +12,14 @@ import { configToJson, type ModelConfig } from '../config.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import { writeFileAtomic } from '../checkpoint/atomic.ts';
 import { float32ToBytes } from '../util/dtype.ts';
-import { MANIFEST_FILE, readManifest, SIDE_FILE_PATTERN, verifyManifestFiles, type Manifest, type ManifestDraft } from '../manifest.ts';
+import {
+  MANIFEST_FILE,
+  readManifest,
+  SIDE_FILE_PATTERN,
+  verifyManifestFiles,
+  type Manifest,
+  type ManifestDraft,
+} from '../manifest.ts';
 import { sha256File } from '../util/hash.ts';
 import { MASKS_FILE, writeMasks, type MaskSet } from '../masks.ts';
 import { TrainError } from '../errors.ts';
@@ -29,7 +36,8 @@ export function checkpointDirName(step: number): string {
 /** Write a manifest with the sha256 of every other file in `dir`, via a temporary file. */
 export async function writeManifestLast(dir: string, m: ManifestDraft): Promise<Manifest> {
   const files: Record<string, string> = {};
-  for (const f of readdirSync(dir).sort()) if (f !== MANIFEST_FILE && !f.startsWith('.')) files[f] = await sha256File(join(dir, f));
+  for (const f of readdirSync(dir).sort())
+    if (f !== MANIFEST_FILE && !f.startsWith('.')) files[f] = await sha256File(join(dir, f));
   const full: Manifest = { ...m, files };
   await writeFileAtomic(join(dir, MANIFEST_FILE), JSON.stringify(full, null, 2) + '\n');
   return full;
@@ -52,15 +60,19 @@ export async function saveCheckpoint(a: SaveCheckpointArgs): Promise<void> {
   const tensors = expectedTensors(a.cfg);
   // force: `<out>/checkpoint-<step>` names belong to the trainer, and a folder there without a
   // manifest is an interrupted save (older versions) that a resume must be able to redo
-  const w = await CheckpointWriter.create(a.dir, tensors.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape })),
-    { overwrite: true, force: true, sources: a.input === undefined ? [] : [a.input] });
+  const w = await CheckpointWriter.create(
+    a.dir,
+    tensors.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape })),
+    { overwrite: true, force: true, sources: a.input === undefined ? [] : [a.input] },
+  );
   try {
     for (const t of tensors) await w.writeTensor(t.name, float32ToBytes(a.weights.get(t.name) as Float32Array, 'F32'));
     await w.writeSideFile('config.json', JSON.stringify(configToJson({ ...a.cfg, dtype: 'F32' }), null, 2) + '\n');
     if (a.masks !== undefined) await writeMasks(w.path(MASKS_FILE), a.masks);
     await writeOptimizerState(w.path(OPTIMIZER_FILE), new Map(tensors.map((t) => [t.name, t.shape])), a.optimizer);
     if (a.sideFilesFrom !== undefined) {
-      for (const f of readdirSync(a.sideFilesFrom)) if (SIDE_FILE_PATTERN.test(f)) await w.copySideFile(join(a.sideFilesFrom, f), f);
+      for (const f of readdirSync(a.sideFilesFrom))
+        if (SIDE_FILE_PATTERN.test(f)) await w.copySideFile(join(a.sideFilesFrom, f), f);
     }
     // the manifest goes into the temporary folder too: a save that fails at any point (a full
     // disk while hashing or writing it) never leaves checkpoint-N/ under its final name
@@ -114,8 +126,11 @@ export function checkRunFolder(outDir: string, o: { resume?: boolean; overwrite?
   if (o.resume === true && o.overwrite === true) throw new TrainError('BadArgs', '--resume and --overwrite exclude each other');
   if (o.resume === true || o.overwrite === true || continuesRun(outDir, o.checkpoint) || !holdsRun(outDir)) return;
   const cks = listCheckpoints(outDir);
-  throw new TrainError('RunExists', `--out ${outDir} already holds a training run (${cks.length > 0 ? `${cks.length} checkpoint folder(s), newest ${cks[cks.length - 1].dir}` : RUN_METRICS_FILE}); ` +
-    'pass --resume to continue it, --overwrite to replace it, or give another --out');
+  throw new TrainError(
+    'RunExists',
+    `--out ${outDir} already holds a training run (${cks.length > 0 ? `${cks.length} checkpoint folder(s), newest ${cks[cks.length - 1].dir}` : RUN_METRICS_FILE}); ` +
+      'pass --resume to continue it, --overwrite to replace it, or give another --out',
+  );
 }
 
 /** Remove a previous run's files from `outDir` (checkpoint-<step> folders, metrics.jsonl, tokenized data); nothing else. */
@@ -127,5 +142,6 @@ export function clearRun(outDir: string): void {
 /** Remove all but the newest `keep` checkpoints (never `protect`). */
 export function pruneCheckpoints(outDir: string, keep: number, protect: string): void {
   const all = listCheckpoints(outDir);
-  for (const c of all.slice(0, Math.max(0, all.length - keep))) if (c.dir !== protect) rmSync(c.dir, { recursive: true, force: true });
+  for (const c of all.slice(0, Math.max(0, all.length - keep)))
+    if (c.dir !== protect) rmSync(c.dir, { recursive: true, force: true });
 }

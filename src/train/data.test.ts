@@ -55,7 +55,9 @@ describe('TokenDataset.fromFile: token files', () => {
     // Same bytes with a neutral extension: the option decides, and uint16 reads them differently.
     const p = file('tokens.dat', bytes);
     expect(Array.from(TokenDataset.fromFile(p, { tokenDtype: 'uint32', evalFraction: 0 }).train)).toEqual(expected);
-    expect(Array.from(TokenDataset.fromFile(p, { tokenDtype: 'uint16', evalFraction: 0 }).train)).toEqual([0x0304, 0x0102, 5, 0, 0, 1]);
+    expect(Array.from(TokenDataset.fromFile(p, { tokenDtype: 'uint16', evalFraction: 0 }).train)).toEqual([
+      0x0304, 0x0102, 5, 0, 0, 1,
+    ]);
   });
 
   it('maps extensions to dtypes', () => {
@@ -84,7 +86,8 @@ describe('TokenDataset.fromFile: text', () => {
 
   it('uses the given tokenizer', () => {
     const words: Tokenizer = {
-      name: 'words', vocabSize: 100,
+      name: 'words',
+      vocabSize: 100,
       encode: (t) => t.split(' ').map((w) => w.length),
       decode: () => '',
     };

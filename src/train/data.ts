@@ -40,7 +40,10 @@ export function tokenDtypeForPath(path: string): TokenDtype | undefined {
 function decodeTokenBytes(bytes: Uint8Array, dtype: TokenDtype, file: string): Uint32Array {
   const width = dtype === 'uint16' ? 2 : 4;
   if (bytes.length % width !== 0) {
-    throw new TrainError('DataMisaligned', `${file}: ${bytes.length} bytes is not a multiple of ${width} (${dtype} tokens); wrong --token-dtype?`);
+    throw new TrainError(
+      'DataMisaligned',
+      `${file}: ${bytes.length} bytes is not a multiple of ${width} (${dtype} tokens); wrong --token-dtype?`,
+    );
   }
   const n = bytes.length / width;
   const out = new Uint32Array(n);
@@ -56,7 +59,10 @@ function tokenizeText(bytes: Uint8Array, tokenizer: Tokenizer, file: string): Ui
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    throw new TrainError('DataNotText', `${file}: is not valid UTF-8 text; for pre-tokenized data use a .bin/.u16/.u32 extension or set the token dtype`);
+    throw new TrainError(
+      'DataNotText',
+      `${file}: is not valid UTF-8 text; for pre-tokenized data use a .bin/.u16/.u32 extension or set the token dtype`,
+    );
   }
   // Bytes are already the tokens; skipping encode() avoids a number[] of the whole corpus.
   if (tokenizer.name === BYTE_TOKENIZER_NAME) return Uint32Array.from(bytes);
@@ -93,7 +99,8 @@ export class TokenDataset {
     }
     if (bytes.length === 0) throw new TrainError('DataEmpty', `${path}: training data file is empty`);
     const dtype = opts.tokenDtype ?? tokenDtypeForPath(path);
-    const tokens = dtype !== undefined ? decodeTokenBytes(bytes, dtype, path) : tokenizeText(bytes, opts.tokenizer ?? byteTokenizer(), path);
+    const tokens =
+      dtype !== undefined ? decodeTokenBytes(bytes, dtype, path) : tokenizeText(bytes, opts.tokenizer ?? byteTokenizer(), path);
     const ds = new TokenDataset(tokens, { evalFraction: opts.evalFraction, source: path });
     if (opts.seqLen !== undefined) ds.checkLength(opts.seqLen);
     return ds;
@@ -109,8 +116,10 @@ export class TokenDataset {
       const n = this.split(s).length;
       if (s === 'eval' && n === 0) continue;
       if (n < seqLen + 1) {
-        throw new TrainError('DataTooShort',
-          `${this.source}: ${s} split has ${n} tokens, fewer than one sequence needs (seqLen ${seqLen} + 1 = ${seqLen + 1}); use more data, a shorter seqLen or a different evalFraction`);
+        throw new TrainError(
+          'DataTooShort',
+          `${this.source}: ${s} split has ${n} tokens, fewer than one sequence needs (seqLen ${seqLen} + 1 = ${seqLen + 1}); use more data, a shorter seqLen or a different evalFraction`,
+        );
       }
     }
   }
@@ -120,9 +129,12 @@ export class TokenDataset {
    * (seed, split, step): no hidden state, so step k of a resumed run equals step k of a fresh one.
    */
   batchAt(split: Split, step: number, batchSize: number, seqLen: number, seed: number): Batch {
-    if (!Number.isInteger(step) || step < 0) throw new TrainError('BatchArgs', `${this.source}: step must be a non-negative integer, got ${step}`);
-    if (!Number.isInteger(batchSize) || batchSize <= 0) throw new TrainError('BatchArgs', `${this.source}: batchSize must be a positive integer, got ${batchSize}`);
-    if (!Number.isInteger(seqLen) || seqLen <= 0) throw new TrainError('BatchArgs', `${this.source}: seqLen must be a positive integer, got ${seqLen}`);
+    if (!Number.isInteger(step) || step < 0)
+      throw new TrainError('BatchArgs', `${this.source}: step must be a non-negative integer, got ${step}`);
+    if (!Number.isInteger(batchSize) || batchSize <= 0)
+      throw new TrainError('BatchArgs', `${this.source}: batchSize must be a positive integer, got ${batchSize}`);
+    if (!Number.isInteger(seqLen) || seqLen <= 0)
+      throw new TrainError('BatchArgs', `${this.source}: seqLen must be a positive integer, got ${seqLen}`);
     const data = this.split(split);
     if (data.length === 0) throw new TrainError('DataTooShort', `${this.source}: ${split} split is empty (evalFraction 0?)`);
     this.checkLength(seqLen);
@@ -146,11 +158,15 @@ export class TokenDataset {
 export function checkVocab(ds: TokenDataset, vocabSize: number, file: string = ds.source, tokenizer?: string): void {
   if (ds.maxId < vocabSize) return;
   const at = ds.tokens.findIndex((t) => t >= vocabSize);
-  const fix = `to train on these ids the model needs more rows: flm-grow grow <checkpoint> <dest> --vocab-size ${ds.maxId + 1} ` +
+  const fix =
+    `to train on these ids the model needs more rows: flm-grow grow <checkpoint> <dest> --vocab-size ${ds.maxId + 1} ` +
     '(with "vocab": {"new": "tokens"} in the plan once flm-grow supports learnable new tokens; today\'s new ids are padding, masked for good, and train refuses them)';
-  throw new TrainError('TokenOutOfVocab', tokenizer !== undefined
-    ? `${file}: the checkpoint's own tokenizer (${tokenizer}) gives token id ${ds.tokens[at]} at position ${at} (max id ${ds.maxId}), outside the model's vocabulary of ${vocabSize}: the tokenizer knows more ids than the model has rows; ${fix}`
-    : `${file}: token id ${ds.tokens[at]} at position ${at} (max id ${ds.maxId}) is outside the model's vocabulary of ${vocabSize}; if it was tokenized with a different tokenizer, re-tokenize it; ${fix}`);
+  throw new TrainError(
+    'TokenOutOfVocab',
+    tokenizer !== undefined
+      ? `${file}: the checkpoint's own tokenizer (${tokenizer}) gives token id ${ds.tokens[at]} at position ${at} (max id ${ds.maxId}), outside the model's vocabulary of ${vocabSize}: the tokenizer knows more ids than the model has rows; ${fix}`
+      : `${file}: token id ${ds.tokens[at]} at position ${at} (max id ${ds.maxId}) is outside the model's vocabulary of ${vocabSize}; if it was tokenized with a different tokenizer, re-tokenize it; ${fix}`,
+  );
 }
 
 /**
@@ -160,7 +176,9 @@ export function checkVocab(ds: TokenDataset, vocabSize: number, file: string = d
 export function checkMaskedIds(ds: TokenDataset, vocabMask: ArrayLike<number>, file: string = ds.source): void {
   const at = ds.tokens.findIndex((t) => t < vocabMask.length && vocabMask[t] === 0);
   if (at < 0) return;
-  throw new TrainError('PaddingTokenInData',
+  throw new TrainError(
+    'PaddingTokenInData',
     `${file}: token id ${ds.tokens[at]} at position ${at} is a padding id of the checkpoint (its vocab mask is 0 for good: the model can never predict it). ` +
-    'Train on data tokenized for the source vocabulary (re-tokenize it); learnable new token ids ("vocab": {"new": "tokens"}) are not supported yet');
+      'Train on data tokenized for the source vocabulary (re-tokenize it); learnable new token ids ("vocab": {"new": "tokens"}) are not supported yet',
+  );
 }

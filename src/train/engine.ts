@@ -55,7 +55,11 @@ export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): P
   const cfgPath = join(o.checkpoint, 'config.json');
   const gaps = existsSync(cfgPath) ? torchEngineGaps(readConfigFile(cfgPath)) : [];
   if (gaps.length > 0) {
-    if (e.engine === 'torch') throw new TrainError('BadArgs', `--engine torch does not cover this checkpoint yet (${gaps.join(', ')}); use --engine tfjs`);
+    if (e.engine === 'torch')
+      throw new TrainError(
+        'BadArgs',
+        `--engine torch does not cover this checkpoint yet (${gaps.join(', ')}); use --engine tfjs`,
+      );
     if (e.engine === 'auto') e = { ...e, engine: 'tfjs' };
   }
   if (e.engine === 'auto' && e.tfjsTooLarge === undefined && existsSync(join(o.checkpoint, 'config.json'))) {
@@ -63,7 +67,8 @@ export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): P
     e = { ...e, tfjsTooLarge: est.total > 0.9 * WASM_HEAP_LIMIT };
   }
   if (resolveEngine(e) === 'tfjs') {
-    if ((e.nproc ?? 1) > 1) throw new TrainError('BadArgs', '--nproc needs --engine torch (the tfjs trainer runs in one process)');
+    if ((e.nproc ?? 1) > 1)
+      throw new TrainError('BadArgs', '--nproc needs --engine torch (the tfjs trainer runs in one process)');
     return train(o);
   }
   return trainTorch(o, e.nproc ?? 1);
@@ -87,13 +92,28 @@ async function trainTorch(o: TrainOptions, nproc: number): Promise<TrainResult> 
   requireTorchPython();
   if (o.overwrite === true) clearRun(o.out);
   const args: string[] = [o.checkpoint, '--data', torchData(o), '--out', o.out, '--steps', String(o.steps)];
-  const flag = (name: string, v: number | string | undefined) => { if (v !== undefined) args.push(`--${name}`, String(v)); };
-  flag('batch-size', o.batchSize); flag('seq-len', o.seqLen); flag('lr', o.lr); flag('min-lr', o.minLr);
-  flag('warmup-steps', o.warmupSteps); flag('schedule', o.schedule); flag('weight-decay', o.weightDecay);
-  flag('clip-grad', o.clipGrad); flag('beta1', o.beta1); flag('beta2', o.beta2); flag('save-every', o.saveEvery);
-  flag('eval-every', o.evalEvery); flag('eval-batches', o.evalBatches); flag('eval-fraction', o.evalFraction);
-  flag('seed', o.seed); flag('lr-after-growth', o.lrAfterGrowth); flag('total-steps', o.totalSteps);
-  flag('keep-checkpoints', o.keepCheckpoints); flag('stage', o.stage);
+  const flag = (name: string, v: number | string | undefined) => {
+    if (v !== undefined) args.push(`--${name}`, String(v));
+  };
+  flag('batch-size', o.batchSize);
+  flag('seq-len', o.seqLen);
+  flag('lr', o.lr);
+  flag('min-lr', o.minLr);
+  flag('warmup-steps', o.warmupSteps);
+  flag('schedule', o.schedule);
+  flag('weight-decay', o.weightDecay);
+  flag('clip-grad', o.clipGrad);
+  flag('beta1', o.beta1);
+  flag('beta2', o.beta2);
+  flag('save-every', o.saveEvery);
+  flag('eval-every', o.evalEvery);
+  flag('eval-batches', o.evalBatches);
+  flag('eval-fraction', o.evalFraction);
+  flag('seed', o.seed);
+  flag('lr-after-growth', o.lrAfterGrowth);
+  flag('total-steps', o.totalSteps);
+  flag('keep-checkpoints', o.keepCheckpoints);
+  flag('stage', o.stage);
   if (o.resume === true) args.push('--resume');
   if (o.quiet === true) args.push('--quiet');
   const r = await runTorchModule('flm_grow_torch.train', args, { nproc, capture: o.quiet === true });
@@ -101,11 +121,30 @@ async function trainTorch(o: TrainOptions, nproc: number): Promise<TrainResult> 
     const tail = r.stderr.trim().split('\n').slice(-3).join('\n');
     throw new TrainError('TorchEngineFailed', `torch engine exited with code ${r.code}${tail !== '' ? `:\n${tail}` : ''}`);
   }
-  const x = r.result as { checkpoint: string; startStep: number; step: number; stageStep: number; losses: number[]; evalLoss: number | null;
-    masksAllOne: boolean; tokensPerSec: number; parameters: number; interrupted: boolean };
+  const x = r.result as {
+    checkpoint: string;
+    startStep: number;
+    step: number;
+    stageStep: number;
+    losses: number[];
+    evalLoss: number | null;
+    masksAllOne: boolean;
+    tokensPerSec: number;
+    parameters: number;
+    interrupted: boolean;
+  };
   return {
-    checkpoint: x.checkpoint, startStep: x.startStep, step: x.step, stageStep: x.stageStep, losses: x.losses,
-    firstLoss: x.losses[0] ?? NaN, lastLoss: x.losses[x.losses.length - 1] ?? NaN, evalLoss: x.evalLoss ?? undefined,
-    masksAllOne: x.masksAllOne, tokensPerSec: x.tokensPerSec, parameters: x.parameters, interrupted: x.interrupted,
+    checkpoint: x.checkpoint,
+    startStep: x.startStep,
+    step: x.step,
+    stageStep: x.stageStep,
+    losses: x.losses,
+    firstLoss: x.losses[0] ?? NaN,
+    lastLoss: x.losses[x.losses.length - 1] ?? NaN,
+    evalLoss: x.evalLoss ?? undefined,
+    masksAllOne: x.masksAllOne,
+    tokensPerSec: x.tokensPerSec,
+    parameters: x.parameters,
+    interrupted: x.interrupted,
   };
 }

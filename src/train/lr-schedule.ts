@@ -25,14 +25,16 @@ export function validateLrSchedule(s: LrSchedule, source = 'lr schedule'): void 
   const bad = (field: string, msg: string): never => {
     throw new TrainError('LrSchedule', `${source}: field "${field}" ${msg}`);
   };
-  if (!LR_SCHEDULE_KINDS.includes(s.schedule)) bad('schedule', `must be one of ${LR_SCHEDULE_KINDS.join(', ')}, got ${JSON.stringify(s.schedule)}`);
+  if (!LR_SCHEDULE_KINDS.includes(s.schedule))
+    bad('schedule', `must be one of ${LR_SCHEDULE_KINDS.join(', ')}, got ${JSON.stringify(s.schedule)}`);
   if (!(Number.isFinite(s.lr) && s.lr >= 0)) bad('lr', `must be a finite number ≥ 0, got ${s.lr}`);
   if (!(Number.isFinite(s.minLr) && s.minLr >= 0 && s.minLr <= s.lr)) bad('minLr', `must be in [0, lr=${s.lr}], got ${s.minLr}`);
   if (!(Number.isInteger(s.totalSteps) && s.totalSteps > 0)) bad('totalSteps', `must be a positive integer, got ${s.totalSteps}`);
   if (!(Number.isInteger(s.warmupSteps) && s.warmupSteps >= 0 && s.warmupSteps <= s.totalSteps)) {
     bad('warmupSteps', `must be an integer in [0, totalSteps=${s.totalSteps}], got ${s.warmupSteps}`);
   }
-  if (s.startStep !== undefined && !(Number.isInteger(s.startStep) && s.startStep >= 0)) bad('startStep', `must be a non-negative integer, got ${s.startStep}`);
+  if (s.startStep !== undefined && !(Number.isInteger(s.startStep) && s.startStep >= 0))
+    bad('startStep', `must be a non-negative integer, got ${s.startStep}`);
 }
 
 /**

@@ -24,7 +24,10 @@ export interface TrainMemoryEstimate {
 }
 
 export function estimateTrainMemory(cfg: ModelConfig, batchSize: number, seqLen: number): TrainMemoryEstimate {
-  const H = cfg.hiddenSize, V = cfg.vocabSize, L = cfg.numLayers, hd = cfg.headDim;
+  const H = cfg.hiddenSize,
+    V = cfg.vocabSize,
+    L = cfg.numLayers,
+    hd = cfg.headDim;
   const edges = 2 * V * H * 4;
   const layer = (H * cfg.numHeads * hd * 2 + H * cfg.numKvHeads * hd * 2 + 3 * H * cfg.intermediateSize + 2 * H) * 4;
   const weights = edges + L * layer + H * 4;
@@ -32,7 +35,13 @@ export function estimateTrainMemory(cfg: ModelConfig, batchSize: number, seqLen:
   // measured totals split into the named parts: 1× weights, 2× moments, 1× gradients, the rest is the tape
   const tape = 11 * edges + 28 * L * layer - 4 * weights;
   const activations = N * (50 * V * 4 + L * 64 * H * 4) + L * batchSize * cfg.numHeads * seqLen * seqLen * 4 * 4;
-  return { weights, optimizer: 2 * weights, gradients: weights, activations: activations + Math.max(0, tape), total: 4 * weights + Math.max(0, tape) + activations };
+  return {
+    weights,
+    optimizer: 2 * weights,
+    gradients: weights,
+    activations: activations + Math.max(0, tape),
+    total: 4 * weights + Math.max(0, tape) + activations,
+  };
 }
 
 export function formatBytes(n: number): string {

@@ -106,17 +106,20 @@ function serialize(r: MetricsRecord): string {
 }
 
 function validate(obj: unknown, where: string): MetricsRecord {
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new TrainError('MetricsInvalid', `${where}: not a JSON object`);
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
+    throw new TrainError('MetricsInvalid', `${where}: not a JSON object`);
   const r = obj as Record<string, unknown>;
   if (typeof r.step !== 'number') throw new TrainError('MetricsInvalid', `${where}: field "step" must be a number`);
   if (r.event === 'growth') return r as unknown as GrowthEvent;
   if (r.event !== undefined) throw new TrainError('MetricsInvalid', `${where}: unknown event ${JSON.stringify(r.event)}`);
   for (const k of NUMERIC_FIELDS) {
     if (r[k] === null) r[k] = NaN;
-    else if (r[k] !== undefined && typeof r[k] !== 'number') throw new TrainError('MetricsInvalid', `${where}: field "${k}" must be a number`);
+    else if (r[k] !== undefined && typeof r[k] !== 'number')
+      throw new TrainError('MetricsInvalid', `${where}: field "${k}" must be a number`);
   }
   if (r.masks !== undefined) {
-    if (typeof r.masks !== 'object' || r.masks === null) throw new TrainError('MetricsInvalid', `${where}: field "masks" must be an object`);
+    if (typeof r.masks !== 'object' || r.masks === null)
+      throw new TrainError('MetricsInvalid', `${where}: field "masks" must be an object`);
     const masks = r.masks as Record<string, unknown>;
     for (const [k, v] of Object.entries(masks)) if (v === null) masks[k] = NaN;
   }

@@ -32,7 +32,11 @@ export async function writeRandomInit(dir: string, cfg: ModelConfig, opts: Rando
   const seed = opts.seed ?? 0;
   const tensors = expectedTensors(cfg);
   mkdirSync(dirname(dir), { recursive: true });
-  const w = await CheckpointWriter.create(dir, tensors.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape })), { overwrite: opts.overwrite });
+  const w = await CheckpointWriter.create(
+    dir,
+    tensors.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape })),
+    { overwrite: opts.overwrite },
+  );
   try {
     for (const t of tensors) {
       const n = t.shape.reduce((a, b) => a * b, 1);
@@ -49,7 +53,10 @@ export async function writeRandomInit(dir: string, cfg: ModelConfig, opts: Rando
     // the manifest goes in before the rename, so the folder appears complete or not at all
     await w.finish();
     await writeManifestLast(w.path('.'), {
-      format: MANIFEST_FORMAT, kind: 'synth', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
+      format: MANIFEST_FORMAT,
+      kind: 'synth',
+      created: new Date().toISOString(),
+      tool: { name: 'flm-grow', version: TOOL_VERSION },
       extra: { init: 'random-normal', std, seed, dtype: 'F32' },
     });
     await w.commit();

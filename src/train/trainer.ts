@@ -19,12 +19,26 @@ import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { initBackend, type BackendName } from '../backend.ts';
 import { TrainError } from '../errors.ts';
 import { isInside } from '../checkpoint/paths.ts';
-import { MANIFEST_FORMAT, sourceIdentity, TOOL_VERSION, type GrowManifest, type Manifest, type MaskSchedule } from '../manifest.ts';
+import {
+  MANIFEST_FORMAT,
+  sourceIdentity,
+  TOOL_VERSION,
+  type GrowManifest,
+  type Manifest,
+  type MaskSchedule,
+} from '../manifest.ts';
 import { sha256File } from '../util/hash.ts';
 import { applyMaskValues, groupsBelowOne, MASKS_FILE, type MaskSet } from '../masks.ts';
 import {
-  disposeMaskTensors, forward, LAYER_FIELDS, makeRope, masksToTensors,
-  type LayerWeights, type LlamaWeights, type MaskTensors, type Rope,
+  disposeMaskTensors,
+  forward,
+  LAYER_FIELDS,
+  makeRope,
+  masksToTensors,
+  type LayerWeights,
+  type LlamaWeights,
+  type MaskTensors,
+  type Rope,
 } from '../model/llama.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import { checkMaskedIds, checkVocab, tokenDtypeForPath, TokenDataset, type Batch } from './data.ts';
@@ -33,7 +47,16 @@ import { MetricsLog, type StepMetrics } from './metrics.ts';
 import { estimateTrainMemory, formatBytes, WASM_HEAP_LIMIT } from './memory.ts';
 import { AdamW } from './adamw.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
-import { checkpointDirName, checkRunFolder, clearRun, continuesRun, latestCheckpoint, pruneCheckpoints, RUN_METRICS_FILE, saveCheckpoint } from './checkpointing.ts';
+import {
+  checkpointDirName,
+  checkRunFolder,
+  clearRun,
+  continuesRun,
+  latestCheckpoint,
+  pruneCheckpoints,
+  RUN_METRICS_FILE,
+  saveCheckpoint,
+} from './checkpointing.ts';
 
 export const METRICS_FILE = RUN_METRICS_FILE;
 
@@ -127,8 +150,10 @@ export function modelStateFromArrays(cfg: ModelConfig, arrays: ReadonlyMap<strin
     layers.push(lw as LayerWeights);
   }
   const weights: LlamaWeights = {
-    embed: vars.get(tensorName('embed')) as tf.Variable, finalNorm: vars.get(tensorName('final_norm')) as tf.Variable,
-    lmHead: vars.get(tensorName(headRole(cfg))) as tf.Variable, layers, // tied: the embedding variable itself
+    embed: vars.get(tensorName('embed')) as tf.Variable,
+    finalNorm: vars.get(tensorName('final_norm')) as tf.Variable,
+    lmHead: vars.get(tensorName(headRole(cfg))) as tf.Variable,
+    layers, // tied: the embedding variable itself
   };
   return { cfg, vars, weights, dispose: () => tf.dispose([...vars.values()]) };
 }
@@ -154,7 +179,10 @@ async function stateArrays(s: ModelState): Promise<Map<string, Float32Array>> {
 export function trainingMaskTensors(m: MaskSet): MaskTensors {
   const t = masksToTensors(m);
   t.vocabBias.dispose();
-  t.vocabBias = tf.tensor1d(Float32Array.from(m.vocab, (v) => (v === 0 ? -1e30 : 0)), 'float32');
+  t.vocabBias = tf.tensor1d(
+    Float32Array.from(m.vocab, (v) => (v === 0 ? -1e30 : 0)),
+    'float32',
+  );
   return t;
 }
 
@@ -168,7 +196,14 @@ export function crossEntropy(logits: tf.Tensor3D, targets: tf.Tensor2D): tf.Scal
   });
 }
 
-export function batchLoss(s: ModelState, batch: Batch, batchSize: number, seqLen: number, masks: MaskTensors | undefined, rope?: Rope): tf.Scalar {
+export function batchLoss(
+  s: ModelState,
+  batch: Batch,
+  batchSize: number,
+  seqLen: number,
+  masks: MaskTensors | undefined,
+  rope?: Rope,
+): tf.Scalar {
   return tf.tidy(() => {
     const ids = tf.tensor2d(batch.inputs, [batchSize, seqLen], 'int32');
     const tg = tf.tensor2d(batch.targets, [batchSize, seqLen], 'int32');
@@ -229,22 +264,40 @@ interface StartState {
 async function startState(o: TrainOptions, ck: CheckpointFolder, dir: string, resumed: boolean): Promise<StartState> {
   const m = ck.manifest;
   const lr = o.lr ?? 1e-3;
-  const base = { lr, minLr: o.minLr ?? lr / 10, warmupSteps: o.warmupSteps ?? 0, schedule: o.schedule ?? 'cosine' as LrScheduleKind };
+  const base = {
+    lr,
+    minLr: o.minLr ?? lr / 10,
+    warmupSteps: o.warmupSteps ?? 0,
+    schedule: o.schedule ?? ('cosine' as LrScheduleKind),
+  };
   if (resumed) {
-    if (m?.kind !== 'train') throw new TrainError('BadManifest', `${dir}: resuming needs the manifest of a training checkpoint, found ${m === undefined ? 'none' : `kind "${m.kind}"`}`);
+    if (m?.kind !== 'train')
+      throw new TrainError(
+        'BadManifest',
+        `${dir}: resuming needs the manifest of a training checkpoint, found ${m === undefined ? 'none' : `kind "${m.kind}"`}`,
+      );
     const x = m.extra;
     const ls = x.lrSchedule as LrSchedule;
     validateLrSchedule(ls, `${dir}: manifest extra.lrSchedule`);
     // the run's target is its first step + steps (older manifests: the stored target)
     const runStart = typeof x.runStartStep === 'number' ? x.runStartStep : undefined;
     return {
-      dir, resumed, step: x.step, stageStart: x.stageStart, tokens: x.tokens,
-      schedule: m.masks?.schedule ?? [], runStart: runStart ?? x.targetStep - o.steps,
-      targetStep: runStart !== undefined ? runStart + o.steps : x.targetStep, lrSchedule: ls, source: m.source,
+      dir,
+      resumed,
+      step: x.step,
+      stageStart: x.stageStart,
+      tokens: x.tokens,
+      schedule: m.masks?.schedule ?? [],
+      runStart: runStart ?? x.targetStep - o.steps,
+      targetStep: runStart !== undefined ? runStart + o.steps : x.targetStep,
+      lrSchedule: ls,
+      source: m.source,
       grownFrom: undefined,
     };
   }
-  let step = 0, tokens = 0, stageStart = 0;
+  let step = 0,
+    tokens = 0,
+    stageStart = 0;
   if (m?.kind === 'train') {
     ({ step, tokens, stageStart } = m.extra);
   } else {
@@ -258,10 +311,23 @@ async function startState(o: TrainOptions, ck: CheckpointFolder, dir: string, re
   const targetStep = step + o.steps;
   const total = o.lrAfterGrowth === 'continue' ? Math.max(o.totalSteps ?? targetStep, targetStep) : o.steps;
   // a warmup longer than the run would never reach the peak lr
-  const lrSchedule: LrSchedule = { ...base, warmupSteps: Math.min(base.warmupSteps, total), totalSteps: total, startStep: o.lrAfterGrowth === 'continue' ? 0 : step };
+  const lrSchedule: LrSchedule = {
+    ...base,
+    warmupSteps: Math.min(base.warmupSteps, total),
+    totalSteps: total,
+    startStep: o.lrAfterGrowth === 'continue' ? 0 : step,
+  };
   validateLrSchedule(lrSchedule, 'train options');
   return {
-    dir, resumed, step, stageStart, tokens, schedule: m?.masks?.schedule ?? [], runStart: step, targetStep, lrSchedule,
+    dir,
+    resumed,
+    step,
+    stageStart,
+    tokens,
+    schedule: m?.masks?.schedule ?? [],
+    runStart: step,
+    targetStep,
+    lrSchedule,
     source: m?.kind === 'train' && m.source !== undefined ? m.source : await sourceIdentity(ck, dir),
     grownFrom: m?.kind === 'grow' ? m : undefined,
   };
@@ -303,10 +369,21 @@ export class MaskState {
   }
 }
 
-interface TrainArgs { B: number; T: number; seed: number; clip: number }
+interface TrainArgs {
+  B: number;
+  T: number;
+  seed: number;
+  clip: number;
+}
 
 /** tfjs resources a run holds, released whatever happens. */
-interface Held { state?: ModelState; adam?: AdamW; rope?: Rope; masks?: MaskState; metrics?: MetricsLog }
+interface Held {
+  state?: ModelState;
+  adam?: AdamW;
+  rope?: Rope;
+  masks?: MaskState;
+  metrics?: MetricsLog;
+}
 
 /** One training invocation: what it trains on, what it holds, and how far it got. */
 interface Run extends TrainArgs {
@@ -339,9 +416,11 @@ interface Run extends TrainArgs {
  */
 export function checkTrainOptions(o: TrainOptions): void {
   const range = (flag: string, v: number | undefined, ok: (x: number) => boolean, want: string) => {
-    if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new TrainError('BadArgs', `${flag} must be ${want}, got ${v}`);
+    if (v !== undefined && !(typeof v === 'number' && ok(v)))
+      throw new TrainError('BadArgs', `${flag} must be ${want}, got ${v}`);
   };
-  const posInt = (x: number) => Number.isInteger(x) && x > 0, natural = (x: number) => Number.isInteger(x) && x >= 0;
+  const posInt = (x: number) => Number.isInteger(x) && x > 0,
+    natural = (x: number) => Number.isInteger(x) && x >= 0;
   range('--steps', o.steps, posInt, 'a positive integer');
   range('--batch-size', o.batchSize, posInt, 'a positive integer');
   range('--seq-len', o.seqLen, (x) => posInt(x) && x <= MAX_SEQ_LEN, `an integer in [1, ${MAX_SEQ_LEN}]`);
@@ -365,7 +444,11 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const args = trainArgs(o);
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
   // checkpoint-<step> folders (and pruning) inside the starting checkpoint would change it
-  if (isInside(o.out, o.checkpoint)) throw new TrainError('OutInsideInput', `--out ${o.out} is ${resolve(o.out) === resolve(o.checkpoint) ? 'the' : 'inside the'} checkpoint ${o.checkpoint}; give a run folder outside it`);
+  if (isInside(o.out, o.checkpoint))
+    throw new TrainError(
+      'OutInsideInput',
+      `--out ${o.out} is ${resolve(o.out) === resolve(o.checkpoint) ? 'the' : 'inside the'} checkpoint ${o.checkpoint}; give a run folder outside it`,
+    );
   checkRunFolder(o.out, o);
   await initBackend(o.backend ?? 'auto');
   const latest = o.resume === true ? await latestCheckpoint(o.out) : undefined;
@@ -388,56 +471,116 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
 /** The checks of the options alone (before any file is read or written). */
 export function trainArgs(o: TrainOptions): TrainArgs {
-  if (!(Number.isInteger(o.steps) && o.steps > 0)) throw new TrainError('BadArgs', `--steps must be a positive integer, got ${o.steps}`);
+  if (!(Number.isInteger(o.steps) && o.steps > 0))
+    throw new TrainError('BadArgs', `--steps must be a positive integer, got ${o.steps}`);
   const lr = o.lr ?? 1e-3;
-  validateLrSchedule({ lr, minLr: o.minLr ?? lr / 10, warmupSteps: 0, totalSteps: 1, schedule: o.schedule ?? 'cosine' }, 'train options (--lr, --min-lr, --schedule)');
-  if (!(Number.isInteger(o.warmupSteps ?? 0) && (o.warmupSteps ?? 0) >= 0)) throw new TrainError('BadArgs', `--warmup-steps must be a non-negative integer, got ${o.warmupSteps}`);
-  const B = o.batchSize ?? 8, T = o.seqLen ?? 64, seed = o.seed ?? 0, clip = o.clipGrad ?? 1.0;
-  for (const [k, v] of [['--batch-size', B], ['--seq-len', T]] as const) {
+  validateLrSchedule(
+    { lr, minLr: o.minLr ?? lr / 10, warmupSteps: 0, totalSteps: 1, schedule: o.schedule ?? 'cosine' },
+    'train options (--lr, --min-lr, --schedule)',
+  );
+  if (!(Number.isInteger(o.warmupSteps ?? 0) && (o.warmupSteps ?? 0) >= 0))
+    throw new TrainError('BadArgs', `--warmup-steps must be a non-negative integer, got ${o.warmupSteps}`);
+  const B = o.batchSize ?? 8,
+    T = o.seqLen ?? 64,
+    seed = o.seed ?? 0,
+    clip = o.clipGrad ?? 1.0;
+  for (const [k, v] of [
+    ['--batch-size', B],
+    ['--seq-len', T],
+  ] as const) {
     if (!(Number.isInteger(v) && v > 0)) throw new TrainError('BadArgs', `${k} must be a positive integer, got ${v}`);
   }
   return { B, T, seed, clip };
 }
 
-async function openRun(o: TrainOptions, args: TrainArgs, ck: CheckpointFolder, dir: string, resumed: boolean, log: (line: string) => void, held: Held): Promise<Run> {
+async function openRun(
+  o: TrainOptions,
+  args: TrainArgs,
+  ck: CheckpointFolder,
+  dir: string,
+  resumed: boolean,
+  log: (line: string) => void,
+  held: Held,
+): Promise<Run> {
   const cfg = ck.config;
-  if (args.T > cfg.maxPositionEmbeddings) throw new TrainError('BadArgs', `--seq-len ${args.T} exceeds the model's max_position_embeddings ${cfg.maxPositionEmbeddings} (${dir}/config.json)`);
+  if (args.T > cfg.maxPositionEmbeddings)
+    throw new TrainError(
+      'BadArgs',
+      `--seq-len ${args.T} exceeds the model's max_position_embeddings ${cfg.maxPositionEmbeddings} (${dir}/config.json)`,
+    );
   const mem = estimateTrainMemory(cfg, args.B, args.T);
   if (tf.getBackend() === 'wasm' && mem.total > 0.9 * WASM_HEAP_LIMIT) {
-    throw new TrainError('TooLargeForTfjs', `${dir}: one training step needs about ${formatBytes(mem.total)} (weights ${formatBytes(mem.weights)}, AdamW moments ${formatBytes(mem.optimizer)}, ` +
-      `gradients ${formatBytes(mem.gradients)}, activations and autodiff tape ${formatBytes(mem.activations)}); the wasm backend's heap stops at ${formatBytes(WASM_HEAP_LIMIT)}. ` +
-      'Train it with the torch engine: flm-grow train --engine torch (needs a Python with torch), or use a smaller --batch-size/--seq-len.');
+    throw new TrainError(
+      'TooLargeForTfjs',
+      `${dir}: one training step needs about ${formatBytes(mem.total)} (weights ${formatBytes(mem.weights)}, AdamW moments ${formatBytes(mem.optimizer)}, ` +
+        `gradients ${formatBytes(mem.gradients)}, activations and autodiff tape ${formatBytes(mem.activations)}); the wasm backend's heap stops at ${formatBytes(WASM_HEAP_LIMIT)}. ` +
+        'Train it with the torch engine: flm-grow train --engine torch (needs a Python with torch), or use a smaller --batch-size/--seq-len.',
+    );
   }
   const st = await startState(o, ck, dir, resumed);
   if (st.step >= st.targetStep) log(`train: ${dir} is already at step ${st.step} (target ${st.targetStep}); nothing to do`);
   const lrEnd = (st.lrSchedule.startStep ?? 0) + st.lrSchedule.totalSteps;
-  if (st.resumed && st.targetStep > lrEnd) log(`train: the run's LR schedule ends at step ${lrEnd}; steps ${lrEnd} to ${st.targetStep} run at its final LR ${st.lrSchedule.minLr}`);
+  if (st.resumed && st.targetStep > lrEnd)
+    log(
+      `train: the run's LR schedule ends at step ${lrEnd}; steps ${lrEnd} to ${st.targetStep} run at its final LR ${st.lrSchedule.minLr}`,
+    );
   const tokenizer = await ck.tokenizer();
   const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
   checkVocab(ds, cfg.vocabSize, o.data, tokenDtypeForPath(o.data) === undefined ? tokenizer.name : undefined);
   const baseMasks = await ck.masks();
   if (baseMasks !== undefined) checkMaskedIds(ds, baseMasks.vocab, o.data);
   const dataSha = await sha256File(o.data);
-  const state = held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck));
-  const adam = held.adam = await openOptimizer(o, state, ck, st.step);
-  const rope = held.rope = makeRope(cfg, args.T);
+  const state = (held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck)));
+  const adam = (held.adam = await openOptimizer(o, state, ck, st.step));
+  const rope = (held.rope = makeRope(cfg, args.T));
   // the run folder appears only once the run has passed every check
   if (o.overwrite === true) clearRun(o.out);
   mkdirSync(o.out, { recursive: true });
-  const metrics = held.metrics = new MetricsLog(join(o.out, METRICS_FILE), st.resumed || continuesRun(o.out, o.checkpoint) ? { resumeAtStep: st.step } : { truncate: true });
+  const metrics = (held.metrics = new MetricsLog(
+    join(o.out, METRICS_FILE),
+    st.resumed || continuesRun(o.out, o.checkpoint) ? { resumeAtStep: st.step } : { truncate: true },
+  ));
   if (st.grownFrom !== undefined) {
     const rt = (st.grownFrom.plan as { resolvedTargets?: Record<string, number> } | undefined)?.resolvedTargets;
-    metrics.logGrowth(st.step, o.stage ?? 0, rt === undefined ? undefined : `grown to H ${rt.hidden_size}, F ${rt.intermediate_size}, heads ${rt.num_attention_heads}, L ${rt.num_hidden_layers}`);
+    metrics.logGrowth(
+      st.step,
+      o.stage ?? 0,
+      rt === undefined
+        ? undefined
+        : `grown to H ${rt.hidden_size}, F ${rt.intermediate_size}, heads ${rt.num_attention_heads}, L ${rt.num_hidden_layers}`,
+    );
   }
-  const unscheduled = baseMasks === undefined ? [] : groupsBelowOne(baseMasks).filter((g) => !st.schedule.some((e) => e.group === g.group));
+  const unscheduled =
+    baseMasks === undefined ? [] : groupsBelowOne(baseMasks).filter((g) => !st.schedule.some((e) => e.group === g.group));
   if (unscheduled.length > 0) {
-    log(`train: warning: ${dir}: masks below 1 with no schedule in its manifest: ${unscheduled.map((g) => `${g.group} (${g.count}, min ${g.minValue})`).join(', ')}; ` +
-      'they stay where they are (a checkpoint grown by an older flm-grow?); grow the source again to carry its schedule');
+    log(
+      `train: warning: ${dir}: masks below 1 with no schedule in its manifest: ${unscheduled.map((g) => `${g.group} (${g.count}, min ${g.minValue})`).join(', ')}; ` +
+        'they stay where they are (a checkpoint grown by an older flm-grow?); grow the source again to carry its schedule',
+    );
   }
-  const masks = held.masks = new MaskState(baseMasks, st.schedule, st.stageStart);
+  const masks = (held.masks = new MaskState(baseMasks, st.schedule, st.stageStart));
   return {
-    ...args, o, dir, cfg, st, ds, tokenizerName: tokenizer.name, dataSha, state, adam, rope, masks, metrics, log,
-    step: st.step, tokens: st.tokens, trainedTokens: 0, losses: [], lastEval: undefined, lastSaved: st.resumed ? dir : undefined, t0: Date.now(),
+    ...args,
+    o,
+    dir,
+    cfg,
+    st,
+    ds,
+    tokenizerName: tokenizer.name,
+    dataSha,
+    state,
+    adam,
+    rope,
+    masks,
+    metrics,
+    log,
+    step: st.step,
+    tokens: st.tokens,
+    trainedTokens: 0,
+    losses: [],
+    lastEval: undefined,
+    lastSaved: st.resumed ? dir : undefined,
+    t0: Date.now(),
   };
 }
 
@@ -467,7 +610,9 @@ async function trainLoop(r: Run): Promise<boolean> {
       bar.update(r.step - r.st.step);
       if (!announcedBake && r.step >= annealEnd && groupsBelowOne(r.masks.at(r.step) as MaskSet).length === 0) {
         announcedBake = true;
-        r.log(`train: every mask reached 1 at step ${r.step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)`);
+        r.log(
+          `train: every mask reached 1 at step ${r.step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)`,
+        );
       }
       if (saveEvery > 0 && r.step % saveEvery === 0 && r.step < r.st.targetStep) await save(r, false);
     }
@@ -491,8 +636,14 @@ async function trainStep(r: Run): Promise<StepMetrics> {
   const evalNow = r.ds.eval.length > r.T && ((evalEvery > 0 && r.step % evalEvery === 0) || r.step === r.st.targetStep);
   if (evalNow) r.lastEval = evalLoss(r);
   const m: StepMetrics = {
-    step: r.step - 1, tokens: r.tokens, loss, ...(evalNow ? { evalLoss: r.lastEval } : {}), lr, gradNorm,
-    tokensPerSec: (r.B * r.T * 1000) / Math.max(1, Date.now() - ts), stage: r.o.stage ?? 0,
+    step: r.step - 1,
+    tokens: r.tokens,
+    loss,
+    ...(evalNow ? { evalLoss: r.lastEval } : {}),
+    lr,
+    gradNorm,
+    tokensPerSec: (r.B * r.T * 1000) / Math.max(1, Date.now() - ts),
+    stage: r.o.stage ?? 0,
     ...(masks !== undefined ? { masks: maskSummary(maskValuesAt(r.st.schedule, r.step - 1 - r.st.stageStart)) } : {}),
   };
   if (m.masks === undefined) delete m.masks;
@@ -504,16 +655,26 @@ export const MAX_LOSS = 100;
 
 /** Loss and gradients of `batch` under the current masks, clipped, applied by AdamW. */
 async function optimizerStep(r: Run, batch: Batch, lr: number): Promise<{ loss: number; gradNorm: number }> {
-  const { value, grads } = tf.variableGrads(() => batchLoss(r.state, batch, r.B, r.T, r.masks.tensors, r.rope), [...r.state.vars.values()]);
+  const { value, grads } = tf.variableGrads(
+    () => batchLoss(r.state, batch, r.B, r.T, r.masks.tensors, r.rope),
+    [...r.state.vars.values()],
+  );
   const loss = (await value.data())[0];
   value.dispose();
   const gradList = Object.values(grads);
   const gnorm = globalGradNorm(gradList);
   if (!Number.isFinite(loss) || !Number.isFinite(gnorm) || loss > MAX_LOSS) {
     tf.dispose(gradList);
-    const what = !Number.isFinite(loss) ? `loss is ${loss}` : loss > MAX_LOSS ? `loss ${loss.toExponential(3)} is above ${MAX_LOSS} (cross-entropy over ${r.cfg.vocabSize} ids starts near ln V = ${Math.log(r.cfg.vocabSize).toFixed(2)})` : `gradient norm is ${gnorm}`;
-    throw new TrainError(loss > MAX_LOSS ? 'AbsurdLoss' : 'NonFiniteLoss', `${r.o.out}: step ${r.step}: ${what} (lr ${lr.toExponential(3)}); training stopped. ` +
-      `Last good checkpoint: ${r.lastSaved ?? `${r.dir} (nothing saved in this run)`}. Lower --lr or check the data.`);
+    const what = !Number.isFinite(loss)
+      ? `loss is ${loss}`
+      : loss > MAX_LOSS
+        ? `loss ${loss.toExponential(3)} is above ${MAX_LOSS} (cross-entropy over ${r.cfg.vocabSize} ids starts near ln V = ${Math.log(r.cfg.vocabSize).toFixed(2)})`
+        : `gradient norm is ${gnorm}`;
+    throw new TrainError(
+      loss > MAX_LOSS ? 'AbsurdLoss' : 'NonFiniteLoss',
+      `${r.o.out}: step ${r.step}: ${what} (lr ${lr.toExponential(3)}); training stopped. ` +
+        `Last good checkpoint: ${r.lastSaved ?? `${r.dir} (nothing saved in this run)`}. Lower --lr or check the data.`,
+    );
   }
   const scale = r.clip > 0 && gnorm > r.clip ? r.clip / (gnorm + 1e-6) : 1;
   const byName = new Map<string, tf.Tensor>();
@@ -545,21 +706,42 @@ async function save(r: Run, complete: boolean): Promise<string> {
   for (const n of r.state.vars.keys()) moments.set(n, await a.getMoments(n));
   const masks = r.masks.at(r.step);
   await saveCheckpoint({
-    dir: out, cfg: r.cfg, weights: await stateArrays(r.state), masks,
-    optimizer: { meta: { step: a.step, tokens: r.tokens, beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weightDecay }, moments },
+    dir: out,
+    cfg: r.cfg,
+    weights: await stateArrays(r.state),
+    masks,
+    optimizer: {
+      meta: { step: a.step, tokens: r.tokens, beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weightDecay },
+      moments,
+    },
     // the newest save (never pruned) rather than `r.dir`: pruning deletes the checkpoint this
     // run started from once it is old enough, and later saves still need its side files
-    sideFilesFrom: r.lastSaved ?? r.dir, input: r.dir,
+    sideFilesFrom: r.lastSaved ?? r.dir,
+    input: r.dir,
     manifest: {
-      format: MANIFEST_FORMAT, kind: 'train', created: new Date().toISOString(), tool: { name: 'flm-grow', version: TOOL_VERSION },
+      format: MANIFEST_FORMAT,
+      kind: 'train',
+      created: new Date().toISOString(),
+      tool: { name: 'flm-grow', version: TOOL_VERSION },
       ...(r.st.source !== undefined ? { source: r.st.source } : {}),
       ...(masks !== undefined ? { masks: { file: MASKS_FILE, schedule: r.st.schedule } } : {}),
       extra: {
-        step: r.step, stageStep: r.step - r.st.stageStart, stageStart: r.st.stageStart, tokens: r.tokens, runStartStep: r.st.runStart, targetStep: r.st.targetStep, complete,
-        seed: r.seed, dtype: 'F32', lrSchedule: r.st.lrSchedule, batchSize: r.B, seqLen: r.T,
+        step: r.step,
+        stageStep: r.step - r.st.stageStart,
+        stageStart: r.st.stageStart,
+        tokens: r.tokens,
+        runStartStep: r.st.runStart,
+        targetStep: r.st.targetStep,
+        complete,
+        seed: r.seed,
+        dtype: 'F32',
+        lrSchedule: r.st.lrSchedule,
+        batchSize: r.B,
+        seqLen: r.T,
         data: { path: resolve(r.o.data), sha256: r.dataSha, tokens: r.ds.tokens.length, tokenizer: r.tokenizerName },
         masksAllOne: masks === undefined || groupsBelowOne(masks).length === 0,
-        lastLoss: r.losses.length > 0 ? r.losses[r.losses.length - 1] : null, evalLoss: r.lastEval ?? null,
+        lastLoss: r.losses.length > 0 ? r.losses[r.losses.length - 1] : null,
+        evalLoss: r.lastEval ?? null,
       },
     },
   });
@@ -574,9 +756,17 @@ async function finishRun(r: Run, interrupted: boolean): Promise<TrainResult> {
   const finalMasks = r.masks.at(r.step);
   const seconds = (Date.now() - r.t0) / 1000;
   return {
-    checkpoint: out, startStep: r.st.step, step: r.step, stageStep: r.step - r.st.stageStart, losses: r.losses,
-    firstLoss: r.losses[0] ?? NaN, lastLoss: r.losses[r.losses.length - 1] ?? NaN, evalLoss: r.lastEval,
+    checkpoint: out,
+    startStep: r.st.step,
+    step: r.step,
+    stageStep: r.step - r.st.stageStart,
+    losses: r.losses,
+    firstLoss: r.losses[0] ?? NaN,
+    lastLoss: r.losses[r.losses.length - 1] ?? NaN,
+    evalLoss: r.lastEval,
     masksAllOne: finalMasks === undefined || groupsBelowOne(finalMasks).length === 0,
-    tokensPerSec: r.trainedTokens / Math.max(1e-9, seconds), parameters: expectedTensors(r.cfg).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0), interrupted,
+    tokensPerSec: r.trainedTokens / Math.max(1e-9, seconds),
+    parameters: expectedTensors(r.cfg).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0),
+    interrupted,
   };
 }

@@ -9,7 +9,17 @@ export type DType = (typeof SUPPORTED_DTYPES)[number];
 
 /** Dtypes the format defines that we recognise but cannot convert. */
 export const KNOWN_UNSUPPORTED_DTYPES = [
-  'F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F4', 'F6_E2M3', 'F6_E3M2', 'I16', 'U16', 'U32', 'U64', 'C64',
+  'F8_E4M3',
+  'F8_E5M2',
+  'F8_E8M0',
+  'F4',
+  'F6_E2M3',
+  'F6_E3M2',
+  'I16',
+  'U16',
+  'U32',
+  'U64',
+  'C64',
 ] as const;
 
 const SIZES: Record<DType, number> = { BF16: 2, F16: 2, F32: 4, F64: 8, I64: 8, I32: 4, U8: 1, I8: 1, BOOL: 1 };
@@ -29,10 +39,18 @@ export function isFloatDtype(d: DType): boolean {
 /** CLI spelling (bf16, float16, ...) to a safetensors dtype. */
 export function parseDtypeName(s: string): DType {
   const m: Record<string, DType> = {
-    bf16: 'BF16', bfloat16: 'BF16', f16: 'F16', fp16: 'F16', float16: 'F16', f32: 'F32', fp32: 'F32', float32: 'F32',
+    bf16: 'BF16',
+    bfloat16: 'BF16',
+    f16: 'F16',
+    fp16: 'F16',
+    float16: 'F16',
+    f32: 'F32',
+    fp32: 'F32',
+    float32: 'F32',
   };
   const d = m[s.toLowerCase()];
-  if (d === undefined) throw new SafetensorsError('UnsupportedDtype', '<argument>', `unknown dtype "${s}" (use bf16, f16 or f32)`);
+  if (d === undefined)
+    throw new SafetensorsError('UnsupportedDtype', '<argument>', `unknown dtype "${s}" (use bf16, f16 or f32)`);
   return d;
 }
 
@@ -110,7 +128,10 @@ function u16View(bytes: Uint8Array): Uint16Array {
   return new Uint16Array(bytes.slice().buffer);
 }
 
-function typedView<T>(bytes: Uint8Array, ctor: { new (b: ArrayBufferLike, o: number, l: number): T; BYTES_PER_ELEMENT: number }): T {
+function typedView<T>(
+  bytes: Uint8Array,
+  ctor: { new (b: ArrayBufferLike, o: number, l: number): T; BYTES_PER_ELEMENT: number },
+): T {
   const n = bytes.byteLength / ctor.BYTES_PER_ELEMENT;
   if (bytes.byteOffset % ctor.BYTES_PER_ELEMENT === 0) return new ctor(bytes.buffer, bytes.byteOffset, n);
   return new ctor(bytes.slice().buffer, 0, n);

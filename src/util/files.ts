@@ -48,7 +48,15 @@ export function readRegularFile(path: string, opts: { maxBytes: number; what?: s
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) {
-      const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO (named pipe)' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : st.isSocket() ? 'a socket' : 'not a regular file';
+      const kind = st.isDirectory()
+        ? 'a directory'
+        : st.isFIFO()
+          ? 'a FIFO (named pipe)'
+          : st.isCharacterDevice() || st.isBlockDevice()
+            ? 'a device'
+            : st.isSocket()
+              ? 'a socket'
+              : 'not a regular file';
       throw new FileReadError('NotARegularFile', path, `${what} is ${kind}; only regular files are read`);
     }
     if (st.size > opts.maxBytes) {

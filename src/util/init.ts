@@ -26,19 +26,29 @@ export function defaultInitStd(initializerRange: unknown): number {
 
 /** Acklam's rational approximation of the inverse normal CDF (relative error < 1.2e-9). */
 export function inverseNormalCdf(p: number): number {
-  const a = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.38357751867269e2, -3.066479806614716e1, 2.506628277459239];
+  const a = [
+    -3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.38357751867269e2, -3.066479806614716e1, 2.506628277459239,
+  ];
   const b = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
-  const c = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+  const c = [
+    -7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783,
+  ];
   const d = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
   const lo = 0.02425;
   if (p < lo) {
     const q = Math.sqrt(-2 * Math.log(p));
-    return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+    return (
+      (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+      ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    );
   }
   if (p > 1 - lo) return -inverseNormalCdf(1 - p);
   const q = p - 0.5;
   const r = q * q;
-  return ((((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q) / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+  return (
+    ((((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q) /
+    (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+  );
 }
 
 /** Element bit patterns of the output dtype (Uint16Array for 16-bit floats, Uint32Array for f32). */
@@ -82,8 +92,14 @@ export function rowState(tseed: number, row: number): number {
  * (returned) so consecutive new runs of one row continue the same stream.
  */
 export function fillRun(view: Bits, start: number, len: number, fill: Fill, table: Bits, one: number, st: number): number {
-  if (fill === 'zero') { view.fill(0, start, start + len); return st; }
-  if (fill === 'one') { view.fill(one, start, start + len); return st; }
+  if (fill === 'zero') {
+    view.fill(0, start, start + len);
+    return st;
+  }
+  if (fill === 'one') {
+    view.fill(one, start, start + len);
+    return st;
+  }
   let a = st;
   const end = start + len;
   let i = start;
@@ -114,9 +130,10 @@ export class NormalStream {
 
   /** Fill `out` (whole elements of the dtype) with the next values. */
   fill(out: Uint8Array): void {
-    const view = this.table instanceof Uint16Array
-      ? new Uint16Array(out.buffer, out.byteOffset, out.byteLength >>> 1)
-      : new Uint32Array(out.buffer, out.byteOffset, out.byteLength >>> 2);
+    const view =
+      this.table instanceof Uint16Array
+        ? new Uint16Array(out.buffer, out.byteOffset, out.byteLength >>> 1)
+        : new Uint32Array(out.buffer, out.byteOffset, out.byteLength >>> 2);
     this.st = fillRun(view, 0, view.length, 'random', this.table, 0, this.st);
   }
 }

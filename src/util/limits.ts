@@ -45,7 +45,10 @@ export interface ModelDims {
 
 /** Parameters of a Llama model, computed from the sizes (never by listing tensors). */
 export function parameterCountOf(d: ModelDims): number {
-  const H = d.hidden_size, F = d.intermediate_size, Q = d.num_attention_heads * d.head_dim, KV = d.num_key_value_heads * d.head_dim;
+  const H = d.hidden_size,
+    F = d.intermediate_size,
+    Q = d.num_attention_heads * d.head_dim,
+    KV = d.num_key_value_heads * d.head_dim;
   const perLayer = 2 * H + 2 * Q * H + 2 * KV * H + 3 * F * H;
   return 2 * d.vocab_size * H + H + d.num_hidden_layers * perLayer;
 }
@@ -54,15 +57,22 @@ export function parameterCountOf(d: ModelDims): number {
 export function modelSizeProblem(d: ModelDims, prefix = ''): SizeProblem | undefined {
   for (const [k, v] of Object.entries(d) as [keyof ModelDims, number][]) {
     const max = k === 'num_hidden_layers' ? MAX_LAYERS : k === 'vocab_size' ? MAX_VOCAB : MAX_DIM;
-    if (!Number.isInteger(v) || v < 1 || v > max) return { field: `${prefix}${k}`, message: `must be an integer in [1, ${max}], got ${v}` };
+    if (!Number.isInteger(v) || v < 1 || v > max)
+      return { field: `${prefix}${k}`, message: `must be an integer in [1, ${max}], got ${v}` };
   }
-  for (const [k, v] of [['num_attention_heads', d.num_attention_heads * d.head_dim], ['num_key_value_heads', d.num_key_value_heads * d.head_dim]] as const) {
+  for (const [k, v] of [
+    ['num_attention_heads', d.num_attention_heads * d.head_dim],
+    ['num_key_value_heads', d.num_key_value_heads * d.head_dim],
+  ] as const) {
     if (v > MAX_DIM) return { field: `${prefix}${k}`, message: `× head_dim = ${v} exceeds the largest dimension ${MAX_DIM}` };
   }
   const params = parameterCountOf(d);
   // 4 bytes: the widest stored dtype (F32); byte offsets must be exact doubles
   if (!Number.isSafeInteger(params * 4)) {
-    return { field: `${prefix}${largestDim(d)}`, message: `gives ${params.toExponential(3)} parameters, whose byte size is beyond 2^53 (no checkpoint can hold it)` };
+    return {
+      field: `${prefix}${largestDim(d)}`,
+      message: `gives ${params.toExponential(3)} parameters, whose byte size is beyond 2^53 (no checkpoint can hold it)`,
+    };
   }
   return undefined;
 }
@@ -89,7 +99,8 @@ export function memoryBudget(): number {
  * layout is itself that allocation.
  */
 export function growMemoryProblem(d: ModelDims, prefix = ''): SizeProblem | undefined {
-  const Q = d.num_attention_heads * d.head_dim, KV = d.num_key_value_heads * d.head_dim;
+  const Q = d.num_attention_heads * d.head_dim,
+    KV = d.num_key_value_heads * d.head_dim;
   const terms: [keyof ModelDims, number][] = [
     ['vocab_size', d.vocab_size * 8],
     ['hidden_size', d.hidden_size * 8 + 9 * 4 * d.hidden_size],

@@ -28,13 +28,35 @@ const REASONS: Readonly<Record<string, string>> = {
 
 /** Node's syscall names as what the user asked for. */
 const OPERATIONS: Readonly<Record<string, string>> = {
-  open: 'open', read: 'read', write: 'write', mkdir: 'create folder', rename: 'rename', unlink: 'remove', rmdir: 'remove folder',
-  rm: 'remove', copyfile: 'copy', stat: 'stat', lstat: 'stat', scandir: 'list folder', opendir: 'list folder', fsync: 'sync',
-  close: 'close', ftruncate: 'truncate', symlink: 'link', link: 'link', access: 'access', chmod: 'chmod', utime: 'touch',
+  open: 'open',
+  read: 'read',
+  write: 'write',
+  mkdir: 'create folder',
+  rename: 'rename',
+  unlink: 'remove',
+  rmdir: 'remove folder',
+  rm: 'remove',
+  copyfile: 'copy',
+  stat: 'stat',
+  lstat: 'stat',
+  scandir: 'list folder',
+  opendir: 'list folder',
+  fsync: 'sync',
+  close: 'close',
+  ftruncate: 'truncate',
+  symlink: 'link',
+  link: 'link',
+  access: 'access',
+  chmod: 'chmod',
+  utime: 'touch',
 };
 
 function isErrno(e: unknown): e is NodeJS.ErrnoException {
-  return e instanceof Error && typeof (e as NodeJS.ErrnoException).code === 'string' && /^E[A-Z0-9]+$/.test((e as NodeJS.ErrnoException).code as string);
+  return (
+    e instanceof Error &&
+    typeof (e as NodeJS.ErrnoException).code === 'string' &&
+    /^E[A-Z0-9]+$/.test((e as NodeJS.ErrnoException).code as string)
+  );
 }
 
 /** "cannot write /out/model.safetensors: no space left on the device (disk full) [ENOSPC]", or undefined for a non-OS error. */
@@ -44,7 +66,8 @@ export function describeOsError(e: unknown): string | undefined {
   const reason = REASONS[code];
   if (reason === undefined && e.syscall === undefined) return undefined;
   // mkdir -p through a path component that is a file reports EEXIST for that component
-  if (code === 'EEXIST' && e.syscall === 'mkdir') return `cannot create folder ${e.path ?? ''}: a file of that name is in the way [${code}]`;
+  if (code === 'EEXIST' && e.syscall === 'mkdir')
+    return `cannot create folder ${e.path ?? ''}: a file of that name is in the way [${code}]`;
   const op = e.syscall !== undefined ? (OPERATIONS[e.syscall] ?? e.syscall) : 'access';
   const d = (e as { dest?: unknown }).dest;
   const dest = typeof d === 'string' ? ` -> ${d}` : '';

@@ -16,6 +16,12 @@ export type ProgressFactory = (label: string, total: number, opts?: { unit?: 'by
 export const noProgress: Progress = { update: () => undefined, increment: () => undefined, stop: () => undefined };
 
 /** The factory's progress, or a silent one when there is no factory or `quiet` is set. */
-export function startProgress(factory: ProgressFactory | undefined, quiet: boolean | undefined, label: string, total: number, unit: 'bytes' | 'items' = 'items'): Progress {
+export function startProgress(
+  factory: ProgressFactory | undefined,
+  quiet: boolean | undefined,
+  label: string,
+  total: number,
+  unit: 'bytes' | 'items' = 'items',
+): Progress {
   return factory === undefined || quiet === true ? noProgress : factory(label, total, { unit });
 }

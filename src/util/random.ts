@@ -37,7 +37,8 @@ export function mulberry32(seed: number): () => number {
  * bias that would favour early offsets in the corpus.
  */
 export function uniformInt(next: () => number, n: number): number {
-  if (!Number.isInteger(n) || n <= 0 || n > 0x1_0000_0000) throw new RangeError(`uniformInt: n must be an integer in [1, 2^32], got ${n}`);
+  if (!Number.isInteger(n) || n <= 0 || n > 0x1_0000_0000)
+    throw new RangeError(`uniformInt: n must be an integer in [1, 2^32], got ${n}`);
   const limit = 0x1_0000_0000 - (0x1_0000_0000 % n);
   for (;;) {
     const r = next();

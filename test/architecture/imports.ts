@@ -10,7 +10,11 @@ import ts from 'typescript';
 export const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 export const SRC = join(ROOT, 'src');
 
-export interface Edge { from: string; to: string; spec: string }
+export interface Edge {
+  from: string;
+  to: string;
+  spec: string;
+}
 
 /** Shipped source files of src/, as paths relative to the repository root with `/` separators. */
 export function sourceFiles(dir = SRC): string[] {
@@ -66,18 +70,30 @@ export function rankOf(area: string): number | undefined {
   return i < 0 ? undefined : LAYERS.length - i;
 }
 
-export interface Violation { edge: Edge; why: string }
+export interface Violation {
+  edge: Edge;
+  why: string;
+}
 
 export function upwardImports(edges: Edge[]): Violation[] {
   const out: Violation[] = [];
   for (const edge of edges) {
-    const a = areaOf(edge.from), b = areaOf(edge.to);
-    if (b === 'test') { out.push({ edge, why: 'src imports test/' }); continue; }
+    const a = areaOf(edge.from),
+      b = areaOf(edge.to);
+    if (b === 'test') {
+      out.push({ edge, why: 'src imports test/' });
+      continue;
+    }
     if (a === b) continue;
-    const ra = rankOf(a), rb = rankOf(b);
-    if (ra === undefined || rb === undefined) { out.push({ edge, why: `area not placed in LAYERS: ${ra === undefined ? a : b}` }); continue; }
+    const ra = rankOf(a),
+      rb = rankOf(b);
+    if (ra === undefined || rb === undefined) {
+      out.push({ edge, why: `area not placed in LAYERS: ${ra === undefined ? a : b}` });
+      continue;
+    }
     if (rb > ra) out.push({ edge, why: `${a} imports ${b}, a layer above it` });
-    else if (SEPARATE.some(([x, y]) => (x === a && y === b) || (x === b && y === a))) out.push({ edge, why: `${a} and ${b} must not import each other` });
+    else if (SEPARATE.some(([x, y]) => (x === a && y === b) || (x === b && y === a)))
+      out.push({ edge, why: `${a} and ${b} must not import each other` });
   }
   return out;
 }
@@ -86,24 +102,38 @@ export function upwardImports(edges: Edge[]): Violation[] {
 export function areaCycles(edges: Edge[]): string[][] {
   const g = new Map<string, Set<string>>();
   for (const e of edges) {
-    const a = areaOf(e.from), b = areaOf(e.to);
+    const a = areaOf(e.from),
+      b = areaOf(e.to);
     if (!g.has(a)) g.set(a, new Set());
     if (!g.has(b)) g.set(b, new Set());
     if (a !== b) g.get(a)!.add(b);
   }
   let next = 0;
-  const index = new Map<string, number>(), low = new Map<string, number>(), stack: string[] = [], on = new Set<string>();
+  const index = new Map<string, number>(),
+    low = new Map<string, number>(),
+    stack: string[] = [],
+    on = new Set<string>();
   const out: string[][] = [];
   const visit = (v: string) => {
-    index.set(v, next); low.set(v, next); next++; stack.push(v); on.add(v);
+    index.set(v, next);
+    low.set(v, next);
+    next++;
+    stack.push(v);
+    on.add(v);
     for (const w of g.get(v)!) {
-      if (!index.has(w)) { visit(w); low.set(v, Math.min(low.get(v)!, low.get(w)!)); }
-      else if (on.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (on.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
     }
     if (low.get(v) === index.get(v)) {
       const scc: string[] = [];
       let w: string;
-      do { w = stack.pop()!; on.delete(w); scc.push(w); } while (w !== v);
+      do {
+        w = stack.pop()!;
+        on.delete(w);
+        scc.push(w);
+      } while (w !== v);
       if (scc.length > 1) out.push(scc.sort());
     }
   };

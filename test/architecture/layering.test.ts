@@ -41,7 +41,11 @@ describe('src/ layering', () => {
       e('src/newarea.ts', 'src/errors.ts'),
     ];
     expect(upwardImports(bad).map((v) => v.edge.from)).toEqual(bad.map((x) => x.from));
-    expect(upwardImports([e('src/commands/grow.ts', 'src/growth/grow.ts'), e('src/growth/grow.ts', 'src/checkpoint/checkpoint.ts')])).toEqual([]);
-    expect(areaCycles([e('src/masks.ts', 'src/manifest.ts'), e('src/manifest.ts', 'src/masks.ts')])).toEqual([['manifest', 'masks']]);
+    expect(
+      upwardImports([e('src/commands/grow.ts', 'src/growth/grow.ts'), e('src/growth/grow.ts', 'src/checkpoint/checkpoint.ts')]),
+    ).toEqual([]);
+    expect(areaCycles([e('src/masks.ts', 'src/manifest.ts'), e('src/manifest.ts', 'src/masks.ts')])).toEqual([
+      ['manifest', 'masks'],
+    ]);
   });
 });

@@ -9,16 +9,30 @@ import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
 import { bytesToFloat32 } from '../../src/util/dtype.ts';
 
-interface Digest { dtype: string; shape: number[]; sum: number; abs_sum: number; first: number[]; last: number; file?: string }
+interface Digest {
+  dtype: string;
+  shape: number[];
+  sum: number;
+  abs_sum: number;
+  first: number[];
+  last: number;
+  file?: string;
+}
 const ROOT = join(import.meta.dirname, '..', '..');
-const digest = JSON.parse(readFileSync(join(import.meta.dirname, 'fixture-digest.json'), 'utf8')) as Record<string, { tensors: Record<string, Digest>; reference: Record<string, Digest> }>;
+const digest = JSON.parse(readFileSync(join(import.meta.dirname, 'fixture-digest.json'), 'utf8')) as Record<
+  string,
+  { tensors: Record<string, Digest>; reference: Record<string, Digest> }
+>;
 
 function compare(name: string, d: Digest, dtype: string, shape: number[], values: Float32Array): void {
   expect(dtype, name).toBe(d.dtype);
   expect(shape, name).toEqual(d.shape);
   let sum = 0;
   let abs = 0;
-  for (const v of values) { sum += v; abs += Math.abs(v); }
+  for (const v of values) {
+    sum += v;
+    abs += Math.abs(v);
+  }
   // sums in float64 in a different order: only rounding differences allowed
   expect(Math.abs(sum - d.sum), name).toBeLessThanOrEqual(1e-9 * d.abs_sum + 1e-12);
   expect(Math.abs(abs - d.abs_sum), name).toBeLessThanOrEqual(1e-9 * d.abs_sum + 1e-12);

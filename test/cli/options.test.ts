@@ -16,7 +16,8 @@ import { countLabel, plural } from '../../src/commands/format.ts';
 import { configToJson, parseConfig } from '../../src/config.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const cli = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/flm-grow.js'), ...args], { encoding: 'utf8', cwd: ROOT });
+const cli = (...args: string[]) =>
+  spawnSync(process.execPath, [join(ROOT, 'bin/flm-grow.js'), ...args], { encoding: 'utf8', cwd: ROOT });
 
 function optionKeys(c: CommandModule<any, any>): string[] {
   const y = (c.builder as (y: unknown) => unknown)(yargs([])) as { getOptions(): { key: Record<string, unknown> } };
@@ -26,7 +27,18 @@ function optionKeys(c: CommandModule<any, any>): string[] {
 /** Parse `argv` against one command, returning the arguments its handler would get. */
 async function parsed(c: CommandModule<any, any>, argv: string[]): Promise<Record<string, unknown>> {
   let got: Record<string, unknown> = {};
-  await yargs(argv).command({ ...c, handler: (a: Record<string, unknown>) => { got = a; } }).strict().fail((m, e) => { throw e ?? new Error(m); }).parseAsync();
+  await yargs(argv)
+    .command({
+      ...c,
+      handler: (a: Record<string, unknown>) => {
+        got = a;
+      },
+    })
+    .strict()
+    .fail((m, e) => {
+      throw e ?? new Error(m);
+    })
+    .parseAsync();
   return got;
 }
 
@@ -37,7 +49,10 @@ describe('the shared option table', () => {
     expect(Object.keys(COMMAND_OPTIONS).sort()).toEqual([...COMMAND_NAMES].sort());
     for (const name of COMMAND_NAMES) {
       const keys = optionKeys(byName(name));
-      expect(COMMAND_OPTIONS[name].filter((o) => !keys.includes(o)), name).toEqual([]);
+      expect(
+        COMMAND_OPTIONS[name].filter((o) => !keys.includes(o)),
+        name,
+      ).toEqual([]);
       expect(keys, `${name} --json`).toContain('json');
     }
   });
@@ -84,7 +99,9 @@ describe('flm-grow --help and errors', () => {
     expect(cli('grwo', 'a', 'b').stderr).toContain('did you mean "grow"');
     expect(cli('frobnicate').stderr).toMatch(/unknown command "frobnicate"/);
     expect(cli('plan', 'fixtures/hf/llama-tiny-f32', '--hidden_size', '80').stderr).toContain('did you mean --hidden-size');
-    expect(cli('plan', 'fixtures/hf/llama-tiny-f32', '--intermediate-size', 'abc').stderr).toContain('--intermediate-size: expected a number, got "abc"');
+    expect(cli('plan', 'fixtures/hf/llama-tiny-f32', '--intermediate-size', 'abc').stderr).toContain(
+      '--intermediate-size: expected a number, got "abc"',
+    );
     const r = cli('train', 'ck', '--data', 'd', '--out', 'o', '--steps', 'five');
     expect(r.stderr).toContain('--steps: expected a number, got "five"');
     expect(r.status).toBe(2);
@@ -102,11 +119,28 @@ describe('numbers as printed', () => {
   it('one way to print counts, and plurals', () => {
     expect(countLabel(444_100)).toBe('444.1 K');
     expect(countLabel(1_234_567)).toBe('1.2 M');
-    expect([plural(1, 'layer'), plural(2, 'layer'), plural(1, 'mismatch', 'mismatches')]).toEqual(['1 layer', '2 layers', '1 mismatch']);
+    expect([plural(1, 'layer'), plural(2, 'layer'), plural(1, 'mismatch', 'mismatches')]).toEqual([
+      '1 layer',
+      '2 layers',
+      '1 mismatch',
+    ]);
   });
 
-  it('a written config has rms_norm_eps as the number it is, and not the source\'s _name_or_path', () => {
-    const c = parseConfig({ model_type: 'llama', _name_or_path: '/src', hidden_size: 64, intermediate_size: 176, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 320, rms_norm_eps: 1e-5 }, 'config.json');
+  it("a written config has rms_norm_eps as the number it is, and not the source's _name_or_path", () => {
+    const c = parseConfig(
+      {
+        model_type: 'llama',
+        _name_or_path: '/src',
+        hidden_size: 64,
+        intermediate_size: 176,
+        num_hidden_layers: 4,
+        num_attention_heads: 4,
+        num_key_value_heads: 4,
+        vocab_size: 320,
+        rms_norm_eps: 1e-5,
+      },
+      'config.json',
+    );
     c.rmsNormEps = 1e-5 * (64 / 80);
     const j = configToJson(c);
     expect(JSON.stringify(j.rms_norm_eps)).toBe('0.000008');

@@ -41,7 +41,12 @@ describe.each([
     let maxLogit = 0;
     let maxHidden = 0;
     for (let b = 0; b < B; b++) {
-      const out = naiveForward(ck.config, { get: (n) => w.get(n) as Float32Array }, Array.from(ids.subarray(b * T, (b + 1) * T)), { invFreq });
+      const out = naiveForward(
+        ck.config,
+        { get: (n) => w.get(n) as Float32Array },
+        Array.from(ids.subarray(b * T, (b + 1) * T)),
+        { invFreq },
+      );
       for (let t = 0; t < T; t++) {
         for (let v = 0; v < V; v++) maxLogit = Math.max(maxLogit, Math.abs(out.logits[t][v] - logits[(b * T + t) * V + v]));
         for (let n = 0; n <= ck.config.numLayers; n++) {
@@ -49,7 +54,9 @@ describe.each([
         }
       }
     }
-    console.log(`[naive vs transformers] ${name}: max |Δlogits| = ${maxLogit.toExponential(3)}, max |Δhidden| = ${maxHidden.toExponential(3)}`);
+    console.log(
+      `[naive vs transformers] ${name}: max |Δlogits| = ${maxLogit.toExponential(3)}, max |Δhidden| = ${maxHidden.toExponential(3)}`,
+    );
     expect(maxLogit).toBeLessThan(1e-4);
     expect(maxHidden).toBeLessThan(1e-4);
   });

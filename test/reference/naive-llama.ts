@@ -98,7 +98,9 @@ export function naiveRope(c: ModelConfig, T: number): { inv: Float64Array; attn:
   if (type === 'linear') {
     for (let i = 0; i < d / 2; i++) inv[i] /= get('factor') as number;
   } else if (type === 'llama3') {
-    const factor = get('factor') as number, low = get('low_freq_factor') as number, high = get('high_freq_factor') as number;
+    const factor = get('factor') as number,
+      low = get('low_freq_factor') as number,
+      high = get('high_freq_factor') as number;
     const old = get('original_max_position_embeddings') as number;
     for (let i = 0; i < d / 2; i++) {
       const wavelen = (2 * Math.PI) / inv[i];
@@ -113,13 +115,20 @@ export function naiveRope(c: ModelConfig, T: number): { inv: Float64Array; attn:
     const orig = get('original_max_position_embeddings') ?? maxPos;
     const factor = get('factor') ?? maxPos / orig;
     const ms = (s: number, m: number) => (s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1);
-    const mscale = get('mscale'), mscaleAll = get('mscale_all_dim');
+    const mscale = get('mscale'),
+      mscaleAll = get('mscale_all_dim');
     attn = get('attention_factor') ?? (mscale && mscaleAll ? ms(factor, mscale) / ms(factor, mscaleAll) : ms(factor, 1));
-    const bf = get('beta_fast') ?? 32, bs = get('beta_slow') ?? 1;
+    const bf = get('beta_fast') ?? 32,
+      bs = get('beta_slow') ?? 1;
     const dimOf = (rot: number) => (d * Math.log(orig / (rot * 2 * Math.PI))) / (2 * Math.log(theta));
-    let lo = dimOf(bf), hi = dimOf(bs);
-    if (rp.truncate !== false) { lo = Math.floor(lo); hi = Math.ceil(hi); }
-    lo = Math.max(lo, 0); hi = Math.min(hi, d - 1);
+    let lo = dimOf(bf),
+      hi = dimOf(bs);
+    if (rp.truncate !== false) {
+      lo = Math.floor(lo);
+      hi = Math.ceil(hi);
+    }
+    lo = Math.max(lo, 0);
+    hi = Math.min(hi, d - 1);
     if (lo === hi) hi += 0.001;
     for (let i = 0; i < d / 2; i++) {
       const ramp = Math.min(1, Math.max(0, (i - lo) / (hi - lo)));
@@ -139,8 +148,18 @@ export interface NaiveOutput {
 }
 
 /** One sequence (no batch): ids [T]. */
-export function naiveForward(c: ModelConfig, w: NaiveWeights, ids: number[], opts: { masks?: MaskSet; invFreq?: ArrayLike<number> } = {}): NaiveOutput {
-  const H = c.hiddenSize, nh = c.numHeads, nkv = c.numKvHeads, hd = c.headDim, F = c.intermediateSize, V = c.vocabSize;
+export function naiveForward(
+  c: ModelConfig,
+  w: NaiveWeights,
+  ids: number[],
+  opts: { masks?: MaskSet; invFreq?: ArrayLike<number> } = {},
+): NaiveOutput {
+  const H = c.hiddenSize,
+    nh = c.numHeads,
+    nkv = c.numKvHeads,
+    hd = c.headDim,
+    F = c.intermediateSize,
+    V = c.vocabSize;
   const T = ids.length;
   const m = opts.masks;
   const rope = naiveRope(c, T);
@@ -166,9 +185,13 @@ export function naiveForward(c: ModelConfig, w: NaiveWeights, ids: number[], opt
     const lm = m?.layers[l];
     const r = lm ? lm.residual : 1;
     const g1 = w.get(p + 'input_layernorm.weight');
-    const wq = w.get(p + 'self_attn.q_proj.weight'), wk = w.get(p + 'self_attn.k_proj.weight');
-    const wv = w.get(p + 'self_attn.v_proj.weight'), wo = w.get(p + 'self_attn.o_proj.weight');
-    const q: Mat = [], k: Mat = [], v: Mat = [];
+    const wq = w.get(p + 'self_attn.q_proj.weight'),
+      wk = w.get(p + 'self_attn.k_proj.weight');
+    const wv = w.get(p + 'self_attn.v_proj.weight'),
+      wo = w.get(p + 'self_attn.o_proj.weight');
+    const q: Mat = [],
+      k: Mat = [],
+      v: Mat = [];
     const addBias = (y: Float64Array, name: string) => {
       if (!biases) return y;
       const b = w.get(p + name);
@@ -212,7 +235,10 @@ export function naiveForward(c: ModelConfig, w: NaiveWeights, ids: number[], opt
           mx = Math.max(mx, sc[s]);
         }
         let z = 0;
-        for (let s = 0; s <= t; s++) { sc[s] = s < first ? 0 : Math.exp(sc[s] - mx); z += sc[s]; }
+        for (let s = 0; s <= t; s++) {
+          sc[s] = s < first ? 0 : Math.exp(sc[s] - mx);
+          z += sc[s];
+        }
         const hm = lm ? lm.heads[j] : 1;
         for (let s = 0; s <= t; s++) {
           const a = (sc[s] / z) * hm;
@@ -225,7 +251,9 @@ export function naiveForward(c: ModelConfig, w: NaiveWeights, ids: number[], opt
       x2.push(nx);
     }
     const g2 = w.get(p + 'post_attention_layernorm.weight');
-    const wg = w.get(p + 'mlp.gate_proj.weight'), wu = w.get(p + 'mlp.up_proj.weight'), wd = w.get(p + 'mlp.down_proj.weight');
+    const wg = w.get(p + 'mlp.gate_proj.weight'),
+      wu = w.get(p + 'mlp.up_proj.weight'),
+      wd = w.get(p + 'mlp.down_proj.weight');
     x = x2.map((xt) => {
       const h = rmsnorm(xt, g2, c.rmsNormEps, m?.hidden);
       const gt = matvecT(wg, F, H, h);

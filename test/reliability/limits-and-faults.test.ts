@@ -32,16 +32,24 @@ const DATA = join(ROOT, 'fixtures/corpus/fortunes.txt');
 const FIX_CONFIG = JSON.parse(readFileSync(join(FIX, 'config.json'), 'utf8')) as Record<string, unknown>;
 
 /** Runs the CLI; a hang is cut at `timeout` ms and reported as code -1. */
-function cli(args: string[], opts: { env?: Record<string, string>; timeout?: number } = {}): { code: number; out: string; err: string; ms: number } {
+function cli(
+  args: string[],
+  opts: { env?: Record<string, string>; timeout?: number } = {},
+): { code: number; out: string; err: string; ms: number } {
   const t0 = Date.now();
   const r = spawnSync(process.execPath, [join(ROOT, 'bin/flm-grow.js'), ...args], {
-    encoding: 'utf8', cwd: ROOT, timeout: opts.timeout ?? 60_000, env: { ...process.env, ...opts.env },
+    encoding: 'utf8',
+    cwd: ROOT,
+    timeout: opts.timeout ?? 60_000,
+    env: { ...process.env, ...opts.env },
   });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr, ms: Date.now() - t0 };
 }
 
 let tmp: string;
-beforeAll(() => { tmp = mkdtempSync(join(tmpdir(), 'flm-grow-16b-')); });
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'flm-grow-16b-'));
+});
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function fixtureCopy(name: string): string {
@@ -51,13 +59,22 @@ function fixtureCopy(name: string): string {
 }
 
 function errorOf(fn: () => unknown): FlmGrowError {
-  try { fn(); } catch (e) { if (e instanceof FlmGrowError) return e; throw e; }
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof FlmGrowError) return e;
+    throw e;
+  }
   throw new Error('expected an FlmGrowError');
 }
 
 describe('refuse before allocating', () => {
   it.each([
-    ['num_hidden_layers', 1e9], ['intermediate_size', 1e12], ['vocab_size', 1e300], ['vocab_size', 2e9], ['hidden_size', 2 ** 31 + 64],
+    ['num_hidden_layers', 1e9],
+    ['intermediate_size', 1e12],
+    ['vocab_size', 1e300],
+    ['vocab_size', 2e9],
+    ['hidden_size', 2 ** 31 + 64],
   ])('config %s = %d is refused in milliseconds naming the field', (field, v) => {
     const t0 = performance.now();
     const e = errorOf(() => parseConfig({ ...FIX_CONFIG, [field]: v }, 'big/config.json'));
@@ -71,7 +88,9 @@ describe('refuse before allocating', () => {
     expect(errorOf(() => parsePlan({ targets: { num_hidden_layers: 1e9 } })).message).toContain('targets.num_hidden_layers');
     // 2e9 ids is below 2^31 but no tokenizer has it: refused before the 8 GB of per-id maps
     const t1 = performance.now();
-    expect(errorOf(() => resolveTarget(src, parsePlan({ targets: { vocab_size: 2e9 } }), 'F32')).message).toContain('targets.vocab_size');
+    expect(errorOf(() => resolveTarget(src, parsePlan({ targets: { vocab_size: 2e9 } }), 'F32')).message).toContain(
+      'targets.vocab_size',
+    );
     expect(performance.now() - t1).toBeLessThan(1000);
     expect(errorOf(() => parsePlan({ calibration: { tokens: 1e12 } })).message).toContain('calibration.tokens');
     // hidden 1e9 is a valid integer but needs tens of GB just for axis maps and rows
@@ -84,7 +103,8 @@ describe('refuse before allocating', () => {
       expect(e.message).toContain('targets.hidden_size');
       expect(e.message).toMatch(/memory/);
     } finally {
-      if (old === undefined) delete process.env.FLM_GROW_MEMORY_LIMIT; else process.env.FLM_GROW_MEMORY_LIMIT = old;
+      if (old === undefined) delete process.env.FLM_GROW_MEMORY_LIMIT;
+      else process.env.FLM_GROW_MEMORY_LIMIT = old;
     }
   });
 
@@ -115,7 +135,9 @@ describe('refuse before allocating', () => {
 describe('OS errors are named errors (exit 2), nothing partial left', () => {
   it('describeOsError names the operation, the path and the reason', () => {
     const mk = (code: string, syscall: string, path: string) => Object.assign(new Error(`${code}: x`), { code, syscall, path });
-    expect(describeOsError(mk('ENOSPC', 'write', '/o/m.safetensors'))).toBe('cannot write /o/m.safetensors: no space left on the device (disk full) [ENOSPC]');
+    expect(describeOsError(mk('ENOSPC', 'write', '/o/m.safetensors'))).toBe(
+      'cannot write /o/m.safetensors: no space left on the device (disk full) [ENOSPC]',
+    );
     expect(describeOsError(mk('EROFS', 'mkdir', '/ro/x'))).toContain('read-only filesystem');
     expect(describeOsError(mk('ENOENT', 'open', '/nope'))).toContain('cannot open /nope: no such file');
     expect(describeOsError(mk('EISDIR', 'read', '/d'))).toContain('is a folder');
@@ -128,7 +150,12 @@ describe('OS errors are named errors (exit 2), nothing partial left', () => {
     mkdirSync(mnt);
     let mounted = false;
     if (process.getuid?.() === 0) {
-      try { execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt], { stdio: 'ignore' }); mounted = true; } catch { /* below */ }
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt], { stdio: 'ignore' });
+        mounted = true;
+      } catch {
+        /* below */
+      }
     }
     if (!mounted) {
       console.log('skipped: the full-disk test needs root and mount -t tmpfs');
@@ -167,9 +194,23 @@ describe('OS errors are named errors (exit 2), nothing partial left', () => {
     const weights = new Map(expectedTensors(cfg).map((t) => [t.name, new Float32Array(t.shape.reduce((a, b) => a * b, 1))]));
     const dir = join(tmp, 'run', 'checkpoint-000010');
     // an injected fault while the manifest is written (JSON.stringify throws on a BigInt)
-    const manifest = { format: MANIFEST_FORMAT as typeof MANIFEST_FORMAT, kind: 'train' as const, created: '', tool: { name: 'flm-grow' as const, version: '0' }, extra: { step: 10n } } as never;
-    await expect(saveCheckpoint({ dir, cfg, weights, masks: undefined, optimizer: { meta: { step: 10 }, moments: new Map() } as never, manifest }))
-      .rejects.toThrow();
+    const manifest = {
+      format: MANIFEST_FORMAT as typeof MANIFEST_FORMAT,
+      kind: 'train' as const,
+      created: '',
+      tool: { name: 'flm-grow' as const, version: '0' },
+      extra: { step: 10n },
+    } as never;
+    await expect(
+      saveCheckpoint({
+        dir,
+        cfg,
+        weights,
+        masks: undefined,
+        optimizer: { meta: { step: 10 }, moments: new Map() } as never,
+        manifest,
+      }),
+    ).rejects.toThrow();
     expect(existsSync(dir)).toBe(false);
     expect(readdirSync(join(tmp, 'run')).filter((f) => !f.startsWith('.'))).toEqual([]);
   });
@@ -196,7 +237,9 @@ describe('only regular files are opened (no hangs)', () => {
   it('calibration.file: /dev/zero is refused, not read forever', { timeout: 10_000 }, async () => {
     const ck = await Checkpoint.open(FIX);
     try {
-      await expect(calibrationIds(ck, { tokens: 8, seq: 4, seed: 0, file: '/dev/zero' })).rejects.toThrow(/calibration\.file.*is a device/);
+      await expect(calibrationIds(ck, { tokens: 8, seq: 4, seed: 0, file: '/dev/zero' })).rejects.toThrow(
+        /calibration\.file.*is a device/,
+      );
     } finally {
       await ck.close();
     }
@@ -216,7 +259,9 @@ describe('non-finite numbers are named', () => {
     await initBackend('cpu');
     const ck = await Checkpoint.open(d);
     try {
-      await expect(streamedForward(ck, [[1, 2, 3]], { masks: null })).rejects.toThrow(new RegExp(`${name.replaceAll('.', '\\.')}.*NaN`));
+      await expect(streamedForward(ck, [[1, 2, 3]], { masks: null })).rejects.toThrow(
+        new RegExp(`${name.replaceAll('.', '\\.')}.*NaN`),
+      );
     } finally {
       await ck.close();
     }
@@ -231,7 +276,9 @@ describe('non-finite numbers are named', () => {
       }
     };
     try {
-      await expect(selectLayers(ck, [[1, 2]], { metric: 'cosine', order: 'smallest', count: 1, stream })).rejects.toThrow(/layer 2.*NaN/);
+      await expect(selectLayers(ck, [[1, 2]], { metric: 'cosine', order: 'smallest', count: 1, stream })).rejects.toThrow(
+        /layer 2.*NaN/,
+      );
     } finally {
       await ck.close();
     }
@@ -241,18 +288,45 @@ describe('non-finite numbers are named', () => {
 describe('pipelines are validated like plans', () => {
   const base = { data: DATA, checkpoint: FIX };
   it('unknown keys and wrong types are refused naming the stage and field', () => {
-    const e = errorOf(() => parsePipeline({ ...base, stages: [{ name: 'g', grow: { plan: 'p.json' } }, { name: 'v', verify: {} }, { name: 'train-medium', train: { stepz: 5 } }] }, 'p.json'));
+    const e = errorOf(() =>
+      parsePipeline(
+        {
+          ...base,
+          stages: [
+            { name: 'g', grow: { plan: 'p.json' } },
+            { name: 'v', verify: {} },
+            { name: 'train-medium', train: { stepz: 5 } },
+          ],
+        },
+        'p.json',
+      ),
+    );
     expect(e.message).toContain('pipeline stage 3 (train-medium): field "train.stepz": unknown');
-    expect(errorOf(() => parsePipeline({ ...base, stages: [{ name: 't', train: null }] }, 'p.json')).message).toContain('field "train": must be an object');
-    expect(errorOf(() => parsePipeline({ ...base, stages: [{ name: 't', train: { steps: 'many' } }] }, 'p.json')).message).toContain('train.steps');
-    expect(errorOf(() => parsePipeline({ ...base, stepz: 1, stages: [{ name: 't', train: { steps: 1 } }] }, 'p.json')).message).toContain('field "stepz"');
+    expect(errorOf(() => parsePipeline({ ...base, stages: [{ name: 't', train: null }] }, 'p.json')).message).toContain(
+      'field "train": must be an object',
+    );
+    expect(
+      errorOf(() => parsePipeline({ ...base, stages: [{ name: 't', train: { steps: 'many' } }] }, 'p.json')).message,
+    ).toContain('train.steps');
+    expect(
+      errorOf(() => parsePipeline({ ...base, stepz: 1, stages: [{ name: 't', train: { steps: 1 } }] }, 'p.json')).message,
+    ).toContain('field "stepz"');
   });
 
   it('a missing plan in a later stage fails before the first stage runs', async () => {
     const dir = join(tmp, 'pl-missing');
     mkdirSync(dir);
     const file = join(dir, 'p.json');
-    writeFileSync(file, JSON.stringify({ ...base, stages: [{ name: 'bake-first', bake: {} }, { name: 'g', grow: { plan: 'nope.json' } }] }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        ...base,
+        stages: [
+          { name: 'bake-first', bake: {} },
+          { name: 'g', grow: { plan: 'nope.json' } },
+        ],
+      }),
+    );
     await expect(runPipeline(file, { out: join(dir, 'out'), quiet: true, log: () => undefined })).rejects.toThrow(/nope\.json/);
     expect(existsSync(join(dir, 'out', '01-bake-first'))).toBe(false);
   });
@@ -263,7 +337,17 @@ describe('pipelines are validated like plans', () => {
     const plan = join(dir, 'plan.json');
     writeFileSync(plan, JSON.stringify({ targets: { hidden_size: 80 }, seed: 1 }));
     const file = join(dir, 'p.json');
-    writeFileSync(file, JSON.stringify({ ...base, backend: 'cpu', stages: [{ name: 'g', grow: { plan: 'plan.json' } }, { name: 'v', verify: { tokens: 16, seq: 8 } }] }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        ...base,
+        backend: 'cpu',
+        stages: [
+          { name: 'g', grow: { plan: 'plan.json' } },
+          { name: 'v', verify: { tokens: 16, seq: 8 } },
+        ],
+      }),
+    );
     const out = join(dir, 'out');
     const run = async () => runPipeline(file, { out, quiet: true, log: () => undefined });
     const first = await run();
@@ -282,8 +366,9 @@ describe('pipelines are validated like plans', () => {
 describe('argument ranges', () => {
   it('train --beta1 2 is refused before training', async () => {
     const out = join(tmp, 'beta');
-    await expect(train({ checkpoint: FIX, data: DATA, out, steps: 1, beta1: 2, backend: 'cpu', quiet: true, log: () => undefined }))
-      .rejects.toThrow(/--beta1 must be in \[0, 1\), got 2/);
+    await expect(
+      train({ checkpoint: FIX, data: DATA, out, steps: 1, beta1: 2, backend: 'cpu', quiet: true, log: () => undefined }),
+    ).rejects.toThrow(/--beta1 must be in \[0, 1\), got 2/);
     expect(existsSync(join(out, 'checkpoint-000001'))).toBe(false);
   });
 

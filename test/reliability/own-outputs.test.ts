@@ -35,15 +35,22 @@ const fresh = (name: string): string => {
 };
 const tiny = () => makeConfig({ hiddenSize: 16, intermediateSize: 32, numLayers: 2, numHeads: 2, vocabSize: 64 });
 
-describe('synth output is flm-grow\'s', () => {
+describe("synth output is flm-grow's", () => {
   it('synth writes a verifying manifest (kind synth), so synth --overwrite replaces its own output without --force-overwrite', async () => {
     const p = fresh('synth');
-    for (const [name, maxShardSize] of [['one', '1GB'], ['sharded', 3000]] as const) {
+    for (const [name, maxShardSize] of [
+      ['one', '1GB'],
+      ['sharded', 3000],
+    ] as const) {
       const dest = join(p, name);
       await synthCheckpoint(dest, { config: tiny(), seed: 1, quiet: true, maxShardSize });
       const m = readManifest(dest);
       expect(m?.kind).toBe('synth');
-      expect(Object.keys(m?.files ?? {}).sort()).toEqual(readdirSync(dest).filter((f) => f !== MANIFEST_FILE).sort());
+      expect(Object.keys(m?.files ?? {}).sort()).toEqual(
+        readdirSync(dest)
+          .filter((f) => f !== MANIFEST_FILE)
+          .sort(),
+      );
       expect(await verifyManifestFiles(dest, m as NonNullable<typeof m>)).toEqual([]);
       // before the fix: DestinationNotOurs (no manifest)
       await synthCheckpoint(dest, { config: tiny(), seed: 2, quiet: true, maxShardSize, overwrite: true });
@@ -53,7 +60,9 @@ describe('synth output is flm-grow\'s', () => {
     const foreign = join(p, 'foreign');
     mkdirSync(foreign);
     writeFileSync(join(foreign, 'notes.txt'), 'keep');
-    await expect(synthCheckpoint(foreign, { config: tiny(), quiet: true, overwrite: true })).rejects.toMatchObject({ code: 'DestinationNotOurs' });
+    await expect(synthCheckpoint(foreign, { config: tiny(), quiet: true, overwrite: true })).rejects.toMatchObject({
+      code: 'DestinationNotOurs',
+    });
     await synthCheckpoint(foreign, { config: tiny(), quiet: true, overwrite: true, forceOverwrite: true });
     expect(existsSync(join(foreign, 'notes.txt'))).toBe(false);
   });
@@ -63,7 +72,11 @@ describe('init stage output', () => {
   it('writeRandomInit: the folder holds its verifying manifest when it is renamed into place (a kill cannot leave it without one)', async () => {
     const dest = join(fresh('init'), 'init');
     renames.length = 0;
-    await writeRandomInit(dest, initConfig({ hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, vocab_size: 64 }), { seed: 3 });
+    await writeRandomInit(
+      dest,
+      initConfig({ hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, vocab_size: 64 }),
+      { seed: 3 },
+    );
     const into = renames.filter((r) => resolve(r.to) === resolve(dest));
     expect(into).toHaveLength(1);
     expect(into[0].manifest).toBe(true);

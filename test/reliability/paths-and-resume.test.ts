@@ -50,22 +50,35 @@ describe('outputs never delete or overwrite their inputs', () => {
     const p = fresh('p');
     cpSync(FIX, join(p, 'src'), { recursive: true });
     writeFileSync(join(p, 'notes.txt'), 'keep\n');
-    await expect(growCheckpoint(join(p, 'src'), p, plan(), { ...quiet, overwrite: true, forceOverwrite: true })).rejects.toMatchObject({ code: 'DestinationContainsInput' });
+    await expect(
+      growCheckpoint(join(p, 'src'), p, plan(), { ...quiet, overwrite: true, forceOverwrite: true }),
+    ).rejects.toMatchObject({ code: 'DestinationContainsInput' });
     expect(readFileSync(join(p, 'notes.txt'), 'utf8')).toBe('keep\n');
     expect(readdirSync(join(p, 'src')).sort()).toEqual(readdirSync(FIX).sort());
     // and the destination inside the source
-    await expect(growCheckpoint(join(p, 'src'), join(p, 'src', 'grown'), plan(), quiet)).rejects.toMatchObject({ code: 'DestinationInsideInput' });
+    await expect(growCheckpoint(join(p, 'src'), join(p, 'src', 'grown'), plan(), quiet)).rejects.toMatchObject({
+      code: 'DestinationInsideInput',
+    });
     expect(existsSync(join(p, 'src', 'grown'))).toBe(false);
   });
 
   it('bake and assemble refuse a destination that contains their input', async () => {
     const p = fresh('bake');
     await growCheckpoint(FIX, join(p, 'grown'), plan(), quiet);
-    await expect(bakeCheckpoint(join(p, 'grown'), p, { overwrite: true, force: true })).rejects.toMatchObject({ code: 'DestinationContainsInput' });
+    await expect(bakeCheckpoint(join(p, 'grown'), p, { overwrite: true, force: true })).rejects.toMatchObject({
+      code: 'DestinationContainsInput',
+    });
     expect(existsSync(join(p, 'grown', MANIFEST_FILE))).toBe(true);
     const q = fresh('asm');
-    for (const i of [1, 2]) await growCheckpoint(FIX, join(q, `part${i}`), plan(), { ...quiet, maxShardSize: 60_000, writerOptions: { part: { index: i, count: 2 } } });
-    await expect(assembleParts(q, [join(q, 'part1'), join(q, 'part2')], { ...quiet, overwrite: true, forceOverwrite: true })).rejects.toMatchObject({ code: 'DestinationContainsInput' });
+    for (const i of [1, 2])
+      await growCheckpoint(FIX, join(q, `part${i}`), plan(), {
+        ...quiet,
+        maxShardSize: 60_000,
+        writerOptions: { part: { index: i, count: 2 } },
+      });
+    await expect(
+      assembleParts(q, [join(q, 'part1'), join(q, 'part2')], { ...quiet, overwrite: true, forceOverwrite: true }),
+    ).rejects.toMatchObject({ code: 'DestinationContainsInput' });
     expect(existsSync(join(q, 'part1', MANIFEST_FILE))).toBe(true);
   });
 
@@ -74,7 +87,9 @@ describe('outputs never delete or overwrite their inputs', () => {
     const dest = join(p, 'dest');
     mkdirSync(dest);
     writeFileSync(join(dest, 'thesis.tex'), 'years of work');
-    await expect(growCheckpoint(FIX, dest, plan(), { ...quiet, overwrite: true })).rejects.toMatchObject({ code: 'DestinationNotOurs' });
+    await expect(growCheckpoint(FIX, dest, plan(), { ...quiet, overwrite: true })).rejects.toMatchObject({
+      code: 'DestinationNotOurs',
+    });
     expect(readFileSync(join(dest, 'thesis.tex'), 'utf8')).toBe('years of work');
     await growCheckpoint(FIX, dest, plan(), { ...quiet, overwrite: true, forceOverwrite: true });
     await growCheckpoint(FIX, dest, plan(), { ...quiet, overwrite: true }); // now it is ours
@@ -86,9 +101,21 @@ describe('outputs never delete or overwrite their inputs', () => {
     const input = join(p, 'input.safetensors');
     cpSync(join(FIX, 'reference.safetensors'), input);
     const before = readFileSync(input);
-    const run = (output: string) => Promise.resolve((forwardCommand.handler as (x: ArgumentsCamelCase) => Promise<void>)({
-      _: [], $0: 'flm-grow', checkpoint: FIX, input, output, overwrite: true, top: 5, masks: true, backend: 'wasm', quiet: true,
-    } as unknown as ArgumentsCamelCase));
+    const run = (output: string) =>
+      Promise.resolve(
+        (forwardCommand.handler as (x: ArgumentsCamelCase) => Promise<void>)({
+          _: [],
+          $0: 'flm-grow',
+          checkpoint: FIX,
+          input,
+          output,
+          overwrite: true,
+          top: 5,
+          masks: true,
+          backend: 'wasm',
+          quiet: true,
+        } as unknown as ArgumentsCamelCase),
+      );
     await expect(run(input)).rejects.toMatchObject({ code: 'OutputIsInput' });
     expect(readFileSync(input).equals(before)).toBe(true);
     await expect(run(join(FIX, 'model-00001-of-00006.safetensors'))).rejects.toMatchObject({ code: 'OutputIsInput' });
@@ -97,7 +124,9 @@ describe('outputs never delete or overwrite their inputs', () => {
   it('train --out inside its input checkpoint is refused', async () => {
     const ck = join(fresh('train-in'), 'ck');
     await writeRandomInit(ck, tinyCfg(), { seed: 1 });
-    await expect(train({ ...trainArgs, checkpoint: ck, out: join(ck, 'run'), steps: 1 })).rejects.toMatchObject({ code: 'OutInsideInput' });
+    await expect(train({ ...trainArgs, checkpoint: ck, out: join(ck, 'run'), steps: 1 })).rejects.toMatchObject({
+      code: 'OutInsideInput',
+    });
     await expect(train({ ...trainArgs, checkpoint: ck, out: ck, steps: 1 })).rejects.toMatchObject({ code: 'OutInsideInput' });
     expect(existsSync(join(ck, 'run'))).toBe(false);
   });
@@ -107,7 +136,12 @@ describe('names read from files stay inside their folder', () => {
   it('assemble refuses a part manifest naming ../ files, and writes nothing outside', async () => {
     const q = fresh('evil');
     const parts = [1, 2].map((i) => join(q, 'parts', `part${i}`));
-    for (const [k, dir] of parts.entries()) await growCheckpoint(FIX, dir, plan(), { ...quiet, maxShardSize: 60_000, writerOptions: { part: { index: k + 1, count: 2 } } });
+    for (const [k, dir] of parts.entries())
+      await growCheckpoint(FIX, dir, plan(), {
+        ...quiet,
+        maxShardSize: 60_000,
+        writerOptions: { part: { index: k + 1, count: 2 } },
+      });
     writeFileSync(join(q, 'parts', 'escape.txt'), 'pwned');
     const { sha256Bytes } = await import('../../src/util/hash.ts');
     for (const dir of parts) {
@@ -131,7 +165,9 @@ describe('names read from files stay inside their folder', () => {
     const m = JSON.parse(readFileSync(join(saved, MANIFEST_FILE), 'utf8')) as { files: Record<string, string> };
     m.files['../../outside.bin'] = '0'.repeat(64);
     writeFileSync(join(saved, MANIFEST_FILE), JSON.stringify(m));
-    await expect(train({ ...trainArgs, checkpoint: ck, out, steps: 2, resume: true })).rejects.toMatchObject({ code: 'UnsafePath' });
+    await expect(train({ ...trainArgs, checkpoint: ck, out, steps: 2, resume: true })).rejects.toMatchObject({
+      code: 'UnsafePath',
+    });
   });
 
   it('a symlinked side file is copied only when it points inside the checkpoint folder', async () => {
@@ -155,8 +191,14 @@ describe('interrupted runs', () => {
   it('--overwrite killed between its two renames: the next run puts the old destination back', async () => {
     const p = fresh('swap');
     const dest = join(p, 'dest');
-    await AtomicDir.create(dest).then(async (d) => { writeFileSync(d.path('which'), 'old'); writeFileSync(d.path(MANIFEST_FILE), '{}'); await d.commit(); });
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'swap-child.mts'), dest], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await AtomicDir.create(dest).then(async (d) => {
+      writeFileSync(d.path('which'), 'old');
+      writeFileSync(d.path(MANIFEST_FILE), '{}');
+      await d.commit();
+    });
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'swap-child.mts'), dest], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const signal = await new Promise<NodeJS.Signals | null>((res) => child.on('exit', (_code, sig) => res(sig)));
     expect(signal).toBe('SIGKILL'); // killed mid-swap: nothing at the destination
     expect(existsSync(dest)).toBe(false);
@@ -185,7 +227,12 @@ describe('interrupted runs', () => {
   it('assemble --move killed midway: the rerun moves the shards back and succeeds', async () => {
     const q = fresh('move');
     const parts = [1, 2].map((i) => join(q, `part${i}`));
-    for (const [k, dir] of parts.entries()) await growCheckpoint(FIX, dir, plan(), { ...quiet, maxShardSize: 60_000, writerOptions: { part: { index: k + 1, count: 2 } } });
+    for (const [k, dir] of parts.entries())
+      await growCheckpoint(FIX, dir, plan(), {
+        ...quiet,
+        maxShardSize: 60_000,
+        writerOptions: { part: { index: k + 1, count: 2 } },
+      });
     const dest = join(q, 'out');
     // the state a kill leaves: one shard already renamed into the (old-style) temporary folder
     const stale = join(q, `${TMP_PREFIX}out-${deadPid()}-12345678`);
@@ -221,6 +268,24 @@ describe('interrupted runs', () => {
 
 /** Byte-vocab tiny model (fortunes.txt is byte-tokenized). */
 function tinyCfg() {
-  return initConfig({ hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 2, head_dim: 8, vocab_size: 256, max_position_embeddings: 64 });
+  return initConfig({
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 2,
+    num_key_value_heads: 2,
+    head_dim: 8,
+    vocab_size: 256,
+    max_position_embeddings: 64,
+  });
 }
-const trainArgs = { quiet: true, log: () => undefined, backend: 'wasm' as const, data: CORPUS, batchSize: 2, seqLen: 8, lr: 1e-3, evalEvery: 0 };
+const trainArgs = {
+  quiet: true,
+  log: () => undefined,
+  backend: 'wasm' as const,
+  data: CORPUS,
+  batchSize: 2,
+  seqLen: 8,
+  lr: 1e-3,
+  evalEvery: 0,
+};

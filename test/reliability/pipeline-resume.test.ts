@@ -27,20 +27,41 @@ beforeAll(async () => {
 /** init + one train stage saving every 2 steps (byte vocabulary: fortunes.txt is byte-tokenized). */
 function writePipeline(): string {
   const file = join(tmp.dir, 'pipe.json');
-  writeFileSync(file, JSON.stringify({
-    data: CORPUS, seed: 0, backend: 'wasm',
-    train: { batch_size: 2, seq_len: 16, lr: 0.003, warmup_steps: 1, save_every: 2, eval_every: 0 },
-    stages: [
-      { name: 'init', init: { config: { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 2, head_dim: 8, vocab_size: 256, max_position_embeddings: 32 } } },
-      { name: 'train', train: { steps: STEPS } },
-    ],
-  }));
+  writeFileSync(
+    file,
+    JSON.stringify({
+      data: CORPUS,
+      seed: 0,
+      backend: 'wasm',
+      train: { batch_size: 2, seq_len: 16, lr: 0.003, warmup_steps: 1, save_every: 2, eval_every: 0 },
+      stages: [
+        {
+          name: 'init',
+          init: {
+            config: {
+              hidden_size: 16,
+              intermediate_size: 32,
+              num_hidden_layers: 2,
+              num_attention_heads: 2,
+              num_key_value_heads: 2,
+              head_dim: 8,
+              vocab_size: 256,
+              max_position_embeddings: 32,
+            },
+          },
+        },
+        { name: 'train', train: { steps: STEPS } },
+      ],
+    }),
+  );
   return file;
 }
 
 /** All entries under `dir` whose name starts with `prefix`. */
 function leftovers(dir: string, prefix: string): string[] {
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.split('/').some((part) => part.startsWith(prefix)));
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) =>
+    f.split('/').some((part) => part.startsWith(prefix)),
+  );
 }
 
 describe('flm-grow run killed inside a train stage', () => {
@@ -50,9 +71,13 @@ describe('flm-grow run killed inside a train stage', () => {
     const out = join(tmp.dir, 'run');
     const trainDir = join(out, '02-train');
     // the real CLI, SIGKILLed once checkpoint-000002 is in place (saves 4, 6, 8 still to come)
-    const child = spawn(process.execPath, [join(ROOT, 'bin/flm-grow.js'), 'run', file, '--out', out, '--quiet'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [join(ROOT, 'bin/flm-grow.js'), 'run', file, '--out', out, '--quiet'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     const exited = new Promise<NodeJS.Signals | null>((res) => child.on('exit', (_code, signal) => res(signal)));
     const poll = setInterval(() => {
       if (existsSync(join(trainDir, 'checkpoint-000002', 'flm-grow-manifest.json'))) child.kill('SIGKILL');

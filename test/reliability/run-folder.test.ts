@@ -19,7 +19,17 @@ const CORPUS = join(import.meta.dirname, '../../fixtures/corpus/fortunes.txt');
 const tmp = makeTempDir('flm-grow-run-folder-');
 afterAll(() => tmp.cleanup());
 const quiet = { quiet: true, log: () => undefined, backend: 'wasm' as const };
-const tinyCfg = () => initConfig({ hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, head_dim: 8, vocab_size: 256, max_position_embeddings: 64 });
+const tinyCfg = () =>
+  initConfig({
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 2,
+    head_dim: 8,
+    vocab_size: 256,
+    max_position_embeddings: 64,
+  });
 let init: string;
 const common = () => ({ ...quiet, checkpoint: init, data: CORPUS, batchSize: 2, seqLen: 8, lr: 3e-3 });
 
@@ -34,8 +44,13 @@ describe('a run folder holds one run', () => {
     const out = join(tmp.dir, 'occupied');
     await train({ ...common(), out, steps: 3 });
     const metricsBefore = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
-    await expect(train({ ...common(), out, steps: 2 })).rejects.toMatchObject({ code: 'RunExists', message: expect.stringContaining('--resume') });
-    await expect(trainWithEngine({ ...common(), out, steps: 2 }, { engine: 'tfjs' })).rejects.toMatchObject({ code: 'RunExists' });
+    await expect(train({ ...common(), out, steps: 2 })).rejects.toMatchObject({
+      code: 'RunExists',
+      message: expect.stringContaining('--resume'),
+    });
+    await expect(trainWithEngine({ ...common(), out, steps: 2 }, { engine: 'tfjs' })).rejects.toMatchObject({
+      code: 'RunExists',
+    });
     expect(readFileSync(join(out, 'metrics.jsonl'), 'utf8')).toBe(metricsBefore);
     expect(listCheckpoints(out).map((c) => c.step)).toEqual([3]);
     // --overwrite replaces it: the old checkpoint and metrics are gone
@@ -66,7 +81,12 @@ describe('a run folder holds one run', () => {
   });
 
   it('a run that fails validation leaves no --out folder behind', async () => {
-    for (const [name, o] of [['lr', { lr: -1 }], ['data', { data: join(tmp.dir, 'missing.txt') }], ['steps', { steps: 0 }], ['seq', { seqLen: 1000 }]] as const) {
+    for (const [name, o] of [
+      ['lr', { lr: -1 }],
+      ['data', { data: join(tmp.dir, 'missing.txt') }],
+      ['steps', { steps: 0 }],
+      ['seq', { seqLen: 1000 }],
+    ] as const) {
       const out = join(tmp.dir, `invalid-${name}`);
       await expect(trainWithEngine({ ...common(), steps: 2, ...o, out }, { engine: 'tfjs' })).rejects.toThrow();
       expect(existsSync(out), name).toBe(false);

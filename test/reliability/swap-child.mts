@@ -4,7 +4,16 @@ import { writeFileSync } from 'node:fs';
 import { writeAtomically } from '../../src/checkpoint/atomic.ts';
 
 const dest = process.argv[2];
-await writeAtomically(dest, { overwrite: true, onSwap: () => { process.kill(process.pid, 'SIGKILL'); } }, async (d) => {
-  writeFileSync(d.path('which'), 'new');
-});
+await writeAtomically(
+  dest,
+  {
+    overwrite: true,
+    onSwap: () => {
+      process.kill(process.pid, 'SIGKILL');
+    },
+  },
+  async (d) => {
+    writeFileSync(d.path('which'), 'new');
+  },
+);
 process.stdout.write('committed\n');

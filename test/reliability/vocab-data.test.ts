@@ -17,7 +17,17 @@ import { checkVocab, TokenDataset } from '../../src/train/data.ts';
 const tmp = makeTempDir('flm-grow-vocab-data-');
 afterAll(() => tmp.cleanup());
 const quiet = { quiet: true, log: () => undefined, backend: 'wasm' as const };
-const cfg = () => initConfig({ hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, head_dim: 8, vocab_size: 256, max_position_embeddings: 64 });
+const cfg = () =>
+  initConfig({
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 2,
+    head_dim: 8,
+    vocab_size: 256,
+    max_position_embeddings: 64,
+  });
 const u16 = (ids: number[]): string => {
   const p = join(tmp.dir, `ids-${ids.length}-${ids[ids.length - 1]}.u16`);
   writeFileSync(p, new Uint8Array(Uint16Array.from(ids).buffer));
@@ -33,12 +43,18 @@ describe('training data and the vocabulary', () => {
     const base = join(tmp.dir, 'base');
     await writeRandomInit(base, cfg(), { seed: 3 });
     const grown = join(tmp.dir, 'padded');
-    await growCheckpoint(base, grown, parsePlan({ targets: { vocab_size: 264 }, placement: { method: 'explicit' } }), { quiet: true });
+    await growCheckpoint(base, grown, parsePlan({ targets: { vocab_size: 264 }, placement: { method: 'explicit' } }), {
+      quiet: true,
+    });
     const ids = Array.from({ length: 400 }, (_, i) => (i * 7) % 256);
     ids[123] = 300 - 40; // 260: a padding id
     const out = join(tmp.dir, 'padded-run');
-    await expect(train({ ...quiet, checkpoint: grown, data: u16(ids), out, steps: 2, batchSize: 2, seqLen: 8 }))
-      .rejects.toMatchObject({ code: 'PaddingTokenInData', message: expect.stringMatching(/token id 260 at position 123 is a padding id/) });
+    await expect(
+      train({ ...quiet, checkpoint: grown, data: u16(ids), out, steps: 2, batchSize: 2, seqLen: 8 }),
+    ).rejects.toMatchObject({
+      code: 'PaddingTokenInData',
+      message: expect.stringMatching(/token id 260 at position 123 is a padding id/),
+    });
     expect(existsSync(out)).toBe(false);
   });
 
@@ -46,17 +62,32 @@ describe('training data and the vocabulary', () => {
     const wild = join(tmp.dir, 'wild');
     await writeRandomInit(wild, cfg(), { seed: 3, std: 30 });
     const ids = Array.from({ length: 400 }, (_, i) => (i * 13) % 256);
-    await expect(train({ ...quiet, checkpoint: wild, data: u16(ids), out: join(tmp.dir, 'wild-run'), steps: 2, batchSize: 2, seqLen: 8 }))
-      .rejects.toMatchObject({ code: 'AbsurdLoss', message: expect.stringMatching(/above 100/) });
+    await expect(
+      train({ ...quiet, checkpoint: wild, data: u16(ids), out: join(tmp.dir, 'wild-run'), steps: 2, batchSize: 2, seqLen: 8 }),
+    ).rejects.toMatchObject({ code: 'AbsurdLoss', message: expect.stringMatching(/above 100/) });
   });
 
   it('ids beyond the vocabulary from the checkpoint\'s own tokenizer: no "different tokenizer", the fix named', () => {
     const ds = new TokenDataset(Uint32Array.from([1, 2, 300, 4, 5, 6, 7, 8, 9, 10]), { source: 'corpus.txt' });
-    const own = (() => { try { checkVocab(ds, 256, 'corpus.txt', 'tokenizer.json'); } catch (e) { return (e as Error).message; } return ''; })();
+    const own = (() => {
+      try {
+        checkVocab(ds, 256, 'corpus.txt', 'tokenizer.json');
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return '';
+    })();
     expect(own).toMatch(/checkpoint's own tokenizer .* token id 300 at position 2/);
     expect(own).not.toMatch(/different tokenizer/);
     expect(own).toMatch(/--vocab-size 301/);
-    const file = (() => { try { checkVocab(ds, 256, 'ids.u32'); } catch (e) { return (e as Error).message; } return ''; })();
+    const file = (() => {
+      try {
+        checkVocab(ds, 256, 'ids.u32');
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return '';
+    })();
     expect(file).toMatch(/--vocab-size 301/);
   });
 });

@@ -22,8 +22,16 @@ beforeAll(async () => {
 describe('verify of a rounded zero-mode growth', () => {
   it('passes with the tolerance the rounding allows, says so, and an explicit --tolerance still wins', async () => {
     const out = join(tmp.dir, 'z1');
-    await growCheckpoint(FIX, out, parsePlan({ targets: { hidden_size: 96, num_attention_heads: 6 }, mode: 'zero', placement: { method: 'explicit' } }), { quiet: true });
-    expect(((readManifest(out) as { plan?: unknown } | undefined)?.plan as { zeroModeNorm: { exactness: string } }).zeroModeNorm.exactness).toBe('rounded');
+    await growCheckpoint(
+      FIX,
+      out,
+      parsePlan({ targets: { hidden_size: 96, num_attention_heads: 6 }, mode: 'zero', placement: { method: 'explicit' } }),
+      { quiet: true },
+    );
+    expect(
+      ((readManifest(out) as { plan?: unknown } | undefined)?.plan as { zeroModeNorm: { exactness: string } }).zeroModeNorm
+        .exactness,
+    ).toBe('rounded');
     const r = await verifyGrowth(FIX, out, { backend: 'wasm' });
     // 4 layers: 9 norms × bf16 unit roundoff 2^-8
     expect(r.tolerance).toBe(9 * 2 ** -8);
@@ -36,7 +44,12 @@ describe('verify of a rounded zero-mode growth', () => {
 
   it('masked and exact growths keep the default tolerance', async () => {
     const out = join(tmp.dir, 'm1');
-    await growCheckpoint(FIX, out, parsePlan({ targets: { hidden_size: 96, num_attention_heads: 6 }, placement: { method: 'explicit' } }), { quiet: true });
+    await growCheckpoint(
+      FIX,
+      out,
+      parsePlan({ targets: { hidden_size: 96, num_attention_heads: 6 }, placement: { method: 'explicit' } }),
+      { quiet: true },
+    );
     const r = await verifyGrowth(FIX, out, { backend: 'wasm' });
     expect(r.tolerance).toBe(1e-5);
     expect(r.toleranceSource).toBe('default');

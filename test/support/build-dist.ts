@@ -21,11 +21,19 @@ function newest(dir: string): number {
 export function distIsStale(): boolean {
   if (!existsSync(STAMP)) return true;
   const built = statSync(STAMP).mtimeMs;
-  return newest(join(ROOT, 'src')) > built || statSync(join(ROOT, 'tsconfig.build.json')).mtimeMs > built || statSync(join(ROOT, 'tsconfig.json')).mtimeMs > built;
+  return (
+    newest(join(ROOT, 'src')) > built ||
+    statSync(join(ROOT, 'tsconfig.build.json')).mtimeMs > built ||
+    statSync(join(ROOT, 'tsconfig.json')).mtimeMs > built
+  );
 }
 
 export default function setup(): void {
   if (!distIsStale()) return;
-  execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, stdio: 'inherit' });
+  execFileSync(
+    process.execPath,
+    [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')],
+    { cwd: ROOT, stdio: 'inherit' },
+  );
   writeFileSync(STAMP, `${new Date().toISOString()}\n`);
 }

@@ -42,7 +42,11 @@ export async function writeRandomCheckpoint(dir: string, cfg: ModelConfig, dtype
     }
     arrays.set(t.name, v);
   }
-  await writeCheckpoint(dir, cfg, arrays, { dtype, maxShardSize: o.maxShardSize, sideFiles: { 'generation_config.json': '{"bos_token_id": 1}\n' } });
+  await writeCheckpoint(dir, cfg, arrays, {
+    dtype,
+    maxShardSize: o.maxShardSize,
+    sideFiles: { 'generation_config.json': '{"bos_token_id": 1}\n' },
+  });
 }
 
 export async function loadAll(dir: string): Promise<{ cfg: ModelConfig; w: Map<string, Float32Array> }> {
@@ -53,8 +57,25 @@ export async function loadAll(dir: string): Promise<{ cfg: ModelConfig; w: Map<s
   return { cfg: ck.config, w };
 }
 
-export function naive(cfg: ModelConfig, w: Map<string, Float32Array>, ids: number[], masks?: MaskSet, invFreq?: ArrayLike<number>): NaiveOutput {
-  return naiveForward(cfg, { get: (n) => { const v = w.get(n); if (v === undefined) throw new Error(`no tensor ${n}`); return v; } }, ids, { masks, invFreq });
+export function naive(
+  cfg: ModelConfig,
+  w: Map<string, Float32Array>,
+  ids: number[],
+  masks?: MaskSet,
+  invFreq?: ArrayLike<number>,
+): NaiveOutput {
+  return naiveForward(
+    cfg,
+    {
+      get: (n) => {
+        const v = w.get(n);
+        if (v === undefined) throw new Error(`no tensor ${n}`);
+        return v;
+      },
+    },
+    ids,
+    { masks, invFreq },
+  );
 }
 
 export function randomIds(n: number, V: number, seed: number): number[] {
@@ -67,7 +88,12 @@ export function writeJson(path: string, v: unknown): void {
 }
 
 /** Run the source and the grown model on the same ids; return max |Δ| of logits (old vocab) and hidden (old coords). */
-export async function compareGrown(srcDir: string, outDir: string, mode: 'masked' | 'zero', ids: number[]): Promise<{ dLogits: number; dHidden: number; scale: number; newNonZero: number }> {
+export async function compareGrown(
+  srcDir: string,
+  outDir: string,
+  mode: 'masked' | 'zero',
+  ids: number[],
+): Promise<{ dLogits: number; dHidden: number; scale: number; newNonZero: number }> {
   const s = await loadAll(srcDir);
   const o = await loadAll(outDir);
   const masks = mode === 'masked' ? await readMasks(join(outDir, MASKS_FILE), o.cfg) : undefined;
@@ -75,10 +101,14 @@ export async function compareGrown(srcDir: string, outDir: string, mode: 'masked
   const a = naive(s.cfg, s.w, ids, srcMasks);
   const b = naive(o.cfg, o.w, ids, masks);
   const layerMap = (readManifest(outDir)?.layerMap ?? []) as { source: number; inserted: boolean }[];
-  let dLogits = 0, dHidden = 0, scale = 1, newNonZero = 0;
+  let dLogits = 0,
+    dHidden = 0,
+    scale = 1,
+    newNonZero = 0;
   for (let t = 0; t < ids.length; t++) {
     for (let v = 0; v < s.cfg.vocabSize; v++) {
-      if (a.logits[t][v] === -Infinity) { // masked padding of a masked source stays masked
+      if (a.logits[t][v] === -Infinity) {
+        // masked padding of a masked source stays masked
         if (b.logits[t][v] !== -Infinity) dLogits = Infinity;
         continue;
       }
@@ -89,9 +119,9 @@ export async function compareGrown(srcDir: string, outDir: string, mode: 'masked
       const m = grownBoundary(layerMap, n);
       for (let i = 0; i < s.cfg.hiddenSize; i++) dHidden = Math.max(dHidden, Math.abs(a.hidden[n][t][i] - b.hidden[m][t][i]));
       // new coordinates of the residual stream stay exactly 0
-      if (n < s.cfg.numLayers) for (let i = s.cfg.hiddenSize; i < o.cfg.hiddenSize; i++) if (b.hidden[m][t][i] !== 0) newNonZero++;
+      if (n < s.cfg.numLayers)
+        for (let i = s.cfg.hiddenSize; i < o.cfg.hiddenSize; i++) if (b.hidden[m][t][i] !== 0) newNonZero++;
     }
   }
   return { dLogits, dHidden, scale, newNonZero };
 }
-

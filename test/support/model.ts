@@ -33,7 +33,10 @@ export function normalSampler(seed: number): () => number {
  * dtype holds). Norm gains are 1 ± 0.3 so a wrong gain shows; matrices have std 1/sqrt(fan_in)
  * times `std` so activations keep a sane scale through a few layers.
  */
-export function randomWeightArrays(cfg: ModelConfig, opts: { seed?: number; dtype?: DType; std?: number } = {}): Map<string, Float32Array> {
+export function randomWeightArrays(
+  cfg: ModelConfig,
+  opts: { seed?: number; dtype?: DType; std?: number } = {},
+): Map<string, Float32Array> {
   const rnd = normalSampler(opts.seed ?? 1);
   const out = new Map<string, Float32Array>();
   for (const t of expectedTensors(cfg)) {
@@ -48,10 +51,19 @@ export function randomWeightArrays(cfg: ModelConfig, opts: { seed?: number; dtyp
 }
 
 /** Write a checkpoint of `cfg` holding `arrays` (by HF name) in `dtype`. */
-export async function writeCheckpoint(dir: string, cfg: ModelConfig, arrays: Map<string, Float32Array>, opts: { dtype?: DType; maxShardSize?: number; sideFiles?: Record<string, string> } = {}): Promise<void> {
+export async function writeCheckpoint(
+  dir: string,
+  cfg: ModelConfig,
+  arrays: Map<string, Float32Array>,
+  opts: { dtype?: DType; maxShardSize?: number; sideFiles?: Record<string, string> } = {},
+): Promise<void> {
   const dtype = opts.dtype ?? 'F32';
   const tensors = expectedTensors(cfg);
-  const w = await CheckpointWriter.create(dir, tensors.map((t) => ({ name: t.name, dtype, shape: t.shape })), { maxShardSize: opts.maxShardSize ?? 1e9, overwrite: true, force: true });
+  const w = await CheckpointWriter.create(
+    dir,
+    tensors.map((t) => ({ name: t.name, dtype, shape: t.shape })),
+    { maxShardSize: opts.maxShardSize ?? 1e9, overwrite: true, force: true },
+  );
   for (const t of tensors) {
     const v = arrays.get(t.name);
     if (v === undefined) throw new Error(`writeCheckpoint: no array for ${t.name}`);
@@ -63,7 +75,11 @@ export async function writeCheckpoint(dir: string, cfg: ModelConfig, arrays: Map
 }
 
 /** A random checkpoint of `cfg` in `dtype` (default F32) at `dir`; returns the arrays written. */
-export async function writeRandomCheckpoint(dir: string, cfg: ModelConfig, opts: { seed?: number; dtype?: DType; std?: number; maxShardSize?: number } = {}): Promise<Map<string, Float32Array>> {
+export async function writeRandomCheckpoint(
+  dir: string,
+  cfg: ModelConfig,
+  opts: { seed?: number; dtype?: DType; std?: number; maxShardSize?: number } = {},
+): Promise<Map<string, Float32Array>> {
   const arrays = randomWeightArrays(cfg, opts);
   await writeCheckpoint(dir, cfg, arrays, opts);
   return arrays;
@@ -83,8 +99,13 @@ export function weightsFromArrays(cfg: ModelConfig, arrays: Map<string, Float32A
     embed: get(tensorName('embed')),
     finalNorm: get(tensorName('final_norm')),
     lmHead: get(tensorName(headRole(cfg))),
-    layers: Array.from({ length: cfg.numLayers }, (_, i) =>
-      Object.fromEntries(LAYER_FIELDS.filter(([, role]) => present.has(role)).map(([field, role]) => [field, get(tensorName(role, i))])) as unknown as LlamaWeights['layers'][number]),
+    layers: Array.from(
+      { length: cfg.numLayers },
+      (_, i) =>
+        Object.fromEntries(
+          LAYER_FIELDS.filter(([, role]) => present.has(role)).map(([field, role]) => [field, get(tensorName(role, i))]),
+        ) as unknown as LlamaWeights['layers'][number],
+    ),
   };
 }
 
@@ -111,9 +132,18 @@ export interface HandGrown {
 
 export function buildHandGrown(src: ModelConfig, srcArrays: Map<string, Float32Array>, seed = 99): HandGrown {
   const rnd = normalSampler(seed);
-  const H = src.hiddenSize, F = src.intermediateSize, V = src.vocabSize, nh = src.numHeads, hd = src.headDim, nkv = src.numKvHeads;
+  const H = src.hiddenSize,
+    F = src.intermediateSize,
+    V = src.vocabSize,
+    nh = src.numHeads,
+    hd = src.headDim,
+    nkv = src.numKvHeads;
   if (nkv !== 1) throw new Error('buildHandGrown: keeps every query head in the single KV group; use nkv = 1');
-  const H2 = H + 4, F2 = F + 5, V2 = V + 8, nh2 = nh + 1, L2 = src.numLayers + 1;
+  const H2 = H + 4,
+    F2 = F + 5,
+    V2 = V + 8,
+    nh2 = nh + 1,
+    L2 = src.numLayers + 1;
   // interleaved positions of the new units
   const spread = (oldN: number, newN: number) => {
     const total = oldN + newN;
@@ -124,11 +154,21 @@ export function buildHandGrown(src: ModelConfig, srcArrays: Map<string, Float32A
   const ffnPos = spread(F, 5);
   const headPos = Array.from({ length: nh }, (_, j) => (j === 0 ? 0 : j + 1)); // new head at grown index 1
   const cfg = makeConfigLike(src, { hiddenSize: H2, intermediateSize: F2, numHeads: nh2, numLayers: L2, vocabSize: V2 });
-  const layerMap = Array.from({ length: L2 }, (_, l) => (l <= 0 ? { source: 0, inserted: false } : l === 1 ? { source: 0, inserted: true } : { source: l - 1, inserted: false }));
+  const layerMap = Array.from({ length: L2 }, (_, l) =>
+    l <= 0 ? { source: 0, inserted: false } : l === 1 ? { source: 0, inserted: true } : { source: l - 1, inserted: false },
+  );
   const arrays = new Map<string, Float32Array>();
   const random = (n: number) => Float32Array.from({ length: n }, () => 0.3 * rnd());
   // place old [rows, cols] into grown [rows2, cols2] with maps (undefined = identity)
-  const place = (old: Float32Array, rows: number, cols: number, rows2: number, cols2: number, rowMap: (r: number) => number, colMap: (c: number) => number) => {
+  const place = (
+    old: Float32Array,
+    rows: number,
+    cols: number,
+    rows2: number,
+    cols2: number,
+    rowMap: (r: number) => number,
+    colMap: (c: number) => number,
+  ) => {
     const out = random(rows2 * cols2);
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[rowMap(r) * cols2 + colMap(c)] = old[r * cols + c];
     return out;
@@ -144,8 +184,18 @@ export function buildHandGrown(src: ModelConfig, srcArrays: Map<string, Float32A
     const e = layerMap[l];
     const n = (role: Parameters<typeof tensorName>[0]) => tensorName(role, l);
     if (e.inserted) {
-      for (const [role, r, c] of [['input_norm', 1, H2], ['q', nh2 * hd, H2], ['k', hd, H2], ['v', hd, H2], ['o', H2, nh2 * hd],
-        ['post_norm', 1, H2], ['gate', F2, H2], ['up', F2, H2], ['down', H2, F2]] as const) arrays.set(n(role), random(r * c));
+      for (const [role, r, c] of [
+        ['input_norm', 1, H2],
+        ['q', nh2 * hd, H2],
+        ['k', hd, H2],
+        ['v', hd, H2],
+        ['o', H2, nh2 * hd],
+        ['post_norm', 1, H2],
+        ['gate', F2, H2],
+        ['up', F2, H2],
+        ['down', H2, F2],
+      ] as const)
+        arrays.set(n(role), random(r * c));
       continue;
     }
     const s = (role: Parameters<typeof tensorName>[0]) => get(tensorName(role, e.source));
@@ -155,9 +205,18 @@ export function buildHandGrown(src: ModelConfig, srcArrays: Map<string, Float32A
     arrays.set(n('k'), place(s('k'), hd, H, hd, H2, id, hp));
     arrays.set(n('v'), place(s('v'), hd, H, hd, H2, id, hp));
     arrays.set(n('o'), place(s('o'), H, nh * hd, H2, nh2 * hd, hp, headRow));
-    arrays.set(n('gate'), place(s('gate'), F, H, F2, H2, (f) => ffnPos[f], hp));
-    arrays.set(n('up'), place(s('up'), F, H, F2, H2, (f) => ffnPos[f], hp));
-    arrays.set(n('down'), place(s('down'), H, F, H2, F2, hp, (f) => ffnPos[f]));
+    arrays.set(
+      n('gate'),
+      place(s('gate'), F, H, F2, H2, (f) => ffnPos[f], hp),
+    );
+    arrays.set(
+      n('up'),
+      place(s('up'), F, H, F2, H2, (f) => ffnPos[f], hp),
+    );
+    arrays.set(
+      n('down'),
+      place(s('down'), H, F, H2, F2, hp, (f) => ffnPos[f]),
+    );
   }
   const hidden = new Float32Array(H2);
   for (const p of hiddenPos) hidden[p] = 1;
@@ -168,17 +227,30 @@ export function buildHandGrown(src: ModelConfig, srcArrays: Map<string, Float32A
   const vocab = new Float32Array(V2);
   vocab.fill(1, 0, V);
   const masks = {
-    hidden, vocab,
-    layers: layerMap.map((e) => (e.inserted
-      ? { heads: new Float32Array(nh2).fill(1), ffn: new Float32Array(F2).fill(1), residual: 0 }
-      : { heads: heads.slice(), ffn: ffn.slice(), residual: 1 })),
+    hidden,
+    vocab,
+    layers: layerMap.map((e) =>
+      e.inserted
+        ? { heads: new Float32Array(nh2).fill(1), ffn: new Float32Array(F2).fill(1), residual: 0 }
+        : { heads: heads.slice(), ffn: ffn.slice(), residual: 1 },
+    ),
   };
   return { cfg, arrays, masks, hiddenPos, layerMap };
 }
 
-function makeConfigLike(src: ModelConfig, p: { hiddenSize: number; intermediateSize: number; numHeads: number; numLayers: number; vocabSize: number }): ModelConfig {
+function makeConfigLike(
+  src: ModelConfig,
+  p: { hiddenSize: number; intermediateSize: number; numHeads: number; numLayers: number; vocabSize: number },
+): ModelConfig {
   return makeConfig({
-    ...p, numKvHeads: src.numKvHeads, headDim: src.headDim, rmsNormEps: src.rmsNormEps, ropeTheta: src.ropeTheta,
-    useMup: src.useMup, inputMult: src.inputMult, outputMult: src.outputMult, mupScaleFactor: src.mupScaleFactor,
+    ...p,
+    numKvHeads: src.numKvHeads,
+    headDim: src.headDim,
+    rmsNormEps: src.rmsNormEps,
+    ropeTheta: src.ropeTheta,
+    useMup: src.useMup,
+    inputMult: src.inputMult,
+    outputMult: src.outputMult,
+    mupScaleFactor: src.mupScaleFactor,
   });
 }

@@ -46,25 +46,37 @@ async function readAll(path: string): Promise<Map<string, { shape: number[]; dat
 /** max |a-b| / max |b| */
 function relDiff(a: Float32Array, b: Float32Array): number {
   expect(a.length).toBe(b.length);
-  let d = 0, m = 0;
+  let d = 0,
+    m = 0;
   for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(b[i])) { expect(a[i]).toBe(b[i]); continue; }
+    if (!Number.isFinite(b[i])) {
+      expect(a[i]).toBe(b[i]);
+      continue;
+    }
     d = Math.max(d, Math.abs(a[i] - b[i]));
     m = Math.max(m, Math.abs(b[i]));
   }
   return d / m;
 }
 
-async function torchForward(dir: string, idsFile: string, extra: string[] = []): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
+async function torchForward(
+  dir: string,
+  idsFile: string,
+  extra: string[] = [],
+): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
   const out = join(root, `fwd-${Math.random().toString(36).slice(2)}.safetensors`);
-  const r = await runTorchModule('flm_grow_torch.forward', [dir, '--input', idsFile, '--output', out, ...extra], { capture: true });
+  const r = await runTorchModule('flm_grow_torch.forward', [dir, '--input', idsFile, '--output', out, ...extra], {
+    capture: true,
+  });
   expect(r.code, r.stderr).toBe(0);
   return readAll(out);
 }
 
 async function writeIds(path: string, ids: number[][]): Promise<void> {
   const flat = new Int32Array(ids.flat());
-  await writeSafetensors(path, [{ name: 'input_ids', dtype: 'I32', shape: [ids.length, ids[0].length], data: new Uint8Array(flat.buffer) }]);
+  await writeSafetensors(path, [
+    { name: 'input_ids', dtype: 'I32', shape: [ids.length, ids[0].length], data: new Uint8Array(flat.buffer) },
+  ]);
 }
 
 async function stepsOf(metricsFile: string): Promise<StepMetrics[]> {
@@ -73,7 +85,11 @@ async function stepsOf(metricsFile: string): Promise<StepMetrics[]> {
 
 describe('torch interpreter discovery', () => {
   it('tries $FLM_GROW_PYTHON, then python3, then /usr/bin/python3', () => {
-    expect(pythonCandidates({ FLM_GROW_PYTHON: '/opt/py/bin/python' })).toEqual(['/opt/py/bin/python', 'python3', '/usr/bin/python3']);
+    expect(pythonCandidates({ FLM_GROW_PYTHON: '/opt/py/bin/python' })).toEqual([
+      '/opt/py/bin/python',
+      'python3',
+      '/usr/bin/python3',
+    ]);
     expect(pythonCandidates({})).toEqual(['python3', '/usr/bin/python3']);
   });
 });
@@ -85,28 +101,55 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     root = mkdtempSync(join(tmpdir(), 'flm-torch-test-'));
     // a tiny grown model with GQA (2 KV heads for 4 query heads) and µP multipliers
     const src = join(root, 'src');
-    await writeRandomInit(src, initConfig({
-      hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8,
-      vocab_size: 256, max_position_embeddings: 64, use_mup: true, input_mult: 1.5, output_mult: 0.5, mup_scale_factor: 4,
-    }), { seed: 4, std: 0.1 });
+    await writeRandomInit(
+      src,
+      initConfig({
+        hidden_size: 16,
+        intermediate_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        vocab_size: 256,
+        max_position_embeddings: 64,
+        use_mup: true,
+        input_mult: 1.5,
+        output_mult: 0.5,
+        mup_scale_factor: 4,
+      }),
+      { seed: 4, std: 0.1 },
+    );
     grown = join(root, 'grown');
-    await growCheckpoint(src, grown, parsePlan({
-      targets: { hidden_size: 24, intermediate_size: 48, num_attention_heads: 6, num_key_value_heads: 3, num_hidden_layers: 3 },
-      mode: 'masked', placement: { method: 'explicit', positions: [0] }, seed: 3, anneal_steps: 30,
-    }), { quiet: true });
+    await growCheckpoint(
+      src,
+      grown,
+      parsePlan({
+        targets: { hidden_size: 24, intermediate_size: 48, num_attention_heads: 6, num_key_value_heads: 3, num_hidden_layers: 3 },
+        mode: 'masked',
+        placement: { method: 'explicit', positions: [0] },
+        seed: 3,
+        anneal_steps: 30,
+      }),
+      { quiet: true },
+    );
   });
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-  it.each([['llama-tiny-f32', 'f32'], ['llama-tiny-bf16', 'bf16']])('%s: logits and every hidden state equal transformers\' (≤1e-4 relative)', async (name, ifd) => {
+  it.each([
+    ['llama-tiny-f32', 'f32'],
+    ['llama-tiny-bf16', 'bf16'],
+  ])("%s: logits and every hidden state equal transformers' (≤1e-4 relative)", async (name, ifd) => {
     const ref = await readAll(join(FIX, name, 'reference.safetensors'));
     const got = await torchForward(join(FIX, name), join(FIX, name, 'reference.safetensors'), ['--inv-freq-dtype', ifd]);
-    const diffs = [...ref.keys()].filter((k) => k !== 'input_ids').map((k) => [k, relDiff(got.get(k)?.data ?? new Float32Array(), ref.get(k)?.data ?? new Float32Array())] as const);
+    const diffs = [...ref.keys()]
+      .filter((k) => k !== 'input_ids')
+      .map((k) => [k, relDiff(got.get(k)?.data ?? new Float32Array(), ref.get(k)?.data ?? new Float32Array())] as const);
     console.log(`torch vs transformers ${name}: max rel diff ${Math.max(...diffs.map((d) => d[1])).toExponential(2)}`);
     expect(diffs.length).toBe(6); // logits + hidden_states.0..4
     for (const [k, d] of diffs) expect(d, k).toBeLessThan(1e-4);
   });
 
-  it.each([[0], [0.5]])('grown checkpoint, masks at %s: equals flm-grow\'s masked model (logits, hidden states)', async (c) => {
+  it.each([[0], [0.5]])("grown checkpoint, masks at %s: equals flm-grow's masked model (logits, hidden states)", async (c) => {
     let dir = grown;
     if (c !== 0) {
       dir = join(root, `grown-${c}`);
@@ -125,18 +168,55 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     await ck.close();
     const got = await torchForward(dir, idsFile);
     expect(relDiff(got.get('logits')?.data ?? new Float32Array(), ref.logits)).toBeLessThan(1e-4);
-    (ref.hidden ?? []).forEach((h, n) => expect(relDiff(got.get(`hidden_states.${n}`)?.data ?? new Float32Array(), h), `hidden ${n}`).toBeLessThan(1e-4));
+    (ref.hidden ?? []).forEach((h, n) =>
+      expect(relDiff(got.get(`hidden_states.${n}`)?.data ?? new Float32Array(), h), `hidden ${n}`).toBeLessThan(1e-4),
+    );
   });
 
-  const common = ['--steps', '20', '--batch-size', '4', '--seq-len', '16', '--lr', '3e-3', '--warmup-steps', '3', '--eval-every', '10', '--seed', '5', '--quiet', '--threads', '1'];
+  const common = [
+    '--steps',
+    '20',
+    '--batch-size',
+    '4',
+    '--seq-len',
+    '16',
+    '--lr',
+    '3e-3',
+    '--warmup-steps',
+    '3',
+    '--eval-every',
+    '10',
+    '--seed',
+    '5',
+    '--quiet',
+    '--threads',
+    '1',
+  ];
 
-  it('20 steps equal flm-grow train\'s: losses (≤1e-3 rel), mask values, masks file; DDP on 2 processes; resume', async () => {
+  it("20 steps equal flm-grow train's: losses (≤1e-3 rel), mask values, masks file; DDP on 2 processes; resume", async () => {
     const tsOut = join(root, 'ts-run');
-    await train({ checkpoint: grown, data: CORPUS, out: tsOut, steps: 20, batchSize: 4, seqLen: 16, lr: 3e-3, warmupSteps: 3, evalEvery: 10, seed: 5, quiet: true, log: () => undefined, backend: 'wasm' });
+    await train({
+      checkpoint: grown,
+      data: CORPUS,
+      out: tsOut,
+      steps: 20,
+      batchSize: 4,
+      seqLen: 16,
+      lr: 3e-3,
+      warmupSteps: 3,
+      evalEvery: 10,
+      seed: 5,
+      quiet: true,
+      log: () => undefined,
+      backend: 'wasm',
+    });
     const pyOut = join(root, 'py-run');
-    const r = await runTorchModule('flm_grow_torch.train', [grown, '--data', CORPUS, '--out', pyOut, ...common], { capture: true });
+    const r = await runTorchModule('flm_grow_torch.train', [grown, '--data', CORPUS, '--out', pyOut, ...common], {
+      capture: true,
+    });
     expect(r.code, r.stderr).toBe(0);
-    const a = await stepsOf(join(tsOut, 'metrics.jsonl')), b = await stepsOf(join(pyOut, 'metrics.jsonl'));
+    const a = await stepsOf(join(tsOut, 'metrics.jsonl')),
+      b = await stepsOf(join(pyOut, 'metrics.jsonl'));
     expect(b.map((m) => m.step)).toEqual(a.map((m) => m.step));
     const rel = a.map((m, i) => Math.abs(b[i].loss - m.loss) / Math.abs(m.loss));
     console.log(`torch vs tfjs trainer, 20 steps: max rel loss diff ${Math.max(...rel).toExponential(2)}`);
@@ -149,20 +229,48 @@ describe.skipIf(torch === undefined)('torch engine', () => {
       if (m.evalLoss !== undefined) expect(Math.abs((b[i].evalLoss as number) - m.evalLoss) / m.evalLoss).toBeLessThan(1e-3);
     });
     // mid-annealing (20 of 30 steps): both engines store the same f32 mask values
-    const ma = readFileSync(join(tsOut, 'checkpoint-000020', MASKS_FILE)), mb = readFileSync(join(pyOut, 'checkpoint-000020', MASKS_FILE));
+    const ma = readFileSync(join(tsOut, 'checkpoint-000020', MASKS_FILE)),
+      mb = readFileSync(join(pyOut, 'checkpoint-000020', MASKS_FILE));
     expect(Buffer.compare(ma, mb)).toBe(0);
     // the torch checkpoint is one flm-grow reads: its tfjs loss model opens it and continues
-    const cont = await train({ checkpoint: join(pyOut, 'checkpoint-000020'), data: CORPUS, out: join(root, 'ts-cont'), steps: 1, batchSize: 4, seqLen: 16, seed: 5, quiet: true, log: () => undefined, backend: 'wasm' });
+    const cont = await train({
+      checkpoint: join(pyOut, 'checkpoint-000020'),
+      data: CORPUS,
+      out: join(root, 'ts-cont'),
+      steps: 1,
+      batchSize: 4,
+      seqLen: 16,
+      seed: 5,
+      quiet: true,
+      log: () => undefined,
+      backend: 'wasm',
+    });
     expect(cont.startStep).toBe(20);
 
     // the same run driven through flm-grow (train --engine torch): result mapped back
-    const viaCli = await trainWithEngine({ checkpoint: grown, data: CORPUS, out: join(root, 'engine-run'), steps: 2, batchSize: 4, seqLen: 16, seed: 5, quiet: true }, { engine: 'torch' });
+    const viaCli = await trainWithEngine(
+      {
+        checkpoint: grown,
+        data: CORPUS,
+        out: join(root, 'engine-run'),
+        steps: 2,
+        batchSize: 4,
+        seqLen: 16,
+        seed: 5,
+        quiet: true,
+      },
+      { engine: 'torch' },
+    );
     expect([viaCli.startStep, viaCli.step, viaCli.losses.length]).toEqual([0, 2, 2]);
     expect(viaCli.masksAllOne).toBe(false);
 
     // 2 processes (gloo, torchrun's environment via flm_grow_torch.launch), same global batch: same losses
     const ddpOut = join(root, 'ddp-run');
-    const d = await runTorchModule('flm_grow_torch.train', [grown, '--data', CORPUS, '--out', ddpOut, ...common], { capture: true, nproc: 2, env: { OMP_NUM_THREADS: '1' } });
+    const d = await runTorchModule('flm_grow_torch.train', [grown, '--data', CORPUS, '--out', ddpOut, ...common], {
+      capture: true,
+      nproc: 2,
+      env: { OMP_NUM_THREADS: '1' },
+    });
     expect(d.code, d.stderr).toBe(0);
     const c2 = await stepsOf(join(ddpOut, 'metrics.jsonl'));
     const relDdp = b.map((m, i) => Math.abs(c2[i].loss - m.loss) / Math.abs(m.loss));
