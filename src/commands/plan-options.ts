@@ -3,7 +3,7 @@
  * kebab-case (`--hidden-size` <-> `targets.hidden_size`); --plan FILE first, flags win.
  */
 import type { Argv } from 'yargs';
-import { shared, spec } from './options.ts';
+import { SELECTION_OPTIONS, shared, spec } from './options.ts';
 
 const T = "Targets (override the plan's targets.*):";
 const G = 'Growth:';
@@ -12,16 +12,7 @@ const L = 'Layers and calibration:';
 export function withPlanOptions<T>(y: Argv<T>): Argv<T> {
   const withShared = shared(
     y.option('plan', { type: 'string', describe: 'growth plan JSON (growth-plans/*.json); the flags below override it' }),
-    [
-      'seed',
-      'calibration-tokens',
-      'calibration-seq',
-      'calibration-seed',
-      'calibration-file',
-      'calibration-text',
-      'metric',
-      'order',
-    ],
+    ['seed', ...SELECTION_OPTIONS],
     {
       seed: { group: G, describe: 'seed of new random weights (plan key: seed)' },
       'calibration-tokens': { group: L },

@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import type { BackendName } from '../backend.ts';
 import { PlanError } from '../errors.ts';
 import { countProblem, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
-import { deprecatedAlias, shared, spec } from './options.ts';
+import { deprecatedAlias, SELECTION_OPTIONS, shared, spec } from './options.ts';
 import { emit, plural } from './format.ts';
 import { progressBars } from './progress.ts';
 
@@ -18,19 +18,7 @@ export const selectLayersCommand: CommandModule = {
             'count',
             spec('count', 'number', { describe: 'how many layers to pick (default: a quarter of the layers, as 64 -> 80)' }),
           ),
-        [
-          'json',
-          'quiet',
-          'backend',
-          'seed',
-          'calibration-tokens',
-          'calibration-seq',
-          'calibration-seed',
-          'calibration-file',
-          'calibration-text',
-          'metric',
-          'order',
-        ],
+        ['json', 'quiet', 'backend', 'seed', ...SELECTION_OPTIONS],
         {
           backend: { default: 'auto' },
           metric: { default: 'cosine' },
