@@ -133,6 +133,12 @@ function report(e: unknown): number {
   return 3;
 }
 
+// `flm-grow inspect ... | head`: the reader left, which is not an error of ours (as cat or ls)
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 main(process.argv.slice(2)).catch((e: unknown) => {
   process.exitCode = report(e);
 });
