@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { shared } from './options.ts';
-import { bytesLabel, emit, plural, secondsLabel } from './format.ts';
+import { bytesLabel, emit, plural, secondsLabel } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 
 export const assembleCommand: CommandModule = {

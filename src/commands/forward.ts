@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { FlmGrowError, ModelInputError } from '../errors.ts';
 import { shared, spec } from './options.ts';
-import { emit, plural } from './format.ts';
+import { emit, plural } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 import type { BackendName } from '../backend.ts';
 

@@ -3,7 +3,7 @@ import { FlmGrowError } from '../errors.ts';
 import type { BackendName } from '../backend.ts';
 import { shared } from './options.ts';
 import { withPlanOptions } from './plan-options.ts';
-import { bytesLabel, countLabel, emit, secondsLabel } from './format.ts';
+import { bytesLabel, countLabel, emit, secondsLabel } from '../util/format.ts';
 import { progressBars } from './progress.ts';
 
 /** "i/n" (1-based part i of n) for --part. */

@@ -7,7 +7,7 @@ import type { ModelConfig } from '../config.ts';
 import { FlmGrowError } from '../errors.ts';
 import { groupsBelowOne, MASKS_FILE, type MaskSet } from '../masks.ts';
 import { MANIFEST_FILE, type GrowManifest, type Manifest } from '../manifest.ts';
-import { bytesLabel, countLabel, plural } from './format.ts';
+import { bytesLabel, countLabel, plural } from '../util/format.ts';
 
 export interface InspectReport {
   checkpoint: string;

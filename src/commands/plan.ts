@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import type { PlanReport } from '../growth/plan-report.ts';
 import { shared } from './options.ts';
 import { withPlanOptions } from './plan-options.ts';
-import { bytesLabel, countLabel, emit, plural } from './format.ts';
+import { bytesLabel, countLabel, emit, plural } from '../util/format.ts';
 
 export function formatPlanReport(r: PlanReport): string {
   const s = r.source;

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import type { PlotSeries } from '../plot.ts';
 import { shared } from './options.ts';
-import { emit } from './format.ts';
+import { emit } from '../util/format.ts';
 
 export const plotCommand: CommandModule = {
   command: 'plot <metrics..>',

@@ -6,7 +6,7 @@
  */
 import cliProgress from 'cli-progress';
 import { noProgress as noop, type Progress, type ProgressFactory } from '../util/progress.ts';
-import { bytesLabel } from './format.ts';
+import { bytesLabel } from '../util/format.ts';
 
 export type { Progress };
 export { bytesLabel };

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { shared } from './options.ts';
-import { emit } from './format.ts';
+import { emit } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 
 export const runCommand: CommandModule = {

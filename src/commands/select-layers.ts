@@ -3,7 +3,7 @@ import type { BackendName } from '../backend.ts';
 import { PlanError } from '../errors.ts';
 import { countProblem, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
 import { deprecatedAlias, SELECTION_OPTIONS, shared, spec } from './options.ts';
-import { emit, plural } from './format.ts';
+import { emit, plural } from '../util/format.ts';
 import { progressBars } from './progress.ts';
 
 export const selectLayersCommand: CommandModule = {

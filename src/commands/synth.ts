@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { shared, spec } from './options.ts';
-import { bytesLabel, countLabel, emit, plural } from './format.ts';
+import { bytesLabel, countLabel, emit, plural } from '../util/format.ts';
 import { progressBars } from './progress.ts';
 
 /** The stages synth knows (checked against synth.ts's STAGE_NAMES by test/cli/options.test.ts). */

@@ -5,7 +5,7 @@ import type { StepMetrics } from '../train/metrics.ts';
 import { LR_SCHEDULE_KINDS, type LrScheduleKind } from '../train/lr-schedule.ts';
 import type { Progress, ProgressFactory } from '../util/progress.ts';
 import { shared, spec } from './options.ts';
-import { countLabel, emit } from './format.ts';
+import { countLabel, emit } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 
 const n = (name: string, describe: string, def?: number) =>

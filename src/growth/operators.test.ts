@@ -10,7 +10,8 @@ import { queryHeadMap, zeroModeNorm } from './operators.ts';
 import { buildLayerMap, grownBoundary, pickLayers } from './depth.ts';
 import { layerDistance } from './distance.ts';
 import { applyPlanFlags, defaultPlan, parsePlan, readPlanFile, resolveTarget } from './plan.ts';
-import { formatParams, planReport } from './plan-report.ts';
+import { planReport } from './plan-report.ts';
+import { countLabel } from '../util/format.ts';
 import { growMomentTensor } from './moments.ts';
 import { buildLayout } from './layout.ts';
 
@@ -162,7 +163,7 @@ describe('plans', () => {
     });
     const r2 = planReport(c52, readPlanFile(join(PLANS, 'tele-flm-52b-to-102b.json')));
     expect(r2.parameters).toBe(parameterCount({ ...c102 }));
-    expect(formatParams(r2.parameters)).toBe('102.20 B');
+    expect(countLabel(r2.parameters)).toBe('102.20 B');
     expect(r2.outputBytes).toBe(2 * r2.parameters);
   });
   it('tiny analogues keep the Tele-FLM ratios', () => {

@@ -14,6 +14,7 @@ import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from 
 import { DEFAULT_BLOCK_BYTES } from './produce.ts';
 import { streamedForwardPeakBytes } from '../model/streaming.ts';
 import { describeCalibration } from './select-layers.ts';
+import { countLabel } from '../util/format.ts';
 
 export interface TensorPlanLine {
   name: string;
@@ -56,14 +57,6 @@ export interface PlanReport {
   zeroModeNote: string | undefined;
   schedule: ResolvedTarget['schedule'];
   tensors: TensorPlanLine[];
-}
-
-/** 1083735154688 -> "1,083.74 B"; 281e6 -> "281.2 M". */
-export function formatParams(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })} B`;
-  if (n >= 1e6) return `${(n / 1e6).toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 })} M`;
-  if (n >= 1e3) return `${(n / 1e3).toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 })} K`;
-  return String(n);
 }
 
 /** RSS of the grow process before any tensor (node, tsx, the hashing worker), measured. */
@@ -196,7 +189,7 @@ export function planReport(
     },
     targetConfig: configToJson(target),
     parameters: params,
-    parametersLabel: formatParams(params),
+    parametersLabel: countLabel(params),
     dtype,
     outputBytes,
     shards: shards.length,

@@ -43,7 +43,3 @@ export function estimateTrainMemory(cfg: ModelConfig, batchSize: number, seqLen:
     total: 4 * weights + Math.max(0, tape) + activations,
   };
 }
-
-export function formatBytes(n: number): string {
-  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : `${(n / 2 ** 20).toFixed(0)} MiB`;
-}

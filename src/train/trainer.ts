@@ -44,7 +44,8 @@ import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import { checkMaskedIds, checkVocab, tokenDtypeForPath, TokenDataset, type Batch } from './data.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
-import { estimateTrainMemory, formatBytes, WASM_HEAP_LIMIT } from './memory.ts';
+import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
+import { bytesLabel } from '../util/format.ts';
 import { AdamW } from './adamw.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
 import {
@@ -512,8 +513,8 @@ async function openRun(
   if (tf.getBackend() === 'wasm' && mem.total > 0.9 * WASM_HEAP_LIMIT) {
     throw new TrainError(
       'TooLargeForTfjs',
-      `${dir}: one training step needs about ${formatBytes(mem.total)} (weights ${formatBytes(mem.weights)}, AdamW moments ${formatBytes(mem.optimizer)}, ` +
-        `gradients ${formatBytes(mem.gradients)}, activations and autodiff tape ${formatBytes(mem.activations)}); the wasm backend's heap stops at ${formatBytes(WASM_HEAP_LIMIT)}. ` +
+      `${dir}: one training step needs about ${bytesLabel(mem.total)} (weights ${bytesLabel(mem.weights)}, AdamW moments ${bytesLabel(mem.optimizer)}, ` +
+        `gradients ${bytesLabel(mem.gradients)}, activations and autodiff tape ${bytesLabel(mem.activations)}); the wasm backend's heap stops at ${bytesLabel(WASM_HEAP_LIMIT)}. ` +
         'Train it with the torch engine: flm-grow train --engine torch (needs a Python with torch), or use a smaller --batch-size/--seq-len.',
     );
   }

@@ -12,7 +12,7 @@ import { commands, COMMAND_NAMES } from '../../src/commands/index.ts';
 import { BACKEND_CHOICES, COMMAND_OPTIONS, ENGINE_CHOICES, SHARED_OPTIONS, suggest } from '../../src/commands/options.ts';
 import { FAMILY_CHOICES, STAGE_CHOICES } from '../../src/commands/synth.ts';
 import { DEFAULT_TOLERANCE } from '../../src/commands/verify.ts';
-import { countLabel, plural } from '../../src/commands/format.ts';
+import { countLabel, plural } from '../../src/util/format.ts';
 import { configToJson, parseConfig } from '../../src/config.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
