@@ -10,7 +10,6 @@ import { isInside } from '../checkpoint/paths.ts';
 import { expectedTensors } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
-import { writeFileAtomic } from '../checkpoint/atomic.ts';
 import { float32ToBytes } from '../util/dtype.ts';
 import {
   MANIFEST_FILE,
@@ -20,7 +19,6 @@ import {
   type Manifest,
   type ManifestDraft,
 } from '../manifest.ts';
-import { sha256File } from '../util/hash.ts';
 import { MASKS_FILE, writeMasks, type MaskSet } from '../masks.ts';
 import { TrainError } from '../errors.ts';
 import { OPTIMIZER_FILE, writeOptimizerState, type OptimizerState } from '../checkpoint/optimizer-state.ts';
@@ -33,13 +31,13 @@ export function checkpointDirName(step: number): string {
   return `${CHECKPOINT_PREFIX}${String(step).padStart(6, '0')}`;
 }
 
-/** Write a manifest with the sha256 of every other file in `dir`, via a temporary file. */
-export async function writeManifestLast(dir: string, m: ManifestDraft): Promise<Manifest> {
-  const files: Record<string, string> = {};
-  for (const f of readdirSync(dir).sort())
-    if (f !== MANIFEST_FILE && !f.startsWith('.')) files[f] = await sha256File(join(dir, f));
-  const full: Manifest = { ...m, files };
-  await writeFileAtomic(join(dir, MANIFEST_FILE), JSON.stringify(full, null, 2) + '\n');
+/**
+ * Close the writer's files and write the manifest inside its temporary folder, with the sha256
+ * the writer took of every file as it wrote it (nothing is read back from disk).
+ */
+export async function finishWithManifest(w: CheckpointWriter, m: ManifestDraft): Promise<Manifest> {
+  const full = { ...m, files: await w.finish() } as Manifest;
+  await w.writeSideFile(MANIFEST_FILE, JSON.stringify(full, null, 2) + '\n');
   return full;
 }
 
@@ -68,16 +66,19 @@ export async function saveCheckpoint(a: SaveCheckpointArgs): Promise<void> {
   try {
     for (const t of tensors) await w.writeTensor(t.name, float32ToBytes(a.weights.get(t.name) as Float32Array, 'F32'));
     await w.writeSideFile('config.json', JSON.stringify(configToJson({ ...a.cfg, dtype: 'F32' }), null, 2) + '\n');
-    if (a.masks !== undefined) await writeMasks(w.path(MASKS_FILE), a.masks);
+    if (a.masks !== undefined) {
+      await writeMasks(w.path(MASKS_FILE), a.masks);
+      await w.recordFile(MASKS_FILE);
+    }
     await writeOptimizerState(w.path(OPTIMIZER_FILE), new Map(tensors.map((t) => [t.name, t.shape])), a.optimizer);
+    await w.recordFile(OPTIMIZER_FILE);
     if (a.sideFilesFrom !== undefined) {
       for (const f of readdirSync(a.sideFilesFrom))
         if (SIDE_FILE_PATTERN.test(f)) await w.copySideFile(join(a.sideFilesFrom, f), f);
     }
     // the manifest goes into the temporary folder too: a save that fails at any point (a full
     // disk while hashing or writing it) never leaves checkpoint-N/ under its final name
-    await w.finish();
-    await writeManifestLast(w.path('.'), a.manifest);
+    await finishWithManifest(w, a.manifest);
     await w.commit();
   } catch (e) {
     await w.abort();

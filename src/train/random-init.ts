@@ -9,7 +9,7 @@ import { configToJson, makeConfig, parseConfig, type ModelConfig } from '../conf
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import { float32ToBytes } from '../util/dtype.ts';
 import { MANIFEST_FORMAT, TOOL_VERSION } from '../manifest.ts';
-import { writeManifestLast } from './checkpointing.ts';
+import { finishWithManifest } from './checkpointing.ts';
 import { defaultInitStd, NormalStream } from '../util/init.ts';
 
 import { dirname } from 'node:path';
@@ -51,8 +51,7 @@ export async function writeRandomInit(dir: string, cfg: ModelConfig, opts: Rando
     }
     await w.writeSideFile('config.json', JSON.stringify(configToJson({ ...cfg, dtype: 'F32' }), null, 2) + '\n');
     // the manifest goes in before the rename, so the folder appears complete or not at all
-    await w.finish();
-    await writeManifestLast(w.path('.'), {
+    await finishWithManifest(w, {
       format: MANIFEST_FORMAT,
       kind: 'synth',
       created: new Date().toISOString(),
