@@ -9,23 +9,14 @@ import { growCheckpoint } from './growth/grow.ts';
 import { bakeCheckpoint } from './growth/bake.ts';
 import { parsePlan } from './growth/plan.ts';
 import { train } from './train/trainer.ts';
-import { initConfig, writeRandomInit } from './train/random-init.ts';
+import { writeRandomInit } from './train/random-init.ts';
 import { CheckpointFolder } from './checkpoint-folder.ts';
+import { tinyByteConfig } from '../test/support/model.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'flm-manifest-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 const CORPUS = join(import.meta.dirname, '../fixtures/corpus/fortunes.txt');
-const tinyCfg = () =>
-  initConfig({
-    hidden_size: 16,
-    intermediate_size: 32,
-    num_hidden_layers: 2,
-    num_attention_heads: 2,
-    num_key_value_heads: 2,
-    head_dim: 8,
-    vocab_size: 256,
-    max_position_embeddings: 64,
-  });
+const tinyCfg = () => tinyByteConfig();
 
 const common = { format: MANIFEST_FORMAT, created: '2026-01-01T00:00:00Z', tool: { name: 'flm-grow', version: '0' }, files: {} };
 const trainExtra = {

@@ -7,6 +7,7 @@ import { FlmGrowError } from './errors.ts';
 import { readManifest } from './manifest.ts';
 import { formatLossTable, readPipelineFile, runPipeline } from './pipeline.ts';
 import { partitionMetrics, readMetrics } from './train/metrics.ts';
+import { TINY_BYTE_CONFIG } from '../test/support/model.ts';
 
 let root: string;
 const CORPUS = resolve(import.meta.dirname, '../fixtures/corpus/fortunes.txt');
@@ -34,16 +35,7 @@ function writePipeline(dir: string): string {
         {
           name: 'init',
           init: {
-            config: {
-              hidden_size: 16,
-              intermediate_size: 32,
-              num_hidden_layers: 2,
-              num_attention_heads: 2,
-              num_key_value_heads: 2,
-              head_dim: 8,
-              vocab_size: 256,
-              max_position_embeddings: 32,
-            },
+            config: { ...TINY_BYTE_CONFIG, max_position_embeddings: 32 },
           },
         },
         { name: 'small', train: { steps: 5 } },

@@ -27,23 +27,14 @@ import {
 } from './trainer.ts';
 import { disposeMaskTensors } from '../model/llama.ts';
 import { TrainError } from '../errors.ts';
+import { tinyByteConfig } from '../../test/support/model.ts';
 
 let root: string;
 const CORPUS = join(import.meta.dirname, '../../fixtures/corpus/fortunes.txt');
 const quiet = { quiet: true, log: () => undefined, backend: 'wasm' as const };
 
 /** Byte-vocab tiny model (fortunes.txt is byte-tokenized). */
-const tinyCfg = () =>
-  initConfig({
-    hidden_size: 16,
-    intermediate_size: 32,
-    num_hidden_layers: 2,
-    num_attention_heads: 2,
-    num_key_value_heads: 2,
-    head_dim: 8,
-    vocab_size: 256,
-    max_position_embeddings: 64,
-  });
+const tinyCfg = () => tinyByteConfig();
 
 const growPlan = (mode: 'masked' | 'zero', anneal = 4) =>
   parsePlan({

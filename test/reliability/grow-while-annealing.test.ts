@@ -7,12 +7,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { join } from 'node:path';
-import { makeTempDir } from '../support/model.ts';
+import { makeTempDir, tinyByteConfig } from '../support/model.ts';
 import { initBackend } from '../../src/backend.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { bakeCheckpoint } from '../../src/growth/bake.ts';
 import { parsePlan } from '../../src/growth/plan.ts';
-import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
+import { writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
 import { annealingEndStep } from '../../src/train/mask-schedule.ts';
 import { readManifest } from '../../src/manifest.ts';
@@ -30,20 +30,7 @@ let base: string;
 beforeAll(async () => {
   await initBackend('wasm');
   base = join(tmp.dir, 'base');
-  await writeRandomInit(
-    base,
-    initConfig({
-      hidden_size: 16,
-      intermediate_size: 32,
-      num_hidden_layers: 2,
-      num_attention_heads: 2,
-      num_key_value_heads: 2,
-      head_dim: 8,
-      vocab_size: 256,
-      max_position_embeddings: 64,
-    }),
-    { seed: 5 },
-  );
+  await writeRandomInit(base, tinyByteConfig(), { seed: 5 });
 });
 
 const ANNEAL1 = 6;

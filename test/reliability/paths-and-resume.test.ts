@@ -8,7 +8,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, s
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { ArgumentsCamelCase } from 'yargs';
-import { makeTempDir } from '../support/model.ts';
+import { makeTempDir, tinyByteConfig } from '../support/model.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { bakeCheckpoint } from '../../src/growth/bake.ts';
 import { parsePlan, type GrowthPlan } from '../../src/growth/plan.ts';
@@ -16,7 +16,7 @@ import { assembleParts } from '../../src/split.ts';
 import { AtomicDir, TMP_PREFIX } from '../../src/checkpoint/atomic.ts';
 import { forwardCommand } from '../../src/commands/forward.ts';
 import { initBackend } from '../../src/backend.ts';
-import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
+import { writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
 import { MANIFEST_FILE } from '../../src/manifest.ts';
 
@@ -268,16 +268,7 @@ describe('interrupted runs', () => {
 
 /** Byte-vocab tiny model (fortunes.txt is byte-tokenized). */
 function tinyCfg() {
-  return initConfig({
-    hidden_size: 16,
-    intermediate_size: 32,
-    num_hidden_layers: 2,
-    num_attention_heads: 2,
-    num_key_value_heads: 2,
-    head_dim: 8,
-    vocab_size: 256,
-    max_position_embeddings: 64,
-  });
+  return tinyByteConfig();
 }
 const trainArgs = {
   quiet: true,

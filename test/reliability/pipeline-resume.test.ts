@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { makeTempDir } from '../support/model.ts';
+import { makeTempDir, TINY_BYTE_CONFIG } from '../support/model.ts';
 import { initBackend } from '../../src/backend.ts';
 import { runPipeline } from '../../src/pipeline.ts';
 import { readManifest, type TrainManifest } from '../../src/manifest.ts';
@@ -38,16 +38,7 @@ function writePipeline(): string {
         {
           name: 'init',
           init: {
-            config: {
-              hidden_size: 16,
-              intermediate_size: 32,
-              num_hidden_layers: 2,
-              num_attention_heads: 2,
-              num_key_value_heads: 2,
-              head_dim: 8,
-              vocab_size: 256,
-              max_position_embeddings: 32,
-            },
+            config: { ...TINY_BYTE_CONFIG, max_position_embeddings: 32 },
           },
         },
         { name: 'train', train: { steps: STEPS } },

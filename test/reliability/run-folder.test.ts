@@ -6,9 +6,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTempDir } from '../support/model.ts';
+import { makeTempDir, tinyByteConfig } from '../support/model.ts';
 import { initBackend } from '../../src/backend.ts';
-import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
+import { writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
 import { trainWithEngine } from '../../src/train/engine.ts';
 import { listCheckpoints } from '../../src/train/checkpointing.ts';
@@ -19,17 +19,7 @@ const CORPUS = join(import.meta.dirname, '../../fixtures/corpus/fortunes.txt');
 const tmp = makeTempDir('flm-grow-run-folder-');
 afterAll(() => tmp.cleanup());
 const quiet = { quiet: true, log: () => undefined, backend: 'wasm' as const };
-const tinyCfg = () =>
-  initConfig({
-    hidden_size: 16,
-    intermediate_size: 32,
-    num_hidden_layers: 1,
-    num_attention_heads: 2,
-    num_key_value_heads: 2,
-    head_dim: 8,
-    vocab_size: 256,
-    max_position_embeddings: 64,
-  });
+const tinyCfg = () => tinyByteConfig({ num_hidden_layers: 1 });
 let init: string;
 const common = () => ({ ...quiet, checkpoint: init, data: CORPUS, batchSize: 2, seqLen: 8, lr: 3e-3 });
 

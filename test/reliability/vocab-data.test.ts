@@ -6,28 +6,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTempDir } from '../support/model.ts';
+import { makeTempDir, tinyByteConfig } from '../support/model.ts';
 import { initBackend } from '../../src/backend.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { parsePlan } from '../../src/growth/plan.ts';
-import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
+import { writeRandomInit } from '../../src/train/random-init.ts';
 import { MAX_LOSS, train } from '../../src/train/trainer.ts';
 import { checkVocab, TokenDataset } from '../../src/train/data.ts';
 
 const tmp = makeTempDir('flm-grow-vocab-data-');
 afterAll(() => tmp.cleanup());
 const quiet = { quiet: true, log: () => undefined, backend: 'wasm' as const };
-const cfg = () =>
-  initConfig({
-    hidden_size: 16,
-    intermediate_size: 32,
-    num_hidden_layers: 1,
-    num_attention_heads: 2,
-    num_key_value_heads: 2,
-    head_dim: 8,
-    vocab_size: 256,
-    max_position_embeddings: 64,
-  });
+const cfg = () => tinyByteConfig({ num_hidden_layers: 1 });
 const u16 = (ids: number[]): string => {
   const p = join(tmp.dir, `ids-${ids.length}-${ids[ids.length - 1]}.u16`);
   writeFileSync(p, new Uint8Array(Uint16Array.from(ids).buffer));

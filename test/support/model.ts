@@ -12,6 +12,24 @@ import { CheckpointWriter } from '../../src/checkpoint/checkpoint-writer.ts';
 import { float32ToBytes, roundToDtype, type DType } from '../../src/util/dtype.ts';
 import { mulberry32 } from '../../src/util/random.ts';
 import { LAYER_FIELDS, type LlamaWeights } from '../../src/model/llama.ts';
+import { initConfig } from '../../src/train/random-init.ts';
+
+/** The tiny byte-vocabulary model of the training tests (fortunes.txt is byte-tokenized), in config.json keys. */
+export const TINY_BYTE_CONFIG = {
+  hidden_size: 16,
+  intermediate_size: 32,
+  num_hidden_layers: 2,
+  num_attention_heads: 2,
+  num_key_value_heads: 2,
+  head_dim: 8,
+  vocab_size: 256,
+  max_position_embeddings: 64,
+};
+
+/** TINY_BYTE_CONFIG as a ModelConfig, with `over` (config.json keys) changed. */
+export function tinyByteConfig(over: Record<string, unknown> = {}): ModelConfig {
+  return initConfig({ ...TINY_BYTE_CONFIG, ...over });
+}
 
 export function makeTempDir(prefix = 'flm-grow-model-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
