@@ -5,7 +5,6 @@
  * (`smallest`); `largest` is the alternative.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
-import { extname } from 'node:path';
 import { readFailure, readRegularFile, readTextFile } from '../util/files.ts';
 import { MAX_TOKENS } from '../util/limits.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
@@ -16,6 +15,7 @@ import { layerDistance, type DistanceMetric } from './distance.ts';
 import { pickLayers } from './depth.ts';
 import type { CalibrationPlan } from './plan.ts';
 import type { ProgressFactory } from '../util/progress.ts';
+import { tokenDtypeForPath, tokenWidth } from '../util/token-files.ts';
 
 export interface SelectOptions {
   metric: DistanceMetric;
@@ -43,9 +43,6 @@ export type ResidualStreamFn = (
   progress?: ProgressFactory,
 ) => Promise<void>;
 
-/** Token files by extension, as the trainer reads them (raw little-endian). */
-const TOKEN_FILE_BYTES: Record<string, 2 | 4> = { '.bin': 2, '.u16': 2, '.u32': 4 };
-
 /** What the calibration tokens are, for the output: random ids are not text. */
 export function describeCalibration(cal: CalibrationPlan): string {
   if (cal.file !== undefined) return `calibration tokens from ${cal.file}`;
@@ -57,9 +54,9 @@ export function describeCalibration(cal: CalibrationPlan): string {
 export async function calibrationIds(ck: Checkpoint, cal: CalibrationPlan): Promise<number[][]> {
   const V = ck.config.vocabSize;
   let ids: number[];
-  const ext = cal.file === undefined ? '' : extname(cal.file).toLowerCase();
-  if (cal.file !== undefined && TOKEN_FILE_BYTES[ext] !== undefined) {
-    const w = TOKEN_FILE_BYTES[ext];
+  const tokenDtype = cal.file === undefined ? undefined : tokenDtypeForPath(cal.file);
+  if (cal.file !== undefined && tokenDtype !== undefined) {
+    const w = tokenWidth(tokenDtype);
     const buf = readTokenFilePrefix(cal.file, w * Math.min(cal.tokens, MAX_TOKENS + 1));
     const n = Math.floor(buf.byteLength / w);
     ids = Array.from({ length: n }, (_, k) => (w === 2 ? buf.readUInt16LE(2 * k) : buf.readUInt32LE(4 * k)));

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TrainError } from '../errors.ts';
-import { TokenDataset, checkVocab, tokenDtypeForPath } from './data.ts';
+import { TokenDataset, checkVocab } from './data.ts';
+import { tokenDtypeForPath } from '../util/token-files.ts';
 import type { Tokenizer } from '../tokenizer.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'flm-data-'));

@@ -4,12 +4,11 @@
  * Batches are a pure function of (seed, split, step), so resuming replays the same batches.
  */
 import { readFileSync } from 'node:fs';
-import { extname } from 'node:path';
 import { TrainError } from '../errors.ts';
 import { BYTE_TOKENIZER_NAME, byteTokenizer, type Tokenizer } from '../tokenizer.ts';
 import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
+import { tokenDtypeForPath, tokenWidth, type TokenDtype } from '../util/token-files.ts';
 
-export type TokenDtype = 'uint16' | 'uint32';
 export type Split = 'train' | 'eval';
 
 export interface TokenDatasetOptions {
@@ -30,15 +29,8 @@ export interface Batch {
   targets: Int32Array;
 }
 
-const DTYPE_BY_EXT: Record<string, TokenDtype> = { '.bin': 'uint16', '.u16': 'uint16', '.u32': 'uint32' };
-
-/** The token dtype a path implies by its extension, or undefined for text. */
-export function tokenDtypeForPath(path: string): TokenDtype | undefined {
-  return DTYPE_BY_EXT[extname(path).toLowerCase()];
-}
-
 function decodeTokenBytes(bytes: Uint8Array, dtype: TokenDtype, file: string): Uint32Array {
-  const width = dtype === 'uint16' ? 2 : 4;
+  const width = tokenWidth(dtype);
   if (bytes.length % width !== 0) {
     throw new TrainError(
       'DataMisaligned',

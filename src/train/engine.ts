@@ -11,7 +11,7 @@ import { findTorchPython, requireTorchPython, runTorchModule } from '../torch-en
 import { loadTokenizer } from '../tokenizer.ts';
 import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
 import { readConfigFile, type ModelConfig } from '../config.ts';
-import { tokenDtypeForPath } from './data.ts';
+import { tokenDtypeForPath } from '../util/token-files.ts';
 import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
 import { checkRunFolder, clearRun } from './checkpointing.ts';
 

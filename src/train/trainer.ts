@@ -41,7 +41,8 @@ import {
   type Rope,
 } from '../model/llama.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
-import { checkMaskedIds, checkVocab, tokenDtypeForPath, TokenDataset, type Batch } from './data.ts';
+import { checkMaskedIds, checkVocab, TokenDataset, type Batch } from './data.ts';
+import { tokenDtypeForPath } from '../util/token-files.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
 import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
