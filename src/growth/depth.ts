@@ -59,13 +59,14 @@ export function pickLayers(distances: readonly number[], k: number, order: 'smal
 }
 
 /**
- * `uniform`: copy i (0 <= i < k) goes after source layer floor((i+1)·L/k) − 1, the last layer of
+ * `uniform`: copy i (0 <= i < k) goes after source layer ceil((i+1)·L/k) − 1, the last layer of
  * the i-th of k equal segments of the stack. For k <= L these are k distinct layers, the top one
  * always among them; when k divides L they are every (L/k)-th layer, `interleave`'s default.
- * For k > L each layer gets floor(k/L) or ceil(k/L) copies, spread the same way.
+ * For k > L layer l gets floor((l+1)·k/L) − floor(l·k/L) copies (floor or ceil of k/L).
  */
 export function uniformPositions(L: number, k: number): number[] {
-  return Array.from({ length: k }, (_, i) => Math.floor(((i + 1) * L) / k) - 1);
+  // integer ceil: no float rounding decides a layer
+  return Array.from({ length: k }, (_, i) => Math.floor(((i + 1) * L + k - 1) / k) - 1);
 }
 
 /**

@@ -307,7 +307,7 @@ export interface Placement {
   /** Deterministic placements: the layer map L -> L2 (L2 > L), from the config alone; throws PlanError naming the field. */
   readonly layerMap?: (L: number, L2: number, p: PlacementPlan) => LayerMapEntry[];
   /** For `plan`: how the layers were placed. */
-  describe(p: PlacementPlan): string;
+  describe(p: PlacementPlan, L: number, L2: number): string;
 }
 
 /**
@@ -344,12 +344,12 @@ export const PLACEMENTS: Readonly<Record<PlacementMethod, Placement>> = {
     },
     describe: (p) => `explicit positions: ${(p.positions ?? []).join(', ')}`,
   },
-  /** Evenly spread through the stack: after source layer floor((i+1)·L/k) − 1 for copy i of k (depth.ts uniformPositions). */
+  /** Evenly spread through the stack: after source layer ceil((i+1)·L/k) − 1 for copy i of k (depth.ts uniformPositions). */
   uniform: {
     name: 'uniform',
     calibrated: false,
     layerMap: (L, L2) => buildLayerMap(L, L2, uniformPositions(L, L2 - L), 'placement.method'),
-    describe: () => 'uniform: a copy after source layer floor((i+1)·L/k) − 1 for each new layer i of k',
+    describe: () => 'uniform: a copy after source layer ceil((i+1)·L/k) − 1 for each new layer i of k',
   },
   /** After the top-most k layers, one copy each (cycling top-down for k > L). */
   top: {
@@ -386,7 +386,7 @@ export const PLACEMENTS: Readonly<Record<PlacementMethod, Placement>> = {
     name: 'interleave',
     calibrated: false,
     layerMap: (L, L2, p) => buildLayerMap(L, L2, interleavePositions(L, L2 - L, p.every), 'placement.every'),
-    describe: (p) => `interleave: a copy after every ${p.every ?? 'floor(L/k)'}-th layer`,
+    describe: (p, L, L2) => `interleave: a copy after every ${p.every ?? Math.floor(L / (L2 - L))}-th layer`,
   },
 };
 

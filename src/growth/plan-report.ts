@@ -117,7 +117,7 @@ export function planReport(
     note = 'no layers inserted';
   } else if (placement.layerMap !== undefined) {
     layerMap = placement.layerMap(src.numLayers, target.numLayers, plan.placement);
-    note = placement.describe(plan.placement);
+    note = placement.describe(plan.placement, src.numLayers, target.numLayers);
   } else {
     // any k positions give the same shapes and bytes; which layers is decided at grow time
     layerMap = buildLayerMap(
@@ -126,7 +126,7 @@ export function planReport(
       pickLayers(new Array<number>(src.numLayers).fill(0), k, 'smallest'),
     );
     distance = true;
-    note = `${k} inserted layers, ${placement.describe(plan.placement)} over ${describeCalibration(plan.calibration)}; \`flm-grow select-layers\` shows the choice beforehand`;
+    note = `${k} inserted layers, ${placement.describe(plan.placement, src.numLayers, target.numLayers)} over ${describeCalibration(plan.calibration)}; \`flm-grow select-layers\` shows the choice beforehand`;
   }
   const layout = buildLayout(src, target, plan, layerMap, resolved.zeroNorm?.gainScale ?? 1);
   const ops = tensorOps(layout);
