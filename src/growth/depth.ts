@@ -92,7 +92,7 @@ export function interleavePositions(L: number, k: number, every: number | undefi
       'placement.every',
       every === undefined
         ? `no group size inserts ${k} layers into ${L} (one copy after every k-th layer inserts floor(${L}/k)); interleave reaches num_hidden_layers ${options.join(', ')}; use placement.method "uniform" for any count`
-        : `a copy after every ${e}-th of ${L} layers inserts ${fits}, but growing to ${L + k} layers inserts ${k}; interleave reaches num_hidden_layers ${options.join(', ')}`,
+        : `a copy after every ${e} of ${L} layers inserts ${fits}, but growing to ${L + k} layers inserts ${k}; interleave reaches num_hidden_layers ${options.join(', ')}`,
     );
   }
   return Array.from({ length: k }, (_, i) => (i + 1) * e - 1);

@@ -386,7 +386,7 @@ export const PLACEMENTS: Readonly<Record<PlacementMethod, Placement>> = {
     name: 'interleave',
     calibrated: false,
     layerMap: (L, L2, p) => buildLayerMap(L, L2, interleavePositions(L, L2 - L, p.every), 'placement.every'),
-    describe: (p, L, L2) => `interleave: a copy after every ${p.every ?? Math.floor(L / (L2 - L))}-th layer`,
+    describe: (p, L, L2) => `interleave: a copy after every ${p.every ?? Math.floor(L / (L2 - L))} layers`,
   },
 };
 

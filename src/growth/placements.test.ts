@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { makeConfig, type ModelConfig } from '../config.ts';
 import { FAMILY_NAMES, type FamilyName } from '../families.ts';
@@ -78,7 +79,7 @@ describe('placement layer maps (written out by hand)', () => {
   it('refuses what a method cannot do, naming the field', () => {
     // interleave: no group size inserts 3 layers into 5 (floor(5/e) is 5, 2, 1, 1, 1)
     expect(() => layerMap('interleave', 5, 8)).toThrow(/placement\.every.*interleave reaches num_hidden_layers 6, 7, 10/);
-    expect(() => layerMap('interleave', 6, 8, { every: 2 })).toThrow(/placement\.every.*every 2-th of 6 layers inserts 3/);
+    expect(() => layerMap('interleave', 6, 8, { every: 2 })).toThrow(/placement\.every.*every 2 of 6 layers inserts 3/);
     expect(() => layerMap('interleave', 2, 5)).toThrow(/placement\.every/); // more copies than layers
     expect(() => layerMap('interleave', 4, 5, { every: 5 })).toThrow(/placement\.every.*inserts 0/);
     expect(() => layerMap('explicit', 3, 5)).toThrow(/placement\.positions.*needs 2 positions/);
@@ -322,4 +323,28 @@ describe('inserted layers hold what init.layers says, where the placement puts t
       }
     },
   );
+});
+
+describe('flm-grow plan --placement (CLI)', () => {
+  const ROOT = join(import.meta.dirname, '../..');
+  const FIX = join(ROOT, 'fixtures/hf/llama-tiny-f32'); // 4 layers
+  const cli = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [join(ROOT, 'bin/flm-grow.js'), ...args], { encoding: 'utf8', cwd: ROOT });
+    return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+  };
+
+  it('--json gives the layer map of a deterministic placement; the text prints it; a bad --placement-every exits 2 naming the field', () => {
+    const j = cli('plan', FIX, '--num-hidden-layers', '7', '--placement', 'stack', '--json');
+    expect(j.code, j.err).toBe(0);
+    const r = JSON.parse(j.out) as { layerMap: unknown; plan: { placement: unknown }; peakMemory: { calibration?: number } };
+    expect(r.layerMap).toEqual(map('0 1 2 3 0* 1* 2*'));
+    expect(r.peakMemory.calibration).toBeUndefined();
+    const t = cli('plan', FIX, '--num-hidden-layers', '6', '--placement-every', '2');
+    expect(t.code, t.err).toBe(0);
+    expect(t.out).toContain('layer map:  0 1 1* 2 3 3*');
+    expect(t.out).toContain('interleave: a copy after every 2 layers');
+    const bad = cli('plan', FIX, '--num-hidden-layers', '6', '--placement-every', '3');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/placement\.every/);
+  });
 });
