@@ -176,6 +176,9 @@ interface Case {
   k: number;
   every: number;
   giveEvery: boolean;
+  /** Width growth alongside (0: none): placements compose with the other operators. */
+  dH: number;
+  dF: number;
   positions: number[];
   seed: number;
 }
@@ -192,6 +195,8 @@ const caseArb: fc.Arbitrary<Case> = fc
     k: fc.integer({ min: 1, max: 5 }),
     every: fc.integer({ min: 1, max: 4 }),
     giveEvery: fc.boolean(),
+    dH: fc.constantFrom(0, 0, 2, 3),
+    dF: fc.integer({ min: 0, max: 2 }),
     seed: fc.integer({ min: 0, max: 1000 }),
   })
   .chain(
@@ -227,7 +232,7 @@ function planOf(c: Case, method: PlacementMethod, layers: 'copy' | 'random', mod
   const every = Math.min(c.every, c.L);
   const k = method === 'interleave' ? Math.floor(c.L / every) : c.k;
   return parsePlan({
-    targets: { num_hidden_layers: c.L + k },
+    targets: { num_hidden_layers: c.L + k, hidden_size: c.H + c.dH, intermediate_size: c.F + c.dF },
     mode,
     init: { std: 0.7, layers },
     placement: {
