@@ -15,6 +15,7 @@ import { PLACEMENTS, PLACEMENT_METHODS, type PlacementMethod } from './operators
 import { applyPlanFlags, defaultPlan, parsePlan, type GrowthPlan, type PlacementPlan } from './plan.ts';
 import { planReport } from './plan-report.ts';
 import { growCheckpoint } from './grow.ts';
+import { verifyGrowth } from '../verify.ts';
 import { compareGrown, loadAll, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 
 /** "0 1 1* 2": the source layer of each output layer, `*` marking an inserted one. */
@@ -29,39 +30,45 @@ function layerMap(method: PlacementMethod, L: number, L2: number, extra: Partial
   return build(L, L2, p);
 }
 
+const HAND_MAPS = [
+  // uniform: after layer ceil((i+1)·L/k) − 1
+  ['uniform', 4, 6, {}, '0 1 1* 2 3 3*'],
+  ['uniform', 5, 7, {}, '0 1 2 2* 3 4 4*'],
+  ['uniform', 3, 4, {}, '0 1 2 2*'],
+  ['uniform', 6, 9, {}, '0 1 1* 2 3 3* 4 5 5*'],
+  ['uniform', 2, 7, {}, '0 0* 0* 1 1* 1* 1*'], // k = 5 > L = 2: 2 then 3 copies
+  ['uniform', 1, 3, {}, '0 0* 0*'],
+  // top / bottom: one copy after each of the k top-most / bottom-most layers, cycling past L
+  ['top', 3, 5, {}, '0 1 1* 2 2*'],
+  ['top', 3, 7, {}, '0 0* 1 1* 2 2* 2*'],
+  ['top', 4, 5, {}, '0 1 2 3 3*'],
+  ['bottom', 3, 5, {}, '0 0* 1 1* 2'],
+  ['bottom', 3, 7, {}, '0 0* 0* 1 1* 2 2*'],
+  ['bottom', 4, 5, {}, '0 0* 1 2 3'],
+  // stack: the source sequence repeated on top
+  ['stack', 3, 6, {}, '0 1 2 0* 1* 2*'],
+  ['stack', 3, 5, {}, '0 1 2 0* 1*'],
+  ['stack', 2, 7, {}, '0 1 0* 1* 0* 1* 0*'],
+  ['stack', 1, 3, {}, '0 0* 0*'],
+  // interleave: a copy of the last layer of each group of `every`
+  ['interleave', 4, 6, {}, '0 1 1* 2 3 3*'],
+  ['interleave', 6, 8, {}, '0 1 2 2* 3 4 5 5*'],
+  ['interleave', 5, 7, {}, '0 1 1* 2 3 3* 4'], // every defaults to floor(5/2) = 2; layer 4 is a group of one, no copy
+  ['interleave', 6, 8, { every: 3 }, '0 1 2 2* 3 4 5 5*'],
+  ['interleave', 7, 9, { every: 3 }, '0 1 2 2* 3 4 5 5* 6'],
+  ['interleave', 3, 6, { every: 1 }, '0 0* 1 1* 2 2*'],
+  ['interleave', 3, 4, {}, '0 1 2 2*'],
+  // explicit: after each listed layer, repeats allowed, any order
+  ['explicit', 3, 5, { positions: [2, 0] }, '0 0* 1 2 2*'],
+  ['explicit', 2, 5, { positions: [1, 1, 0] }, '0 0* 1 1* 1*'],
+] as const;
+
 describe('placement layer maps (written out by hand)', () => {
-  it.each([
-    // uniform: after layer ceil((i+1)·L/k) − 1
-    ['uniform', 4, 6, {}, '0 1 1* 2 3 3*'],
-    ['uniform', 5, 7, {}, '0 1 2 2* 3 4 4*'],
-    ['uniform', 3, 4, {}, '0 1 2 2*'],
-    ['uniform', 6, 9, {}, '0 1 1* 2 3 3* 4 5 5*'],
-    ['uniform', 2, 7, {}, '0 0* 0* 1 1* 1* 1*'], // k = 5 > L = 2: 2 then 3 copies
-    ['uniform', 1, 3, {}, '0 0* 0*'],
-    // top / bottom: one copy after each of the k top-most / bottom-most layers, cycling past L
-    ['top', 3, 5, {}, '0 1 1* 2 2*'],
-    ['top', 3, 7, {}, '0 0* 1 1* 2 2* 2*'],
-    ['top', 4, 5, {}, '0 1 2 3 3*'],
-    ['bottom', 3, 5, {}, '0 0* 1 1* 2'],
-    ['bottom', 3, 7, {}, '0 0* 0* 1 1* 2 2*'],
-    ['bottom', 4, 5, {}, '0 0* 1 2 3'],
-    // stack: the source sequence repeated on top
-    ['stack', 3, 6, {}, '0 1 2 0* 1* 2*'],
-    ['stack', 3, 5, {}, '0 1 2 0* 1*'],
-    ['stack', 2, 7, {}, '0 1 0* 1* 0* 1* 0*'],
-    ['stack', 1, 3, {}, '0 0* 0*'],
-    // interleave: a copy of the last layer of each group of `every`
-    ['interleave', 4, 6, {}, '0 1 1* 2 3 3*'],
-    ['interleave', 6, 8, {}, '0 1 2 2* 3 4 5 5*'],
-    ['interleave', 5, 7, {}, '0 1 1* 2 3 3* 4'], // every defaults to floor(5/2) = 2; layer 4 is a group of one, no copy
-    ['interleave', 6, 8, { every: 3 }, '0 1 2 2* 3 4 5 5*'],
-    ['interleave', 7, 9, { every: 3 }, '0 1 2 2* 3 4 5 5* 6'],
-    ['interleave', 3, 6, { every: 1 }, '0 0* 1 1* 2 2*'],
-    ['interleave', 3, 4, {}, '0 1 2 2*'],
-    // explicit: after each listed layer, repeats allowed, any order
-    ['explicit', 3, 5, { positions: [2, 0] }, '0 0* 1 2 2*'],
-    ['explicit', 2, 5, { positions: [1, 1, 0] }, '0 0* 1 1* 1*'],
-  ] as const)('%s %i -> %i %o', (method, L, L2, extra, want) => {
+  it('every method but distance has hand-written maps here', () => {
+    expect([...new Set(HAND_MAPS.map((h) => h[0]))].sort()).toEqual(PLACEMENT_METHODS.filter((m) => m !== 'distance').sort());
+  });
+
+  it.each(HAND_MAPS)('%s %i -> %i %o', (method, L, L2, extra, want) => {
     expect(layerMap(method, L, L2, extra as Partial<PlacementPlan>)).toEqual(map(want));
   });
 
@@ -169,6 +176,9 @@ interface Case {
   k: number;
   every: number;
   giveEvery: boolean;
+  /** Width growth alongside (0: none): placements compose with the other operators. */
+  dH: number;
+  dF: number;
   positions: number[];
   seed: number;
 }
@@ -185,6 +195,8 @@ const caseArb: fc.Arbitrary<Case> = fc
     k: fc.integer({ min: 1, max: 5 }),
     every: fc.integer({ min: 1, max: 4 }),
     giveEvery: fc.boolean(),
+    dH: fc.constantFrom(0, 0, 2, 3),
+    dF: fc.integer({ min: 0, max: 2 }),
     seed: fc.integer({ min: 0, max: 1000 }),
   })
   .chain(
@@ -220,7 +232,7 @@ function planOf(c: Case, method: PlacementMethod, layers: 'copy' | 'random', mod
   const every = Math.min(c.every, c.L);
   const k = method === 'interleave' ? Math.floor(c.L / every) : c.k;
   return parsePlan({
-    targets: { num_hidden_layers: c.L + k },
+    targets: { num_hidden_layers: c.L + k, hidden_size: c.H + c.dH, intermediate_size: c.F + c.dF },
     mode,
     init: { std: 0.7, layers },
     placement: {
@@ -300,6 +312,8 @@ describe('inserted layers hold what init.layers says, where the placement puts t
           });
           const r = await growCheckpoint(join(dir, 's'), out, plan, { quiet: true });
           expect(r.layerMap).toEqual(expected);
+          // the project's verify maps boundaries past inserted layers by position (stack's sit on top)
+          expect((await verifyGrowth(join(dir, 's'), out, { tokens: 8, seq: 4, throwOnFail: false })).passed).toBe(true);
           const o = await loadAll(out);
           expected.forEach((e, i) => {
             for (const role of roles) {
