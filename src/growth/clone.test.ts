@@ -8,13 +8,13 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { makeConfig, type ModelConfig } from '../config.ts';
 import { growCheckpoint } from './grow.ts';
 import { applyPlanFlags, defaultPlan, parsePlan, resolveTarget, type GrowthPlan } from './plan.ts';
-import { loadAll, naive, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
+import { compareGrown, loadAll, naive, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 import { FAMILY_NAMES, type FamilyName } from '../families.ts';
-import { readMasks, MASKS_FILE } from '../masks.ts';
+import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../masks.ts';
 import { grownBoundary } from './boundary.ts';
 import { readManifest } from '../manifest.ts';
 import { PlanError } from '../errors.ts';
@@ -338,6 +338,36 @@ describe('clones are copies with split out-weights', () => {
         if (init === 'zero') expect(r).toEqual([0, 0, 0, 0]);
         else for (let u = 0; u < 3; u++) expect(r).not.toEqual(row(sGate, 4, u));
       }
+    }
+  });
+});
+
+describe('cloning a source whose masks are still annealing', () => {
+  it('clones carry the value of the unit they copy: the grown masked model is the masked source', async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const src = sourceOf({ ...BASE, L: 2 });
+      await writeRandomCheckpoint(join(dir, 'a'), src, 'F32', { seed: 5 });
+      // a: H 4, F 3, 4/2 heads -> b: random new units, masks half annealed
+      const toB = parsePlan({ targets: { hidden_size: 6, intermediate_size: 5, num_attention_heads: 6 }, init: { std: 0.7 } });
+      await growCheckpoint(join(dir, 'a'), join(dir, 'b'), toB, { quiet: true });
+      const b = await loadAll(join(dir, 'b'));
+      const half = applyMaskValues(await readMasks(join(dir, 'b', MASKS_FILE), b.cfg), { hidden: 0.5, ffn: 0.25, heads: 0.75 });
+      rmSync(join(dir, 'b', MASKS_FILE));
+      await writeMasks(join(dir, 'b', MASKS_FILE), half);
+      // b -> c cloned: hidden ×2 (exact), FFN and heads (exact), noise on
+      const toC = parsePlan({
+        targets: { hidden_size: 12, intermediate_size: 9, num_attention_heads: 12, num_key_value_heads: 4 },
+        init: { new: 'clone', noise: 0.2 },
+        seed: 3,
+      });
+      await growCheckpoint(join(dir, 'b'), join(dir, 'c'), toC, { quiet: true });
+      const r = await compareGrown(join(dir, 'b'), join(dir, 'c'), 'masked', randomIds(6, 9, 4));
+      expect(r.dLogits).toBeLessThanOrEqual(1e-5 * r.scale);
+      const c = await readMasks(join(dir, 'c', MASKS_FILE), (await loadAll(join(dir, 'c'))).cfg);
+      expect(Array.from(c.hidden)).toEqual([...half.hidden, ...half.hidden]);
+    } finally {
+      cleanup();
     }
   });
 });
