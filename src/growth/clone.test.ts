@@ -18,6 +18,9 @@ import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../masks.ts'
 import { grownBoundary } from './boundary.ts';
 import { readManifest } from '../manifest.ts';
 import { PlanError } from '../errors.ts';
+import { buildLayout } from './layout.ts';
+import { buildLayerMap } from './depth.ts';
+import { growMomentTensor } from './moments.ts';
 
 interface Case {
   family: FamilyName;
@@ -368,6 +371,24 @@ describe('cloning a source whose masks are still annealing', () => {
       expect(Array.from(c.hidden)).toEqual([...half.hidden, ...half.hidden]);
     } finally {
       cleanup();
+    }
+  });
+});
+
+describe('Adam moments across a clone growth', () => {
+  it('exact clones carry the moments of what they copy; masked clones (hidden at another ratio) start at 0', () => {
+    const src = sourceOf(BASE);
+    const plan = parsePlan({ targets: { hidden_size: 6, intermediate_size: 5 }, init: { new: 'clone' }, seed: 1 });
+    const { target } = resolveTarget(src, plan, 'F32');
+    const layout = buildLayout(src, target, plan, buildLayerMap(1, 1, []));
+    const v = Float32Array.from({ length: 4 * 3 }, (_, k) => k + 1); // down [H 4, F 3]
+    const g = growMomentTensor(layout, W(0, 'mlp.down_proj'), v); // [6, 5]
+    for (let j = 0; j < 5; j++) {
+      const column = col(g, 6, 5, j);
+      expect(column.slice(4)).toEqual([0, 0]); // new hidden rows: masked clones
+      const matches = [0, 1, 2].filter((u) => JSON.stringify(column.slice(0, 4)) === JSON.stringify(col(v, 4, 3, u)));
+      expect(matches, `column ${j}`).toHaveLength(1);
+      if (j < 3) expect(matches[0]).toBe(j);
     }
   });
 });
