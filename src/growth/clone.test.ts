@@ -8,16 +8,19 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { makeConfig, type ModelConfig } from '../config.ts';
 import { growCheckpoint } from './grow.ts';
 import { applyPlanFlags, defaultPlan, parsePlan, resolveTarget, type GrowthPlan } from './plan.ts';
-import { loadAll, naive, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
+import { compareGrown, loadAll, naive, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 import { FAMILY_NAMES, type FamilyName } from '../families.ts';
-import { readMasks, MASKS_FILE } from '../masks.ts';
+import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../masks.ts';
 import { grownBoundary } from './boundary.ts';
 import { readManifest } from '../manifest.ts';
 import { PlanError } from '../errors.ts';
+import { buildLayout } from './layout.ts';
+import { buildLayerMap } from './depth.ts';
+import { growMomentTensor } from './moments.ts';
 
 interface Case {
   family: FamilyName;
@@ -338,6 +341,54 @@ describe('clones are copies with split out-weights', () => {
         if (init === 'zero') expect(r).toEqual([0, 0, 0, 0]);
         else for (let u = 0; u < 3; u++) expect(r).not.toEqual(row(sGate, 4, u));
       }
+    }
+  });
+});
+
+describe('cloning a source whose masks are still annealing', () => {
+  it('clones carry the value of the unit they copy: the grown masked model is the masked source', async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const src = sourceOf({ ...BASE, L: 2 });
+      await writeRandomCheckpoint(join(dir, 'a'), src, 'F32', { seed: 5 });
+      // a: H 4, F 3, 4/2 heads -> b: random new units, masks half annealed
+      const toB = parsePlan({ targets: { hidden_size: 6, intermediate_size: 5, num_attention_heads: 6 }, init: { std: 0.7 } });
+      await growCheckpoint(join(dir, 'a'), join(dir, 'b'), toB, { quiet: true });
+      const b = await loadAll(join(dir, 'b'));
+      const half = applyMaskValues(await readMasks(join(dir, 'b', MASKS_FILE), b.cfg), { hidden: 0.5, ffn: 0.25, heads: 0.75 });
+      rmSync(join(dir, 'b', MASKS_FILE));
+      await writeMasks(join(dir, 'b', MASKS_FILE), half);
+      // b -> c cloned: hidden ×2 (exact), FFN and heads (exact), noise on
+      const toC = parsePlan({
+        targets: { hidden_size: 12, intermediate_size: 9, num_attention_heads: 12, num_key_value_heads: 4 },
+        init: { new: 'clone', noise: 0.2 },
+        seed: 3,
+      });
+      await growCheckpoint(join(dir, 'b'), join(dir, 'c'), toC, { quiet: true });
+      const r = await compareGrown(join(dir, 'b'), join(dir, 'c'), 'masked', randomIds(6, 9, 4));
+      expect(r.dLogits).toBeLessThanOrEqual(1e-5 * r.scale);
+      const c = await readMasks(join(dir, 'c', MASKS_FILE), (await loadAll(join(dir, 'c'))).cfg);
+      expect(Array.from(c.hidden)).toEqual([...half.hidden, ...half.hidden]);
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('Adam moments across a clone growth', () => {
+  it('exact clones carry the moments of what they copy; masked clones (hidden at another ratio) start at 0', () => {
+    const src = sourceOf(BASE);
+    const plan = parsePlan({ targets: { hidden_size: 6, intermediate_size: 5 }, init: { new: 'clone' }, seed: 1 });
+    const { target } = resolveTarget(src, plan, 'F32');
+    const layout = buildLayout(src, target, plan, buildLayerMap(1, 1, []));
+    const v = Float32Array.from({ length: 4 * 3 }, (_, k) => k + 1); // down [H 4, F 3]
+    const g = growMomentTensor(layout, W(0, 'mlp.down_proj'), v); // [6, 5]
+    for (let j = 0; j < 5; j++) {
+      const column = col(g, 6, 5, j);
+      expect(column.slice(4)).toEqual([0, 0]); // new hidden rows: masked clones
+      const matches = [0, 1, 2].filter((u) => JSON.stringify(column.slice(0, 4)) === JSON.stringify(col(v, 4, 3, u)));
+      expect(matches, `column ${j}`).toHaveLength(1);
+      if (j < 3) expect(matches[0]).toBe(j);
     }
   });
 });
