@@ -1,6 +1,12 @@
 /**
- * `npm run bench -- forward [--hidden 768] [--ffn 2048] [--layers 6] [--heads 12] [--kv-heads 12]
- *   [--vocab 32000] [--batch 4] [--seq 256] [--reps 3] [--backend wasm] [--no-stream | --stream-only] [--no-profile]`
+ * `npm run bench -- forward [--family llama|llama3|tele-flm|mistral|qwen2|qwen3] [--hidden 768] [--ffn 2048]
+ *   [--layers 6] [--heads 12] [--kv-heads 12] [--vocab 32000] [--batch 4] [--seq 256] [--reps 3] [--backend wasm]
+ *   [--no-stream | --stream-only] [--no-profile]`
+ *
+ * --family switches on that family's features (BENCH_FAMILIES): llama3 = tied head + llama3 RoPE
+ * scaling, mistral = a sliding window of seq/2, qwen2 = q/k/v biases + tied head, qwen3 = q/k
+ * norms + tied head + yarn RoPE; the FLOP count (below) is the same, so the roofline fraction
+ * shows what the features cost.
  *
  * 1. tokens/s of the in-memory forward on a model of ~50–100M parameters made on the fly;
  * 2. its achieved GFLOP/s against the backend's own matMul GFLOP/s measured in the same run on
@@ -19,6 +25,7 @@ import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/backend.ts';
 import { makeConfig, type ModelConfig } from '../src/config.ts';
+import { familyByName, type FamilyName } from '../src/families.ts';
 import { parameterCount } from '../src/arch.ts';
 import { Checkpoint } from '../src/checkpoint/checkpoint.ts';
 import { disposeWeights, forward, loadWeights, makeRope, type LlamaWeights } from '../src/model/llama.ts';
@@ -36,9 +43,29 @@ function num(args: string[], name: string, def: number): number {
   return v;
 }
 
+/** --family: the config features each bench variant switches on (RoPE scaling as families.ts's tiny configs). */
+const BENCH_FAMILIES: Record<string, { family: FamilyName; tied?: boolean; rope?: boolean; window?: boolean; mup?: boolean }> = {
+  llama: { family: 'llama' },
+  llama3: { family: 'llama', tied: true, rope: true },
+  'tele-flm': { family: 'tele-flm', mup: true },
+  mistral: { family: 'mistral', window: true },
+  qwen2: { family: 'qwen2', tied: true },
+  qwen3: { family: 'qwen3', tied: true, rope: true },
+};
+
 function benchConfig(args: string[]): ModelConfig {
   const heads = num(args, 'heads', 12);
+  const name = arg(args, 'family', 'llama');
+  const f = BENCH_FAMILIES[name] as (typeof BENCH_FAMILIES)[string] | undefined;
+  if (f === undefined) throw new Error(`--family: one of ${Object.keys(BENCH_FAMILIES).join(', ')}`);
   return makeConfig({
+    family: f.family,
+    tieWordEmbeddings: f.tied,
+    ropeScaling: f.rope === true ? (familyByName(f.family).tiny.rope_scaling as Record<string, unknown>) : undefined,
+    slidingWindow: f.window === true ? Math.max(1, Math.floor(num(args, 'seq', 256) / 2)) : undefined,
+    useMup: f.mup,
+    outputMult: f.mup === true ? 0.5 : undefined,
+    mupScaleFactor: f.mup === true ? 4 : undefined,
     hiddenSize: num(args, 'hidden', 768),
     intermediateSize: num(args, 'ffn', 2048),
     numLayers: num(args, 'layers', 6),
@@ -54,12 +81,16 @@ function randomWeights(cfg: ModelConfig): LlamaWeights {
     KV = cfg.numKvHeads * cfg.headDim,
     F = cfg.intermediateSize;
   const m = (r: number, c: number) => tf.randomNormal([r, c], 0, 1 / Math.sqrt(c), 'float32', 1);
-  const g = () => tf.randomUniform([H], 0.8, 1.2);
+  const g = (n = H) => tf.randomUniform([n], 0.8, 1.2);
+  const b = (n: number) => tf.randomNormal([n], 0, 0.1);
+  const embed = tf.randomNormal([cfg.vocabSize, H]);
   return {
-    embed: tf.randomNormal([cfg.vocabSize, H]),
+    embed,
     finalNorm: g(),
-    lmHead: m(cfg.vocabSize, H),
+    lmHead: cfg.tieWordEmbeddings ? embed : m(cfg.vocabSize, H),
     layers: Array.from({ length: cfg.numLayers }, () => ({
+      ...(cfg.qkvBias ? { qBias: b(Q), kBias: b(KV), vBias: b(KV) } : {}),
+      ...(cfg.qkNorm ? { qNorm: g(cfg.headDim), kNorm: g(cfg.headDim) } : {}),
       inputNorm: g(),
       q: m(Q, H),
       k: m(KV, H),
@@ -168,7 +199,9 @@ export async function run(args: string[]): Promise<void> {
   const H = cfg.hiddenSize,
     F = cfg.intermediateSize;
   console.log(
-    `forward bench: backend ${backend}, ${(parameterCount(cfg) / 1e6).toFixed(1)}M params ` +
+    `forward bench: backend ${backend}, family ${arg(args, 'family', 'llama')} (${cfg.family}${cfg.tieWordEmbeddings ? ', tied' : ''}` +
+      `${cfg.qkvBias ? ', q/k/v biases' : ''}${cfg.qkNorm ? ', q/k norms' : ''}${cfg.rope.type !== 'default' ? `, RoPE ${cfg.rope.type}` : ''}` +
+      `${cfg.slidingWindow !== undefined ? `, window ${cfg.slidingWindow}` : ''}), ${(parameterCount(cfg) / 1e6).toFixed(1)}M params ` +
       `(H ${H}, F ${F}, L ${cfg.numLayers}, heads ${cfg.numHeads}/${cfg.numKvHeads}, V ${cfg.vocabSize}), batch ${B} × seq ${T}, best of ${reps}`,
   );
   console.log('note: wasm runs single-threaded in Node; the machine may be shared, so absolute numbers are indicative');

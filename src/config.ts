@@ -136,7 +136,12 @@ function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { thet
     return { theta, rope: { type: 'default' } };
   }
   const r = rp as Record<string, unknown>;
-  if (r.rope_theta !== undefined) theta = p.try(() => num(r, 'rope_theta', file, { positive: true }), theta);
+  if (r.rope_theta !== undefined && r.rope_theta !== null) {
+    // named as written: rope_parameters.rope_theta, not the top-level rope_theta
+    const v = r.rope_theta;
+    if (typeof v === 'number' && Number.isFinite(v) && v > 0) theta = v;
+    else p.add(`${key}.rope_theta`, `must be a number > 0, got ${JSON.stringify(v)}`);
+  }
   const typeKey = r.rope_type !== undefined ? 'rope_type' : r.type !== undefined ? 'type' : undefined;
   const type = typeKey === undefined ? 'default' : r[typeKey];
   if (!(ROPE_TYPES as readonly unknown[]).includes(type)) {

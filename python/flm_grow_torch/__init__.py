@@ -1,8 +1,16 @@
-"""flm-grow's torch engine: the Llama / Tele-FLM model with HF names, MSG masks attachable to
-any such module tree, and a trainer equal to `flm-grow train` (see docs/scaling.md)."""
-from .config import ModelConfig, read_config
-from .model import LlamaForCausalLM, load_model
-from .masks import attach_masks, read_masks, write_masks, values_at, read_schedule, MaskHandle
+"""flm-grow's torch engine: the model of every supported family (families.py) with HF names, MSG
+masks attachable to any such module tree, and a trainer equal to `flm-grow train` (see
+docs/scaling.md). Names are imported on first use, so config.py and families.py work without torch."""
+import importlib
 
-__all__ = ["ModelConfig", "read_config", "LlamaForCausalLM", "load_model", "attach_masks", "read_masks",
-           "write_masks", "values_at", "read_schedule", "MaskHandle"]
+_WHERE = {"ModelConfig": "config", "ConfigError": "config", "read_config": "config", "FAMILIES": "families",
+          "LlamaForCausalLM": "model", "load_model": "model", "attach_masks": "masks", "read_masks": "masks",
+          "write_masks": "masks", "values_at": "masks", "read_schedule": "masks", "MaskHandle": "masks"}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'flm_grow_torch' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

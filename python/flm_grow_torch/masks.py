@@ -1,8 +1,10 @@
 """MSG masks (SPEC §2) for any torch module tree with Hugging Face names.
 
 `attach_masks(module, masks)` installs the masked forward on a model by hooks alone, so the same
-function serves flm_grow_torch.model.LlamaForCausalLM, transformers' LlamaForCausalLM, or a
-user's own Llama written with HF names:
+function serves flm_grow_torch.model.LlamaForCausalLM, transformers' Llama / Mistral / Qwen2 /
+Qwen3 ForCausalLM, or a user's own model written with HF names. The family features need no
+hook of their own: q/k/v biases and Qwen3's q_norm/k_norm act inside a head, whose output the
+head mask scales at o_proj; a tied lm_head is hooked as a module like an untied one.
 
   embed_tokens            output ⊙ m_h
   *norm (RMSNorm)         statistics over unmasked coordinates: sum(m·x²)/sum(m)

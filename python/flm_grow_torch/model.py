@@ -1,10 +1,16 @@
-"""The Llama / Tele-FLM decoder in torch, with Hugging Face module and parameter names
-(model.embed_tokens, model.layers.{i}.self_attn.q_proj, ..., lm_head), written from SPEC §1 and
-src/model/llama.ts. It is the *plain* model: MSG masks are attached from outside by
-masks.attach_masks, which works on this tree or on any other with the same names (e.g.
-transformers' LlamaForCausalLM).
+"""The decoder of every family flm-grow supports (families.py: Llama, Tele-FLM, Mistral, Qwen2,
+Qwen3) in torch, with Hugging Face module and parameter names (model.embed_tokens,
+model.layers.{i}.self_attn.q_proj, ..., lm_head), written from SPEC §1 and src/model/llama.ts.
+The family features follow transformers' modeling code: q/k/v biases (models/qwen2/modeling_qwen2.py
+Qwen2Attention), q_norm/k_norm over head_dim before RoPE (models/qwen3/modeling_qwen3.py
+Qwen3Attention), the sliding window (models/mistral: masking_utils.sliding_window_overlay), RoPE
+scaling (modeling_rope_utils.py) and tied embeddings (PreTrainedModel.tie_weights: lm_head.weight
+IS embed_tokens.weight, one parameter). It is the *plain* model: MSG masks are attached from
+outside by masks.attach_masks, which works on this tree or on any other with the same names (e.g.
+transformers' LlamaForCausalLM or Qwen2ForCausalLM).
 """
 import math
+import re
 
 import torch
 from torch import nn
@@ -34,12 +40,94 @@ def rope_inv_freq(head_dim, theta):
     return 1.0 / (theta ** exps)
 
 
-def rope_tables(inv_freq, seq_len, device):
-    # angle = position * inv_freq as an f32 product (exact to one rounding), cat(freqs, freqs)
+def rope_frequencies(cfg, seq_len):
+    """(inv_freq f32 [hd/2], attention_scaling) of the config's RoPE for a sequence of seq_len, as
+    transformers' modeling_rope_utils.py computes them (_compute_default_rope_parameters,
+    _compute_linear_scaling_rope_parameters, _compute_dynamic_ntk_parameters,
+    _compute_llama3_parameters, _compute_yarn_parameters) and as src/model/llama.ts
+    ropeFrequencies does: scaled types in float64, rounded to f32 at the end; 'default' is
+    rope_inv_freq's f32 computation exactly (the HF fixtures pin it)."""
+    d, base, r = cfg.head_dim, cfg.rope_theta, cfg.rope
+    kind = r["type"]
+    if kind == "default":
+        return rope_inv_freq(d, base), 1.0
+
+    def plain(theta):
+        return [1.0 / theta ** (2 * i / d) for i in range(d // 2)]
+
+    factor = r.get("factor", 1.0)
+    scaling = 1.0
+    if kind == "linear":
+        inv = [f / factor for f in plain(base)]
+    elif kind == "dynamic":
+        # the NTK base grows with the sequence once it exceeds max_position_embeddings
+        n, mpe = max(seq_len, cfg.max_position_embeddings), cfg.max_position_embeddings
+        inv = plain(base * ((factor * n / mpe) - (factor - 1)) ** (d / (d - 2)))
+    elif kind == "llama3":
+        old, lo, hi = r["original_max_position_embeddings"], r["low_freq_factor"], r["high_freq_factor"]
+        lo_wave, hi_wave = old / lo, old / hi
+        inv = []
+        for f in plain(base):
+            wave = 2 * math.pi / f
+            if wave < hi_wave:
+                inv.append(f)
+            elif wave > lo_wave:
+                inv.append(f / factor)
+            else:
+                smooth = (old / wave - lo) / (hi - lo)
+                inv.append((1 - smooth) * (f / factor) + smooth * f)
+    elif kind == "yarn":
+        orig = r.get("original_max_position_embeddings", cfg.max_position_embeddings)
+        fac = r.get("factor", cfg.max_position_embeddings / orig)
+
+        def mscale(s, m=1.0):
+            return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1
+
+        if "attention_factor" in r:
+            scaling = r["attention_factor"]
+        elif r.get("mscale") and r.get("mscale_all_dim"):
+            scaling = mscale(fac, r["mscale"]) / mscale(fac, r["mscale_all_dim"])
+        else:
+            scaling = mscale(fac)
+
+        def corr(rot):
+            return d * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(base))
+
+        low, high = corr(r.get("beta_fast", 32.0)), corr(r.get("beta_slow", 1.0))
+        if r.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, d - 1)
+        if low == high:
+            high += 0.001
+        inv = []
+        for i, f in enumerate(plain(base)):
+            extra = 1 - min(1.0, max(0.0, (i - low) / (high - low)))  # share of the unscaled frequency
+            inv.append((f / fac) * (1 - extra) + f * extra)
+    else:  # config.py refuses every other type
+        raise ValueError(f"RoPE type {kind!r} is not supported")
+    return torch.tensor(inv, dtype=torch.float64).float(), float(scaling)
+
+
+def rope_tables(inv_freq, seq_len, device, scaling=1.0):
+    # angle = position * inv_freq as an f32 product (exact to one rounding), cat(freqs, freqs);
+    # yarn's attention factor scales cos and sin (transformers multiplies them by attention_scaling)
     pos = torch.arange(seq_len, device=device, dtype=torch.float32)
     freqs = pos[:, None] * inv_freq.to(device=device, dtype=torch.float32)[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
-    return emb.cos(), emb.sin()
+    if scaling == 1.0:
+        return emb.cos(), emb.sin()
+    return emb.cos() * scaling, emb.sin() * scaling
+
+
+def window_mask(seq_len, window, device):
+    """[T, T] bool, True where query t may attend key s: s <= t and, with a sliding window,
+    t - s < window (masking_utils.sliding_window_overlay; src/model/llama.ts makeRope)."""
+    t = torch.arange(seq_len, device=device)
+    rel = t[:, None] - t[None, :]
+    ok = rel >= 0
+    if window is not None:
+        ok = ok & (rel < window)
+    return ok
 
 
 def rotate_half(x):
@@ -55,17 +143,28 @@ class Attention(nn.Module):
         super().__init__()
         self.nh, self.nkv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         H = cfg.hidden_size
-        self.q_proj = nn.Linear(H, self.nh * self.hd, bias=False)
-        self.k_proj = nn.Linear(H, self.nkv * self.hd, bias=False)
-        self.v_proj = nn.Linear(H, self.nkv * self.hd, bias=False)
+        # Qwen2: q/k/v biases; o_proj never has one (Qwen2Attention)
+        self.q_proj = nn.Linear(H, self.nh * self.hd, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(H, self.nkv * self.hd, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(H, self.nkv * self.hd, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.nh * self.hd, H, bias=False)
+        if cfg.qk_norm:
+            # Qwen3: one RMSNorm over head_dim per layer, shared by all heads, eps rms_norm_eps
+            self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
+        self.qk_norm = cfg.qk_norm
         # fused attention kernels on GPU (torch 2); the explicit product is the reference path
         self.use_sdpa = False
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, allowed=None):
+        """allowed: [T, T] bool (True = may attend) when a sliding window cuts into the causal
+        triangle; None = plain causal."""
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.nh, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.nkv, self.hd).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.nh, self.hd)
+        k = self.k_proj(x).view(B, T, self.nkv, self.hd)
+        if self.qk_norm:  # before RoPE, on each head's head_dim coordinates
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.nkv, self.hd).transpose(1, 2)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q = q * cos + rotate_half(q) * sin
@@ -76,11 +175,14 @@ class Attention(nn.Module):
             k = k.repeat_interleave(g, dim=1)
             v = v.repeat_interleave(g, dim=1)
         if self.use_sdpa and _HAS_SDPA:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            if allowed is None:
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         else:
             scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.hd)
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
-            scores = scores.masked_fill(causal, float("-inf"))
+            hidden = ~allowed if allowed is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+            scores = scores.masked_fill(hidden, float("-inf"))
             out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(v.dtype), v)
         # [B, nh, T, hd] -> [B, T, nh*hd]: head j's output occupies columns j*hd .. (j+1)*hd
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.nh * self.hd))
@@ -106,8 +208,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(self, x, cos, sin, allowed=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, allowed)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -120,16 +222,26 @@ class Decoder(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """Forward returns logits [B,T,V] (f32), or (logits, hidden_states) with HF's hidden_states:
-    L+1 tensors, 0 = embeddings, l = after layer l for l < L, L = after the final norm."""
+    """Any supported family (the config says which features are on). Forward returns logits
+    [B,T,V] (f32), or (logits, hidden_states) with HF's hidden_states: L+1 tensors, 0 =
+    embeddings, l = after layer l for l < L, L = after the final norm."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
         self.model = Decoder(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        # a buffer so that `.to(dtype)` rounds it as it does transformers' inv_freq (bf16 fixture)
-        self.register_buffer("inv_freq", rope_inv_freq(cfg.head_dim, cfg.rope_theta), persistent=False)
+        self.tie_weights()
+        # a buffer so that `.to(dtype)` rounds it as it does transformers' inv_freq (bf16 fixture);
+        # 'dynamic' RoPE recomputes it for sequences beyond max_position_embeddings
+        inv, self.attention_scaling = rope_frequencies(cfg, cfg.max_position_embeddings)
+        self.register_buffer("inv_freq", inv, persistent=False)
+
+    def tie_weights(self):
+        """Tied embeddings: lm_head uses the embedding's Parameter itself, so named_parameters(),
+        the optimizer and a save see one tensor (model.embed_tokens.weight) and no lm_head."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     def set_sdpa(self, on=True):
         for layer in self.model.layers:
@@ -138,14 +250,19 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids, output_hidden_states=False):
         cfg = self.config
         T = input_ids.shape[1]
-        cos, sin = rope_tables(self.inv_freq, T, input_ids.device)
+        inv = self.inv_freq
+        if cfg.rope["type"] == "dynamic" and T > cfg.max_position_embeddings:
+            inv = rope_frequencies(cfg, T)[0]
+        cos, sin = rope_tables(inv, T, input_ids.device, self.attention_scaling)
+        w = cfg.sliding_window
+        allowed = window_mask(T, w, input_ids.device) if w is not None and T > w else None
         x = self.model.embed_tokens(input_ids)
         if cfg.input_scale != 1:
             x = x * cfg.input_scale
         hidden = [x] if output_hidden_states else None
         n = len(self.model.layers)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, allowed)
             if output_hidden_states and i < n - 1:
                 hidden.append(x)
         x = self.model.norm(x)
@@ -157,6 +274,9 @@ class LlamaForCausalLM(nn.Module):
         return (logits, hidden) if output_hidden_states else logits
 
 
+_IGNORED = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
+
+
 def load_model(ckpt_dir, dtype=torch.float32, device="cpu", inv_freq_dtype=None):
     """Build the model from config.json and load the checkpoint's weights (any stored dtype).
     `inv_freq_dtype` rounds the RoPE frequencies as `model.to(dtype)` does to transformers'
@@ -164,17 +284,22 @@ def load_model(ckpt_dir, dtype=torch.float32, device="cpu", inv_freq_dtype=None)
     cfg = read_config(ckpt_dir)
     with torch.device("meta") if hasattr(torch, "device") and hasattr(torch.device, "__enter__") else _nullctx():
         model = LlamaForCausalLM(cfg)
-    model = model.to_empty(device=device) if _is_meta(model) else model
-    inv = rope_inv_freq(cfg.head_dim, cfg.rope_theta)
+    if _is_meta(model):
+        model = model.to_empty(device=device)
+        model.tie_weights()  # to_empty may give each module its own copy of a shared meta Parameter
+    inv = rope_frequencies(cfg, cfg.max_position_embeddings)[0]
     if inv_freq_dtype is not None:
         inv = inv.to(inv_freq_dtype).float()
     model.inv_freq = inv.to(device)
     tensors = load_checkpoint_tensors(ckpt_dir)
     own = dict(model.named_parameters())
     missing = [n for n in own if n not in tensors]
-    extra = [n for n in tensors if n not in own]
+    # as src/arch.ts: RoPE buffers some exporters carry are derived, and a tied checkpoint may still
+    # carry a copy of the head (transformers ignores it on load)
+    extra = [n for n in tensors if n not in own and not _IGNORED.match(n) and not (cfg.tie_word_embeddings and n == "lm_head.weight")]
     if missing or extra:
-        raise ValueError(f"{ckpt_dir}: tensors do not match config.json: missing {missing[:4]}, unexpected {extra[:4]}")
+        tied = " (tie_word_embeddings is true: the embedding is the LM head)" if cfg.tie_word_embeddings else ""
+        raise ValueError(f"{ckpt_dir}: tensors do not match config.json{tied}: missing {missing[:4]}, unexpected {extra[:4]}")
     with torch.no_grad():
         for name, p in own.items():
             t = tensors[name]

@@ -10,7 +10,7 @@ import { TrainError } from '../errors.ts';
 import { findTorchPython, requireTorchPython, runTorchModule } from '../torch-engine.ts';
 import { loadTokenizer } from '../tokenizer.ts';
 import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
-import { readConfigFile, type ModelConfig } from '../config.ts';
+import { readConfigFile } from '../config.ts';
 import { tokenDtypeForPath } from '../util/token-files.ts';
 import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
 import { checkRunFolder, clearRun } from './checkpointing.ts';
@@ -33,35 +33,11 @@ export function resolveEngine(e: EngineOptions): 'tfjs' | 'torch' {
   return t !== undefined && (t.cuda || (e.nproc ?? 1) > 1 || e.tfjsTooLarge === true) ? 'torch' : 'tfjs';
 }
 
-/**
- * What the torch engine's model (python/flm_grow_torch/model.py) does not cover yet: the
- * features of the other families (issue 13). Empty: it can train this config.
- */
-export function torchEngineGaps(c: ModelConfig): string[] {
-  const gaps: string[] = [];
-  if (c.tieWordEmbeddings) gaps.push('tie_word_embeddings');
-  if (c.qkvBias) gaps.push('q/k/v biases (qwen2)');
-  if (c.qkNorm) gaps.push('q_norm/k_norm (qwen3)');
-  if (c.rope.type !== 'default') gaps.push(`RoPE scaling "${c.rope.type}"`);
-  if (c.slidingWindow !== undefined) gaps.push('sliding_window');
-  return gaps;
-}
-
 /** Train on the chosen engine; the result has the same shape either way. */
 export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): Promise<TrainResult> {
   // either engine: bad options and an occupied run folder fail before anything is written
   trainArgs(o);
   checkRunFolder(o.out, o);
-  const cfgPath = join(o.checkpoint, 'config.json');
-  const gaps = existsSync(cfgPath) ? torchEngineGaps(readConfigFile(cfgPath)) : [];
-  if (gaps.length > 0) {
-    if (e.engine === 'torch')
-      throw new TrainError(
-        'BadArgs',
-        `--engine torch does not cover this checkpoint yet (${gaps.join(', ')}); use --engine tfjs`,
-      );
-    if (e.engine === 'auto') e = { ...e, engine: 'tfjs' };
-  }
   if (e.engine === 'auto' && e.tfjsTooLarge === undefined && existsSync(join(o.checkpoint, 'config.json'))) {
     const est = estimateTrainMemory(readConfigFile(join(o.checkpoint, 'config.json')), o.batchSize ?? 8, o.seqLen ?? 64);
     e = { ...e, tfjsTooLarge: est.total > 0.9 * WASM_HEAP_LIMIT };

@@ -1,0 +1,135 @@
+/**
+ * The torch engine's family table (python/flm_grow_torch/families.py) and config parser
+ * (config.py) against src/families.ts and src/config.ts, the reference: Python cannot import the
+ * TypeScript table, so each side keeps its own and this test fails when they drift. Needs only a
+ * Python 3 (families.py and config.py import no torch); skipped when none runs.
+ */
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { FAMILIES, ROPE_TYPES, familyByName } from '../../src/families.ts';
+import { parseConfig } from '../../src/config.ts';
+import { ConfigError } from '../../src/errors.ts';
+import { pythonCandidates, PYTHON_DIR } from '../../src/torch-engine.ts';
+
+const python = pythonCandidates().find((p) => spawnSync(p, ['-c', 'import json'], { timeout: 30_000 }).status === 0);
+if (python === undefined) console.log('test/torch/families-table: SKIPPED: no python3 found');
+
+function py(code: string, input: unknown): unknown {
+  const r = spawnSync(python as string, ['-c', code], {
+    input: JSON.stringify(input),
+    encoding: 'utf8',
+    env: { ...process.env, PYTHONPATH: PYTHON_DIR },
+    timeout: 60_000,
+  });
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+/** The facts config parsing reads, from the TS table. */
+function tsTable(): unknown {
+  return {
+    ropeTypes: [...ROPE_TYPES],
+    families: FAMILIES.map((f) => ({
+      name: f.name,
+      modelTypes: [...f.modelTypes],
+      architectures: [...f.architectures],
+      qkvBias: f.qkvBias,
+      qkNorm: f.qkNorm,
+      slidingWindow: f.slidingWindow,
+      mup: f.mup,
+      headDimDefault: f.headDimDefault ?? null,
+      refusedIfTrue: f.refusedIfTrue.map((r) => ({ key: r.key, why: r.why })),
+    })),
+  };
+}
+
+const tiny = (f: Parameters<typeof familyByName>[0], over: Record<string, unknown> = {}) => ({
+  ...familyByName(f).tiny,
+  ...over,
+});
+
+const GOOD: Record<string, unknown>[] = [
+  ...FAMILIES.map((f) => ({ ...f.tiny })),
+  tiny('llama', { rope_scaling: null, rope_parameters: { rope_type: 'linear', factor: 2, rope_theta: 20000 } }),
+  tiny('llama', { rope_scaling: { type: 'dynamic', factor: 3 } }),
+  tiny('qwen2', { rope_scaling: { rope_type: 'yarn', factor: 4, mscale: 2, mscale_all_dim: 1, beta_fast: 16, truncate: false } }),
+  tiny('qwen3', { head_dim: null }), // Qwen3's config default head_dim 128
+  tiny('mistral', { sliding_window: null, num_key_value_heads: null }),
+  tiny('llama', { model_type: undefined, architectures: ['MistralForCausalLM'] }), // found by architecture
+];
+
+const BAD: Record<string, unknown>[] = [
+  tiny('qwen2', { use_sliding_window: true, mlp_bias: true, rope_scaling: { rope_type: 'longrope', factor: 2 } }),
+  tiny('llama', {
+    attention_bias: true,
+    hidden_act: 'gelu',
+    rope_scaling: { rope_type: 'llama3', factor: 8 },
+    num_key_value_heads: 3,
+  }),
+  tiny('qwen3', { layer_types: ['sliding_attention', 'full_attention'], partial_rotary_factor: 0.5, head_dim: 15 }),
+  tiny('mistral', { model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], tie_word_embeddings: 'yes', sliding_window: -1 }),
+  tiny('llama', { rope_parameters: { rope_type: 'yarn', factor: -1, rope_theta: 0 } }),
+];
+
+/** parseConfig's numbers under the names config.py's summary() uses, or the fields it refuses. */
+function tsParse(raw: Record<string, unknown>): unknown {
+  try {
+    const c = parseConfig(JSON.parse(JSON.stringify(raw)));
+    return {
+      family: c.family,
+      tieWordEmbeddings: c.tieWordEmbeddings,
+      qkvBias: c.qkvBias,
+      qkNorm: c.qkNorm,
+      rope: c.rope,
+      slidingWindow: c.slidingWindow ?? null,
+      hiddenSize: c.hiddenSize,
+      intermediateSize: c.intermediateSize,
+      numLayers: c.numLayers,
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      vocabSize: c.vocabSize,
+      rmsNormEps: c.rmsNormEps,
+      ropeTheta: c.ropeTheta,
+      maxPositionEmbeddings: c.maxPositionEmbeddings,
+      useMup: c.useMup,
+      inputMult: c.inputMult,
+      outputMult: c.outputMult,
+      mupScaleFactor: c.mupScaleFactor,
+    };
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    return { refused: [...e.fields].sort() };
+  }
+}
+
+const PY_PARSE = `
+import json, sys
+from flm_grow_torch.config import ModelConfig, ConfigError
+out = []
+for raw in json.load(sys.stdin):
+    try:
+        out.append(ModelConfig(raw).summary())
+    except ConfigError as e:
+        out.append({"refused": sorted(e.fields)})
+print(json.dumps(out))
+`;
+
+describe.skipIf(python === undefined)('torch engine family table = src/families.ts', () => {
+  it('families.py lists the same families, RoPE types, features and refused keys', () => {
+    const got = py(
+      `import runpy; runpy.run_path(${JSON.stringify(join(PYTHON_DIR, 'flm_grow_torch/families.py'))}, run_name='__main__')`,
+      null,
+    );
+    expect(got).toEqual(tsTable());
+  });
+
+  it('config.py parses configs of every family as src/config.ts does, and refuses the same fields', () => {
+    const want = [...GOOD, ...BAD].map(tsParse);
+    // the cases mean what they say: the good ones parse, each bad one names several fields
+    want.slice(0, GOOD.length).forEach((w) => expect(w).not.toHaveProperty('refused'));
+    want.slice(GOOD.length).forEach((w) => expect((w as { refused: string[] }).refused.length).toBeGreaterThan(1));
+    expect(py(PY_PARSE, [...GOOD, ...BAD])).toEqual(want);
+  });
+});
