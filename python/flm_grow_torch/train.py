@@ -106,6 +106,22 @@ class Dist:
             dist.destroy_process_group()
 
 
+def reference_blas():
+    """The netlib reference BLAS when this process multiplies with it (Debian's torch links
+    libblas.so.3, which is the reference one unless OpenBLAS/BLIS is installed: ~1 GFLOP/s
+    against ~15-20 per core measured with libopenblas0-openmp on this 2-core machine), else None."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return None
+    optimised = ("openblas", "blis", "mkl", "atlas")
+    if any(k in x for x in libs for k in optimised):
+        return None
+    ref = [x for x in libs if os.path.basename(x).startswith("libblas.so")]
+    return ref[0] if ref else None
+
+
 def default_threads(dd):
     """This machine's CPUs shared out over the processes on it. torch's own default can be far
     lower (Debian's torch 1.13 starts with one thread on a 2-core machine)."""
@@ -168,6 +184,10 @@ def main(argv=None):
         sys.exit(f"train: --batch-size {B} must be a multiple of the number of processes ({dd.world})")
     bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
     log = (lambda s: None) if a.quiet or dd.rank else (lambda s: print(s, flush=True))
+    slow_blas = reference_blas() if device.type == "cpu" and dd.rank == 0 else None
+    if slow_blas is not None:
+        print(f"train: warning: torch multiplies with the reference BLAS ({slow_blas}), about 1 GFLOP/s; "
+              "install an optimised one (Debian/Ubuntu: apt-get install libopenblas0-openmp)", file=sys.stderr, flush=True)
     os.makedirs(a.out, exist_ok=True)
     dir_, resumed = a.checkpoint, False
     if a.resume:
