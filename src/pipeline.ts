@@ -56,6 +56,8 @@ export interface TrainSettings {
   /** tfjs | torch | auto (see src/train/engine.ts) and the torch engine's process count. */
   engine?: Engine;
   nproc?: number;
+  /** torch engine on CUDA: FullyShardedDataParallel instead of DDP. */
+  fsdp?: boolean;
 }
 
 export type StageSpec =
@@ -119,6 +121,7 @@ const TRAIN_FIELDS: Record<keyof TrainSettings, Check> = {
   lr_after_growth: oneOf(['rewind', 'continue']),
   engine: oneOf(ENGINES),
   nproc: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
+  fsdp: bool,
 };
 const STAGE_FIELDS: Record<StageKind, Record<string, Check>> = {
   init: { config: obj, std: num, seed: int },
@@ -502,7 +505,7 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
     shouldStop: opts.shouldStopTraining,
   };
   if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
-  const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc });
+  const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc, fsdp: ts.fsdp });
   if (tr.interrupted)
     throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
   return tr.checkpoint;

@@ -54,7 +54,7 @@ export function torchEngineLabel(): string {
 
 export const NO_TORCH_HELP =
   'no Python interpreter that imports torch was found (tried $FLM_GROW_PYTHON, python3, /usr/bin/python3). ' +
-  'Install torch (Debian/Ubuntu: apt-get install python3-torch; or pip install torch) or point FLM_GROW_PYTHON at a Python that has it; ' +
+  'Install torch (Debian/Ubuntu: apt-get install python3-torch libopenblas0-openmp; or pip install torch) or point FLM_GROW_PYTHON at a Python that has it; ' +
   'or use --engine tfjs.';
 
 export function requireTorchPython(): TorchPython {

@@ -26,7 +26,8 @@ from .checkpointing import (MANIFEST_FORMAT, MetricsLog, checkpoint_dir_name, la
 from .config import read_config
 from .data import TokenDataset
 from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
-from .model import load_model
+from .fsdp import FsdpUpdater, fsdp_unavailable
+from .model import DecoderLayer, load_model
 from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
 from .safetensors_io import save_checkpoint_tensors
 
@@ -73,7 +74,8 @@ def parse_args(argv):
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--precision", choices=["auto", "f32", "bf16"], default="auto", help="auto: bf16 autocast on GPU, f32 on CPU")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--fsdp", action="store_true", help="FullyShardedDataParallel instead of DDP (CUDA only): for models that do not fit one device")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: CPUs / processes)")
     p.add_argument("--interrupt-after", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -102,6 +104,30 @@ class Dist:
     def close(self):
         if self.world > 1:
             dist.destroy_process_group()
+
+
+def reference_blas():
+    """The netlib reference BLAS when this process multiplies with it (Debian's torch links
+    libblas.so.3, which is the reference one unless OpenBLAS/BLIS is installed: ~1 GFLOP/s
+    against ~15-20 per core measured with libopenblas0-openmp on this 2-core machine), else None."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return None
+    optimised = ("openblas", "blis", "mkl", "atlas")
+    if any(k in x for x in libs for k in optimised):
+        return None
+    ref = [x for x in libs if os.path.basename(x).startswith("libblas.so")]
+    return ref[0] if ref else None
+
+
+def default_threads(dd):
+    """This machine's CPUs shared out over the processes on it. torch's own default can be far
+    lower (Debian's torch 1.13 starts with one thread on a 2-core machine)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(dd.world)))
+    return max(1, cpus // max(1, local))
 
 
 def start_state(a, dir_, resumed):
@@ -144,17 +170,24 @@ def main(argv=None):
     if a.steps <= 0:
         sys.exit("train: --steps must be a positive integer")
     device_kind = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if a.fsdp:
+        why = fsdp_unavailable(torch.device(device_kind))
+        if why is not None:
+            sys.exit(f"train: {why}")
     dd = Dist(device_kind)
     device = torch.device(f"cuda:{dd.local_rank}" if device_kind == "cuda" else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads or default_threads(dd))
     B, T, seed, clip = a.batch_size, a.seq_len, a.seed, a.clip_grad
     if B % dd.world:
         sys.exit(f"train: --batch-size {B} must be a multiple of the number of processes ({dd.world})")
     bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
     log = (lambda s: None) if a.quiet or dd.rank else (lambda s: print(s, flush=True))
+    slow_blas = reference_blas() if device.type == "cpu" and dd.rank == 0 else None
+    if slow_blas is not None:
+        print(f"train: warning: torch multiplies with the reference BLAS ({slow_blas}), about 1 GFLOP/s; "
+              "install an optimised one (Debian/Ubuntu: apt-get install libopenblas0-openmp)", file=sys.stderr, flush=True)
     os.makedirs(a.out, exist_ok=True)
     dir_, resumed = a.checkpoint, False
     if a.resume:
@@ -186,14 +219,21 @@ def main(argv=None):
         handle = attach_masks(model, read_masks(masks_path, cfg), st["schedule"], vocab_fill=-1e30)
     if device.type == "cuda":
         model.set_sdpa(True)
-    adam = AdamW(model.named_parameters(), beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
     opt_path = os.path.join(dir_, OPTIMIZER_FILE)
+    fsdp = None
+    if a.fsdp:
+        fsdp = FsdpUpdater(model, device, DecoderLayer, beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
+        adam = fsdp
+    else:
+        adam = AdamW(model.named_parameters(), beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
     if os.path.exists(opt_path):
         adam.load(opt_path)
     else:
         adam.step = st["step"]
     net = model
-    if dd.world > 1:
+    if fsdp is not None:
+        net = fsdp.net
+    elif dd.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     metrics = None
@@ -239,18 +279,25 @@ def main(argv=None):
         nonlocal last_saved
         out = os.path.join(a.out, checkpoint_dir_name(step))
         set_masks(step)
+        if fsdp is not None:
+            weights, moments = fsdp.full_state()  # a collective: every rank takes part
+        else:
+            weights, moments = {n: p.detach().float().cpu() for n, p in model.named_parameters()}, None
         if dd.rank == 0:
             tmp = out + f".tmp-{os.getpid()}"
             import shutil
             shutil.rmtree(tmp, ignore_errors=True)
             os.makedirs(tmp)
-            save_checkpoint_tensors(tmp, {n: p.detach().float().cpu() for n, p in model.named_parameters()})
+            save_checkpoint_tensors(tmp, {n: weights[n].detach().float().cpu() for n in names})
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 f.write(json.dumps(js_value(cfg.to_json("float32")), indent=2) + "\n")
             cur = handle.mask_set() if handle is not None else None
             if cur is not None:
                 write_masks(os.path.join(tmp, MASKS_FILE), cur)
-            adam.save(os.path.join(tmp, OPTIMIZER_FILE), names, tokens)
+            if fsdp is not None:
+                fsdp.save(os.path.join(tmp, OPTIMIZER_FILE), weights, moments, tokens)
+            else:
+                adam.save(os.path.join(tmp, OPTIMIZER_FILE), names, tokens)
             write_side_files(side_files, tmp)
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
@@ -266,7 +313,7 @@ def main(argv=None):
                 "batchSize": B, "seqLen": T,
                 "data": {"path": os.path.abspath(a.data), "sha256": data_sha, "tokens": len(ds.tokens), "tokenizer": "bytes" if ds.tokenizer else a.data},
                 "masksAllOne": cur is None or all_one(cur), "lastLoss": losses[-1] if losses else None, "evalLoss": last_eval,
-                "engine": "torch", "processes": dd.world, "precision": "bf16-autocast" if bf16 else "f32",
+                "engine": "torch", "processes": dd.world, "sharding": "fsdp" if fsdp is not None else "ddp" if dd.world > 1 else "none", "precision": "bf16-autocast" if bf16 else "f32",
             }
             write_manifest_last(out, js_value(manifest))
             prune_checkpoints(a.out, a.keep_checkpoints, out)
@@ -286,21 +333,29 @@ def main(argv=None):
         set_masks(step)
         lr = lr_at(step, st["lrSchedule"])
         inputs, targets = ds.batch_at("train", step, B, T, seed)
-        for p in model.parameters():
-            p.grad = None
+        if fsdp is not None:
+            fsdp.zero_grad()
+        else:
+            for p in model.parameters():
+                p.grad = None
         loss_t = loss_of(inputs, targets)
         loss_t.backward()
         loss = dd.mean(float(loss_t.detach()))
         # grads are already averaged across ranks by DDP: the norm is the same on every rank
-        sq = torch.stack([p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None]).sum()
-        gnorm = math.sqrt(float(sq))
+        if fsdp is not None:
+            gnorm = fsdp.grad_norm_and_clip(clip)  # across shards; already clipped
+        else:
+            gnorm = float(torch.stack([p.grad.float().norm() for p in model.parameters() if p.grad is not None]).norm())
         if not (math.isfinite(loss) and math.isfinite(gnorm)) or loss > MAX_LOSS:
             what = ('loss is ' + str(loss) if not math.isfinite(loss) else f'loss {loss:.3e} is above {MAX_LOSS}' if loss > MAX_LOSS
                     else 'gradient norm is ' + str(gnorm))
             sys.exit(f"train: {a.out}: step {step}: {what} "
                      f"(lr {lr:.3e}); training stopped. Last good checkpoint: {last_saved or dir_ + ' (nothing saved in this run)'}. Lower --lr or check the data.")
         scale = clip / (gnorm + 1e-6) if clip > 0 and gnorm > clip else 1.0
-        adam.apply(lr, scale)
+        if fsdp is not None:
+            fsdp.apply(lr)
+        else:
+            adam.apply(lr, scale)
         losses.append(loss)
         step += 1
         tokens += B * T

@@ -74,7 +74,12 @@ export const trainCommand: CommandModule = {
         .option(
           'nproc',
           n('nproc', 'torch engine: processes (DDP; one per GPU, or gloo on CPU); the global batch is split between them', 1),
-        ),
+        )
+        .option('fsdp', {
+          type: 'boolean',
+          default: false,
+          describe: 'torch engine on CUDA GPUs: shard weights, gradients and AdamW moments (FSDP) instead of DDP',
+        }),
       ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size'],
       {
         out: { demandOption: true, describe: 'run folder: checkpoint-<step>/ folders and metrics.jsonl' },
@@ -152,7 +157,7 @@ export const trainCommand: CommandModule = {
             logLine(`train: step ${m.step + 1}: saving checkpoint-${String(m.step + 1).padStart(6, '0')}`);
         },
       },
-      { engine: a.engine as Engine, nproc: a.nproc as number },
+      { engine: a.engine as Engine, nproc: a.nproc as number, fsdp: a.fsdp === true },
     );
     const lines =
       r.step === r.startStep

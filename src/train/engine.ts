@@ -22,6 +22,8 @@ export interface EngineOptions {
   engine?: Engine;
   /** Processes for the torch engine (one per GPU, or CPU processes with gloo). */
   nproc?: number;
+  /** torch engine: FullyShardedDataParallel instead of DDP (CUDA only; the engine refuses it on CPU). */
+  fsdp?: boolean;
   /** For 'auto': true when the tfjs trainer would not fit (see estimateTrainMemory). */
   tfjsTooLarge?: boolean;
 }
@@ -30,7 +32,7 @@ export function resolveEngine(e: EngineOptions): 'tfjs' | 'torch' {
   const engine = e.engine ?? 'tfjs';
   if (engine !== 'auto') return engine;
   const t = findTorchPython();
-  return t !== undefined && (t.cuda || (e.nproc ?? 1) > 1 || e.tfjsTooLarge === true) ? 'torch' : 'tfjs';
+  return t !== undefined && (t.cuda || (e.nproc ?? 1) > 1 || e.fsdp === true || e.tfjsTooLarge === true) ? 'torch' : 'tfjs';
 }
 
 /** Train on the chosen engine; the result has the same shape either way. */
@@ -45,9 +47,10 @@ export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): P
   if (resolveEngine(e) === 'tfjs') {
     if ((e.nproc ?? 1) > 1)
       throw new TrainError('BadArgs', '--nproc needs --engine torch (the tfjs trainer runs in one process)');
+    if (e.fsdp === true) throw new TrainError('BadArgs', '--fsdp needs --engine torch (the tfjs trainer does not shard)');
     return train(o);
   }
-  return trainTorch(o, e.nproc ?? 1);
+  return trainTorch(o, e.nproc ?? 1, e.fsdp === true);
 }
 
 /**
@@ -64,7 +67,7 @@ function torchData(o: TrainOptions): string {
   return path;
 }
 
-async function trainTorch(o: TrainOptions, nproc: number): Promise<TrainResult> {
+async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promise<TrainResult> {
   requireTorchPython();
   if (o.overwrite === true) clearRun(o.out);
   const args: string[] = [o.checkpoint, '--data', torchData(o), '--out', o.out, '--steps', String(o.steps)];
@@ -92,6 +95,7 @@ async function trainTorch(o: TrainOptions, nproc: number): Promise<TrainResult> 
   flag('stage', o.stage);
   if (o.resume === true) args.push('--resume');
   if (o.quiet === true) args.push('--quiet');
+  if (fsdp) args.push('--fsdp');
   const r = await runTorchModule('flm_grow_torch.train', args, { nproc, capture: o.quiet === true });
   if (r.code !== 0 || r.result === undefined) {
     const tail = r.stderr.trim().split('\n').slice(-3).join('\n');
