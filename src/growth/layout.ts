@@ -6,7 +6,9 @@
  * An output entry (i, j) of a tensor with dims (d0, d1) copies source entry (rows[i], cols[j])
  * when both are old; otherwise it is new and gets a fill: `one` for norm gains, `zero` where
  * zero mode needs it (a new entry that would write into the old residual stream) or init.new is
- * zero, else `random` (seeded normal, std per role).
+ * zero, else `random` (seeded normal, std per role). With `vocab.new: "tokens"` a new vocabulary
+ * row (embed_tokens, untied lm_head) is `mean`: each old column holds the mean of the source rows
+ * there (new columns, if H grows too, get the usual fill).
  */
 import { LLAMA_TENSORS, SPEC_BY_ROLE, expectedTensors, tensorName, type Dim, type Role } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
@@ -16,7 +18,7 @@ import { OPERATORS, ZERO_MODE_AXES, ZERO_MODE_INSERTED, type MaskVector } from '
 import type { LayerMapEntry } from './depth.ts';
 import { stdFor, type GrowthPlan } from './plan.ts';
 
-export type Fill = 'random' | 'zero' | 'one';
+export type Fill = 'random' | 'zero' | 'one' | 'mean';
 
 export interface GrowthLayout {
   source: ModelConfig;
@@ -30,6 +32,7 @@ export interface GrowthLayout {
   layerMap: LayerMapEntry[];
   layerInit: 'copy' | 'random';
   newInit: 'random' | 'zero';
+  vocabNew: 'padding' | 'tokens';
   seed: number;
   /** Multiplier of every norm gain (zero mode: sqrt(H/H'), else 1). */
   normScale: number;
@@ -64,6 +67,7 @@ export function buildLayout(
     layerMap,
     layerInit: plan.init.layers,
     newInit: plan.init.new,
+    vocabNew: plan.vocab.new,
     seed: plan.seed,
     normScale,
     std,
@@ -126,7 +130,7 @@ export function tensorOps(g: GrowthLayout): TensorOp[] {
       source: fresh ? undefined : sourceName(e.role, srcLayer),
       rows,
       cols,
-      fillNewRow: rowZero ? 'zero' : base,
+      fillNewRow: rowZero ? 'zero' : rowDim === 'V' && g.vocabNew === 'tokens' ? 'mean' : base,
       fillNewCol: colZero ? 'zero' : base,
       fillNewBoth: rowZero || colZero ? 'zero' : base,
       zeroAll: g.mode === 'zero' && inserted && ZERO_MODE_INSERTED.includes(e.role),
@@ -140,15 +144,21 @@ export function tensorOps(g: GrowthLayout): TensorOp[] {
  * MSG masks right after growth: 1 on old units, 0 on new ones; inserted layers residual 0.
  * Growing an already-masked checkpoint (masks not yet annealed) carries its masks over: old
  * units keep their current value, so the grown masked model equals the masked source.
+ * `vocabTokens` marks the new ids of a `vocab.new: "tokens"` growth (and carries the source's).
  */
 export function initialMasks(g: GrowthLayout, sourceMasks?: MaskSet): MaskSet {
   const carry = (map: AxisMap, old: ArrayLike<number> | undefined) =>
     Float32Array.from(map, (s) => (s < 0 ? 0 : old === undefined ? 1 : old[s]));
   const sm = sourceMasks;
   const u = g.units as Record<Exclude<MaskVector, 'residual'>, AxisMap>;
+  const tokens =
+    g.vocabNew === 'tokens' || sm?.vocabTokens !== undefined
+      ? Float32Array.from(u.vocab, (s) => (s < 0 ? (g.vocabNew === 'tokens' ? 1 : 0) : (sm?.vocabTokens?.[s] ?? 0)))
+      : undefined;
   return {
     hidden: carry(u.hidden, sm?.hidden),
     vocab: carry(u.vocab, sm?.vocab),
+    ...(tokens?.includes(1) === true ? { vocabTokens: tokens } : {}),
     layers: g.layerMap.map((e) => {
       const sl = sm?.layers[e.source];
       return {
