@@ -166,7 +166,9 @@ export function applyMaskValues(m: MaskSet, values: Partial<Record<MaskGroup, nu
     hidden: set(m.hidden, values.hidden),
     // only new tokens rise with the vocab group; padding ids stay 0
     vocab:
-      tokens === undefined || c === undefined ? m.vocab : Float32Array.from(m.vocab, (v, k) => (tokens[k] === 1 && v < 1 ? Math.max(v, c) : v)),
+      tokens === undefined || c === undefined
+        ? m.vocab
+        : Float32Array.from(m.vocab, (v, k) => (tokens[k] === 1 && v < 1 ? Math.max(v, c) : v)),
     ...(tokens !== undefined ? { vocabTokens: tokens } : {}),
     layers: m.layers.map((l) => ({
       heads: set(l.heads, values.heads),

@@ -493,8 +493,7 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
 /** What the plan makes of new vocabulary ids (vocab.new), for plan and grow output. */
 function describeNewIds(V: number, V2: number, plan: GrowthPlan): string | undefined {
   const n = V2 - V;
-  if (n <= 0)
-    return plan.vocab.new === 'tokens' ? `vocab.new "tokens" has no effect: vocab_size stays ${V}` : undefined;
+  if (n <= 0) return plan.vocab.new === 'tokens' ? `vocab.new "tokens" has no effect: vocab_size stays ${V}` : undefined;
   const ids = `vocab_size ${V} -> ${V2}: the ${n} new ids (${V}..${V2 - 1})`;
   if (plan.vocab.new === 'padding')
     return plan.mode === 'zero'

@@ -65,7 +65,10 @@ export async function produceTensor(
     return p;
   };
   // fill "mean" (new vocabulary rows): the mean of every source row, one pass before the blocks
-  const mean = op.fillNewRow === 'mean' && src !== undefined && op.source !== undefined ? await meanRowBits(op, src, outDtype, blockBytes) : undefined;
+  const mean =
+    op.fillNewRow === 'mean' && src !== undefined && op.source !== undefined
+      ? await meanRowBits(op, src, outDtype, blockBytes)
+      : undefined;
   let nextRead = read(0);
   for (let k = 0; k < blocks.length; k++) {
     const { r0, r1, sFirst, sLast } = blocks[k];
@@ -133,20 +136,16 @@ export async function produceTensor(
  */
 async function meanRowBits(op: TensorOp, src: SourceRows, outDtype: DType, blockBytes: number): Promise<Bits> {
   const nSrc = Math.max(...Array.from(op.rows)) + 1;
-  let sum: Float64Array | undefined;
-  let cols = 0;
-  let step = 1;
-  for (let a = 0; a < nSrc; a += step) {
+  const first = bytesToFloat32(await src.readRows(0, 1), src.dtype);
+  const cols = first.length;
+  const sum = Float64Array.from(first);
+  const step = Math.max(1, Math.floor(blockBytes / (4 * cols)));
+  for (let a = 1; a < nSrc; a += step) {
     const b = Math.min(nSrc, a + step);
     const rows = bytesToFloat32(await src.readRows(a, b), src.dtype);
-    if (sum === undefined) {
-      cols = rows.length / (b - a);
-      sum = new Float64Array(cols);
-      step = Math.max(1, Math.floor(blockBytes / (4 * cols)));
-    }
     for (let r = 0; r < b - a; r++) for (let j = 0; j < cols; j++) sum[j] += rows[r * cols + j];
   }
-  const m = Float32Array.from(sum ?? [], (x) => x / nSrc);
+  const m = Float32Array.from(sum, (x) => x / nSrc);
   const bytes = float32ToBytes(m, outDtype);
   return dtypeSize(outDtype) === 2
     ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2)
