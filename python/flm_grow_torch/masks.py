@@ -8,7 +8,9 @@ user's own Llama written with HF names:
   *norm (RMSNorm)         statistics over unmasked coordinates: sum(m·x²)/sum(m)
   self_attn.o_proj        input: head j times m_a[j];   output: ⊙ m_h · r_l
   mlp.down_proj           input ⊙ m_f;                  output: ⊙ m_h · r_l
-  lm_head                 + vocab bias log(m_v) (-inf at 0, or a large finite value for training)
+  lm_head                 + vocab bias log(m_v) (-inf at 0, or a large finite value for training),
+                          divided by the model's logit scale (µP), which multiplies lm_head's
+                          output afterwards: SPEC §2 adds the bias to the scaled logits
 
 The vocab mask m enters as the additive logit bias log(m) (softmax weight of id v times m_v):
 padding ids stay at 0 for good; new tokens (vocab_tokens 1, `vocab.new: "tokens"`) anneal with
@@ -266,7 +268,10 @@ def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=
                 lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"]))
             seen["down"] += 1
         elif leaf == "lm_head":
-            handle.handles.append(mod.register_forward_hook(lambda _m, _i, out: out + handle.current["vocab_bias"].to(out.dtype)))
+            # (raw + b/s)·s = raw·s + b: the bias lands on the scaled logits as in src/model/llama.ts
+            s = float(getattr(getattr(module, "config", None), "logit_scale", 1.0) or 1.0)
+            handle.handles.append(mod.register_forward_hook(
+                lambda _m, _i, out, s=s: out + (handle.current["vocab_bias"] / s).to(out.dtype)))
             seen["lm_head"] += 1
     want = {"embed": 1, "norm": 2 * nl + 1, "o": nl, "down": nl, "lm_head": 1}
     if seen != want:

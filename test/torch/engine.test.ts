@@ -173,6 +173,35 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     );
   });
 
+  it.each([[0], [0.3]])(
+    'vocab.new "tokens" grown checkpoint, vocab mask at %s: equals flm-grow\'s masked model (log(m) logit bias)',
+    async (c) => {
+      const dir = join(root, `vocab-tokens-${c}`);
+      await growCheckpoint(
+        join(root, 'src'),
+        dir,
+        parsePlan({ targets: { vocab_size: 264, hidden_size: 24 }, vocab: { new: 'tokens' }, seed: 5, anneal_steps: 10 }),
+        { quiet: true },
+      );
+      const ck0 = await Checkpoint.open(dir);
+      const m = await readMasks(join(dir, MASKS_FILE), ck0.config);
+      await ck0.close();
+      rmSync(join(dir, MASKS_FILE));
+      await writeMasks(join(dir, MASKS_FILE), applyMaskValues(m, { vocab: c, hidden: c }));
+      const ids = randomIds(2, 12, 264, 10); // new ids as inputs too
+      const idsFile = join(root, `ids-vocab-${c}.safetensors`);
+      await writeIds(idsFile, ids);
+      const ck = await Checkpoint.open(dir);
+      const ref = await streamedForward(ck, ids, { collectHidden: true });
+      await ck.close();
+      const got = await torchForward(dir, idsFile);
+      const logits = got.get('logits')?.data ?? new Float32Array();
+      // the new ids: -inf at 0 (relDiff requires equal non-finite values), finite once the mask is above 0
+      expect(Number.isFinite(ref.logits[263])).toBe(c > 0);
+      expect(relDiff(logits, ref.logits)).toBeLessThan(1e-4);
+    },
+  );
+
   const common = [
     '--steps',
     '20',
