@@ -1,9 +1,15 @@
 /**
  * MSG masks of a grown checkpoint (SPEC §2), stored beside it as masks.safetensors (F32):
  *   hidden [H]  vocab [V]  layers.{i}.heads [nh]  layers.{i}.ffn [F]  layers.{i}.residual [1]
+ *   vocab_tokens [V] (only when the vocabulary grew with `vocab.new: "tokens"`)
  * Old units are 1; new units hold the current annealing value c (0 right after growth);
  * vocab padding ids are 0 for good. A unit is "new" exactly while its value is below 1, so a
  * mask file saved mid-annealing is self-describing and training can resume from it.
+ *
+ * The vocab mask m enters the logits as the additive bias log(m) (the softmax weight of id v is
+ * multiplied by m[v]): -inf at 0, 0 at 1. Padding ids and new token ids both start at 0, so
+ * `vocab_tokens` (1 = a learnable new token, annealed by the "vocab" group; 0 = an old id or
+ * padding) says which ids rise; without it no vocab entry anneals (padding, as before tokens existed).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +22,7 @@ import { bytesToFloat32 } from './util/dtype.ts';
 export const MASKS_FILE = 'masks.safetensors';
 
 /** Groups annealed independently (each may have its own schedule in the manifest). */
-export const MASK_GROUPS = ['hidden', 'heads', 'ffn', 'layers'] as const;
+export const MASK_GROUPS = ['hidden', 'heads', 'ffn', 'layers', 'vocab'] as const;
 export type MaskGroup = (typeof MASK_GROUPS)[number];
 
 export interface LayerMasks {
@@ -30,6 +36,8 @@ export interface MaskSet {
   hidden: Float32Array;
   vocab: Float32Array;
   layers: LayerMasks[];
+  /** 1 for vocab ids that are learnable new tokens (annealed by the "vocab" group), 0 elsewhere; absent: none. */
+  vocabTokens?: Float32Array;
 }
 
 export function onesMasks(c: ModelConfig): MaskSet {
@@ -66,6 +74,8 @@ export async function writeMasks(path: string, m: MaskSet): Promise<void> {
     t.push({ name: `layers.${i}.ffn`, dtype: 'F32', shape: [l.ffn.length], data: f32(l.ffn) });
     t.push({ name: `layers.${i}.residual`, dtype: 'F32', shape: [1], data: f32(Float32Array.of(l.residual)) });
   });
+  if (m.vocabTokens !== undefined)
+    t.push({ name: 'vocab_tokens', dtype: 'F32', shape: [m.vocabTokens.length], data: f32(m.vocabTokens) });
   await writeSafetensors(path, t, { format: 'flm-grow-masks' });
 }
 
@@ -93,7 +103,13 @@ export async function readMasks(path: string, c: ModelConfig): Promise<MaskSet> 
         residual: (await get(`layers.${i}.residual`, 1))[0],
       });
     }
-    return { hidden: await get('hidden', c.hiddenSize), vocab: await get('vocab', c.vocabSize), layers };
+    const vocabTokens = f.tensors.has('vocab_tokens') ? await get('vocab_tokens', c.vocabSize) : undefined;
+    return {
+      hidden: await get('hidden', c.hiddenSize),
+      vocab: await get('vocab', c.vocabSize),
+      layers,
+      ...(vocabTokens !== undefined ? { vocabTokens } : {}),
+    };
   } finally {
     await f.close();
   }
@@ -104,7 +120,7 @@ export async function loadMasksIfAny(checkpointDir: string, c: ModelConfig): Pro
   return hasMasks(checkpointDir) ? readMasks(masksPath(checkpointDir), c) : undefined;
 }
 
-/** Which annealed groups still have entries below 1 (vocab padding excluded: it stays 0). */
+/** Which annealed groups still have entries below 1 (vocab: new tokens only; padding stays 0). */
 export function groupsBelowOne(m: MaskSet): { group: MaskGroup; minValue: number; count: number }[] {
   const out: { group: MaskGroup; minValue: number; count: number }[] = [];
   const scan = (group: MaskGroup, arrays: ArrayLike<number>[]) => {
@@ -128,6 +144,8 @@ export function groupsBelowOne(m: MaskSet): { group: MaskGroup; minValue: number
     m.layers.map((l) => l.ffn),
   );
   scan('layers', [m.layers.map((l) => l.residual)]);
+  const tokens = m.vocabTokens;
+  if (tokens !== undefined) scan('vocab', [Float32Array.from(m.vocab, (v, k) => (tokens[k] === 1 ? v : 1))]);
   return out;
 }
 
@@ -142,9 +160,16 @@ export function applyMaskValues(m: MaskSet, values: Partial<Record<MaskGroup, nu
     for (let k = 0; k < out.length; k++) if (out[k] < 1) out[k] = Math.max(out[k], c);
     return out;
   };
+  const tokens = m.vocabTokens;
+  const c = values.vocab;
   return {
     hidden: set(m.hidden, values.hidden),
-    vocab: m.vocab,
+    // only new tokens rise with the vocab group; padding ids stay 0
+    vocab:
+      tokens === undefined || c === undefined
+        ? m.vocab
+        : Float32Array.from(m.vocab, (v, k) => (tokens[k] === 1 && v < 1 ? Math.max(v, c) : v)),
+    ...(tokens !== undefined ? { vocabTokens: tokens } : {}),
     layers: m.layers.map((l) => ({
       heads: set(l.heads, values.heads),
       ffn: set(l.ffn, values.ffn),

@@ -10,7 +10,13 @@ head mask scales at o_proj; a tied lm_head is hooked as a module like an untied 
   *norm (RMSNorm)         statistics over unmasked coordinates: sum(m·x²)/sum(m)
   self_attn.o_proj        input: head j times m_a[j];   output: ⊙ m_h · r_l
   mlp.down_proj           input ⊙ m_f;                  output: ⊙ m_h · r_l
-  lm_head                 + vocab bias (-inf, or a large finite value for training, on padding ids)
+  lm_head                 + vocab bias log(m_v) (-inf at 0, or a large finite value for training),
+                          divided by the model's logit scale (µP), which multiplies lm_head's
+                          output afterwards: SPEC §2 adds the bias to the scaled logits
+
+The vocab mask m enters as the additive logit bias log(m) (softmax weight of id v times m_v):
+padding ids stay at 0 for good; new tokens (vocab_tokens 1, `vocab.new: "tokens"`) anneal with
+the "vocab" group (src/masks.ts).
 
 Masks are values, never parameters: the handle's `set_step(stage_step)` (or `set_values`)
 overwrites them in place from the manifest's schedule before each optimizer step.
@@ -25,7 +31,7 @@ import torch
 from .safetensors_io import load_file, save_file
 
 MASKS_FILE = "masks.safetensors"
-GROUPS = ("hidden", "heads", "ffn", "layers")
+GROUPS = ("hidden", "heads", "ffn", "layers", "vocab")
 
 
 # ---- the schedule (src/train/mask-schedule.ts) ------------------------------------------------
@@ -60,7 +66,8 @@ def read_schedule(ckpt_dir):
 # ---- mask files -------------------------------------------------------------------------------
 
 def read_masks(path, cfg=None):
-    """masks.safetensors -> {'hidden', 'vocab', 'layers': [{'heads', 'ffn', 'residual'}]} (f32)."""
+    """masks.safetensors -> {'hidden', 'vocab', 'layers': [{'heads', 'ffn', 'residual'}]} (f32),
+    plus 'vocab_tokens' when the file has it."""
     t, _ = load_file(path)
     t = {k: v.float() for k, v in t.items()}
     n = 0
@@ -69,8 +76,12 @@ def read_masks(path, cfg=None):
     m = {"hidden": t["hidden"], "vocab": t["vocab"],
          "layers": [{"heads": t[f"layers.{i}.heads"], "ffn": t[f"layers.{i}.ffn"],
                      "residual": t[f"layers.{i}.residual"].reshape(1)} for i in range(n)]}
+    if "vocab_tokens" in t:
+        m["vocab_tokens"] = t["vocab_tokens"]
     if cfg is not None:
         want = [("hidden", m["hidden"], cfg.hidden_size), ("vocab", m["vocab"], cfg.vocab_size)]
+        if "vocab_tokens" in m:
+            want.append(("vocab_tokens", m["vocab_tokens"], cfg.vocab_size))
         if n != cfg.num_layers:
             raise ValueError(f"{path}: masks for {n} layers, config has {cfg.num_layers}")
         for i, l in enumerate(m["layers"]):
@@ -88,24 +99,36 @@ def write_masks(path, m):
         t[f"layers.{i}.heads"] = l["heads"]
         t[f"layers.{i}.ffn"] = l["ffn"]
         t[f"layers.{i}.residual"] = l["residual"].reshape(1)
+    if m.get("vocab_tokens") is not None:
+        t["vocab_tokens"] = m["vocab_tokens"]
     save_file(path, {k: v.detach().float().cpu().contiguous() for k, v in t.items()}, {"format": "flm-grow-masks"})
 
 
 def apply_values(base, values):
     """Every new unit (value below 1 in `base`) of a group rises to at least that group's c
-    (src/masks.ts applyMaskValues); old units and the vocab mask are untouched."""
-    def rise(a, c):
+    (src/masks.ts applyMaskValues); old units are untouched, and in the vocab mask only new
+    tokens (vocab_tokens 1) rise: padding ids stay 0."""
+    def rise(a, c, only=None):
         if c is None:
             return a.clone()
         # c rounded to f32 once, as the TS Float32Array store does
-        return torch.where(a < 1, torch.clamp(a, min=float(torch.tensor(c, dtype=torch.float32))), a)
-    return {"hidden": rise(base["hidden"], values.get("hidden")), "vocab": base["vocab"].clone(),
-            "layers": [{"heads": rise(l["heads"], values.get("heads")), "ffn": rise(l["ffn"], values.get("ffn")),
-                        "residual": rise(l["residual"], values.get("layers"))} for l in base["layers"]]}
+        new = a < 1 if only is None else (a < 1) & (only == 1)
+        return torch.where(new, torch.clamp(a, min=float(torch.tensor(c, dtype=torch.float32))), a)
+    tokens = base.get("vocab_tokens")
+    out = {"hidden": rise(base["hidden"], values.get("hidden")),
+           "vocab": base["vocab"].clone() if tokens is None else rise(base["vocab"], values.get("vocab"), tokens),
+           "layers": [{"heads": rise(l["heads"], values.get("heads")), "ffn": rise(l["ffn"], values.get("ffn")),
+                       "residual": rise(l["residual"], values.get("layers"))} for l in base["layers"]]}
+    if tokens is not None:
+        out["vocab_tokens"] = tokens
+    return out
 
 
 def all_one(m):
-    return all(bool((x >= 1).all()) for x in [m["hidden"]] + [v for l in m["layers"] for v in l.values()])
+    """Every annealed mask at 1 (src/masks.ts groupsBelowOne empty); padding ids do not count."""
+    tokens = m.get("vocab_tokens")
+    vocab_ok = tokens is None or bool((m["vocab"][tokens == 1] >= 1).all())
+    return vocab_ok and all(bool((x >= 1).all()) for x in [m["hidden"]] + [v for l in m["layers"] for v in l.values()])
 
 
 # ---- attaching to a module tree -----------------------------------------------------------------
@@ -129,10 +152,15 @@ class MaskHandle:
         c = self.current
         c["hidden"] = c["hidden"].to(self.device)
         c["hidden_sum"] = c["hidden"].sum()
-        c["vocab_bias"] = torch.where(c["vocab"] == 0, torch.tensor(self.vocab_fill), torch.tensor(0.0)).to(self.device)
+        c["vocab"] = c["vocab"].to(self.device)
+        c["vocab_bias"] = self._vocab_bias(c["vocab"])
         for l in c["layers"]:
             for k in ("heads", "ffn", "residual"):
                 l[k] = l[k].to(self.device)
+
+    def _vocab_bias(self, vocab):
+        # log(m); at m = 0 the fill (-inf, or a large finite value in training)
+        return torch.where(vocab == 0, torch.tensor(self.vocab_fill, device=vocab.device), torch.log(vocab))
 
     def values_at(self, stage_step):
         return values_at(self.schedule, stage_step)
@@ -144,6 +172,8 @@ class MaskHandle:
         with torch.no_grad():
             c["hidden"].copy_(new["hidden"])
             c["hidden_sum"].copy_(c["hidden"].sum())
+            c["vocab"].copy_(new["vocab"])
+            c["vocab_bias"].copy_(self._vocab_bias(c["vocab"]))
             for l, n in zip(c["layers"], new["layers"]):
                 for k in ("heads", "ffn", "residual"):
                     l[k].copy_(n[k])
@@ -156,8 +186,11 @@ class MaskHandle:
     def mask_set(self):
         """The current values as a plain (CPU) mask set, e.g. for write_masks."""
         c = self.current
-        return {"hidden": c["hidden"].cpu(), "vocab": self.base["vocab"],
-                "layers": [{k: l[k].cpu() for k in ("heads", "ffn", "residual")} for l in c["layers"]]}
+        out = {"hidden": c["hidden"].cpu(), "vocab": c["vocab"].cpu(),
+               "layers": [{k: l[k].cpu() for k in ("heads", "ffn", "residual")} for l in c["layers"]]}
+        if self.base.get("vocab_tokens") is not None:
+            out["vocab_tokens"] = self.base["vocab_tokens"]
+        return out
 
     def remove(self):
         for h in self.handles:
@@ -237,7 +270,10 @@ def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=
                 lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"]))
             seen["down"] += 1
         elif leaf == "lm_head":
-            handle.handles.append(mod.register_forward_hook(lambda _m, _i, out: out + handle.current["vocab_bias"].to(out.dtype)))
+            # (raw + b/s)·s = raw·s + b: the bias lands on the scaled logits as in src/model/llama.ts
+            s = float(getattr(getattr(module, "config", None), "logit_scale", 1.0) or 1.0)
+            handle.handles.append(mod.register_forward_hook(
+                lambda _m, _i, out, s=s: out + (handle.current["vocab_bias"] / s).to(out.dtype)))
             seen["lm_head"] += 1
     want = {"embed": 1, "norm": 2 * nl + 1, "o": nl, "down": nl, "lm_head": 1}
     if seen != want:

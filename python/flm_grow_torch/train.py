@@ -165,6 +165,27 @@ def start_state(a, dir_, resumed):
                 grownFrom=m if m is not None and m.get("kind") == "grow" else None)
 
 
+def refuse_padding_ids(ds, masks):
+    """Data using an id whose vocab mask is 0 for good (padding, not a new token) cannot train:
+    the model never predicts it (src/train/data.ts checkMaskedIds)."""
+    tokens = masks.get("vocab_tokens")
+    dead = (masks["vocab"] == 0) if tokens is None else (masks["vocab"] == 0) & (tokens != 1)
+    if not bool(dead.any()):
+        return
+    step = 1 << 24
+    for start in range(0, len(ds.tokens), step):
+        ids = torch.frombuffer(bytearray(ds.tokens[start:start + step].tobytes()),
+                               dtype={1: torch.uint8, 2: torch.int16, 4: torch.int32}[ds.tokens.itemsize]).long()
+        if ds.tokens.itemsize == 2:
+            ids = ids & 0xFFFF
+        hit = dead[ids].nonzero()
+        if hit.numel() > 0:
+            at = start + int(hit[0])
+            sys.exit(f"train: {ds.source}: token id {int(ids[int(hit[0])])} at position {at} is a padding id of the checkpoint "
+                     "(its vocab mask is 0 for good: the model can never predict it); re-tokenize the data for the source "
+                     "vocabulary, or grow the source with learnable new ids: --vocab-new tokens")
+
+
 def main(argv=None):
     a = parse_args(sys.argv[1:] if argv is None else argv)
     if a.steps <= 0:
@@ -215,8 +236,9 @@ def main(argv=None):
     masks_path = os.path.join(dir_, MASKS_FILE)
     handle = None
     if os.path.exists(masks_path):
-        # a large finite bias on padding ids: softmax weight 0 as with -inf, but no NaN in the loss
+        # a large finite bias on ids with vocab mask 0: softmax weight 0 as with -inf, but no NaN in the loss
         handle = attach_masks(model, read_masks(masks_path, cfg), st["schedule"], vocab_fill=-1e30)
+        refuse_padding_ids(ds, handle.base)
     if device.type == "cuda":
         model.set_sdpa(True)
     opt_path = os.path.join(dir_, OPTIMIZER_FILE)
@@ -261,7 +283,14 @@ def main(argv=None):
     def loss_of(inputs, targets):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(inputs[lo:hi].to(device))
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[lo:hi].to(device).reshape(-1))
+        flat = targets[lo:hi].to(device).reshape(-1)
+        if handle is None:
+            return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), flat)
+        # targets whose vocab mask is 0 (a new token before annealing starts) are left out of the
+        # mean, as src/train/trainer.ts crossEntropy does: predicting them would cost ~1e30
+        per = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), flat, reduction="none")
+        live = (handle.current["vocab"][flat] > 0).float()
+        return (per * live).sum() / live.sum().clamp(min=1)
 
     def eval_loss():
         total = 0.0

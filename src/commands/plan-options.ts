@@ -66,6 +66,12 @@ export function withPlanOptions<T>(y: Argv<T>): Argv<T> {
       group: G,
       describe: 'inserted layers, copy = MSG default (plan key: init.layers)',
     })
+    .option('vocab-new', {
+      type: 'string',
+      choices: ['padding', 'tokens'],
+      group: G,
+      describe: 'new vocabulary ids: padding (masked for good, default) or tokens (learnable, mask annealed)',
+    })
     .option(
       'std',
       spec('std', 'number', { group: G, describe: 'default std of new random weights (plan key: init.std.default)' }),

@@ -14,6 +14,9 @@
  * a whole tensor (tied embeddings: the final norm). init.noise adds symmetry-breaking noise only
  * where it keeps the function (`noise`, see NoiseOp). New entries no clone reaches (vocab padding,
  * inserted layers initialised at random) are random.
+ * zero, else `random` (seeded normal, std per role). With `vocab.new: "tokens"` a new vocabulary
+ * row (embed_tokens, untied lm_head) is `mean`: each old column holds the mean of the source rows
+ * there (new columns, if H grows too, get the usual fill).
  */
 import { LLAMA_TENSORS, SPEC_BY_ROLE, dimSize, expectedTensors, tensorName, type Dim, type Role } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
@@ -30,7 +33,7 @@ import {
 import type { LayerMapEntry } from './depth.ts';
 import { stdFor, type GrowthPlan } from './plan.ts';
 
-export type Fill = 'random' | 'zero' | 'one';
+export type Fill = 'random' | 'zero' | 'one' | 'mean';
 
 export interface GrowthLayout {
   source: ModelConfig;
@@ -48,6 +51,7 @@ export interface GrowthLayout {
   noise: number;
   /** init.new clone: dimensions cloned exactly (copies are ordinary units, consumers split) or masked. */
   clones: Partial<Record<Dim, { exact: boolean; op: GrowthOperator }>>;
+  vocabNew: 'padding' | 'tokens';
   seed: number;
   /** Multiplier of every norm gain (zero mode: sqrt(H/H'), else 1). */
   normScale: number;
@@ -89,6 +93,7 @@ export function buildLayout(
     newInit: plan.init.new,
     noise: plan.init.noise,
     clones,
+    vocabNew: plan.vocab.new,
     seed: plan.seed,
     normScale,
     std,
@@ -197,7 +202,7 @@ export function tensorOps(g: GrowthLayout): TensorOp[] {
       source: fresh ? undefined : sourceName(e.role, srcLayer),
       rows,
       cols,
-      fillNewRow: rowZero ? 'zero' : base,
+      fillNewRow: rowZero ? 'zero' : rowDim === 'V' && g.vocabNew === 'tokens' ? 'mean' : base,
       fillNewCol: colZero ? 'zero' : base,
       fillNewBoth: rowZero || colZero ? 'zero' : base,
       zeroAll: g.mode === 'zero' && inserted && ZERO_MODE_INSERTED.includes(e.role),
@@ -243,15 +248,21 @@ function cloneParts(
  * MSG masks right after growth: 1 on old units, 0 on new ones; inserted layers residual 0.
  * Growing an already-masked checkpoint (masks not yet annealed) carries its masks over: old
  * units keep their current value, so the grown masked model equals the masked source.
+ * `vocabTokens` marks the new ids of a `vocab.new: "tokens"` growth (and carries the source's).
  */
 export function initialMasks(g: GrowthLayout, sourceMasks?: MaskSet): MaskSet {
   const carry = (map: AxisMap, old: ArrayLike<number> | undefined) =>
     Float32Array.from(map, (s) => (s < 0 ? 0 : old === undefined ? 1 : old[s]));
   const sm = sourceMasks;
   const u = g.units as Record<Exclude<MaskVector, 'residual'>, AxisMap>;
+  const tokens =
+    g.vocabNew === 'tokens' || sm?.vocabTokens !== undefined
+      ? Float32Array.from(u.vocab, (s) => (s < 0 ? (g.vocabNew === 'tokens' ? 1 : 0) : (sm?.vocabTokens?.[s] ?? 0)))
+      : undefined;
   return {
     hidden: carry(u.hidden, sm?.hidden),
     vocab: carry(u.vocab, sm?.vocab),
+    ...(tokens?.includes(1) === true ? { vocabTokens: tokens } : {}),
     layers: g.layerMap.map((e) => {
       const sl = sm?.layers[e.source];
       return {

@@ -18,7 +18,7 @@ import type { DType } from '../util/dtype.ts';
 import { PlanError } from '../errors.ts';
 import type { MaskGroup } from '../masks.ts';
 import { appendMap, expandBlocks, NEW, type AxisMap } from './axis-map.ts';
-import type { GrowthTargets, PlacementPlan } from './plan.ts';
+import type { GrowthPlan, GrowthTargets, PlacementPlan } from './plan.ts';
 import {
   buildLayerMap,
   edgePositions,
@@ -76,6 +76,8 @@ export interface GrowthOperator {
   readonly clone?: CloneRule;
   /** The mask group annealed for it (absent: no annealing, e.g. vocab padding stays 0). */
   readonly maskGroup?: MaskGroup;
+  /** Whether that group anneals under this plan (absent: always; vocab padding stays 0). */
+  readonly anneals?: (plan: GrowthPlan) => boolean;
   /** Zero mode: (role, dim) pairs whose new entries write into the old residual stream and must be 0. */
   readonly zeroModeAxes: Partial<Record<Role, readonly Dim[]>>;
   /** Zero mode: tensors of inserted layers that are all 0. */
@@ -545,11 +547,20 @@ export const PLACEMENTS: Readonly<Record<PlacementMethod, Placement>> = {
 export const PLACEMENT_METHODS = Object.keys(PLACEMENTS) as PlacementMethod[];
 
 /**
- * Vocabulary padding V -> V': new rows of embed_tokens and lm_head are appended. Old token ids
- * read the same embedding rows; the old logits are the same rows of lm_head. Masked mode: the
- * vocab mask (0 on padding, never annealed) sets the new logits to -inf, so even the softmax over
- * old ids is unchanged. Zero mode has no mask: the old logits are unchanged, the padding ids get
- * logits of their own (they are never targets).
+ * Vocabulary V -> V': new rows of embed_tokens and lm_head are appended. Old token ids read the
+ * same embedding rows; the old logits are the same rows of lm_head. Masked mode adds log(m_v) to
+ * logit v (SPEC §2), i.e. multiplies its softmax weight by m_v. The new ids start at m = 0, a
+ * bias of -inf, so every softmax over the old ids is the old one, whatever the new rows hold:
+ * exp(l_v)·0 adds 0 to the normaliser.
+ *
+ * `vocab.new: "padding"`: m stays 0 for good (no annealing group), the ids are never predicted.
+ * `vocab.new: "tokens"`: the "vocab" group anneals m from 0 to 1; in between the new ids get
+ * weight m·exp(l_v), and at 1 the bias is 0 (the plain model: bake drops the mask). Their rows
+ * start at the mean of the existing rows (layout.ts, fill "mean"): a new id reads the average
+ * embedding and, tied or not, its logit is the mean of the old logits, a neutral start.
+ *
+ * Zero mode has no mask: the old logits are unchanged, the new ids get logits of their own from
+ * the start (padding: never targets; tokens: trained as ordinary ids).
  */
 const vocab: GrowthOperator = {
   name: 'vocab',
@@ -560,6 +571,8 @@ const vocab: GrowthOperator = {
   indexMaps: (s, t) => ({ V: appendMap(s.vocabSize, t.vocabSize) }),
   mask: 'vocab',
   units: (s, t) => appendMap(s.vocabSize, t.vocabSize),
+  maskGroup: 'vocab',
+  anneals: (plan) => plan.vocab.new === 'tokens',
   zeroModeAxes: {},
 };
 

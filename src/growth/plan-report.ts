@@ -138,7 +138,9 @@ export function planReport(
   const filesBytes = shards.reduce((a, s) => a + safetensorsFileSize(s.tensors, { format: 'pt' }), 0);
   const masksBytes =
     plan.mode === 'masked'
-      ? 4 * (target.hiddenSize + target.vocabSize + target.numLayers * (target.numHeads + target.intermediateSize + 1)) + 4096
+      ? 4 * (target.hiddenSize + target.vocabSize + target.numLayers * (target.numHeads + target.intermediateSize + 1)) +
+        (plan.vocab.new === 'tokens' ? 4 * target.vocabSize : 0) + // vocab_tokens
+        4096
       : 0;
   const tensors: TensorPlanLine[] = ops.map((op) => {
     const total = op.shape.reduce((a, b) => a * b, 1);

@@ -66,6 +66,17 @@ export interface InitPlan {
   noise: number;
 }
 
+/**
+ * What new vocabulary ids are (SPEC §2, the vocab mask). `padding`: rows that exist only to round
+ * the vocabulary up (Tele-FLM pads 80,000 ids to 80,384); their mask stays 0, so their logits are
+ * -inf for good and train refuses data that uses them. `tokens`: real, learnable ids (a switched or
+ * extended tokenizer); their mask anneals 0 -> 1 like the other groups (group "vocab") and their
+ * embedding and LM-head rows start at the mean of the existing rows.
+ */
+export interface VocabPlan {
+  new: 'padding' | 'tokens';
+}
+
 export interface PlacementPlan {
   /** Where inserted layers go (operators.ts PLACEMENTS); only `distance` runs the calibration pass. */
   method: PlacementMethod;
@@ -117,6 +128,7 @@ export interface GrowthPlan {
   targets: GrowthTargets;
   mode: GrowthMode;
   init: InitPlan;
+  vocab: VocabPlan;
   placement: PlacementPlan;
   calibration: CalibrationPlan;
   seed: number;
@@ -133,6 +145,7 @@ export function defaultPlan(): GrowthPlan {
     targets: {},
     mode: 'masked',
     init: { std: {}, layers: 'copy', new: 'random', noise: 0 },
+    vocab: { new: 'padding' },
     placement: { method: 'distance', metric: 'cosine', order: 'smallest' },
     calibration: { tokens: 256, seq: 64, seed: 0 },
     seed: 0,
@@ -195,6 +208,7 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
       'targets',
       'mode',
       'init',
+      'vocab',
       'placement',
       'calibration',
       'seed',
@@ -256,6 +270,11 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
     );
   if (p.init.noise > 0 && p.init.new !== 'clone')
     throw new PlanError('init.noise', `only applies to init.new "clone" (init.new is "${p.init.new}")`, src);
+  if (o.vocab !== undefined) {
+    const v = obj(o.vocab, 'vocab', src);
+    noUnknown(v, ['new'], 'vocab.', src);
+    if (v.new !== undefined) p.vocab.new = oneOf(v.new, ['padding', 'tokens'] as const, 'vocab.new', src);
+  }
   if (o.placement !== undefined) {
     const l = obj(o.placement, 'placement', src);
     noUnknown(l, ['method', 'metric', 'order', 'positions', 'every'], 'placement.', src);
@@ -334,6 +353,7 @@ export interface PlanFlags {
   initNoise?: number;
   layerInit?: string;
   std?: number;
+  vocabNew?: string;
   placement?: string;
   positions?: (number | string)[] | string;
   placementEvery?: number;
@@ -384,6 +404,7 @@ export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
   set(init, 'noise', f.initNoise);
   set(init, 'layers', f.layerInit);
   if (f.std !== undefined) init.std = { ...(init.std as Obj), default: f.std };
+  set(j.vocab as Obj, 'new', f.vocabNew);
   const pl = j.placement as Obj;
   set(pl, 'method', f.placement);
   set(pl, 'metric', f.metric);
@@ -420,6 +441,7 @@ export function planToJson(p: GrowthPlan): Obj {
   j.targets = { ...p.targets };
   j.mode = p.mode;
   j.init = { std: { ...p.init.std }, layers: p.init.layers, new: p.init.new, noise: p.init.noise };
+  j.vocab = { ...p.vocab };
   j.placement = { ...p.placement, ...(p.placement.positions ? { positions: [...p.placement.positions] } : {}) };
   j.calibration = { ...p.calibration };
   j.seed = p.seed;
@@ -434,7 +456,7 @@ export interface ResolvedTarget {
   target: ModelConfig;
   /** Zero mode only: how norms were rescaled and whether that is exact. */
   zeroNorm: ZeroModeNorm | undefined;
-  /** Sizes the plan did not name but that change with the ones it did (said in plan and grow output). */
+  /** Said in plan and grow output: sizes the plan did not name but that change with the ones it did; what new vocabulary ids are. */
   notes: string[];
   /** Groups that grow (the ones that get masks and a schedule). */
   grownGroups: MaskGroup[];
@@ -494,7 +516,7 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
   // exact clones are ordinary units from the start (mask 1): their group does not anneal
   const cloned = (op: (typeof OPERATORS)[number]) => plan.init.new === 'clone' && op.clone?.exact(src, target) === true;
   const grownGroups: MaskGroup[] = MASK_GROUPS.filter((g) =>
-    OPERATORS.some((op) => op.maskGroup === g && grows(op, src, target) && !cloned(op)),
+    OPERATORS.some((op) => op.maskGroup === g && grows(op, src, target) && !cloned(op) && (op.anneals?.(plan) ?? true)),
   );
   let schedule: MaskSchedule[];
   if (plan.mode === 'zero') schedule = [];
@@ -511,7 +533,23 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
       `num_key_value_heads ${src.numKvHeads} -> ${target.numKvHeads}: not in the plan; it follows num_attention_heads because the source has one query head per KV head (give num_key_value_heads to choose it)`,
     );
   }
+  const vocabNote = describeNewIds(src.vocabSize, target.vocabSize, plan);
+  if (vocabNote !== undefined) notes.push(vocabNote);
   return { target, zeroNorm, notes, grownGroups, schedule };
+}
+
+/** What the plan makes of new vocabulary ids (vocab.new), for plan and grow output. */
+function describeNewIds(V: number, V2: number, plan: GrowthPlan): string | undefined {
+  const n = V2 - V;
+  if (n <= 0) return plan.vocab.new === 'tokens' ? `vocab.new "tokens" has no effect: vocab_size stays ${V}` : undefined;
+  const ids = `vocab_size ${V} -> ${V2}: the ${n} new ids (${V}..${V2 - 1})`;
+  if (plan.vocab.new === 'padding')
+    return plan.mode === 'zero'
+      ? `${ids} are padding (vocab.new "padding"): zero mode has no mask, so they get logits of their own; never use them in data`
+      : `${ids} are padding (vocab.new "padding"): masked for good (logit -inf), never predicted; train refuses data that uses them (--vocab-new tokens makes them learnable)`;
+  return plan.mode === 'zero'
+    ? `${ids} are learnable tokens (vocab.new "tokens"): embedding/LM-head rows start at the mean of the existing rows; zero mode has no mask, so they get logits from the start (the softmax over old ids changes)`
+    : `${ids} are learnable tokens (vocab.new "tokens"): embedding/LM-head rows start at the mean of the existing rows; their vocab mask anneals 0 -> 1 (group "vocab"; logit bias log(m))`;
 }
 
 /** Std of new random entries of a role: role, then kind, then default, then config, then Tele-FLM's 4e-3. */

@@ -56,6 +56,11 @@ export async function produceTensor(
     p.catch(() => undefined); // awaited below; avoids an unhandled rejection meanwhile
     return p;
   };
+  // fill "mean" (new vocabulary rows): the mean of every source row, one pass before the blocks
+  const mean =
+    op.fillNewRow === 'mean' && src !== undefined && op.source !== undefined
+      ? await meanRowBits(op, src, outDtype, blockBytes)
+      : undefined;
   let nextRead = read(0);
   for (let k = 0; k < blocks.length; k++) {
     const { r0, r1, spans } = blocks[k];
@@ -105,6 +110,11 @@ export async function produceTensor(
           continue;
         }
         const fill = s < 0 ? (run.src < 0 ? op.fillNewBoth : op.fillNewRow) : op.fillNewCol;
+        if (fill === 'mean') {
+          if (mean === undefined) throw new FlmGrowError('ShapeMismatch', `${op.name}: a mean row needs the source tensor`);
+          view.set(mean.subarray(run.src, run.src + run.len), base + run.out);
+          continue;
+        }
         if (fill === 'random' && !seeded) {
           st = rowState(tseed, i);
           seeded = true;
@@ -189,4 +199,26 @@ function rowStd(v: Float32Array): number {
   let q = 0;
   for (const x of v) q += (x - m) * (x - m);
   return Math.sqrt(q / v.length);
+}
+
+/**
+ * The mean of all rows of op's source tensor (accumulated in f64, read in blocks), as the output
+ * dtype's bits: what a new vocabulary row copies in its old columns (`vocab.new: "tokens"`).
+ */
+async function meanRowBits(op: TensorOp, src: SourceRows, outDtype: DType, blockBytes: number): Promise<Bits> {
+  const nSrc = Math.max(...Array.from(op.rows)) + 1;
+  const first = bytesToFloat32(await src.readRows(0, 1), src.dtype);
+  const cols = first.length;
+  const sum = Float64Array.from(first);
+  const step = Math.max(1, Math.floor(blockBytes / (4 * cols)));
+  for (let a = 1; a < nSrc; a += step) {
+    const b = Math.min(nSrc, a + step);
+    const rows = bytesToFloat32(await src.readRows(a, b), src.dtype);
+    for (let r = 0; r < b - a; r++) for (let j = 0; j < cols; j++) sum[j] += rows[r * cols + j];
+  }
+  const m = Float32Array.from(sum, (x) => x / nSrc);
+  const bytes = float32ToBytes(m, outDtype);
+  return dtypeSize(outDtype) === 2
+    ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2)
+    : new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
 }

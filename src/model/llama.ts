@@ -133,7 +133,10 @@ export interface LayerMaskTensors {
 /** tf versions of a MaskSet (SPEC §2). */
 export interface MaskTensors {
   hidden: tf.Tensor1D;
-  /** 0 where the vocab mask is nonzero, -Infinity where it is 0 (padding ids): added to the logits. */
+  /**
+   * log(m) of the vocab mask m, added to the logits (SPEC §2): 0 at 1, -Infinity at 0 (padding
+   * ids, new tokens before annealing), in between it scales the id's softmax weight by m.
+   */
   vocabBias: tf.Tensor1D;
   layers: LayerMaskTensors[];
 }
@@ -142,7 +145,7 @@ export function masksToTensors(m: MaskSet): MaskTensors {
   return {
     hidden: tf.tensor1d(m.hidden, 'float32'),
     vocabBias: tf.tensor1d(
-      Float32Array.from(m.vocab, (v) => (v === 0 ? -Infinity : 0)),
+      Float32Array.from(m.vocab, (v) => Math.log(v)),
       'float32',
     ),
     layers: m.layers.map((l) => ({

@@ -151,8 +151,8 @@ export function checkVocab(ds: TokenDataset, vocabSize: number, file: string = d
   if (ds.maxId < vocabSize) return;
   const at = ds.tokens.findIndex((t) => t >= vocabSize);
   const fix =
-    `to train on these ids the model needs more rows: flm-grow grow <checkpoint> <dest> --vocab-size ${ds.maxId + 1} ` +
-    '(with "vocab": {"new": "tokens"} in the plan once flm-grow supports learnable new tokens; today\'s new ids are padding, masked for good, and train refuses them)';
+    `to train on these ids the model needs more rows, as learnable tokens: flm-grow grow <checkpoint> <dest> --vocab-size ${ds.maxId + 1} --vocab-new tokens ` +
+    '(plan: "vocab": {"new": "tokens"}; the default, padding, masks the new ids for good and train refuses them)';
   throw new TrainError(
     'TokenOutOfVocab',
     tokenizer !== undefined
@@ -162,15 +162,20 @@ export function checkVocab(ds: TokenDataset, vocabSize: number, file: string = d
 }
 
 /**
- * Ids whose vocab mask is 0 (padding: logit -inf for good, the vocab mask is never annealed)
- * cannot be targets: their loss is ~1e30.
+ * Ids whose vocab mask is 0 for good (padding: logit -inf, never annealed) cannot be targets:
+ * their loss would be ~1e30. New tokens (`vocabTokens` 1) start at 0 too but anneal, so they pass.
  */
-export function checkMaskedIds(ds: TokenDataset, vocabMask: ArrayLike<number>, file: string = ds.source): void {
-  const at = ds.tokens.findIndex((t) => t < vocabMask.length && vocabMask[t] === 0);
+export function checkMaskedIds(
+  ds: TokenDataset,
+  vocabMask: ArrayLike<number>,
+  file: string = ds.source,
+  vocabTokens?: ArrayLike<number>,
+): void {
+  const at = ds.tokens.findIndex((t) => t < vocabMask.length && vocabMask[t] === 0 && vocabTokens?.[t] !== 1);
   if (at < 0) return;
   throw new TrainError(
     'PaddingTokenInData',
     `${file}: token id ${ds.tokens[at]} at position ${at} is a padding id of the checkpoint (its vocab mask is 0 for good: the model can never predict it). ` +
-      'Train on data tokenized for the source vocabulary (re-tokenize it); learnable new token ids ("vocab": {"new": "tokens"}) are not supported yet',
+      'Train on data tokenized for the source vocabulary (re-tokenize it), or grow the source with learnable new ids instead: --vocab-new tokens (plan: "vocab": {"new": "tokens"})',
   );
 }

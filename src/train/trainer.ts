@@ -174,28 +174,46 @@ async function stateArrays(s: ModelState): Promise<Map<string, Float32Array>> {
 
 // ---- loss ----------------------------------------------------------------------------------
 
+/** The training bias of an id whose vocab mask is 0 (padding, or a new token before annealing). */
+export const MASKED_ID_BIAS = -1e30;
+
 /**
- * Masks as the model wants them, except that padding ids get a large finite bias instead of
- * -inf: their softmax weight is exactly 0 either way, but -inf · 0 in the target pick would be NaN.
+ * Masks as the model wants them (vocab bias log(m)), except that ids with m = 0 get a large
+ * finite bias instead of -inf: their softmax weight is exactly 0 either way, but -inf · 0 in the
+ * target pick would be NaN.
  */
 export function trainingMaskTensors(m: MaskSet): MaskTensors {
   const t = masksToTensors(m);
   t.vocabBias.dispose();
   t.vocabBias = tf.tensor1d(
-    Float32Array.from(m.vocab, (v) => (v === 0 ? -1e30 : 0)),
+    Float32Array.from(m.vocab, (v) => (v === 0 ? MASKED_ID_BIAS : Math.log(v))),
     'float32',
   );
   return t;
 }
 
-/** Mean cross-entropy of logits [B,T,V] against int32 targets [B,T]. */
-export function crossEntropy(logits: tf.Tensor3D, targets: tf.Tensor2D): tf.Scalar {
+/**
+ * Mean cross-entropy of logits [B,T,V] against int32 targets [B,T]. With `live` ([V], 1 or 0),
+ * positions whose target id is not live are left out of the mean: a new token (`vocab.new:
+ * "tokens"`) whose mask is still 0 has softmax weight 0, so predicting it would cost ~1e30; it
+ * joins the loss from the first step its mask is above 0 (step 1 of the default schedule).
+ */
+export function crossEntropy(logits: tf.Tensor3D, targets: tf.Tensor2D, live?: tf.Tensor1D): tf.Scalar {
   return tf.tidy(() => {
     const [B, T, V] = logits.shape;
+    const flat = tf.reshape(targets, [B * T]) as tf.Tensor1D;
     const lp = tf.logSoftmax(tf.reshape(logits, [B * T, V]) as tf.Tensor2D);
-    const oh = tf.oneHot(tf.reshape(targets, [B * T]) as tf.Tensor1D, V);
-    return tf.neg(tf.div(tf.sum(tf.mul(lp, oh)), B * T)) as tf.Scalar;
+    const oh = tf.oneHot(flat, V);
+    if (live === undefined) return tf.neg(tf.div(tf.sum(tf.mul(lp, oh)), B * T)) as tf.Scalar;
+    const w = tf.gather(live, flat);
+    const perPos = tf.sum(tf.mul(lp, oh), 1);
+    return tf.neg(tf.div(tf.sum(tf.mul(perPos, w)), tf.maximum(tf.sum(w), 1))) as tf.Scalar;
   });
+}
+
+/** 1 for ids that can be predicted under these masks (vocab mask above 0), 0 for the others. */
+function liveIds(masks: MaskTensors): tf.Tensor1D {
+  return tf.cast(tf.greater(masks.vocabBias, MASKED_ID_BIAS), 'float32') as tf.Tensor1D;
 }
 
 export function batchLoss(
@@ -210,7 +228,7 @@ export function batchLoss(
     const ids = tf.tensor2d(batch.inputs, [batchSize, seqLen], 'int32');
     const tg = tf.tensor2d(batch.targets, [batchSize, seqLen], 'int32');
     const { logits } = forward(s.cfg, s.weights, ids, { masks, rope, skipIdCheck: true });
-    return crossEntropy(logits, tg);
+    return crossEntropy(logits, tg, masks === undefined ? undefined : liveIds(masks));
   });
 }
 
@@ -530,7 +548,7 @@ async function openRun(
   const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
   checkVocab(ds, cfg.vocabSize, o.data, tokenDtypeForPath(o.data) === undefined ? tokenizer.name : undefined);
   const baseMasks = await ck.masks();
-  if (baseMasks !== undefined) checkMaskedIds(ds, baseMasks.vocab, o.data);
+  if (baseMasks !== undefined) checkMaskedIds(ds, baseMasks.vocab, o.data, baseMasks.vocabTokens);
   const dataSha = await sha256File(o.data);
   const state = (held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck)));
   const adam = (held.adam = await openOptimizer(o, state, ck, st.step));

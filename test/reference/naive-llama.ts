@@ -273,7 +273,8 @@ export function naiveForward(
   const head = w.get(tied ? 'model.embed_tokens.weight' : 'lm_head.weight');
   const logits = normed.map((h) => {
     const lg = matvecT(head, V, H, h);
-    for (let vv = 0; vv < V; vv++) lg[vv] = m && m.vocab[vv] === 0 ? -Infinity : lg[vv] * outMult;
+    // vocab mask m: softmax weight of id v times m[v], i.e. logit + ln m[v] (-inf at 0, 0 at 1)
+    for (let vv = 0; vv < V; vv++) lg[vv] = lg[vv] * outMult + (m ? Math.log(m.vocab[vv]) : 0);
     return lg;
   });
   return { logits, hidden };

@@ -4,7 +4,7 @@
  * implementation of the same math). Runs only when a Python with torch is found.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../../src/backend.ts';
@@ -171,6 +171,89 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     (ref.hidden ?? []).forEach((h, n) =>
       expect(relDiff(got.get(`hidden_states.${n}`)?.data ?? new Float32Array(), h), `hidden ${n}`).toBeLessThan(1e-4),
     );
+  });
+
+  it.each([[0], [0.3]])(
+    'vocab.new "tokens" grown checkpoint, vocab mask at %s: equals flm-grow\'s masked model (log(m) logit bias)',
+    async (c) => {
+      const dir = join(root, `vocab-tokens-${c}`);
+      await growCheckpoint(
+        join(root, 'src'),
+        dir,
+        parsePlan({ targets: { vocab_size: 264, hidden_size: 24 }, vocab: { new: 'tokens' }, seed: 5, anneal_steps: 10 }),
+        { quiet: true },
+      );
+      const ck0 = await Checkpoint.open(dir);
+      const m = await readMasks(join(dir, MASKS_FILE), ck0.config);
+      await ck0.close();
+      rmSync(join(dir, MASKS_FILE));
+      await writeMasks(join(dir, MASKS_FILE), applyMaskValues(m, { vocab: c, hidden: c }));
+      const ids = randomIds(2, 12, 264, 10); // new ids as inputs too
+      const idsFile = join(root, `ids-vocab-${c}.safetensors`);
+      await writeIds(idsFile, ids);
+      const ck = await Checkpoint.open(dir);
+      const ref = await streamedForward(ck, ids, { collectHidden: true });
+      await ck.close();
+      const got = await torchForward(dir, idsFile);
+      const logits = got.get('logits')?.data ?? new Float32Array();
+      // the new ids: -inf at 0 (relDiff requires equal non-finite values), finite once the mask is above 0
+      expect(Number.isFinite(ref.logits[263])).toBe(c > 0);
+      expect(relDiff(logits, ref.logits)).toBeLessThan(1e-4);
+    },
+  );
+
+  it('vocab.new "tokens": 6 steps on data with new ids equal flm-grow train\'s (targets at m = 0 left out), masks file; padding refused', async () => {
+    const dir = join(root, 'vocab-train');
+    await growCheckpoint(
+      join(root, 'src'),
+      dir,
+      parsePlan({ targets: { vocab_size: 264 }, vocab: { new: 'tokens' }, seed: 5, anneal_steps: 4 }),
+      { quiet: true },
+    );
+    const data = join(root, 'new-ids.u16');
+    writeFileSync(
+      data,
+      new Uint8Array(Uint16Array.from({ length: 2000 }, (_, i) => (i % 5 === 4 ? 256 + (i % 8) : (i * 7) % 256)).buffer),
+    );
+    const args = { steps: 6, batchSize: 4, seqLen: 16, lr: 3e-3, warmupSteps: 1, seed: 5 };
+    const tsOut = join(root, 'vocab-ts');
+    await train({ checkpoint: dir, data, out: tsOut, ...args, quiet: true, log: () => undefined, backend: 'wasm' });
+    const pyOut = join(root, 'vocab-py');
+    const flags = ['--steps', '6', '--batch-size', '4', '--seq-len', '16', '--lr', '3e-3', '--warmup-steps', '1', '--seed', '5'];
+    const r = await runTorchModule(
+      'flm_grow_torch.train',
+      [dir, '--data', data, '--out', pyOut, ...flags, '--quiet', '--threads', '1'],
+      {
+        capture: true,
+      },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const a = await stepsOf(join(tsOut, 'metrics.jsonl')),
+      b = await stepsOf(join(pyOut, 'metrics.jsonl'));
+    expect(a.map((m) => m.masks?.vocab)).toEqual([0, 0.25, 0.5, 0.75, 1, 1]);
+    a.forEach((m, i) => {
+      expect(Number.isFinite(m.loss) && m.loss < 10).toBe(true);
+      expect(Math.abs(b[i].loss - m.loss) / m.loss, `step ${i}`).toBeLessThan(1e-3);
+      expect(b[i].masks).toEqual(m.masks);
+    });
+    expect(
+      Buffer.compare(
+        readFileSync(join(tsOut, 'checkpoint-000006', MASKS_FILE)),
+        readFileSync(join(pyOut, 'checkpoint-000006', MASKS_FILE)),
+      ),
+    ).toBe(0);
+    // the same data on a padding growth: refused by the torch engine too
+    const padded = join(root, 'vocab-pad');
+    await growCheckpoint(join(root, 'src'), padded, parsePlan({ targets: { vocab_size: 264 } }), { quiet: true });
+    const rp = await runTorchModule(
+      'flm_grow_torch.train',
+      [padded, '--data', data, '--out', join(root, 'vocab-pad-py'), ...flags, '--quiet'],
+      {
+        capture: true,
+      },
+    );
+    expect(rp.code).not.toBe(0);
+    expect(rp.stderr).toMatch(/token id 260 at position 4 is a padding id/);
   });
 
   const common = [
