@@ -69,7 +69,7 @@ describe('training data and the vocabulary', () => {
     })();
     expect(own).toMatch(/checkpoint's own tokenizer .* token id 300 at position 2/);
     expect(own).not.toMatch(/different tokenizer/);
-    expect(own).toMatch(/--vocab-size 301/);
+    expect(own).toMatch(/--vocab-size 301 --vocab-new tokens/);
     const file = (() => {
       try {
         checkVocab(ds, 256, 'ids.u32');
