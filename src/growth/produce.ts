@@ -40,9 +40,9 @@ export async function produceTensor(
   const tseed = tensorSeed(seed, op.name);
   const srcCols = src === undefined ? 0 : Math.max(0, ...Array.from(op.cols)) + 1;
   const rowsPerBlock = Math.max(1, Math.floor(blockBytes / Math.max(1, rowBytes)));
-  // Source rows of each block, as spans of increasing source rows: one span (one contiguous read)
-  // for the maps that keep old rows in order; a clone map (init.new clone) points back to
-  // earlier rows and starts a new span, read separately.
+  // Source rows of each block, as spans of consecutive source rows: one span (one contiguous read)
+  // for the maps that keep old rows in order; a clone map (init.new clone) points elsewhere and
+  // starts a new span, read separately.
   const blocks: { r0: number; r1: number; spans: Span[] }[] = [];
   for (let r0 = 0; r0 < nRows; r0 += rowsPerBlock) {
     const r1 = Math.min(nRows, r0 + rowsPerBlock);
@@ -138,14 +138,18 @@ interface Span {
   rows: number[];
 }
 
-/** Output rows r0..r1 grouped into spans of non-decreasing source rows (new rows belong to none). */
+/**
+ * Output rows r0..r1 grouped into spans of consecutive source rows (a row may repeat; new rows
+ * belong to none). A jump starts a new span: a clone map's scattered sources are read row by
+ * row, never as the whole range between them.
+ */
 function spansOf(rows: Int32Array, r0: number, r1: number): Span[] {
   const spans: Span[] = [];
   let cur: Span | undefined;
   for (let i = r0; i < r1; i++) {
     const s = rows[i];
     if (s < 0) continue;
-    if (cur === undefined || s < cur.last) {
+    if (cur === undefined || (s !== cur.last && s !== cur.last + 1)) {
       cur = { first: s, last: s, rows: [] };
       spans.push(cur);
     }
