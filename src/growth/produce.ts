@@ -79,28 +79,27 @@ export async function produceTensor(
       await emit(block);
       continue;
     }
-    let srcView: Bits | undefined;
+    // Old entries are copied as bytes by Buffer.copy (a memmove): view.set(srcView.subarray(..))
+    // allocated a typed array per row and run, which cost more than the copy itself on narrow rows.
+    let srcBytes: Buffer | undefined;
     let srcRowElems = 0;
     if (pending !== undefined && src !== undefined) {
       let raw = await pending;
       if (src.dtype !== outDtype) raw = float32ToBytes(bytesToFloat32(raw, src.dtype), outDtype);
-      srcView =
-        es === 2
-          ? new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2)
-          : new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
-      srcRowElems = srcView.length / (sLast + 1 - sFirst);
+      srcBytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+      srcRowElems = raw.byteLength / es / (sLast + 1 - sFirst);
       if (srcRowElems < srcCols)
         throw new FlmGrowError('ShapeMismatch', `${op.source}: rows have ${srcRowElems} entries, the growth needs ${srcCols}`);
     }
     for (let i = r0; i < r1; i++) {
-      const s = srcView === undefined ? -1 : op.rows[i];
+      const s = srcBytes === undefined ? -1 : op.rows[i];
       const base = (i - r0) * nCols;
       let st = 0;
       let seeded = false;
       for (const run of colRuns) {
         if (s >= 0 && run.src >= 0) {
-          const from = (s - sFirst) * srcRowElems + run.src;
-          view.set((srcView as Bits).subarray(from, from + run.len), base + run.out);
+          const from = ((s - sFirst) * srcRowElems + run.src) * es;
+          (srcBytes as Buffer).copy(block, (base + run.out) * es, from, from + run.len * es);
           continue;
         }
         const fill = s < 0 ? (run.src < 0 ? op.fillNewBoth : op.fillNewRow) : op.fillNewCol;
