@@ -50,6 +50,10 @@ interface Row {
   largest: number;
   growS: number[];
   compareS: number[];
+  /** user + sys seconds of the child (load from other jobs stretches wall time, not these) */
+  growCpu: number[];
+  compareCpu: number[];
+  cpCpu: number[];
   cpS: number[];
   cpSyncS: number[];
   rssBytes: number;
@@ -111,19 +115,22 @@ export async function run(args: string[]): Promise<void> {
     const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
     const compare = args.includes('--compare') ? resolve(arg(args, 'compare', '')) : undefined;
     /** One grow in a child (its time, and its peak RSS when /usr/bin/time is there). */
-    const growOnce = (cliJs: string): { s: number; rss: number } => {
+    const growOnce = (cliJs: string): { s: number; rss: number; cpu: number } => {
       const cli = [cliJs, 'grow', src, dst, '--plan', plan, '--quiet', '--overwrite'];
       let rss = 0;
+      let cpu = NaN;
       const s = timed(() => {
         const r =
           timeBin !== undefined
-            ? spawnSync(timeBin, ['-f', 'RSSKB=%M', process.execPath, ...cli], { encoding: 'utf8' })
+            ? spawnSync(timeBin, ['-f', 'RSSKB=%M CPU=%U+%S', process.execPath, ...cli], { encoding: 'utf8' })
             : spawnSync(process.execPath, cli, { encoding: 'utf8' });
         if (r.status !== 0) throw new Error(`grow failed: ${r.stderr}`);
         const m = /RSSKB=(\d+)/.exec(r.stderr);
         if (m !== null) rss = Number(m[1]) * 1024;
+        const c = /CPU=([\d.]+)\+([\d.]+)/.exec(r.stderr);
+        if (c !== null) cpu = Number(c[1]) + Number(c[2]);
       });
-      return { s, rss };
+      return { s, rss, cpu };
     };
     // Both sides start from warm inputs: the VM's page cache is cold for freshly written files,
     // so the first read of a folder costs disk time that has nothing to do with the tool.
@@ -135,6 +142,9 @@ export async function run(args: string[]): Promise<void> {
       largest: Math.max(V * H2, F2 * H2) * 2,
       growS: [],
       compareS: [],
+      growCpu: [],
+      compareCpu: [],
+      cpCpu: [],
       cpS: [],
       cpSyncS: [],
       rssBytes: 0,
@@ -144,13 +154,28 @@ export async function run(args: string[]): Promise<void> {
       if (compare !== undefined) {
         const c = growOnce(compare);
         row.compareS.push(c.s);
+        row.compareCpu.push(c.cpu);
         row.compareRss = Math.max(row.compareRss, c.rss);
       }
       const g = growOnce(join(ROOT, 'bin/flm-grow.js'));
       row.growS.push(g.s);
+      row.growCpu.push(g.cpu);
       row.rssBytes = Math.max(row.rssBytes, g.rss);
       execFileSync('sh', ['-c', `cat "${dst}"/* > /dev/null`]);
-      row.cpS.push(timed(() => execFileSync('cp', ['-r', dst, cp])));
+      row.cpS.push(
+        timed(() => {
+          const r = spawnSync(
+            timeBin ?? 'cp',
+            timeBin === undefined ? ['-r', dst, cp] : ['-f', 'CPU=%U+%S', 'cp', '-r', dst, cp],
+            {
+              encoding: 'utf8',
+            },
+          );
+          if (r.status !== 0) throw new Error(`cp failed: ${r.stderr}`);
+          const c = /CPU=([\d.]+)\+([\d.]+)/.exec(r.stderr);
+          if (c !== null) row.cpCpu.push(Number(c[1]) + Number(c[2]));
+        }),
+      );
       rmSync(cp, { recursive: true, force: true });
       row.cpSyncS.push(
         timed(() => {
@@ -179,6 +204,9 @@ export async function run(args: string[]): Promise<void> {
         `  grow (--compare) ${spread(r.compareS).padEnd(15)} grow/(cp+fsync) ${(median(r.compareS) / cps).toFixed(2)}  peak RSS ${mb(r.compareRss)}`,
       );
     console.log(`  cp -r       ${spread(r.cpS)}`);
+    console.log(
+      `  CPU s (user+sys): grow ${spread(r.growCpu)}${r.compareCpu.length > 0 ? `, --compare ${spread(r.compareCpu)}` : ''}, cp -r ${spread(r.cpCpu)}`,
+    );
     console.log(`  cp + fsync  ${spread(r.cpSyncS)}`);
   }
 }
