@@ -1,8 +1,12 @@
 /**
- * `npm run bench -- grow [--gb 1.5] [--reps 2] [--keep]`: grow a bf16 checkpoint made on the fly, at two
- * depths, and compare with `cp -r` of the same output bytes in the same run (plus fsync, since
- * grow fsyncs its shards), and peak RSS (child process, /usr/bin/time) with the largest output
- * tensor. Best of --reps runs each, inputs warm in the page cache. Targets (issue 5): grow time <= 1.1x cp; peak RSS <= 1.5x largest tensor + 256 MB.
+ * `npm run bench -- grow [--gb 1.5] [--reps 3] [--keep] [--compare path/to/other/cli.js]`: grow a bf16
+ * checkpoint made on the fly, at two depths, and compare with `cp -r` of the same output bytes in
+ * the same run (plus fsync, since grow fsyncs its shards), and peak RSS (child process,
+ * /usr/bin/time) with the largest output tensor. Each rep runs grow, then cp, then cp + fsync
+ * (interleaved, so load from other jobs falls on all of them alike); the table gives the median
+ * and the spread (min-max) over --reps, inputs warm in the page cache. `--compare` also times
+ * another build of the CLI (e.g. a copy of the previous dist/cli.js) in the same reps: the
+ * baseline of a change, measured under the same load. Target (issue 12): grow <= 1.3x (cp + fsync).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, fsyncSync, closeSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -44,11 +48,25 @@ interface Row {
   layers: number;
   outBytes: number;
   largest: number;
-  growS: number;
-  cpS: number;
-  cpSyncS: number;
+  growS: number[];
+  compareS: number[];
+  /** user + sys seconds of the child (load from other jobs stretches wall time, not these) */
+  growCpu: number[];
+  compareCpu: number[];
+  cpCpu: number[];
+  cpS: number[];
+  cpSyncS: number[];
   rssBytes: number;
+  compareRss: number;
 }
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+/** "median (min-max)" */
+const spread = (xs: number[]) =>
+  xs.length === 0 ? '-' : `${median(xs).toFixed(2)} (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
 
 export async function run(args: string[]): Promise<void> {
   const gb = Number(arg(args, 'gb', '1.5'));
@@ -95,34 +113,71 @@ export async function run(args: string[]): Promise<void> {
     for (const d of [dst, cp]) rmSync(d, { recursive: true, force: true });
     if (!existsSync(join(src, 'config.json'))) await makeSource(src, cfg);
     const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
-    const cli = [join(ROOT, 'bin/flm-grow.js'), 'grow', src, dst, '--plan', plan, '--quiet', '--overwrite'];
-    let rss = 0;
-    const growOnce = () => {
-      const r =
-        timeBin !== undefined
-          ? spawnSync(timeBin, ['-f', 'RSSKB=%M', process.execPath, ...cli], { encoding: 'utf8' })
-          : spawnSync(process.execPath, cli, { encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`grow failed: ${r.stderr}`);
-      const m = /RSSKB=(\d+)/.exec(r.stderr);
-      if (m !== null) rss = Math.max(rss, Number(m[1]) * 1024);
+    const compare = args.includes('--compare') ? resolve(arg(args, 'compare', '')) : undefined;
+    /** One grow in a child (its time, and its peak RSS when /usr/bin/time is there). */
+    const growOnce = (cliJs: string): { s: number; rss: number; cpu: number } => {
+      const cli = [cliJs, 'grow', src, dst, '--plan', plan, '--quiet', '--overwrite'];
+      let rss = 0;
+      let cpu = NaN;
+      const s = timed(() => {
+        const r =
+          timeBin !== undefined
+            ? spawnSync(timeBin, ['-f', 'RSSKB=%M CPU=%U+%S', process.execPath, ...cli], { encoding: 'utf8' })
+            : spawnSync(process.execPath, cli, { encoding: 'utf8' });
+        if (r.status !== 0) throw new Error(`grow failed: ${r.stderr}`);
+        const m = /RSSKB=(\d+)/.exec(r.stderr);
+        if (m !== null) rss = Number(m[1]) * 1024;
+        const c = /CPU=([\d.]+)\+([\d.]+)/.exec(r.stderr);
+        if (c !== null) cpu = Number(c[1]) + Number(c[2]);
+      });
+      return { s, rss, cpu };
     };
     // Both sides start from warm inputs: the VM's page cache is cold for freshly written files,
     // so the first read of a folder costs disk time that has nothing to do with the tool.
     execFileSync('sh', ['-c', `cat "${src}"/* > /dev/null`]);
-    const reps = Number(arg(args, 'reps', '2'));
-    let growS = Infinity,
-      cpS = Infinity,
-      cpSyncS = Infinity;
-    for (let k = 0; k < reps; k++) growS = Math.min(growS, timed(growOnce));
-    execFileSync('sh', ['-c', `cat "${dst}"/* > /dev/null`]);
+    const reps = Number(arg(args, 'reps', '3'));
+    const row: Row = {
+      layers: L2,
+      outBytes: 0,
+      largest: Math.max(V * H2, F2 * H2) * 2,
+      growS: [],
+      compareS: [],
+      growCpu: [],
+      compareCpu: [],
+      cpCpu: [],
+      cpS: [],
+      cpSyncS: [],
+      rssBytes: 0,
+      compareRss: 0,
+    };
     for (let k = 0; k < reps; k++) {
-      cpS = Math.min(
-        cpS,
-        timed(() => execFileSync('cp', ['-r', dst, cp])),
+      if (compare !== undefined) {
+        const c = growOnce(compare);
+        row.compareS.push(c.s);
+        row.compareCpu.push(c.cpu);
+        row.compareRss = Math.max(row.compareRss, c.rss);
+      }
+      const g = growOnce(join(ROOT, 'bin/flm-grow.js'));
+      row.growS.push(g.s);
+      row.growCpu.push(g.cpu);
+      row.rssBytes = Math.max(row.rssBytes, g.rss);
+      execFileSync('sh', ['-c', `cat "${dst}"/* > /dev/null`]);
+      row.cpS.push(
+        timed(() => {
+          const r = spawnSync(
+            timeBin ?? 'cp',
+            timeBin === undefined ? ['-r', dst, cp] : ['-f', 'CPU=%U+%S', 'cp', '-r', dst, cp],
+            {
+              encoding: 'utf8',
+            },
+          );
+          if (r.status !== 0) throw new Error(`cp failed: ${r.stderr}`);
+          const c = /CPU=([\d.]+)\+([\d.]+)/.exec(r.stderr);
+          if (c !== null) row.cpCpu.push(Number(c[1]) + Number(c[2]));
+        }),
       );
       rmSync(cp, { recursive: true, force: true });
-      cpSyncS = Math.min(
-        cpSyncS,
+      row.cpSyncS.push(
         timed(() => {
           execFileSync('cp', ['-r', dst, cp]);
           fsyncDir(cp);
@@ -130,18 +185,29 @@ export async function run(args: string[]): Promise<void> {
       );
       rmSync(cp, { recursive: true, force: true });
     }
-    const largest = Math.max(V * H2, F2 * H2) * 2;
-    rows.push({ layers: L2, outBytes: dirBytes(dst), largest, growS, cpS, cpSyncS, rssBytes: rss });
+    row.outBytes = dirBytes(dst);
+    rows.push(row);
     if (!args.includes('--keep')) for (const d of [dst, cp, src]) rmSync(d, { recursive: true, force: true });
   }
   const mb = (n: number) => `${(n / 1e6).toFixed(0)} MB`;
-  console.log(
-    'layers  output    grow s  cp s   cp+fsync s  grow/cp  grow/(cp+fsync)  peak RSS  largest tensor  RSS budget (1.5x+256MB)',
-  );
+  console.log(`\nseconds: median (min-max) of ${rows[0]?.growS.length ?? 0} interleaved reps; ratios of medians`);
   for (const r of rows) {
     console.log(
-      `${String(r.layers).padEnd(7)} ${mb(r.outBytes).padEnd(9)} ${r.growS.toFixed(2).padEnd(7)} ${r.cpS.toFixed(2).padEnd(6)} ${r.cpSyncS.toFixed(2).padEnd(11)} ${(r.growS / r.cpS).toFixed(2).padEnd(8)} ${(r.growS / r.cpSyncS).toFixed(2).padEnd(16)} ${mb(r.rssBytes).padEnd(9)} ${mb(r.largest).padEnd(15)} ${mb(1.5 * r.largest + 256e6)}`,
+      `\n${r.layers} layers, output ${mb(r.outBytes)}, largest tensor ${mb(r.largest)}, RSS budget (1.5x+256MB) ${mb(1.5 * r.largest + 256e6)}`,
     );
+    const cps = median(r.cpSyncS);
+    console.log(
+      `  grow        ${spread(r.growS).padEnd(20)} grow/cp ${(median(r.growS) / median(r.cpS)).toFixed(2)}  grow/(cp+fsync) ${(median(r.growS) / cps).toFixed(2)} (<= 1.3: ${median(r.growS) / cps <= 1.3 ? 'met' : 'NOT met'})  peak RSS ${mb(r.rssBytes)}`,
+    );
+    if (r.compareS.length > 0)
+      console.log(
+        `  grow (--compare) ${spread(r.compareS).padEnd(15)} grow/(cp+fsync) ${(median(r.compareS) / cps).toFixed(2)}  peak RSS ${mb(r.compareRss)}`,
+      );
+    console.log(`  cp -r       ${spread(r.cpS)}`);
+    console.log(
+      `  CPU s (user+sys): grow ${spread(r.growCpu)}${r.compareCpu.length > 0 ? `, --compare ${spread(r.compareCpu)}` : ''}, cp -r ${spread(r.cpCpu)}`,
+    );
+    console.log(`  cp + fsync  ${spread(r.cpSyncS)}`);
   }
 }
 

@@ -3,7 +3,8 @@
  * front so shard names (model-0000k-of-0000n) and the index are known before any data is
  * written; data is then streamed in declared order. Output is atomic (see atomic.ts).
  */
-import { writeFile, copyFile } from 'node:fs/promises';
+import { writeFile, copyFile, open } from 'node:fs/promises';
+import { withErrorPath } from '../util/os-errors.ts';
 import { FlmGrowError } from '../errors.ts';
 import { sha256Bytes, sha256File } from '../util/hash.ts';
 import { AtomicDir, type AtomicDirOptions } from './atomic.ts';
@@ -222,13 +223,44 @@ export class CheckpointWriter {
 
   /** Close the open shard and write the (empty-tensor-only) shards of this writer before shard k. */
   private async closeShardsBefore(k: number): Promise<void> {
-    if (this.writer !== undefined) this.shardHashes.set(this.writerShard, (await this.writer.close()) as string);
+    if (this.writer !== undefined) this.shardHashes.set(this.writerShard, (await this.closeShard(this.writer)) as string);
     this.writer = undefined;
     for (let j = this.writerShard + 1; j < k; j++) {
       if (!this.mine.has(j)) continue;
       // shards with only empty tensors still need their file; close() throws unless they are all empty
-      this.shardHashes.set(j, (await (await this.openShard(j)).close()) as string);
+      this.shardHashes.set(j, (await this.closeShard(await this.openShard(j))) as string);
     }
+  }
+
+  /** Shards closed but not yet fsync'd: finish() syncs them together. */
+  private unsynced: string[] = [];
+
+  /**
+   * Close a shard without waiting for the disk: an fsync per shard stalled production at every
+   * shard boundary (docs/scaling.md), while the kernel writes the closed shard back anyway.
+   */
+  private async closeShard(w: SafetensorsWriter): Promise<string | undefined> {
+    const hex = await w.close({ sync: false });
+    this.unsynced.push(w.path);
+    return hex;
+  }
+
+  /** fsync every shard closed so far (all at once: the disk orders the writeback). */
+  private async syncShards(): Promise<void> {
+    const paths = this.unsynced;
+    this.unsynced = [];
+    await Promise.all(
+      paths.map(async (p) => {
+        const fh = await open(p, 'r');
+        try {
+          await fh.sync();
+        } catch (e) {
+          throw withErrorPath(e, p);
+        } finally {
+          await fh.close();
+        }
+      }),
+    );
   }
 
   /**
@@ -288,6 +320,7 @@ export class CheckpointWriter {
   async finish(): Promise<Record<string, string>> {
     if (this.finished !== undefined) return this.finished;
     await this.closeShardsBefore(this.shards.length);
+    await this.syncShards();
     const index = this.shards.length > 1 || this.alwaysIndex ? indexText(this.shards) : undefined;
     if (this.part !== undefined) await writeFile(this.path(PART_FILE), JSON.stringify(this.partJson(), null, 2) + '\n');
     else if (index !== undefined) await writeFile(this.path(INDEX_FILE), index);

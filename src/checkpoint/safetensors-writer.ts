@@ -251,8 +251,12 @@ export class SafetensorsWriter {
     p.then(forget, forget);
   }
 
-  /** Flush, verify every declared byte was written, close; returns the sha256 when hashing. */
-  async close(): Promise<string | undefined> {
+  /**
+   * Flush, verify every declared byte was written, close; returns the sha256 when hashing.
+   * `sync: false` leaves the fsync to the caller (CheckpointWriter syncs all its shards at the
+   * end, so the disk writes one shard back while the next is produced).
+   */
+  async close(opts: { sync?: boolean } = {}): Promise<string | undefined> {
     try {
       await this.flush();
       await Promise.all([...this.inflight]);
@@ -264,9 +268,10 @@ export class SafetensorsWriter {
           this.current,
         );
       }
-      await this.fh.sync().catch((e: unknown) => {
-        throw withErrorPath(e, this.path);
-      });
+      if (opts.sync !== false)
+        await this.fh.sync().catch((e: unknown) => {
+          throw withErrorPath(e, this.path);
+        });
     } finally {
       await this.fh.close();
     }

@@ -62,6 +62,34 @@ describe('ShardedTensorIndex', () => {
     });
   }
 
+  it('float32 reads reuse their raw buffers but return fresh arrays, also when reads overlap', async () => {
+    const dir = join(tmp.dir, 'f32-reads');
+    await writeFolder(dir, 1 << 20);
+    const ix = await ShardedTensorIndex.open(dir);
+    try {
+      // expected values from the stored bytes: bf16 is the high half of an f32, f16 0x3c3c is 1 + 60/1024
+      const bf16 = (k: number) => new Float32Array(new Uint32Array([((2 * k + 1) << 24) | ((2 * k) << 16)]).buffer)[0];
+      const table = Array.from({ length: 12 }, (_, k) => bf16(k));
+      const rows = await Promise.all([
+        ix.readRowsFloat32('table', 0, 3),
+        ix.readRowsFloat32('table', 3, 6),
+        ix.readFloat32('scale'),
+        ix.readFloat32('table'),
+      ]);
+      const again = await ix.readRowsFloat32('table', 1, 2); // would overwrite an earlier result if it shared a buffer
+      expect(Array.from(rows[0])).toEqual(table.slice(0, 6));
+      expect(Array.from(rows[1])).toEqual(table.slice(6, 12));
+      expect(Array.from(rows[2])).toEqual(new Array(5).fill(1 + 60 / 1024));
+      expect(Array.from(rows[3])).toEqual(table);
+      expect(Array.from(again)).toEqual(table.slice(2, 4));
+      expect(Array.from(await ix.readRowsFloat32('encoder.blocks.0.conv', 1, 3))).toEqual(
+        Array.from({ length: 8 }, (_, k) => k + 4),
+      );
+    } finally {
+      await ix.close();
+    }
+  });
+
   it('refuses a folder with no tensors and a path that is not a folder', async () => {
     await expect(ShardedTensorIndex.open(tmp.dir)).rejects.toThrow(
       /neither model\.safetensors\.index\.json nor model\.safetensors/,

@@ -145,17 +145,43 @@ export class ShardedTensorIndex {
 
   /** A tensor converted to float32 (compute precision), whatever its stored dtype. */
   async readFloat32(name: string): Promise<Float32Array> {
-    return assertFiniteWeights(bytesToFloat32(await this.read(name), this.info(name).dtype), this.dir, name);
+    const t = this.info(name);
+    return this.readRowsFloat32(name, 0, t.shape.length === 0 ? 1 : t.shape[0]);
   }
 
-  /** Rows [start, end) of a tensor in float32, checked finite like readFloat32. */
+  /**
+   * Rows [start, end) of a tensor in float32, checked finite like readFloat32. The result is a
+   * fresh array (callers keep it); the raw bytes of other dtypes land in a reused buffer first,
+   * so a streamed pass (block after block of rows) allocates only its float32 arrays.
+   */
   async readRowsFloat32(name: string, start: number, end: number): Promise<Float32Array> {
-    return assertFiniteWeights(
-      bytesToFloat32(await this.readRows(name, start, end), this.info(name).dtype),
-      this.dir,
-      name,
-      start,
-    );
+    const t = this.info(name);
+    const rows = t.shape.length === 0 ? 1 : t.shape[0];
+    const n = rows === 0 ? 0 : ((t.end - t.begin) / rows) * Math.max(0, end - start);
+    let out: Float32Array;
+    if (t.dtype === 'F32') {
+      out = new Float32Array(n / 4);
+      await this.readRows(name, start, end, new Uint8Array(out.buffer));
+    } else {
+      const raw = this.takeScratch(n);
+      try {
+        out = bytesToFloat32(await this.readRows(name, start, end, raw), t.dtype);
+      } finally {
+        this.scratch.push(raw);
+      }
+    }
+    return assertFiniteWeights(out, this.dir, name, start);
+  }
+
+  /** Raw read buffers between reads; one is taken per read in flight, so concurrent reads never share one. */
+  private scratch: Uint8Array[] = [];
+
+  /** A buffer of at least n bytes: a kept one if large enough, else a new one replacing the largest kept. */
+  private takeScratch(n: number): Uint8Array {
+    const k = this.scratch.findIndex((b) => b.byteLength >= n);
+    if (k >= 0) return this.scratch.splice(k, 1)[0];
+    this.scratch.sort((a, b) => a.byteLength - b.byteLength).pop(); // outgrown: let it go
+    return new Uint8Array(n);
   }
 
   /** Sum of tensor bytes (what index.json calls total_size). */

@@ -1,16 +1,19 @@
 import type { CommandModule } from 'yargs';
-import { shared } from './options.ts';
+import { assembleArgs, shared } from './options.ts';
 import { bytesLabel, emit, plural, secondsLabel } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 
 export const assembleCommand: CommandModule = {
-  command: 'assemble <destination> <parts..>',
+  command: 'assemble [destination] [parts..]',
   describe:
     'Join the part folders of a split grow (`grow --part i/n`) into one checkpoint, byte-identical to a single-machine grow',
   builder: (y) =>
     shared(
       y
-        .positional('destination', { type: 'string', describe: 'checkpoint folder to write' })
+        .positional('destination', {
+          type: 'string',
+          describe: 'checkpoint folder to write (with --out, every positional is a part)',
+        })
         .positional('parts', { type: 'string', array: true, describe: 'the n part folders, in any order', default: undefined })
         .option('move', {
           type: 'boolean',
@@ -22,16 +25,19 @@ export const assembleCommand: CommandModule = {
           default: true,
           describe: 're-hash every shard against its part manifest (--no-verify: check only that each shard is whole)',
         }),
-      ['json', 'quiet', 'overwrite', 'force-overwrite'],
-    ).example(
-      '$0 assemble /data/grown /data/part-1 /data/part-2',
-      'join the two parts written by `grow --part 1/2` and `--part 2/2`',
-    ),
+      ['json', 'quiet', 'out', 'overwrite', 'force-overwrite'],
+      { out: { describe: 'checkpoint folder to write (or the first positional)' } },
+    )
+      .example('$0 assemble --out /data/grown /data/part-*', 'the same with --out: every positional is then a part folder')
+      .example(
+        '$0 assemble /data/grown /data/part-1 /data/part-2',
+        'join the two parts written by `grow --part 1/2` and `--part 2/2`',
+      ),
   handler: async (a) => {
     const { assembleParts } = await import('../split.ts');
     const t0 = Date.now();
-    const parts = a.parts as string[];
-    const r = await assembleParts(a.destination as string, parts, {
+    const { dest, parts } = assembleArgs(a);
+    const r = await assembleParts(dest, parts, {
       move: a.move === true,
       verify: a.verify !== false,
       overwrite: a.overwrite === true,

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { FlmGrowError } from '../errors.ts';
 import type { BackendName } from '../backend.ts';
-import { shared } from './options.ts';
+import { destinationArg, shared } from './options.ts';
 import { withPlanOptions } from './plan-options.ts';
 import { bytesLabel, countLabel, emit, secondsLabel } from '../util/format.ts';
 import { progressBars } from './progress.ts';
@@ -17,19 +17,20 @@ export function parsePart(s: string): { index: number; count: number } {
 }
 
 export const growCommand: CommandModule = {
-  command: 'grow <source> <destination>',
+  command: 'grow <source> [destination]',
   describe: 'Grow a checkpoint function-preservingly (MSG): streams tensor by tensor, writes masks and a manifest',
   builder: (y) =>
     shared(
       withPlanOptions(y)
         .positional('source', { type: 'string', demandOption: true, describe: 'checkpoint folder to grow' })
-        .positional('destination', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
+        .positional('destination', { type: 'string', describe: 'checkpoint folder to write (same as --out)' })
         .option('part', {
           type: 'string',
           describe: 'split grow: write only part i of n (1-based, e.g. 2/8); join the parts with `flm-grow assemble`',
         }),
-      ['json', 'quiet', 'backend', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size'],
+      ['json', 'quiet', 'backend', 'out', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size'],
       {
+        out: { describe: 'checkpoint folder to write (or the <destination> positional)' },
         dtype: { describe: "output dtype (default: the source's)" },
         'out-shard-size': { default: '5GB' },
         backend: { default: 'auto', describe: 'tfjs backend for the calibration forward pass (distance placement)' },
@@ -62,7 +63,7 @@ export const growCommand: CommandModule = {
     requirePlanOrTarget(a);
     const plan = planFromArgs(a);
     const t0 = Date.now();
-    const r = await growCheckpoint(a.source as string, a.destination as string, plan, {
+    const r = await growCheckpoint(a.source as string, destinationArg('grow', a, 'destination'), plan, {
       dtype: a.dtype === undefined ? undefined : parseDtypeName(a.dtype as string),
       maxShardSize: parseSize(a['out-shard-size'] as string, '--out-shard-size'),
       overwrite: a.overwrite === true,

@@ -38,7 +38,8 @@ export const SHARED_OPTIONS = {
   quiet: { type: 'boolean', describe: 'no progress bars or log lines on stderr' },
   out: {
     type: 'string',
-    describe: 'where the command writes (a folder for train/run, a file for forward/plot)',
+    describe:
+      'where the command writes (a folder for train, run, grow, bake, synth, assemble; a file for forward, plot); grow, bake, synth and assemble also take it as a positional',
     deprecated: ['output'],
   },
   input: { type: 'string', describe: 'safetensors file with input_ids (I64 or I32, [batch, seq])' },
@@ -110,17 +111,71 @@ export const SELECTION_OPTIONS = [
 export const COMMAND_OPTIONS: Record<string, SharedName[]> = {
   inspect: ['json'],
   plan: ['json', 'dtype', 'out-shard-size', 'seed', ...SELECTION_OPTIONS],
-  grow: ['json', 'quiet', 'backend', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size', 'seed', ...SELECTION_OPTIONS],
+  grow: [
+    'json',
+    'quiet',
+    'backend',
+    'out',
+    'dtype',
+    'overwrite',
+    'force-overwrite',
+    'out-shard-size',
+    'seed',
+    ...SELECTION_OPTIONS,
+  ],
   verify: ['json', 'quiet', 'backend', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'],
   forward: ['json', 'quiet', 'backend', 'engine', 'input', 'out', 'overwrite'],
   'select-layers': ['json', 'quiet', 'backend', 'seed', ...SELECTION_OPTIONS],
   train: ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size'],
-  bake: ['json', 'quiet', 'overwrite', 'force-overwrite', 'out-shard-size'],
+  bake: ['json', 'quiet', 'out', 'overwrite', 'force-overwrite', 'out-shard-size'],
   run: ['json', 'quiet', 'out'],
   plot: ['json', 'out'],
-  synth: ['json', 'quiet', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'],
-  assemble: ['json', 'quiet', 'overwrite', 'force-overwrite'],
+  synth: ['json', 'quiet', 'out', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'],
+  assemble: ['json', 'quiet', 'out', 'overwrite', 'force-overwrite'],
 };
+
+/**
+ * The destination folder of grow, bake, synth and assemble: `--out` (the name train, run and
+ * forward use), or the positional these commands took first, kept for compatibility. Both given
+ * must name the same folder; neither is a usage error.
+ */
+export function destinationArg(command: string, a: Record<string, unknown>, positional: string): string {
+  const out = a.out;
+  const pos = a[positional];
+  if (Array.isArray(out)) throw new FlmGrowError('UsageError', `${command}: --out given ${out.length} times; give it once`);
+  if (typeof out === 'string' && out !== '' && typeof pos === 'string' && pos !== out)
+    throw new FlmGrowError(
+      'UsageError',
+      `${command}: the destination is given twice, as --out "${out}" and as <${positional}> "${pos}"; give one (or the same folder)`,
+    );
+  const dest = typeof out === 'string' && out !== '' ? out : pos;
+  if (typeof dest !== 'string' || dest === '')
+    throw new FlmGrowError('UsageError', `${command}: no destination: give --out <folder> (or <${positional}>)`);
+  return dest;
+}
+
+/**
+ * assemble's destination and parts. Without --out the first positional is the destination (the
+ * old form); with --out every positional is a part folder, except a first one equal to --out
+ * (the destination given both ways). The destination and parts cannot be told apart by position
+ * once --out is given, so a different first positional is taken as a part, not as a conflict.
+ */
+export function assembleArgs(a: Record<string, unknown>): { dest: string; parts: string[] } {
+  const first = typeof a.destination === 'string' ? [a.destination] : [];
+  const rest = Array.isArray(a.parts) ? a.parts.filter((x): x is string => typeof x === 'string') : [];
+  const out = a.out;
+  let dest: string;
+  let parts: string[];
+  if (out !== undefined) {
+    dest = destinationArg('assemble', { out }, 'destination');
+    parts = first[0] === dest ? rest : [...first, ...rest];
+  } else {
+    dest = destinationArg('assemble', { destination: first[0] }, 'destination');
+    parts = rest;
+  }
+  if (parts.length === 0) throw new FlmGrowError('UsageError', `assemble: no part folders given (write ${dest} from what?)`);
+  return { dest, parts };
+}
 
 /** A number as typed: "abc" or "five" are reported as typed, not as null or NaN. */
 export function parseNumberArg(name: string, v: unknown): number | undefined {

@@ -1,5 +1,5 @@
 import type { CommandModule } from 'yargs';
-import { shared, spec } from './options.ts';
+import { destinationArg, shared, spec } from './options.ts';
 import { bytesLabel, countLabel, emit, plural } from '../util/format.ts';
 import { progressBars } from './progress.ts';
 
@@ -10,27 +10,32 @@ export const STAGE_CHOICES = ['tele-flm-52b', 'tele-flm-102b', 'tele-flm-1t', 't
 export const FAMILY_CHOICES = ['llama', 'tele-flm', 'mistral', 'qwen2', 'qwen3'];
 
 export const synthCommand: CommandModule = {
-  command: 'synth <dir>',
+  command: 'synth [dir]',
   describe:
     "Write a random checkpoint of a Tele-FLM stage's exact widths, of a family or of any supported config.json (for rehearsals and tests)",
   builder: (y) =>
     shared(
       y
-        .positional('dir', { type: 'string', demandOption: true, describe: 'checkpoint folder to write' })
+        .positional('dir', { type: 'string', describe: 'checkpoint folder to write (same as --out)' })
         .option('like', {
           type: 'string',
           demandOption: true,
           describe: `a Tele-FLM stage (${STAGE_CHOICES.join(', ')}), a family (${FAMILY_CHOICES.join(', ')}) or the path of a config.json`,
         })
         .option('num-hidden-layers', spec('num-hidden-layers', 'number', { describe: "layers (default: the stage's)" })),
-      ['json', 'quiet', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'],
-      { dtype: { default: 'bf16' }, seed: { default: 0 }, 'out-shard-size': { default: '5GB' } },
+      ['json', 'quiet', 'out', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'],
+      {
+        out: { describe: 'checkpoint folder to write (or the <dir> positional)' },
+        dtype: { default: 'bf16' },
+        seed: { default: 0 },
+        'out-shard-size': { default: '5GB' },
+      },
     )
       .example(
         '$0 synth /data/flm52b --like tele-flm-52b --num-hidden-layers 2',
         'two full-width Tele-FLM 52B layers of random weights',
       )
-      .example('$0 synth /tmp/q3 --like qwen3', 'a tiny random Qwen3 checkpoint (qk-norm, tied embeddings)')
+      .example('$0 synth --out /tmp/q3 --like qwen3', 'a tiny random Qwen3 checkpoint (qk-norm, tied embeddings)')
       .example(
         '$0 synth /tmp/l31 --like fixtures/configs/Llama-3.2-1B.json --num-hidden-layers 1',
         'one layer of a published config',
@@ -41,7 +46,7 @@ export const synthCommand: CommandModule = {
       import('../arch.ts'),
       import('../synth.ts'),
     ]);
-    const r = await synthCheckpoint(a.dir as string, {
+    const r = await synthCheckpoint(destinationArg('synth', a, 'dir'), {
       like: a.like as string,
       numLayers: a['num-hidden-layers'] as number | undefined,
       dtype: parseDtypeName(a.dtype as string),

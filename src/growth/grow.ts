@@ -34,7 +34,7 @@ import { buildLayout, initialMasks, tensorOps, type GrowthLayout, type TensorOp 
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
 import { produceTensor, DEFAULT_BLOCK_BYTES } from './produce.ts';
 import { PLACEMENTS } from './operators.ts';
-import { BlockPool, createHashedWriter } from './hash-worker.ts';
+import { BlockPipeline, createHashedWriter } from './hash-worker.ts';
 import { SourceReader } from './source-reader.ts';
 import { growOptimizerFile } from './moments.ts';
 import { OPTIMIZER_FILE } from '../checkpoint/optimizer-state.ts';
@@ -220,11 +220,14 @@ async function writeTensors(
   const bar = startProgress(opts.progress, opts.quiet, 'grow', total, 'bytes');
   const reader = new SourceReader(ck);
   const blockBytes = opts.blockBytes ?? DEFAULT_BLOCK_BYTES;
-  // Up to WRITES_IN_FLIGHT blocks being written (and hashed) while the next is built: the
-  // writer reserves each block's file offset at call time, so writes may overlap.
-  const pool = new BlockPool(blockBytes, WRITES_IN_FLIGHT + 2);
-  const inflight: Promise<void>[] = [];
   let done = 0;
+  const pipe = new BlockPipeline(writer, blockBytes, {
+    onWritten: (n) => {
+      done += n;
+      bar.update(done);
+      opts.onProgress?.(done, total);
+    },
+  });
   try {
     for (const op of wanted) {
       const src = op.source === undefined ? undefined : reader.rows(op.source);
@@ -233,36 +236,17 @@ async function writeTensors(
         src,
         outDtype,
         layout.seed,
-        async (block) => {
-          while (inflight.length >= WRITES_IN_FLIGHT) await inflight.shift();
-          const written = writer.write(op.name, block);
-          const tracked = written.then(() => {
-            done += block.byteLength;
-            bar.update(done);
-            opts.onProgress?.(done, total);
-          });
-          tracked.catch(() => undefined); // awaited when the queue is full or below
-          inflight.push(tracked);
-          // back to the pool once written and hashed, even on failure (errors surface through inflight)
-          const release = () => pool.release(block);
-          void written.then(release, release);
-        },
+        (block) => pipe.emit(op.name, block),
         blockBytes,
-        (n) => pool.acquire(n),
+        (n) => pipe.acquire(n),
       );
     }
-    await Promise.all(inflight);
+    await pipe.drain();
   } finally {
     bar.stop();
     await reader.close();
   }
 }
-
-/**
- * Blocks being written at once. The writer copies chunks below its coalescing threshold and has
- * larger ones on disk and hashed when write() resolves, so a block then returns to the pool.
- */
-const WRITES_IN_FLIGHT = 2;
 
 async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter, target: ModelConfig): Promise<void> {
   await writer.writeSideFile(CONFIG_FILE, JSON.stringify(configToJson(target), null, 2) + '\n');

@@ -114,6 +114,56 @@ export class BlockPool {
   }
 }
 
+/**
+ * Grow's write pipeline: blocks come from a BlockPool; up to `inFlight` of them are being
+ * written (and hashed) while the next is built, so the disk and the hashing thread stay busy
+ * while the main thread builds. The writer reserves each block's file offset when write() is
+ * called, so the writes may overlap; a block returns to the pool once it is written and hashed
+ * (the writer resolves a write of a pooled-size block only then).
+ */
+export class BlockPipeline {
+  private pool: BlockPool;
+  private inflight: Promise<void>[] = [];
+  private writer: { write(name: string, chunk: Uint8Array): Promise<void> };
+  private inFlight: number;
+  private onWritten: ((bytes: number) => void) | undefined;
+
+  constructor(
+    writer: { write(name: string, chunk: Uint8Array): Promise<void> },
+    blockBytes: number,
+    opts: { inFlight?: number; onWritten?: (bytes: number) => void } = {},
+  ) {
+    this.writer = writer;
+    this.inFlight = opts.inFlight ?? 2;
+    this.onWritten = opts.onWritten;
+    this.pool = new BlockPool(blockBytes, this.inFlight + 2);
+  }
+
+  /** A block to fill (stale bytes: the caller writes every byte). */
+  acquire(n: number): Promise<Uint8Array> {
+    return this.pool.acquire(n);
+  }
+
+  /** Hand a filled block of tensor `name` to the writer; waits only while `inFlight` are pending. */
+  async emit(name: string, block: Uint8Array): Promise<void> {
+    while (this.inflight.length >= this.inFlight) await this.inflight.shift();
+    const written = this.writer.write(name, block);
+    const tracked = written.then(() => this.onWritten?.(block.byteLength));
+    tracked.catch(() => undefined); // awaited when the queue is full or in drain()
+    this.inflight.push(tracked);
+    // back to the pool once written and hashed, even on failure (errors surface through inflight)
+    const release = () => this.pool.release(block);
+    void written.then(release, release);
+  }
+
+  /** Wait for every block handed over; throws the first write error. */
+  async drain(): Promise<void> {
+    const all = this.inflight;
+    this.inflight = [];
+    await Promise.all(all);
+  }
+}
+
 /** A zero-filled block in shared memory. */
 export function sharedBlock(bytes: number): Uint8Array {
   return new Uint8Array(new SharedArrayBuffer(bytes));

@@ -76,7 +76,9 @@ export async function produceTensor(
       await emit(block);
       continue;
     }
-    let srcView: Bits | undefined;
+    // Old entries are copied as bytes by Buffer.copy (a memmove): view.set(srcView.subarray(..))
+    // allocated a typed array per row and run, which cost more than the copy itself on narrow rows.
+    let srcBytes: Buffer | undefined;
     let srcRowElems = 0;
     /** Row of the block's source view holding output row i's source row. */
     const srcRow = new Int32Array(r1 - r0).fill(-1);
@@ -84,12 +86,9 @@ export async function produceTensor(
       const parts = await pending;
       let raw = parts.length === 1 ? parts[0] : concatBytes(parts);
       if (src.dtype !== outDtype) raw = float32ToBytes(bytesToFloat32(raw, src.dtype), outDtype);
-      srcView =
-        es === 2
-          ? new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2)
-          : new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+      srcBytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
       const nSrcRows = spans.reduce((a, sp) => a + sp.last + 1 - sp.first, 0);
-      srcRowElems = srcView.length / nSrcRows;
+      srcRowElems = raw.byteLength / es / nSrcRows;
       if (srcRowElems < srcCols)
         throw new FlmGrowError('ShapeMismatch', `${op.source}: rows have ${srcRowElems} entries, the growth needs ${srcCols}`);
       let at = 0;
@@ -99,14 +98,14 @@ export async function produceTensor(
       }
     }
     for (let i = r0; i < r1; i++) {
-      const s = srcView === undefined ? -1 : op.rows[i];
+      const s = srcBytes === undefined ? -1 : op.rows[i];
       const base = (i - r0) * nCols;
       let st = 0;
       let seeded = false;
       for (const run of colRuns) {
         if (s >= 0 && run.src >= 0) {
-          const from = srcRow[i - r0] * srcRowElems + run.src;
-          view.set((srcView as Bits).subarray(from, from + run.len), base + run.out);
+          const from = (srcRow[i - r0] * srcRowElems + run.src) * es;
+          (srcBytes as Buffer).copy(block, (base + run.out) * es, from, from + run.len * es);
           continue;
         }
         const fill = s < 0 ? (run.src < 0 ? op.fillNewBoth : op.fillNewRow) : op.fillNewCol;

@@ -9,7 +9,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yargs, { type CommandModule } from 'yargs';
 import { commands, COMMAND_NAMES } from '../../src/commands/index.ts';
-import { BACKEND_CHOICES, COMMAND_OPTIONS, ENGINE_CHOICES, SHARED_OPTIONS, suggest } from '../../src/commands/options.ts';
+import {
+  assembleArgs,
+  BACKEND_CHOICES,
+  COMMAND_OPTIONS,
+  destinationArg,
+  ENGINE_CHOICES,
+  SHARED_OPTIONS,
+  suggest,
+} from '../../src/commands/options.ts';
 import { FAMILY_CHOICES, STAGE_CHOICES } from '../../src/commands/synth.ts';
 import { DEFAULT_TOLERANCE } from '../../src/commands/verify.ts';
 import { countLabel, plural } from '../../src/util/format.ts';
@@ -72,6 +80,38 @@ describe('the shared option table', () => {
     const p = await parsed(byName('plan'), ['plan', 'ck', '--head-dim', '16', '--calibration-seq', '8']);
     expect([p.headDim, p.calibrationSeq]).toEqual([16, 8]);
     expect(cli('verify', '--help').stdout).not.toMatch(/--tokens\b/);
+  });
+
+  it('takes --out as the destination of grow, bake and synth, the positional as its alias', async () => {
+    const cases: [string, string[], string][] = [
+      ['grow', ['grow', 'src'], 'destination'],
+      ['bake', ['bake', 'grown'], 'destination'],
+      ['synth', ['synth', '--like', 'llama'], 'dir'],
+    ];
+    for (const [name, argv, positional] of cases) {
+      const dest = async (...more: string[]) => destinationArg(name, await parsed(byName(name), [...argv, ...more]), positional);
+      expect(await dest('--out', 'o'), name).toBe('o');
+      expect(await dest('o'), name).toBe('o');
+      expect(await dest('o', '--out', 'o'), name).toBe('o');
+      await expect(dest('p', '--out', 'o'), name).rejects.toThrow(/--out "o" and as <\w+> "p"/);
+      await expect(dest(), name).rejects.toThrow(/no destination: give --out/);
+    }
+  });
+
+  it('takes --out in assemble: every positional is then a part', async () => {
+    const asm = async (...argv: string[]) => assembleArgs(await parsed(byName('assemble'), ['assemble', ...argv]));
+    expect(await asm('--out', 'd', 'p1', 'p2')).toEqual({ dest: 'd', parts: ['p1', 'p2'] });
+    expect(await asm('--out', 'd', 'p1')).toEqual({ dest: 'd', parts: ['p1'] });
+    expect(await asm('d', 'p1', 'p2')).toEqual({ dest: 'd', parts: ['p1', 'p2'] });
+    expect(await asm('d', 'p1', '--out', 'd')).toEqual({ dest: 'd', parts: ['p1'] });
+    await expect(asm('--out', 'd')).rejects.toThrow(/no part folders/);
+    await expect(asm()).rejects.toThrow(/no destination/);
+  });
+
+  it('refuses a destination given twice differently, naming both (exit 2)', () => {
+    const r = cli('bake', 'grown', 'here', '--out', 'there');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('--out "there" and as <destination> "here"');
   });
 
   it('stays in step with the library lists it copies (kept light for start-up)', async () => {
