@@ -91,9 +91,20 @@ export function roundingTolerance(
   dtype: string,
 ): { tolerance: number; why: string } | undefined {
   if (m?.kind !== 'grow') return undefined;
+  const u = UNIT_ROUNDOFF[dtype] ?? UNIT_ROUNDOFF.BF16;
+  const clones = (m.plan as { clones?: { exact?: unknown[] } } | undefined)?.clones;
+  if ((clones?.exact?.length ?? 0) > 0 && u > UNIT_ROUNDOFF.F32) {
+    // init.new clone splits out-weights w/c (c copies): rounded unless c is a power of two, and so
+    // is the noise; each of the up to 7 split matrices of a layer (q/k/v/gate/up, o, down) and the
+    // LM head (or the tied final norm) adds at most u to the relative error of its output
+    const splits = 7 * sourceLayers + 1;
+    return {
+      tolerance: splits * u,
+      why: `manifest: clone growth in ${dtype} (split weights rounded): ${splits} split matrices × unit roundoff ${u.toExponential(3)} = ${(splits * u).toExponential(3)}`,
+    };
+  }
   const zn = (m.plan as { zeroModeNorm?: { exactness?: string } } | undefined)?.zeroModeNorm;
   if (m.mode !== 'zero' || zn?.exactness !== 'rounded') return undefined;
-  const u = UNIT_ROUNDOFF[dtype] ?? UNIT_ROUNDOFF.BF16;
   const norms = 2 * sourceLayers + 1;
   return {
     tolerance: norms * u,

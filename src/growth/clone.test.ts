@@ -16,11 +16,12 @@ import { compareGrown, loadAll, naive, randomIds, tempDir, writeRandomCheckpoint
 import { FAMILY_NAMES, type FamilyName } from '../families.ts';
 import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../masks.ts';
 import { grownBoundary } from './boundary.ts';
-import { readManifest } from '../manifest.ts';
+import { readManifest, type Manifest } from '../manifest.ts';
+import { roundingTolerance } from '../verify.ts';
 import { PlanError } from '../errors.ts';
 import { buildLayout } from './layout.ts';
 import { buildLayerMap } from './depth.ts';
-import { growMomentTensor } from './moments.ts';
+import { growMomentTensor, layoutFromManifest } from './moments.ts';
 
 interface Case {
   family: FamilyName;
@@ -390,6 +391,34 @@ describe('Adam moments across a clone growth', () => {
       expect(matches, `column ${j}`).toHaveLength(1);
       if (j < 3) expect(matches[0]).toBe(j);
     }
+  });
+});
+
+describe('the trainer rebuilds a clone layout from the manifest', () => {
+  it('same clone maps as the growth (moments land where their weights went)', async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const src = sourceOf(BASE);
+      await writeRandomCheckpoint(join(dir, 's'), src, 'F32', { seed: 3 });
+      const plan = planOf(src, { ...BASE, dF: 4, kvMul: 2, dH: 2 });
+      const r = await growCheckpoint(join(dir, 's'), join(dir, 'o'), plan, { quiet: true });
+      const m = readManifest(join(dir, 'o')) as Manifest;
+      expect((m as { plan?: { clones?: unknown } }).plan?.clones).toEqual({ exact: ['F', 'Q', 'KV'], masked: ['H'] });
+      const again = layoutFromManifest(src, r.target, m);
+      const direct = buildLayout(src, r.target, plan, r.layerMap);
+      for (const d of ['H', 'F', 'Q', 'KV'] as const) expect(Array.from(again.maps[d])).toEqual(Array.from(direct.maps[d]));
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('verify of a clone growth in a 16-bit dtype', () => {
+  it('gets a rounding tolerance from the manifest (split weights rounded), none in f32 or without exact clones', () => {
+    const m = (exact: string[]) => ({ kind: 'grow', plan: { clones: { exact, masked: [] } } }) as unknown as Manifest;
+    expect(roundingTolerance(m(['F']), 2, 'BF16')?.tolerance).toBe(15 * 2 ** -8);
+    expect(roundingTolerance(m(['F']), 2, 'F32')).toBeUndefined();
+    expect(roundingTolerance(m([]), 2, 'BF16')).toBeUndefined();
   });
 });
 

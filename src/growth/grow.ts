@@ -285,6 +285,7 @@ async function growManifest(
       },
       std: layout.std,
       ...(resolved.zeroNorm !== undefined ? { zeroModeNorm: resolved.zeroNorm } : {}),
+      ...(layout.newInit === 'clone' ? { clones: cloneSummary(layout) } : {}),
     },
     ...(plan.mode === 'masked'
       ? { masks: { file: MASKS_FILE, schedule: resolved.schedule, ...(carried !== undefined ? { carried } : {}) } }
@@ -294,6 +295,12 @@ async function growManifest(
     extra: { queryHeadMap: Array.from(layout.headMap) },
     files: { ...files },
   };
+}
+
+/** The manifest's record of a clone growth: which dimensions were cloned exactly (split, unmasked) and which masked. */
+function cloneSummary(g: GrowthLayout): { exact: string[]; masked: string[] } {
+  const dims = Object.entries(g.clones);
+  return { exact: dims.filter(([, c]) => c.exact).map(([d]) => d), masked: dims.filter(([, c]) => !c.exact).map(([d]) => d) };
 }
 
 export { DEFAULT_BLOCK_BYTES };

@@ -72,7 +72,7 @@ export function layoutFromManifest(source: ModelConfig, target: ModelConfig, m: 
   if (m.kind !== 'grow' || m.plan === undefined || m.layerMap === undefined) {
     throw new FlmGrowError('BadManifest', 'layoutFromManifest: not the manifest of a grow (no plan or layerMap)');
   }
-  const { resolvedTargets: _t, std: _s, zeroModeNorm: _z, ...planJson } = m.plan as Record<string, unknown>;
+  const { resolvedTargets: _t, std: _s, zeroModeNorm: _z, clones: _c, ...planJson } = m.plan as Record<string, unknown>;
   const plan = parsePlan(planJson, 'manifest plan');
   return buildLayout(source, target, plan, m.layerMap);
 }

@@ -528,6 +528,14 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
     }
   } else schedule = grownGroups.map((group) => ({ group, startStep: 0, length: plan.annealSteps, shape: 'linear' as const }));
   const notes: string[] = [];
+  if (
+    plan.init.new === 'clone' &&
+    (outDtype === 'BF16' || outDtype === 'F16') &&
+    OPERATORS.some((op) => grows(op, src, target) && cloned(op))
+  )
+    notes.push(
+      `init.new clone in ${outDtype}: split out-weights w/c are rounded unless every copy count c is a power of two (and init.noise is 0), so the function is kept only to ${outDtype} rounding; --dtype f32 keeps it to f32 rounding`,
+    );
   if (t.num_key_value_heads === undefined && target.numKvHeads !== src.numKvHeads) {
     notes.push(
       `num_key_value_heads ${src.numKvHeads} -> ${target.numKvHeads}: not in the plan; it follows num_attention_heads because the source has one query head per KV head (give num_key_value_heads to choose it)`,
