@@ -180,7 +180,7 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
     opts.onLayer?.(0, L + 1);
     for (let l = 0; l < L; l++) {
       const xIn = x;
-      x = await streamLayer(run, l, x);
+      x = await withLayerContext(l, () => streamLayer(run, l, x));
       if (hidden !== undefined && l < L - 1) hidden.push(x);
       opts.onResidual?.(l, xIn, x);
       opts.onLayer?.(l + 1, L + 1);
@@ -308,6 +308,7 @@ async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float3
       xT.dispose();
     }
   } else mid = await blockedAttention(run, l, x);
+  assertFiniteHidden(run, l, 'self_attn', mid);
   tick(run, attnBytes);
   const F = cfg.intermediateSize;
   const mlpBytes = 4 * (H + 3 * H * F);
@@ -322,8 +323,46 @@ async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float3
       xT.dispose();
     }
   } else out = await blockedMlp(run, l, mid);
+  assertFiniteHidden(run, l, 'mlp', out);
   tick(run, mlpBytes);
   return out;
+}
+
+/**
+ * The residual stream after one half of layer l must be finite. Weights are checked finite as
+ * they are read, so a non-finite value here is an overflow of f32 inside that half (a huge norm
+ * gain or weight, activations growing layer after layer): named at the layer and half where it
+ * first appears, instead of as NaN logits (or NaN distances in layer selection) at the end.
+ */
+function assertFiniteHidden(run: Run, l: number, half: 'self_attn' | 'mlp', x: Float32Array): void {
+  let bad = -1;
+  for (let i = 0; i < x.length; i++)
+    if (x[i] - x[i] !== 0) {
+      bad = i; // NaN and ±Infinity, the only values for which v - v is not 0
+      break;
+    }
+  if (bad < 0) return;
+  const H = run.ck.config.hiddenSize;
+  throw new ModelInputError(
+    `${run.ck.dir}: the hidden state becomes non-finite in layer ${l} (its ${half} half, model.layers.${l}.${half}.*): ` +
+      `${x[bad]} at token ${Math.floor(bad / H)}, dimension ${bad % H} (hidden_states[${l + 1}]); every earlier layer's output is finite ` +
+      'and the weights are finite, so the activations overflowed float32 in this half: look for huge weights or norm gains there',
+  );
+}
+
+/**
+ * A non-finite weight is found where it is read (tensor-index's check names the tensor and
+ * element); the error also names the decoder layer being run, so messages from blocked reads
+ * (rows of a band) point at the layer as the activation check does.
+ */
+async function withLayerContext<R>(l: number, f: () => Promise<R>): Promise<R> {
+  try {
+    return await f();
+  } catch (e) {
+    if (e instanceof CheckpointError && e.code === 'NonFiniteWeights')
+      throw new CheckpointError('NonFiniteWeights', `layer ${l}: ${e.message}`);
+    throw e;
+  }
 }
 
 /** rmsNorm(x) ⊙-masked as llama.ts, over token micro-batches: host [N, H]. */
