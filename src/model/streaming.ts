@@ -223,6 +223,16 @@ function tick(run: Run, weightBytes: number): void {
   run.bar.update(run.done);
 }
 
+/**
+ * A half-layer's bytes done: the blocks inside it already ticked their own share as they ran
+ * (so at 1T widths, where a half is minutes of blocks, the bar moves within it); this brings
+ * the count to exactly `start + bytes`.
+ */
+function finishHalf(run: Run, start: number, bytes: number): void {
+  run.done = start;
+  tick(run, bytes);
+}
+
 /** x_0 [B·T, H]: the embedding rows of the ids used, read from the checkpoint. */
 async function embedIds(ck: Checkpoint, idsT: tf.Tensor2D, masks: MaskTensors | undefined): Promise<Float32Array> {
   const [B, T] = idsT.shape;
@@ -297,6 +307,7 @@ async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float3
     kv = cfg.numKvHeads * cfg.headDim;
   // q/k/v biases (Qwen2) and q_norm/k_norm gains (Qwen3) are small: counted, never blocked
   const attnBytes = 4 * (H + 2 * H * q + 2 * H * kv) + attentionExtraBytes(cfg);
+  const attnStart = run.done;
   let mid: Float32Array;
   if (attnBytes <= run.maxWeights && N * attentionBytesPerToken(cfg, cfg.numHeads, cfg.numKvHeads, run.T) <= run.maxActs) {
     const aw = await loadLayerWeights(run.ck, l, ATTENTION_FIELDS);
@@ -309,9 +320,10 @@ async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float3
     }
   } else mid = await blockedAttention(run, l, x);
   assertFiniteHidden(run, l, 'self_attn', mid);
-  tick(run, attnBytes);
+  finishHalf(run, attnStart, attnBytes);
   const F = cfg.intermediateSize;
   const mlpBytes = 4 * (H + 3 * H * F);
+  const mlpStart = run.done;
   let out: Float32Array;
   if (mlpBytes <= run.maxWeights && N * mlpBytesPerToken(cfg, F) <= run.maxActs) {
     const mw = await loadLayerWeights(run.ck, l, ['postNorm', 'gate', 'up', 'down']);
@@ -324,7 +336,7 @@ async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float3
     }
   } else out = await blockedMlp(run, l, mid);
   assertFiniteHidden(run, l, 'mlp', out);
-  tick(run, mlpBytes);
+  finishHalf(run, mlpStart, mlpBytes);
   return out;
 }
 
@@ -424,6 +436,7 @@ async function bandedLinear(
     } finally {
       wT.dispose();
     }
+    tick(run, 4 * n * K);
   }
   return out;
 }
@@ -510,6 +523,7 @@ async function blockedAttention(run: Run, l: number, x: Float32Array): Promise<F
       } finally {
         tf.dispose([w.q, w.k, w.v, ...(b !== undefined ? [b.q, b.k, b.v] : []), ...(headMask !== undefined ? [headMask] : [])]);
       }
+      tick(run, 4 * H * (g + 2) * hd * nk);
     }
   } finally {
     tf.dispose(small);
@@ -563,6 +577,7 @@ async function blockedMlp(run: Run, l: number, x: Float32Array): Promise<Float32
     } finally {
       tf.dispose([gT, uT, ...(mask !== undefined ? [mask] : [])]);
     }
+    tick(run, 2 * 4 * H * n);
   }
   const y = await bandedLinear(run, names.down, act, F, H);
   return addResidual(run, l, x, y);
