@@ -4,7 +4,7 @@
  * the checkpoint a single-machine grow would have written, byte for byte. The parts are plain
  * independent commands, so any batch system (Slurm array, Kubernetes jobs, a shell loop) runs them.
  */
-import { existsSync, readFileSync, readdirSync, renameSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { copyFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { INDEX_FILE } from './checkpoint/checkpoint.ts';
@@ -14,6 +14,7 @@ import { checkDestination, tempFoldersOf, writeAtomically } from './checkpoint/a
 import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
 import { CheckpointError } from './errors.ts';
 import { MANIFEST_FILE, readManifest, type Manifest } from './manifest.ts';
+import { readFailure, readFailureCode, readJsonFile } from './util/files.ts';
 import { sha256Bytes, sha256File } from './util/hash.ts';
 import { startProgress, type ProgressFactory } from './util/progress.ts';
 
@@ -55,11 +56,14 @@ function readPart(dir: string): Part {
     throw new CheckpointError('NotAPart', `${dir}: no ${PART_FILE} (not the output of \`flm-grow grow --part i/n\`)`);
   let part: PartJson;
   try {
-    part = JSON.parse(readFileSync(p, 'utf8')) as PartJson;
+    // a regular file of bounded size: a FIFO or a link to /dev/zero is refused, not waited on
+    part = readJsonFile(p, { what: 'part file' }) as PartJson;
   } catch (e) {
-    throw new CheckpointError('NotAPart', `${p}: invalid JSON: ${(e as Error).message}`);
+    throw new CheckpointError(readFailureCode(e, 'NotAPart'), `${p}: ${readFailure(e)}`);
   }
   if (
+    typeof part !== 'object' ||
+    part === null ||
     !Number.isInteger(part.index) ||
     !Number.isInteger(part.count) ||
     !Array.isArray(part.shards) ||

@@ -16,7 +16,7 @@ import { expectedTensors } from '../arch.ts';
 import { masksPath, writeMasks } from '../masks.ts';
 import { CheckpointError, ModelInputError } from '../errors.ts';
 import { disposeMaskTensors, disposeWeights, forward, loadLayerWeights, loadWeights, masksToTensors } from './llama.ts';
-import { streamedForward } from './streaming.ts';
+import { streamedForward, streamedForwardPeakBytes } from './streaming.ts';
 import type { ProgressFactory } from '../util/progress.ts';
 import { FAMILY_NAMES, type FamilyName } from '../families.ts';
 import { buildHandGrown, makeTempDir, randomIdRows, writeCheckpoint, writeRandomCheckpoint } from '../../test/support/model.ts';
@@ -262,5 +262,27 @@ describe('streamedForward (continued)', () => {
     expect(tf.memory().numTensors).toBe(before); // a failed pass frees what it had loaded
     await loose.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('streamedForwardPeakBytes against peaks measured at 52B widths', () => {
+  // /usr/bin/time -v peaks of the wasm backend on a 2-layer synth of tele-flm-52b (docs/scaling.md,
+  // 2026-12-02); the estimate plus the tfjs runtime (~250 MB, as plan-report adds) must be within 1.5×.
+  const c52 = makeConfig({
+    hiddenSize: 8192,
+    intermediateSize: 21824,
+    numLayers: 2,
+    numHeads: 64,
+    vocabSize: 80384,
+    dtype: 'BF16',
+  });
+  it.each([
+    ['forward --ids (8 tokens, logits)', 8, 8, false, 1.48e9],
+    ['select-layers, 512 tokens × 512', 512, 512, true, 1.56e9],
+    ["grow's calibration, 256 tokens × 256", 256, 256, true, 1.78e9],
+  ])('%s', (_name, tokens, seq, skipLogits, measured) => {
+    const estimate = 250e6 + streamedForwardPeakBytes(c52, tokens, seq, { skipLogits });
+    expect(estimate / measured).toBeGreaterThan(1 / 1.5);
+    expect(estimate / measured).toBeLessThan(1.5);
   });
 });

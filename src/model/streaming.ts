@@ -16,6 +16,7 @@ import { headRole, tensorName } from '../arch.ts';
 import { startProgress, type Progress, type ProgressFactory } from '../util/progress.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
+import { dtypeSize } from '../util/dtype.ts';
 import type { ModelConfig } from '../config.ts';
 import { CheckpointError, ModelInputError } from '../errors.ts';
 import type { MaskSet } from '../masks.ts';
@@ -180,7 +181,7 @@ export async function streamedForward(ck: Checkpoint, ids: TokenIds, opts: Strea
     opts.onLayer?.(0, L + 1);
     for (let l = 0; l < L; l++) {
       const xIn = x;
-      x = await streamLayer(run, l, x);
+      x = await withLayerContext(l, () => streamLayer(run, l, x));
       if (hidden !== undefined && l < L - 1) hidden.push(x);
       opts.onResidual?.(l, xIn, x);
       opts.onLayer?.(l + 1, L + 1);
@@ -221,6 +222,16 @@ interface Run {
 function tick(run: Run, weightBytes: number): void {
   run.done += weightBytes;
   run.bar.update(run.done);
+}
+
+/**
+ * A half-layer's bytes done: the blocks inside it already ticked their own share as they ran
+ * (so at 1T widths, where a half is minutes of blocks, the bar moves within it); this brings
+ * the count to exactly `start + bytes`.
+ */
+function finishHalf(run: Run, start: number, bytes: number): void {
+  run.done = start;
+  tick(run, bytes);
 }
 
 /** x_0 [B·T, H]: the embedding rows of the ids used, read from the checkpoint. */
@@ -297,6 +308,7 @@ async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float3
     kv = cfg.numKvHeads * cfg.headDim;
   // q/k/v biases (Qwen2) and q_norm/k_norm gains (Qwen3) are small: counted, never blocked
   const attnBytes = 4 * (H + 2 * H * q + 2 * H * kv) + attentionExtraBytes(cfg);
+  const attnStart = run.done;
   let mid: Float32Array;
   if (attnBytes <= run.maxWeights && N * attentionBytesPerToken(cfg, cfg.numHeads, cfg.numKvHeads, run.T) <= run.maxActs) {
     const aw = await loadLayerWeights(run.ck, l, ATTENTION_FIELDS);
@@ -308,9 +320,11 @@ async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float3
       xT.dispose();
     }
   } else mid = await blockedAttention(run, l, x);
-  tick(run, attnBytes);
+  assertFiniteHidden(run, l, 'self_attn', mid);
+  finishHalf(run, attnStart, attnBytes);
   const F = cfg.intermediateSize;
   const mlpBytes = 4 * (H + 3 * H * F);
+  const mlpStart = run.done;
   let out: Float32Array;
   if (mlpBytes <= run.maxWeights && N * mlpBytesPerToken(cfg, F) <= run.maxActs) {
     const mw = await loadLayerWeights(run.ck, l, ['postNorm', 'gate', 'up', 'down']);
@@ -322,8 +336,46 @@ async function streamLayer(run: Run, l: number, x: Float32Array): Promise<Float3
       xT.dispose();
     }
   } else out = await blockedMlp(run, l, mid);
-  tick(run, mlpBytes);
+  assertFiniteHidden(run, l, 'mlp', out);
+  finishHalf(run, mlpStart, mlpBytes);
   return out;
+}
+
+/**
+ * The residual stream after one half of layer l must be finite. Weights are checked finite as
+ * they are read, so a non-finite value here is an overflow of f32 inside that half (a huge norm
+ * gain or weight, activations growing layer after layer): named at the layer and half where it
+ * first appears, instead of as NaN logits (or NaN distances in layer selection) at the end.
+ */
+function assertFiniteHidden(run: Run, l: number, half: 'self_attn' | 'mlp', x: Float32Array): void {
+  let bad = -1;
+  for (let i = 0; i < x.length; i++)
+    if (x[i] - x[i] !== 0) {
+      bad = i; // NaN and ±Infinity, the only values for which v - v is not 0
+      break;
+    }
+  if (bad < 0) return;
+  const H = run.ck.config.hiddenSize;
+  throw new ModelInputError(
+    `${run.ck.dir}: the hidden state becomes non-finite in layer ${l} (its ${half} half, model.layers.${l}.${half}.*): ` +
+      `${x[bad]} at token ${Math.floor(bad / H)}, dimension ${bad % H} (hidden_states[${l + 1}]); every earlier layer's output is finite ` +
+      'and the weights are finite, so the activations overflowed float32 in this half: look for huge weights or norm gains there',
+  );
+}
+
+/**
+ * A non-finite weight is found where it is read (tensor-index's check names the tensor and
+ * element); the error also names the decoder layer being run, so messages from blocked reads
+ * (rows of a band) point at the layer as the activation check does.
+ */
+async function withLayerContext<R>(l: number, f: () => Promise<R>): Promise<R> {
+  try {
+    return await f();
+  } catch (e) {
+    if (e instanceof CheckpointError && e.code === 'NonFiniteWeights')
+      throw new CheckpointError('NonFiniteWeights', `layer ${l}: ${e.message}`);
+    throw e;
+  }
 }
 
 /** rmsNorm(x) ⊙-masked as llama.ts, over token micro-batches: host [N, H]. */
@@ -385,6 +437,7 @@ async function bandedLinear(
     } finally {
       wT.dispose();
     }
+    tick(run, 4 * n * K);
   }
   return out;
 }
@@ -471,6 +524,7 @@ async function blockedAttention(run: Run, l: number, x: Float32Array): Promise<F
       } finally {
         tf.dispose([w.q, w.k, w.v, ...(b !== undefined ? [b.q, b.k, b.v] : []), ...(headMask !== undefined ? [headMask] : [])]);
       }
+      tick(run, 4 * H * (g + 2) * hd * nk);
     }
   } finally {
     tf.dispose(small);
@@ -524,6 +578,7 @@ async function blockedMlp(run: Run, l: number, x: Float32Array): Promise<Float32
     } finally {
       tf.dispose([gT, uT, ...(mask !== undefined ? [mask] : [])]);
     }
+    tick(run, 2 * 4 * H * n);
   }
   const y = await bandedLinear(run, names.down, act, F, H);
   return addResidual(run, l, x, y);
@@ -614,10 +669,13 @@ export function streamedForwardPeakBytes(
     const rows = Math.max(1, Math.floor(maxA / perToken));
     return whole ? Math.min(B, Math.max(1, Math.floor(rows / T))) * T : Math.min(N, rows);
   };
+  const bandOf = (K: number, rows: number) => Math.max(1, Math.min(rows, Math.floor(maxW / (2 * 4 * K))));
   const banded = (K: number, rows: number) => {
-    const band = Math.max(1, Math.min(rows, Math.floor(maxW / (2 * 4 * K))));
+    const band = bandOf(K, rows);
     return 2 * 4 * band * K + chunk(4 * (K + 2 * band), false) * 4 * (K + 2 * band);
   };
+  // f32 weight bytes read at once (one block, or a whole half when it runs unblocked)
+  let read: number;
   const attnW = 4 * (H + 2 * H * q + 2 * H * kv),
     mlpW = 4 * (H + 3 * H * F);
   let heap: number, hostExtra: number;
@@ -625,8 +683,10 @@ export function streamedForwardPeakBytes(
   if (attnW <= maxW && N * attentionBytesPerToken(cfg, cfg.numHeads, nkv, T) <= maxA) {
     heap = attnW + 4 * H * q + N * attentionBytesPerToken(cfg, cfg.numHeads, nkv, T);
     hostExtra = 0;
+    read = attnW;
   } else {
     const kvPer = Math.max(1, Math.min(nkv, Math.floor(maxW / (2 * 4 * H * (g + 2) * hd))));
+    read = Math.max(4 * H * (g + 2) * hd * kvPer, 4 * bandOf(q, H) * q);
     const group =
       2 * 4 * H * (g + 2) * hd * kvPer +
       chunk(attentionBytesPerToken(cfg, kvPer * g, kvPer, T), true) * attentionBytesPerToken(cfg, kvPer * g, kvPer, T);
@@ -636,8 +696,10 @@ export function streamedForwardPeakBytes(
   // MLP half
   if (mlpW <= maxW && N * mlpBytesPerToken(cfg, F) <= maxA) {
     heap = Math.max(heap, mlpW + 4 * H * F + N * mlpBytesPerToken(cfg, F));
+    read = Math.max(read, mlpW);
   } else {
     const units = Math.max(1, Math.min(F, Math.floor(maxW / (2 * 2 * 4 * H))));
+    read = Math.max(read, 2 * 4 * H * units, 4 * bandOf(F, H) * F);
     heap = Math.max(
       heap,
       2 * 2 * 4 * H * units + chunk(mlpBytesPerToken(cfg, units), false) * mlpBytesPerToken(cfg, units),
@@ -655,6 +717,12 @@ export function streamedForwardPeakBytes(
     );
     heap = Math.max(heap, 4 * rows * H + chunk(4 * (H + 3 * rows), false) * 4 * (H + 3 * rows));
     host += 4 * N * cfg.vocabSize;
+    read = Math.max(read, 4 * rows * H);
   }
+  // Each read holds the stored bytes and their f32 conversion on the host before tfjs copies
+  // them into its heap; those arrays are garbage from then on but only freed by V8's next GC,
+  // so measured peaks (52B widths: 1.48 GB forward on 8 tokens, 1.56 GB layer selection on 512)
+  // hold about two blocks' worth of them beside the heap.
+  host += 2 * read * (1 + dtypeSize(cfg.dtype ?? 'F32') / 4);
   return heap + host;
 }

@@ -3,8 +3,9 @@
  * (raw little-endian uint16 `.bin`/`.u16`, uint32 `.u32`). The tail is held out for evaluation.
  * Batches are a pure function of (seed, split, step), so resuming replays the same batches.
  */
-import { readFileSync } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
 import { TrainError } from '../errors.ts';
+import { MAX_DATA_BYTES, MAX_TEXT_BYTES, readFailure, readFailureCode, readRegularFile } from '../util/files.ts';
 import { BYTE_TOKENIZER_NAME, byteTokenizer, type Tokenizer } from '../tokenizer.ts';
 import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
 import { tokenDtypeForPath, tokenWidth, type TokenDtype } from '../util/token-files.ts';
@@ -47,18 +48,39 @@ function decodeTokenBytes(bytes: Uint8Array, dtype: TokenDtype, file: string): U
 }
 
 function tokenizeText(bytes: Uint8Array, tokenizer: Tokenizer, file: string): Uint32Array {
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
+  if (!isUtf8(bytes))
     throw new TrainError(
       'DataNotText',
       `${file}: is not valid UTF-8 text; for pre-tokenized data use a .bin/.u16/.u32 extension or set the token dtype`,
     );
-  }
-  // Bytes are already the tokens; skipping encode() avoids a number[] of the whole corpus.
+  // Bytes are already the tokens; skipping the string and encode() avoids a number[] of the whole corpus.
   if (tokenizer.name === BYTE_TOKENIZER_NAME) return Uint32Array.from(bytes);
-  return Uint32Array.from(tokenizer.encode(text));
+  return Uint32Array.from(tokenizer.encode(new TextDecoder('utf-8').decode(bytes)));
+}
+
+/** Byte-level text and token files are used as bytes; other tokenizers need the text as one string. */
+function dataLimit(path: string, opts: TokenDatasetOptions): number {
+  const asBytes =
+    (opts.tokenDtype ?? tokenDtypeForPath(path)) !== undefined ||
+    (opts.tokenizer ?? byteTokenizer()).name === BYTE_TOKENIZER_NAME;
+  return asBytes ? MAX_DATA_BYTES : MAX_TEXT_BYTES;
+}
+
+function dataReadError(path: string, e: unknown): TrainError {
+  return new TrainError(readFailureCode(e, 'DataUnreadable'), `${path}: cannot read training data: ${readFailure(e)}`);
+}
+
+/**
+ * The training data is a regular file the trainer can hold (checked by a stat, before anything
+ * is loaded): a FIFO would block the reader forever and /dev/zero never ends. Both engines call
+ * it before reading the checkpoint, so a bad --data fails at once and leaves nothing behind.
+ */
+export function checkDataFile(path: string, opts: Pick<TokenDatasetOptions, 'tokenizer' | 'tokenDtype'> = {}): void {
+  try {
+    readRegularFile(path, { maxBytes: dataLimit(path, opts), what: 'training data', probeOnly: true });
+  } catch (e) {
+    throw dataReadError(path, e);
+  }
 }
 
 export class TokenDataset {
@@ -85,9 +107,10 @@ export class TokenDataset {
   static fromFile(path: string, opts: TokenDatasetOptions = {}): TokenDataset {
     let bytes: Buffer;
     try {
-      bytes = readFileSync(path);
+      // held whole: batches are random windows over all of it
+      bytes = readRegularFile(path, { maxBytes: dataLimit(path, opts), what: 'training data' });
     } catch (e) {
-      throw new TrainError('DataUnreadable', `${path}: cannot read training data: ${(e as Error).message}`);
+      throw dataReadError(path, e);
     }
     if (bytes.length === 0) throw new TrainError('DataEmpty', `${path}: training data file is empty`);
     const dtype = opts.tokenDtype ?? tokenDtypeForPath(path);

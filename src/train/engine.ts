@@ -4,7 +4,7 @@
  * auto: torch when a Python with torch and a CUDA GPU is found, or when the tfjs backend would
  * not hold the model (estimateTrainMemory); tfjs otherwise.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TrainError } from '../errors.ts';
 import { findTorchPython, requireTorchPython, runTorchModule } from '../torch-engine.ts';
@@ -14,6 +14,7 @@ import { readConfigFile } from '../config.ts';
 import { tokenDtypeForPath } from '../util/token-files.ts';
 import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
 import { checkRunFolder, clearRun } from './checkpointing.ts';
+import { checkDataFile, TokenDataset } from './data.ts';
 
 export const ENGINES = ['tfjs', 'torch', 'auto'] as const;
 export type Engine = (typeof ENGINES)[number];
@@ -39,6 +40,7 @@ export function resolveEngine(e: EngineOptions): 'tfjs' | 'torch' {
 export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): Promise<TrainResult> {
   // either engine: bad options and an occupied run folder fail before anything is written
   trainArgs(o);
+  checkDataFile(o.data);
   checkRunFolder(o.out, o);
   if (e.engine === 'auto' && e.tfjsTooLarge === undefined && existsSync(join(o.checkpoint, 'config.json'))) {
     const est = estimateTrainMemory(readConfigFile(join(o.checkpoint, 'config.json')), o.batchSize ?? 8, o.seqLen ?? 64);
@@ -60,7 +62,7 @@ export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): P
 function torchData(o: TrainOptions): string {
   if (tokenDtypeForPath(o.data) !== undefined || !existsSync(join(o.checkpoint, 'tokenizer.json'))) return o.data;
   const tok = loadTokenizer(o.checkpoint);
-  const ids = Uint32Array.from(tok.encode(readFileSync(o.data, 'utf8')));
+  const ids = TokenDataset.fromFile(o.data, { tokenizer: tok, evalFraction: 0 }).tokens;
   mkdirSync(o.out, { recursive: true });
   const path = join(o.out, '.data-tokens.u32');
   writeFileSync(path, new Uint8Array(ids.buffer));

@@ -2,7 +2,8 @@
  * Training metrics as JSON lines: one object per step, plus `{event: 'growth'}` lines so plots
  * can mark where the model grew. Appending line by line keeps the log useful after a crash.
  */
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { readFailure, readFailureCode, readTextFile } from '../util/files.ts';
 import { TrainError } from '../errors.ts';
 
 export interface StepMetrics {
@@ -61,7 +62,7 @@ export class MetricsLog {
         let existing = readMetrics(path);
         const at = opts.resumeAtStep;
         if (at !== undefined) existing = existing.filter((r) => (isGrowthEvent(r) ? r.step <= at : r.step < at));
-        const text = readFileSync(path, 'utf8');
+        const text = metricsText(path);
         // A torn last line (crash mid-write) would swallow the next record appended to it.
         const torn = text.length > 0 && !text.endsWith('\n');
         if (at !== undefined || torn) writeFileSync(path, existing.map((r) => serialize(r) + '\n').join(''));
@@ -126,17 +127,21 @@ function validate(obj: unknown, where: string): MetricsRecord {
   return r as unknown as StepMetrics;
 }
 
+/** The log's text: a regular file of at most MAX_TEXT_BYTES (a FIFO or /dev/zero is refused at once). */
+function metricsText(path: string): string {
+  try {
+    return readTextFile(path, { what: 'metrics log' });
+  } catch (e) {
+    throw new TrainError(readFailureCode(e, 'MetricsUnreadable'), `${path}: cannot read metrics: ${readFailure(e)}`);
+  }
+}
+
 /**
  * All records in file order. A torn final line (crash mid-write) is skipped; a malformed line
  * anywhere else is an error naming the file and line.
  */
 export function readMetrics(path: string): MetricsRecord[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new TrainError('MetricsUnreadable', `${path}: cannot read metrics: ${(e as Error).message}`);
-  }
+  const text = metricsText(path);
   const lines = text.split('\n');
   const out: MetricsRecord[] = [];
   for (let i = 0; i < lines.length; i++) {

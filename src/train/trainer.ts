@@ -41,7 +41,7 @@ import {
   type Rope,
 } from '../model/llama.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
-import { checkMaskedIds, checkVocab, TokenDataset, type Batch } from './data.ts';
+import { checkDataFile, checkMaskedIds, checkVocab, TokenDataset, type Batch } from './data.ts';
 import { tokenDtypeForPath } from '../util/token-files.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
@@ -462,6 +462,7 @@ export function checkTrainOptions(o: TrainOptions): void {
 export async function train(o: TrainOptions): Promise<TrainResult> {
   checkTrainOptions(o);
   const args = trainArgs(o);
+  checkDataFile(o.data);
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
   // checkpoint-<step> folders (and pruning) inside the starting checkpoint would change it
   if (isInside(o.out, o.checkpoint))

@@ -5,14 +5,22 @@
  * forever; an absurdly large JSON file would take the heap with it. Tensor data never goes
  * through here (safetensors files are read by positioned reads).
  */
+import { constants as bufferConstants } from 'node:buffer';
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { FlmGrowError } from '../errors.ts';
 
 /** JSON inputs (config, index, manifest, plan, pipeline, tokenizer, reports). The largest real
  *  ones are index.json files (~100 KB) and tokenizer.json (~10 MB); 256 MiB is far beyond both. */
 export const MAX_JSON_BYTES = 256 * 1024 * 1024;
-/** Text inputs held in memory whole (calibration token files). */
-export const MAX_TEXT_BYTES = 1024 * 1024 * 1024;
+/** Text inputs held in memory whole as one string (calibration token files, metrics logs, text
+ *  to tokenize): at most 1 GiB and never beyond V8's longest string, which a UTF-8 file of this
+ *  many bytes cannot exceed (one UTF-16 unit per byte at most); beyond it decoding would throw. */
+export const MAX_TEXT_BYTES = Math.min(1024 * 1024 * 1024, bufferConstants.MAX_STRING_LENGTH);
+/** Binary inputs held in memory whole (token files the trainer samples windows from): the
+ *  largest Buffer. */
+export const MAX_DATA_BYTES = bufferConstants.MAX_LENGTH;
+/** One read() call's bytes: node refuses a single read above 2 GiB. */
+const READ_CHUNK = 1 << 30;
 
 export class FileReadError extends FlmGrowError {
   readonly path: string;
@@ -28,6 +36,14 @@ export class FileReadError extends FlmGrowError {
 /** The reason of a read failure without the path (callers' errors name the file themselves). */
 export function readFailure(e: unknown): string {
   return e instanceof FileReadError ? e.reason : (e as Error).message;
+}
+
+/**
+ * A caller's error code for a failed read: the file's kind or size when that was the problem
+ * (NotARegularFile, FileTooLarge), else the caller's own code for "could not read it".
+ */
+export function readFailureCode(e: unknown, fallback: string): string {
+  return e instanceof FileReadError && (e.code === 'NotARegularFile' || e.code === 'FileTooLarge') ? e.code : fallback;
 }
 
 /**
@@ -66,7 +82,7 @@ export function readRegularFile(path: string, opts: { maxBytes: number; what?: s
     const buf = Buffer.alloc(st.size);
     let off = 0;
     while (off < st.size) {
-      const n = readSync(fd, buf, off, st.size - off, off);
+      const n = readSync(fd, buf, off, Math.min(READ_CHUNK, st.size - off), off);
       if (n === 0) break;
       off += n;
     }
