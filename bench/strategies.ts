@@ -64,7 +64,7 @@ const FLAGS = {
   'x4-target': { def: '', help: 'x4 target as hidden,ffn,heads,layers (derived: width ×1.5, depth ×2)' },
   'source-steps': { def: '100', help: 'source training steps' },
   'grown-steps': { def: '100', help: 'training steps after growth (every strategy)' },
-  'scratch-steps': { def: '200', help: 'training steps of each target from scratch (default: source + grown, the same tokens)' },
+  'scratch-steps': { def: '200', help: 'training steps of each target from scratch (200 = source + grown: the same tokens)' },
   batch: { def: '8', help: 'batch size' },
   seq: { def: '32', help: 'sequence length' },
   lr: { def: '0.003', help: 'peak LR (cosine to lr/10, warmup 10 steps, rewound after growth)' },
@@ -205,12 +205,7 @@ interface Strategy {
   /** The question it answers (width init, depth placement, inserted-layer init, mode). */
   axis: 'baseline' | 'width' | 'depth' | 'layers' | 'mode';
   /** Plan fields changed from MSG's defaults; `placement` replaces the whole placement. */
-  plan: (source: Shape, target: Shape) => Record<string, unknown>;
-}
-
-/** Copies after every k-th layer inserting L' − L layers (LLaMA-Pro's spacing). */
-function interleaveEvery(source: Shape, target: Shape): number {
-  return Math.max(1, Math.floor(source.layers / Math.max(1, target.layers - source.layers)));
+  plan: () => Record<string, unknown>;
 }
 
 export const STRATEGIES: Strategy[] = [
@@ -228,11 +223,12 @@ export const STRATEGIES: Strategy[] = [
   { id: 'depth-top', label: 'depth: copy@top', axis: 'depth', plan: () => ({ placement: { method: 'top' } }) },
   { id: 'depth-bottom', label: 'depth: copy@bottom', axis: 'depth', plan: () => ({ placement: { method: 'bottom' } }) },
   { id: 'depth-stack', label: 'depth: stack (G_stack)', axis: 'depth', plan: () => ({ placement: { method: 'stack' } }) },
+  // every: the operator's default, floor(L / (L' − L)) (one copy after every 4th layer for 4 → 5)
   {
     id: 'depth-interleave',
     label: 'depth: interleave (LLaMA-Pro)',
     axis: 'depth',
-    plan: (s, t) => ({ placement: { method: 'interleave', every: interleaveEvery(s, t) } }),
+    plan: () => ({ placement: { method: 'interleave' } }),
   },
   { id: 'layers-random', label: 'inserted layers random', axis: 'layers', plan: () => ({ init: { layers: 'random' } }) },
 ];
@@ -257,9 +253,9 @@ function basePlan(target: Shape, seed: number, s: Settings): Record<string, unkn
 }
 
 /** The strategy's plan, or why this build has none ("not available": the plan parser refuses a field). */
-function strategyPlan(st: Strategy, source: Shape, target: Shape, seed: number, s: Settings): GrowthPlan | string {
+function strategyPlan(st: Strategy, target: Shape, seed: number, s: Settings): GrowthPlan | string {
   const base = basePlan(target, seed, s);
-  const over = st.plan(source, target);
+  const over = st.plan();
   const json: Record<string, unknown> = { ...base, ...over };
   if (over.init !== undefined) json.init = { ...(base.init as object), ...(over.init as object) };
   try {
@@ -521,7 +517,7 @@ async function runAll(s: Settings, backend: string, worker: TorchWorker | undefi
         for (const st of s.strategies) {
           const r = t.strategies[st.id];
           if (r.status !== 'ok') continue;
-          const plan = strategyPlan(st, s.source, t.shape, seed, s);
+          const plan = strategyPlan(st, t.shape, seed, s);
           if (typeof plan === 'string') {
             Object.assign(r, { status: 'not available', reason: plan });
             console.log(`  ${t.name} ${st.id}: not available (${plan})`);
