@@ -100,6 +100,10 @@ export const growCommand: CommandModule = {
       );
       lines.push(`duplicated layers (${r.selection.order} first): ${r.selection.picks.join(', ')}`);
     }
+    if (r.layerMap.some((e) => e.inserted))
+      lines.push(
+        `layer map (${plan.placement.method}): ${r.layerMap.map((e) => `${e.source}${e.inserted ? '*' : ''}`).join(' ')}  (source layer of each output layer, * inserted)`,
+      );
     process.stdout.write(lines.join('\n') + '\n');
   },
 };

@@ -64,10 +64,17 @@ export function withPlanOptions<T>(y: Argv<T>): Argv<T> {
     .option('anneal-steps', spec('anneal-steps', 'number', { group: G, describe: 'mask annealing length (default 5000)' }))
     .option('placement', {
       type: 'string',
-      choices: ['distance', 'explicit'],
+      choices: ['distance', 'explicit', 'uniform', 'top', 'bottom', 'stack', 'interleave'],
       group: L,
-      describe: 'where inserted layers go (plan key: placement.method)',
+      describe: 'where inserted layers go; only distance runs a calibration pass (plan key: placement.method)',
     })
+    .option(
+      'placement-every',
+      spec('placement-every', 'number', {
+        group: L,
+        describe: 'interleave: a copy after every k-th layer (default floor(L / new layers); plan key: placement.every)',
+      }),
+    )
     .option('positions', {
       type: 'string',
       group: L,

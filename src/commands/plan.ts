@@ -25,6 +25,10 @@ export function formatPlanReport(r: PlanReport): string {
     );
   const inserted = (r.layerMap ?? []).map((e, i) => (e.inserted ? `${i}<-${e.source}` : '')).filter((x) => x !== '');
   if (inserted.length > 0) lines.push(`inserted:   ${inserted.join(' ')}  (output layer <- copied source layer)`);
+  if (inserted.length > 0 && r.layerMap !== null)
+    lines.push(
+      `layer map:  ${r.layerMap.map((e) => `${e.source}${e.inserted ? '*' : ''}`).join(' ')}  (source layer of each output layer, * inserted)`,
+    );
   lines.push(
     '',
     r.layerMap === null

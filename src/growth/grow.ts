@@ -33,6 +33,7 @@ import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
 import { buildLayout, initialMasks, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
 import { produceTensor, DEFAULT_BLOCK_BYTES } from './produce.ts';
+import { PLACEMENTS } from './operators.ts';
 import { BlockPool, createHashedWriter } from './hash-worker.ts';
 import { SourceReader } from './source-reader.ts';
 import { growOptimizerFile } from './moments.ts';
@@ -83,22 +84,23 @@ export function sourceDtype(ck: Checkpoint): DType {
   return ck.info(tensorName('embed')).dtype;
 }
 
-/** Positions of inserted layers: explicit from the plan, or chosen by distance on the source. */
-export async function resolvePositions(
+/**
+ * The layer map of the growth: from the plan alone for a deterministic placement (operators.ts
+ * PLACEMENTS; no calibration pass), or chosen by distance on the source's activations.
+ */
+export async function resolveLayerMap(
   ck: Checkpoint,
   plan: GrowthPlan,
   L2: number,
   given?: LayerSelection,
   backend?: BackendName,
   progress?: ProgressFactory,
-): Promise<{ positions: number[]; selection: LayerSelection | undefined }> {
-  const k = L2 - ck.config.numLayers;
-  if (k <= 0) return { positions: [], selection: undefined };
-  if (plan.placement.method === 'explicit') {
-    if (plan.placement.positions === undefined)
-      throw new PlanError('placement.positions', `method "explicit" needs ${k} positions (source layers after which to insert)`);
-    return { positions: plan.placement.positions, selection: undefined };
-  }
+): Promise<{ layerMap: LayerMapEntry[]; selection: LayerSelection | undefined }> {
+  const L = ck.config.numLayers;
+  const k = L2 - L;
+  const placement = PLACEMENTS[plan.placement.method];
+  if (k <= 0) return { layerMap: buildLayerMap(L, L2, []), selection: undefined };
+  if (placement.layerMap !== undefined) return { layerMap: placement.layerMap(L, L2, plan.placement), selection: undefined };
   let selection = given;
   if (selection === undefined) {
     const { selectLayers, calibrationIds } = await import('./select-layers.ts');
@@ -115,7 +117,7 @@ export async function resolvePositions(
   } else {
     selection = { ...selection, picks: pickLayers(selection.distances, k, plan.placement.order) };
   }
-  return { positions: selection.picks, selection };
+  return { layerMap: buildLayerMap(L, L2, selection.picks, 'layer selection'), selection };
 }
 
 export function tensorDecls(ops: readonly TensorOp[], dtypeOf: (op: TensorOp) => DType): TensorDecl[] {
@@ -155,19 +157,13 @@ export async function growCheckpoint(
         : undefined;
     if (carry !== undefined) resolved.schedule = carry.schedule;
     const { target } = resolved;
-    const { positions, selection } = await resolvePositions(
+    const { layerMap, selection } = await resolveLayerMap(
       ck,
       plan,
       target.numLayers,
       opts.selection,
       opts.backend,
       opts.quiet === true ? undefined : opts.progress,
-    );
-    const layerMap = buildLayerMap(
-      ck.config.numLayers,
-      target.numLayers,
-      positions,
-      plan.placement.method === 'explicit' ? 'placement.positions' : 'layer selection',
     );
     const layout = buildLayout(ck.config, target, plan, layerMap, resolved.zeroNorm?.gainScale ?? 1);
     const ops = tensorOps(layout);

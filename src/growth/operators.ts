@@ -17,7 +17,15 @@ import type { DType } from '../util/dtype.ts';
 import { PlanError } from '../errors.ts';
 import type { MaskGroup } from '../masks.ts';
 import { appendMap, expandBlocks, NEW, type AxisMap } from './axis-map.ts';
-import type { GrowthTargets } from './plan.ts';
+import type { GrowthTargets, PlacementPlan } from './plan.ts';
+import {
+  buildLayerMap,
+  edgePositions,
+  interleavePositions,
+  stackLayerMap,
+  uniformPositions,
+  type LayerMapEntry,
+} from './depth.ts';
 
 /** The vectors of masks.safetensors (SPEC §2): global `hidden`, `vocab`; per layer `heads`, `ffn`, `residual`. */
 export type MaskVector = 'hidden' | 'vocab' | 'heads' | 'ffn' | 'residual';
@@ -268,8 +276,8 @@ const kvHeads: GrowthOperator = {
 };
 
 /**
- * Depth L -> L': new layers are inserted right after chosen source layers (depth.ts builds the
- * layer map from the placement). A pre-norm block computes x + r·f(x); with r = 0 (masked mode:
+ * Depth L -> L': new layers are inserted where the plan's placement puts them (PLACEMENTS below;
+ * depth.ts builds the layer map). A pre-norm block computes x + r·f(x); with r = 0 (masked mode:
  * residual mask) or with o_proj and down_proj all 0 (zero mode, LLaMA-Pro's block expansion) it
  * is the identity, so the stack computes the old function whatever the inserted layer holds.
  * MSG's default fills it with a copy of the layer it follows (`copy`); `random` is the
@@ -287,6 +295,102 @@ const depth: GrowthOperator = {
   zeroModeAxes: {},
   zeroModeInserted: ['o', 'down'],
 };
+
+// ---- depth placements: where inserted layers go (plan key placement.method) -----------------
+
+export type PlacementMethod = 'distance' | 'explicit' | 'uniform' | 'top' | 'bottom' | 'stack' | 'interleave';
+
+export interface Placement {
+  readonly name: PlacementMethod;
+  /** Chooses its layers from the source's activations: runs the calibration forward pass at grow time. */
+  readonly calibrated: boolean;
+  /** Deterministic placements: the layer map L -> L2 (L2 > L), from the config alone; throws PlanError naming the field. */
+  readonly layerMap?: (L: number, L2: number, p: PlacementPlan) => LayerMapEntry[];
+  /** For `plan`: how the layers were placed. */
+  describe(p: PlacementPlan, L: number, L2: number): string;
+}
+
+/**
+ * Every placement inserts whole layers and marks them `inserted`; the depth operator above makes
+ * each inserted layer the identity at growth (masked: residual mask 0; zero mode: o_proj and
+ * down_proj all 0, LLaMA-Pro's identity init), whatever init.layers put in it (a copy of a source
+ * layer, or random). An identity block anywhere in the stack leaves the residual stream it hands
+ * on unchanged, so each placement below preserves the function for both modes and both inits;
+ * they differ only in where training starts from once the masks anneal (or the zeros move).
+ * The comments cite the construction each follows; the maps are depth.ts's.
+ */
+export const PLACEMENTS: Readonly<Record<PlacementMethod, Placement>> = {
+  /**
+   * Tele-FLM's layer selection (Li et al. 2024, "Tele-FLM technical report", 64 -> 80 -> 140
+   * layers; SPEC §2): a copy after the layers that move the residual stream least (or most) on
+   * calibration tokens, chosen at grow time (select-layers.ts).
+   */
+  distance: {
+    name: 'distance',
+    calibrated: true,
+    describe: (p) => `chosen at grow time by ${p.metric} distance (${p.order} first)`,
+  },
+  /** A copy after each listed source layer (repeats: several copies after one layer); MSG's per-layer choice made by hand. */
+  explicit: {
+    name: 'explicit',
+    calibrated: false,
+    layerMap: (L, L2, p) => {
+      if (p.positions === undefined)
+        throw new PlanError(
+          'placement.positions',
+          `method "explicit" needs ${L2 - L} positions (source layers after which to insert)`,
+        );
+      return buildLayerMap(L, L2, p.positions);
+    },
+    describe: (p) => `explicit positions: ${(p.positions ?? []).join(', ')}`,
+  },
+  /** Evenly spread through the stack: after source layer ceil((i+1)·L/k) − 1 for copy i of k (depth.ts uniformPositions). */
+  uniform: {
+    name: 'uniform',
+    calibrated: false,
+    layerMap: (L, L2) => buildLayerMap(L, L2, uniformPositions(L, L2 - L), 'placement.method'),
+    describe: () => 'uniform: a copy after source layer ceil((i+1)·L/k) − 1 for each new layer i of k',
+  },
+  /** After the top-most k layers, one copy each (cycling top-down for k > L). */
+  top: {
+    name: 'top',
+    calibrated: false,
+    layerMap: (L, L2) => buildLayerMap(L, L2, edgePositions(L, L2 - L, 'top'), 'placement.method'),
+    describe: () => 'top: a copy after each of the top-most layers',
+  },
+  /** After the bottom-most k layers, one copy each (cycling bottom-up for k > L). */
+  bottom: {
+    name: 'bottom',
+    calibrated: false,
+    layerMap: (L, L2) => buildLayerMap(L, L2, edgePositions(L, L2 - L, 'bottom'), 'placement.method'),
+    describe: () => 'bottom: a copy after each of the bottom-most layers',
+  },
+  /**
+   * G_stack (Du et al. 2024, "Stacking Your Transformers: A Closer Look at Model Growth for
+   * Efficient LLM Pre-Training"): the whole block sequence repeated on top, new layer L + j a copy
+   * of source layer j mod L. G_stack itself is not function-preserving (its copies are live);
+   * here they start as identities and the masks (or the zero out-projections) bring them in.
+   */
+  stack: {
+    name: 'stack',
+    calibrated: false,
+    layerMap: (L, L2) => stackLayerMap(L, L2),
+    describe: () => 'stack: the source layers 0, 1, ... repeated on top',
+  },
+  /**
+   * LLaMA-Pro's block expansion (Wu et al. 2024, "LLaMA Pro: Progressive LLaMA with Block
+   * Expansion"): the L layers in groups of placement.every, a copy of each group's last layer
+   * after it, o_proj/down_proj zero (zero mode here; masked mode sets its residual to 0 instead).
+   */
+  interleave: {
+    name: 'interleave',
+    calibrated: false,
+    layerMap: (L, L2, p) => buildLayerMap(L, L2, interleavePositions(L, L2 - L, p.every), 'placement.every'),
+    describe: (p, L, L2) => `interleave: a copy after every ${p.every ?? Math.floor(L / (L2 - L))} layers`,
+  },
+};
+
+export const PLACEMENT_METHODS = Object.keys(PLACEMENTS) as PlacementMethod[];
 
 /**
  * Vocabulary padding V -> V': new rows of embed_tokens and lm_head are appended. Old token ids

@@ -11,6 +11,7 @@ import { describeMap } from './axis-map.ts';
 import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
 import { buildLayout, tensorOps, type TensorOp } from './layout.ts';
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
+import { PLACEMENTS } from './operators.ts';
 import { DEFAULT_BLOCK_BYTES } from './produce.ts';
 import { streamedForwardPeakBytes } from '../model/streaming.ts';
 import { describeCalibration } from './select-layers.ts';
@@ -103,30 +104,30 @@ export function planReport(
   const resolved = resolveTarget(src, plan, dtype);
   const { target } = resolved;
   const k = target.numLayers - src.numLayers;
-  let positions = opts.positions;
-  let note = '';
+  const placement = PLACEMENTS[plan.placement.method];
+  let layerMap: LayerMapEntry[];
+  let note: string;
+  // only distance placement runs the calibration pass; every other method's map is known now
   let distance = false;
-  if (positions === undefined) {
-    if (k === 0) {
-      positions = [];
-      note = 'no layers inserted';
-    } else if (plan.placement.method === 'explicit') {
-      if (plan.placement.positions === undefined) positions = [];
-      else positions = plan.placement.positions;
-      note = `explicit positions: ${positions.join(', ')}`;
-    } else {
-      // any k positions give the same shapes and bytes; which layers is decided at grow time
-      positions = pickLayers(new Array<number>(src.numLayers).fill(0), k, plan.placement.order);
-      distance = true;
-      note = `${k} inserted layers, chosen at grow time by ${plan.placement.metric} distance (${plan.placement.order} first) over ${describeCalibration(plan.calibration)}; \`flm-grow select-layers\` shows the choice beforehand`;
-    }
+  if (opts.positions !== undefined) {
+    layerMap = buildLayerMap(src.numLayers, target.numLayers, opts.positions, 'layer selection');
+    note = `given positions: ${opts.positions.join(', ')}`;
+  } else if (k === 0) {
+    layerMap = buildLayerMap(src.numLayers, target.numLayers, []);
+    note = 'no layers inserted';
+  } else if (placement.layerMap !== undefined) {
+    layerMap = placement.layerMap(src.numLayers, target.numLayers, plan.placement);
+    note = placement.describe(plan.placement, src.numLayers, target.numLayers);
+  } else {
+    // any k positions give the same shapes and bytes; which layers is decided at grow time
+    layerMap = buildLayerMap(
+      src.numLayers,
+      target.numLayers,
+      pickLayers(new Array<number>(src.numLayers).fill(0), k, 'smallest'),
+    );
+    distance = true;
+    note = `${k} inserted layers, ${placement.describe(plan.placement, src.numLayers, target.numLayers)} over ${describeCalibration(plan.calibration)}; \`flm-grow select-layers\` shows the choice beforehand`;
   }
-  const layerMap = buildLayerMap(
-    src.numLayers,
-    target.numLayers,
-    positions,
-    plan.placement.method === 'explicit' ? 'placement.positions' : 'layer selection',
-  );
   const layout = buildLayout(src, target, plan, layerMap, resolved.zeroNorm?.gainScale ?? 1);
   const ops = tensorOps(layout);
   const decls = ops.map((o) => ({ name: o.name, dtype, shape: o.shape }));

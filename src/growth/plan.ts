@@ -11,7 +11,7 @@ import { PlanError } from '../errors.ts';
 import type { DType } from '../util/dtype.ts';
 import { MASK_GROUPS, type MaskGroup } from '../masks.ts';
 import type { MaskSchedule } from '../manifest.ts';
-import { grows, OPERATORS, type ZeroModeNorm } from './operators.ts';
+import { grows, OPERATORS, PLACEMENT_METHODS, type PlacementMethod, type ZeroModeNorm } from './operators.ts';
 import { defaultInitStd } from '../util/init.ts';
 import { growMemoryProblem, MAX_DIM, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS, modelSizeProblem } from '../util/limits.ts';
 import { readFailure, readJsonFile } from '../util/files.ts';
@@ -53,11 +53,14 @@ export interface InitPlan {
 }
 
 export interface PlacementPlan {
-  method: 'distance' | 'explicit';
+  /** Where inserted layers go (operators.ts PLACEMENTS); only `distance` runs the calibration pass. */
+  method: PlacementMethod;
   metric: 'cosine' | 'l2';
   order: 'smallest' | 'largest';
   /** Source layers after which a copy is inserted (method explicit; length L' - L). */
   positions?: number[];
+  /** Method interleave: a copy after every `every`-th layer (absent: floor(L / (L' - L))). */
+  every?: number;
 }
 
 export interface CalibrationPlan {
@@ -226,14 +229,20 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
   }
   if (o.placement !== undefined) {
     const l = obj(o.placement, 'placement', src);
-    noUnknown(l, ['method', 'metric', 'order', 'positions'], 'placement.', src);
-    if (l.method !== undefined) p.placement.method = oneOf(l.method, ['distance', 'explicit'] as const, 'placement.method', src);
+    noUnknown(l, ['method', 'metric', 'order', 'positions', 'every'], 'placement.', src);
+    if (l.method !== undefined) p.placement.method = oneOf(l.method, PLACEMENT_METHODS, 'placement.method', src);
     if (l.metric !== undefined) p.placement.metric = oneOf(l.metric, ['cosine', 'l2'] as const, 'placement.metric', src);
     if (l.order !== undefined) p.placement.order = oneOf(l.order, ['smallest', 'largest'] as const, 'placement.order', src);
     if (l.positions !== undefined) {
       if (!Array.isArray(l.positions)) throw new PlanError('placement.positions', 'must be an array of layer indices', src);
       p.placement.positions = l.positions.map((v, k) => int(v, `placement.positions[${k}]`, src, 0));
       if (l.method === undefined) p.placement.method = 'explicit';
+    }
+    if (l.every !== undefined) {
+      p.placement.every = int(l.every, 'placement.every', src, 1, MAX_LAYERS);
+      if (l.method === undefined) p.placement.method = 'interleave';
+      if (p.placement.method !== 'interleave')
+        throw new PlanError('placement.every', `is read only by method "interleave", not "${p.placement.method}"`, src);
     }
   }
   if (o.calibration !== undefined) {
@@ -297,6 +306,7 @@ export interface PlanFlags {
   std?: number;
   placement?: string;
   positions?: (number | string)[] | string;
+  placementEvery?: number;
   metric?: string;
   order?: string;
   calibrationTokens?: number;
@@ -355,6 +365,11 @@ export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
       .map((s) => Number(s));
     if (f.placement === undefined) pl.method = 'explicit';
   }
+  // --placement-every implies interleave; another --placement drops the file's every with its method
+  if (f.placementEvery !== undefined) {
+    pl.every = f.placementEvery;
+    if (f.placement === undefined) pl.method = 'interleave';
+  } else if (f.placement !== undefined && f.placement !== 'interleave') delete pl.every;
   const cal = j.calibration as Obj;
   set(cal, 'tokens', f.calibrationTokens);
   set(cal, 'seq', f.calibrationSeq);

@@ -78,6 +78,11 @@ describe('the shared option table', () => {
     expect([...BACKEND_CHOICES]).toEqual([...(await import('../../src/backend.ts')).BACKEND_NAMES]);
     expect([...ENGINE_CHOICES]).toEqual([...(await import('../../src/train/engine.ts')).ENGINES]);
     expect(STAGE_CHOICES).toEqual((await import('../../src/synth.ts')).STAGE_NAMES);
+    const plan = yargs([]);
+    const { withPlanOptions } = await import('../../src/commands/plan-options.ts');
+    const placement = (withPlanOptions(plan) as unknown as { getOptions(): { choices: Record<string, string[]> } }).getOptions()
+      .choices.placement;
+    expect(placement).toEqual((await import('../../src/growth/operators.ts')).PLACEMENT_METHODS);
     expect(FAMILY_CHOICES).toEqual([...(await import('../../src/families.ts')).FAMILY_NAMES]);
     expect(DEFAULT_TOLERANCE).toBe((await import('../../src/verify.ts')).DEFAULT_TOLERANCE);
   });
