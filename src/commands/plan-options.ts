@@ -4,6 +4,7 @@
  */
 import type { Argv } from 'yargs';
 import { SELECTION_OPTIONS, shared, spec } from './options.ts';
+import { WIDTH_INITS } from '../growth/operators.ts';
 
 const T = "Targets (override the plan's targets.*):";
 const G = 'Growth:';
@@ -47,10 +48,18 @@ export function withPlanOptions<T>(y: Argv<T>): Argv<T> {
     })
     .option('init', {
       type: 'string',
-      choices: ['random', 'zero'],
+      choices: [...WIDTH_INITS],
       group: G,
-      describe: 'new entries of grown tensors (plan key: init.new)',
+      describe:
+        'new width units: random or zero entries, or clone (copies of seeded units, Net2Net/HyperCloning) (plan key: init.new)',
     })
+    .option(
+      'init-noise',
+      spec('init-noise', 'number', {
+        group: G,
+        describe: 'clone only: symmetry-breaking noise relative to each row std, function-preserving (plan key: init.noise)',
+      }),
+    )
     .option('layer-init', {
       type: 'string',
       choices: ['copy', 'random'],

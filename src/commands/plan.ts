@@ -14,6 +14,7 @@ export function formatPlanReport(r: PlanReport): string {
     `target:     ${dims(t)}, head_dim ${t.head_dim}`,
     `parameters: ${r.parametersLabel}`,
     `mode:       ${r.mode}${r.zeroModeNote !== undefined ? ` — ${r.zeroModeNote}` : ''}`,
+    `width init: ${r.widthInit}`,
     `output:     ${bytesLabel(r.outputBytes)} of ${r.dtype} tensors in ${plural(r.shards, 'shard')}; disk needed ${bytesLabel(r.diskBytes)}`,
     `peak memory of grow (estimate): ${bytesLabel(r.peakMemoryBytes)}${r.peakMemory.note !== undefined ? ` — ${r.peakMemory.note}; writing alone: ${bytesLabel(r.peakMemory.write)}` : ''}`,
     `layers:     ${r.layerPositionsNote}`,

@@ -37,6 +37,26 @@ describe('flm-grow plan / grow / bake (CLI)', () => {
     expect(t.out).toMatch(/zero — norm gains × sqrt\(64\/80\)/);
   });
 
+  it('init.new clone through the flags: plan shows it, grow writes it, verify passes, bake needs no --force', () => {
+    const flags = ['--hidden-size', '128', '--intermediate-size', '200', '--num-attention-heads', '8', '--init', 'clone'];
+    const p = cli('plan', FIX, ...flags, '--init-noise', '0.1', '--json');
+    expect(p.code, p.err).toBe(0);
+    const j = JSON.parse(p.out) as { plan: { init: unknown }; widthInit: string; schedule: unknown[] };
+    expect(j.plan.init).toMatchObject({ new: 'clone', noise: 0.1 });
+    expect(j.widthInit).toMatch(/^clone: hidden exact.*ffn exact.*heads exact.*noise 0\.1/);
+    expect(j.schedule).toEqual([]);
+    const zero = cli('plan', FIX, ...flags, '--mode', 'zero');
+    expect(zero.code).toBe(2);
+    expect(zero.err).toMatch(/init\.new/);
+    const out = join(tmp.dir, 'cloned');
+    const g = cli('grow', FIX, out, ...flags, '--init-noise', '0.1', '--quiet');
+    expect(g.code, g.err).toBe(0);
+    const v = cli('verify', FIX, out);
+    expect(v.code, v.out + v.err).toBe(0);
+    const b = cli('bake', out, join(tmp.dir, 'cloned-baked'));
+    expect(b.code, b.err).toBe(0);
+  });
+
   it('two stages (52B->102B->1T analogue), each function-preserving; bake refuses while masks < 1', async () => {
     const s2 = join(tmp.dir, 'stage2'),
       s3 = join(tmp.dir, 'stage3');

@@ -7,12 +7,26 @@
  * when both are old; otherwise it is new and gets a fill: `one` for norm gains, `zero` where
  * zero mode needs it (a new entry that would write into the old residual stream) or init.new is
  * zero, else `random` (seeded normal, std per role).
+ *
+ * init.new clone: the maps of the cloned dimensions point new indices at the source index they
+ * copy (operators.ts), so clones are copied like old entries; an exact clone also splits the
+ * columns of the tensors that consume the dimension (`split`: 1/copies per column) and may scale
+ * a whole tensor (tied embeddings: the final norm). init.noise adds symmetry-breaking noise only
+ * where it keeps the function (`noise`, see NoiseOp). New entries no clone reaches (vocab padding,
+ * inserted layers initialised at random) are random.
  */
-import { LLAMA_TENSORS, SPEC_BY_ROLE, expectedTensors, tensorName, type Dim, type Role } from '../arch.ts';
+import { LLAMA_TENSORS, SPEC_BY_ROLE, dimSize, expectedTensors, tensorName, type Dim, type Role } from '../arch.ts';
 import type { ModelConfig } from '../config.ts';
 import type { MaskSet } from '../masks.ts';
 import { allNew, countOld, type AxisMap } from './axis-map.ts';
-import { OPERATORS, ZERO_MODE_AXES, ZERO_MODE_INSERTED, type MaskVector } from './operators.ts';
+import {
+  OPERATORS,
+  ZERO_MODE_AXES,
+  ZERO_MODE_INSERTED,
+  type GrowthOperator,
+  type MaskVector,
+  type WidthInit,
+} from './operators.ts';
 import type { LayerMapEntry } from './depth.ts';
 import { stdFor, type GrowthPlan } from './plan.ts';
 
@@ -29,7 +43,11 @@ export interface GrowthLayout {
   units: Partial<Record<MaskVector, AxisMap>>;
   layerMap: LayerMapEntry[];
   layerInit: 'copy' | 'random';
-  newInit: 'random' | 'zero';
+  newInit: WidthInit['new'];
+  /** init.noise: symmetry-breaking noise relative to each row's std (0: none). */
+  noise: number;
+  /** init.new clone: dimensions cloned exactly (copies are ordinary units, consumers split) or masked. */
+  clones: Partial<Record<Dim, { exact: boolean; op: GrowthOperator }>>;
   seed: number;
   /** Multiplier of every norm gain (zero mode: sqrt(H/H'), else 1). */
   normScale: number;
@@ -49,9 +67,14 @@ export function buildLayout(
   const t = target;
   const maps = {} as Record<Dim, AxisMap>;
   const units: Partial<Record<MaskVector, AxisMap>> = {};
+  const init: WidthInit = { new: plan.init.new, seed: plan.seed };
+  const clones: GrowthLayout['clones'] = {};
   for (const op of OPERATORS) {
-    Object.assign(maps, op.indexMaps(s, t));
-    if (op.mask !== undefined && op.units !== undefined) units[op.mask] = op.units(s, t);
+    Object.assign(maps, op.indexMaps(s, t, init));
+    if (op.mask !== undefined && op.units !== undefined) units[op.mask] = op.units(s, t, init);
+    if (init.new === 'clone' && op.clone !== undefined && op.extent !== undefined && op.extent(t) > op.extent(s)) {
+      for (const d of op.dims) if (d !== 'HD') clones[d] = { exact: op.clone.exact(s, t), op };
+    }
   }
   const std = Object.fromEntries(LLAMA_TENSORS.map((x) => [x.role, stdFor(plan, s, x.role, x.kind)])) as Record<Role, number>;
   return {
@@ -64,6 +87,8 @@ export function buildLayout(
     layerMap,
     layerInit: plan.init.layers,
     newInit: plan.init.new,
+    noise: plan.init.noise,
+    clones,
     seed: plan.seed,
     normScale,
     std,
@@ -87,9 +112,53 @@ export interface TensorOp {
   fillNewBoth: Fill;
   /** Every entry 0 (zero-mode inserted o/down). */
   zeroAll: boolean;
-  /** Multiply every value (norm rescaling), 1 = none. */
+  /** Multiply every value (norm rescaling; an exact hidden clone's tied final norm), 1 = none. */
   scale: number;
   std: number;
+  /** Exact clone: per output column, the multiplier 1/c of the split among a unit and its copies. */
+  split?: Float32Array;
+  /** init.noise > 0: where noise may go without changing the function. */
+  noise?: NoiseOp;
+}
+
+/**
+ * Symmetry-breaking noise (init.noise), of std `rel` × the std of the row as copied:
+ * - split columns (exact clones): each copy's column gets +δ and its group's first column (the
+ *   original) −δ, HyperCloning's opposite-sign noise: the group's columns multiply equal
+ *   activations, so the sum, hence the function, is unchanged (to rounding) while the copies'
+ *   out-weights, and so their gradients, differ;
+ * - rows / columns of masked clones (a hidden ratio that is not whole): independent δ on every
+ *   entry of a new coordinate, which the mask keeps out of the function whatever it holds.
+ * Exact clones' input weights (gate/up/q rows, copied embeddings) get none: the copies' equal
+ * activations are what the split relies on.
+ */
+export interface NoiseOp {
+  rel: number;
+  /** Per column: the first column of its copy group (itself for the original), or -1 (not split). */
+  origin?: Int32Array;
+  freeRows?: Uint8Array;
+  freeCols?: Uint8Array;
+}
+
+/** 1/c per output index, c the number of output indices copying the same source index. */
+function splitOf(map: AxisMap): Float32Array {
+  const count = new Map<number, number>();
+  for (const s of map) count.set(s, (count.get(s) ?? 0) + 1);
+  return Float32Array.from(map, (s) => 1 / (count.get(s) as number));
+}
+
+/** Per output index, the first output index copying the same source index. */
+function originOf(map: AxisMap): Int32Array {
+  const first = new Map<number, number>();
+  return Int32Array.from(map, (s, j) => {
+    if (!first.has(s)) first.set(s, j);
+    return first.get(s) as number;
+  });
+}
+
+/** 1 on the new indices of a masked clone dimension (its old ones keep their index, new ones are appended). */
+function newIndices(map: AxisMap, oldSize: number): Uint8Array {
+  return Uint8Array.from(map, (_, j) => (j >= oldSize ? 1 : 0));
 }
 
 function sourceName(role: Role, layer: number | undefined): string {
@@ -115,6 +184,7 @@ export function tensorOps(g: GrowthLayout): TensorOp[] {
     }
     const isNorm = spec.kind === 'norm';
     const base: Fill = isNorm ? 'one' : g.newInit === 'zero' ? 'zero' : 'random';
+    const clone = fresh ? {} : cloneParts(g, e.role, rowDim, colDim, rows, cols, spec.kind === 'norm');
     const zeroAxes = g.mode === 'zero' ? (ZERO_MODE_AXES[e.role] ?? []) : [];
     const rowZero = rowDim !== undefined && zeroAxes.includes(rowDim);
     const colZero = zeroAxes.includes(colDim);
@@ -130,10 +200,42 @@ export function tensorOps(g: GrowthLayout): TensorOp[] {
       fillNewCol: colZero ? 'zero' : base,
       fillNewBoth: rowZero || colZero ? 'zero' : base,
       zeroAll: g.mode === 'zero' && inserted && ZERO_MODE_INSERTED.includes(e.role),
-      scale: g.normScaled.includes(e.role) ? g.normScale : 1,
+      scale: (g.normScaled.includes(e.role) ? g.normScale : 1) * (clone.scale ?? 1),
       std: g.std[e.role],
+      ...(clone.split !== undefined ? { split: clone.split } : {}),
+      ...(clone.noise !== undefined ? { noise: clone.noise } : {}),
     };
   });
+}
+
+/** What init.new clone adds to one tensor's op: the split of its consumed exact-clone columns, a scale, noise. */
+function cloneParts(
+  g: GrowthLayout,
+  role: Role,
+  rowDim: Dim | undefined,
+  colDim: Dim,
+  rows: AxisMap,
+  cols: AxisMap,
+  isNorm: boolean,
+): { split?: Float32Array; scale?: number; noise?: NoiseOp } {
+  const out: { split?: Float32Array; scale?: number; noise?: NoiseOp } = {};
+  const c = g.clones[colDim];
+  const splits = rowDim !== undefined && c?.exact === true && c.op.clone?.splitRoles.includes(role) === true;
+  if (splits) out.split = splitOf(cols);
+  for (const d of Object.values(g.clones)) {
+    if (!d.exact) continue;
+    const f = d.op.clone?.scaled?.(g.source, g.target)[role];
+    if (f !== undefined) out.scale = (out.scale ?? 1) * f;
+  }
+  if (g.noise > 0 && !isNorm) {
+    const masked = (d: Dim | undefined) => d !== undefined && g.clones[d]?.exact === false;
+    const noise: NoiseOp = { rel: g.noise };
+    if (splits) noise.origin = originOf(cols);
+    if (masked(rowDim)) noise.freeRows = newIndices(rows, dimSize(g.source, rowDim as Dim));
+    if (masked(colDim)) noise.freeCols = newIndices(cols, dimSize(g.source, colDim));
+    if (noise.origin !== undefined || noise.freeRows !== undefined || noise.freeCols !== undefined) out.noise = noise;
+  }
+  return out;
 }
 
 /**

@@ -1,14 +1,17 @@
 /**
  * Optimizer state across growth (MSG): Adam moments of the old entries are carried into the old
  * slices of the grown tensor; new entries (and inserted layers) start at 0. Uses the same
- * layout as the weights, so moments land exactly where their weights went.
+ * layout as the weights, so moments land exactly where their weights went. Clones (init.new
+ * clone) that are exact are ordinary units and carry the moments of the entries they copy (a
+ * split column's gradient is its original's: same activation); masked clones are new units and
+ * start at 0 like random ones.
  */
 import { buildLayout, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
 import { parsePlan } from './plan.ts';
 import type { ModelConfig } from '../config.ts';
 import type { Manifest } from '../manifest.ts';
 import { FlmGrowError, TrainError } from '../errors.ts';
-import { expectedTensors, shapeOf } from '../arch.ts';
+import { dimSize, expectedTensors, shapeOf, SPEC_BY_ROLE, type Dim } from '../arch.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { readConfigFile } from '../config.ts';
@@ -45,12 +48,17 @@ export function growMomentTensor(layout: GrowthLayout, outName: string, values: 
       `growMomentTensor: "${outName}" source moments have ${values.length} entries, [${srcShape.join(', ')}] needs ${n}`,
     );
   const srcRowLen = srcShape.length === 1 ? n : srcShape[1];
+  const dims = SPEC_BY_ROLE[op.role].dims;
+  const [rowDim, colDim] = dims.length === 1 ? [undefined, dims[0]] : dims;
+  const fresh = (d: Dim | undefined) =>
+    d !== undefined && layout.clones[d]?.exact === false ? dimSize(layout.source, d) : Infinity;
+  const [rowFresh, colFresh] = [fresh(rowDim), fresh(colDim)];
   for (let i = 0; i < op.rows.length; i++) {
     const s = op.rows[i];
-    if (s < 0) continue;
+    if (s < 0 || i >= rowFresh) continue;
     for (let j = 0; j < op.cols.length; j++) {
       const c = op.cols[j];
-      if (c >= 0) out[i * op.cols.length + j] = values[s * srcRowLen + c];
+      if (c >= 0 && j < colFresh) out[i * op.cols.length + j] = values[s * srcRowLen + c];
     }
   }
   return out;

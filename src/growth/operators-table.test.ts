@@ -137,3 +137,40 @@ describe('the operator table', () => {
     },
   );
 });
+
+describe('init.new clone in the operator table', () => {
+  it('every operator growing a width (H, F, Q, KV) has a clone rule; no other one does', () => {
+    const width: readonly Dim[] = ['H', 'F', 'Q', 'KV'];
+    for (const op of OPERATORS) expect(op.clone !== undefined, op.name).toBe(op.dims.some((d) => width.includes(d)));
+  });
+
+  const cases: [string, GrowthTargets][] = [
+    ['hidden (whole ratio)', { hidden_size: 16 }],
+    ['hidden (other ratio)', ALONE.hidden],
+    ...OPERATORS.filter((op) => op.clone !== undefined && op.name !== 'hidden').map((op): [string, GrowthTargets] => [
+      op.name,
+      ALONE[op.name],
+    ]),
+  ];
+  it.each(cases)('%s alone, cloned: masked model preserved, and the plain one where the clone is exact', async (_n, t) => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const plan = parsePlan({ targets: t, init: { new: 'clone', noise: 0.3 }, seed: 4 });
+      await writeRandomCheckpoint(join(dir, 's'), src, 'BF16', { seed: 2 });
+      const r = await growCheckpoint(join(dir, 's'), join(dir, 'o'), plan, { dtype: 'F32', quiet: true });
+      const ids = randomIds(6, src.vocabSize, 9);
+      const masked = await compareGrown(join(dir, 's'), join(dir, 'o'), 'masked', ids);
+      expect(masked.dLogits).toBeLessThanOrEqual(1e-5 * masked.scale);
+      const exact = OPERATORS.every((op) => !grows(op, src, r.target) || op.clone?.exact(src, r.target) !== false);
+      expect(exact).toBe(r.target.hiddenSize % src.hiddenSize === 0);
+      if (exact) {
+        // compareGrown's zero mode reads no masks: the plain model
+        const plain = await compareGrown(join(dir, 's'), join(dir, 'o'), 'zero', ids);
+        expect(plain.dLogits).toBeLessThanOrEqual(1e-5 * plain.scale);
+        expect(plain.dHidden).toBeLessThanOrEqual(1e-5 * plain.scale);
+      }
+    } finally {
+      cleanup();
+    }
+  });
+});

@@ -12,6 +12,7 @@
  * copies or NEW. layout.ts turns the maps into per-tensor operations.
  */
 import { isHiddenNorm, LLAMA_TENSORS, type Dim, type Role } from '../arch.ts';
+import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
 import type { ModelConfig } from '../config.ts';
 import type { DType } from '../util/dtype.ts';
 import { PlanError } from '../errors.ts';
@@ -30,6 +31,30 @@ import {
 /** The vectors of masks.safetensors (SPEC §2): global `hidden`, `vocab`; per layer `heads`, `ffn`, `residual`. */
 export type MaskVector = 'hidden' | 'vocab' | 'heads' | 'ffn' | 'residual';
 
+/** How new width units start (plan `init.new`) and the growth's seed, which picks the units clones copy. */
+export interface WidthInit {
+  new: 'random' | 'zero' | 'clone';
+  seed: number;
+}
+
+/** The width-init modes (plan `init.new`); `clone` is refused in zero mode (plan.ts). */
+export const WIDTH_INITS = ['random', 'zero', 'clone'] as const satisfies readonly WidthInit['new'][];
+
+/**
+ * An operator's clone construction (init.new clone): which grown tensors consume its dimension
+ * (their columns along it are split among a unit and its copies) and whether the construction
+ * preserves the function on its own. Where it does, the copies are ordinary units: mask 1 (or
+ * the carried value of the unit they copy), no annealing group. Where it does not, the copies are
+ * new units like random ones: mask 0, annealed, and nothing is split.
+ */
+export interface CloneRule {
+  exact(src: ModelConfig, target: ModelConfig): boolean;
+  /** Roles whose columns along this dimension are input weights: split w/count among copies. */
+  readonly splitRoles: readonly Role[];
+  /** Extra whole-tensor multipliers an exact clone needs (tied embeddings: the final norm). */
+  scaled?(src: ModelConfig, target: ModelConfig): Partial<Record<Role, number>>;
+}
+
 export interface GrowthOperator {
   readonly name: string;
   /** Plan target fields (HF config keys) this operator owns; every field has exactly one owner. */
@@ -42,10 +67,13 @@ export interface GrowthOperator {
   validate?(src: ModelConfig, target: ModelConfig, t: GrowthTargets, where: string): void;
   /** arch.ts dimensions whose index maps it builds (each dimension has exactly one owner). */
   readonly dims: readonly Dim[];
-  indexMaps(src: ModelConfig, target: ModelConfig): Partial<Record<Dim, AxisMap>>;
-  /** Its mask vector and the map over that vector's units (heads: query heads, not rows). */
+  /** With init.new clone a new index maps to the source index it copies (still "new" for its mask unless the clone is exact). */
+  indexMaps(src: ModelConfig, target: ModelConfig, init: WidthInit): Partial<Record<Dim, AxisMap>>;
+  /** Its mask vector and the map over that vector's units (heads: query heads, not rows); exact clones map to their source unit. */
   readonly mask?: MaskVector;
-  units?(src: ModelConfig, target: ModelConfig): AxisMap;
+  units?(src: ModelConfig, target: ModelConfig, init: WidthInit): AxisMap;
+  /** Its clone construction (absent: the operator grows no width that can be cloned). */
+  readonly clone?: CloneRule;
   /** The mask group annealed for it (absent: no annealing, e.g. vocab padding stays 0). */
   readonly maskGroup?: MaskGroup;
   /** Zero mode: (role, dim) pairs whose new entries write into the old residual stream and must be 0. */
@@ -119,12 +147,66 @@ export function queryHeadMap(nh: number, nkv: number, nh2: number, nkv2: number)
   return m;
 }
 
-export function queryRowMap(nh: number, nkv: number, nh2: number, nkv2: number, headDim: number): AxisMap {
-  return expandBlocks(queryHeadMap(nh, nkv, nh2, nkv2), headDim);
-}
-
 export function kvRowMap(nkv: number, nkv2: number, headDim: number): AxisMap {
   return expandBlocks(appendMap(nkv, nkv2), headDim);
+}
+
+// ---- clone maps (init.new clone) ---------------------------------------------------------------
+
+/** Stream tags of the clone maps: one seeded stream per dimension, from the growth's seed. */
+const CLONE_STREAM = { H: 1, F: 2, KV: 3, Q: 4 } as const;
+
+function cloneRng(init: WidthInit, dim: keyof typeof CLONE_STREAM): () => number {
+  return mulberry32(hashSeed(init.seed, 0x636c6f6e /* "clon" */, CLONE_STREAM[dim]));
+}
+
+/**
+ * Net2Net's random mapping g (Chen et al. 2016, §3.1): old units keep their index, each new unit
+ * j >= n copies a source unit drawn uniformly from [0, n) with the growth's seed.
+ */
+export function cloneAppendMap(n: number, n2: number, next: () => number): AxisMap {
+  const m = appendMap(n, n2);
+  for (let j = n; j < n2; j++) m[j] = uniformInt(next, n);
+  return m;
+}
+
+/** HyperCloning's layout (Samragh et al. 2024): H' = k·H, coordinate j copies j mod H, so every one is replicated k times. */
+export function tileMap(n: number, n2: number): AxisMap {
+  return Int32Array.from({ length: n2 }, (_, j) => j % n);
+}
+
+/** Whether the hidden clone is exact: H' a whole multiple of H (RMSNorm needs every coordinate replicated equally). */
+export function hiddenCloneExact(H: number, H2: number): boolean {
+  return H2 % H === 0;
+}
+
+function hiddenCloneMap(s: ModelConfig, t: ModelConfig, init: WidthInit): AxisMap {
+  const [H, H2] = [s.hiddenSize, t.hiddenSize];
+  return hiddenCloneExact(H, H2) ? tileMap(H, H2) : cloneAppendMap(H, H2, cloneRng(init, 'H'));
+}
+
+/** New KV heads: each copies a seeded old KV head (block map over heads). */
+export function cloneKvHeadMap(nkv: number, nkv2: number, init: WidthInit): AxisMap {
+  return cloneAppendMap(nkv, nkv2, cloneRng(init, 'KV'));
+}
+
+/**
+ * Query heads with clones: old heads where queryHeadMap puts them; a new head in group k copies
+ * an old query head of the group whose KV head k copies (k itself when k is old, the KV clone
+ * map's source when k is new), so the clone reads the same keys and values as its original.
+ */
+export function cloneQueryHeadMap(nh: number, nkv: number, nh2: number, nkv2: number, init: WidthInit): AxisMap {
+  const m = queryHeadMap(nh, nkv, nh2, nkv2);
+  const kvMap = cloneKvHeadMap(nkv, nkv2, init);
+  const g = nh / nkv;
+  const g2 = nh2 / nkv2;
+  const next = cloneRng(init, 'Q');
+  for (let j = 0; j < nh2; j++) {
+    if (m[j] >= 0) continue;
+    const k0 = kvMap[Math.floor(j / g2)];
+    m[j] = k0 * g + uniformInt(next, g);
+  }
+  return m;
 }
 
 // ---- the table -------------------------------------------------------------------------------
@@ -155,6 +237,24 @@ export function kvRowMap(nkv: number, nkv2: number, headDim: number): AxisMap {
  * coordinates of the final normed state, which are 0 in both modes (masked: x_new = 0 and the
  * mask-aware norm gives 0·g; zero mode: x_new = 0 by the zero rows above), so the logits of old
  * ids are unchanged whatever the new columns hold; zero mode's 0 columns serve both uses.
+ *
+ * Clone (HyperCloning, Samragh et al. 2024, "Scaling Smart", §3: the expanded vector is [x, x]
+ * and the consumers' weights are halved). With H' = k·H, coordinate j copies j mod H: the
+ * embedding's columns, the norm gains and the rows of o_proj / down_proj (the producers of the
+ * residual stream) are copied, so by induction every residual vector is x' = x tiled k times
+ * (each write is the old one tiled; with a carried hidden mask m, m' is m tiled, and so is the
+ * masked stream). RMSNorm is preserved because each coordinate appears exactly k times:
+ *   sum_j m'_j x'_j² / sum_j m'_j = k·sum_i m_i x_i² / (k·sum_i m_i),
+ * so the normed state is n tiled. The consumers (q/k/v/gate/up/lm_head) have their columns
+ * split: W'[:, j] = W[:, j mod H]/k, hence W' n' = sum_i k·(W[:, i]/k) n_i = W n. Tied
+ * embeddings cannot be both copied (producer) and split (consumer): the columns are copied and
+ * the final norm's gains, read only by the LM head, are divided by k instead (logits = E·(n/k)
+ * summed over k copies = E n; the final normed state, which verify reports as its last hidden
+ * state, is then n/k). The masks stay 1 (no annealing). A ratio that is not a whole number
+ * replicates some coordinates more often than others and the norm changes, so there the clones
+ * are masked new coordinates (Net2Net's seeded map, nothing split, preserved by the mask as
+ * above whatever they hold). Exact up to the rounding of w/k in the output dtype (none for k a
+ * power of two).
  */
 const hidden: GrowthOperator = {
   name: 'hidden',
@@ -162,9 +262,19 @@ const hidden: GrowthOperator = {
   extent: (c) => c.hiddenSize,
   resolve: (s, t) => ({ hiddenSize: t.hidden_size ?? s.hiddenSize }),
   dims: ['H'],
-  indexMaps: (s, t) => ({ H: appendMap(s.hiddenSize, t.hiddenSize) }),
+  indexMaps: (s, t, init) => ({
+    H: init.new === 'clone' ? hiddenCloneMap(s, t, init) : appendMap(s.hiddenSize, t.hiddenSize),
+  }),
   mask: 'hidden',
-  units: (s, t) => appendMap(s.hiddenSize, t.hiddenSize),
+  units: (s, t, init) =>
+    init.new === 'clone' && hiddenCloneExact(s.hiddenSize, t.hiddenSize)
+      ? tileMap(s.hiddenSize, t.hiddenSize)
+      : appendMap(s.hiddenSize, t.hiddenSize),
+  clone: {
+    exact: (s, t) => hiddenCloneExact(s.hiddenSize, t.hiddenSize),
+    splitRoles: ['q', 'k', 'v', 'gate', 'up', 'lm_head'],
+    scaled: (s, t) => (t.tieWordEmbeddings ? { final_norm: s.hiddenSize / t.hiddenSize } : {}),
+  },
   maskGroup: 'hidden',
   zeroModeAxes: { embed: ['H'], o: ['H'], down: ['H'] },
   normRule: (s, t, gainDtype) => zeroModeNorm(s.hiddenSize, t.hiddenSize, gainDtype),
@@ -179,16 +289,29 @@ const hidden: GrowthOperator = {
  * of down). A unit contributes down[:, f] · silu(gate_f·h)·up_f·h to the residual stream.
  * Masked mode: the ffn mask multiplies the new units' activations by 0. Zero mode: their
  * down_proj columns are 0. Either way the new units add exactly 0, whatever gate/up hold.
+ *
+ * Clone (Net2Net's Net2WiderNet, Chen et al. 2016, §3.1): new unit j copies the gate/up rows of
+ * a seeded source unit g(j); every unit u of the source and its copies share u's activation
+ * a_u (same input weights, same mask value: the copies carry u's), and each gets down[:, u]/c_u,
+ * c_u = 1 + the number of copies of u, so their sum c_u·(down[:, u]/c_u)·a_u = down[:, u]·a_u
+ * is the old contribution, in the plain model as well as the masked one: the copies are
+ * ordinary units (mask 1, no annealing; multiplying them by a 0 mask would halve u's output).
  */
+function ffnMap(s: ModelConfig, t: ModelConfig, init: WidthInit): AxisMap {
+  const [F, F2] = [s.intermediateSize, t.intermediateSize];
+  return init.new === 'clone' ? cloneAppendMap(F, F2, cloneRng(init, 'F')) : appendMap(F, F2);
+}
+
 const ffn: GrowthOperator = {
   name: 'ffn',
   targets: ['intermediate_size'],
   extent: (c) => c.intermediateSize,
   resolve: (s, t) => ({ intermediateSize: t.intermediate_size ?? s.intermediateSize }),
   dims: ['F'],
-  indexMaps: (s, t) => ({ F: appendMap(s.intermediateSize, t.intermediateSize) }),
+  indexMaps: (s, t, init) => ({ F: ffnMap(s, t, init) }),
   mask: 'ffn',
-  units: (s, t) => appendMap(s.intermediateSize, t.intermediateSize),
+  units: (s, t, init) => ffnMap(s, t, init),
+  clone: { exact: () => true, splitRoles: ['down'] },
   maskGroup: 'ffn',
   zeroModeAxes: { down: ['F'] },
 };
@@ -217,7 +340,22 @@ const ffn: GrowthOperator = {
  *
  * It also owns head_dim, which never changes (RoPE and every head's weights depend on it), and
  * checks the GQA groups (kv heads) and, where the config derives head_dim, H = nh × head_dim.
+ *
+ * Clone (Net2Net's widening applied to whole heads, as HyperCloning does for attention): a new
+ * query head copies the q rows (and q bias) of an old head that reads the same keys and values:
+ * in an old group k, an old head of group k; in a new group k, an old head of the group whose KV
+ * head the new KV head k copies (kv-heads below), so the copy's scores, softmax and values are
+ * its original's exactly (RoPE and q_norm act per head and are shared). Each old head u and its
+ * copies then produce the same a_u, and their o_proj columns are split, o[:, u]/c_u each, so
+ * o_proj·concat(heads) is the old sum: exact in the plain model for every GQA layout that
+ * checkGroups accepts (the group size never shrinks, so every group has an old head to copy);
+ * masks stay 1 (or the original's carried value), no annealing.
  */
+function headMap(s: ModelConfig, t: ModelConfig, init: WidthInit): AxisMap {
+  const args = [s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads] as const;
+  return init.new === 'clone' ? cloneQueryHeadMap(...args, init) : queryHeadMap(...args);
+}
+
 const heads: GrowthOperator = {
   name: 'heads',
   targets: ['num_attention_heads', 'head_dim'],
@@ -244,12 +382,13 @@ const heads: GrowthOperator = {
     }
   },
   dims: ['Q', 'HD'],
-  indexMaps: (s, t) => ({
-    Q: queryRowMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads, s.headDim),
+  indexMaps: (s, t, init) => ({
+    Q: expandBlocks(headMap(s, t, init), s.headDim),
     HD: appendMap(s.headDim, s.headDim),
   }),
   mask: 'heads',
-  units: (s, t) => queryHeadMap(s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads),
+  units: (s, t, init) => headMap(s, t, init),
+  clone: { exact: () => true, splitRoles: ['o'] },
   maskGroup: 'heads',
   zeroModeAxes: { o: ['Q'] },
 };
@@ -260,6 +399,10 @@ const heads: GrowthOperator = {
  * still reads its old KV head. A new KV head is read only by new query heads, whose output is
  * masked (masked mode) or has zero o_proj columns (zero mode), so it adds exactly 0: no mask of
  * its own, nothing to zero. Absent, it follows num_attention_heads for a multi-head source.
+ *
+ * Clone: a new KV head copies the k/v rows (and biases) of a seeded old KV head; the query heads
+ * of its group copy query heads of that old head's group (heads above), so nothing is split here:
+ * the new KV head feeds only exact copies, whose o_proj columns the heads operator splits.
  */
 const kvHeads: GrowthOperator = {
   name: 'kv-heads',
@@ -271,7 +414,13 @@ const kvHeads: GrowthOperator = {
       (t.num_attention_heads !== undefined && s.numKvHeads === s.numHeads ? t.num_attention_heads : s.numKvHeads),
   }),
   dims: ['KV'],
-  indexMaps: (s, t) => ({ KV: kvRowMap(s.numKvHeads, t.numKvHeads, s.headDim) }),
+  indexMaps: (s, t, init) => ({
+    KV:
+      init.new === 'clone'
+        ? expandBlocks(cloneKvHeadMap(s.numKvHeads, t.numKvHeads, init), s.headDim)
+        : kvRowMap(s.numKvHeads, t.numKvHeads, s.headDim),
+  }),
+  clone: { exact: () => true, splitRoles: [] },
   zeroModeAxes: {},
 };
 

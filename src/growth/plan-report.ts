@@ -2,14 +2,14 @@
  * What `flm-grow plan` prints: the target config, its size, the disk and memory `grow` needs,
  * and what happens to each tensor, all from the config alone (no weights read).
  */
-import { parameterCount } from '../arch.ts';
+import { parameterCount, type Dim } from '../arch.ts';
 import { configToJson, type ModelConfig } from '../config.ts';
 import { dtypeSize, type DType } from '../util/dtype.ts';
 import { planShards } from '../checkpoint/checkpoint-writer.ts';
 import { safetensorsFileSize } from '../checkpoint/safetensors-writer.ts';
 import { describeMap } from './axis-map.ts';
 import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
-import { buildLayout, tensorOps, type TensorOp } from './layout.ts';
+import { buildLayout, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
 import { PLACEMENTS } from './operators.ts';
 import { DEFAULT_BLOCK_BYTES } from './produce.ts';
@@ -56,6 +56,8 @@ export interface PlanReport {
   notes: string[];
   mode: 'masked' | 'zero';
   zeroModeNote: string | undefined;
+  /** init.new of the width units, and for clone, which dimensions are exact (plain model preserved) or masked. */
+  widthInit: string;
   schedule: ResolvedTarget['schedule'];
   tensors: TensorPlanLine[];
 }
@@ -166,7 +168,7 @@ export function planReport(
       cols: describeMap(op.cols),
       copied,
       fresh: total - copied,
-      fill: op.scale !== 1 ? `${fills}, ×${op.scale.toPrecision(6)}` : fills,
+      fill: `${fills}${op.split !== undefined ? ', columns split among clones' : ''}${op.scale !== 1 ? `, ×${op.scale.toPrecision(6)}` : ''}`,
     };
   });
   const params = parameterCount(target);
@@ -202,10 +204,23 @@ export function planReport(
     notes: resolved.notes,
     mode: plan.mode,
     zeroModeNote: resolved.zeroNorm?.note,
+    widthInit: widthInitNote(layout),
     schedule: resolved.schedule,
     // with distance placement only layer 0's source is known before grow time
     tensors: distance
       ? tensors.map((x) => (layerTensor.test(x.name) && !x.name.startsWith('model.layers.0.') ? { ...x, source: undefined } : x))
       : tensors,
   };
+}
+
+const DIM_NAMES: Partial<Record<Dim, string>> = { H: 'hidden', F: 'ffn', Q: 'heads', KV: 'kv heads' };
+
+/** "clone: hidden masked (ratio not whole), ffn exact, ..." for the plan output. */
+function widthInitNote(g: GrowthLayout): string {
+  if (g.newInit !== 'clone') return g.newInit;
+  const parts = (Object.entries(g.clones) as [Dim, { exact: boolean }][]).map(
+    ([d, c]) => `${DIM_NAMES[d] ?? d} ${c.exact ? 'exact (no mask)' : 'masked (hidden ratio not a whole number)'}`,
+  );
+  const noise = g.noise > 0 ? `, noise ${g.noise} × row std` : '';
+  return `clone${parts.length > 0 ? `: ${parts.join(', ')}` : ' (no width grows)'}${noise}`;
 }

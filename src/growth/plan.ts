@@ -11,7 +11,15 @@ import { PlanError } from '../errors.ts';
 import type { DType } from '../util/dtype.ts';
 import { MASK_GROUPS, type MaskGroup } from '../masks.ts';
 import type { MaskSchedule } from '../manifest.ts';
-import { grows, OPERATORS, PLACEMENT_METHODS, type PlacementMethod, type ZeroModeNorm } from './operators.ts';
+import {
+  grows,
+  OPERATORS,
+  PLACEMENT_METHODS,
+  WIDTH_INITS,
+  type PlacementMethod,
+  type WidthInit,
+  type ZeroModeNorm,
+} from './operators.ts';
 import { defaultInitStd } from '../util/init.ts';
 import { growMemoryProblem, MAX_DIM, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS, modelSizeProblem } from '../util/limits.ts';
 import { readFailure, readJsonFile } from '../util/files.ts';
@@ -48,8 +56,14 @@ export interface InitPlan {
   std: Record<string, number>;
   /** How inserted layers start: a copy of the layer they follow (MSG) or random. */
   layers: 'copy' | 'random';
-  /** New entries of grown tensors: random normal or zero (norm gains always start at 1). */
-  new: 'random' | 'zero';
+  /**
+   * New width units (hidden, FFN, heads, KV heads): random normal or zero entries (masked, MSG),
+   * or copies of seeded existing units (Net2Net / HyperCloning; operators.ts says where that
+   * preserves the function unmasked and where the copies stay masked). Norm gains start at 1.
+   */
+  new: WidthInit['new'];
+  /** Symmetry-breaking noise for clones, relative to each row's std (0: exact copies; layout.ts NoiseOp). */
+  noise: number;
 }
 
 export interface PlacementPlan {
@@ -118,7 +132,7 @@ export function defaultPlan(): GrowthPlan {
   return {
     targets: {},
     mode: 'masked',
-    init: { std: {}, layers: 'copy', new: 'random' },
+    init: { std: {}, layers: 'copy', new: 'random', noise: 0 },
     placement: { method: 'distance', metric: 'cosine', order: 'smallest' },
     calibration: { tokens: 256, seq: 64, seed: 0 },
     seed: 0,
@@ -215,7 +229,7 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
   if (o.mode !== undefined) p.mode = oneOf(o.mode, ['masked', 'zero'] as const, 'mode', src);
   if (o.init !== undefined) {
     const i = obj(o.init, 'init', src);
-    noUnknown(i, ['std', 'layers', 'new'], 'init.', src);
+    noUnknown(i, ['std', 'layers', 'new', 'noise'], 'init.', src);
     if (i.std !== undefined) {
       if (typeof i.std === 'number') p.init.std = { default: posNum(i.std, 'init.std', src) };
       else {
@@ -225,8 +239,23 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
       }
     }
     if (i.layers !== undefined) p.init.layers = oneOf(i.layers, ['copy', 'random'] as const, 'init.layers', src);
-    if (i.new !== undefined) p.init.new = oneOf(i.new, ['random', 'zero'] as const, 'init.new', src);
+    if (i.new !== undefined) p.init.new = oneOf(i.new, WIDTH_INITS, 'init.new', src);
+    if (i.noise !== undefined) {
+      if (typeof i.noise !== 'number' || !Number.isFinite(i.noise) || i.noise < 0)
+        throw new PlanError('init.noise', `must be a number >= 0, got ${JSON.stringify(i.noise)}`, src);
+      p.init.noise = i.noise;
+    }
   }
+  // zero mode zeroes the out-weights of new units, which would undo clone's split; masked mode
+  // already gives exact clones masks of 1 and no annealing, i.e. a mask-free growth where it holds
+  if (p.mode === 'zero' && p.init.new === 'clone')
+    throw new PlanError(
+      'init.new',
+      '"clone" needs mode "masked" (zero mode zeroes the new units\' out-weights; exact clones need no mask anyway)',
+      src,
+    );
+  if (p.init.noise > 0 && p.init.new !== 'clone')
+    throw new PlanError('init.noise', `only applies to init.new "clone" (init.new is "${p.init.new}")`, src);
   if (o.placement !== undefined) {
     const l = obj(o.placement, 'placement', src);
     noUnknown(l, ['method', 'metric', 'order', 'positions', 'every'], 'placement.', src);
@@ -302,6 +331,7 @@ export interface PlanFlags {
   headDim?: number;
   mode?: string;
   init?: string;
+  initNoise?: number;
   layerInit?: string;
   std?: number;
   placement?: string;
@@ -351,6 +381,7 @@ export function applyPlanFlags(plan: GrowthPlan, f: PlanFlags): GrowthPlan {
   set(j, 'mode', f.mode);
   const init = j.init as Obj;
   set(init, 'new', f.init);
+  set(init, 'noise', f.initNoise);
   set(init, 'layers', f.layerInit);
   if (f.std !== undefined) init.std = { ...(init.std as Obj), default: f.std };
   const pl = j.placement as Obj;
@@ -388,7 +419,7 @@ export function planToJson(p: GrowthPlan): Obj {
   if (p.source !== undefined) j.source = { ...p.source };
   j.targets = { ...p.targets };
   j.mode = p.mode;
-  j.init = { std: { ...p.init.std }, layers: p.init.layers, new: p.init.new };
+  j.init = { std: { ...p.init.std }, layers: p.init.layers, new: p.init.new, noise: p.init.noise };
   j.placement = { ...p.placement, ...(p.placement.positions ? { positions: [...p.placement.positions] } : {}) };
   j.calibration = { ...p.calibration };
   j.seed = p.seed;
@@ -460,8 +491,10 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
     dtype: outDtype,
     raw: { ...src.raw },
   };
+  // exact clones are ordinary units from the start (mask 1): their group does not anneal
+  const cloned = (op: (typeof OPERATORS)[number]) => plan.init.new === 'clone' && op.clone?.exact(src, target) === true;
   const grownGroups: MaskGroup[] = MASK_GROUPS.filter((g) =>
-    OPERATORS.some((op) => op.maskGroup === g && grows(op, src, target)),
+    OPERATORS.some((op) => op.maskGroup === g && grows(op, src, target) && !cloned(op)),
   );
   let schedule: MaskSchedule[];
   if (plan.mode === 'zero') schedule = [];

@@ -126,7 +126,7 @@ function planOf(src: ModelConfig, g: Case['grow']): GrowthPlan {
     ...(g.msf !== undefined ? { mup_scale_factor: g.msf } : {}),
   };
   p.mode = g.mode;
-  p.init = { std: { default: 0.7 }, layers: g.layers, new: g.newInit };
+  p.init = { std: { default: 0.7 }, layers: g.layers, new: g.newInit, noise: 0 };
   p.placement = { method: 'explicit', metric: 'cosine', order: 'smallest', positions: g.positions };
   p.seed = g.seed;
   return p;

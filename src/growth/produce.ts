@@ -7,8 +7,8 @@
 import { bytesToFloat32, dtypeSize, float32ToBytes, type DType } from '../util/dtype.ts';
 import { FlmGrowError } from '../errors.ts';
 import { runsOf, type Run } from './axis-map.ts';
-import { constBits, fillRun, normalTable, rowState, tensorSeed, type Bits } from '../util/init.ts';
-import type { TensorOp } from './layout.ts';
+import { constBits, fillRun, normalFloats, normalTable, rowState, tensorSeed, type Bits } from '../util/init.ts';
+import type { NoiseOp, TensorOp } from './layout.ts';
 import { sharedBlock } from './hash-worker.ts';
 import type { SourceRows } from './source-reader.ts';
 
@@ -40,33 +40,25 @@ export async function produceTensor(
   const tseed = tensorSeed(seed, op.name);
   const srcCols = src === undefined ? 0 : Math.max(0, ...Array.from(op.cols)) + 1;
   const rowsPerBlock = Math.max(1, Math.floor(blockBytes / Math.max(1, rowBytes)));
-  // Source rows of each block: row maps are monotone, so one contiguous read covers a block.
-  const blocks: { r0: number; r1: number; sFirst: number; sLast: number }[] = [];
+  // Source rows of each block, as spans of increasing source rows: one span (one contiguous read)
+  // for the maps that keep old rows in order; a clone map (init.new clone) points back to
+  // earlier rows and starts a new span, read separately.
+  const blocks: { r0: number; r1: number; spans: Span[] }[] = [];
   for (let r0 = 0; r0 < nRows; r0 += rowsPerBlock) {
     const r1 = Math.min(nRows, r0 + rowsPerBlock);
-    let sFirst = -1;
-    let sLast = -1;
-    if (src !== undefined && op.source !== undefined && !op.zeroAll) {
-      for (let i = r0; i < r1; i++) {
-        const s = op.rows[i];
-        if (s >= 0) {
-          if (sFirst < 0) sFirst = s;
-          sLast = s;
-        }
-      }
-    }
-    blocks.push({ r0, r1, sFirst, sLast });
+    blocks.push({ r0, r1, spans: src !== undefined && op.source !== undefined && !op.zeroAll ? spansOf(op.rows, r0, r1) : [] });
   }
-  const read = (k: number): Promise<Uint8Array> | undefined => {
+  const read = (k: number): Promise<Uint8Array[]> | undefined => {
     const b = blocks[k];
-    if (b === undefined || b.sFirst < 0 || src === undefined) return undefined;
-    const p = src.readRows(b.sFirst, b.sLast + 1, k % 2); // ping-pong: block k+1 is read while k is built
+    if (b === undefined || b.spans.length === 0 || src === undefined) return undefined;
+    // ping-pong for the first span: block k+1 is read while k is built
+    const p = Promise.all(b.spans.map((sp, n) => src.readRows(sp.first, sp.last + 1, n === 0 ? k % 2 : undefined)));
     p.catch(() => undefined); // awaited below; avoids an unhandled rejection meanwhile
     return p;
   };
   let nextRead = read(0);
   for (let k = 0; k < blocks.length; k++) {
-    const { r0, r1, sFirst, sLast } = blocks[k];
+    const { r0, r1, spans } = blocks[k];
     const pending = nextRead;
     nextRead = read(k + 1); // prefetch the next block's rows while this one is built
     const block = await allocBlock((r1 - r0) * rowBytes);
@@ -81,16 +73,25 @@ export async function produceTensor(
     }
     let srcView: Bits | undefined;
     let srcRowElems = 0;
+    /** Row of the block's source view holding output row i's source row. */
+    const srcRow = new Int32Array(r1 - r0).fill(-1);
     if (pending !== undefined && src !== undefined) {
-      let raw = await pending;
+      const parts = await pending;
+      let raw = parts.length === 1 ? parts[0] : concatBytes(parts);
       if (src.dtype !== outDtype) raw = float32ToBytes(bytesToFloat32(raw, src.dtype), outDtype);
       srcView =
         es === 2
           ? new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2)
           : new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
-      srcRowElems = srcView.length / (sLast + 1 - sFirst);
+      const nSrcRows = spans.reduce((a, sp) => a + sp.last + 1 - sp.first, 0);
+      srcRowElems = srcView.length / nSrcRows;
       if (srcRowElems < srcCols)
         throw new FlmGrowError('ShapeMismatch', `${op.source}: rows have ${srcRowElems} entries, the growth needs ${srcCols}`);
+      let at = 0;
+      for (const sp of spans) {
+        for (const i of sp.rows) srcRow[i - r0] = at + op.rows[i] - sp.first;
+        at += sp.last + 1 - sp.first;
+      }
     }
     for (let i = r0; i < r1; i++) {
       const s = srcView === undefined ? -1 : op.rows[i];
@@ -99,7 +100,7 @@ export async function produceTensor(
       let seeded = false;
       for (const run of colRuns) {
         if (s >= 0 && run.src >= 0) {
-          const from = (s - sFirst) * srcRowElems + run.src;
+          const from = srcRow[i - r0] * srcRowElems + run.src;
           view.set((srcView as Bits).subarray(from, from + run.len), base + run.out);
           continue;
         }
@@ -111,11 +112,81 @@ export async function produceTensor(
         st = fillRun(view, base + run.out, run.len, fill, table, one, st);
       }
     }
-    if (op.scale !== 1) {
+    if (op.scale !== 1 || op.split !== undefined || op.noise !== undefined) {
       const v = bytesToFloat32(block, outDtype);
-      for (let e = 0; e < v.length; e++) v[e] *= op.scale;
+      for (let i = r0; i < r1; i++) adjustRow(v.subarray((i - r0) * nCols, (i - r0 + 1) * nCols), i, op, tseed);
       block.set(float32ToBytes(v, outDtype));
     }
     await emit(block);
   }
+}
+
+interface Span {
+  first: number;
+  last: number;
+  /** Output rows whose source rows lie in [first, last]. */
+  rows: number[];
+}
+
+/** Output rows r0..r1 grouped into spans of non-decreasing source rows (new rows belong to none). */
+function spansOf(rows: Int32Array, r0: number, r1: number): Span[] {
+  const spans: Span[] = [];
+  let cur: Span | undefined;
+  for (let i = r0; i < r1; i++) {
+    const s = rows[i];
+    if (s < 0) continue;
+    if (cur === undefined || s < cur.last) {
+      cur = { first: s, last: s, rows: [] };
+      spans.push(cur);
+    }
+    cur.last = s;
+    cur.rows.push(i);
+  }
+  return spans;
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** Noise streams are their own (tensor name + "#noise"), so a clone without noise has the same bytes. */
+const NOISE_SUFFIX = '#noise';
+
+/**
+ * One output row in f32 after its entries were placed: the row's std as copied (the noise scale),
+ * then the clone split (1/copies per column), the noise (layout.ts NoiseOp), the whole-tensor scale.
+ */
+function adjustRow(v: Float32Array, i: number, op: TensorOp, tseed: number): void {
+  const noise: NoiseOp | undefined = op.noise;
+  const sigma = noise === undefined ? 0 : noise.rel * rowStd(v);
+  if (op.split !== undefined) for (let j = 0; j < v.length; j++) v[j] *= op.split[j];
+  if (noise !== undefined && sigma > 0) {
+    const z = normalFloats(tensorSeed(tseed, NOISE_SUFFIX), i, v.length);
+    const o = noise.origin;
+    const freeRow = noise.freeRows !== undefined && noise.freeRows[i] === 1;
+    for (let j = 0; j < v.length; j++) {
+      if (o !== undefined && o[j] >= 0 && o[j] !== j) {
+        const d = sigma * z[j];
+        v[j] += d;
+        v[o[j]] -= d;
+      }
+      if (freeRow || (noise.freeCols !== undefined && noise.freeCols[j] === 1)) v[j] += sigma * z[j];
+    }
+  }
+  if (op.scale !== 1) for (let j = 0; j < v.length; j++) v[j] *= op.scale;
+}
+
+function rowStd(v: Float32Array): number {
+  let m = 0;
+  for (const x of v) m += x;
+  m /= v.length;
+  let q = 0;
+  for (const x of v) q += (x - m) * (x - m);
+  return Math.sqrt(q / v.length);
 }

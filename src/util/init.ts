@@ -137,3 +137,10 @@ export class NormalStream {
     this.st = fillRun(view, 0, view.length, 'random', this.table, 0, this.st);
   }
 }
+
+/** `n` standard normal values (the quantised table above) from row `row` of a tensor seed's streams. */
+export function normalFloats(tseed: number, row: number, n: number): Float32Array {
+  const out = new Float32Array(n);
+  fillRun(new Uint32Array(out.buffer), 0, n, 'random', normalTable(1, 'F32'), 0, rowState(tseed, row));
+  return out;
+}
