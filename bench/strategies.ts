@@ -6,7 +6,7 @@
  * trained on the committed corpus (fixtures/corpus/fortunes.txt, bytes), then grown to two targets:
  *   tele    the 52B → 102B ratios of growth-plans/tele-flm-52b-to-102b.json (hidden, heads, FFN and
  *           layers × 1.25; 4 → 5 heads and layers: 1.75× parameters at this size, 1.96× at 52B);
- *   x4      width × 1.5 (hidden, FFN, heads) and depth × 2: 3.6× parameters.
+ *   x4      hidden and heads × 2, FFN × 1.5, layers × 1.5 (4 → 6): 4.1× parameters.
  * Each strategy changes one thing from MSG's defaults (masked mode, new entries random, inserted
  * layers copies placed by cosine distance) and is trained on with the same steps, batches and LR
  * recipe; each target is also trained from scratch. Training FLOPs = Σ 6 · params · tokens; a grown
@@ -32,7 +32,7 @@ import { initBackend, type BackendName } from '../src/backend.ts';
 import { parameterCount } from '../src/arch.ts';
 import { type ModelConfig } from '../src/config.ts';
 import { FlmGrowError } from '../src/errors.ts';
-import { growCheckpoint } from '../src/growth/grow.ts';
+import { growCheckpoint, type LayerSelection } from '../src/growth/grow.ts';
 import { parsePlan, type GrowthPlan } from '../src/growth/plan.ts';
 import { plotLossCurves, type PlotSeries } from '../src/plot.ts';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -54,17 +54,17 @@ const TELE_PLAN = join(ROOT, 'growth-plans/tele-flm-52b-to-102b.json');
 const FLAGS = {
   engine: { def: 'auto', help: 'auto (torch where a Python with torch is found, else tfjs) | torch | tfjs' },
   seeds: { def: '3', help: 'seeds 0..N-1: each its own source model, inits, batches and growth seed' },
-  targets: { def: 'tele,x4', help: 'comma list of tele (52B→102B ratios) and x4 (width ×1.5, depth ×2)' },
+  targets: { def: 'tele,x4', help: 'comma list of tele (52B→102B ratios) and x4 (hidden, heads ×2, FFN, layers ×1.5)' },
   strategies: { def: 'all', help: 'comma list of strategy ids (see the table), or all' },
   hidden: { def: '32', help: 'source hidden size' },
   ffn: { def: '88', help: 'source FFN size' },
   heads: { def: '4', help: 'source attention heads (= KV heads)' },
   'head-dim': { def: '8', help: 'head_dim (kept by every growth)' },
   layers: { def: '4', help: 'source layers' },
-  'x4-target': { def: '', help: 'x4 target as hidden,ffn,heads,layers (derived: width ×1.5, depth ×2)' },
-  'source-steps': { def: '100', help: 'source training steps' },
-  'grown-steps': { def: '100', help: 'training steps after growth (every strategy)' },
-  'scratch-steps': { def: '200', help: 'training steps of each target from scratch (200 = source + grown: the same tokens)' },
+  'x4-target': { def: '', help: 'x4 target as hidden,ffn,heads,layers (derived: hidden, heads ×2, FFN, layers ×1.5)' },
+  'source-steps': { def: '80', help: 'source training steps' },
+  'grown-steps': { def: '80', help: 'training steps after growth (every strategy)' },
+  'scratch-steps': { def: '160', help: 'training steps of each target from scratch (160 = source + grown: the same tokens)' },
   batch: { def: '8', help: 'batch size' },
   seq: { def: '32', help: 'sequence length' },
   lr: { def: '0.003', help: 'peak LR (cosine to lr/10, warmup 10 steps, rewound after growth)' },
@@ -283,9 +283,15 @@ function teleTarget(src: Shape, headDim: number): Shape {
   };
 }
 
+/**
+ * Hidden and heads × 2 (HyperCloning's case: clones of a whole-multiple hidden size are exact
+ * unmasked), FFN × 1.5, layers × 1.5: 4.1× the parameters at the default source. Inserting fewer
+ * layers than the source has (2 of 4) keeps the placements apart: with L' = 2L every copy
+ * placement inserts one copy after every layer, the same map.
+ */
 function x4Target(src: Shape, headDim: number): Shape {
-  const heads = Math.round(src.heads * 1.5);
-  return { hidden: heads * headDim, ffn: Math.round(src.ffn * 1.5), heads, layers: src.layers * 2 };
+  const heads = src.heads * 2;
+  return { hidden: heads * headDim, ffn: Math.round(src.ffn * 1.5), heads, layers: Math.round(src.layers * 1.5) };
 }
 
 function configOf(sh: Shape, headDim: number): ModelConfig {
@@ -406,12 +412,20 @@ interface Results {
   wallS: number;
 }
 
-/** Held-out loss of a checkpoint on the trainer's eval batches (same data, seed, batch shape). */
+/**
+ * Held-out loss of a checkpoint on the trainer's eval batches (same data, seed, batch shape): the
+ * evalBatches batches stacked into one of evalBatches·B rows, whose mean loss is the mean of theirs.
+ */
 async function evalCheckpoint(dir: string, ds: TokenDataset, seed: number, s: Settings): Promise<number> {
-  let sum = 0;
-  for (let k = 0; k < s.evalBatches; k++)
-    sum += await checkpointLoss(dir, ds.batchAt('eval', k, s.batch, s.seq, seed), s.batch, s.seq);
-  return sum / s.evalBatches;
+  const n = s.batch * s.seq;
+  const inputs = new Int32Array(s.evalBatches * n),
+    targets = new Int32Array(s.evalBatches * n);
+  for (let k = 0; k < s.evalBatches; k++) {
+    const b = ds.batchAt('eval', k, s.batch, s.seq, seed);
+    inputs.set(b.inputs, k * n);
+    targets.set(b.targets, k * n);
+  }
+  return checkpointLoss(dir, { inputs, targets }, s.evalBatches * s.batch, s.seq);
 }
 
 export async function run(args: string[]): Promise<number> {
@@ -504,6 +518,7 @@ async function runAll(s: Settings, backend: string, worker: TorchWorker | undefi
       results.source.push(srcRec);
       log(seed, 'source', src);
       for (const t of results.targets) {
+        let selection: LayerSelection | undefined;
         await writeRandomInit(join(dir, `${t.name}-init`), configOf(t.shape, s.headDim), { seed });
         const scratch = await trainRun(
           { checkpoint: join(dir, `${t.name}-init`), out: join(dir, `${t.name}-scratch`), steps: s.scratchSteps, seed },
@@ -526,7 +541,9 @@ async function runAll(s: Settings, backend: string, worker: TorchWorker | undefi
           const grown = join(dir, `${t.name}-${st.id}`);
           const tg = Date.now();
           try {
-            await growCheckpoint(srcCk, grown, plan, { quiet: true, backend: backend as BackendName });
+            // distance placement: the source's layer distances are measured once per target and reused
+            const g = await growCheckpoint(srcCk, grown, plan, { quiet: true, backend: backend as BackendName, selection });
+            if (plan.placement.method === 'distance') selection ??= g.selection;
           } catch (e) {
             if (!(e instanceof FlmGrowError)) throw e;
             Object.assign(r, { status: 'not applicable', reason: e.message });
