@@ -124,7 +124,8 @@ export interface TensorOp {
 /**
  * Symmetry-breaking noise (init.noise), of std `rel` × the std of the row as copied:
  * - split columns (exact clones): each copy's column gets +δ and its group's first column (the
- *   original) −δ, HyperCloning's opposite-sign noise: the group's columns multiply equal
+ *   original) −δ, as in HyperCloning's noisy variants (the noise added to one copy's block is
+ *   subtracted from the other's, arXiv:2409.12903): the group's columns multiply equal
  *   activations, so the sum, hence the function, is unchanged (to rounding) while the copies'
  *   out-weights, and so their gradients, differ;
  * - rows / columns of masked clones (a hidden ratio that is not whole): independent δ on every

@@ -67,9 +67,9 @@ export interface GrowthOperator {
   validate?(src: ModelConfig, target: ModelConfig, t: GrowthTargets, where: string): void;
   /** arch.ts dimensions whose index maps it builds (each dimension has exactly one owner). */
   readonly dims: readonly Dim[];
-  /** With init.new clone a new index maps to the source index it copies (still "new" for its mask unless the clone is exact). */
+  /** With init.new clone a new index maps to the source index it copies (still new for its mask unless the clone is exact). */
   indexMaps(src: ModelConfig, target: ModelConfig, init: WidthInit): Partial<Record<Dim, AxisMap>>;
-  /** Its mask vector and the map over that vector's units (heads: query heads, not rows); exact clones map to their source unit. */
+  /** Its mask vector and the map over its units (heads: query heads, not rows); an exact clone maps to its source unit. */
   readonly mask?: MaskVector;
   units?(src: ModelConfig, target: ModelConfig, init: WidthInit): AxisMap;
   /** Its clone construction (absent: the operator grows no width that can be cloned). */
@@ -161,8 +161,9 @@ function cloneRng(init: WidthInit, dim: keyof typeof CLONE_STREAM): () => number
 }
 
 /**
- * Net2Net's random mapping g (Chen et al. 2016, §3.1): old units keep their index, each new unit
- * j >= n copies a source unit drawn uniformly from [0, n) with the growth's seed.
+ * Net2WiderNet's random mapping g (Chen et al. 2016, "Net2Net", arXiv:1511.05641): old units
+ * keep their index, each new unit j >= n copies a source unit drawn uniformly from [0, n) with
+ * the growth's seed.
  */
 export function cloneAppendMap(n: number, n2: number, next: () => number): AxisMap {
   const m = appendMap(n, n2);
@@ -238,8 +239,9 @@ export function cloneQueryHeadMap(nh: number, nkv: number, nh2: number, nkv2: nu
  * mask-aware norm gives 0·g; zero mode: x_new = 0 by the zero rows above), so the logits of old
  * ids are unchanged whatever the new columns hold; zero mode's 0 columns serve both uses.
  *
- * Clone (HyperCloning, Samragh et al. 2024, "Scaling Smart", §3: the expanded vector is [x, x]
- * and the consumers' weights are halved). With H' = k·H, coordinate j copies j mod H: the
+ * Clone (HyperCloning, Samragh et al. 2024, "Scaling Smart", arXiv:2409.12903: the expanded
+ * vector is [x, x], a hidden-to-hidden weight becomes W tiled k×k divided by k, i.e. its output
+ * rows copied and its input columns split). With H' = k·H, coordinate j copies j mod H: the
  * embedding's columns, the norm gains and the rows of o_proj / down_proj (the producers of the
  * residual stream) are copied, so by induction every residual vector is x' = x tiled k times
  * (each write is the old one tiled; with a carried hidden mask m, m' is m tiled, and so is the
@@ -284,24 +286,24 @@ const hidden: GrowthOperator = {
   ],
 };
 
+function ffnMap(s: ModelConfig, t: ModelConfig, init: WidthInit): AxisMap {
+  const [F, F2] = [s.intermediateSize, t.intermediateSize];
+  return init.new === 'clone' ? cloneAppendMap(F, F2, cloneRng(init, 'F')) : appendMap(F, F2);
+}
+
 /**
  * FFN size F -> F'. Old units keep their index; new ones are appended (rows of gate/up, columns
  * of down). A unit contributes down[:, f] · silu(gate_f·h)·up_f·h to the residual stream.
  * Masked mode: the ffn mask multiplies the new units' activations by 0. Zero mode: their
  * down_proj columns are 0. Either way the new units add exactly 0, whatever gate/up hold.
  *
- * Clone (Net2Net's Net2WiderNet, Chen et al. 2016, §3.1): new unit j copies the gate/up rows of
- * a seeded source unit g(j); every unit u of the source and its copies share u's activation
+ * Clone (Net2Net's Net2WiderNet, Chen et al. 2016, arXiv:1511.05641): new unit j copies the
+ * gate/up rows of a seeded source unit g(j); every unit u and its copies share u's activation
  * a_u (same input weights, same mask value: the copies carry u's), and each gets down[:, u]/c_u,
  * c_u = 1 + the number of copies of u, so their sum c_u·(down[:, u]/c_u)·a_u = down[:, u]·a_u
  * is the old contribution, in the plain model as well as the masked one: the copies are
  * ordinary units (mask 1, no annealing; multiplying them by a 0 mask would halve u's output).
  */
-function ffnMap(s: ModelConfig, t: ModelConfig, init: WidthInit): AxisMap {
-  const [F, F2] = [s.intermediateSize, t.intermediateSize];
-  return init.new === 'clone' ? cloneAppendMap(F, F2, cloneRng(init, 'F')) : appendMap(F, F2);
-}
-
 const ffn: GrowthOperator = {
   name: 'ffn',
   targets: ['intermediate_size'],
@@ -315,6 +317,11 @@ const ffn: GrowthOperator = {
   maskGroup: 'ffn',
   zeroModeAxes: { down: ['F'] },
 };
+
+function headMap(s: ModelConfig, t: ModelConfig, init: WidthInit): AxisMap {
+  const args = [s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads] as const;
+  return init.new === 'clone' ? cloneQueryHeadMap(...args, init) : queryHeadMap(...args);
+}
 
 /**
  * Attention heads nh -> nh' (whole blocks of head_dim rows of q_proj, columns of o_proj).
@@ -341,21 +348,17 @@ const ffn: GrowthOperator = {
  * It also owns head_dim, which never changes (RoPE and every head's weights depend on it), and
  * checks the GQA groups (kv heads) and, where the config derives head_dim, H = nh × head_dim.
  *
- * Clone (Net2Net's widening applied to whole heads, as HyperCloning does for attention): a new
- * query head copies the q rows (and q bias) of an old head that reads the same keys and values:
- * in an old group k, an old head of group k; in a new group k, an old head of the group whose KV
- * head the new KV head k copies (kv-heads below), so the copy's scores, softmax and values are
- * its original's exactly (RoPE and q_norm act per head and are shared). Each old head u and its
- * copies then produce the same a_u, and their o_proj columns are split, o[:, u]/c_u each, so
+ * Clone (Net2Net's widening applied to whole heads; HyperCloning doubles the heads with the
+ * width the same way, head_dim kept): a new query head copies the q rows (and q bias) of an old
+ * head that reads the same keys and values: in an old group k, an old head of group k; in a new
+ * group k, an old head of the group whose KV head the new KV head k copies (kv-heads below). So
+ * the copy's scores, softmax and values are its original's exactly (RoPE and q_norm act per head
+ * and are shared). Each old head u and its copies then produce the same a_u, and their o_proj
+ * columns are split, o[:, u]/c_u each, so
  * o_proj·concat(heads) is the old sum: exact in the plain model for every GQA layout that
  * checkGroups accepts (the group size never shrinks, so every group has an old head to copy);
  * masks stay 1 (or the original's carried value), no annealing.
  */
-function headMap(s: ModelConfig, t: ModelConfig, init: WidthInit): AxisMap {
-  const args = [s.numHeads, s.numKvHeads, t.numHeads, t.numKvHeads] as const;
-  return init.new === 'clone' ? cloneQueryHeadMap(...args, init) : queryHeadMap(...args);
-}
-
 const heads: GrowthOperator = {
   name: 'heads',
   targets: ['num_attention_heads', 'head_dim'],

@@ -168,7 +168,11 @@ export function planReport(
       cols: describeMap(op.cols),
       copied,
       fresh: total - copied,
-      fill: `${fills}${op.split !== undefined ? ', columns split among clones' : ''}${op.scale !== 1 ? `, ×${op.scale.toPrecision(6)}` : ''}`,
+      fill: [
+        fills,
+        ...(op.split !== undefined ? ['columns split among clones'] : []),
+        ...(op.scale !== 1 ? [`×${op.scale.toPrecision(6)}`] : []),
+      ].join(', '),
     };
   });
   const params = parameterCount(target);
