@@ -72,6 +72,7 @@ const FLAGS = {
   'eval-every': { def: '10', help: 'eval loss every N steps' },
   'eval-batches': { def: '4', help: 'held-out batches per eval' },
   out: { def: 'bench-out', help: 'folder for the JSON, markdown and plots (relative to the repo root)' },
+  replot: { def: '', help: 'a strategies-<engine>.json: redo its tables and plots without training (other flags are ignored)' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
@@ -116,6 +117,7 @@ interface Settings {
   evalEvery: number;
   evalBatches: number;
   out: string;
+  replot: string;
 }
 
 export function parseSettings(args: string[]): Settings {
@@ -188,6 +190,7 @@ export function parseSettings(args: string[]): Settings {
     evalEvery: intFlag(v, 'eval-every', 1, 100000),
     evalBatches: intFlag(v, 'eval-batches', 1, 1000),
     out: resolve(ROOT, v.out),
+    replot: v.replot === '' ? '' : resolve(ROOT, v.replot),
   };
   if (s.annealSteps > s.grownSteps)
     throw new BenchArgsError(
@@ -437,6 +440,7 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`bench strategies: ${(e as Error).message}\n\n${usage()}`);
     return 2;
   }
+  if (s.replot !== '') return replot(s.replot, s.out);
   const backend = await initBackend('auto');
   const worker = s.engine === 'torch' ? new TorchWorker() : undefined;
   try {
@@ -619,6 +623,27 @@ function meanCurve(runs: RunRecord[]): { x: number; y: number }[] {
   }));
 }
 
+/** Tables and plots again from a results JSON (e.g. after a change to the report). */
+async function replot(file: string, outDir: string): Promise<number> {
+  const res = readJsonFile(file, { what: 'bench results' }) as Results;
+  const s: Settings = {
+    ...res.settings,
+    strategies: res.settings.strategies.map((id) => {
+      const st = STRATEGIES.find((x) => x.id === id);
+      if (st === undefined) throw new BenchArgsError(`${file}: unknown strategy "${id}"`);
+      return st;
+    }),
+    out: outDir,
+    replot: file,
+  };
+  mkdirSync(outDir, { recursive: true });
+  const base = join(outDir, `strategies-${s.engine}`);
+  const md = await report(res, s, base);
+  writeFileSync(`${base}.md`, md);
+  console.log(md);
+  return 0;
+}
+
 async function report(res: Results, s: Settings, base: string): Promise<string> {
   const seeds = res.source.length;
   const out: string[] = [];
@@ -668,7 +693,15 @@ async function report(res: Results, s: Settings, base: string): Promise<string> 
     ];
     for (const st of s.strategies) {
       const r = t.strategies[st.id];
-      if (r.status === 'ok' && r.runs.length > 0) series.push({ name: st.label, points: meanCurve(r.runs) });
+      // each grown curve starts at the growth: the source's FLOPs and the loss right after growth
+      if (r.status === 'ok' && r.runs.length > 0)
+        series.push({
+          name: st.label,
+          points: [
+            { x: res.source[0].flops / 1e9, y: stats(r.runs.map((x) => x.step0Loss as number)).mean },
+            ...meanCurve(r.runs),
+          ],
+        });
     }
     for (const ext of ['svg', 'png']) {
       const output = `${base}-${t.name}.${ext}`;
