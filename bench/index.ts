@@ -13,6 +13,7 @@ const BENCHES: Record<string, string> = {
   train: 'training tokens/s and achieved FLOP/s (6·params·tokens) vs the matMul roofline',
   msg: "MSG claim: FLOPs for small→grown to reach a from-scratch run's final loss",
   engines: "tfjs trainer vs torch engine on one ~20 M model: tokens/s, FLOP/s vs each one's matMul peak",
+  strategies: 'issue 14: growth strategies (width/depth operators, modes) vs from scratch at equal FLOPs, over seeds',
   'plan-memory': "plan's peak-memory estimate vs grow's measured peak RSS, explicit and distance placement (<1 GB)",
   scale: 'Tele-FLM full-width rehearsals: synth, grow vs cp, verify, extrapolation (tens of GB)',
 };
@@ -33,7 +34,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bench: unknown bench "${name}"\n\n${usage()}`);
     return 2;
   }
-  let mod: { run?: (args: string[]) => Promise<void> | void };
+  // run may return an exit code (e.g. 2 for bad arguments, after printing why)
+  let mod: { run?: (args: string[]) => Promise<void | number> | void | number };
   try {
     mod = (await import(pathToFileURL(join(import.meta.dirname, `${name}.ts`)).href)) as typeof mod;
   } catch (e) {
@@ -47,8 +49,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bench: bench/${name}.ts does not export run(args)\n`);
     return 2;
   }
-  await mod.run(rest);
-  return 0;
+  const code = await mod.run(rest);
+  return typeof code === 'number' ? code : 0;
 }
 
 main(process.argv.slice(2)).then(

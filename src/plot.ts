@@ -68,7 +68,13 @@ export function lossCurvesSpec(series: PlotSeries[], opts: Omit<PlotOptions, 'ou
           title: opts.yLabel,
           scale: { zero: false, type: opts.logY === true ? 'log' : 'linear' },
         },
-        color: { field: 'series', type: 'nominal', title: null, scale: { domain: series.map((s) => s.name) } },
+        color: {
+          field: 'series',
+          type: 'nominal',
+          title: null,
+          // the default palette has 10 colours: more series would repeat them
+          scale: { domain: series.map((s) => s.name), ...(series.length > 10 ? { scheme: 'tableau20' } : {}) },
+        },
       },
     },
   ];

@@ -69,9 +69,8 @@ function torchData(o: TrainOptions): string {
   return path;
 }
 
-async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promise<TrainResult> {
-  requireTorchPython();
-  if (o.overwrite === true) clearRun(o.out);
+/** The torch trainer's argv (python -m flm_grow_torch.train ...) for these options. */
+export function torchTrainArgs(o: TrainOptions, fsdp = false): string[] {
   const args: string[] = [o.checkpoint, '--data', torchData(o), '--out', o.out, '--steps', String(o.steps)];
   const flag = (name: string, v: number | string | undefined) => {
     if (v !== undefined) args.push(`--${name}`, String(v));
@@ -98,6 +97,13 @@ async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promis
   if (o.resume === true) args.push('--resume');
   if (o.quiet === true) args.push('--quiet');
   if (fsdp) args.push('--fsdp');
+  return args;
+}
+
+async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promise<TrainResult> {
+  requireTorchPython();
+  if (o.overwrite === true) clearRun(o.out);
+  const args = torchTrainArgs(o, fsdp);
   const r = await runTorchModule('flm_grow_torch.train', args, { nproc, capture: o.quiet === true });
   if (r.code !== 0 || r.result === undefined) {
     const tail = r.stderr.trim().split('\n').slice(-3).join('\n');
