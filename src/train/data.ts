@@ -3,7 +3,7 @@
  * (raw little-endian uint16 `.bin`/`.u16`, uint32 `.u32`). The tail is held out for evaluation.
  * Batches are a pure function of (seed, split, step), so resuming replays the same batches.
  */
-import { readFileSync } from 'node:fs';
+import { readRegularFile } from '../util/files.ts';
 import { TrainError } from '../errors.ts';
 import { BYTE_TOKENIZER_NAME, byteTokenizer, type Tokenizer } from '../tokenizer.ts';
 import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
@@ -85,7 +85,8 @@ export class TokenDataset {
   static fromFile(path: string, opts: TokenDatasetOptions = {}): TokenDataset {
     let bytes: Buffer;
     try {
-      bytes = readFileSync(path);
+      // regular files only: a FIFO or /dev/zero named as --data would block or never end
+      bytes = readRegularFile(path, { maxBytes: 2 ** 31 - 1, what: 'training data' });
     } catch (e) {
       throw new TrainError('DataUnreadable', `${path}: cannot read training data: ${(e as Error).message}`);
     }
