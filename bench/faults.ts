@@ -1089,23 +1089,23 @@ function markdown(rows: Outcome[], meta: Record<string, string>): string {
 function merge(files: string[], outName: string): void {
   const byId = new Map<string, Outcome>();
   const metas: Record<string, string>[] = [];
+  const notRun = new Set<string>();
   for (const f of files) {
-    const j = JSON.parse(readFileSync(f, 'utf8')) as { meta: Record<string, string>; rows: Outcome[] };
+    const j = JSON.parse(readFileSync(f, 'utf8')) as { meta: Record<string, string>; rows: Outcome[]; notRun?: string[] };
     metas.push(j.meta);
     for (const r of j.rows) byId.set(r.id, r);
+    for (const id of j.notRun ?? []) notRun.add(id);
   }
+  for (const id of byId.keys()) notRun.delete(id);
   const rows = [...byId.values()];
   const meta = {
     command: metas.map((m) => m.command).join('`, then `'),
     date: metas.map((m) => m.date).join(', '),
     commit: metas.map((m) => m.commit).join(', '),
     wall: metas.map((m) => m.wall).join(' + '),
-    notRun: metas
-      .map((m) => m.notRun)
-      .filter((x) => x)
-      .join('; '),
+    notRun: notRun.size ? `${notRun.size} cases not run (time limit): ${[...notRun].sort().join(', ')}` : '',
   };
-  writeFileSync(join(ROOT, `bench-out/${outName}.json`), JSON.stringify({ meta, rows }, null, 1));
+  writeFileSync(join(ROOT, `bench-out/${outName}.json`), JSON.stringify({ meta, rows, notRun: [...notRun] }, null, 1));
   writeFileSync(join(ROOT, `bench-out/${outName}.md`), markdown(rows, meta));
   process.stdout.write(`${markdown(rows, meta).split('\n').slice(0, 4).join('\n')}\n`);
 }
