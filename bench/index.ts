@@ -15,6 +15,8 @@ const BENCHES: Record<string, string> = {
   engines: "tfjs trainer vs torch engine on one ~20 M model: tokens/s, FLOP/s vs each one's matMul peak",
   strategies: 'issue 14: growth strategies (width/depth operators, modes) vs from scratch at equal FLOPs, over seeds',
   'plan-memory': "plan's peak-memory estimate vs grow's measured peak RSS, explicit and distance placement (<1 GB)",
+  faults:
+    'issue-16 fault sweep: kills, OS errors, special files, absurd sizes, 200 fuzzed shards (--kills N --fuzz N --jobs N --only group)',
   scale: 'Tele-FLM full-width rehearsals: synth, grow vs cp, verify, extrapolation (tens of GB)',
 };
 

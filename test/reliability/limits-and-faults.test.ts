@@ -18,6 +18,7 @@ import { inspectCheckpoint } from '../../src/commands/inspect-report.ts';
 import { streamedForward } from '../../src/model/streaming.ts';
 import { initBackend } from '../../src/backend.ts';
 import { train } from '../../src/train/trainer.ts';
+import { TokenDataset } from '../../src/train/data.ts';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
 import { saveCheckpoint } from '../../src/train/checkpointing.ts';
 import { makeConfig } from '../../src/config.ts';
@@ -243,6 +244,13 @@ describe('only regular files are opened (no hangs)', () => {
     } finally {
       await ck.close();
     }
+  });
+
+  it('train --data naming a FIFO or /dev/zero is refused at once, not read forever (fault sweep)', { timeout: 10_000 }, () => {
+    const fifo = join(tmp, 'data.fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => TokenDataset.fromFile(fifo)).toThrow(/data\.fifo.*FIFO/);
+    expect(() => TokenDataset.fromFile('/dev/zero')).toThrow(/\/dev\/zero.*is a device/);
   });
 });
 
