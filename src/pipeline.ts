@@ -218,7 +218,13 @@ function precheck(spec: PipelineSpec, file: string, rel: (p: string) => string):
     throw new PipelineError(file, 'checkpoint', `${rel(spec.checkpoint)} is not a checkpoint folder (no config.json)`);
   }
   const plans = new Map<number, GrowthPlan>();
+  // stage order is known before anything runs: a verify with no grow or bake before it would
+  // otherwise fail only after every earlier stage (minutes of training) has run
+  let pairBefore = false;
   spec.stages.forEach((s, k) => {
+    if ('verify' in s && !pairBefore)
+      throw new PipelineError(file, `stages[${k}]`, `verify (stage ${k + 1}, ${s.name}) needs a grow or bake stage before it`);
+    if ('grow' in s || 'bake' in s) pairBefore = true;
     if ('grow' in s) {
       const plan = applyPlanFlags(readPlanFile(rel(s.grow.plan)), { annealSteps: s.grow.anneal_steps, mode: s.grow.mode });
       plans.set(k, plan);

@@ -339,6 +339,26 @@ describe('pipelines are validated like plans', () => {
     expect(existsSync(join(dir, 'out', '01-bake-first'))).toBe(false);
   });
 
+  it('a verify stage with no grow or bake before it fails before the first stage runs (fault sweep)', async () => {
+    const dir = join(tmp, 'pl-verify-first');
+    mkdirSync(dir);
+    const file = join(dir, 'p.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        ...base,
+        stages: [
+          { name: 't', train: { steps: 2 } },
+          { name: 'v', verify: {} },
+        ],
+      }),
+    );
+    await expect(runPipeline(file, { out: join(dir, 'out'), quiet: true, log: () => undefined })).rejects.toThrow(
+      /stages\[1\].*verify \(stage 2, v\) needs a grow or bake stage before it/s,
+    );
+    expect(existsSync(join(dir, 'out', '00-t'))).toBe(false);
+  });
+
   it('a rerun after the plan changed redoes the stage; a truncated verify report is an incomplete stage', async () => {
     const dir = join(tmp, 'pl-rerun');
     mkdirSync(dir);
