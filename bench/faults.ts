@@ -123,6 +123,32 @@ function cli(
   });
 }
 
+/** A 2-step train of `grown` into `run`, saving every step: the run and its newest checkpoint folder (undefined if none). */
+async function twoSaves(grown: string, run: string): Promise<{ r0: Run; ck: string | undefined }> {
+  const r0 = await cli([
+    'train',
+    grown,
+    '--out',
+    run,
+    ...TRAIN.slice(0, 2),
+    '--steps',
+    '2',
+    '--save-every',
+    '1',
+    '--batch-size',
+    '1',
+    '--seq-len',
+    '8',
+  ]);
+  const ck = existsSync(run)
+    ? readdirSync(run)
+        .filter((n) => n.startsWith('checkpoint-'))
+        .sort()
+        .pop()
+    : undefined;
+  return { r0, ck };
+}
+
 function errorLine(r: Run): string {
   const lines = r.err.split('\n').filter((l) => l.trim() !== '');
   const e = lines.find((l) => /internal error/i.test(l)) ?? lines.find((l) => /error/i.test(l)) ?? lines[0] ?? '';
@@ -375,25 +401,7 @@ function defineItems(): void {
     'refuse',
     async (dir, ctx) => {
       const run = join(dir, 'run');
-      const r0 = await cli([
-        'train',
-        ctx.grown,
-        '--out',
-        run,
-        ...TRAIN.slice(0, 2),
-        '--steps',
-        '2',
-        '--save-every',
-        '1',
-        '--batch-size',
-        '1',
-        '--seq-len',
-        '8',
-      ]);
-      const ck = readdirSync(run)
-        .filter((n) => n.startsWith('checkpoint-'))
-        .sort()
-        .pop();
+      const { r0, ck } = await twoSaves(ctx.grown, run);
       if (r0.code !== 0 || ck === undefined) return { runs: [r0], note: 'setup failed' };
       const mf = join(run, ck, MANIFEST);
       const m = JSON.parse(readFileSync(mf, 'utf8')) as { files: Record<string, string> };
@@ -454,25 +462,8 @@ function defineItems(): void {
     'ok',
     async (dir, ctx) => {
       const run = join(dir, 'run');
-      const r0 = await cli([
-        'train',
-        ctx.grown,
-        '--out',
-        run,
-        ...TRAIN.slice(0, 2),
-        '--steps',
-        '2',
-        '--save-every',
-        '1',
-        '--batch-size',
-        '1',
-        '--seq-len',
-        '8',
-      ]);
-      const ck = readdirSync(run)
-        .filter((n) => n.startsWith('checkpoint-'))
-        .sort()
-        .pop()!;
+      const { r0, ck } = await twoSaves(ctx.grown, run);
+      if (r0.code !== 0 || ck === undefined) return { runs: [r0], note: 'setup failed' };
       const r = await cli(['train', join(run, ck), '--out', run, ...TRAIN]);
       return { runs: [r0, r] };
     },
