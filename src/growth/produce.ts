@@ -84,7 +84,7 @@ export async function produceTensor(
     const srcRow = new Int32Array(r1 - r0).fill(-1);
     if (pending !== undefined && src !== undefined) {
       const parts = await pending;
-      let raw = parts.length === 1 ? parts[0] : concatBytes(parts);
+      let raw = parts.length === 1 ? parts[0] : Buffer.concat(parts);
       if (src.dtype !== outDtype) raw = float32ToBytes(bytesToFloat32(raw, src.dtype), outDtype);
       srcBytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
       const nSrcRows = spans.reduce((a, sp) => a + sp.last + 1 - sp.first, 0);
@@ -156,16 +156,6 @@ function spansOf(rows: Int32Array, r0: number, r1: number): Span[] {
     cur.rows.push(i);
   }
   return spans;
-}
-
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 /** Noise streams are their own (tensor name + "#noise"), so a clone without noise has the same bytes. */
