@@ -9,6 +9,7 @@ import { SafetensorsError } from '../errors.ts';
 import { dtypeSize, type DType } from '../util/dtype.ts';
 import { numel } from './safetensors.ts';
 import { withErrorPath } from '../util/os-errors.ts';
+import { DIRECT_MIN_BYTES, DirectAppendFile } from './direct-file.ts';
 
 export interface TensorDecl {
   name: string;
@@ -76,7 +77,9 @@ export const COALESCE_BYTES = 8 << 20;
 
 export class SafetensorsWriter {
   readonly path: string;
-  private fh: FileHandle;
+  /** Large files go through O_DIRECT (direct-file.ts) when the file system allows; else fh. */
+  private direct: DirectAppendFile | undefined;
+  private fh: FileHandle | undefined;
   private decls: readonly TensorDecl[];
   private index = 0;
   private remaining: number;
@@ -88,9 +91,16 @@ export class SafetensorsWriter {
   private pendingCap: number;
   private hasher: StreamHasher | undefined;
 
-  private constructor(path: string, fh: FileHandle, decls: readonly TensorDecl[], pos: number, hasher: StreamHasher | undefined) {
+  private constructor(
+    path: string,
+    out: FileHandle | DirectAppendFile,
+    decls: readonly TensorDecl[],
+    pos: number,
+    hasher: StreamHasher | undefined,
+  ) {
     this.path = path;
-    this.fh = fh;
+    if (out instanceof DirectAppendFile) this.direct = out;
+    else this.fh = out;
     this.decls = decls;
     this.pos = pos;
     this.hasher = hasher;
@@ -116,21 +126,28 @@ export class SafetensorsWriter {
     hasher?: StreamHasher,
   ): Promise<SafetensorsWriter> {
     const header = encodeHeader(tensors, metadata);
-    const fh = await open(path, 'wx');
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.byteLength));
+    const size = 8 + header.byteLength + tensors.reduce((a, t) => a + tensorByteSize(t), 0);
+    const direct = size >= DIRECT_MIN_BYTES ? await DirectAppendFile.create(path) : undefined;
+    const fh = direct === undefined ? await open(path, 'wx') : undefined;
     const hashed: Promise<void>[] = [];
     try {
-      const len = Buffer.alloc(8);
-      len.writeBigUInt64LE(BigInt(header.byteLength));
       if (hasher !== undefined) hashed.push(Promise.resolve(hasher.update(len)), Promise.resolve(hasher.update(header)));
-      await fh.write(len, 0, 8, 0);
-      await fh.write(header, 0, header.byteLength, 8);
+      if (direct !== undefined) {
+        await direct.append(len);
+        await direct.append(header);
+      } else if (fh !== undefined) {
+        await fh.write(len, 0, 8, 0);
+        await fh.write(header, 0, header.byteLength, 8);
+      }
       await Promise.all(hashed);
     } catch (e) {
       await Promise.allSettled(hashed);
-      await fh.close();
+      await (direct?.abort() ?? fh?.close());
       throw withErrorPath(e, path);
     }
-    return new SafetensorsWriter(path, fh, tensors, 8 + header.byteLength, hasher);
+    return new SafetensorsWriter(path, direct ?? (fh as FileHandle), tensors, 8 + header.byteLength, hasher);
   }
 
   /** Name of the tensor the next bytes belong to (undefined when all are written). */
@@ -180,7 +197,10 @@ export class SafetensorsWriter {
       writes.push(h);
       this.track(h);
     }
-    if (chunk.byteLength >= COALESCE_BYTES) {
+    if (this.direct !== undefined) {
+      // copied into the aligned staging ring: reusable once this resolves, like a large chunk
+      if (chunk.byteLength > 0) writes.push(this.direct.append(chunk));
+    } else if (chunk.byteLength >= COALESCE_BYTES) {
       writes.push(this.flush(), this.writeAt(chunk));
     } else {
       let done = 0;
@@ -232,7 +252,7 @@ export class SafetensorsWriter {
       let done = 0;
       try {
         while (done < buf.byteLength) {
-          const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, at + done);
+          const { bytesWritten } = await (this.fh as FileHandle).write(buf, done, buf.byteLength - done, at + done);
           done += bytesWritten;
         }
       } catch (e) {
@@ -257,6 +277,7 @@ export class SafetensorsWriter {
    * end, so the disk writes one shard back while the next is produced).
    */
   async close(opts: { sync?: boolean } = {}): Promise<string | undefined> {
+    let closed = false;
     try {
       await this.flush();
       await Promise.all([...this.inflight]);
@@ -268,12 +289,16 @@ export class SafetensorsWriter {
           this.current,
         );
       }
-      if (opts.sync !== false)
-        await this.fh.sync().catch((e: unknown) => {
+      if (this.direct !== undefined) {
+        closed = true;
+        await this.direct.close(opts);
+      } else if (opts.sync !== false)
+        await this.fh?.sync().catch((e: unknown) => {
           throw withErrorPath(e, this.path);
         });
     } finally {
-      await this.fh.close();
+      if (!closed) await (this.direct?.abort() ?? this.fh?.close());
+      else await this.fh?.close();
     }
     return this.hasher === undefined ? undefined : await this.hasher.digest();
   }
@@ -283,7 +308,8 @@ export class SafetensorsWriter {
     this.pending = undefined;
     this.pendingBytes = 0;
     await Promise.allSettled([...this.inflight]);
-    await this.fh.close().catch(() => undefined);
+    await this.direct?.abort();
+    await this.fh?.close().catch(() => undefined);
   }
 }
 
