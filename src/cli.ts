@@ -7,7 +7,7 @@
  * command line has to be parsed.
  */
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FlmGrowError } from './errors.ts';
 import { describeOsError } from './util/os-errors.ts';
@@ -29,28 +29,25 @@ function resolvable(pkg: string): boolean {
 }
 
 /**
- * `--version`: the version, the tfjs backend `--backend auto` picks and the training engine
- * `--engine auto` picks. Probing for torch starts a Python (seconds), and auto picks torch only on a
- * CUDA GPU, so the probe runs only when an NVIDIA driver is present.
+ * `--version`: the version, the tfjs backend `--backend auto` picks, the Python the torch engine
+ * runs (torch-engine.ts; its probe imports torch, a second or more, so a found interpreter is
+ * cached on disk) and the training engine `--engine auto` picks.
  */
 async function versionText(): Promise<string> {
   const backend = resolvable('@tensorflow/tfjs-node-gpu')
     ? 'tensorflow (@tensorflow/tfjs-node-gpu)'
     : 'wasm (@tensorflow/tfjs-backend-wasm; @tensorflow/tfjs-node-gpu not installed)';
-  const gpu = existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidia0');
-  let engine =
-    'tfjs (no NVIDIA GPU; --engine torch still runs where a Python with torch is found, and auto picks it when tfjs cannot hold the model)';
-  if (gpu) {
-    const { findTorchPython } = await import('./torch-engine.ts');
-    const t = findTorchPython();
-    engine =
-      t === undefined
-        ? 'tfjs (NVIDIA GPU present, but no Python with torch found)'
-        : t.cuda
-          ? `torch (${t.python}, torch ${t.torchVersion}, CUDA)`
-          : `tfjs (${t.python} has torch ${t.torchVersion} without CUDA)`;
-  }
-  return `flm-grow ${packageVersion()}\nbackend (--backend auto): ${backend}\nengine (train --engine auto): ${engine}\n`;
+  const { findTorchPython, NO_TORCH_HELP } = await import('./torch-engine.ts');
+  const t = findTorchPython();
+  const torch =
+    t === undefined ? `none: ${NO_TORCH_HELP}` : `${t.python} (torch ${t.torchVersion}, ${t.cuda ? 'CUDA' : 'CPU only'})`;
+  const engine =
+    t?.cuda === true
+      ? 'torch (a CUDA GPU is visible to torch)'
+      : t === undefined
+        ? 'tfjs (no Python with torch)'
+        : 'tfjs, or torch when tfjs cannot hold the model (no CUDA GPU)';
+  return `flm-grow ${packageVersion()}\nbackend (--backend auto): ${backend}\ntorch engine (--engine torch): ${torch}\nengine (train --engine auto): ${engine}\n`;
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -4,7 +4,9 @@
  * PATH, /usr/bin/python3 — the first that imports torch wins.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { FlmGrowError } from './errors.ts';
 
 /** The python/ folder holding the flm_grow_torch package (put on PYTHONPATH). */
@@ -23,25 +25,78 @@ export function pythonCandidates(env: NodeJS.ProcessEnv = process.env): string[]
   return [...new Set(c)];
 }
 
-/** The first candidate interpreter that imports torch, or undefined (cached per process). */
+/**
+ * The first candidate interpreter that imports torch, or undefined. Cached per process, and a
+ * positive answer also on disk (probeCachePath): importing torch takes a second or more, and
+ * `flm-grow --version` names the interpreter without paying that each time.
+ */
 export function findTorchPython(): TorchPython | undefined {
   if (cached !== undefined) return cached.found;
-  const tried: string[] = [];
-  let found: TorchPython | undefined;
-  for (const python of pythonCandidates()) {
-    tried.push(python);
-    const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__, torch.cuda.is_available())'], {
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
-    if (r.status === 0) {
-      const [v, cuda] = r.stdout.trim().split(/\s+/);
-      found = { python, torchVersion: v, cuda: cuda === 'True' };
-      break;
+  const tried = pythonCandidates();
+  let found = readProbeCache();
+  if (found === undefined) {
+    for (const python of tried) {
+      const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__, torch.cuda.is_available(), torch.__file__)'], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      if (r.status === 0) {
+        const [v, cuda, file] = r.stdout.trim().split(/\s+/);
+        found = { python, torchVersion: v, cuda: cuda === 'True' };
+        writeProbeCache(found, file);
+        break;
+      }
     }
   }
   cached = { found, tried };
   return found;
+}
+
+/** Where a positive probe is kept: $XDG_CACHE_HOME/flm-grow (default ~/.cache/flm-grow). */
+export function probeCachePath(env: NodeJS.ProcessEnv = process.env): string {
+  const base = env.XDG_CACHE_HOME !== undefined && env.XDG_CACHE_HOME !== '' ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
+  return join(base, 'flm-grow', 'torch-python.json');
+}
+
+/**
+ * What the answer depends on besides the interpreter itself: the candidates (FLM_GROW_PYTHON and
+ * PATH decide which python3 is tried first) and whether a GPU is visible (torch.cuda).
+ */
+function probeKey(): string {
+  const gpu = existsSync('/dev/nvidia0') || existsSync('/proc/driver/nvidia/version');
+  return JSON.stringify({ candidates: pythonCandidates(), path: process.env.PATH ?? '', gpu });
+}
+
+interface ProbeCache extends TorchPython {
+  key: string;
+  /** torch/__init__.py and its mtime: reinstalling, upgrading or removing torch invalidates the entry. */
+  torchFile: string;
+  torchFileMtimeMs: number;
+}
+
+function readProbeCache(): TorchPython | undefined {
+  try {
+    const c = JSON.parse(readFileSync(probeCachePath(), 'utf8')) as ProbeCache;
+    if (c.key !== probeKey() || statSync(c.torchFile).mtimeMs !== c.torchFileMtimeMs) return undefined;
+    return { python: c.python, torchVersion: c.torchVersion, cuda: c.cuda };
+  } catch {
+    return undefined; // no cache, or unreadable (a write in progress elsewhere): probe
+  }
+}
+
+/**
+ * Best effort: a cache that cannot be written only costs the next run a probe. Written in place,
+ * not through an atomic rename, because a torn read is just a miss (readProbeCache).
+ */
+function writeProbeCache(t: TorchPython, torchFile: string | undefined): void {
+  if (torchFile === undefined) return;
+  try {
+    const entry: ProbeCache = { ...t, key: probeKey(), torchFile, torchFileMtimeMs: statSync(torchFile).mtimeMs };
+    mkdirSync(dirname(probeCachePath()), { recursive: true });
+    writeFileSync(probeCachePath(), JSON.stringify(entry) + '\n');
+  } catch {
+    // read-only home, no home: fine
+  }
 }
 
 /** One line for `--version` and logs. */

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { initBackend } from '../../src/backend.ts';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
@@ -20,7 +21,7 @@ import { randomIds } from '../../src/model/input-ids.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
 import { readMetrics, partitionMetrics, type StepMetrics } from '../../src/train/metrics.ts';
-import { findTorchPython, pythonCandidates, runTorchModule, NO_TORCH_HELP } from '../../src/torch-engine.ts';
+import { findTorchPython, probeCachePath, pythonCandidates, runTorchModule, NO_TORCH_HELP } from '../../src/torch-engine.ts';
 import { trainWithEngine } from '../../src/train/engine.ts';
 
 const torch = findTorchPython();
@@ -92,6 +93,33 @@ describe('torch interpreter discovery', () => {
     ]);
     expect(pythonCandidates({})).toEqual(['python3', '/usr/bin/python3']);
   });
+
+  it.skipIf(torch === undefined)(
+    '--version names the interpreter; a found one is cached on disk and re-probed once torch changes',
+    () => {
+      const cacheHome = mkdtempSync(join(tmpdir(), 'flm-probe-cache-'));
+      try {
+        const version = () =>
+          spawnSync(process.execPath, [join(import.meta.dirname, '../../bin/flm-grow.js'), '--version'], {
+            encoding: 'utf8',
+            env: { ...process.env, XDG_CACHE_HOME: cacheHome },
+          }).stdout;
+        const line = (out: string) => out.split('\n').find((l) => l.startsWith('torch engine (--engine torch): '));
+        expect(line(version())).toBe(`torch engine (--engine torch): ${torch?.python} (torch ${torch?.torchVersion}, CPU only)`);
+        const file = probeCachePath({ XDG_CACHE_HOME: cacheHome });
+        const entry = JSON.parse(readFileSync(file, 'utf8')) as { python: string; torchFileMtimeMs: number };
+        // the next run answers from the cache: a planted name shows through
+        writeFileSync(file, JSON.stringify({ ...entry, python: '/planted/python3' }));
+        expect(line(version())).toContain(': /planted/python3 (torch');
+        // torch reinstalled (its __init__.py changed): probed again, the real interpreter comes back
+        writeFileSync(file, JSON.stringify({ ...entry, python: '/planted/python3', torchFileMtimeMs: 1 }));
+        expect(line(version())).toContain(`: ${torch?.python} (torch`);
+        expect((JSON.parse(readFileSync(file, 'utf8')) as { python: string }).python).toBe(torch?.python);
+      } finally {
+        rmSync(cacheHome, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe.skipIf(torch === undefined)('torch engine', () => {
