@@ -29,7 +29,8 @@ import { familyByName, type FamilyName } from '../src/families.ts';
 import { parameterCount } from '../src/arch.ts';
 import { Checkpoint } from '../src/checkpoint/checkpoint.ts';
 import { disposeWeights, forward, loadWeights, makeRope, type LlamaWeights } from '../src/model/llama.ts';
-import { layerF32Bytes, streamedForward } from '../src/model/streaming.ts';
+import { streamedForward } from '../src/model/streaming.ts';
+import { layerF32Bytes } from '../src/model/stream-memory.ts';
 import { randomIdRows, writeRandomCheckpoint } from '../test/support/model.ts';
 
 function arg(args: string[], name: string, def: string): string {

@@ -2,15 +2,16 @@
  * The flm-grow command line. Each command lives in src/commands/<name>.ts; this file only wires
  * them up and turns our typed errors into a one-line message and a non-zero exit code.
  *
- * Start-up is kept short: `--version` loads nothing but this file, the command definitions load no
- * library code (each handler imports what it needs when it runs), and yargs loads only when a
- * command line has to be parsed.
+ * Start-up is kept short: `--version` loads nothing but this file; a command line loads yargs and
+ * the module of the command it names, not the other commands' (the top-level --help none); and a
+ * command's definition loads no library code (its handler imports what it needs when it runs).
  */
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FlmGrowError } from './errors.ts';
 import { describeOsError } from './util/os-errors.ts';
+import type { CommandModule } from 'yargs';
 
 const require = createRequire(import.meta.url);
 
@@ -55,7 +56,7 @@ export async function main(argv: string[]): Promise<void> {
     process.stdout.write(await versionText());
     return;
   }
-  const { commands, COMMAND_NAMES } = await import('./commands/index.ts');
+  const { COMMANDS, COMMAND_NAMES } = await import('./commands/index.ts');
   const { suggest } = await import('./commands/options.ts');
   const first = argv.find((x) => !x.startsWith('-'));
   if (first !== undefined && argv[0] === first && !COMMAND_NAMES.includes(first)) {
@@ -65,7 +66,24 @@ export async function main(argv: string[]): Promise<void> {
       `unknown command "${first}"${s.length > 0 ? `; did you mean ${s.map((x) => `"${x}"`).join(' or ')}?` : ''} (commands: ${COMMAND_NAMES.join(', ')})`,
     );
   }
-  const [{ default: yargs }] = await Promise.all([import('yargs')]);
+  // yargs runs (or shows the help of) a command only when an argument is its name, so the modules
+  // of the commands named anywhere in argv are all it can need; the others are registered by
+  // their usage line and description, which is all the top-level --help lists of them.
+  const named = (c: { command: string }) => argv.includes(c.command.split(' ')[0]);
+  const [{ default: yargs }, ...loaded] = await Promise.all([
+    import('yargs'),
+    ...COMMANDS.map((c) => (named(c) ? c.load() : undefined)),
+  ]);
+  const commands: CommandModule<any, any>[] = COMMANDS.map(
+    (c, i) =>
+      loaded[i] ?? {
+        command: c.command,
+        describe: c.describe,
+        handler: () => {
+          throw new Error(`command "${c.command}" ran without its module`);
+        },
+      },
+  );
   let cli = yargs(argv)
     .scriptName('flm-grow')
     .usage('$0 <command> [options]\n\nGrow Llama / Tele-FLM checkpoints function-preservingly (Masked Structural Growth).')
@@ -87,7 +105,23 @@ export async function main(argv: string[]): Promise<void> {
       throw new FlmGrowError('UsageError', withSuggestions(msg, optionNames(first, commands, yargs), suggest));
     });
   for (const c of commands) cli = cli.command(c);
+  skipHelpCache(cli);
   await cli.parseAsync();
+}
+
+/**
+ * yargs lays out the running command's whole --help text as it calls the handler and keeps it, in
+ * case the handler shows that help later (usage.cacheHelpMessage). No handler of ours does, and for
+ * plan and grow, with their many options, the layout costs about a sixth of their start-up. The
+ * method is yargs-internal: where it is missing this does nothing, and
+ * test/cli/startup-modules.test.ts checks that yargs still has it.
+ */
+function skipHelpCache(y: unknown): void {
+  type Usage = { cacheHelpMessage?: unknown };
+  const usage = (y as { getInternalMethods?: () => { getUsageInstance?: () => Usage } })
+    .getInternalMethods?.()
+    .getUsageInstance?.();
+  if (typeof usage?.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
 }
 
 type YargsFn = (typeof import('yargs'))['default'];

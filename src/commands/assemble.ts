@@ -1,12 +1,11 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import { assembleArgs, shared } from './options.ts';
 import { bytesLabel, emit, plural, secondsLabel } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 
 export const assembleCommand: CommandModule = {
-  command: 'assemble [destination] [parts..]',
-  describe:
-    'Join the part folders of a split grow (`grow --part i/n`) into one checkpoint, byte-identical to a single-machine grow',
+  ...COMMAND_LINES.assemble,
   builder: (y) =>
     shared(
       y

@@ -1,11 +1,11 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import { destinationArg, shared } from './options.ts';
 import { emit } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 
 export const bakeCommand: CommandModule = {
-  command: 'bake <grown> [destination]',
-  describe: 'Write a plain checkpoint (no masks) once every mask has reached 1',
+  ...COMMAND_LINES.bake,
   builder: (y) =>
     shared(
       y

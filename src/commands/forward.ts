@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import { FlmGrowError, ModelInputError } from '../errors.ts';
 import { shared, spec } from './options.ts';
 import { emit, plural } from '../util/format.ts';
@@ -23,9 +24,7 @@ export function topK(row: Float32Array, k: number): [number, number][] {
 }
 
 export const forwardCommand: CommandModule = {
-  command: 'forward <checkpoint>',
-  describe:
-    'Run the model (layer-streamed, f32, masks applied when present): logits and hidden states as transformers computes them',
+  ...COMMAND_LINES.forward,
   builder: (y) =>
     shared(
       y

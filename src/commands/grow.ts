@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import { FlmGrowError } from '../errors.ts';
 import type { BackendName } from '../backend.ts';
 import { destinationArg, shared } from './options.ts';
@@ -17,8 +18,7 @@ export function parsePart(s: string): { index: number; count: number } {
 }
 
 export const growCommand: CommandModule = {
-  command: 'grow <source> [destination]',
-  describe: 'Grow a checkpoint function-preservingly (MSG): streams tensor by tensor, writes masks and a manifest',
+  ...COMMAND_LINES.grow,
   builder: (y) =>
     shared(
       withPlanOptions(y)

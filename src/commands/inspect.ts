@@ -1,10 +1,9 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import { shared } from './options.ts';
 
 export const inspectCommand: CommandModule = {
-  command: 'inspect <checkpoint>',
-  describe:
-    'Summarise a checkpoint from its headers: config, parameters, bytes, dtypes, shards, masks, manifest, config/tensor mismatches',
+  ...COMMAND_LINES.inspect,
   builder: (y) =>
     shared(y.positional('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint folder' }), ['json'])
       .example('$0 inspect fixtures/hf/llama-tiny-f32', 'the summary as text')

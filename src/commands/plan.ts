@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import type { PlanReport } from '../growth/plan-report.ts';
 import { shared } from './options.ts';
 import { withPlanOptions } from './plan-options.ts';
@@ -49,9 +50,7 @@ export function formatPlanReport(r: PlanReport): string {
 }
 
 export const planCommand: CommandModule = {
-  command: 'plan <source>',
-  describe:
-    'Show what a growth plan will do to a checkpoint (or config.json): target config, size, disk, memory, per-tensor operations',
+  ...COMMAND_LINES.plan,
   builder: (y) =>
     shared(
       withPlanOptions(y).positional('source', {

@@ -1,11 +1,11 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import type { PlotSeries } from '../plot.ts';
 import { shared } from './options.ts';
 import { emit } from '../util/format.ts';
 
 export const plotCommand: CommandModule = {
-  command: 'plot <metrics..>',
-  describe: 'Draw loss curves (growth points marked) from metrics.jsonl files to .svg or .png',
+  ...COMMAND_LINES.plot,
   builder: (y) =>
     shared(
       y

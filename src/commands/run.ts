@@ -1,11 +1,11 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import { shared } from './options.ts';
 import { emit } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 
 export const runCommand: CommandModule = {
-  command: 'run <pipeline>',
-  describe: 'Run a stage pipeline (init/train/grow/verify/bake); resumable: complete stages are skipped',
+  ...COMMAND_LINES.run,
   builder: (y) =>
     shared(
       y.positional('pipeline', {

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import type { BackendName } from '../backend.ts';
 import { PlanError } from '../errors.ts';
 import { countProblem, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
@@ -7,8 +8,7 @@ import { emit, plural } from '../util/format.ts';
 import { progressBars } from './progress.ts';
 
 export const selectLayersCommand: CommandModule = {
-  command: 'select-layers <checkpoint>',
-  describe: 'Per-layer input->output distances on calibration tokens (layer-streamed) and the layers a growth would duplicate',
+  ...COMMAND_LINES['select-layers'],
   builder: (y) =>
     deprecatedAlias(
       shared(

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import { destinationArg, shared, spec } from './options.ts';
 import { bytesLabel, countLabel, emit, plural } from '../util/format.ts';
 import { progressBars } from './progress.ts';
@@ -10,9 +11,7 @@ export const STAGE_CHOICES = ['tele-flm-52b', 'tele-flm-102b', 'tele-flm-1t', 't
 export const FAMILY_CHOICES = ['llama', 'tele-flm', 'mistral', 'qwen2', 'qwen3'];
 
 export const synthCommand: CommandModule = {
-  command: 'synth [dir]',
-  describe:
-    "Write a random checkpoint of a Tele-FLM stage's exact widths, of a family or of any supported config.json (for rehearsals and tests)",
+  ...COMMAND_LINES.synth,
   builder: (y) =>
     shared(
       y

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import type { BackendName } from '../backend.ts';
 import type { Engine } from '../train/engine.ts';
 import type { StepMetrics } from '../train/metrics.ts';
@@ -18,9 +19,7 @@ function lowestMask(m: StepMetrics): number | undefined {
 }
 
 export const trainCommand: CommandModule = {
-  command: 'train <checkpoint>',
-  describe:
-    'Continue pre-training a (grown) checkpoint: AdamW, MSG mask annealing from its manifest, checkpoints with optimizer state',
+  ...COMMAND_LINES.train,
   builder: (y) =>
     shared(
       y

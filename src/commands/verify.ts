@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { COMMAND_LINES } from './index.ts';
 import type { BackendName } from '../backend.ts';
 import type { VerifyReport } from '../verify.ts';
 import { shared, spec } from './options.ts';
@@ -8,9 +9,7 @@ import { progressBar, type Progress } from './progress.ts';
 export const DEFAULT_TOLERANCE = 1e-5;
 
 export const verifyCommand: CommandModule = {
-  command: 'verify <source> <grown>',
-  describe:
-    'Check function preservation: run both checkpoints (layer-streamed, masks applied) on the same tokens and compare logits and hidden states; exit 1 above tolerance',
+  ...COMMAND_LINES.verify,
   builder: (y) =>
     shared(
       y

@@ -13,7 +13,7 @@ import { buildLayout, tensorOps, type GrowthLayout, type TensorOp } from './layo
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
 import { PLACEMENTS } from './operators.ts';
 import { DEFAULT_BLOCK_BYTES } from './produce.ts';
-import { streamedForwardPeakBytes } from '../model/streaming.ts';
+import { streamedForwardPeakBytes } from '../model/stream-memory.ts';
 import { describeCalibration } from './select-layers.ts';
 import { countLabel } from '../util/format.ts';
 

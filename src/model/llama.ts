@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { inputScale, logitScale, type ModelConfig } from '../config.ts';
 import { ModelInputError, CheckpointError } from '../errors.ts';
 import { hasTensor, LLAMA_TENSORS, shapeOf, SPEC_BY_ROLE, tensorName, type Role } from '../arch.ts';
+import { WIDE_BLOCK } from './stream-memory.ts';
 import { roundToDtype, type DType } from '../util/dtype.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { MaskSet } from '../masks.ts';
@@ -418,9 +419,6 @@ function pieces(x: tf.Tensor, n: number, r: number, c: number): tf.Tensor2D[] {
 export function linear(x: tf.Tensor, w: tf.Tensor): tf.Tensor2D {
   return tf.tidy(() => matMul2d(x, tf.transpose(w)));
 }
-
-/** Output columns per product for very wide weights (the LM head): XNNPACK runs ~1.5× faster on them. */
-export const WIDE_BLOCK = 4096;
 
 function wideLinear(x: tf.Tensor, w: tf.Tensor): tf.Tensor2D {
   const out = w.shape[0];

@@ -9,14 +9,14 @@
  * the MLP by FFN units, o_proj/down_proj/lm_head by row bands) and activations per block at most
  * `maxActivationBytes` (tokens in micro-batches of whole sequences). Small halves run as one
  * block, exactly llama.ts's attentionBlock/mlpBlock. The math is llama.ts's functions, unchanged;
- * blocked results equal the unblocked pass up to f32 summation order.
+ * blocked results equal the unblocked pass up to f32 summation order. The byte counts behind the
+ * blocking, and plan's estimate of this pass's peak, are in stream-memory.ts (no tfjs there).
  */
 import * as tf from '@tensorflow/tfjs';
 import { headRole, tensorName } from '../arch.ts';
 import { startProgress, type Progress, type ProgressFactory } from '../util/progress.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
-import { dtypeSize } from '../util/dtype.ts';
 import type { ModelConfig } from '../config.ts';
 import { CheckpointError, ModelInputError } from '../errors.ts';
 import type { MaskSet } from '../masks.ts';
@@ -39,21 +39,25 @@ import {
   residualAdd,
   rmsNorm,
   validateIds,
-  WIDE_BLOCK,
   type MaskTensors,
   type Rope,
   type RopeOptions,
 } from './llama.ts';
-
-/** Largest f32 weight block held at once (its transposed copy doubles it while in use). */
-export const DEFAULT_MAX_BLOCK_BYTES = 512 * 2 ** 20;
-/** Largest activation estimate per block: tokens run in micro-batches below it. */
-export const DEFAULT_MAX_ACTIVATION_BYTES = 256 * 2 ** 20;
+import {
+  attentionBytesPerToken,
+  attentionExtraBytes,
+  DEFAULT_MAX_ACTIVATION_BYTES,
+  DEFAULT_MAX_BLOCK_BYTES,
+  layerF32Bytes,
+  mlpBytesPerToken,
+  WIDE_BLOCK,
+  type StreamLimits,
+} from './stream-memory.ts';
 
 /** Token ids: a [B,T] int32 tensor, or rows of ids. */
 export type TokenIds = tf.Tensor2D | ArrayLike<number>[];
 
-export interface StreamOptions {
+export interface StreamOptions extends StreamLimits {
   /** MSG masks; undefined loads the checkpoint's masks.safetensors when present, null forces the plain model. */
   masks?: MaskSet | null;
   collectHidden?: boolean;
@@ -62,13 +66,6 @@ export interface StreamOptions {
   ropeOptions?: RopeOptions;
   /** Rows of lm_head per block (default: at most one layer's f32 size and 4096 rows). */
   lmHeadBlockRows?: number;
-  /**
-   * Largest f32 weight block held at once (default 512 MiB): a half-layer above it runs in
-   * blocks (KV-head groups, FFN units, row bands), equal to the unblocked pass up to f32 rounding.
-   */
-  maxBlockBytes?: number;
-  /** Largest activation estimate per block (default 256 MiB): tokens above it run in micro-batches. */
-  maxActivationBytes?: number;
   /** Progress over the f32 weight bytes processed (one unit per weight byte per pass). */
   progress?: ProgressFactory;
   progressLabel?: string;
@@ -89,22 +86,6 @@ export interface StreamResult {
   batch: number;
   seqLen: number;
   masked: boolean;
-}
-
-/** Bytes of one decoder layer's weights in f32: the unit of streaming memory. */
-export function layerF32Bytes(cfg: ModelConfig): number {
-  const H = cfg.hiddenSize,
-    q = cfg.numHeads * cfg.headDim,
-    kv = cfg.numKvHeads * cfg.headDim,
-    F = cfg.intermediateSize;
-  return 4 * (2 * H + H * q + 2 * H * kv + q * H + 3 * H * F) + attentionExtraBytes(cfg);
-}
-
-/** f32 bytes of a layer's small attention tensors: q/k/v biases (Qwen2), q_norm/k_norm gains (Qwen3). */
-function attentionExtraBytes(cfg: ModelConfig): number {
-  const q = cfg.numHeads * cfg.headDim,
-    kv = cfg.numKvHeads * cfg.headDim;
-  return 4 * ((cfg.qkvBias ? q + 2 * kv : 0) + (cfg.qkNorm ? 2 * cfg.headDim : 0));
 }
 
 export function idsToTensor(ids: TokenIds): tf.Tensor2D {
@@ -287,16 +268,6 @@ function tokenChunk(run: Run, perToken: number, whole: boolean): number {
 /** f(rows [r0, r1)) over micro-batches of `chunk` token rows. */
 async function overTokens(N: number, chunk: number, f: (r0: number, r1: number) => Promise<void>): Promise<void> {
   for (let r0 = 0; r0 < N; r0 += chunk) await f(r0, Math.min(N, r0 + chunk));
-}
-
-/** Activation bytes per token of attentionBlock on nh query / nkv KV heads (q, k, v, RoPE, scores ×4 over T keys). */
-function attentionBytesPerToken(cfg: ModelConfig, nh: number, nkv: number, T: number): number {
-  return 4 * (3 * cfg.hiddenSize + 5 * (nh + 2 * nkv) * cfg.headDim + 4 * nh * T);
-}
-
-/** Activation bytes per token of SwiGLU over f FFN units (gate, sigmoid, up, products). */
-function mlpBytesPerToken(cfg: ModelConfig, f: number): number {
-  return 4 * (3 * cfg.hiddenSize + 5 * f);
 }
 
 /** Layer l on x (host [B·T, H]): attention half then MLP half, each run and its weights freed. */
@@ -638,91 +609,4 @@ async function blockedLogits(run: Run, normed: Float32Array, blockRows?: number)
     tick(run, 4 * width * H);
   }
   return out;
-}
-
-/**
- * Estimated peak memory of streamedForward on `tokens` tokens in sequences of `seq` (for `plan`):
- * tfjs's wasm heap, which keeps its high-water mark (the largest block's f32 weights, their
- * transposed copies and its activations), plus the host arrays of the residual stream (input,
- * output and the half's intermediates: normed input, head outputs or the SwiGLU product).
- * Mirrors the blocking decisions above; process overhead is the caller's.
- */
-export function streamedForwardPeakBytes(
-  cfg: ModelConfig,
-  tokens: number,
-  seq: number,
-  opts: Pick<StreamOptions, 'maxBlockBytes' | 'maxActivationBytes' | 'skipLogits'> = {},
-): number {
-  const maxW = opts.maxBlockBytes ?? DEFAULT_MAX_BLOCK_BYTES,
-    maxA = opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES;
-  const T = Math.min(seq, tokens),
-    B = Math.max(1, Math.floor(tokens / T)),
-    N = B * T;
-  const H = cfg.hiddenSize,
-    hd = cfg.headDim,
-    nkv = cfg.numKvHeads,
-    g = cfg.numHeads / nkv,
-    q = cfg.numHeads * hd,
-    kv = nkv * hd,
-    F = cfg.intermediateSize;
-  const chunk = (perToken: number, whole: boolean) => {
-    const rows = Math.max(1, Math.floor(maxA / perToken));
-    return whole ? Math.min(B, Math.max(1, Math.floor(rows / T))) * T : Math.min(N, rows);
-  };
-  const bandOf = (K: number, rows: number) => Math.max(1, Math.min(rows, Math.floor(maxW / (2 * 4 * K))));
-  const banded = (K: number, rows: number) => {
-    const band = bandOf(K, rows);
-    return 2 * 4 * band * K + chunk(4 * (K + 2 * band), false) * 4 * (K + 2 * band);
-  };
-  // f32 weight bytes read at once (one block, or a whole half when it runs unblocked)
-  let read: number;
-  const attnW = 4 * (H + 2 * H * q + 2 * H * kv),
-    mlpW = 4 * (H + 3 * H * F);
-  let heap: number, hostExtra: number;
-  // attention half
-  if (attnW <= maxW && N * attentionBytesPerToken(cfg, cfg.numHeads, nkv, T) <= maxA) {
-    heap = attnW + 4 * H * q + N * attentionBytesPerToken(cfg, cfg.numHeads, nkv, T);
-    hostExtra = 0;
-    read = attnW;
-  } else {
-    const kvPer = Math.max(1, Math.min(nkv, Math.floor(maxW / (2 * 4 * H * (g + 2) * hd))));
-    read = Math.max(4 * H * (g + 2) * hd * kvPer, 4 * bandOf(q, H) * q);
-    const group =
-      2 * 4 * H * (g + 2) * hd * kvPer +
-      chunk(attentionBytesPerToken(cfg, kvPer * g, kvPer, T), true) * attentionBytesPerToken(cfg, kvPer * g, kvPer, T);
-    heap = Math.max(group, banded(q, H));
-    hostExtra = 4 * N * (H + q + H);
-  }
-  // MLP half
-  if (mlpW <= maxW && N * mlpBytesPerToken(cfg, F) <= maxA) {
-    heap = Math.max(heap, mlpW + 4 * H * F + N * mlpBytesPerToken(cfg, F));
-    read = Math.max(read, mlpW);
-  } else {
-    const units = Math.max(1, Math.min(F, Math.floor(maxW / (2 * 2 * 4 * H))));
-    read = Math.max(read, 2 * 4 * H * units, 4 * bandOf(F, H) * F);
-    heap = Math.max(
-      heap,
-      2 * 2 * 4 * H * units + chunk(mlpBytesPerToken(cfg, units), false) * mlpBytesPerToken(cfg, units),
-      banded(F, H),
-    );
-    hostExtra = Math.max(hostExtra, 4 * N * (H + F + H));
-  }
-  // embedding rows (at most N) and the residual stream's input and output on the host
-  heap = Math.max(heap, 2 * 4 * N * H);
-  let host = 3 * 4 * N * H + hostExtra;
-  if (opts.skipLogits !== true) {
-    const rows = Math.max(
-      1,
-      Math.min(cfg.vocabSize, WIDE_BLOCK, Math.floor(layerF32Bytes(cfg) / (4 * H)), Math.floor(maxW / (2 * 4 * H))),
-    );
-    heap = Math.max(heap, 4 * rows * H + chunk(4 * (H + 3 * rows), false) * 4 * (H + 3 * rows));
-    host += 4 * N * cfg.vocabSize;
-    read = Math.max(read, 4 * rows * H);
-  }
-  // Each read holds the stored bytes and their f32 conversion on the host before tfjs copies
-  // them into its heap; those arrays are garbage from then on but only freed by V8's next GC,
-  // so measured peaks (52B widths: 1.48 GB forward on 8 tokens, 1.56 GB layer selection on 512)
-  // hold about two blocks' worth of them beside the heap.
-  host += 2 * read * (1 + dtypeSize(cfg.dtype ?? 'F32') / 4);
-  return heap + host;
 }

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yargs from 'yargs';
-import { commands } from '../../src/commands/index.ts';
+import { loadCommands } from '../../src/commands/index.ts';
 import { FlmGrowError } from '../../src/errors.ts';
 import { FAMILY_NAMES, familyByName } from '../../src/families.ts';
 import { findTorchPython } from '../../src/torch-engine.ts';
@@ -21,6 +21,7 @@ import { parseConfig } from '../../src/config.ts';
 import { compareGrown, randomIds, tempDir } from '../support/growth.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
+const commands = await loadCommands();
 const DATA = join(ROOT, 'fixtures/corpus/fortunes.txt');
 
 async function cli(...argv: string[]): Promise<void> {

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yargs, { type CommandModule } from 'yargs';
-import { commands, COMMAND_NAMES } from '../../src/commands/index.ts';
+import { COMMAND_NAMES, loadCommands } from '../../src/commands/index.ts';
 import {
   assembleArgs,
   BACKEND_CHOICES,
@@ -24,6 +24,7 @@ import { countLabel, plural } from '../../src/util/format.ts';
 import { configToJson, parseConfig } from '../../src/config.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
+const commands = await loadCommands();
 const cli = (...args: string[]) =>
   spawnSync(process.execPath, [join(ROOT, 'bin/flm-grow.js'), ...args], { encoding: 'utf8', cwd: ROOT });
 
