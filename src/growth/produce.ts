@@ -43,14 +43,24 @@ export async function produceTensor(
   // Source rows of each block, as spans of consecutive source rows: one span (one contiguous read)
   // for the maps that keep old rows in order; a clone map (init.new clone) points elsewhere and
   // starts a new span, read separately.
-  const blocks: { r0: number; r1: number; spans: Span[] }[] = [];
+  // Old entries are read by the kernel straight into their places in the block where the bytes
+  // need no conversion and each source row lands whole, once and in order (a vectored read per
+  // span); otherwise the rows are read into a buffer (the next block's while this one is built)
+  // and copied from there.
+  const copied = colRuns.filter((r) => r.src >= 0);
+  const scatterable =
+    src?.readRowsInto !== undefined && src.dtype === outDtype && copiesWholeRowInOrder(copied, src.rowBytes / es);
+  const blocks: { r0: number; r1: number; spans: Span[]; scatter: boolean }[] = [];
   for (let r0 = 0; r0 < nRows; r0 += rowsPerBlock) {
     const r1 = Math.min(nRows, r0 + rowsPerBlock);
-    blocks.push({ r0, r1, spans: src !== undefined && op.source !== undefined && !op.zeroAll ? spansOf(op.rows, r0, r1) : [] });
+    const spans = src !== undefined && op.source !== undefined && !op.zeroAll ? spansOf(op.rows, r0, r1) : [];
+    // a span that repeats a source row (a clone map) cannot be one contiguous read
+    const scatter = scatterable && spans.length > 0 && spans.every((sp) => sp.rows.length === sp.last + 1 - sp.first);
+    blocks.push({ r0, r1, spans, scatter });
   }
   const read = (k: number): Promise<Uint8Array[]> | undefined => {
     const b = blocks[k];
-    if (b === undefined || b.spans.length === 0 || src === undefined) return undefined;
+    if (b === undefined || b.scatter || b.spans.length === 0 || src === undefined) return undefined;
     // ping-pong for the first span: block k+1 is read while k is built
     const p = Promise.all(b.spans.map((sp, n) => src.readRows(sp.first, sp.last + 1, n === 0 ? k % 2 : undefined)));
     p.catch(() => undefined); // awaited below; avoids an unhandled rejection meanwhile
@@ -63,7 +73,7 @@ export async function produceTensor(
       : undefined;
   let nextRead = read(0);
   for (let k = 0; k < blocks.length; k++) {
-    const { r0, r1, spans } = blocks[k];
+    const { r0, r1, spans, scatter } = blocks[k];
     const pending = nextRead;
     nextRead = read(k + 1); // prefetch the next block's rows while this one is built
     const block = await allocBlock((r1 - r0) * rowBytes);
@@ -74,6 +84,16 @@ export async function produceTensor(
     if (op.zeroAll) {
       block.fill(0);
       await emit(block);
+      continue;
+    }
+    if (scatter && src?.readRowsInto !== undefined) {
+      // the reads run on libuv's threads while this thread fills the new entries (other bytes)
+      const readInto = src.readRowsInto;
+      const reads = spans.map((sp) => readInto(sp.first, sp.last + 1, scatterParts(block, sp, r0, rowBytes, copied, es)));
+      reads.forEach((p) => p.catch(() => undefined)); // awaited below
+      for (let i = r0; i < r1; i++) fillNew(view, i, (i - r0) * nCols, op.rows[i] >= 0);
+      await Promise.all(reads);
+      await finish(block, r0, r1);
       continue;
     }
     // Old entries are copied as bytes by Buffer.copy (a memmove): view.set(srcView.subarray(..))
@@ -100,27 +120,38 @@ export async function produceTensor(
     for (let i = r0; i < r1; i++) {
       const s = srcBytes === undefined ? -1 : op.rows[i];
       const base = (i - r0) * nCols;
-      let st = 0;
-      let seeded = false;
-      for (const run of colRuns) {
-        if (s >= 0 && run.src >= 0) {
+      if (s >= 0)
+        for (const run of copied) {
           const from = (srcRow[i - r0] * srcRowElems + run.src) * es;
           (srcBytes as Buffer).copy(block, (base + run.out) * es, from, from + run.len * es);
-          continue;
         }
-        const fill = s < 0 ? (run.src < 0 ? op.fillNewBoth : op.fillNewRow) : op.fillNewCol;
-        if (fill === 'mean') {
-          if (mean === undefined) throw new FlmGrowError('ShapeMismatch', `${op.name}: a mean row needs the source tensor`);
-          view.set(mean.subarray(run.src, run.src + run.len), base + run.out);
-          continue;
-        }
-        if (fill === 'random' && !seeded) {
-          st = rowState(tseed, i);
-          seeded = true;
-        }
-        st = fillRun(view, base + run.out, run.len, fill, table, one, st);
-      }
+      fillNew(view, i, base, s >= 0);
     }
+    await finish(block, r0, r1);
+  }
+
+  /** The entries of output row i that are not copied: new columns of an old row, or the whole of a new row. */
+  function fillNew(view: Bits, i: number, base: number, oldRow: boolean): void {
+    let st = 0;
+    let seeded = false;
+    for (const run of colRuns) {
+      if (oldRow && run.src >= 0) continue;
+      const fill = oldRow ? op.fillNewCol : run.src < 0 ? op.fillNewBoth : op.fillNewRow;
+      if (fill === 'mean') {
+        if (mean === undefined) throw new FlmGrowError('ShapeMismatch', `${op.name}: a mean row needs the source tensor`);
+        view.set(mean.subarray(run.src, run.src + run.len), base + run.out);
+        continue;
+      }
+      if (fill === 'random' && !seeded) {
+        st = rowState(tseed, i);
+        seeded = true;
+      }
+      st = fillRun(view, base + run.out, run.len, fill, table, one, st);
+    }
+  }
+
+  /** The clone split, noise and whole-tensor scale (in f32) once every entry is placed; then out. */
+  async function finish(block: Uint8Array, r0: number, r1: number): Promise<void> {
     if (op.scale !== 1 || op.split !== undefined || op.noise !== undefined) {
       const v = bytesToFloat32(block, outDtype);
       for (let i = r0; i < r1; i++) adjustRow(v.subarray((i - r0) * nCols, (i - r0 + 1) * nCols), i, op, tseed);
@@ -128,6 +159,42 @@ export async function produceTensor(
     }
     await emit(block);
   }
+}
+
+/**
+ * True when the copied column runs take every entry of a source row of `srcRowElems` entries
+ * exactly once and in order: then a run of consecutive source rows is one contiguous file range
+ * that a vectored read can scatter into the output rows.
+ */
+function copiesWholeRowInOrder(copied: readonly Run[], srcRowElems: number): boolean {
+  let next = 0;
+  for (const r of [...copied].sort((a, b) => a.src - b.src)) {
+    if (r.src !== next) return false;
+    next += r.len;
+  }
+  return copied.length > 0 && next === srcRowElems;
+}
+
+/**
+ * The block's destinations of a span's source rows, in file order: for each source row (a span
+ * of a scatter block maps consecutive output rows to consecutive source rows, each once), its
+ * copied runs sorted by source column.
+ */
+function scatterParts(
+  block: Uint8Array,
+  sp: Span,
+  r0: number,
+  rowBytes: number,
+  copied: readonly Run[],
+  es: number,
+): Uint8Array[] {
+  const bySrc = [...copied].sort((a, b) => a.src - b.src);
+  const parts: Uint8Array[] = [];
+  for (const i of sp.rows) {
+    const base = (i - r0) * rowBytes;
+    for (const r of bySrc) parts.push(block.subarray(base + r.out * es, base + (r.out + r.len) * es));
+  }
+  return parts;
 }
 
 interface Span {

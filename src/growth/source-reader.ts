@@ -10,9 +10,20 @@ import type { DType } from '../util/dtype.ts';
 
 export interface SourceRows {
   dtype: DType;
-  /** Rows [a, b) of the source tensor (a 1-D tensor is one row), into buffer slot `slot` when given. */
+  /** Bytes of one source row (a 1-D tensor is one row). */
+  rowBytes: number;
+  /** Rows [a, b) of the source tensor, into buffer slot `slot` when given. */
   readRows(a: number, b: number, slot?: number): Promise<Uint8Array>;
+  /**
+   * Rows [a, b) scattered by the kernel straight into `parts` (views of the caller's memory, in
+   * file order, their lengths summing to the rows' bytes): one vectored read, no copy through
+   * JavaScript.
+   */
+  readRowsInto?(a: number, b: number, parts: Uint8Array[]): Promise<void>;
 }
+
+/** Most iovecs one preadv takes (Linux's IOV_MAX); libuv would read only the first that many. */
+const IOV_MAX = 1024;
 
 export class SourceReader {
   private files = new Map<string, Promise<FileHandle>>();
@@ -36,26 +47,52 @@ export class SourceReader {
     const t = this.ck.info(name);
     const rows = t.shape.length <= 1 ? 1 : t.shape[0];
     const rowBytes = (t.end - t.begin) / rows;
+    const truncated = () => new CheckpointError('TruncatedShard', `${t.file}: unexpected end of file reading "${name}"`);
     return {
       dtype: t.dtype,
+      rowBytes,
       readRows: async (a, b, slot) => {
         const n = (b - a) * rowBytes;
         const buf = slot === undefined ? new Uint8Array(n) : this.buffer(slot, n);
-        let fh = this.files.get(t.file);
-        if (fh === undefined) {
-          fh = open(t.file, 'r');
-          this.files.set(t.file, fh);
-        }
-        const h = await fh;
+        const h = await this.handle(t.file);
         let done = 0;
         while (done < n) {
           const { bytesRead } = await h.read(buf, done, n - done, t.begin + a * rowBytes + done);
-          if (bytesRead === 0) throw new CheckpointError('TruncatedShard', `${t.file}: unexpected end of file reading "${name}"`);
+          if (bytesRead === 0) throw truncated();
           done += bytesRead;
         }
         return buf;
       },
+      readRowsInto: async (a, b, parts) => {
+        const h = await this.handle(t.file);
+        let at = t.begin + a * rowBytes;
+        const end = t.begin + b * rowBytes;
+        let k = 0;
+        let part = parts[0];
+        while (at < end) {
+          const iov = [part, ...parts.slice(k + 1, k + IOV_MAX)];
+          const { bytesRead } = await h.readv(iov, at);
+          if (bytesRead === 0) throw truncated();
+          at += bytesRead;
+          // a short read stops anywhere: skip the parts it filled, continue inside the one it cut
+          let left = bytesRead;
+          while (k < parts.length && left >= part.byteLength) {
+            left -= part.byteLength;
+            part = parts[++k];
+          }
+          if (left > 0) part = part.subarray(left);
+        }
+      },
     };
+  }
+
+  private handle(file: string): Promise<FileHandle> {
+    let fh = this.files.get(file);
+    if (fh === undefined) {
+      fh = open(file, 'r');
+      this.files.set(file, fh);
+    }
+    return fh;
   }
 
   async close(): Promise<void> {
