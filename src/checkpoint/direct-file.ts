@@ -22,6 +22,8 @@ const ALIGN = 4096;
 /** One aligned write; several are in flight (libuv's pool has 4 threads). */
 const SLOT_BYTES = 8 << 20;
 const SLOTS = 4;
+/** Memory of one direct-written file's staging ring. */
+export const DIRECT_RING_BYTES = SLOT_BYTES * SLOTS;
 const WASM_PAGE = 65536;
 
 /** The one WebAssembly API used here (this project's TypeScript lib has no WebAssembly types). */
@@ -53,7 +55,7 @@ export class DirectAppendFile {
   private constructor(path: string, fh: FileHandle) {
     this.path = path;
     this.fh = fh;
-    const pages = (SLOT_BYTES * SLOTS) / WASM_PAGE;
+    const pages = DIRECT_RING_BYTES / WASM_PAGE;
     this.ring = new Uint8Array(new wasmMemory({ initial: pages, maximum: pages, shared: true }).buffer);
   }
 

@@ -13,6 +13,7 @@ import { buildLayout, tensorOps, type GrowthLayout, type TensorOp } from './layo
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
 import { PLACEMENTS } from './operators.ts';
 import { DEFAULT_BLOCK_BYTES } from './produce.ts';
+import { DIRECT_RING_BYTES } from '../checkpoint/direct-file.ts';
 import { streamedForwardPeakBytes } from '../model/stream-memory.ts';
 import { describeCalibration } from './select-layers.ts';
 import { countLabel } from '../util/format.ts';
@@ -75,8 +76,8 @@ export function estimateCalibrationMemory(src: ModelConfig, tokens: number, seq:
 /**
  * Peak memory of grow, calibrated on bench/grow.ts: three output blocks (pool: built, written,
  * hashed), source-row reads of about a block each (the one in use, the prefetched one, and a few
- * not yet collected), f32 staging when the dtype changes. Independent of depth and model size
- * once tensors exceed one block.
+ * not yet collected), f32 staging when the dtype changes, and the open shard's O_DIRECT staging
+ * ring. Independent of depth and model size once tensors exceed one block.
  */
 export function estimatePeakMemory(
   ops: readonly TensorOp[],
@@ -93,7 +94,7 @@ export function estimatePeakMemory(
     const convert = srcDtype === outDtype ? 0 : (block / dtypeSize(outDtype)) * 4 * 2;
     worst = Math.max(worst, 3 * block + 6 * srcBlock + convert);
   }
-  return worst + BASE_RSS;
+  return worst + DIRECT_RING_BYTES + BASE_RSS;
 }
 
 export function planReport(
