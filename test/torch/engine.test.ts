@@ -369,4 +369,38 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     expect(res.map((m) => m.step)).toEqual(b.map((m) => m.step));
     res.forEach((m, i) => expect(Math.abs(m.loss - b[i].loss) / b[i].loss).toBeLessThan(1e-6));
   });
+
+  it('$FLM_GROW_TORCH_PRECISION=f64: f64 arithmetic (losses off the f32 grid), same run as f32, files still F32; bad value refused', async () => {
+    const args = (out: string) => [grown, '--data', CORPUS, '--out', out, '--steps', '6', '--batch-size', '4', '--seq-len', '16'];
+    const o32 = join(root, 'f32-run'),
+      o64 = join(root, 'f64-run');
+    const r32 = await runTorchModule('flm_grow_torch.train', args(o32), { capture: true });
+    const r64 = await runTorchModule('flm_grow_torch.train', args(o64), {
+      capture: true,
+      env: { FLM_GROW_TORCH_PRECISION: 'f64' },
+    });
+    expect([r32.code, r64.code], r64.stderr).toEqual([0, 0]);
+    const a = await stepsOf(join(o32, 'metrics.jsonl')),
+      b = await stepsOf(join(o64, 'metrics.jsonl'));
+    // an f32 loss is a float32 value; the f64 run's are not (all six would be by chance ~never)
+    expect(a.every((m) => Math.fround(m.loss) === m.loss)).toBe(true);
+    expect(b.filter((m) => Math.fround(m.loss) !== m.loss).length).toBe(6);
+    b.forEach((m, i) => expect(Math.abs(m.loss - a[i].loss) / a[i].loss).toBeLessThan(1e-5));
+    const ck = join(o64, 'checkpoint-000006');
+    const manifest = JSON.parse(readFileSync(join(ck, 'flm-grow-manifest.json'), 'utf8')) as { extra: { precision: string } };
+    expect(manifest.extra.precision).toBe('f64');
+    for (const file of ['model.safetensors', 'optimizer.safetensors', MASKS_FILE]) {
+      const f = await SafetensorsFile.open(join(ck, file));
+      expect(new Set([...f.tensors.values()].map((t) => t.dtype)), file).toEqual(new Set(['F32']));
+      await f.close();
+    }
+    // the mask values (mid-annealing) are the schedule's, rounded to f32 when stored, as from f32
+    expect(Buffer.compare(readFileSync(join(ck, MASKS_FILE)), readFileSync(join(o32, 'checkpoint-000006', MASKS_FILE)))).toBe(0);
+    const bad = await runTorchModule('flm_grow_torch.train', args(join(root, 'bad-run')), {
+      capture: true,
+      env: { FLM_GROW_TORCH_PRECISION: 'double' },
+    });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("$FLM_GROW_TORCH_PRECISION is 'double'");
+  });
 });
