@@ -454,5 +454,22 @@ def _stored_bytes(d):
     return n
 
 
+def out_of_memory(e):
+    """An allocator failure (MemoryError, or torch's RuntimeError / OutOfMemoryError naming it)."""
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
+
+
+def cli():
+    try:
+        main()
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        # one line instead of a traceback: what ran out and what a step needs
+        sys.exit(f"train: out of memory ({str(e).strip().splitlines()[-1][:200]}). A training step holds about 16 bytes per "
+                 "parameter (f32 weights, gradients and AdamW moments; 32 with --precision f64) plus activations and "
+                 "twice the largest tensor; use a machine with more memory, or several GPUs with --nproc N --fsdp")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

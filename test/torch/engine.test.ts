@@ -4,7 +4,8 @@
  * implementation of the same math). Runs only when a Python with torch is found.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../../src/backend.ts';
@@ -20,7 +21,7 @@ import { randomIds } from '../../src/model/input-ids.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
 import { readMetrics, partitionMetrics, type StepMetrics } from '../../src/train/metrics.ts';
-import { findTorchPython, pythonCandidates, runTorchModule, NO_TORCH_HELP } from '../../src/torch-engine.ts';
+import { findTorchPython, pythonCandidates, runTorchModule, NO_TORCH_HELP, PYTHON_DIR } from '../../src/torch-engine.ts';
 import { trainWithEngine } from '../../src/train/engine.ts';
 
 const torch = findTorchPython();
@@ -402,5 +403,48 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("$FLM_GROW_TORCH_PRECISION is 'double'");
+  });
+
+  it('running out of memory: an allocator failure is one line (no traceback); a SIGKILLed engine is named, exit 2', () => {
+    const py = (torch as { python: string }).python;
+    // the trainer's entry point when its allocation fails (torch's message, as a RuntimeError)
+    const alloc = spawnSync(
+      py,
+      [
+        '-c',
+        'from flm_grow_torch import train\n' +
+          'def boom(argv=None): raise RuntimeError("[enforce fail at alloc_cpu.cpp:75] DefaultCPUAllocator: can\'t allocate memory: you tried to allocate 67108864 bytes")\n' +
+          'train.main = boom\ntrain.cli()',
+      ],
+      { encoding: 'utf8', env: { ...process.env, PYTHONPATH: PYTHON_DIR } },
+    );
+    expect(alloc.status).toBe(1);
+    expect(alloc.stderr).toMatch(
+      /^train: out of memory \(.*can't allocate memory.*\)\. A training step holds about 16 bytes per parameter/,
+    );
+    expect(alloc.stderr).not.toContain('Traceback');
+    // the kernel's OOM killer: the engine process dies of SIGKILL (a Python that kills itself when it starts training)
+    const wrapper = join(root, 'python-oom');
+    writeFileSync(wrapper, `#!/bin/sh\nif [ "$1" = "-m" ]; then kill -9 $$; fi\nexec ${py} "$@"\n`);
+    chmodSync(wrapper, 0o755);
+    const cli = spawnSync(
+      process.execPath,
+      [
+        join(import.meta.dirname, '../../bin/flm-grow.js'),
+        'train',
+        grown,
+        '--engine',
+        'torch',
+        '--data',
+        CORPUS,
+        '--out',
+        join(root, 'oom-run'),
+        '--steps',
+        '1',
+      ],
+      { encoding: 'utf8', env: { ...process.env, FLM_GROW_PYTHON: wrapper } },
+    );
+    expect(cli.status).toBe(2);
+    expect(cli.stderr).toContain('torch engine was killed by SIGKILL (on Linux, the out-of-memory killer');
   });
 });
