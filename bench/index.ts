@@ -17,6 +17,7 @@ const BENCHES: Record<string, string> = {
   'plan-memory': "plan's peak-memory estimate vs grow's measured peak RSS, explicit and distance placement (<1 GB)",
   faults:
     'issue-16 fault sweep: kills, OS errors, special files, absurd sizes, 200 fuzzed shards (--kills N --fuzz N --jobs N --only group)',
+  drift: 'finished pipeline runs (tfjs, torch, torch f64, ...) compared step by step: where losses part (issue 11)',
   scale: 'Tele-FLM full-width rehearsals: synth, grow vs cp, verify, extrapolation (tens of GB)',
 };
 

@@ -129,6 +129,8 @@ export function torchModuleArgs(module: string, args: string[], nproc = 1): stri
 
 export interface TorchRunResult {
   code: number;
+  /** The signal that ended the process, if one did (SIGKILL: on Linux usually the out-of-memory killer). */
+  signal?: string;
   stdout: string;
   stderr: string;
   /** The trainer's FLM_GROW_RESULT line, parsed. */
@@ -163,10 +165,11 @@ export function runTorchModule(
       if (opts.capture !== true) process.stderr.write(d);
     });
     child.on('error', rej);
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
       const line = stdout.split('\n').find((l) => l.startsWith('FLM_GROW_RESULT '));
       res({
         code: code ?? 1,
+        signal: signal ?? undefined,
         stdout,
         stderr,
         result: line === undefined ? undefined : (JSON.parse(line.slice('FLM_GROW_RESULT '.length)) as Record<string, unknown>),

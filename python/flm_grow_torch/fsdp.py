@@ -16,7 +16,8 @@ names and dims for the weight-decay groups) needs torch >= 2.0.
 """
 import torch
 
-from .optim import OPTIMIZER_FORMAT, js_num, load_file, save_file
+from .optim import OPTIMIZER_FORMAT, js_num
+from .safetensors_io import load_file, save_file
 
 
 def fsdp_unavailable(device):

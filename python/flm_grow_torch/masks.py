@@ -28,6 +28,7 @@ import re
 
 import torch
 
+from .model import at_least_f32
 from .safetensors_io import load_file, save_file
 
 MASKS_FILE = "masks.safetensors"
@@ -107,13 +108,14 @@ def write_masks(path, m):
 def apply_values(base, values):
     """Every new unit (value below 1 in `base`) of a group rises to at least that group's c
     (src/masks.ts applyMaskValues); old units are untouched, and in the vocab mask only new
-    tokens (vocab_tokens 1) rise: padding ids stay 0."""
+    tokens (vocab_tokens 1) rise: padding ids stay 0. The result has base's dtype."""
     def rise(a, c, only=None):
         if c is None:
             return a.clone()
-        # c rounded to f32 once, as the TS Float32Array store does
+        # c rounded to the masks' dtype once: f32 as the TS Float32Array store does (f64 masks,
+        # in an f64 reference run, keep c as computed)
         new = a < 1 if only is None else (a < 1) & (only == 1)
-        return torch.where(new, torch.clamp(a, min=float(torch.tensor(c, dtype=torch.float32))), a)
+        return torch.where(new, torch.clamp(a, min=float(torch.tensor(c, dtype=a.dtype))), a)
     tokens = base.get("vocab_tokens")
     out = {"hidden": rise(base["hidden"], values.get("hidden")),
            "vocab": base["vocab"].clone() if tokens is None else rise(base["vocab"], values.get("vocab"), tokens),
@@ -139,8 +141,10 @@ _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 class MaskHandle:
     """What attach_masks returns. `current` holds the live mask tensors the hooks read."""
 
-    def __init__(self, base, schedule, vocab_fill, device):
-        self.base = {k: v for k, v in base.items()}
+    def __init__(self, base, schedule, vocab_fill, device, dtype=torch.float32):
+        # the base masks in the compute dtype (values read from the f32 file are exact in f64)
+        self.base = {k: (v if k == "layers" else v.to(dtype)) for k, v in base.items()}
+        self.base["layers"] = [{k: v.to(dtype) for k, v in l.items()} for l in base["layers"]]
         self.schedule = list(schedule or [])
         self.vocab_fill = vocab_fill
         self.device = device
@@ -206,7 +210,7 @@ def _masked_rmsnorm(module, handle):
 
     def forward(x):
         dtype = x.dtype
-        h = x.float()
+        h = at_least_f32(x)
         m = handle.current["hidden"]
         variance = (h.pow(2) * m).sum(-1, keepdim=True) / handle.current["hidden_sum"]
         h = h * torch.rsqrt(variance + eps)
@@ -214,13 +218,14 @@ def _masked_rmsnorm(module, handle):
     return forward
 
 
-def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=None):
+def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=None, dtype=torch.float32):
     """Install MSG's masked forward on `module` (any tree with HF Llama names), in place.
 
     masks: a mask set as read_masks returns (or a path to masks.safetensors).
     schedule: the manifest's masks.schedule, for handle.set_step(stage_step).
     vocab_fill: logit bias on padding ids; -inf for inference, a large finite negative value for
       training (softmax weight 0 either way, but -inf·0 in a loss would be NaN).
+    dtype: of the live mask values (float64 for a model computing in f64).
     Returns a MaskHandle; handle.remove() restores the plain model.
     """
     if isinstance(masks, str):
@@ -228,7 +233,7 @@ def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=
     if device is None:
         p = next(module.parameters(), None)
         device = p.device if p is not None else "cpu"
-    handle = MaskHandle(masks, schedule, vocab_fill, device)
+    handle = MaskHandle(masks, schedule, vocab_fill, device, dtype)
     handle._replaced = []
     nl = len(handle.current["layers"])
     seen = {"embed": 0, "norm": 0, "o": 0, "down": 0, "lm_head": 0}

@@ -20,6 +20,12 @@ from .config import ModelConfig, read_config
 from .safetensors_io import load_checkpoint_tensors
 
 
+def at_least_f32(x):
+    """x in f32 when it is narrower (bf16 autocast), unchanged when f32 or f64: norms, softmax
+    and logits are f32 in the usual runs and stay f64 in an f64 reference run (--precision f64)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class RMSNorm(nn.Module):
     # attribute names as transformers' LlamaRMSNorm, so the mask code can treat both alike
     def __init__(self, size, eps):
@@ -29,7 +35,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         dtype = x.dtype
-        x = x.float()
+        x = at_least_f32(x)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
         return self.weight * x.to(dtype)
 
@@ -183,7 +189,7 @@ class Attention(nn.Module):
             scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.hd)
             hidden = ~allowed if allowed is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
             scores = scores.masked_fill(hidden, float("-inf"))
-            out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(v.dtype), v)
+            out = torch.matmul(torch.softmax(at_least_f32(scores), dim=-1).to(v.dtype), v)
         # [B, nh, T, hd] -> [B, T, nh*hd]: head j's output occupies columns j*hd .. (j+1)*hd
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.nh * self.hd))
 
@@ -268,7 +274,7 @@ class LlamaForCausalLM(nn.Module):
         x = self.model.norm(x)
         if output_hidden_states:
             hidden.append(x)
-        logits = self.lm_head(x).float()
+        logits = at_least_f32(self.lm_head(x))
         if cfg.logit_scale != 1:
             logits = logits * cfg.logit_scale
         return (logits, hidden) if output_hidden_states else logits
@@ -278,7 +284,8 @@ _IGNORED = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
 
 
 def load_model(ckpt_dir, dtype=torch.float32, device="cpu", inv_freq_dtype=None):
-    """Build the model from config.json and load the checkpoint's weights (any stored dtype).
+    """Build the model from config.json and load the checkpoint's weights (any stored dtype),
+    computing in `dtype` (f32; f64 for a numerical reference run).
     `inv_freq_dtype` rounds the RoPE frequencies as `model.to(dtype)` does to transformers'
     inv_freq buffer (how the bf16 fixture's reference was computed)."""
     cfg = read_config(ckpt_dir)

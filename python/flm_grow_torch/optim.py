@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .safetensors_io import load_file, save_file
+from .safetensors_io import save_file
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_FORMAT = "flm-grow-adamw"
@@ -26,6 +26,11 @@ def lr_at(step, s):
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * p))
 
 
+def moment_dtype(p):
+    """f32 moments and update for f32 (and narrower) weights; f64 for f64 weights (--precision f64)."""
+    return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+
 class AdamW:
     """Bias-corrected moments, decoupled weight decay on matrices only (adamw.ts):
     p <- p - lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) - lr * wd * p   (p: the value before the step)."""
@@ -34,8 +39,8 @@ class AdamW:
         self.params = dict(named_params)
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
         self.step = 0
-        self.exp_avg = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.params.items()}
-        self.exp_avg_sq = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.params.items()}
+        self.exp_avg = {n: torch.zeros_like(p, dtype=moment_dtype(p)) for n, p in self.params.items()}
+        self.exp_avg_sq = {n: torch.zeros_like(p, dtype=moment_dtype(p)) for n, p in self.params.items()}
 
     @torch.no_grad()
     def apply(self, lr, grad_scale=1.0):
@@ -45,7 +50,7 @@ class AdamW:
         bc2 = 1 - self.beta2 ** t
         for n, p in self.params.items():
             g = p.grad if p.grad is not None else torch.zeros_like(p)
-            g = g.float()
+            g = g.to(moment_dtype(p))
             m, v = self.exp_avg[n], self.exp_avg_sq[n]
             # in place, the clip scale folded into the coefficients: one temporary per tensor
             # instead of a dozen (the update was most of a CPU step on a 17M model)
@@ -57,23 +62,32 @@ class AdamW:
             p.addcdiv_(m, denom, value=-lr / bc1)
 
     def load(self, path):
-        """Moments and step from optimizer.safetensors (hyperparameters stay as given)."""
-        tensors, md = load_file(path)
-        if (md or {}).get("format") != OPTIMIZER_FORMAT:
-            raise ValueError(f"{path}: not an {OPTIMIZER_FORMAT} optimizer state")
-        for n, p in self.params.items():
-            for key, store in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
-                t = tensors.get(f"{key}.{n}")
-                if t is None:
-                    raise ValueError(f"{path}: tensor {key}.{n} is missing")
-                if tuple(t.shape) != tuple(p.shape):
-                    raise ValueError(f"{path}: {key}.{n} has shape {list(t.shape)}, the weight has {list(p.shape)}")
-                store[n] = t.float().to(p.device)
+        """Moments and step from optimizer.safetensors (hyperparameters stay as given). One tensor
+        is read at a time: the file is twice the model, and holding all of it beside the moments
+        it replaces would be the run's memory peak."""
+        from .safetensors_io import SafetensorsFile
+        f = SafetensorsFile(path)
+        try:
+            md = f.metadata or {}
+            if md.get("format") != OPTIMIZER_FORMAT:
+                raise ValueError(f"{path}: not an {OPTIMIZER_FORMAT} optimizer state")
+            for n, p in self.params.items():
+                for key, store in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                    name = f"{key}.{n}"
+                    if name not in f.tensors:
+                        raise ValueError(f"{path}: tensor {name} is missing")
+                    if tuple(f.tensors[name]["shape"]) != tuple(p.shape):
+                        raise ValueError(f"{path}: {name} has shape {list(f.tensors[name]['shape'])}, the weight has {list(p.shape)}")
+                    store[n] = None  # the zeros go before the stored moments come in
+                    store[n] = f.get(name).to(device=p.device, dtype=moment_dtype(p))
+        finally:
+            f.close()
         self.step = int(float(md["step"]))
         return read_meta(md, path)
 
     def save(self, path, names, tokens):
-        """optimizer.safetensors in the layout of optimizer-state.ts (names in weight order)."""
+        """optimizer.safetensors in the layout of optimizer-state.ts (names in weight order; f32 whatever
+        the compute dtype)."""
         t = {}
         for n in names:
             t[f"exp_avg.{n}"] = self.exp_avg[n].detach().float().cpu()

@@ -76,38 +76,46 @@ def load_file(path):
         f.close()
 
 
-def tensor_to_bytes(t):
-    """Little-endian C-order bytes of a tensor (x86/ARM hosts are little-endian)."""
+WRITE_CHUNK = 64 << 20  # bytes copied out of a tensor per write
+
+
+def write_tensor(f, t, buf):
+    """A tensor's little-endian C-order bytes (x86/ARM hosts are little-endian) to file `f`, through
+    the reusable bytearray `buf`: at most WRITE_CHUNK bytes beyond the tensor itself."""
     t = t.detach().contiguous().cpu().reshape(-1)
     if t.numel() == 0:
-        return b""
+        return
     u8 = t.view(torch.uint8)
-    # bytes(list) is slow; go through a bytearray-backed tensor copy instead
-    out = bytearray(u8.numel())
-    torch.frombuffer(out, dtype=torch.uint8).copy_(u8)
-    return out  # a bytearray: writable to a file as is, no second copy
+    staging = torch.frombuffer(buf, dtype=torch.uint8)
+    for at in range(0, u8.numel(), len(buf)):
+        n = min(len(buf), u8.numel() - at)
+        staging[:n].copy_(u8[at:at + n])
+        f.write(memoryview(buf)[:n])
 
 
 def save_file(path, tensors, metadata=None):
-    """Write `tensors` (ordered dict name -> tensor) to `path` via a temporary file."""
+    """Write `tensors` (ordered dict name -> tensor) to `path` via a temporary file. The header comes
+    from shapes and dtypes alone and each tensor is streamed in chunks: a save costs no second copy
+    of the tensors (it did: 8 bytes per parameter more for the AdamW moments, the peak of a training
+    run's memory)."""
     header = {}
     if metadata is not None:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     off = 0
-    blobs = []
     for name, t in tensors.items():
-        data = tensor_to_bytes(t)
-        header[name] = {"dtype": NAME_OF[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
-        off += len(data)
-        blobs.append(data)
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": NAME_OF[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + n]}
+        off += n
     js = json.dumps(header, separators=(",", ":")).encode("utf-8")
     js += b" " * ((8 - len(js) % 8) % 8)
     tmp = f"{path}.tmp-{os.getpid()}"
+    largest = max((t.numel() * t.element_size() for t in tensors.values()), default=0)
+    buf = bytearray(max(1, min(WRITE_CHUNK, largest)))
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(js)))
         f.write(js)
-        for b in blobs:
-            f.write(b)
+        for t in tensors.values():
+            write_tensor(f, t, buf)
     os.replace(tmp, path)
 
 

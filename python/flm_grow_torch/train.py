@@ -7,7 +7,8 @@ src/train/trainer.ts step for step, so a run can switch engines at any checkpoin
 Distributed: under torchrun every rank takes an equal slice of the same global batch
 (DDP averages gradients, so the update equals the one-process update); gloo on CPU, nccl on
 GPU. On GPU the forward/backward runs under bf16 autocast by default (--precision); weights,
-moments and the update stay f32.
+moments and the update stay f32. --precision f64 computes everything in float64: a numerical
+reference for the f32 runs (docs/engines.md), never the default.
 """
 import argparse
 import json
@@ -27,11 +28,15 @@ from .config import read_config
 from .data import TokenDataset
 from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
 from .fsdp import FsdpUpdater, fsdp_unavailable
-from .model import DecoderLayer, load_model
+from .model import DecoderLayer, at_least_f32, load_model
 from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
 from .safetensors_io import save_checkpoint_tensors
 
 METRICS_FILE = "metrics.jsonl"
+PRECISIONS = ["auto", "f32", "bf16", "f64"]
+# the --precision default, so that runs started through `flm-grow train --engine torch` or a
+# pipeline (which pass no --precision) can be made f64 reference runs (docs/engines.md)
+PRECISION_ENV = "FLM_GROW_TORCH_PRECISION"
 MAX_LOSS = 100  # trainer.ts MAX_LOSS: a loss above it stops training
 
 
@@ -72,12 +77,20 @@ def parse_args(argv):
     p.add_argument("--keep-checkpoints", type=int, default=2)
     p.add_argument("--stage", default=None)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--precision", choices=["auto", "f32", "bf16"], default="auto", help="auto: bf16 autocast on GPU, f32 on CPU")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="auto: bf16 autocast on GPU, f32 on CPU; f64: weights, moments, masks and arithmetic in float64, "
+                        "a numerical reference for f32 runs (checkpoints are still written in f32). "
+                        f"Default: ${PRECISION_ENV} or auto")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     p.add_argument("--fsdp", action="store_true", help="FullyShardedDataParallel instead of DDP (CUDA only): for models that do not fit one device")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: CPUs / processes)")
     p.add_argument("--interrupt-after", type=int, default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.precision is None:
+        a.precision = os.environ.get(PRECISION_ENV) or "auto"
+        if a.precision not in PRECISIONS:
+            p.error(f"${PRECISION_ENV} is {a.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return a
 
 
 class Dist:
@@ -204,6 +217,11 @@ def main(argv=None):
     if B % dd.world:
         sys.exit(f"train: --batch-size {B} must be a multiple of the number of processes ({dd.world})")
     bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
+    f64 = a.precision == "f64"
+    if f64 and a.fsdp:
+        sys.exit("train: --precision f64 is a single-process/DDP reference mode; --fsdp keeps f32 shards")
+    compute_dtype = torch.float64 if f64 else torch.float32
+    precision_label = "bf16-autocast" if bf16 else "f64" if f64 else "f32"
     log = (lambda s: None) if a.quiet or dd.rank else (lambda s: print(s, flush=True))
     slow_blas = reference_blas() if device.type == "cpu" and dd.rank == 0 else None
     if slow_blas is not None:
@@ -228,7 +246,7 @@ def main(argv=None):
     data_sha = sha256_file(a.data)
     side_files = read_side_files(dir_)
 
-    model = load_model(dir_, device=device)
+    model = load_model(dir_, dtype=compute_dtype, device=device)
     names = [n for n, _ in model.named_parameters()]
     params = sum(p.numel() for p in model.parameters())
     if st["source"] is None:
@@ -237,7 +255,7 @@ def main(argv=None):
     handle = None
     if os.path.exists(masks_path):
         # a large finite bias on ids with vocab mask 0: softmax weight 0 as with -inf, but no NaN in the loss
-        handle = attach_masks(model, read_masks(masks_path, cfg), st["schedule"], vocab_fill=-1e30)
+        handle = attach_masks(model, read_masks(masks_path, cfg), st["schedule"], vocab_fill=-1e30, dtype=compute_dtype)
         refuse_padding_ids(ds, handle.base)
     if device.type == "cuda":
         model.set_sdpa(True)
@@ -284,12 +302,13 @@ def main(argv=None):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(inputs[lo:hi].to(device))
         flat = targets[lo:hi].to(device).reshape(-1)
+        logits = at_least_f32(logits)
         if handle is None:
-            return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), flat)
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat)
         # targets whose vocab mask is 0 (a new token before annealing starts) are left out of the
         # mean, as src/train/trainer.ts crossEntropy does: predicting them would cost ~1e30
-        per = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), flat, reduction="none")
-        live = (handle.current["vocab"][flat] > 0).float()
+        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat, reduction="none")
+        live = (handle.current["vocab"][flat] > 0).to(per.dtype)
         return (per * live).sum() / live.sum().clamp(min=1)
 
     def eval_loss():
@@ -342,7 +361,7 @@ def main(argv=None):
                 "batchSize": B, "seqLen": T,
                 "data": {"path": os.path.abspath(a.data), "sha256": data_sha, "tokens": len(ds.tokens), "tokenizer": "bytes" if ds.tokenizer else a.data},
                 "masksAllOne": cur is None or all_one(cur), "lastLoss": losses[-1] if losses else None, "evalLoss": last_eval,
-                "engine": "torch", "processes": dd.world, "sharding": "fsdp" if fsdp is not None else "ddp" if dd.world > 1 else "none", "precision": "bf16-autocast" if bf16 else "f32",
+                "engine": "torch", "processes": dd.world, "sharding": "fsdp" if fsdp is not None else "ddp" if dd.world > 1 else "none", "precision": precision_label,
             }
             write_manifest_last(out, js_value(manifest))
             prune_checkpoints(a.out, a.keep_checkpoints, out)
@@ -374,7 +393,7 @@ def main(argv=None):
         if fsdp is not None:
             gnorm = fsdp.grad_norm_and_clip(clip)  # across shards; already clipped
         else:
-            gnorm = float(torch.stack([p.grad.float().norm() for p in model.parameters() if p.grad is not None]).norm())
+            gnorm = float(torch.stack([at_least_f32(p.grad).norm() for p in model.parameters() if p.grad is not None]).norm())
         if not (math.isfinite(loss) and math.isfinite(gnorm)) or loss > MAX_LOSS:
             what = ('loss is ' + str(loss) if not math.isfinite(loss) else f'loss {loss:.3e} is above {MAX_LOSS}' if loss > MAX_LOSS
                     else 'gradient norm is ' + str(gnorm))
@@ -416,7 +435,7 @@ def main(argv=None):
     result = {"checkpoint": out, "startStep": st["step"], "step": step, "stageStep": step - st["stageStart"], "losses": losses,
               "evalLoss": last_eval, "parameters": params, "tokensPerSec": trained / max(1e-9, secs), "interrupted": interrupted,
               "masksAllOne": handle is None or all_one(handle.mask_set()), "processes": dd.world, "device": str(device),
-              "precision": "bf16-autocast" if bf16 else "f32"}
+              "precision": precision_label}
     if dd.rank == 0:
         # one machine-readable line last, for `flm-grow train --engine torch`
         print("FLM_GROW_RESULT " + json.dumps(result), flush=True)
@@ -435,5 +454,22 @@ def _stored_bytes(d):
     return n
 
 
+def out_of_memory(e):
+    """An allocator failure (MemoryError, or torch's RuntimeError / OutOfMemoryError naming it)."""
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
+
+
+def cli():
+    try:
+        main()
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        # one line instead of a traceback: what ran out and what a step needs
+        sys.exit(f"train: out of memory ({str(e).strip().splitlines()[-1][:200]}). A training step holds about 16 bytes per "
+                 "parameter (f32 weights, gradients and AdamW moments; 32 with --precision f64) plus activations and "
+                 "twice the largest tensor; use a machine with more memory, or several GPUs with --nproc N --fsdp")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -105,6 +105,15 @@ async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promis
   if (o.overwrite === true) clearRun(o.out);
   const args = torchTrainArgs(o, fsdp);
   const r = await runTorchModule('flm_grow_torch.train', args, { nproc, capture: o.quiet === true });
+  if (r.signal !== undefined)
+    throw new TrainError(
+      'TorchEngineFailed',
+      `torch engine was killed by ${r.signal}` +
+        (r.signal === 'SIGKILL'
+          ? ' (on Linux, the out-of-memory killer: a training step holds about 16 bytes per parameter plus activations; ' +
+            'use a machine with more memory, or several GPUs with --nproc N --fsdp)'
+          : ''),
+    );
   if (r.code !== 0 || r.result === undefined) {
     const tail = r.stderr.trim().split('\n').slice(-3).join('\n');
     throw new TrainError('TorchEngineFailed', `torch engine exited with code ${r.code}${tail !== '' ? `:\n${tail}` : ''}`);

@@ -4,9 +4,9 @@
  * implementation of the same math). Runs only when a Python with torch is found.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
+import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../../src/backend.ts';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
@@ -21,7 +21,14 @@ import { randomIds } from '../../src/model/input-ids.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
 import { readMetrics, partitionMetrics, type StepMetrics } from '../../src/train/metrics.ts';
-import { findTorchPython, probeCachePath, pythonCandidates, runTorchModule, NO_TORCH_HELP } from '../../src/torch-engine.ts';
+import {
+  findTorchPython,
+  probeCachePath,
+  pythonCandidates,
+  runTorchModule,
+  NO_TORCH_HELP,
+  PYTHON_DIR,
+} from '../../src/torch-engine.ts';
 import { trainWithEngine } from '../../src/train/engine.ts';
 
 const torch = findTorchPython();
@@ -396,5 +403,82 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     const res = await stepsOf(join(resOut, 'metrics.jsonl'));
     expect(res.map((m) => m.step)).toEqual(b.map((m) => m.step));
     res.forEach((m, i) => expect(Math.abs(m.loss - b[i].loss) / b[i].loss).toBeLessThan(1e-6));
+  });
+
+  it('$FLM_GROW_TORCH_PRECISION=f64: f64 arithmetic (losses off the f32 grid), same run as f32, files still F32; bad value refused', async () => {
+    const args = (out: string) => [grown, '--data', CORPUS, '--out', out, '--steps', '6', '--batch-size', '4', '--seq-len', '16'];
+    const o32 = join(root, 'f32-run'),
+      o64 = join(root, 'f64-run');
+    const r32 = await runTorchModule('flm_grow_torch.train', args(o32), { capture: true });
+    const r64 = await runTorchModule('flm_grow_torch.train', args(o64), {
+      capture: true,
+      env: { FLM_GROW_TORCH_PRECISION: 'f64' },
+    });
+    expect([r32.code, r64.code], r64.stderr).toEqual([0, 0]);
+    const a = await stepsOf(join(o32, 'metrics.jsonl')),
+      b = await stepsOf(join(o64, 'metrics.jsonl'));
+    // an f32 loss is a float32 value; the f64 run's are not (all six would be by chance ~never)
+    expect(a.every((m) => Math.fround(m.loss) === m.loss)).toBe(true);
+    expect(b.filter((m) => Math.fround(m.loss) !== m.loss).length).toBe(6);
+    b.forEach((m, i) => expect(Math.abs(m.loss - a[i].loss) / a[i].loss).toBeLessThan(1e-5));
+    const ck = join(o64, 'checkpoint-000006');
+    const manifest = JSON.parse(readFileSync(join(ck, 'flm-grow-manifest.json'), 'utf8')) as { extra: { precision: string } };
+    expect(manifest.extra.precision).toBe('f64');
+    for (const file of ['model.safetensors', 'optimizer.safetensors', MASKS_FILE]) {
+      const f = await SafetensorsFile.open(join(ck, file));
+      expect(new Set([...f.tensors.values()].map((t) => t.dtype)), file).toEqual(new Set(['F32']));
+      await f.close();
+    }
+    // the mask values (mid-annealing) are the schedule's, rounded to f32 when stored, as from f32
+    expect(Buffer.compare(readFileSync(join(ck, MASKS_FILE)), readFileSync(join(o32, 'checkpoint-000006', MASKS_FILE)))).toBe(0);
+    const bad = await runTorchModule('flm_grow_torch.train', args(join(root, 'bad-run')), {
+      capture: true,
+      env: { FLM_GROW_TORCH_PRECISION: 'double' },
+    });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("$FLM_GROW_TORCH_PRECISION is 'double'");
+  });
+
+  it('running out of memory: an allocator failure is one line (no traceback); a SIGKILLed engine is named, exit 2', () => {
+    const py = (torch as { python: string }).python;
+    // the trainer's entry point when its allocation fails (torch's message, as a RuntimeError)
+    const alloc = spawnSync(
+      py,
+      [
+        '-c',
+        'from flm_grow_torch import train\n' +
+          'def boom(argv=None): raise RuntimeError("[enforce fail at alloc_cpu.cpp:75] DefaultCPUAllocator: can\'t allocate memory: you tried to allocate 67108864 bytes")\n' +
+          'train.main = boom\ntrain.cli()',
+      ],
+      { encoding: 'utf8', env: { ...process.env, PYTHONPATH: PYTHON_DIR } },
+    );
+    expect(alloc.status).toBe(1);
+    expect(alloc.stderr).toMatch(
+      /^train: out of memory \(.*can't allocate memory.*\)\. A training step holds about 16 bytes per parameter/,
+    );
+    expect(alloc.stderr).not.toContain('Traceback');
+    // the kernel's OOM killer: the engine process dies of SIGKILL (a Python that kills itself when it starts training)
+    const wrapper = join(root, 'python-oom');
+    writeFileSync(wrapper, `#!/bin/sh\nif [ "$1" = "-m" ]; then kill -9 $$; fi\nexec ${py} "$@"\n`);
+    chmodSync(wrapper, 0o755);
+    const cli = spawnSync(
+      process.execPath,
+      [
+        join(import.meta.dirname, '../../bin/flm-grow.js'),
+        'train',
+        grown,
+        '--engine',
+        'torch',
+        '--data',
+        CORPUS,
+        '--out',
+        join(root, 'oom-run'),
+        '--steps',
+        '1',
+      ],
+      { encoding: 'utf8', env: { ...process.env, FLM_GROW_PYTHON: wrapper } },
+    );
+    expect(cli.status).toBe(2);
+    expect(cli.stderr).toContain('torch engine was killed by SIGKILL (on Linux, the out-of-memory killer');
   });
 });
