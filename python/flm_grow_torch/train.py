@@ -28,6 +28,7 @@ from .config import read_config
 from .data import TokenDataset
 from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
 from .fsdp import FsdpUpdater, fsdp_unavailable
+from .memory import check_fits
 from .model import DecoderLayer, at_least_f32, load_model
 from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
 from .safetensors_io import save_checkpoint_tensors
@@ -227,7 +228,6 @@ def main(argv=None):
     if slow_blas is not None:
         print(f"train: warning: torch multiplies with the reference BLAS ({slow_blas}), about 1 GFLOP/s; "
               "install an optimised one (Debian/Ubuntu: apt-get install libopenblas0-openmp)", file=sys.stderr, flush=True)
-    os.makedirs(a.out, exist_ok=True)
     dir_, resumed = a.checkpoint, False
     if a.resume:
         latest = latest_checkpoint(a.out)
@@ -236,6 +236,12 @@ def main(argv=None):
     cfg = read_config(dir_)
     if T > cfg.max_position_embeddings:
         sys.exit(f"train: --seq-len {T} exceeds the model's max_position_embeddings {cfg.max_position_embeddings} ({dir_}/config.json)")
+    # before anything is allocated or written: a model this machine cannot train is refused here
+    too_big = check_fits(cfg, B // dd.world * T, T, device, f64=f64, fsdp_world=dd.world if a.fsdp else 1,
+                         local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if too_big is not None:
+        sys.exit(f"train: {dir_}: {too_big}")
+    os.makedirs(a.out, exist_ok=True)
     st = start_state(a, dir_, resumed)
     if os.path.exists(os.path.join(dir_, "tokenizer.json")) and os.path.splitext(a.data)[1].lower() not in (".bin", ".u16", ".u32"):
         sys.exit(f"train: {dir_} has a tokenizer.json and {a.data} is text; the torch engine reads byte-level text or token files. "
