@@ -15,6 +15,7 @@ import { boundaryMap } from './growth/boundary.ts';
 import { countProblem, MAX_SEQ_LEN, MAX_TOKENS } from './util/limits.ts';
 import { tensorName } from './arch.ts';
 import type { Manifest } from './manifest.ts';
+import type { ModelConfig } from './config.ts';
 
 export const DEFAULT_TOLERANCE = 1e-5;
 
@@ -48,6 +49,12 @@ export interface HiddenDiff {
   relative: number;
   /** Max |value| on the grown model's new coordinates (0 for a masked model right after growth). */
   maxAbsNewCoords: number;
+  /**
+   * The grown state was multiplied by this before the comparison (absent: 1). An exact hidden
+   * clone with tied embeddings divides the final norm's gains by k = H'/H, so the final normed
+   * state is n/k by construction (growth/operators.ts, hidden): compared as k·(n/k).
+   */
+  grownScaledBy?: number;
 }
 
 export interface VerifyReport {
@@ -78,6 +85,16 @@ export interface VerifyReport {
 
 /** Unit roundoff 2^-p of a p-bit significand (round to nearest). */
 const UNIT_ROUNDOFF: Record<string, number> = { BF16: 2 ** -8, F16: 2 ** -11, F32: 2 ** -24, F64: 2 ** -53 };
+
+/**
+ * k = H'/H when the manifest records an exact hidden clone into a tied-embedding model (its final
+ * norm's gains were divided by k, so the last hidden state is the old one over k); else 1.
+ */
+function tiedCloneFinalScale(m: Manifest | undefined, cs: ModelConfig, cg: ModelConfig): number {
+  if (m?.kind !== 'grow') return 1;
+  const exact = (m.plan as { clones?: { exact?: unknown[] } } | undefined)?.clones?.exact ?? [];
+  return cg.tieWordEmbeddings && exact.includes('H') ? cg.hiddenSize / cs.hiddenSize : 1;
+}
 
 /**
  * Zero mode in a 16-bit dtype stores every norm gain g·sqrt(H/H') rounded: each of the 2L+1
@@ -224,16 +241,25 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
     });
     const layerMap = manifest?.layerMap;
     const bmap = boundaryMap(cs.numLayers, cg.numLayers, layerMap);
+    const finalScale = tiedCloneFinalScale(manifest, cs, cg);
     const hidden: HiddenDiff[] = [];
     bmap.forEach((k, n) => {
       if (k < 0) return;
-      const d = hiddenDiff((s.hidden as Float32Array[])[n], cs.hiddenSize, (g.hidden as Float32Array[])[k], cg.hiddenSize);
+      const scaled = n === cs.numLayers && finalScale !== 1;
+      const gh = (g.hidden as Float32Array[])[k];
+      const d = hiddenDiff(
+        (s.hidden as Float32Array[])[n],
+        cs.hiddenSize,
+        scaled ? gh.map((x) => x * finalScale) : gh,
+        cg.hiddenSize,
+      );
       hidden.push({
         source: n,
         grown: k,
         maxAbs: d.maxAbs,
         relative: d.scale > 0 ? d.maxAbs / d.scale : d.maxAbs,
         maxAbsNewCoords: d.newMax,
+        ...(scaled ? { grownScaledBy: finalScale } : {}),
       });
     });
     const { maxAbs, scale } = logitDiff(s, cs.vocabSize, g, cg.vocabSize);
@@ -277,7 +303,7 @@ export function formatReport(r: VerifyReport): string {
     `hidden states on the source's ${r.hiddenSize} coordinates${r.insertedLayers.length > 0 ? ` (inserted layers skipped: ${r.insertedLayers.join(', ')})` : ''}:`,
     ...r.hidden.map(
       (h) =>
-        `  hidden_states.${h.source} ↔ ${h.grown}: max |Δ| ${h.maxAbs.toExponential(3)} (relative ${h.relative.toExponential(3)})` +
+        `  hidden_states.${h.source} ↔ ${h.grown}${h.grownScaledBy !== undefined ? ` × ${h.grownScaledBy}` : ''}: max |Δ| ${h.maxAbs.toExponential(3)} (relative ${h.relative.toExponential(3)})` +
         (h.maxAbsNewCoords > 0 ? `, new coordinates max |x| ${h.maxAbsNewCoords.toExponential(3)}` : ''),
     ),
     r.passed ? 'PASS: the grown model computes the source function' : 'FAIL: above tolerance',

@@ -454,3 +454,25 @@ describe('plan fields init.new / init.noise', () => {
     expect(t(6)).toEqual(['hidden']);
   });
 });
+
+describe('verify of a tied exact hidden clone', () => {
+  it('compares the final normed state as k·(n/k): every boundary within f32 rounding, not 1 - 1/k', async () => {
+    const { verifyGrowth } = await import('../verify.ts');
+    const { initBackend } = await import('../backend.ts');
+    await initBackend('wasm');
+    const { dir, cleanup } = tempDir();
+    try {
+      const c: Case = { ...BASE, family: 'qwen2', tied: true, hMul: 2 };
+      const src = sourceOf(c);
+      await writeRandomCheckpoint(join(dir, 's'), src, 'F32', { seed: 5 });
+      await growCheckpoint(join(dir, 's'), join(dir, 'o'), planOf(src, c), { quiet: true });
+      const r = await verifyGrowth(join(dir, 's'), join(dir, 'o'), { tokens: 16, seq: 8, backend: 'wasm' });
+      expect(r.passed).toBe(true);
+      const last = r.hidden.find((h) => h.source === src.numLayers);
+      expect(last?.grownScaledBy).toBe(2);
+      for (const h of r.hidden) expect(h.relative).toBeLessThan(1e-5);
+    } finally {
+      cleanup();
+    }
+  });
+});
