@@ -395,6 +395,38 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     console.log(`2 DDP processes (gloo) vs 1: max rel loss diff ${Math.max(...relDdp).toExponential(2)}`);
     for (const x of relDdp) expect(x).toBeLessThan(1e-5);
 
+    // the user's command: `flm-grow train --engine torch --nproc 2` against the tfjs trainer's run
+    const cliOut = join(root, 'cli-ddp-run');
+    const cliArgs = common.slice(0, common.indexOf('--quiet')); // the engine's own --threads is not a CLI flag
+    const cli = spawnSync(
+      process.execPath,
+      [
+        join(import.meta.dirname, '../../bin/flm-grow.js'),
+        'train',
+        grown,
+        '--engine',
+        'torch',
+        '--nproc',
+        '2',
+        '--data',
+        CORPUS,
+        '--out',
+        cliOut,
+        '--quiet',
+        ...cliArgs,
+      ],
+      { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } },
+    );
+    expect(cli.status, cli.stderr).toBe(0);
+    const c3 = await stepsOf(join(cliOut, 'metrics.jsonl'));
+    expect(c3.map((m) => m.step)).toEqual(a.map((m) => m.step));
+    const relCli = a.map((m, i) => Math.abs(c3[i].loss - m.loss) / Math.abs(m.loss));
+    console.log(
+      `flm-grow train --engine torch --nproc 2 vs the tfjs trainer, 20 steps: max rel loss diff ${Math.max(...relCli).toExponential(2)}`,
+    );
+    for (const x of relCli) expect(x).toBeLessThan(1e-3);
+    a.forEach((m, i) => expect(c3[i].masks).toEqual(m.masks));
+
     // interrupted after 7 steps (saved at 5), resumed: the same 20 losses
     const resOut = join(root, 'res-run');
     const args = [grown, '--data', CORPUS, '--out', resOut, ...common, '--save-every', '5'];
