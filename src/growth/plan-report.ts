@@ -12,7 +12,7 @@ import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
 import { buildLayout, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
 import { PLACEMENTS } from './operators.ts';
-import { DEFAULT_BLOCK_BYTES } from './produce.ts';
+import { DEFAULT_BLOCK_BYTES, readsInPlace } from './produce.ts';
 import { DIRECT_RING_BYTES } from '../checkpoint/direct-file.ts';
 import { streamedForwardPeakBytes } from '../model/stream-memory.ts';
 import { describeCalibration } from './select-layers.ts';
@@ -74,9 +74,10 @@ export function estimateCalibrationMemory(src: ModelConfig, tokens: number, seq:
 }
 
 /**
- * Peak memory of grow, calibrated on bench/grow.ts: three output blocks (pool: built, written,
- * hashed), source-row reads of about a block each (the one in use, the prefetched one, and a few
- * not yet collected), f32 staging when the dtype changes, and the open shard's O_DIRECT staging
+ * Peak memory of grow, calibrated on bench/grow.ts: four output blocks (BlockPipeline's pool:
+ * one built, one waiting, two being written and hashed), source-row reads of about a block each where the rows are not read in place (the one
+ * in use, the prefetched one, and a few not yet collected), f32 staging when the dtype changes,
+ * and the open shard's O_DIRECT staging
  * ring. Independent of depth and model size once tensors exceed one block.
  */
 export function estimatePeakMemory(
@@ -90,9 +91,11 @@ export function estimatePeakMemory(
     const rowBytes = op.cols.length * dtypeSize(outDtype);
     const total = op.rows.length * rowBytes;
     const block = Math.min(total, Math.max(rowBytes, blockBytes));
-    const srcBlock = (block * dtypeSize(srcDtype)) / dtypeSize(outDtype);
+    // source rows read into buffers (the one in use, the prefetched one, a few not yet collected),
+    // unless they are read straight into the output blocks
+    const srcBlock = readsInPlace(op, srcDtype, outDtype) ? 0 : (block * dtypeSize(srcDtype)) / dtypeSize(outDtype);
     const convert = srcDtype === outDtype ? 0 : (block / dtypeSize(outDtype)) * 4 * 2;
-    worst = Math.max(worst, 3 * block + 6 * srcBlock + convert);
+    worst = Math.max(worst, 4 * block + 6 * srcBlock + convert);
   }
   return worst + DIRECT_RING_BYTES + BASE_RSS;
 }

@@ -162,6 +162,26 @@ export async function produceTensor(
 }
 
 /**
+ * Whether grow reads `op`'s old entries straight into the output blocks (no source-row buffers),
+ * as produceTensor decides from the file's row length; here from the maps alone (a growth copies
+ * every source column), for the peak-memory estimate (plan-report.ts).
+ */
+export function readsInPlace(op: TensorOp, srcDtype: DType, outDtype: DType): boolean {
+  if (op.source === undefined || op.zeroAll || srcDtype !== outDtype) return false;
+  const seen = new Set<number>();
+  for (const r of op.rows) {
+    if (r < 0) continue;
+    if (seen.has(r)) return false; // a clone map repeats source rows: read into a buffer and copied
+    seen.add(r);
+  }
+  const srcCols = Math.max(0, ...Array.from(op.cols)) + 1;
+  return copiesWholeRowInOrder(
+    runsOf(op.cols).filter((r) => r.src >= 0),
+    srcCols,
+  );
+}
+
+/**
  * True when the copied column runs take every entry of a source row of `srcRowElems` entries
  * exactly once and in order: then a run of consecutive source rows is one contiguous file range
  * that a vectored read can scatter into the output rows.
