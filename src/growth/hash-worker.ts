@@ -115,6 +115,19 @@ export class BlockPool {
 }
 
 /**
+ * Blocks handed to the writer and not yet hashed and written. Four rather than two lets the main
+ * thread run ahead through blocks that need little work (copied layers) while the hashing thread
+ * catches up during ones that need much (new random entries): the 1.9 GB bench/grow.ts output
+ * took 1.86 s instead of 2.10 s (median of 5 interleaved runs each), for 16 MB more peak RSS.
+ */
+export const DEFAULT_IN_FLIGHT = 4;
+
+/** The pool's size for `inFlight` pending blocks: those, the one being built and one spare. */
+export function poolBlocks(inFlight = DEFAULT_IN_FLIGHT): number {
+  return inFlight + 2;
+}
+
+/**
  * Grow's write pipeline: blocks come from a BlockPool; up to `inFlight` of them are being
  * written (and hashed) while the next is built, so the disk and the hashing thread stay busy
  * while the main thread builds. The writer reserves each block's file offset when write() is
@@ -134,9 +147,9 @@ export class BlockPipeline {
     opts: { inFlight?: number; onWritten?: (bytes: number) => void } = {},
   ) {
     this.writer = writer;
-    this.inFlight = opts.inFlight ?? 2;
+    this.inFlight = opts.inFlight ?? DEFAULT_IN_FLIGHT;
     this.onWritten = opts.onWritten;
-    this.pool = new BlockPool(blockBytes, this.inFlight + 2);
+    this.pool = new BlockPool(blockBytes, poolBlocks(this.inFlight));
   }
 
   /** A block to fill (stale bytes: the caller writes every byte). */

@@ -13,6 +13,7 @@ import { buildLayout, tensorOps, type GrowthLayout, type TensorOp } from './layo
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
 import { PLACEMENTS } from './operators.ts';
 import { DEFAULT_BLOCK_BYTES, readsInPlace } from './produce.ts';
+import { poolBlocks } from './hash-worker.ts';
 import { DIRECT_RING_BYTES } from '../checkpoint/direct-file.ts';
 import { streamedForwardPeakBytes } from '../model/stream-memory.ts';
 import { describeCalibration } from './select-layers.ts';
@@ -74,8 +75,8 @@ export function estimateCalibrationMemory(src: ModelConfig, tokens: number, seq:
 }
 
 /**
- * Peak memory of grow, calibrated on bench/grow.ts: four output blocks (BlockPipeline's pool:
- * one built, one waiting, two being written and hashed), source-row reads of about a block each where the rows are not read in place (the one
+ * Peak memory of grow, calibrated on bench/grow.ts: the output blocks of BlockPipeline's pool
+ * (poolBlocks: those being written and hashed, the one being built, a spare), source-row reads of about a block each where the rows are not read in place (the one
  * in use, the prefetched one, and a few not yet collected), f32 staging when the dtype changes,
  * and the open shard's O_DIRECT staging
  * ring. Independent of depth and model size once tensors exceed one block.
@@ -95,7 +96,7 @@ export function estimatePeakMemory(
     // unless they are read straight into the output blocks
     const srcBlock = readsInPlace(op, srcDtype, outDtype) ? 0 : (block * dtypeSize(srcDtype)) / dtypeSize(outDtype);
     const convert = srcDtype === outDtype ? 0 : (block / dtypeSize(outDtype)) * 4 * 2;
-    worst = Math.max(worst, 4 * block + 6 * srcBlock + convert);
+    worst = Math.max(worst, poolBlocks() * block + 6 * srcBlock + convert);
   }
   return worst + DIRECT_RING_BYTES + BASE_RSS;
 }
