@@ -38,6 +38,14 @@ if (torch === undefined) {
 
 const FIX = join(import.meta.dirname, '../../fixtures/hf');
 const CORPUS = join(import.meta.dirname, '../../fixtures/corpus/fortunes.txt');
+
+/** The flm-grow CLI in a child process, as a user runs it (extra environment on top of ours). */
+function flmGrow(args: string[], env: NodeJS.ProcessEnv = {}) {
+  return spawnSync(process.execPath, [join(import.meta.dirname, '../../bin/flm-grow.js'), ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+  });
+}
 let root: string;
 
 async function readAll(path: string): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
@@ -106,11 +114,7 @@ describe('torch interpreter discovery', () => {
     () => {
       const cacheHome = mkdtempSync(join(tmpdir(), 'flm-probe-cache-'));
       try {
-        const version = () =>
-          spawnSync(process.execPath, [join(import.meta.dirname, '../../bin/flm-grow.js'), '--version'], {
-            encoding: 'utf8',
-            env: { ...process.env, XDG_CACHE_HOME: cacheHome },
-          }).stdout;
+        const version = () => flmGrow(['--version'], { XDG_CACHE_HOME: cacheHome }).stdout;
         const line = (out: string) => out.split('\n').find((l) => l.startsWith('torch engine (--engine torch): '));
         expect(line(version())).toBe(`torch engine (--engine torch): ${torch?.python} (torch ${torch?.torchVersion}, CPU only)`);
         const file = probeCachePath({ XDG_CACHE_HOME: cacheHome });
@@ -398,24 +402,9 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     // the user's command: `flm-grow train --engine torch --nproc 2` against the tfjs trainer's run
     const cliOut = join(root, 'cli-ddp-run');
     const cliArgs = common.slice(0, common.indexOf('--quiet')); // the engine's own --threads is not a CLI flag
-    const cli = spawnSync(
-      process.execPath,
-      [
-        join(import.meta.dirname, '../../bin/flm-grow.js'),
-        'train',
-        grown,
-        '--engine',
-        'torch',
-        '--nproc',
-        '2',
-        '--data',
-        CORPUS,
-        '--out',
-        cliOut,
-        '--quiet',
-        ...cliArgs,
-      ],
-      { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } },
+    const cli = flmGrow(
+      ['train', grown, '--engine', 'torch', '--nproc', '2', '--data', CORPUS, '--out', cliOut, '--quiet', ...cliArgs],
+      { OMP_NUM_THREADS: '1' },
     );
     expect(cli.status, cli.stderr).toBe(0);
     const c3 = await stepsOf(join(cliOut, 'metrics.jsonl'));
@@ -493,23 +482,9 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     const wrapper = join(root, 'python-oom');
     writeFileSync(wrapper, `#!/bin/sh\nif [ "$1" = "-m" ]; then kill -9 $$; fi\nexec ${py} "$@"\n`);
     chmodSync(wrapper, 0o755);
-    const cli = spawnSync(
-      process.execPath,
-      [
-        join(import.meta.dirname, '../../bin/flm-grow.js'),
-        'train',
-        grown,
-        '--engine',
-        'torch',
-        '--data',
-        CORPUS,
-        '--out',
-        join(root, 'oom-run'),
-        '--steps',
-        '1',
-      ],
-      { encoding: 'utf8', env: { ...process.env, FLM_GROW_PYTHON: wrapper } },
-    );
+    const cli = flmGrow(['train', grown, '--engine', 'torch', '--data', CORPUS, '--out', join(root, 'oom-run'), '--steps', '1'], {
+      FLM_GROW_PYTHON: wrapper,
+    });
     expect(cli.status).toBe(2);
     expect(cli.stderr).toContain('torch engine was killed by SIGKILL (on Linux, the out-of-memory killer');
   });
