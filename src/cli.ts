@@ -105,23 +105,7 @@ export async function main(argv: string[]): Promise<void> {
       throw new FlmGrowError('UsageError', withSuggestions(msg, optionNames(first, commands, yargs), suggest));
     });
   for (const c of commands) cli = cli.command(c);
-  skipHelpCache(cli);
   await cli.parseAsync();
-}
-
-/**
- * yargs lays out the running command's whole --help text as it calls the handler and keeps it, in
- * case the handler shows that help later (usage.cacheHelpMessage). No handler of ours does, and for
- * plan and grow, with their many options, the layout costs about a sixth of their start-up. The
- * method is yargs-internal: where it is missing this does nothing, and
- * test/cli/startup-modules.test.ts checks that yargs still has it.
- */
-function skipHelpCache(y: unknown): void {
-  type Usage = { cacheHelpMessage?: unknown };
-  const usage = (y as { getInternalMethods?: () => { getUsageInstance?: () => Usage } })
-    .getInternalMethods?.()
-    .getUsageInstance?.();
-  if (typeof usage?.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
 }
 
 type YargsFn = (typeof import('yargs'))['default'];

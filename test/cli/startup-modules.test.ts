@@ -2,16 +2,13 @@
  * Start-up stays short (`npm run bench -- startup` times it): the top-level --help loads no
  * command module, a command loads its own module and not the others', and `plan` and `inspect`,
  * which read headers and configs only, never load tfjs (half a second of start-up on its own).
- * Checked by what the process loads, not by time, so a slow machine cannot fail it. And the
- * yargs-internal method src/cli.ts replaces to skip laying out a running command's help is still
- * there and still called.
+ * Checked by what the process loads, not by time, so a slow machine cannot fail it.
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { tmpdir } from 'node:os';
-import yargs from 'yargs';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const FIX = 'fixtures/hf/llama-tiny-f32';
@@ -78,22 +75,5 @@ describe('what start-up loads', () => {
     const mods = cli('inspect', FIX, '--json');
     expect(commandModules(mods)).toEqual(['index', 'inspect', 'inspect-report', 'options']);
     expect(tfjs(mods)).toEqual([]);
-  });
-
-  it("yargs still lays out a running command's help through usage.cacheHelpMessage (src/cli.ts skips it)", async () => {
-    const y = yargs(['go', '--n', '1']).command(
-      'go',
-      'a command',
-      (b) => b.option('n', { type: 'number' }),
-      () => {},
-    );
-    const usage = (y as any).getInternalMethods().getUsageInstance() as { cacheHelpMessage: unknown };
-    expect(typeof usage.cacheHelpMessage).toBe('function');
-    let calls = 0;
-    usage.cacheHelpMessage = () => {
-      calls++;
-    };
-    await y.parseAsync();
-    expect(calls).toBe(1);
   });
 });
