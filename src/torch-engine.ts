@@ -18,7 +18,7 @@ export interface TorchPython {
   cuda: boolean;
 }
 
-let cached: { found: TorchPython | undefined; tried: string[] } | undefined;
+let cached: { found: TorchPython | undefined } | undefined;
 
 export function pythonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
   const c = [env.FLM_GROW_PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => p !== undefined && p !== '');
@@ -32,10 +32,9 @@ export function pythonCandidates(env: NodeJS.ProcessEnv = process.env): string[]
  */
 export function findTorchPython(): TorchPython | undefined {
   if (cached !== undefined) return cached.found;
-  const tried = pythonCandidates();
   let found = readProbeCache();
   if (found === undefined) {
-    for (const python of tried) {
+    for (const python of pythonCandidates()) {
       const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__, torch.cuda.is_available(), torch.__file__)'], {
         encoding: 'utf8',
         timeout: 60_000,
@@ -48,7 +47,7 @@ export function findTorchPython(): TorchPython | undefined {
       }
     }
   }
-  cached = { found, tried };
+  cached = { found };
   return found;
 }
 
