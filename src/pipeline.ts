@@ -31,6 +31,7 @@ import { LR_SCHEDULE_KINDS, type LrScheduleKind } from './train/lr-schedule.ts';
 import type { ProgressFactory } from './util/progress.ts';
 import { readFailure, readJsonFile, readRegularFile, readTextFile } from './util/files.ts';
 import { writeFileAtomic } from './checkpoint/atomic.ts';
+import { withRunLock } from './util/run-lock.ts';
 
 export class PipelineError extends FlmGrowError {
   constructor(file: string, field: string | undefined, message: string) {
@@ -292,6 +293,8 @@ export interface PipelineOptions {
   log?: (line: string) => void;
   /** Passed to every train stage: true stops it (as if killed), and the pipeline fails there. */
   shouldStopTraining?: (stepsThisRun: number) => boolean;
+  /** Take over the output folder's lock held by a job on another host (--take-over-lock). */
+  takeOverLock?: boolean;
 }
 
 export interface PipelineResult {
@@ -348,19 +351,23 @@ interface StageRun {
 }
 
 export async function runPipeline(file: string, opts: PipelineOptions = {}): Promise<PipelineResult> {
-  const run = await startPipeline(file, opts);
-  for (let k = 0; k < run.spec.stages.length; k++) await runStage(run, k);
-  const plot = await plotPipelineLoss(run);
-  return writeSummary(run, plot);
+  const spec = readPipelineFile(file);
+  const out = resolve(opts.out ?? join(dirname(resolve(file)), 'pipeline-out'));
+  // one pipeline per output folder: a second one (a requeue, a double submission) is refused
+  // before it reads or removes anything there
+  return withRunLock(out, { what: 'pipeline output folder', takeOver: opts.takeOverLock, log: opts.log }, async () => {
+    const run = await startPipeline(file, opts, spec, out);
+    for (let k = 0; k < run.spec.stages.length; k++) await runStage(run, k);
+    const plot = await plotPipelineLoss(run);
+    return writeSummary(run, plot);
+  });
 }
 
 /** Reads and prechecks the pipeline file, creates the output folder and starts the backend. */
-async function startPipeline(file: string, opts: PipelineOptions): Promise<PipelineRun> {
-  const spec = readPipelineFile(file);
+async function startPipeline(file: string, opts: PipelineOptions, spec: PipelineSpec, out: string): Promise<PipelineRun> {
   const base = dirname(resolve(file));
   const rel = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
   const plans = precheck(spec, file, rel);
-  const out = resolve(opts.out ?? join(base, 'pipeline-out'));
   const log = opts.log ?? ((s: string) => process.stdout.write(s + '\n'));
   mkdirSync(out, { recursive: true });
   const data = rel(spec.data);

@@ -1,7 +1,8 @@
 /**
  * The torch engine (python/flm_grow_torch): finding a Python that imports torch, and running its
- * trainer / forward pass as a child process. Discovery order: $FLM_GROW_PYTHON, `python3` on
- * PATH, /usr/bin/python3 — the first that imports torch wins.
+ * trainer / forward pass as a child process. Discovery order: $FLM_GROW_PYTHON, the project's
+ * own environment (.venv, made by `npm test` / scripts/python-env.mjs), `python3` on PATH,
+ * /usr/bin/python3 — the first that imports torch wins.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -11,6 +12,8 @@ import { FlmGrowError } from './errors.ts';
 
 /** The python/ folder holding the flm_grow_torch package (put on PYTHONPATH). */
 export const PYTHON_DIR = join(import.meta.dirname, '..', 'python');
+/** The interpreter of the project's own virtual environment (scripts/python-env.mjs). */
+export const VENV_PYTHON = join(import.meta.dirname, '..', '.venv', 'bin', 'python');
 
 export interface TorchPython {
   python: string;
@@ -21,7 +24,8 @@ export interface TorchPython {
 let cached: { found: TorchPython | undefined } | undefined;
 
 export function pythonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
-  const c = [env.FLM_GROW_PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => p !== undefined && p !== '');
+  const venv = existsSync(VENV_PYTHON) ? VENV_PYTHON : undefined;
+  const c = [env.FLM_GROW_PYTHON, venv, 'python3', '/usr/bin/python3'].filter((p): p is string => p !== undefined && p !== '');
   return [...new Set(c)];
 }
 
@@ -107,8 +111,8 @@ export function torchEngineLabel(): string {
 }
 
 export const NO_TORCH_HELP =
-  'no Python interpreter that imports torch was found (tried $FLM_GROW_PYTHON, python3, /usr/bin/python3). ' +
-  'Install torch (Debian/Ubuntu: apt-get install python3-torch libopenblas0-openmp; or pip install torch) or point FLM_GROW_PYTHON at a Python that has it; ' +
+  'no Python interpreter that imports torch was found (tried $FLM_GROW_PYTHON, the project .venv, python3, /usr/bin/python3). ' +
+  'Create the project environment (node scripts/python-env.mjs, as npm test does), or pip install ./python (torch >= 2) and point FLM_GROW_PYTHON at that Python; ' +
   'or use --engine tfjs.';
 
 export function requireTorchPython(): TorchPython {

@@ -2,6 +2,7 @@
 with config.json, F32 model.safetensors, masks.safetensors, optimizer.safetensors, tokenizer
 files, and flm-grow-manifest.json written LAST with a sha256 of every other file, so a folder
 whose manifest verifies is complete and one without is an interrupted save."""
+
 import hashlib
 import json
 import os
@@ -11,7 +12,9 @@ import shutil
 MANIFEST_FILE = "flm-grow-manifest.json"
 MANIFEST_FORMAT = "flm-grow/1"
 PREFIX = "checkpoint-"
-SIDE_FILE = re.compile(r"^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$")
+SIDE_FILE = re.compile(
+    r"^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$"
+)
 
 
 def checkpoint_dir_name(step):
@@ -38,7 +41,11 @@ def read_manifest(d):
 
 
 def write_manifest_last(d, manifest):
-    files = {f: sha256_file(os.path.join(d, f)) for f in sorted(os.listdir(d)) if f != MANIFEST_FILE and not f.startswith(".")}
+    files = {
+        f: sha256_file(os.path.join(d, f))
+        for f in sorted(os.listdir(d))
+        if f != MANIFEST_FILE and not f.startswith(".")
+    }
     full = dict(manifest, files=files)
     tmp = os.path.join(d, f".{MANIFEST_FILE}.tmp")
     with open(tmp, "w") as f:
@@ -69,8 +76,8 @@ def list_checkpoints(out):
         return []
     found = []
     for f in os.listdir(out):
-        if f.startswith(PREFIX) and f[len(PREFIX):].isdigit():
-            found.append((int(f[len(PREFIX):]), os.path.join(out, f)))
+        if f.startswith(PREFIX) and f[len(PREFIX) :].isdigit():
+            found.append((int(f[len(PREFIX) :]), os.path.join(out, f)))
     return [d for _, d in sorted(found)]
 
 
@@ -81,7 +88,9 @@ def is_complete(d):
         return False
     if m is None:
         return False
-    return all(os.path.exists(os.path.join(d, f)) and sha256_file(os.path.join(d, f)) == h for f, h in m["files"].items())
+    return all(
+        os.path.exists(os.path.join(d, f)) and sha256_file(os.path.join(d, f)) == h for f, h in m["files"].items()
+    )
 
 
 def latest_checkpoint(out):
@@ -131,7 +140,11 @@ class MetricsLog:
                         continue
                     raise
             if resume_at_step is not None:
-                recs = [r for r in recs if (r["step"] <= resume_at_step if r.get("event") == "growth" else r["step"] < resume_at_step)]
+                recs = [
+                    r
+                    for r in recs
+                    if (r["step"] <= resume_at_step if r.get("event") == "growth" else r["step"] < resume_at_step)
+                ]
             if resume_at_step is not None or (text and not text.endswith("\n")):
                 with open(path, "w") as f:
                     f.write("".join(_dumps(r) + "\n" for r in recs))

@@ -1,6 +1,7 @@
 """config.json -> the numbers the math needs, parsed with the same rules as src/config.ts: the
 family from families.py, then every unsupported or invalid field collected so one error names
 them all, as written in the file (e.g. `rope_scaling.rope_type`, `use_sliding_window`)."""
+
 import json
 import math
 import os
@@ -18,7 +19,8 @@ class ConfigError(ValueError):
             text = f"{file}: {f}: {msg}" if f else f"{file}: {msg}"
         else:
             text = f"{file}: {len(problems)} unsupported or invalid fields:\n" + "\n".join(
-                f"  - {f}: {msg}" if f else f"  - {msg}" for f, msg in problems)
+                f"  - {f}: {msg}" if f else f"  - {msg}" for f, msg in problems
+            )
         super().__init__(text)
 
 
@@ -53,7 +55,13 @@ class _Problems:
 def _rope(raw, p):
     """RoPE theta and scaling: `rope_theta` + `rope_scaling` (transformers <= 4) or
     `rope_parameters` (5); returns (theta, {"type": ..., parameters as in the file})."""
-    key = "rope_parameters" if raw.get("rope_parameters") is not None else "rope_scaling" if raw.get("rope_scaling") is not None else None
+    key = (
+        "rope_parameters"
+        if raw.get("rope_parameters") is not None
+        else "rope_scaling"
+        if raw.get("rope_scaling") is not None
+        else None
+    )
     theta = p.num(raw, "rope_theta", default=10000.0, positive=True)
     if key is None:
         return theta, {"type": "default"}
@@ -66,7 +74,10 @@ def _rope(raw, p):
     type_key = "rope_type" if "rope_type" in r else "type" if "type" in r else None
     kind = r[type_key] if type_key else "default"
     if kind not in ROPE_TYPES:
-        p.add(f"{key}.{type_key or 'rope_type'}", f"RoPE type {json.dumps(kind)} is not supported (supported: {', '.join(ROPE_TYPES)})")
+        p.add(
+            f"{key}.{type_key or 'rope_type'}",
+            f"RoPE type {json.dumps(kind)} is not supported (supported: {', '.join(ROPE_TYPES)})",
+        )
         return theta, {"type": "default"}
     if r.get("partial_rotary_factor") not in (None, 1):
         p.add(f"{key}.partial_rotary_factor", "partial rotary embeddings are not supported")
@@ -86,13 +97,24 @@ def _rope(raw, p):
     if kind in ("linear", "dynamic"):
         out["factor"] = field("factor", True) or 1.0
     elif kind == "llama3":
-        out.update(factor=field("factor", True) or 1.0, low_freq_factor=field("low_freq_factor", True) or 1.0,
-                   high_freq_factor=field("high_freq_factor", True) or 2.0,
-                   original_max_position_embeddings=field("original_max_position_embeddings", True) or 1.0)
+        out.update(
+            factor=field("factor", True) or 1.0,
+            low_freq_factor=field("low_freq_factor", True) or 1.0,
+            high_freq_factor=field("high_freq_factor", True) or 2.0,
+            original_max_position_embeddings=field("original_max_position_embeddings", True) or 1.0,
+        )
     elif kind == "yarn":
         if r.get("truncate") is not None and not isinstance(r["truncate"], bool):
             p.add(f"{key}.truncate", "must be true or false")
-        for k in ("factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"):
+        for k in (
+            "factor",
+            "original_max_position_embeddings",
+            "attention_factor",
+            "beta_fast",
+            "beta_slow",
+            "mscale",
+            "mscale_all_dim",
+        ):
             v = field(k, k == "factor" and r.get("original_max_position_embeddings") is None)
             if v is not None:
                 out[k] = v
@@ -110,8 +132,11 @@ class ModelConfig:
         archs = raw.get("architectures") if isinstance(raw.get("architectures"), list) else []
         fam = detect_family(raw.get("model_type"), archs)
         if fam is None:
-            p.add("model_type", f"unsupported model {json.dumps(raw.get('model_type'))} / architectures {json.dumps(archs)}; "
-                  f"supported model_type: {', '.join(SUPPORTED_MODEL_TYPES)}; architectures: {', '.join(SUPPORTED_ARCHITECTURES)}")
+            p.add(
+                "model_type",
+                f"unsupported model {json.dumps(raw.get('model_type'))} / architectures {json.dumps(archs)}; "
+                f"supported model_type: {', '.join(SUPPORTED_MODEL_TYPES)}; architectures: {', '.join(SUPPORTED_ARCHITECTURES)}",
+            )
             fam = FAMILIES[0]
         self.family = fam["name"]
         tie = raw.get("tie_word_embeddings")
@@ -129,11 +154,17 @@ class ModelConfig:
         if fam["slidingWindow"] == "always" and raw.get("sliding_window") is not None:
             self.sliding_window = p.num(raw, "sliding_window", integer=True, positive=True) or None
         elif fam["slidingWindow"] == "flagged" and raw.get("use_sliding_window") is True:
-            p.add("use_sliding_window", f"sliding-window attention on layers from max_window_layers is not supported for {fam['name']}; "
-                  f"set it to false (the published {fam['name']} checkpoints do)")
+            p.add(
+                "use_sliding_window",
+                f"sliding-window attention on layers from max_window_layers is not supported for {fam['name']}; "
+                f"set it to false (the published {fam['name']} checkpoints do)",
+            )
         lt = raw.get("layer_types")
         if isinstance(lt, list) and any(x != "full_attention" for x in lt) and fam["slidingWindow"] != "always":
-            p.add("layer_types", f'only "full_attention" layers are supported, got {json.dumps(sorted(set(map(str, lt))))}')
+            p.add(
+                "layer_types",
+                f'only "full_attention" layers are supported, got {json.dumps(sorted(set(map(str, lt))))}',
+            )
         if raw.get("partial_rotary_factor") not in (None, 1):
             p.add("partial_rotary_factor", "partial rotary embeddings are not supported")
         self.hidden_size = p.num(raw, "hidden_size", integer=True, positive=True)
@@ -148,7 +179,10 @@ class ModelConfig:
         elif fam["headDimDefault"] is not None:
             self.head_dim = fam["headDimDefault"]
         elif self.num_heads and self.hidden_size % self.num_heads:
-            p.add("head_dim", f"absent and hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_heads}")
+            p.add(
+                "head_dim",
+                f"absent and hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_heads}",
+            )
             self.head_dim = 0
         else:
             self.head_dim = self.hidden_size // self.num_heads if self.num_heads else 0
@@ -177,26 +211,57 @@ class ModelConfig:
     def summary(self):
         """The parsed numbers under src/config.ts ModelConfig's names (the config parity test compares them)."""
         rope = {"type": self.rope["type"]}
-        names = {"factor": "factor", "low_freq_factor": "lowFreqFactor", "high_freq_factor": "highFreqFactor",
-                 "original_max_position_embeddings": "originalMaxPositionEmbeddings", "attention_factor": "attentionFactor",
-                 "beta_fast": "betaFast", "beta_slow": "betaSlow", "mscale": "mscale", "mscale_all_dim": "mscaleAllDim",
-                 "truncate": "truncate"}
+        names = {
+            "factor": "factor",
+            "low_freq_factor": "lowFreqFactor",
+            "high_freq_factor": "highFreqFactor",
+            "original_max_position_embeddings": "originalMaxPositionEmbeddings",
+            "attention_factor": "attentionFactor",
+            "beta_fast": "betaFast",
+            "beta_slow": "betaSlow",
+            "mscale": "mscale",
+            "mscale_all_dim": "mscaleAllDim",
+            "truncate": "truncate",
+        }
         rope.update({names[k]: v for k, v in self.rope.items() if k != "type"})
-        return dict(family=self.family, tieWordEmbeddings=self.tie_word_embeddings, qkvBias=self.qkv_bias, qkNorm=self.qk_norm,
-                    rope=rope, slidingWindow=self.sliding_window, hiddenSize=self.hidden_size,
-                    intermediateSize=self.intermediate_size, numLayers=self.num_layers, numHeads=self.num_heads,
-                    numKvHeads=self.num_kv_heads, headDim=self.head_dim, vocabSize=self.vocab_size, rmsNormEps=self.rms_norm_eps,
-                    ropeTheta=self.rope_theta, maxPositionEmbeddings=self.max_position_embeddings, useMup=self.use_mup,
-                    inputMult=self.input_mult, outputMult=self.output_mult, mupScaleFactor=self.mup_scale_factor)
+        return dict(
+            family=self.family,
+            tieWordEmbeddings=self.tie_word_embeddings,
+            qkvBias=self.qkv_bias,
+            qkNorm=self.qk_norm,
+            rope=rope,
+            slidingWindow=self.sliding_window,
+            hiddenSize=self.hidden_size,
+            intermediateSize=self.intermediate_size,
+            numLayers=self.num_layers,
+            numHeads=self.num_heads,
+            numKvHeads=self.num_kv_heads,
+            headDim=self.head_dim,
+            vocabSize=self.vocab_size,
+            rmsNormEps=self.rms_norm_eps,
+            ropeTheta=self.rope_theta,
+            maxPositionEmbeddings=self.max_position_embeddings,
+            useMup=self.use_mup,
+            inputMult=self.input_mult,
+            outputMult=self.output_mult,
+            mupScaleFactor=self.mup_scale_factor,
+        )
 
     def to_json(self, dtype_name=None):
         """The raw keys kept, the sizes written back (as configToJson does)."""
         out = dict(self.raw)
         out.pop("_name_or_path", None)
-        out.update(hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-                   num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
-                   num_key_value_heads=self.num_kv_heads, head_dim=self.head_dim, vocab_size=self.vocab_size,
-                   rms_norm_eps=self.rms_norm_eps, max_position_embeddings=self.max_position_embeddings)
+        out.update(
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            vocab_size=self.vocab_size,
+            rms_norm_eps=self.rms_norm_eps,
+            max_position_embeddings=self.max_position_embeddings,
+        )
         if isinstance(self.raw.get("rope_parameters"), dict):
             out["rope_parameters"] = dict(self.raw["rope_parameters"], rope_theta=self.rope_theta)
         else:

@@ -3,6 +3,7 @@ windows for the same (seed, split, step), so both engines see identical batches.
 
 Data is memory-mapped: a token file is never read whole into Python objects.
 """
+
 import mmap
 import os
 
@@ -40,6 +41,7 @@ def mulberry32(seed):
         t = _imul(a ^ (a >> 15), a | 1)
         t = (t ^ ((t + _imul(t ^ (t >> 7), t | 61)) & M32)) & M32
         return (t ^ (t >> 14)) & M32
+
     return nxt
 
 
@@ -74,7 +76,9 @@ class TokenDataset:
             try:
                 memoryview(self._mm).tobytes().decode("utf-8") if size < (1 << 31) else None
             except UnicodeDecodeError:
-                raise ValueError(f"{path}: is not valid UTF-8 text; for pre-tokenized data use a .bin/.u16/.u32 extension")
+                raise ValueError(
+                    f"{path}: is not valid UTF-8 text; for pre-tokenized data use a .bin/.u16/.u32 extension"
+                ) from None
             self.tokens = memoryview(self._mm)
             self.tokenizer = "bytes"
         else:
@@ -87,7 +91,7 @@ class TokenDataset:
         n = len(self.tokens)
         n_eval = int(n * eval_fraction)  # Math.floor of the same double product
         self.train = self.tokens[: n - n_eval]
-        self.eval = self.tokens[n - n_eval:]
+        self.eval = self.tokens[n - n_eval :]
         self.max_id = max(self._max(self.train), self._max(self.eval))
         if seq_len is not None:
             self.check_length(seq_len)
@@ -99,8 +103,12 @@ class TokenDataset:
         # chunked via torch so a large file is scanned in C, not in a Python loop
         best, step = 0, 1 << 24
         for s in range(0, len(view), step):
-            chunk = view[s:s + step]
-            t = torch.tensor(chunk.tolist(), dtype=torch.int64) if chunk.format != "B" else torch.frombuffer(bytearray(chunk), dtype=torch.uint8)
+            chunk = view[s : s + step]
+            t = (
+                torch.tensor(chunk.tolist(), dtype=torch.int64)
+                if chunk.format != "B"
+                else torch.frombuffer(bytearray(chunk), dtype=torch.uint8)
+            )
             best = max(best, int(t.max()))
         return best
 
@@ -113,7 +121,9 @@ class TokenDataset:
             if s == "eval" and n == 0:
                 continue
             if n < seq_len + 1:
-                raise ValueError(f"{self.source}: {s} split has {n} tokens, fewer than one sequence needs (seqLen {seq_len} + 1)")
+                raise ValueError(
+                    f"{self.source}: {s} split has {n} tokens, fewer than one sequence needs (seqLen {seq_len} + 1)"
+                )
 
     def batch_at(self, split, step, batch_size, seq_len, seed):
         """(inputs, targets) int64 [batch_size, seq_len]: windows chosen by (seed, split, step) only."""
@@ -126,7 +136,7 @@ class TokenDataset:
         rows = []
         for _ in range(batch_size):
             s = uniform_int(nxt, starts)
-            rows.append(list(data[s:s + seq_len + 1]))
+            rows.append(list(data[s : s + seq_len + 1]))
         w = torch.tensor(rows, dtype=torch.int64)
         return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 

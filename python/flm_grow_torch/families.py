@@ -6,6 +6,7 @@ a family or field added on one side and not the other is caught.
 This file imports nothing from the package (no torch): `python3 families.py` prints the table as
 JSON for that test, on any Python.
 """
+
 import json
 
 # transformers' modeling_rope_utils.ROPE_INIT_FUNCTIONS keys implemented (model.py rope_frequencies)
@@ -19,17 +20,62 @@ _MLP_BIAS = dict(key="mlp_bias", why="MLP biases are not supported")
 # (Mistral); "flagged" = only under `use_sliding_window: true` (Qwen2/Qwen3), which is refused;
 # "none" = not read. headDimDefault: head_dim when config.json has none (None: hidden / heads).
 FAMILIES = (
-    dict(name="llama", modelTypes=("llama",), architectures=("LlamaForCausalLM",), qkvBias=False, qkNorm=False,
-         slidingWindow="none", mup=False, headDimDefault=None, refusedIfTrue=(_O_BIAS, _MLP_BIAS)),
-    dict(name="tele-flm", modelTypes=("teleflm", "tele_flm", "flm"), architectures=("TeleFLMForCausalLM", "FLMForCausalLM"),
-         qkvBias=False, qkNorm=False, slidingWindow="none", mup=True, headDimDefault=None, refusedIfTrue=(_O_BIAS, _MLP_BIAS)),
-    dict(name="mistral", modelTypes=("mistral",), architectures=("MistralForCausalLM",), qkvBias=False, qkNorm=False,
-         slidingWindow="always", mup=False, headDimDefault=None, refusedIfTrue=(_O_BIAS, _MLP_BIAS)),
+    dict(
+        name="llama",
+        modelTypes=("llama",),
+        architectures=("LlamaForCausalLM",),
+        qkvBias=False,
+        qkNorm=False,
+        slidingWindow="none",
+        mup=False,
+        headDimDefault=None,
+        refusedIfTrue=(_O_BIAS, _MLP_BIAS),
+    ),
+    dict(
+        name="tele-flm",
+        modelTypes=("teleflm", "tele_flm", "flm"),
+        architectures=("TeleFLMForCausalLM", "FLMForCausalLM"),
+        qkvBias=False,
+        qkNorm=False,
+        slidingWindow="none",
+        mup=True,
+        headDimDefault=None,
+        refusedIfTrue=(_O_BIAS, _MLP_BIAS),
+    ),
+    dict(
+        name="mistral",
+        modelTypes=("mistral",),
+        architectures=("MistralForCausalLM",),
+        qkvBias=False,
+        qkNorm=False,
+        slidingWindow="always",
+        mup=False,
+        headDimDefault=None,
+        refusedIfTrue=(_O_BIAS, _MLP_BIAS),
+    ),
     # Qwen2 hard-wires q/k/v biases (bias=True) and has no o_proj bias to refuse
-    dict(name="qwen2", modelTypes=("qwen2",), architectures=("Qwen2ForCausalLM",), qkvBias=True, qkNorm=False,
-         slidingWindow="flagged", mup=False, headDimDefault=None, refusedIfTrue=(_MLP_BIAS,)),
-    dict(name="qwen3", modelTypes=("qwen3",), architectures=("Qwen3ForCausalLM",), qkvBias=False, qkNorm=True,
-         slidingWindow="flagged", mup=False, headDimDefault=128, refusedIfTrue=(_O_BIAS, _MLP_BIAS)),
+    dict(
+        name="qwen2",
+        modelTypes=("qwen2",),
+        architectures=("Qwen2ForCausalLM",),
+        qkvBias=True,
+        qkNorm=False,
+        slidingWindow="flagged",
+        mup=False,
+        headDimDefault=None,
+        refusedIfTrue=(_MLP_BIAS,),
+    ),
+    dict(
+        name="qwen3",
+        modelTypes=("qwen3",),
+        architectures=("Qwen3ForCausalLM",),
+        qkvBias=False,
+        qkNorm=True,
+        slidingWindow="flagged",
+        mup=False,
+        headDimDefault=128,
+        refusedIfTrue=(_O_BIAS, _MLP_BIAS),
+    ),
 )
 
 SUPPORTED_MODEL_TYPES = tuple(t for f in FAMILIES for t in f["modelTypes"])
@@ -49,8 +95,10 @@ def detect_family(model_type, architectures):
 
 
 def table_json():
-    return {"ropeTypes": list(ROPE_TYPES),
-            "families": [{k: list(v) if isinstance(v, tuple) else v for k, v in f.items()} for f in FAMILIES]}
+    return {
+        "ropeTypes": list(ROPE_TYPES),
+        "families": [{k: list(v) if isinstance(v, tuple) else v for k, v in f.items()} for f in FAMILIES],
+    }
 
 
 if __name__ == "__main__":

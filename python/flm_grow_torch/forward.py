@@ -3,6 +3,7 @@
 The torch engine of `flm-grow forward`: logits F32 [B,T,V] and hidden_states.N F32 [B,T,H]
 (N = 0..L, HF's convention), masks applied when the checkpoint has masks.safetensors.
 """
+
 import argparse
 import os
 import sys
@@ -20,10 +21,18 @@ def main(argv=None):
     p.add_argument("--input", required=True, help="safetensors with input_ids [B, T] (I64 or I32)")
     p.add_argument("--output", required=True)
     p.add_argument("--no-masks", action="store_true", help="the plain model even when masks.safetensors exists")
-    p.add_argument("--stage-step", type=int, default=None,
-                   help="set the masks from the manifest's schedule at this step after growth (default: as stored)")
-    p.add_argument("--inv-freq-dtype", choices=["f32", "bf16", "f16"], default="f32",
-                   help="round RoPE frequencies as model.to(dtype) does in transformers (reproduces references made that way)")
+    p.add_argument(
+        "--stage-step",
+        type=int,
+        default=None,
+        help="set the masks from the manifest's schedule at this step after growth (default: as stored)",
+    )
+    p.add_argument(
+        "--inv-freq-dtype",
+        choices=["f32", "bf16", "f16"],
+        default="f32",
+        help="round RoPE frequencies as model.to(dtype) does in transformers (reproduces references made that way)",
+    )
     p.add_argument("--device", default="cpu")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     ifd = {"f32": None, "bf16": torch.bfloat16, "f16": torch.float16}[a.inv_freq_dtype]
@@ -41,8 +50,10 @@ def main(argv=None):
     for i, x in enumerate(hidden):
         out[f"hidden_states.{i}"] = x.float().cpu().contiguous()
     save_file(a.output, out, {"format": "pt", "producer": "flm_grow_torch.forward", "masked": str(masked).lower()})
-    print(f"forward: {ids.shape[0]}x{ids.shape[1]} tokens, {model.config.num_layers} layers{', masked model' if masked else ''} -> {a.output}",
-          file=sys.stderr)
+    print(
+        f"forward: {ids.shape[0]}x{ids.shape[1]} tokens, {model.config.num_layers} layers{', masked model' if masked else ''} -> {a.output}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

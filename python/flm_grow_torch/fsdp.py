@@ -14,6 +14,7 @@ torch.cuda.current_device() (torch 1.13: FullyShardedDataParallel._get_compute_d
 CPU the engine refuses --fsdp and names DDP (the default) instead. use_orig_params (per-weight
 names and dims for the weight-decay groups) needs torch >= 2.0.
 """
+
 import torch
 
 from .optim import OPTIMIZER_FORMAT, js_num
@@ -23,12 +24,16 @@ from .safetensors_io import load_file, save_file
 def fsdp_unavailable(device):
     """Why --fsdp cannot run here, or None."""
     if device.type != "cuda":
-        return ("--fsdp needs CUDA GPUs (NCCL): torch's FullyShardedDataParallel computes on a CUDA device "
-                "(torch 1.13 asks torch.cuda.current_device() even for a CPU module), so it does not run on CPU with gloo. "
-                "On CPU train without --fsdp (DDP: each process holds the whole model, the batch is split)")
+        return (
+            "--fsdp needs CUDA GPUs (NCCL): torch's FullyShardedDataParallel computes on a CUDA device "
+            "(torch 1.13 asks torch.cuda.current_device() even for a CPU module), so it does not run on CPU with gloo. "
+            "On CPU train without --fsdp (DDP: each process holds the whole model, the batch is split)"
+        )
     major = int(torch.__version__.split(".")[0])
     if major < 2:
-        return f"--fsdp needs torch >= 2.0 (FullyShardedDataParallel's use_orig_params); this is torch {torch.__version__}"
+        return (
+            f"--fsdp needs torch >= 2.0 (FullyShardedDataParallel's use_orig_params); this is torch {torch.__version__}"
+        )
     try:
         from torch.distributed.fsdp import FullyShardedDataParallel  # noqa: F401
     except Exception as e:  # e.g. Debian's torch 1.13 under Python 3.11: a dataclass error at import
@@ -50,8 +55,12 @@ class FsdpUpdater:
         self.net = FSDP(model, device_id=device, use_orig_params=True, auto_wrap_policy=ModuleWrapPolicy({layer_class}))
         decay = [p for n, p in self._named() if n in self.matrices]
         rest = [p for n, p in self._named() if n not in self.matrices]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                                     lr=0.0, betas=(beta1, beta2), eps=eps)
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+            lr=0.0,
+            betas=(beta1, beta2),
+            eps=eps,
+        )
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
         self.step = 0
 
@@ -86,12 +95,22 @@ class FsdpUpdater:
         for n in self.names:
             if f"exp_avg.{n}" not in tensors or f"exp_avg_sq.{n}" not in tensors:
                 raise ValueError(f"{path}: tensor exp_avg.{n} or exp_avg_sq.{n} is missing")
-            state[n] = {"step": torch.tensor(float(step)), "exp_avg": tensors[f"exp_avg.{n}"].float(),
-                        "exp_avg_sq": tensors[f"exp_avg_sq.{n}"].float()}
-        full = {"state": state, "param_groups": [dict(g, params=[self._clean(n) for n in names])
-                                                 for g, names in zip(self._groups(), self._group_names())]}
+            state[n] = {
+                "step": torch.tensor(float(step)),
+                "exp_avg": tensors[f"exp_avg.{n}"].float(),
+                "exp_avg_sq": tensors[f"exp_avg_sq.{n}"].float(),
+            }
+        full = {
+            "state": state,
+            "param_groups": [
+                dict(g, params=[self._clean(n) for n in names])
+                for g, names in zip(self._groups(), self._group_names(), strict=True)
+            ],
+        }
         # keywords: the positional order changed between torch 2.0 and 2.1
-        self.opt.load_state_dict(self.FSDP.optim_state_dict_to_load(model=self.net, optim=self.opt, optim_state_dict=full))
+        self.opt.load_state_dict(
+            self.FSDP.optim_state_dict_to_load(model=self.net, optim=self.opt, optim_state_dict=full)
+        )
         self.step = step
 
     def _groups(self):
@@ -105,8 +124,12 @@ class FsdpUpdater:
         """(weights, moments) as full CPU tensors on rank 0 (empty elsewhere); every rank must call it."""
         from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
 
-        with self.FSDP.state_dict_type(self.net, StateDictType.FULL_STATE_DICT, FullStateDictConfig(offload_to_cpu=True, rank0_only=True),
-                                       FullOptimStateDictConfig(offload_to_cpu=True, rank0_only=True)):
+        with self.FSDP.state_dict_type(
+            self.net,
+            StateDictType.FULL_STATE_DICT,
+            FullStateDictConfig(offload_to_cpu=True, rank0_only=True),
+            FullOptimStateDictConfig(offload_to_cpu=True, rank0_only=True),
+        ):
             weights = {self._clean(k): v for k, v in self.net.state_dict().items()}
             osd = self.FSDP.optim_state_dict(self.net, self.opt)
         moments = {self._clean(k): v for k, v in osd.get("state", {}).items()}
@@ -119,6 +142,16 @@ class FsdpUpdater:
             s = moments.get(n)  # a weight that never had a gradient has no state yet: zero moments
             for key in ("exp_avg", "exp_avg_sq"):
                 t[f"{key}.{n}"] = (s[key] if s is not None else torch.zeros_like(weights[n])).detach().float().cpu()
-        save_file(path, t, {"format": OPTIMIZER_FORMAT, "step": js_num(self.step), "tokens": js_num(tokens),
-                            "beta1": js_num(self.beta1), "beta2": js_num(self.beta2), "eps": js_num(self.eps),
-                            "weight_decay": js_num(self.weight_decay)})
+        save_file(
+            path,
+            t,
+            {
+                "format": OPTIMIZER_FORMAT,
+                "step": js_num(self.step),
+                "tokens": js_num(tokens),
+                "beta1": js_num(self.beta1),
+                "beta2": js_num(self.beta2),
+                "eps": js_num(self.eps),
+                "weight_decay": js_num(self.weight_decay),
+            },
+        )

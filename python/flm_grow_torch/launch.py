@@ -6,6 +6,7 @@ rest when one fails. flm-grow uses it because torchrun of Debian's torch 1.13 fa
 Python 3.11 before starting any worker; with torch 2.x `torchrun --nproc-per-node N -m MODULE`
 is equivalent.
 """
+
 import argparse
 import os
 import socket
@@ -29,8 +30,15 @@ def main():
     port = str(free_port())
     procs = []
     for r in range(a.nproc):
-        env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(a.nproc), LOCAL_WORLD_SIZE=str(a.nproc),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        env = dict(
+            os.environ,
+            RANK=str(r),
+            LOCAL_RANK=str(r),
+            WORLD_SIZE=str(a.nproc),
+            LOCAL_WORLD_SIZE=str(a.nproc),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+        )
         procs.append(subprocess.Popen([sys.executable, "-m", a.module] + a.args, env=env))
     code = 0
     while procs:

@@ -21,6 +21,7 @@ the "vocab" group (src/masks.ts).
 Masks are values, never parameters: the handle's `set_step(stage_step)` (or `set_values`)
 overwrites them in place from the manifest's schedule before each optimizer step.
 """
+
 import json
 import math
 import os
@@ -36,6 +37,7 @@ GROUPS = ("hidden", "heads", "ffn", "layers", "vocab")
 
 
 # ---- the schedule (src/train/mask-schedule.ts) ------------------------------------------------
+
 
 def schedule_value(entry, stage_step):
     """Value of one schedule entry at `stage_step` (optimizer steps since growth), in [0, 1]."""
@@ -66,6 +68,7 @@ def read_schedule(ckpt_dir):
 
 # ---- mask files -------------------------------------------------------------------------------
 
+
 def read_masks(path, cfg=None):
     """masks.safetensors -> {'hidden', 'vocab', 'layers': [{'heads', 'ffn', 'residual'}]} (f32),
     plus 'vocab_tokens' when the file has it."""
@@ -74,9 +77,18 @@ def read_masks(path, cfg=None):
     n = 0
     while f"layers.{n}.heads" in t:
         n += 1
-    m = {"hidden": t["hidden"], "vocab": t["vocab"],
-         "layers": [{"heads": t[f"layers.{i}.heads"], "ffn": t[f"layers.{i}.ffn"],
-                     "residual": t[f"layers.{i}.residual"].reshape(1)} for i in range(n)]}
+    m = {
+        "hidden": t["hidden"],
+        "vocab": t["vocab"],
+        "layers": [
+            {
+                "heads": t[f"layers.{i}.heads"],
+                "ffn": t[f"layers.{i}.ffn"],
+                "residual": t[f"layers.{i}.residual"].reshape(1),
+            }
+            for i in range(n)
+        ],
+    }
     if "vocab_tokens" in t:
         m["vocab_tokens"] = t["vocab_tokens"]
     if cfg is not None:
@@ -86,7 +98,10 @@ def read_masks(path, cfg=None):
         if n != cfg.num_layers:
             raise ValueError(f"{path}: masks for {n} layers, config has {cfg.num_layers}")
         for i, l in enumerate(m["layers"]):
-            want += [(f"layers.{i}.heads", l["heads"], cfg.num_heads), (f"layers.{i}.ffn", l["ffn"], cfg.intermediate_size)]
+            want += [
+                (f"layers.{i}.heads", l["heads"], cfg.num_heads),
+                (f"layers.{i}.ffn", l["ffn"], cfg.intermediate_size),
+            ]
         for name, v, size in want:
             if v.numel() != size:
                 raise ValueError(f"{path}: mask {name} has {v.numel()} entries, config needs {size}")
@@ -109,6 +124,7 @@ def apply_values(base, values):
     """Every new unit (value below 1 in `base`) of a group rises to at least that group's c
     (src/masks.ts applyMaskValues); old units are untouched, and in the vocab mask only new
     tokens (vocab_tokens 1) rise: padding ids stay 0. The result has base's dtype."""
+
     def rise(a, c, only=None):
         if c is None:
             return a.clone()
@@ -116,11 +132,20 @@ def apply_values(base, values):
         # in an f64 reference run, keep c as computed)
         new = a < 1 if only is None else (a < 1) & (only == 1)
         return torch.where(new, torch.clamp(a, min=float(torch.tensor(c, dtype=a.dtype))), a)
+
     tokens = base.get("vocab_tokens")
-    out = {"hidden": rise(base["hidden"], values.get("hidden")),
-           "vocab": base["vocab"].clone() if tokens is None else rise(base["vocab"], values.get("vocab"), tokens),
-           "layers": [{"heads": rise(l["heads"], values.get("heads")), "ffn": rise(l["ffn"], values.get("ffn")),
-                       "residual": rise(l["residual"], values.get("layers"))} for l in base["layers"]]}
+    out = {
+        "hidden": rise(base["hidden"], values.get("hidden")),
+        "vocab": base["vocab"].clone() if tokens is None else rise(base["vocab"], values.get("vocab"), tokens),
+        "layers": [
+            {
+                "heads": rise(l["heads"], values.get("heads")),
+                "ffn": rise(l["ffn"], values.get("ffn")),
+                "residual": rise(l["residual"], values.get("layers")),
+            }
+            for l in base["layers"]
+        ],
+    }
     if tokens is not None:
         out["vocab_tokens"] = tokens
     return out
@@ -178,7 +203,7 @@ class MaskHandle:
             c["hidden_sum"].copy_(c["hidden"].sum())
             c["vocab"].copy_(new["vocab"])
             c["vocab_bias"].copy_(self._vocab_bias(c["vocab"]))
-            for l, n in zip(c["layers"], new["layers"]):
+            for l, n in zip(c["layers"], new["layers"], strict=True):
                 for k in ("heads", "ffn", "residual"):
                     l[k].copy_(n[k])
         return values
@@ -190,8 +215,11 @@ class MaskHandle:
     def mask_set(self):
         """The current values as a plain (CPU) mask set, e.g. for write_masks."""
         c = self.current
-        out = {"hidden": c["hidden"].cpu(), "vocab": c["vocab"].cpu(),
-               "layers": [{k: l[k].cpu() for k in ("heads", "ffn", "residual")} for l in c["layers"]]}
+        out = {
+            "hidden": c["hidden"].cpu(),
+            "vocab": c["vocab"].cpu(),
+            "layers": [{k: l[k].cpu() for k in ("heads", "ffn", "residual")} for l in c["layers"]],
+        }
         if self.base.get("vocab_tokens") is not None:
             out["vocab_tokens"] = self.base["vocab_tokens"]
         return out
@@ -215,6 +243,7 @@ def _masked_rmsnorm(module, handle):
         variance = (h.pow(2) * m).sum(-1, keepdim=True) / handle.current["hidden_sum"]
         h = h * torch.rsqrt(variance + eps)
         return module.weight * h.to(dtype)
+
     return forward
 
 
@@ -262,27 +291,33 @@ def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=
                 nh = lm["heads"].numel()
                 shape = x.shape
                 # columns j*hd..(j+1)*hd of o_proj's input are head j's output
-                return (x.reshape(*shape[:-1], nh, shape[-1] // nh) * lm["heads"][:, None]).reshape(shape),
+                return ((x.reshape(*shape[:-1], nh, shape[-1] // nh) * lm["heads"][:, None]).reshape(shape),)
 
             handle.handles.append(mod.register_forward_pre_hook(head_mask))
-            handle.handles.append(mod.register_forward_hook(
-                lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"]))
+            handle.handles.append(
+                mod.register_forward_hook(lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"])
+            )
             seen["o"] += 1
         elif leaf == "down_proj" and li is not None:
             lm = handle.current["layers"][li]
             handle.handles.append(mod.register_forward_pre_hook(lambda _m, inp, lm=lm: (inp[0] * lm["ffn"],)))
-            handle.handles.append(mod.register_forward_hook(
-                lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"]))
+            handle.handles.append(
+                mod.register_forward_hook(lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"])
+            )
             seen["down"] += 1
         elif leaf == "lm_head":
             # (raw + b/s)·s = raw·s + b: the bias lands on the scaled logits as in src/model/llama.ts
             s = float(getattr(getattr(module, "config", None), "logit_scale", 1.0) or 1.0)
-            handle.handles.append(mod.register_forward_hook(
-                lambda _m, _i, out, s=s: out + (handle.current["vocab_bias"] / s).to(out.dtype)))
+            handle.handles.append(
+                mod.register_forward_hook(
+                    lambda _m, _i, out, s=s: out + (handle.current["vocab_bias"] / s).to(out.dtype)
+                )
+            )
             seen["lm_head"] += 1
     want = {"embed": 1, "norm": 2 * nl + 1, "o": nl, "down": nl, "lm_head": 1}
     if seen != want:
         handle.remove()
-        raise ValueError(f"attach_masks: module tree does not look like an HF Llama with {nl} layers "
-                         f"(found {seen}, expected {want})")
+        raise ValueError(
+            f"attach_masks: module tree does not look like an HF Llama with {nl} layers (found {seen}, expected {want})"
+        )
     return handle

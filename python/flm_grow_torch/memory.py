@@ -12,6 +12,7 @@ measurements, above them. Activations come on top and grow with the batch: what 
 token and layer (the normed inputs, q/k/v, the attention probabilities, the MLP's gate/up/product)
 and the logits with their softmax and gradient.
 """
+
 import os
 
 RUNTIME_BYTES = 0.3e9
@@ -91,8 +92,10 @@ def check_fits(cfg, tokens, seq_len, device, f64=False, fsdp_world=1, local_proc
         return None
     gb = lambda b: f"{b / 1e9:.1f} GB"
     who = f"{procs} processes x {gb(need)}" if procs > 1 else gb(need)
-    return (f"the model ({parameter_count(cfg) / 1e9:.2f} B parameters) needs about {who} to train "
-            f"({32 if f64 else 16} B per parameter for weights, gradients and AdamW moments, the LM head's "
-            f"backward temporaries, activations for {tokens} tokens per step), and {gb(have)} is available ({where}). "
-            f"Use a smaller --batch-size or --seq-len, a machine with more memory, or GPUs with --nproc N --fsdp; "
-            f"${MEMORY_LIMIT_ENV}=<bytes> overrides the available figure")
+    return (
+        f"the model ({parameter_count(cfg) / 1e9:.2f} B parameters) needs about {who} to train "
+        f"({32 if f64 else 16} B per parameter for weights, gradients and AdamW moments, the LM head's "
+        f"backward temporaries, activations for {tokens} tokens per step), and {gb(have)} is available ({where}). "
+        f"Use a smaller --batch-size or --seq-len, a machine with more memory, or GPUs with --nproc N --fsdp; "
+        f"${MEMORY_LIMIT_ENV}=<bytes> overrides the available figure"
+    )

@@ -9,12 +9,13 @@ IS embed_tokens.weight, one parameter). It is the *plain* model: MSG masks are a
 outside by masks.attach_masks, which works on this tree or on any other with the same names (e.g.
 transformers' LlamaForCausalLM or Qwen2ForCausalLM).
 """
+
 import math
 import re
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .config import ModelConfig, read_config
 from .safetensors_io import load_checkpoint_tensors
@@ -43,7 +44,7 @@ class RMSNorm(nn.Module):
 def rope_inv_freq(head_dim, theta):
     # f32 throughout, as transformers' default RoPE init: 1 / theta^(arange(0, d, 2) / d)
     exps = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
-    return 1.0 / (theta ** exps)
+    return 1.0 / (theta**exps)
 
 
 def rope_frequencies(cfg, seq_len):
@@ -303,10 +304,16 @@ def load_model(ckpt_dir, dtype=torch.float32, device="cpu", inv_freq_dtype=None)
     missing = [n for n in own if n not in tensors]
     # as src/arch.ts: RoPE buffers some exporters carry are derived, and a tied checkpoint may still
     # carry a copy of the head (transformers ignores it on load)
-    extra = [n for n in tensors if n not in own and not _IGNORED.match(n) and not (cfg.tie_word_embeddings and n == "lm_head.weight")]
+    extra = [
+        n
+        for n in tensors
+        if n not in own and not _IGNORED.match(n) and not (cfg.tie_word_embeddings and n == "lm_head.weight")
+    ]
     if missing or extra:
         tied = " (tie_word_embeddings is true: the embedding is the LM head)" if cfg.tie_word_embeddings else ""
-        raise ValueError(f"{ckpt_dir}: tensors do not match config.json{tied}: missing {missing[:4]}, unexpected {extra[:4]}")
+        raise ValueError(
+            f"{ckpt_dir}: tensors do not match config.json{tied}: missing {missing[:4]}, unexpected {extra[:4]}"
+        )
     with torch.no_grad():
         for name, p in own.items():
             t = tensors[name]

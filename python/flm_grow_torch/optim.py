@@ -1,6 +1,7 @@
 """AdamW and LR schedules exactly as src/train/adamw.ts and src/train/lr-schedule.ts, so the
 torch engine continues a run (or a grown checkpoint's optimizer.safetensors) where flm-grow's
 tfjs trainer would."""
+
 import math
 
 import torch
@@ -46,8 +47,8 @@ class AdamW:
     def apply(self, lr, grad_scale=1.0):
         self.step += 1
         t = self.step
-        bc1 = 1 - self.beta1 ** t
-        bc2 = 1 - self.beta2 ** t
+        bc1 = 1 - self.beta1**t
+        bc2 = 1 - self.beta2**t
         for n, p in self.params.items():
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             g = g.to(moment_dtype(p))
@@ -66,6 +67,7 @@ class AdamW:
         is read at a time: the file is twice the model, and holding all of it beside the moments
         it replaces would be the run's memory peak."""
         from .safetensors_io import SafetensorsFile
+
         f = SafetensorsFile(path)
         try:
             md = f.metadata or {}
@@ -77,7 +79,9 @@ class AdamW:
                     if name not in f.tensors:
                         raise ValueError(f"{path}: tensor {name} is missing")
                     if tuple(f.tensors[name]["shape"]) != tuple(p.shape):
-                        raise ValueError(f"{path}: {name} has shape {list(f.tensors[name]['shape'])}, the weight has {list(p.shape)}")
+                        raise ValueError(
+                            f"{path}: {name} has shape {list(f.tensors[name]['shape'])}, the weight has {list(p.shape)}"
+                        )
                     store[n] = None  # the zeros go before the stored moments come in
                     store[n] = f.get(name).to(device=p.device, dtype=moment_dtype(p))
         finally:
@@ -92,9 +96,19 @@ class AdamW:
         for n in names:
             t[f"exp_avg.{n}"] = self.exp_avg[n].detach().float().cpu()
             t[f"exp_avg_sq.{n}"] = self.exp_avg_sq[n].detach().float().cpu()
-        save_file(path, t, {"format": OPTIMIZER_FORMAT, "step": js_num(self.step), "tokens": js_num(tokens),
-                            "beta1": js_num(self.beta1), "beta2": js_num(self.beta2), "eps": js_num(self.eps),
-                            "weight_decay": js_num(self.weight_decay)})
+        save_file(
+            path,
+            t,
+            {
+                "format": OPTIMIZER_FORMAT,
+                "step": js_num(self.step),
+                "tokens": js_num(tokens),
+                "beta1": js_num(self.beta1),
+                "beta2": js_num(self.beta2),
+                "eps": js_num(self.eps),
+                "weight_decay": js_num(self.weight_decay),
+            },
+        )
 
 
 def read_meta(md, path):
@@ -103,13 +117,14 @@ def read_meta(md, path):
         try:
             out[k] = float(md[k])
         except (KeyError, ValueError):
-            raise ValueError(f"{path}: metadata field {k!r} is missing or not a number")
+            raise ValueError(f"{path}: metadata field {k!r} is missing or not a number") from None
     out["step"], out["tokens"] = int(out["step"]), int(out["tokens"])
     return out
 
 
 def read_optimizer_meta(path):
     from .safetensors_io import SafetensorsFile
+
     f = SafetensorsFile(path)
     try:
         if (f.metadata or {}).get("format") != OPTIMIZER_FORMAT:
@@ -126,7 +141,7 @@ def js_num(x):
     if x == 0 or not math.isfinite(x):
         return "0" if x == 0 else ("NaN" if x != x else ("Infinity" if x > 0 else "-Infinity"))
     sign = "-" if x < 0 else ""
-    mant, _, exp = ("%r" % abs(x)).partition("e")
+    mant, _, exp = repr(abs(x)).partition("e")
     digits, _, frac = mant.partition(".")
     e = int(exp or 0) + len(digits) - 1  # decimal exponent of the first digit
     ds = (digits + frac).lstrip("0")
@@ -137,7 +152,7 @@ def js_num(x):
         if e >= len(ds) - 1:
             return sign + ds + "0" * (e - len(ds) + 1)
         if e >= 0:
-            return sign + ds[: e + 1] + "." + ds[e + 1:]
+            return sign + ds[: e + 1] + "." + ds[e + 1 :]
         return sign + "0." + "0" * (-e - 1) + ds
     return sign + ds[0] + ("." + ds[1:] if len(ds) > 1 else "") + "e" + ("+" if e > 0 else "-") + str(abs(e))
 

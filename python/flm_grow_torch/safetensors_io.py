@@ -4,6 +4,7 @@ Reading memory-maps the file, so a checkpoint's tensors are only paged in when u
 pads the JSON header with spaces to a multiple of 8 bytes, as the reference writer (and
 flm-grow's TypeScript writer) does.
 """
+
 import json
 import mmap
 import os
@@ -13,9 +14,16 @@ import torch
 
 # safetensors dtype name -> (torch dtype, bytes per element)
 DTYPES = {
-    "F64": (torch.float64, 8), "F32": (torch.float32, 4), "F16": (torch.float16, 2),
-    "BF16": (torch.bfloat16, 2), "I64": (torch.int64, 8), "I32": (torch.int32, 4),
-    "I16": (torch.int16, 2), "I8": (torch.int8, 1), "U8": (torch.uint8, 1), "BOOL": (torch.bool, 1),
+    "F64": (torch.float64, 8),
+    "F32": (torch.float32, 4),
+    "F16": (torch.float16, 2),
+    "BF16": (torch.bfloat16, 2),
+    "I64": (torch.int64, 8),
+    "I32": (torch.int32, 4),
+    "I16": (torch.int16, 2),
+    "I8": (torch.int8, 1),
+    "U8": (torch.uint8, 1),
+    "BOOL": (torch.bool, 1),
 }
 NAME_OF = {t: n for n, (t, _) in DTYPES.items()}
 
@@ -37,7 +45,7 @@ class SafetensorsFile:
             raise ValueError(f"{path}: HeaderTooLarge ({n} bytes)")
         if 8 + n > size:
             raise ValueError(f"{path}: InvalidHeaderLength")
-        header = json.loads(bytes(self._mm[8:8 + n]).decode("utf-8"))
+        header = json.loads(bytes(self._mm[8 : 8 + n]).decode("utf-8"))
         self.metadata = header.pop("__metadata__", None)
         self.tensors = header
         self._base = 8 + n
@@ -58,7 +66,7 @@ class SafetensorsFile:
         info = self.tensors[name]
         dtype, _ = DTYPES[info["dtype"]]
         b, e = info["data_offsets"]
-        raw = bytearray(self._mm[self._base + b:self._base + e])  # copy: the mapping is read-only
+        raw = bytearray(self._mm[self._base + b : self._base + e])  # copy: the mapping is read-only
         if len(raw) == 0:
             return torch.empty(info["shape"], dtype=dtype)
         return torch.frombuffer(raw, dtype=dtype).reshape(info["shape"])
@@ -89,7 +97,7 @@ def write_tensor(f, t, buf):
     staging = torch.frombuffer(buf, dtype=torch.uint8)
     for at in range(0, u8.numel(), len(buf)):
         n = min(len(buf), u8.numel() - at)
-        staging[:n].copy_(u8[at:at + n])
+        staging[:n].copy_(u8[at : at + n])
         f.write(memoryview(buf)[:n])
 
 

@@ -10,6 +10,7 @@ GPU. On GPU the forward/backward runs under bf16 autocast by default (--precisio
 moments and the update stay f32. --precision f64 computes everything in float64: a numerical
 reference for the f32 runs (docs/engines.md), never the default.
 """
+
 import argparse
 import json
 import math
@@ -22,12 +23,24 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .checkpointing import (MANIFEST_FORMAT, MetricsLog, checkpoint_dir_name, latest_checkpoint, read_side_files, write_side_files,
-                            prune_checkpoints, read_manifest, sha256_file, source_identity, write_manifest_last)
+from . import runlock
+from .checkpointing import (
+    MANIFEST_FORMAT,
+    MetricsLog,
+    checkpoint_dir_name,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_manifest,
+    read_side_files,
+    sha256_file,
+    source_identity,
+    write_manifest_last,
+    write_side_files,
+)
 from .config import read_config
 from .data import TokenDataset
-from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
 from .fsdp import FsdpUpdater, fsdp_unavailable
+from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
 from .memory import check_fits
 from .model import DecoderLayer, at_least_f32, load_model
 from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
@@ -73,18 +86,31 @@ def parse_args(argv):
     p.add_argument("--eval-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument(
+        "--take-over-lock", action="store_true", help="take over --out's lock held by a dead job on another host"
+    )
     p.add_argument("--lr-after-growth", choices=["rewind", "continue"], default="rewind")
     p.add_argument("--total-steps", type=int, default=None)
     p.add_argument("--keep-checkpoints", type=int, default=2)
     p.add_argument("--stage", default=None)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="auto: bf16 autocast on GPU, f32 on CPU; f64: weights, moments, masks and arithmetic in float64, "
-                        "a numerical reference for f32 runs (checkpoints are still written in f32). "
-                        f"Default: ${PRECISION_ENV} or auto")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="auto: bf16 autocast on GPU, f32 on CPU; f64: weights, moments, masks and arithmetic in float64, "
+        "a numerical reference for f32 runs (checkpoints are still written in f32). "
+        f"Default: ${PRECISION_ENV} or auto",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
-    p.add_argument("--fsdp", action="store_true", help="FullyShardedDataParallel instead of DDP (CUDA only): for models that do not fit one device")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: CPUs / processes)")
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="FullyShardedDataParallel instead of DDP (CUDA only): for models that do not fit one device",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads per process (default: CPUs / processes)"
+    )
     p.add_argument("--interrupt-after", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.precision is None:
@@ -148,16 +174,27 @@ def start_state(a, dir_, resumed):
     """Where this run starts: global step, stage start, tokens, LR schedule (trainer.ts startState)."""
     m = read_manifest(dir_)
     lr = a.lr
-    base = {"lr": lr, "minLr": a.min_lr if a.min_lr is not None else lr / 10, "warmupSteps": a.warmup_steps, "schedule": a.schedule}
+    base = {
+        "lr": lr,
+        "minLr": a.min_lr if a.min_lr is not None else lr / 10,
+        "warmupSteps": a.warmup_steps,
+        "schedule": a.schedule,
+    }
     if resumed:
         x = m.get("extra", {})
         # the run's target is its first step + --steps (older manifests: the stored target)
         run_start = x.get("runStartStep")
-        return dict(step=x["step"], stageStart=x["stageStart"], tokens=x["tokens"],
-                    runStart=run_start if run_start is not None else x["targetStep"] - a.steps,
-                    targetStep=run_start + a.steps if run_start is not None else x["targetStep"],
-                    lrSchedule=x["lrSchedule"], schedule=(m.get("masks") or {}).get("schedule", []), source=m.get("source"),
-                    grownFrom=None)
+        return dict(
+            step=x["step"],
+            stageStart=x["stageStart"],
+            tokens=x["tokens"],
+            runStart=run_start if run_start is not None else x["targetStep"] - a.steps,
+            targetStep=run_start + a.steps if run_start is not None else x["targetStep"],
+            lrSchedule=x["lrSchedule"],
+            schedule=(m.get("masks") or {}).get("schedule", []),
+            source=m.get("source"),
+            grownFrom=None,
+        )
     step = tokens = stage_start = 0
     opt = os.path.join(dir_, OPTIMIZER_FILE)
     if m is not None and m.get("kind") == "train":
@@ -167,16 +204,32 @@ def start_state(a, dir_, resumed):
         step, tokens = meta["step"], meta["tokens"]
         stage_start = step  # a grown checkpoint: its stage starts here
     target = step + a.steps
-    total = max(a.total_steps if a.total_steps is not None else target, target) if a.lr_after_growth == "continue" else a.steps
-    ls = dict(base, warmupSteps=min(base["warmupSteps"], total), totalSteps=total,
-              startStep=0 if a.lr_after_growth == "continue" else step)
+    total = (
+        max(a.total_steps if a.total_steps is not None else target, target)
+        if a.lr_after_growth == "continue"
+        else a.steps
+    )
+    ls = dict(
+        base,
+        warmupSteps=min(base["warmupSteps"], total),
+        totalSteps=total,
+        startStep=0 if a.lr_after_growth == "continue" else step,
+    )
     if m is not None and m.get("kind") == "train" and m.get("source") is not None:
         source = m["source"]
     else:
         source = None  # filled in by the caller (needs the tensor sizes)
-    return dict(step=step, stageStart=stage_start, tokens=tokens, runStart=step, targetStep=target, lrSchedule=ls,
-                schedule=(m or {}).get("masks", {}).get("schedule", []) if m else [], source=source,
-                grownFrom=m if m is not None and m.get("kind") == "grow" else None)
+    return dict(
+        step=step,
+        stageStart=stage_start,
+        tokens=tokens,
+        runStart=step,
+        targetStep=target,
+        lrSchedule=ls,
+        schedule=(m or {}).get("masks", {}).get("schedule", []) if m else [],
+        source=source,
+        grownFrom=m if m is not None and m.get("kind") == "grow" else None,
+    )
 
 
 def refuse_padding_ids(ds, masks):
@@ -188,16 +241,20 @@ def refuse_padding_ids(ds, masks):
         return
     step = 1 << 24
     for start in range(0, len(ds.tokens), step):
-        ids = torch.frombuffer(bytearray(ds.tokens[start:start + step].tobytes()),
-                               dtype={1: torch.uint8, 2: torch.int16, 4: torch.int32}[ds.tokens.itemsize]).long()
+        ids = torch.frombuffer(
+            bytearray(ds.tokens[start : start + step].tobytes()),
+            dtype={1: torch.uint8, 2: torch.int16, 4: torch.int32}[ds.tokens.itemsize],
+        ).long()
         if ds.tokens.itemsize == 2:
             ids = ids & 0xFFFF
         hit = dead[ids].nonzero()
         if hit.numel() > 0:
             at = start + int(hit[0])
-            sys.exit(f"train: {ds.source}: token id {int(ids[int(hit[0])])} at position {at} is a padding id of the checkpoint "
-                     "(its vocab mask is 0 for good: the model can never predict it); re-tokenize the data for the source "
-                     "vocabulary, or grow the source with learnable new ids: --vocab-new tokens")
+            sys.exit(
+                f"train: {ds.source}: token id {int(ids[int(hit[0])])} at position {at} is a padding id of the checkpoint "
+                "(its vocab mask is 0 for good: the model can never predict it); re-tokenize the data for the source "
+                "vocabulary, or grow the source with learnable new ids: --vocab-new tokens"
+            )
 
 
 def main(argv=None):
@@ -226,8 +283,17 @@ def main(argv=None):
     log = (lambda s: None) if a.quiet or dd.rank else (lambda s: print(s, flush=True))
     slow_blas = reference_blas() if device.type == "cpu" and dd.rank == 0 else None
     if slow_blas is not None:
-        print(f"train: warning: torch multiplies with the reference BLAS ({slow_blas}), about 1 GFLOP/s; "
-              "install an optimised one (Debian/Ubuntu: apt-get install libopenblas0-openmp)", file=sys.stderr, flush=True)
+        print(
+            f"train: warning: torch multiplies with the reference BLAS ({slow_blas}), about 1 GFLOP/s; "
+            "install an optimised one (Debian/Ubuntu: apt-get install libopenblas0-openmp)",
+            file=sys.stderr,
+            flush=True,
+        )
+    if dd.rank == 0:  # one writer per run folder (runlock.py); rank 0 writes for the job
+        try:
+            runlock.acquire(a.out, take_over=a.take_over_lock, log=log)
+        except runlock.RunLockError as e:
+            sys.exit(f"train: {e}")
     dir_, resumed = a.checkpoint, False
     if a.resume:
         latest = latest_checkpoint(a.out)
@@ -235,17 +301,32 @@ def main(argv=None):
             dir_, resumed = latest, True
     cfg = read_config(dir_)
     if T > cfg.max_position_embeddings:
-        sys.exit(f"train: --seq-len {T} exceeds the model's max_position_embeddings {cfg.max_position_embeddings} ({dir_}/config.json)")
+        sys.exit(
+            f"train: --seq-len {T} exceeds the model's max_position_embeddings {cfg.max_position_embeddings} ({dir_}/config.json)"
+        )
     # before anything is allocated or written: a model this machine cannot train is refused here
-    too_big = check_fits(cfg, B // dd.world * T, T, device, f64=f64, fsdp_world=dd.world if a.fsdp else 1,
-                         local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    too_big = check_fits(
+        cfg,
+        B // dd.world * T,
+        T,
+        device,
+        f64=f64,
+        fsdp_world=dd.world if a.fsdp else 1,
+        local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+    )
     if too_big is not None:
         sys.exit(f"train: {dir_}: {too_big}")
     os.makedirs(a.out, exist_ok=True)
     st = start_state(a, dir_, resumed)
-    if os.path.exists(os.path.join(dir_, "tokenizer.json")) and os.path.splitext(a.data)[1].lower() not in (".bin", ".u16", ".u32"):
-        sys.exit(f"train: {dir_} has a tokenizer.json and {a.data} is text; the torch engine reads byte-level text or token files. "
-                 "Run through `flm-grow train --engine torch`, which tokenizes it first, or pass a .u16/.u32 token file.")
+    if os.path.exists(os.path.join(dir_, "tokenizer.json")) and os.path.splitext(a.data)[1].lower() not in (
+        ".bin",
+        ".u16",
+        ".u32",
+    ):
+        sys.exit(
+            f"train: {dir_} has a tokenizer.json and {a.data} is text; the torch engine reads byte-level text or token files. "
+            "Run through `flm-grow train --engine torch`, which tokenizes it first, or pass a .u16/.u32 token file."
+        )
     ds = TokenDataset(a.data, eval_fraction=a.eval_fraction, seq_len=T)
     if ds.max_id >= cfg.vocab_size:
         sys.exit(f"train: {a.data}: token id {ds.max_id} is outside the model's vocabulary of {cfg.vocab_size}")
@@ -280,7 +361,9 @@ def main(argv=None):
     if fsdp is not None:
         net = fsdp.net
     elif dd.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     metrics = None
     stage = a.stage if a.stage is not None else 0
@@ -290,12 +373,19 @@ def main(argv=None):
         # training from one of the run folder's own checkpoints continues that run: keep its metrics
         ck, out_dir = os.path.realpath(a.checkpoint), os.path.realpath(a.out)
         continues = resumed or (ck != out_dir and ck.startswith(out_dir + os.sep))
-        metrics = MetricsLog(os.path.join(a.out, METRICS_FILE), resume_at_step=st["step"] if continues else None, truncate=not continues)
+        metrics = MetricsLog(
+            os.path.join(a.out, METRICS_FILE), resume_at_step=st["step"] if continues else None, truncate=not continues
+        )
         g = st["grownFrom"]
         if g is not None:
             rt = (g.get("plan") or {}).get("resolvedTargets")
-            metrics.log_growth(st["step"], stage, None if rt is None else
-                               f"grown to H {rt['hidden_size']}, F {rt['intermediate_size']}, heads {rt['num_attention_heads']}, L {rt['num_hidden_layers']}")
+            metrics.log_growth(
+                st["step"],
+                stage,
+                None
+                if rt is None
+                else f"grown to H {rt['hidden_size']}, F {rt['intermediate_size']}, heads {rt['num_attention_heads']}, L {rt['num_hidden_layers']}",
+            )
     anneal_end = st["stageStart"] + annealing_end_step(st["schedule"])
     has_eval = len(ds.eval) > T
     lo, hi = dd.rank * B // dd.world, (dd.rank + 1) * B // dd.world
@@ -340,6 +430,7 @@ def main(argv=None):
         if dd.rank == 0:
             tmp = out + f".tmp-{os.getpid()}"
             import shutil
+
             shutil.rmtree(tmp, ignore_errors=True)
             os.makedirs(tmp)
             save_checkpoint_tensors(tmp, {n: weights[n].detach().float().cpu() for n in names})
@@ -355,19 +446,42 @@ def main(argv=None):
             write_side_files(side_files, tmp)
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
-            manifest = {"format": MANIFEST_FORMAT, "kind": "train", "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                        "tool": {"name": "flm-grow", "version": tool_version()}}
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "kind": "train",
+                "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                "tool": {"name": "flm-grow", "version": tool_version()},
+            }
             if st["source"] is not None:
                 manifest["source"] = st["source"]
             if cur is not None:
                 manifest["masks"] = {"file": MASKS_FILE, "schedule": st["schedule"]}
             manifest["extra"] = {
-                "step": step, "stageStep": step - st["stageStart"], "stageStart": st["stageStart"], "tokens": tokens,
-                "runStartStep": st["runStart"], "targetStep": st["targetStep"], "complete": complete, "seed": seed, "dtype": "F32", "lrSchedule": st["lrSchedule"],
-                "batchSize": B, "seqLen": T,
-                "data": {"path": os.path.abspath(a.data), "sha256": data_sha, "tokens": len(ds.tokens), "tokenizer": "bytes" if ds.tokenizer else a.data},
-                "masksAllOne": cur is None or all_one(cur), "lastLoss": losses[-1] if losses else None, "evalLoss": last_eval,
-                "engine": "torch", "processes": dd.world, "sharding": "fsdp" if fsdp is not None else "ddp" if dd.world > 1 else "none", "precision": precision_label,
+                "step": step,
+                "stageStep": step - st["stageStart"],
+                "stageStart": st["stageStart"],
+                "tokens": tokens,
+                "runStartStep": st["runStart"],
+                "targetStep": st["targetStep"],
+                "complete": complete,
+                "seed": seed,
+                "dtype": "F32",
+                "lrSchedule": st["lrSchedule"],
+                "batchSize": B,
+                "seqLen": T,
+                "data": {
+                    "path": os.path.abspath(a.data),
+                    "sha256": data_sha,
+                    "tokens": len(ds.tokens),
+                    "tokenizer": "bytes" if ds.tokenizer else a.data,
+                },
+                "masksAllOne": cur is None or all_one(cur),
+                "lastLoss": losses[-1] if losses else None,
+                "evalLoss": last_eval,
+                "engine": "torch",
+                "processes": dd.world,
+                "sharding": "fsdp" if fsdp is not None else "ddp" if dd.world > 1 else "none",
+                "precision": precision_label,
             }
             write_manifest_last(out, js_value(manifest))
             prune_checkpoints(a.out, a.keep_checkpoints, out)
@@ -399,12 +513,21 @@ def main(argv=None):
         if fsdp is not None:
             gnorm = fsdp.grad_norm_and_clip(clip)  # across shards; already clipped
         else:
-            gnorm = float(torch.stack([at_least_f32(p.grad).norm() for p in model.parameters() if p.grad is not None]).norm())
+            gnorm = float(
+                torch.stack([at_least_f32(p.grad).norm() for p in model.parameters() if p.grad is not None]).norm()
+            )
         if not (math.isfinite(loss) and math.isfinite(gnorm)) or loss > MAX_LOSS:
-            what = ('loss is ' + str(loss) if not math.isfinite(loss) else f'loss {loss:.3e} is above {MAX_LOSS}' if loss > MAX_LOSS
-                    else 'gradient norm is ' + str(gnorm))
-            sys.exit(f"train: {a.out}: step {step}: {what} "
-                     f"(lr {lr:.3e}); training stopped. Last good checkpoint: {last_saved or dir_ + ' (nothing saved in this run)'}. Lower --lr or check the data.")
+            what = (
+                "loss is " + str(loss)
+                if not math.isfinite(loss)
+                else f"loss {loss:.3e} is above {MAX_LOSS}"
+                if loss > MAX_LOSS
+                else "gradient norm is " + str(gnorm)
+            )
+            sys.exit(
+                f"train: {a.out}: step {step}: {what} "
+                f"(lr {lr:.3e}); training stopped. Last good checkpoint: {last_saved or dir_ + ' (nothing saved in this run)'}. Lower --lr or check the data."
+            )
         scale = clip / (gnorm + 1e-6) if clip > 0 and gnorm > clip else 1.0
         if fsdp is not None:
             fsdp.apply(lr)
@@ -431,17 +554,30 @@ def main(argv=None):
             log(f"step {step - 1}: loss {loss:.4f} lr {lr:.3e} grad-norm {gnorm:.3f}")
         if not announced and step >= anneal_end and all_one(handle.mask_set()):
             announced = True
-            log(f"train: every mask reached 1 at step {step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)")
+            log(
+                f"train: every mask reached 1 at step {step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)"
+            )
         if a.save_every > 0 and step % a.save_every == 0 and step < st["targetStep"]:
             save(False)
     out = (last_saved or dir_) if interrupted or step == st["step"] else save(True)
     secs = time.time() - t0
     if metrics is not None:
         metrics.close()
-    result = {"checkpoint": out, "startStep": st["step"], "step": step, "stageStep": step - st["stageStart"], "losses": losses,
-              "evalLoss": last_eval, "parameters": params, "tokensPerSec": trained / max(1e-9, secs), "interrupted": interrupted,
-              "masksAllOne": handle is None or all_one(handle.mask_set()), "processes": dd.world, "device": str(device),
-              "precision": precision_label}
+    result = {
+        "checkpoint": out,
+        "startStep": st["step"],
+        "step": step,
+        "stageStep": step - st["stageStart"],
+        "losses": losses,
+        "evalLoss": last_eval,
+        "parameters": params,
+        "tokensPerSec": trained / max(1e-9, secs),
+        "interrupted": interrupted,
+        "masksAllOne": handle is None or all_one(handle.mask_set()),
+        "processes": dd.world,
+        "device": str(device),
+        "precision": precision_label,
+    }
     if dd.rank == 0:
         # one machine-readable line last, for `flm-grow train --engine torch`
         print("FLM_GROW_RESULT " + json.dumps(result), flush=True)
@@ -451,6 +587,7 @@ def main(argv=None):
 
 def _stored_bytes(d):
     from .safetensors_io import SafetensorsFile
+
     files = [f for f in os.listdir(d) if f.endswith(".safetensors") and f.startswith("model")]
     n = 0
     for f in files:
@@ -462,7 +599,9 @@ def _stored_bytes(d):
 
 def out_of_memory(e):
     """An allocator failure (MemoryError, or torch's RuntimeError / OutOfMemoryError naming it)."""
-    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
+    return isinstance(e, MemoryError) or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e))
+    )
 
 
 def cli():
@@ -472,9 +611,11 @@ def cli():
         if not out_of_memory(e):
             raise
         # one line instead of a traceback: what ran out and what a step needs
-        sys.exit(f"train: out of memory ({str(e).strip().splitlines()[-1][:200]}). A training step holds about 16 bytes per "
-                 "parameter (f32 weights, gradients and AdamW moments; 32 with --precision f64) plus activations and "
-                 "twice the largest tensor; use a machine with more memory, or several GPUs with --nproc N --fsdp")
+        sys.exit(
+            f"train: out of memory ({str(e).strip().splitlines()[-1][:200]}). A training step holds about 16 bytes per "
+            "parameter (f32 weights, gradients and AdamW moments; 32 with --precision f64) plus activations and "
+            "twice the largest tensor; use a machine with more memory, or several GPUs with --nproc N --fsdp"
+        )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ export const SHARED_OPTIONS = {
   dtype: { type: 'string', choices: DTYPE_CHOICES, describe: 'tensor dtype written', jsonKey: 'dtype' },
   overwrite: { type: 'boolean', describe: 'replace an existing destination that flm-grow wrote (or an empty folder)' },
   'force-overwrite': { type: 'boolean', describe: 'with --overwrite: replace the destination even if flm-grow did not write it' },
+  'take-over-lock': {
+    type: 'boolean',
+    describe: "take over the --out folder's lock held by a job on another host that is no longer running",
+  },
   'out-shard-size': { type: 'string', describe: 'largest output shard, e.g. 5GB, 500MB', jsonKey: 'out_shard_size' },
   'calibration-tokens': {
     type: 'number',
@@ -126,9 +130,9 @@ export const COMMAND_OPTIONS: Record<string, SharedName[]> = {
   verify: ['json', 'quiet', 'backend', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'],
   forward: ['json', 'quiet', 'backend', 'engine', 'input', 'out', 'overwrite'],
   'select-layers': ['json', 'quiet', 'backend', 'seed', ...SELECTION_OPTIONS],
-  train: ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size'],
+  train: ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size', 'take-over-lock'],
   bake: ['json', 'quiet', 'out', 'overwrite', 'force-overwrite', 'out-shard-size'],
-  run: ['json', 'quiet', 'out'],
+  run: ['json', 'quiet', 'out', 'take-over-lock'],
   plot: ['json', 'out'],
   synth: ['json', 'quiet', 'out', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'],
   assemble: ['json', 'quiet', 'out', 'overwrite', 'force-overwrite'],

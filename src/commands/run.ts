@@ -13,7 +13,7 @@ export const runCommand: CommandModule = {
         demandOption: true,
         describe: 'pipeline JSON (e.g. pipelines/tiny-tele-flm.json)',
       }),
-      ['json', 'quiet', 'out'],
+      ['json', 'quiet', 'out', 'take-over-lock'],
       { out: { describe: 'output folder (default: pipeline-out beside the pipeline file)' } },
     ).example(
       '$0 run pipelines/tiny-tele-flm.json --out demo-out',
@@ -25,6 +25,7 @@ export const runCommand: CommandModule = {
     const r = await runPipeline(a.pipeline as string, {
       out: a.out as string | undefined,
       quiet: a.quiet === true,
+      takeOverLock: a['take-over-lock'] === true,
       progress: progressBars(a.quiet === true),
       log: logLine,
     });

@@ -79,7 +79,7 @@ export const trainCommand: CommandModule = {
           default: false,
           describe: 'torch engine on CUDA GPUs: shard weights, gradients and AdamW moments (FSDP) instead of DDP',
         }),
-      ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size'],
+      ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size', 'take-over-lock'],
       {
         out: { demandOption: true, describe: 'run folder: checkpoint-<step>/ folders and metrics.jsonl' },
         seed: { default: 0, describe: 'batches are a pure function of (seed, step)' },
@@ -138,6 +138,7 @@ export const trainCommand: CommandModule = {
         backend: a.backend as BackendName,
         resume: a.resume === true,
         overwrite: a.overwrite === true,
+        takeOverLock: a['take-over-lock'] === true,
         lrAfterGrowth: a['lr-after-growth'] as 'rewind' | 'continue',
         totalSteps: a['total-steps'] as number | undefined,
         keepCheckpoints: a['keep-checkpoints'] as number,

@@ -15,6 +15,7 @@ import { tokenDtypeForPath } from '../util/token-files.ts';
 import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
 import { checkRunFolder, clearRun } from './checkpointing.ts';
 import { checkDataFile, TokenDataset } from './data.ts';
+import { LOCK_FILE, LOCK_HELD_ENV, withRunLock } from '../util/run-lock.ts';
 
 export const ENGINES = ['tfjs', 'torch', 'auto'] as const;
 export type Engine = (typeof ENGINES)[number];
@@ -41,6 +42,12 @@ export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): P
   // either engine: bad options and an occupied run folder fail before anything is written
   trainArgs(o);
   checkDataFile(o.data);
+  // one writer per run folder: taken before the folder is judged or cleared (--overwrite), so a
+  // second job never deletes or interleaves with the checkpoints of a running one
+  return withRunLock(o.out, { takeOver: o.takeOverLock, log: o.log }, () => trainLocked(o, e));
+}
+
+async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
   checkRunFolder(o.out, o);
   if (e.engine === 'auto' && e.tfjsTooLarge === undefined && existsSync(join(o.checkpoint, 'config.json'))) {
     const est = estimateTrainMemory(readConfigFile(join(o.checkpoint, 'config.json')), o.batchSize ?? 8, o.seqLen ?? 64);
@@ -104,7 +111,11 @@ async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promis
   requireTorchPython();
   if (o.overwrite === true) clearRun(o.out);
   const args = torchTrainArgs(o, fsdp);
-  const r = await runTorchModule('flm_grow_torch.train', args, { nproc, capture: o.quiet === true });
+  const r = await runTorchModule('flm_grow_torch.train', args, {
+    nproc,
+    capture: o.quiet === true,
+    env: { [LOCK_HELD_ENV]: join(o.out, LOCK_FILE) },
+  });
   if (r.signal !== undefined)
     throw new TrainError(
       'TorchEngineFailed',

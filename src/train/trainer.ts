@@ -49,6 +49,7 @@ import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
 import { bytesLabel } from '../util/format.ts';
 import { AdamW } from './adamw.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
+import { withRunLock } from '../util/run-lock.ts';
 import {
   checkpointDirName,
   checkRunFolder,
@@ -92,6 +93,8 @@ export interface TrainOptions {
   resume?: boolean;
   /** Replace the run `out` holds (its checkpoint folders and metrics); without it or `resume` such a folder is refused. */
   overwrite?: boolean;
+  /** Take over the run folder's lock held by a job on another host (--take-over-lock). */
+  takeOverLock?: boolean;
   /** rewind: warmup and decay restart at this run's first step; continue: one schedule from global step 0. */
   lrAfterGrowth?: 'rewind' | 'continue';
   /** Length of the 'continue' schedule in global steps (default: this run's last step). */
@@ -470,6 +473,10 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       'OutInsideInput',
       `--out ${o.out} is ${resolve(o.out) === resolve(o.checkpoint) ? 'the' : 'inside the'} checkpoint ${o.checkpoint}; give a run folder outside it`,
     );
+  return withRunLock(o.out, { takeOver: o.takeOverLock, log }, () => trainHoldingLock(o, args, log));
+}
+
+async function trainHoldingLock(o: TrainOptions, args: TrainArgs, log: (line: string) => void): Promise<TrainResult> {
   checkRunFolder(o.out, o);
   await initBackend(o.backend ?? 'auto');
   const latest = o.resume === true ? await latestCheckpoint(o.out) : undefined;

@@ -2,7 +2,7 @@
  * vitest globalSetup: tests that spawn bin/flm-grow.js run the compiled dist/, so rebuild it
  * when any file under src/ (or the build config) is newer than the last build.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -29,6 +29,16 @@ export function distIsStale(): boolean {
 }
 
 export default function setup(): void {
+  // `npm test` sets FLM_GROW_REQUIRE_TORCH=1 after building .venv: there the torch and transformers
+  // tests must run, so a missing interpreter fails the suite instead of skipping those tests
+  if (process.env.FLM_GROW_REQUIRE_TORCH === '1') {
+    const venv = join(ROOT, '.venv', 'bin', 'python');
+    const probe = spawnSync(venv, ['-c', 'import torch, transformers, safetensors'], { encoding: 'utf8' });
+    if (probe.status !== 0)
+      throw new Error(
+        `FLM_GROW_REQUIRE_TORCH=1 but ${venv} cannot import torch/transformers/safetensors: ${probe.stderr ?? probe.error}; run node scripts/python-env.mjs`,
+      );
+  }
   if (!distIsStale()) return;
   execFileSync(
     process.execPath,

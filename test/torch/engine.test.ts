@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../../src/backend.ts';
@@ -28,6 +28,7 @@ import {
   runTorchModule,
   NO_TORCH_HELP,
   PYTHON_DIR,
+  VENV_PYTHON,
 } from '../../src/torch-engine.ts';
 import { trainWithEngine } from '../../src/train/engine.ts';
 
@@ -100,13 +101,15 @@ async function stepsOf(metricsFile: string): Promise<StepMetrics[]> {
 }
 
 describe('torch interpreter discovery', () => {
-  it('tries $FLM_GROW_PYTHON, then python3, then /usr/bin/python3', () => {
+  it('tries $FLM_GROW_PYTHON, then the project .venv (when it exists), then python3, then /usr/bin/python3', () => {
+    const venv = existsSync(VENV_PYTHON) ? [VENV_PYTHON] : [];
     expect(pythonCandidates({ FLM_GROW_PYTHON: '/opt/py/bin/python' })).toEqual([
       '/opt/py/bin/python',
+      ...venv,
       'python3',
       '/usr/bin/python3',
     ]);
-    expect(pythonCandidates({})).toEqual(['python3', '/usr/bin/python3']);
+    expect(pythonCandidates({})).toEqual([...venv, 'python3', '/usr/bin/python3']);
   });
 
   it.skipIf(torch === undefined)(
