@@ -1,21 +1,22 @@
 /**
- * The supported model families as data, one entry each (compare mergekit's
- * `_data/architectures/*.json`): how a config.json names the family, which optional tensors it
+ * The supported model families, one entry each, declared once as data in
+ * python/flm_grow_torch/_data/families.json (compare mergekit's `_data/architectures/*.json`),
+ * which the torch engine loads too: how a config.json names the family, which optional tensors it
  * has, which config fields it reads, and which it refuses. config.ts parses a config.json against
  * this table and arch.ts lists the tensors a parsed config implies; nothing else names a family.
- * It sits below config.ts (it imports nothing) so both can read it.
- *
- * Facts per family are from transformers' modeling code: models/llama/modeling_llama.py,
- * models/mistral/modeling_mistral.py (sliding window), models/qwen2/modeling_qwen2.py (q/k/v
- * biases hard-wired `bias=True`, o_proj without), models/qwen3/modeling_qwen3.py (q_norm / k_norm:
- * one RMSNorm over head_dim per layer, shared by all heads, applied before RoPE, eps
- * rms_norm_eps; no biases unless attention_bias), and their configuration_*.py defaults.
+ * It sits below config.ts (it imports only node:) so both can read it.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
-export type FamilyName = 'llama' | 'tele-flm' | 'mistral' | 'qwen2' | 'qwen3';
+/** The family names as a type (TypeScript cannot type-check names read from JSON; checked equal to families.json at load). */
+const NAMES = ['llama', 'tele-flm', 'mistral', 'qwen2', 'qwen3'] as const;
+export type FamilyName = (typeof NAMES)[number];
 
 /** RoPE types implemented (transformers' modeling_rope_utils.ROPE_INIT_FUNCTIONS keys). */
 export const ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn'] as const;
+// (kept as a literal tuple for the RopeType type; families.json's ropeTypes is checked equal to it
+// by test/torch/families-table.test.ts, and Python reads the JSON)
 export type RopeType = (typeof ROPE_TYPES)[number];
 
 export interface Family {
@@ -46,140 +47,30 @@ export interface Family {
   tiny: Readonly<Record<string, unknown>>;
 }
 
-const O_BIAS = { key: 'attention_bias', why: 'attention biases (incl. o_proj) are not supported for this family' };
-const MLP_BIAS = { key: 'mlp_bias', why: 'MLP biases are not supported' };
+/** The declaration both engines load (python/flm_grow_torch/_data/families.json). */
+export const FAMILIES_FILE = join(import.meta.dirname, '..', 'python', 'flm_grow_torch', '_data', 'families.json');
 
-const TINY = {
-  hidden_size: 64,
-  intermediate_size: 128,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  head_dim: 16,
-  vocab_size: 256,
-  max_position_embeddings: 64,
-  rms_norm_eps: 1e-6,
-  hidden_act: 'silu',
-};
+interface FamiliesFile {
+  ropeTypes: string[];
+  refusalReasons: Record<string, string>;
+  tinyBase: Record<string, unknown>;
+  families: (Omit<Family, 'refusedIfTrue' | 'headDimDefault'> & { refusedIfTrue: string[]; headDimDefault: number | null })[];
+}
 
-export const FAMILIES: readonly Family[] = [
-  {
-    name: 'llama',
-    modelTypes: ['llama'],
-    architectures: ['LlamaForCausalLM'],
-    qkvBias: false,
-    qkNorm: false,
-    slidingWindow: 'none',
-    mup: false,
-    refusedIfTrue: [O_BIAS, MLP_BIAS],
-    examples: [
-      'meta-llama/Llama-3.1-8B',
-      'meta-llama/Llama-3.2-1B',
-      'HuggingFaceTB/SmolLM-135M',
-      'TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T',
-    ],
-    tiny: {
-      ...TINY,
-      architectures: ['LlamaForCausalLM'],
-      model_type: 'llama',
-      tie_word_embeddings: true,
-      rope_theta: 500000,
-      rope_scaling: {
-        rope_type: 'llama3',
-        factor: 8,
-        low_freq_factor: 1,
-        high_freq_factor: 4,
-        original_max_position_embeddings: 16,
-      },
-    },
-  },
-  {
-    name: 'tele-flm',
-    modelTypes: ['teleflm', 'tele_flm', 'flm'],
-    architectures: ['TeleFLMForCausalLM', 'FLMForCausalLM'],
-    qkvBias: false,
-    qkNorm: false,
-    slidingWindow: 'none',
-    mup: true,
-    refusedIfTrue: [O_BIAS, MLP_BIAS],
-    examples: ['CofeAI/Tele-FLM', 'CofeAI/Tele-FLM-1T'],
-    tiny: {
-      ...TINY,
-      architectures: ['TeleFLMForCausalLM'],
-      model_type: 'teleflm',
-      tie_word_embeddings: false,
-      rope_theta: 10000,
-      use_mup: true,
-      input_mult: 1,
-      output_mult: 0.5,
-      mup_scale_factor: 4,
-    },
-  },
-  {
-    name: 'mistral',
-    modelTypes: ['mistral'],
-    architectures: ['MistralForCausalLM'],
-    qkvBias: false,
-    qkNorm: false,
-    slidingWindow: 'always',
-    mup: false,
-    refusedIfTrue: [O_BIAS, MLP_BIAS],
-    examples: ['mistralai/Mistral-7B-v0.1', 'mistralai/Mistral-7B-v0.3'],
-    tiny: {
-      ...TINY,
-      architectures: ['MistralForCausalLM'],
-      model_type: 'mistral',
-      tie_word_embeddings: false,
-      rope_theta: 10000,
-      sliding_window: 8,
-    },
-  },
-  {
-    name: 'qwen2',
-    modelTypes: ['qwen2'],
-    architectures: ['Qwen2ForCausalLM'],
-    qkvBias: true,
-    qkNorm: false,
-    slidingWindow: 'flagged',
-    mup: false,
-    refusedIfTrue: [MLP_BIAS],
-    examples: ['Qwen/Qwen2.5-0.5B', 'Qwen/Qwen2.5-7B'],
-    tiny: {
-      ...TINY,
-      architectures: ['Qwen2ForCausalLM'],
-      model_type: 'qwen2',
-      tie_word_embeddings: true,
-      rope_theta: 1000000,
-      use_sliding_window: false,
-      sliding_window: 32,
-      max_window_layers: 2,
-    },
-  },
-  {
-    name: 'qwen3',
-    modelTypes: ['qwen3'],
-    architectures: ['Qwen3ForCausalLM'],
-    qkvBias: false,
-    qkNorm: true,
-    slidingWindow: 'flagged',
-    mup: false,
-    headDimDefault: 128,
-    refusedIfTrue: [O_BIAS, MLP_BIAS],
-    examples: ['Qwen/Qwen3-0.6B', 'Qwen/Qwen3-8B'],
-    tiny: {
-      ...TINY,
-      architectures: ['Qwen3ForCausalLM'],
-      model_type: 'qwen3',
-      tie_word_embeddings: true,
-      rope_theta: 1000000,
-      use_sliding_window: false,
-      sliding_window: null,
-      max_window_layers: 2,
-      attention_bias: false,
-      rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 16 },
-    },
-  },
-];
+const DATA = JSON.parse(readFileSync(FAMILIES_FILE, 'utf8')) as FamiliesFile;
+
+if (
+  JSON.stringify(DATA.families.map((f) => f.name)) !== JSON.stringify(NAMES) ||
+  JSON.stringify(DATA.ropeTypes) !== JSON.stringify(ROPE_TYPES)
+)
+  throw new Error(`${FAMILIES_FILE}: family names or ropeTypes differ from src/families.ts's types (add the name there too)`);
+
+export const FAMILIES: readonly Family[] = DATA.families.map((f) => ({
+  ...f,
+  headDimDefault: f.headDimDefault ?? undefined,
+  refusedIfTrue: f.refusedIfTrue.map((key) => ({ key, why: DATA.refusalReasons[key] })),
+  tiny: { ...DATA.tinyBase, ...f.tiny },
+}));
 
 export const FAMILY_NAMES: readonly FamilyName[] = FAMILIES.map((f) => f.name);
 

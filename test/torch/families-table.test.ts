@@ -1,16 +1,25 @@
 /**
- * The torch engine's family table (python/flm_grow_torch/families.py) and config parser
- * (config.py) against src/families.ts and src/config.ts, the reference: Python cannot import the
- * TypeScript table, so each side keeps its own and this test fails when they drift. Needs only a
- * Python 3 (families.py and config.py import no torch); skipped when none runs.
+ * One family table for both engines: src/families.ts and python/flm_grow_torch/families.py load
+ * python/flm_grow_torch/_data/families.json; this test checks that they read it alike, that no
+ * family fact is written a second time as a literal, and that config.py parses configs as
+ * src/config.ts does. Needs only a Python 3 (families.py and config.py import no torch).
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { FAMILIES, ROPE_TYPES, familyByName } from '../../src/families.ts';
 import { parseConfig } from '../../src/config.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { pythonCandidates, PYTHON_DIR } from '../../src/torch-engine.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+function walk(dir: string, ext: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? walk(join(dir, e.name), ext) : e.name.endsWith(ext) ? [join(dir, e.name)] : [],
+  );
+}
 
 const python = pythonCandidates().find((p) => spawnSync(p, ['-c', 'import json'], { timeout: 30_000 }).status === 0);
 if (python === undefined) console.log('test/torch/families-table: SKIPPED: no python3 found');
@@ -117,12 +126,29 @@ print(json.dumps(out))
 `;
 
 describe.skipIf(python === undefined)('torch engine family table = src/families.ts', () => {
-  it('families.py lists the same families, RoPE types, features and refused keys', () => {
+  it('families.py loads the same declaration as src/families.ts (families.json)', () => {
     const got = py(
-      `import runpy; runpy.run_path(${JSON.stringify(join(PYTHON_DIR, 'flm_grow_torch/families.py'))}, run_name='__main__')`,
+      'import json; from flm_grow_torch.families import FAMILIES, ROPE_TYPES; ' +
+        'print(json.dumps({"ropeTypes": list(ROPE_TYPES), "families": [{k: f[k] for k in ("name", "modelTypes", "architectures", "qkvBias", "qkNorm", "slidingWindow", "mup", "headDimDefault", "refusedIfTrue")} for f in FAMILIES]}))',
       null,
     );
     expect(got).toEqual(tsTable());
+  });
+
+  it('a family fact is declared once: no architecture name or family model_type is written as a literal outside families.json', () => {
+    // family names are keys (the FamilyName type); LlamaForCausalLM is also the torch engine's class name
+    const keys = new Set<string>([...FAMILIES.map((f) => f.name), 'LlamaForCausalLM']);
+    const names = FAMILIES.flatMap((f) => [...f.architectures, ...f.modelTypes]).filter((n) => !keys.has(n));
+    const files = [...walk(join(ROOT, 'src'), '.ts'), ...walk(join(ROOT, 'python', 'flm_grow_torch'), '.py')].filter(
+      (f) => !f.endsWith('.test.ts'),
+    );
+    const hits: string[] = [];
+    for (const f of files) {
+      const text = readFileSync(f, 'utf8');
+      for (const n of names) if (text.includes(`'${n}'`) || text.includes(`"${n}"`)) hits.push(`${relative(ROOT, f)}: ${n}`);
+    }
+    expect(files.length).toBeGreaterThan(50);
+    expect(hits).toEqual([]);
   });
 
   it('config.py parses configs of every family as src/config.ts does, and refuses the same fields', () => {
