@@ -27,7 +27,7 @@ import { TokenDataset } from './train/data.ts';
 import { loadTokenizer } from './tokenizer.ts';
 import { readMetrics, type MetricsRecord } from './train/metrics.ts';
 import { lossSeriesFromMetrics, plotLossCurves } from './plot.ts';
-import { LR_SCHEDULE_KINDS, type LrScheduleKind } from './train/lr-schedule.ts';
+import { camelKey, optionProblem, snakeKey, TRAIN_OPTIONS, trainDefault } from './train/options.ts';
 import type { ProgressFactory } from './util/progress.ts';
 import { readFailure, readJsonFile, readRegularFile, readTextFile } from './util/files.ts';
 import { writeFileAtomic } from './checkpoint/atomic.ts';
@@ -39,26 +39,19 @@ export class PipelineError extends FlmGrowError {
   }
 }
 
-/** Training knobs in the pipeline file (snake_case like the CLI flags' names). */
+/**
+ * Training knobs in the pipeline file: the snake_case keys of the declared train options with
+ * `pipeline: true` (train/options.ts, train_options.json), plus the engine.
+ */
 export interface TrainSettings {
   steps?: number;
   batch_size?: number;
   seq_len?: number;
-  lr?: number;
-  min_lr?: number;
-  warmup_steps?: number;
-  schedule?: LrScheduleKind;
-  weight_decay?: number;
-  clip_grad?: number;
-  save_every?: number;
-  eval_every?: number;
-  eval_batches?: number;
-  lr_after_growth?: 'rewind' | 'continue';
   /** tfjs | torch | auto (see src/train/engine.ts) and the torch engine's process count. */
   engine?: Engine;
   nproc?: number;
-  /** torch engine on CUDA: FullyShardedDataParallel instead of DDP. */
   fsdp?: boolean;
+  [key: string]: number | string | boolean | undefined;
 }
 
 export type StageSpec =
@@ -94,6 +87,16 @@ function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** A train stage's declared options as TrainOptions values (snake_case keys to camelCase). */
+function trainOptionsOf(ts: TrainSettings): Omit<TrainOptions, 'checkpoint' | 'data' | 'out' | 'steps'> {
+  return Object.fromEntries(
+    TRAIN_OPTIONS.filter((o) => o.pipeline && ts[snakeKey(o.flag)] !== undefined).map((o) => [
+      camelKey(o.flag),
+      ts[snakeKey(o.flag)],
+    ]),
+  );
+}
+
 /** Value checkers of the pipeline format; each returns a problem or undefined. */
 type Check = (v: unknown) => string | undefined;
 const num: Check = (v) => (typeof v === 'number' && Number.isFinite(v) ? undefined : 'must be a number');
@@ -106,23 +109,11 @@ const oneOf =
   (v) =>
     typeof v === 'string' && allowed.includes(v) ? undefined : `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}`;
 
-const TRAIN_FIELDS: Record<keyof TrainSettings, Check> = {
-  steps: int,
-  batch_size: int,
-  seq_len: int,
-  lr: num,
-  min_lr: num,
-  warmup_steps: int,
-  schedule: oneOf(LR_SCHEDULE_KINDS),
-  weight_decay: num,
-  clip_grad: num,
-  save_every: int,
-  eval_every: int,
-  eval_batches: int,
-  lr_after_growth: oneOf(['rewind', 'continue']),
+const TRAIN_FIELDS: Record<string, Check> = {
+  ...Object.fromEntries(
+    TRAIN_OPTIONS.filter((o) => o.pipeline).map((o): [string, Check] => [snakeKey(o.flag), (v) => optionProblem(o, v)]),
+  ),
   engine: oneOf(ENGINES),
-  nproc: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
-  fsdp: bool,
 };
 const STAGE_FIELDS: Record<StageKind, Record<string, Check>> = {
   init: { config: obj, std: num, seed: int },
@@ -233,22 +224,7 @@ function precheck(spec: PipelineSpec, file: string, rel: (p: string) => string):
       const ts = { ...(spec.train ?? {}), ...s.train };
       if (ts.steps === undefined) throw new PipelineError(file, `stages[${k}].train.steps`, 'is required');
       try {
-        checkTrainOptions({
-          checkpoint: '',
-          data,
-          out: '',
-          steps: ts.steps,
-          batchSize: ts.batch_size,
-          seqLen: ts.seq_len,
-          lr: ts.lr,
-          minLr: ts.min_lr,
-          warmupSteps: ts.warmup_steps,
-          weightDecay: ts.weight_decay,
-          clipGrad: ts.clip_grad,
-          saveEvery: ts.save_every,
-          evalEvery: ts.eval_every,
-          evalBatches: ts.eval_batches,
-        });
+        checkTrainOptions({ ...trainOptionsOf(ts), checkpoint: '', data, out: '', steps: ts.steps });
       } catch (e) {
         throw new PipelineError(file, undefined, `pipeline stage ${k + 1} (${s.name}): ${(e as Error).message}`);
       }
@@ -371,12 +347,15 @@ async function startPipeline(file: string, opts: PipelineOptions, spec: Pipeline
   const log = opts.log ?? ((s: string) => process.stdout.write(s + '\n'));
   mkdirSync(out, { recursive: true });
   const data = rel(spec.data);
-  const seed = spec.seed ?? 0;
+  const seed = spec.seed ?? trainDefault('seed');
   const backend = spec.backend ?? 'auto';
   log(`pipeline ${file}: ${spec.stages.length} stages into ${out} (backend ${await initBackend(backend)})`);
   const trainDefaults = spec.train ?? {};
   const current = spec.checkpoint !== undefined ? rel(spec.checkpoint) : '';
-  const totalSteps = spec.stages.reduce((a, s) => a + ('train' in s ? (s.train.steps ?? trainDefaults.steps ?? 0) : 0), 0);
+  const totalSteps = spec.stages.reduce(
+    (a, s) => a + ('train' in s ? (s.train.steps ?? trainDefaults.steps ?? Number.NaN) : 0),
+    0,
+  );
   const dataStat = statSync(data);
   return {
     file,
@@ -412,7 +391,15 @@ async function runStage(run: PipelineRun, k: number): Promise<void> {
     seconds: 0,
   };
   const ts: TrainSettings = { ...(run.spec.train ?? {}), ...('train' in s ? s.train : {}) };
-  const st: StageRun = { k, dir, specFile: join(dir, STAGE_SPEC_FILE), ts, B: ts.batch_size ?? 8, T: ts.seq_len ?? 64, r };
+  const st: StageRun = {
+    k,
+    dir,
+    specFile: join(dir, STAGE_SPEC_FILE),
+    ts,
+    B: ts.batch_size ?? trainDefault('batch-size'),
+    T: ts.seq_len ?? trainDefault('seq-len'),
+    r,
+  };
   const resolved = resolveStageSpec(run, s, st);
   await prepareStageDir(run, s, st, resolved);
   if ('init' in s) await initStage(run, s, st);
@@ -491,25 +478,16 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
   const steps = ts.steps;
   if (steps === undefined) throw new PipelineError(run.file, `stages[${st.k}].train.steps`, 'is required');
   const o: TrainOptions = {
+    ...trainOptionsOf(ts),
     checkpoint: run.current,
     data: run.data,
     out: st.dir,
     steps,
     batchSize: st.B,
     seqLen: st.T,
-    lr: ts.lr,
-    minLr: ts.min_lr,
-    warmupSteps: ts.warmup_steps,
-    schedule: ts.schedule,
-    weightDecay: ts.weight_decay,
-    clipGrad: ts.clip_grad,
-    saveEvery: ts.save_every,
-    evalEvery: ts.eval_every,
-    evalBatches: ts.eval_batches,
     seed: run.seed,
     backend: run.backend,
     resume: true,
-    lrAfterGrowth: ts.lr_after_growth,
     totalSteps: run.totalSteps,
     stage: s.name,
     quiet: opts.quiet,

@@ -9,6 +9,8 @@ import os
 
 import torch
 
+from .options import default
+
 M32 = 0xFFFFFFFF
 
 
@@ -60,8 +62,9 @@ _DTYPE_BY_EXT = {".bin": "H", ".u16": "H", ".u32": "I"}
 class TokenDataset:
     """Tokens of a byte-level text file or a uint16/uint32 token file; the tail is the eval split."""
 
-    def __init__(self, path, eval_fraction=0.1, seq_len=None):
+    def __init__(self, path, eval_fraction=None, seq_len=None):
         self.source = path
+        eval_fraction = default("eval-fraction") if eval_fraction is None else eval_fraction
         if not (0 <= eval_fraction < 1):
             raise ValueError(f"{path}: evalFraction must be in [0, 1), got {eval_fraction}")
         with open(path, "rb") as f:

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from .options import default
 from .safetensors_io import save_file
 
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -36,8 +37,11 @@ class AdamW:
     """Bias-corrected moments, decoupled weight decay on matrices only (adamw.ts):
     p <- p - lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) - lr * wd * p   (p: the value before the step)."""
 
-    def __init__(self, named_params, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0):
+    def __init__(self, named_params, beta1=None, beta2=None, eps=1e-8, weight_decay=None):
         self.params = dict(named_params)
+        beta1 = default("beta1") if beta1 is None else beta1
+        beta2 = default("beta2") if beta2 is None else beta2
+        weight_decay = default("weight-decay") if weight_decay is None else weight_decay
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
         self.step = 0
         self.exp_avg = {n: torch.zeros_like(p, dtype=moment_dtype(p)) for n, p in self.params.items()}

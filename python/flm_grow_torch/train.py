@@ -44,6 +44,7 @@ from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_m
 from .memory import check_fits
 from .model import DecoderLayer, at_least_f32, load_model
 from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
+from .options import add_train_arguments, check_train_arguments
 from .safetensors_io import save_checkpoint_tensors
 
 METRICS_FILE = "metrics.jsonl"
@@ -69,29 +70,7 @@ def parse_args(argv):
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--batch-size", type=int, default=8, help="global batch (split over ranks)")
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--min-lr", type=float, default=None)
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--schedule", choices=["cosine", "linear", "constant"], default="cosine")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--clip-grad", type=float, default=1.0)
-    p.add_argument("--beta1", type=float, default=0.9)
-    p.add_argument("--beta2", type=float, default=0.95)
-    p.add_argument("--save-every", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=0)
-    p.add_argument("--eval-batches", type=int, default=4)
-    p.add_argument("--eval-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument(
-        "--take-over-lock", action="store_true", help="take over --out's lock held by a dead job on another host"
-    )
-    p.add_argument("--lr-after-growth", choices=["rewind", "continue"], default="rewind")
-    p.add_argument("--total-steps", type=int, default=None)
-    p.add_argument("--keep-checkpoints", type=int, default=2)
+    add_train_arguments(p)  # every declared option (_data/train_options.json)
     p.add_argument("--stage", default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument(
@@ -103,11 +82,6 @@ def parse_args(argv):
         f"Default: ${PRECISION_ENV} or auto",
     )
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
-    p.add_argument(
-        "--fsdp",
-        action="store_true",
-        help="FullyShardedDataParallel instead of DDP (CUDA only): for models that do not fit one device",
-    )
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads per process (default: CPUs / processes)"
     )
@@ -259,8 +233,9 @@ def refuse_padding_ids(ds, masks):
 
 def main(argv=None):
     a = parse_args(sys.argv[1:] if argv is None else argv)
-    if a.steps <= 0:
-        sys.exit("train: --steps must be a positive integer")
+    bad = check_train_arguments(a)
+    if bad is not None:
+        sys.exit(f"train: {bad}")
     device_kind = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if a.fsdp:
         why = fsdp_unavailable(torch.device(device_kind))

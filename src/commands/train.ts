@@ -1,16 +1,45 @@
-import type { CommandModule } from 'yargs';
+import type { CommandModule, Options } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
 import type { BackendName } from '../backend.ts';
 import type { Engine } from '../train/engine.ts';
 import type { StepMetrics } from '../train/metrics.ts';
-import { LR_SCHEDULE_KINDS, type LrScheduleKind } from '../train/lr-schedule.ts';
+import { camelKey, TRAIN_OPTIONS, trainOption, type TrainOptionSpec } from '../train/options.ts';
+import type { TrainOptions } from '../train/trainer.ts';
 import type { Progress, ProgressFactory } from '../util/progress.ts';
 import { shared, spec } from './options.ts';
 import { countLabel, emit } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 
-const n = (name: string, describe: string, def?: number) =>
-  spec(name, 'number', { describe, ...(def !== undefined ? { default: def } : {}) });
+/** Train options that are also shared options (commands/options.ts: same meaning in other commands). */
+const SHARED_TRAIN_FLAGS = ['seed', 'seq-len', 'batch-size', 'take-over-lock'] as const;
+
+/** A declared train option as a yargs option (numbers echo a bad value as typed: options.ts spec). */
+function yargsOption(o: TrainOptionSpec): Options {
+  const describe = o.help + (o.defaultText !== undefined ? ` (default ${o.defaultText})` : '');
+  const base = {
+    describe,
+    ...(o.default !== undefined ? { default: o.default } : {}),
+    ...(o.required === true ? { demandOption: true } : {}),
+  };
+  if (o.type === 'int' || o.type === 'number') return { ...spec(o.flag, 'number', base) };
+  if (o.type === 'boolean') return { type: 'boolean', ...base };
+  return { type: 'string', ...base, ...(o.choices !== undefined ? { choices: o.choices } : {}) };
+}
+
+/** Every declared train option that is a flag of `flm-grow train` and not a shared option. */
+function trainFlags(): Record<string, Options> {
+  return Object.fromEntries(
+    TRAIN_OPTIONS.filter((o) => o.cli !== false && !(SHARED_TRAIN_FLAGS as readonly string[]).includes(o.flag)).map((o) => [
+      o.flag,
+      yargsOption(o),
+    ]),
+  );
+}
+
+/** The parsed flags as TrainOptions values (camelCase keys), for every declared option. */
+function trainOptionValues(a: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(TRAIN_OPTIONS.filter((o) => a[o.flag] !== undefined).map((o) => [camelKey(o.flag), a[o.flag]]));
+}
 
 /** The lowest mask value of a step (the one still furthest from 1), or undefined without masks. */
 function lowestMask(m: StepMetrics): number | undefined {
@@ -34,57 +63,11 @@ export const trainCommand: CommandModule = {
           describe:
             "training text (byte-level, or the checkpoint's tokenizer.json) or token file (.bin/.u16 uint16, .u32 uint32)",
         })
-        .option('steps', { ...n('steps', 'optimizer steps to run'), demandOption: true })
-        .option('lr', n('lr', 'peak learning rate', 1e-3))
-        .option('min-lr', n('min-lr', 'floor of the decay (default lr/10)'))
-        .option('warmup-steps', n('warmup-steps', 'linear warmup steps', 0))
-        .option('schedule', {
-          type: 'string',
-          choices: [...LR_SCHEDULE_KINDS],
-          default: 'cosine',
-          describe: 'learning-rate decay after warmup',
-        })
-        .option('weight-decay', n('weight-decay', 'decoupled (AdamW), matrices only', 0))
-        .option('clip-grad', n('clip-grad', 'global gradient-norm clip (0: off)', 1.0))
-        .option('beta1', n('beta1', 'AdamW β1', 0.9))
-        .option('beta2', n('beta2', 'AdamW β2', 0.95))
-        .option('save-every', n('save-every', 'save a checkpoint every N steps (0: only at the end)', 0))
-        .option('eval-every', n('eval-every', 'held-out loss every N steps (always at the end)', 0))
-        .option('eval-batches', n('eval-batches', 'batches per held-out evaluation', 4))
-        .option('eval-fraction', n('eval-fraction', 'tail of the data held out for eval', 0.1))
-        .option('resume', {
-          type: 'boolean',
-          default: false,
-          describe: "continue the run in --out from its newest complete checkpoint (--steps counts from the run's first step)",
-        })
-        .option('overwrite', {
-          type: 'boolean',
-          default: false,
-          describe: 'replace the run --out holds (its checkpoint folders and metrics.jsonl)',
-        })
-        .option('lr-after-growth', {
-          type: 'string',
-          choices: ['rewind', 'continue'],
-          default: 'rewind',
-          describe: "rewind: new warmup+decay from this run's first step; continue: one schedule from global step 0",
-        })
-        .option('total-steps', n('total-steps', 'length of the "continue" schedule in global steps'))
-        .option('keep-checkpoints', n('keep-checkpoints', 'complete checkpoints kept in --out (older ones are deleted)', 2))
-        .option(
-          'nproc',
-          n('nproc', 'torch engine: processes (DDP; one per GPU, or gloo on CPU); the global batch is split between them', 1),
-        )
-        .option('fsdp', {
-          type: 'boolean',
-          default: false,
-          describe: 'torch engine on CUDA GPUs: shard weights, gradients and AdamW moments (FSDP) instead of DDP',
-        }),
-      ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size', 'take-over-lock'],
+        .options(trainFlags()),
+      ['json', 'quiet', 'backend', 'engine', 'out', ...SHARED_TRAIN_FLAGS],
       {
         out: { demandOption: true, describe: 'run folder: checkpoint-<step>/ folders and metrics.jsonl' },
-        seed: { default: 0, describe: 'batches are a pure function of (seed, step)' },
-        'seq-len': { default: 64 },
-        'batch-size': { default: 8 },
+        ...Object.fromEntries(SHARED_TRAIN_FLAGS.map((f) => [f, yargsOption(trainOption(f))])),
         backend: { default: 'auto' },
         engine: {
           default: 'auto',
@@ -116,32 +99,11 @@ export const trainCommand: CommandModule = {
     const progress: ProgressFactory = (label, total, opts) => (bar = bars(label, total, opts));
     const r = await trainWithEngine(
       {
+        ...(trainOptionValues(a) as unknown as Omit<TrainOptions, 'checkpoint' | 'data' | 'out'>),
         checkpoint: a.checkpoint as string,
         data: a.data as string,
         out: a.out as string,
-        steps: a.steps as number,
-        batchSize: a['batch-size'] as number,
-        seqLen: a['seq-len'] as number,
-        lr: a.lr as number,
-        minLr: a['min-lr'] as number | undefined,
-        warmupSteps: a['warmup-steps'] as number,
-        schedule: a.schedule as LrScheduleKind,
-        weightDecay: a['weight-decay'] as number,
-        clipGrad: a['clip-grad'] as number,
-        beta1: a.beta1 as number,
-        beta2: a.beta2 as number,
-        saveEvery,
-        evalEvery: a['eval-every'] as number,
-        evalBatches: a['eval-batches'] as number,
-        evalFraction: a['eval-fraction'] as number,
-        seed: a.seed as number,
         backend: a.backend as BackendName,
-        resume: a.resume === true,
-        overwrite: a.overwrite === true,
-        takeOverLock: a['take-over-lock'] === true,
-        lrAfterGrowth: a['lr-after-growth'] as 'rewind' | 'continue',
-        totalSteps: a['total-steps'] as number | undefined,
-        keepCheckpoints: a['keep-checkpoints'] as number,
         quiet,
         progress,
         log: (line) => {

@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { TrainError } from '../errors.ts';
 import type { MomentArrays } from '../checkpoint/optimizer-state.ts';
+import { trainDefault } from './options.ts';
 
 export interface AdamWOptions {
   beta1?: number;
@@ -31,10 +32,10 @@ export class AdamW {
   private readonly decays = new Map<string, boolean>();
 
   constructor(params: Map<string, tf.Variable>, opts: AdamWOptions = {}) {
-    this.beta1 = opts.beta1 ?? 0.9;
-    this.beta2 = opts.beta2 ?? 0.95;
+    this.beta1 = opts.beta1 ?? trainDefault('beta1');
+    this.beta2 = opts.beta2 ?? trainDefault('beta2');
     this.eps = opts.eps ?? 1e-8;
-    this.weightDecay = opts.weightDecay ?? 0;
+    this.weightDecay = opts.weightDecay ?? trainDefault('weight-decay');
     this.params = params;
     const decay = opts.decay ?? ((_n: string, shape: readonly number[]) => shape.length >= 2);
     for (const [name, p] of params) {

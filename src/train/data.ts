@@ -9,6 +9,7 @@ import { MAX_DATA_BYTES, MAX_TEXT_BYTES, readFailure, readFailureCode, readRegul
 import { BYTE_TOKENIZER_NAME, byteTokenizer, type Tokenizer } from '../tokenizer.ts';
 import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
 import { tokenDtypeForPath, tokenWidth, type TokenDtype } from '../util/token-files.ts';
+import { trainDefault } from './options.ts';
 
 export type Split = 'train' | 'eval';
 
@@ -92,7 +93,7 @@ export class TokenDataset {
 
   constructor(tokens: Uint32Array, opts: { evalFraction?: number; source?: string } = {}) {
     this.source = opts.source ?? '<memory>';
-    const f = opts.evalFraction ?? 0.1;
+    const f = opts.evalFraction ?? trainDefault('eval-fraction');
     if (!(f >= 0 && f < 1)) throw new TrainError('DataSplit', `${this.source}: evalFraction must be in [0, 1), got ${f}`);
     if (tokens.length === 0) throw new TrainError('DataEmpty', `${this.source}: holds no tokens`);
     this.tokens = tokens;

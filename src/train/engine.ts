@@ -14,6 +14,7 @@ import { readConfigFile } from '../config.ts';
 import { tokenDtypeForPath } from '../util/token-files.ts';
 import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
 import { checkRunFolder, clearRun } from './checkpointing.ts';
+import { camelKey, TRAIN_OPTIONS, trainDefault } from './options.ts';
 import { checkDataFile, TokenDataset } from './data.ts';
 import { LOCK_FILE, LOCK_HELD_ENV, withRunLock } from '../util/run-lock.ts';
 
@@ -34,7 +35,9 @@ export function resolveEngine(e: EngineOptions): 'tfjs' | 'torch' {
   const engine = e.engine ?? 'tfjs';
   if (engine !== 'auto') return engine;
   const t = findTorchPython();
-  return t !== undefined && (t.cuda || (e.nproc ?? 1) > 1 || e.fsdp === true || e.tfjsTooLarge === true) ? 'torch' : 'tfjs';
+  return t !== undefined && (t.cuda || (e.nproc ?? trainDefault('nproc')) > 1 || e.fsdp === true || e.tfjsTooLarge === true)
+    ? 'torch'
+    : 'tfjs';
 }
 
 /** Train on the chosen engine; the result has the same shape either way. */
@@ -50,16 +53,20 @@ export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): P
 async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
   checkRunFolder(o.out, o);
   if (e.engine === 'auto' && e.tfjsTooLarge === undefined && existsSync(join(o.checkpoint, 'config.json'))) {
-    const est = estimateTrainMemory(readConfigFile(join(o.checkpoint, 'config.json')), o.batchSize ?? 8, o.seqLen ?? 64);
+    const est = estimateTrainMemory(
+      readConfigFile(join(o.checkpoint, 'config.json')),
+      o.batchSize ?? trainDefault('batch-size'),
+      o.seqLen ?? trainDefault('seq-len'),
+    );
     e = { ...e, tfjsTooLarge: est.total > 0.9 * WASM_HEAP_LIMIT };
   }
   if (resolveEngine(e) === 'tfjs') {
-    if ((e.nproc ?? 1) > 1)
+    if ((e.nproc ?? trainDefault('nproc')) > 1)
       throw new TrainError('BadArgs', '--nproc needs --engine torch (the tfjs trainer runs in one process)');
     if (e.fsdp === true) throw new TrainError('BadArgs', '--fsdp needs --engine torch (the tfjs trainer does not shard)');
     return train(o);
   }
-  return trainTorch(o, e.nproc ?? 1, e.fsdp === true);
+  return trainTorch(o, e.nproc ?? trainDefault('nproc'), e.fsdp === true);
 }
 
 /**
@@ -76,34 +83,21 @@ function torchData(o: TrainOptions): string {
   return path;
 }
 
-/** The torch trainer's argv (python -m flm_grow_torch.train ...) for these options. */
+/**
+ * The torch trainer's argv (python -m flm_grow_torch.train ...) for these options: every declared
+ * option the torch trainer takes (train_options.json), by its flag.
+ */
 export function torchTrainArgs(o: TrainOptions, fsdp = false): string[] {
-  const args: string[] = [o.checkpoint, '--data', torchData(o), '--out', o.out, '--steps', String(o.steps)];
-  const flag = (name: string, v: number | string | undefined) => {
-    if (v !== undefined) args.push(`--${name}`, String(v));
-  };
-  flag('batch-size', o.batchSize);
-  flag('seq-len', o.seqLen);
-  flag('lr', o.lr);
-  flag('min-lr', o.minLr);
-  flag('warmup-steps', o.warmupSteps);
-  flag('schedule', o.schedule);
-  flag('weight-decay', o.weightDecay);
-  flag('clip-grad', o.clipGrad);
-  flag('beta1', o.beta1);
-  flag('beta2', o.beta2);
-  flag('save-every', o.saveEvery);
-  flag('eval-every', o.evalEvery);
-  flag('eval-batches', o.evalBatches);
-  flag('eval-fraction', o.evalFraction);
-  flag('seed', o.seed);
-  flag('lr-after-growth', o.lrAfterGrowth);
-  flag('total-steps', o.totalSteps);
-  flag('keep-checkpoints', o.keepCheckpoints);
-  flag('stage', o.stage);
-  if (o.resume === true) args.push('--resume');
+  const args: string[] = [o.checkpoint, '--data', torchData(o), '--out', o.out];
+  const values: Record<string, unknown> = { ...(o as unknown as Record<string, unknown>), fsdp };
+  for (const opt of TRAIN_OPTIONS) {
+    if (opt.torch === false || !opt.engines.includes('torch')) continue;
+    const v = values[camelKey(opt.flag)];
+    if (v === undefined || v === false) continue;
+    args.push(`--${opt.flag}`, ...(v === true ? [] : [String(v)]));
+  }
+  if (o.stage !== undefined) args.push('--stage', String(o.stage));
   if (o.quiet === true) args.push('--quiet');
-  if (fsdp) args.push('--fsdp');
   return args;
 }
 

@@ -8,7 +8,6 @@
  * `stageStep` = step − stageStart counts from the last growth and drives the mask schedule. The
  * loss logged at step s is the loss of batch s before update s.
  */
-import { MAX_SEQ_LEN } from '../util/limits.ts';
 import * as tf from '@tensorflow/tfjs';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -50,6 +49,7 @@ import { bytesLabel } from '../util/format.ts';
 import { AdamW } from './adamw.ts';
 import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
 import { withRunLock } from '../util/run-lock.ts';
+import { checkTrainOptionValues, trainDefault, trainOption } from './options.ts';
 import {
   checkpointDirName,
   checkRunFolder,
@@ -286,12 +286,12 @@ interface StartState {
 
 async function startState(o: TrainOptions, ck: CheckpointFolder, dir: string, resumed: boolean): Promise<StartState> {
   const m = ck.manifest;
-  const lr = o.lr ?? 1e-3;
+  const lr = o.lr ?? trainDefault('lr');
   const base = {
     lr,
     minLr: o.minLr ?? lr / 10,
-    warmupSteps: o.warmupSteps ?? 0,
-    schedule: o.schedule ?? ('cosine' as LrScheduleKind),
+    warmupSteps: o.warmupSteps ?? trainDefault('warmup-steps'),
+    schedule: o.schedule ?? (trainOption('schedule').default as LrScheduleKind),
   };
   if (resumed) {
     if (m?.kind !== 'train')
@@ -434,32 +434,11 @@ interface Run extends TrainArgs {
 }
 
 /**
- * The numeric options' ranges, checked before anything is read (CLI and pipeline both come
- * here). AdamW's betas outside [0, 1) make the bias correction divide by zero or flip sign.
+ * The options' ranges (train_options.json), checked before anything is read (CLI and pipeline
+ * both come here). AdamW's betas outside [0, 1) make the bias correction divide by zero or flip sign.
  */
 export function checkTrainOptions(o: TrainOptions): void {
-  const range = (flag: string, v: number | undefined, ok: (x: number) => boolean, want: string) => {
-    if (v !== undefined && !(typeof v === 'number' && ok(v)))
-      throw new TrainError('BadArgs', `${flag} must be ${want}, got ${v}`);
-  };
-  const posInt = (x: number) => Number.isInteger(x) && x > 0,
-    natural = (x: number) => Number.isInteger(x) && x >= 0;
-  range('--steps', o.steps, posInt, 'a positive integer');
-  range('--batch-size', o.batchSize, posInt, 'a positive integer');
-  range('--seq-len', o.seqLen, (x) => posInt(x) && x <= MAX_SEQ_LEN, `an integer in [1, ${MAX_SEQ_LEN}]`);
-  range('--lr', o.lr, (x) => Number.isFinite(x) && x > 0, 'a number > 0');
-  range('--min-lr', o.minLr, (x) => Number.isFinite(x) && x >= 0, 'a number >= 0');
-  range('--warmup-steps', o.warmupSteps, natural, 'an integer >= 0');
-  range('--weight-decay', o.weightDecay, (x) => Number.isFinite(x) && x >= 0, 'a number >= 0');
-  range('--clip-grad', o.clipGrad, (x) => Number.isFinite(x) && x >= 0, 'a number >= 0 (0: off)');
-  range('--beta1', o.beta1, (x) => x >= 0 && x < 1, 'in [0, 1)');
-  range('--beta2', o.beta2, (x) => x >= 0 && x < 1, 'in [0, 1)');
-  range('--save-every', o.saveEvery, natural, 'an integer >= 0');
-  range('--eval-every', o.evalEvery, natural, 'an integer >= 0');
-  range('--eval-batches', o.evalBatches, posInt, 'a positive integer');
-  range('--eval-fraction', o.evalFraction, (x) => x >= 0 && x < 1, 'in [0, 1)');
-  range('--total-steps', o.totalSteps, posInt, 'a positive integer');
-  range('--keep-checkpoints', o.keepCheckpoints, natural, 'an integer >= 0');
+  checkTrainOptionValues(o as unknown as Record<string, unknown>);
 }
 
 export async function train(o: TrainOptions): Promise<TrainResult> {
@@ -499,25 +478,22 @@ async function trainHoldingLock(o: TrainOptions, args: TrainArgs, log: (line: st
 
 /** The checks of the options alone (before any file is read or written). */
 export function trainArgs(o: TrainOptions): TrainArgs {
-  if (!(Number.isInteger(o.steps) && o.steps > 0))
-    throw new TrainError('BadArgs', `--steps must be a positive integer, got ${o.steps}`);
-  const lr = o.lr ?? 1e-3;
+  checkTrainOptions(o);
+  const lr = o.lr ?? trainDefault('lr');
   validateLrSchedule(
-    { lr, minLr: o.minLr ?? lr / 10, warmupSteps: 0, totalSteps: 1, schedule: o.schedule ?? 'cosine' },
+    {
+      lr,
+      minLr: o.minLr ?? lr / 10,
+      warmupSteps: 0,
+      totalSteps: 1,
+      schedule: o.schedule ?? (trainOption('schedule').default as LrScheduleKind),
+    },
     'train options (--lr, --min-lr, --schedule)',
   );
-  if (!(Number.isInteger(o.warmupSteps ?? 0) && (o.warmupSteps ?? 0) >= 0))
-    throw new TrainError('BadArgs', `--warmup-steps must be a non-negative integer, got ${o.warmupSteps}`);
-  const B = o.batchSize ?? 8,
-    T = o.seqLen ?? 64,
-    seed = o.seed ?? 0,
-    clip = o.clipGrad ?? 1.0;
-  for (const [k, v] of [
-    ['--batch-size', B],
-    ['--seq-len', T],
-  ] as const) {
-    if (!(Number.isInteger(v) && v > 0)) throw new TrainError('BadArgs', `${k} must be a positive integer, got ${v}`);
-  }
+  const B = o.batchSize ?? trainDefault('batch-size'),
+    T = o.seqLen ?? trainDefault('seq-len'),
+    seed = o.seed ?? trainDefault('seed'),
+    clip = o.clipGrad ?? trainDefault('clip-grad');
   return { B, T, seed, clip };
 }
 
@@ -614,7 +590,11 @@ async function openRun(
 
 /** AdamW over the model, with the moments and step stored beside the checkpoint if there are any. */
 async function openOptimizer(o: TrainOptions, state: ModelState, ck: CheckpointFolder, step: number): Promise<AdamW> {
-  const adam = new AdamW(state.vars, { beta1: o.beta1, beta2: o.beta2, weightDecay: o.weightDecay ?? 0 });
+  const adam = new AdamW(state.vars, {
+    beta1: o.beta1,
+    beta2: o.beta2,
+    weightDecay: o.weightDecay ?? trainDefault('weight-decay'),
+  });
   const os = await ck.optimizer(new Map(expectedTensors(state.cfg).map((t) => [t.name, t.shape])));
   if (os !== undefined) {
     for (const [n, mo] of os.moments) adam.setMoments(n, mo);
@@ -626,7 +606,7 @@ async function openOptimizer(o: TrainOptions, state: ModelState, ck: CheckpointF
 /** Steps until the target; true when `shouldStop` ended it early (no final save). */
 async function trainLoop(r: Run): Promise<boolean> {
   const annealEnd = r.st.stageStart + annealingEndStep(r.st.schedule);
-  const saveEvery = r.o.saveEvery ?? 0;
+  const saveEvery = r.o.saveEvery ?? trainDefault('save-every');
   let announcedBake = r.masks.base === undefined || groupsBelowOne(r.masks.base).length === 0;
   const bar = startProgress(r.o.progress, r.o.quiet, `train ${r.cfg.hiddenSize}x${r.cfg.numLayers}`, r.st.targetStep - r.st.step);
   try {
@@ -660,7 +640,7 @@ async function trainStep(r: Run): Promise<StepMetrics> {
   r.step++;
   r.tokens += r.B * r.T;
   r.trainedTokens += r.B * r.T;
-  const evalEvery = r.o.evalEvery ?? 0;
+  const evalEvery = r.o.evalEvery ?? trainDefault('eval-every');
   const evalNow = r.ds.eval.length > r.T && ((evalEvery > 0 && r.step % evalEvery === 0) || r.step === r.st.targetStep);
   if (evalNow) r.lastEval = evalLoss(r);
   const m: StepMetrics = {
@@ -717,7 +697,7 @@ async function optimizerStep(r: Run, batch: Batch, lr: number): Promise<{ loss: 
 
 /** Mean loss over the first `evalBatches` held-out batches, under the current masks. */
 function evalLoss(r: Run): number {
-  const evalBatches = r.o.evalBatches ?? 4;
+  const evalBatches = r.o.evalBatches ?? trainDefault('eval-batches');
   let sum = 0;
   for (let k = 0; k < evalBatches; k++) {
     const l = batchLoss(r.state, r.ds.batchAt('eval', k, r.B, r.T, r.seed), r.B, r.T, r.masks.tensors, r.rope);
@@ -773,7 +753,7 @@ async function save(r: Run, complete: boolean): Promise<string> {
       },
     },
   });
-  pruneCheckpoints(r.o.out, r.o.keepCheckpoints ?? 2, out);
+  pruneCheckpoints(r.o.out, r.o.keepCheckpoints ?? trainDefault('keep-checkpoints'), out);
   r.lastSaved = out;
   return out;
 }
