@@ -76,9 +76,11 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def compare(folder: Path, ref: dict[str, torch.Tensor]) -> tuple[float, float]:
-    """(logits, worst hidden state) relative differences of the engine against the reference."""
+def compare(folder: Path, ref: dict[str, torch.Tensor], sdpa: bool = False) -> tuple[float, float]:
+    """(logits, worst hidden state) relative differences of the engine against the reference;
+    sdpa: through torch's fused scaled_dot_product_attention (the GPU path) instead."""
     model = load_model(str(folder)).eval()
+    model.set_sdpa(sdpa)
     with torch.no_grad():
         logits, hidden = model(ref["input_ids"], output_hidden_states=True)
     assert len(hidden) == model.config.num_layers + 1
@@ -106,12 +108,15 @@ def test_torch_engine_equals_transformers(hf_fixtures: Path, tmp_path: Path, cas
     folder = hf_fixtures / case
     ref = load_file(str(folder / "reference.safetensors"))
     d_logits, d_hidden = compare(folder, ref)
-    off_logits, off_hidden = compare(switched_off(folder, tmp_path / case, switch_off), ref)
+    sdpa_logits, sdpa_hidden = compare(folder, ref, sdpa=True)
+    off_logits, _ = compare(switched_off(folder, tmp_path / case, switch_off), ref)
     print(
         f"\n[torch vs transformers] {case}: logits {d_logits:.2e}, worst hidden {d_hidden:.2e}"
+        f" (sdpa: {sdpa_logits:.2e}, {sdpa_hidden:.2e})"
         f" | {feature} switched off: logits {off_logits:.2e}"
     )
     assert d_logits <= REL_TOL
     assert d_hidden <= REL_TOL
+    assert max(sdpa_logits, sdpa_hidden) <= REL_TOL
     # the comparison can fail: without the feature the engine is far from transformers
     assert off_logits > 100 * REL_TOL
