@@ -240,14 +240,14 @@ class MaskScheduleCallback(_trainer_callback_base()):
         v = self.handle.set_step(self.stage_offset + global_step)
         self.history.append((global_step, dict(v)))
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201 (transformers' signature)
+    def on_train_begin(self, args, state, control, **kwargs):
         self._set(state.global_step)
 
-    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_begin(self, args, state, control, **kwargs):
         # before the step's forward: global_step steps are done, this is step number global_step
         self._set(state.global_step)
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         # after the update: evaluation and saves between steps see the next step's masks
         self._set(state.global_step)
 
