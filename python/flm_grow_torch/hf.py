@@ -55,6 +55,11 @@ def load_masked_model(
     )
     if device is not None:
         model = model.to(device)
+    emb = model.get_input_embeddings()
+    if training and getattr(emb, "padding_idx", None) is not None:
+        # transformers builds the embedding with padding_idx = pad_token_id, whose row then gets no
+        # gradient; flm-grow's engines train every row (and only masks decide what a row does)
+        emb.padding_idx = None
     mp = os.path.join(folder, MASKS_FILE)
     if not os.path.exists(mp):
         return model, None
@@ -169,11 +174,13 @@ def make_optimizer(
 
 
 def make_lr_scheduler(
-    optimizer: torch.optim.Optimizer, lr_schedule: dict[str, Any]
+    optimizer: torch.optim.Optimizer, lr_schedule: dict[str, Any], first_step: int | None = None
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR giving lr_at(global step) (optim.py) after k scheduler steps, k counted from the
-    schedule's startStep; the optimizer's lr must be lr_schedule["lr"]."""
-    base, first = lr_schedule["lr"], lr_schedule["startStep"]
+    """A LambdaLR giving lr_at(first_step + k) (optim.py) after k scheduler steps; first_step is the
+    run's first global step (default: the schedule's startStep, which it is for the default
+    --lr-after-growth rewind). The optimizer's lr must be lr_schedule["lr"]."""
+    base = lr_schedule["lr"]
+    first = lr_schedule["startStep"] if first_step is None else first_step
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_at(first + k, lr_schedule) / base)
 
 
@@ -196,8 +203,18 @@ class EngineBatches(torch.utils.data.IterableDataset):
     "labels"} (labels already shifted: labels[t] is the token after input_ids[t]). An iterable
     dataset, so a Trainer with per_device_train_batch_size=batch_size consumes it in this order."""
 
-    def __init__(self, data: str, steps: int, batch_size: int, seq_len: int, seed: int = 0, first_step: int = 0):
-        self.ds = TokenDataset(data, eval_fraction=0.1, seq_len=seq_len)
+    def __init__(
+        self,
+        data: str,
+        steps: int,
+        batch_size: int,
+        seq_len: int,
+        seed: int = 0,
+        first_step: int = 0,
+        eval_fraction: float = 0.1,
+    ):
+        # eval_fraction: the tail held out, as `flm-grow train --eval-fraction` (it moves the train split's end)
+        self.ds = TokenDataset(data, eval_fraction=eval_fraction, seq_len=seq_len)
         self.steps, self.batch_size, self.seq_len, self.seed, self.first_step = (
             steps,
             batch_size,

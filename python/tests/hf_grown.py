@@ -9,9 +9,11 @@ Mistral has a sliding window (8) shorter than the test sequences, Qwen3 has qk-n
 
 from __future__ import annotations
 
-import os
+import atexit
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +30,18 @@ def flm_grow(*args: str) -> subprocess.CompletedProcess:
         sys.stderr.write(r.stderr)
         raise RuntimeError(f"flm-grow {' '.join(args[:2])} failed ({r.returncode}): {r.stderr.strip()[-400:]}")
     return r
+
+
+_ROOT: list[Path] = []
+
+
+def shared_root() -> Path:
+    """One temporary folder per pytest process for the grown checkpoints, so that both test files
+    use the same ones (each costs two CLI runs); removed at exit."""
+    if not _ROOT:
+        _ROOT.append(Path(tempfile.mkdtemp(prefix="flm-grow-hf-")))
+        atexit.register(shutil.rmtree, _ROOT[0], True)
+    return _ROOT[0]
 
 
 def make_grown(root: Path, family: str, anneal_steps: int = 20) -> tuple[Path, Path]:
@@ -67,8 +81,3 @@ def rel(a, b) -> float:  # noqa: ANN001
     assert torch.equal(torch.isfinite(a), fin), "infinite logits differ"
     assert bool((a[~fin] == b[~fin]).all()), "infinite logits differ in sign"
     return ((a[fin] - b[fin]).abs().max() / b[fin].abs().max()).item()
-
-
-def env_python() -> dict[str, str]:
-    """The environment for a child Python that imports this package (it is installed editable)."""
-    return dict(os.environ)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_grown import FAMILIES, SOURCE_VOCAB, make_grown, rel
+from hf_grown import FAMILIES, SOURCE_VOCAB, make_grown, rel, shared_root
 from transformers import AutoModelForCausalLM
 
 from flm_grow_torch.hf import load_masked_model
@@ -26,9 +26,8 @@ ALL = ("hidden", "heads", "ffn", "layers", "vocab")
 
 
 @pytest.fixture(scope="module")
-def grown(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf-attach")
-    return {f: make_grown(root, f) for f in FAMILIES}
+def grown():
+    return {f: make_grown(shared_root(), f) for f in FAMILIES}
 
 
 def ids(seed: int = 0):

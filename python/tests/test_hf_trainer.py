@@ -19,7 +19,7 @@ import sys
 
 import pytest
 import torch
-from hf_grown import CORPUS, FAMILIES, ROOT, SOURCE_VOCAB, flm_grow, make_grown, rel
+from hf_grown import CORPUS, FAMILIES, ROOT, SOURCE_VOCAB, flm_grow, make_grown, rel, shared_root
 
 from flm_grow_torch.hf import (
     EngineBatches,
@@ -72,10 +72,9 @@ def engine_run(folder, out, steps=STEPS) -> list[dict]:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf-train")
-    out = {}
+    root, out = tmp_path_factory.mktemp("hf-train"), {}
     for f in FAMILIES:
-        _, grown = make_grown(root, f)
+        _, grown = make_grown(shared_root(), f)
         out[f] = (grown, engine_run(grown, root / f"engine-{f}"))
     return root, out
 
@@ -99,7 +98,7 @@ def hf_loop(folder, impl, anneal=True) -> list[float]:  # noqa: ANN001
         for g in opt.param_groups:
             g["lr"] = lr_at(schedule["startStep"] + k, schedule)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
@@ -133,10 +132,11 @@ def test_trainer_with_callback_equals_engine(runs, tmp_path):
     losses, live = [], []
 
     def loss_func(outputs, labels, num_items_in_batch=None):  # noqa: ANN001, ANN202
-        losses.append(float(masked_lm_loss(outputs.logits, labels, h)))
+        loss = masked_lm_loss(outputs.logits, labels, h)
+        losses.append(float(loss.detach()))
         # the masks the forward used, read from the live tensors the hooks read
         live.append(float(h.current["layers"][0]["ffn"].min()))
-        return masked_lm_loss(outputs.logits, labels, h)
+        return loss
 
     args = TrainingArguments(
         output_dir=str(tmp_path / "trainer"),
@@ -172,7 +172,7 @@ def test_example_trains_and_bakes(runs):
     from transformers import AutoModelForCausalLM
 
     root, _ = runs
-    _, grown = make_grown(root, "qwen2", anneal_steps=4)
+    _, grown = make_grown(shared_root(), "qwen2", anneal_steps=4)
     steps = 6
     engine = root / "engine-qwen2-a4"
     engine_run(grown, engine, steps)
