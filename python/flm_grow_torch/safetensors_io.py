@@ -110,7 +110,7 @@ def save_file(path: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[
             t = t.cpu()
         if not t.is_contiguous():
             t = t.contiguous()
-        key = (t.untyped_storage().data_ptr(), t.dtype) if t.numel() > 0 else None
+        key = t.untyped_storage().data_ptr() if t.numel() > 0 else None
         if key is not None and key in seen:
             t = t.clone()
         elif key is not None:
