@@ -41,7 +41,8 @@ def load_masked_model(
     training: bool = False,
     stage_step: int | None = None,
 ) -> tuple[Any, MaskHandle | None]:
-    """(model, handle): transformers' AutoModelForCausalLM for `folder` with the folder's masks
+    """(model, handle): transformers' own class of the family (LlamaForCausalLM, MistralForCausalLM,
+    Qwen2ForCausalLM, Qwen3ForCausalLM; no remote code) for `folder` with the folder's masks
     attached, so it computes the grown (masked) function, not the plain one. handle is None for a
     folder without masks.safetensors (a baked or zero-mode checkpoint: the plain model is right).
 
