@@ -1,16 +1,23 @@
-"""safetensors reading and writing without the safetensors package (SPEC §5).
+"""safetensors reading and writing (SPEC §5) through the `safetensors` package: thin wrappers that
+keep the package's call sites (load_file / save_file returning and taking metadata, a file object
+read one tensor at a time, HF sharded checkpoint folders) and turn the library's errors into one
+line naming the file.
 
-Reading memory-maps the file, so a checkpoint's tensors are only paged in when used. Writing
-pads the JSON header with spaces to a multiple of 8 bytes, as the reference writer (and
-flm-grow's TypeScript writer) does.
+Reading memory-maps the file (safe_open), so a checkpoint's tensors are only paged in when used;
+each tensor handed out is its own writable copy. Writing goes through safetensors.torch.save_file,
+which streams every tensor from its own memory (no second copy of the tensors) into a temporary
+file renamed into place, so a reader never sees half a file.
 """
 
+from __future__ import annotations
+
 import json
-import mmap
 import os
-import struct
+from collections.abc import Mapping
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file as _st_save_file
 
 # safetensors dtype name -> (torch dtype, bytes per element)
 DTYPES = {
@@ -27,56 +34,54 @@ DTYPES = {
 }
 NAME_OF = {t: n for n, (t, _) in DTYPES.items()}
 
-MAX_HEADER = 100_000_000
+
+def _bad(path: str, e: Exception) -> ValueError:
+    return ValueError(f"{path}: not a readable safetensors file ({str(e).strip().splitlines()[0][:200]})")
 
 
 class SafetensorsFile:
-    """One .safetensors file, memory-mapped; `get(name)` returns a tensor (a copy, writable)."""
+    """One .safetensors file, memory-mapped. `tensors[name]` = {"dtype", "shape", "nbytes"} from the
+    header; `get(name)` returns the tensor (a copy, writable); `metadata` the header's
+    __metadata__ (None when absent)."""
 
-    def __init__(self, path):
+    def __init__(self, path: str):
         self.path = path
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 8:
-                raise ValueError(f"{path}: HeaderTooSmall")
-            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else b""
-        (n,) = struct.unpack("<Q", self._mm[:8])
-        if n > MAX_HEADER:
-            raise ValueError(f"{path}: HeaderTooLarge ({n} bytes)")
-        if 8 + n > size:
-            raise ValueError(f"{path}: InvalidHeaderLength")
-        header = json.loads(bytes(self._mm[8 : 8 + n]).decode("utf-8"))
-        self.metadata = header.pop("__metadata__", None)
-        self.tensors = header
-        self._base = 8 + n
-        for name, info in header.items():
-            if info["dtype"] not in DTYPES:
-                raise ValueError(f"{path}: tensor {name}: unsupported dtype {info['dtype']}")
-            b, e = info["data_offsets"]
-            numel = 1
-            for d in info["shape"]:
-                numel *= d
-            if e - b != numel * DTYPES[info["dtype"]][1] or self._base + e > size:
-                raise ValueError(f"{path}: tensor {name}: TensorInvalidInfo / InvalidOffset")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            self._f = safe_open(path, framework="pt")
+            self.metadata = self._f.metadata()
+            self.tensors = {}
+            for name in self._f.keys():
+                s = self._f.get_slice(name)
+                dtype, shape = s.get_dtype(), list(s.get_shape())
+                if dtype not in DTYPES:
+                    raise ValueError(f"{path}: tensor {name}: unsupported dtype {dtype}")
+                numel = 1
+                for d in shape:
+                    numel *= d
+                self.tensors[name] = {"dtype": dtype, "shape": shape, "nbytes": numel * DTYPES[dtype][1]}
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise _bad(path, e) from None
 
-    def keys(self):
+    def keys(self) -> list[str]:
         return list(self.tensors.keys())
 
-    def get(self, name):
-        info = self.tensors[name]
-        dtype, _ = DTYPES[info["dtype"]]
-        b, e = info["data_offsets"]
-        raw = bytearray(self._mm[self._base + b : self._base + e])  # copy: the mapping is read-only
-        if len(raw) == 0:
-            return torch.empty(info["shape"], dtype=dtype)
-        return torch.frombuffer(raw, dtype=dtype).reshape(info["shape"])
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.tensors:
+            raise KeyError(f"{self.path}: no tensor {name}")
+        try:
+            # safe_open hands out a writable tensor of its own (writing never reaches the file)
+            return self._f.get_tensor(name)
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise _bad(self.path, e) from None
 
-    def close(self):
-        if isinstance(self._mm, mmap.mmap):
-            self._mm.close()
+    def close(self) -> None:
+        self._f = None
 
 
-def load_file(path):
+def load_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    """(every tensor by name, in file order; the header's metadata or None)."""
     f = SafetensorsFile(path)
     try:
         return {k: f.get(k) for k in f.keys()}, f.metadata
@@ -84,50 +89,45 @@ def load_file(path):
         f.close()
 
 
-WRITE_CHUNK = 64 << 20  # bytes copied out of a tensor per write
+def stored_bytes(paths: list[str]) -> int:
+    """Bytes of tensor data in these files (from their headers)."""
+    n = 0
+    for p in paths:
+        f = SafetensorsFile(p)
+        n += sum(i["nbytes"] for i in f.tensors.values())
+        f.close()
+    return n
 
 
-def write_tensor(f, t, buf):
-    """A tensor's little-endian C-order bytes (x86/ARM hosts are little-endian) to file `f`, through
-    the reusable bytearray `buf`: at most WRITE_CHUNK bytes beyond the tensor itself."""
-    t = t.detach().contiguous().cpu().reshape(-1)
-    if t.numel() == 0:
-        return
-    u8 = t.view(torch.uint8)
-    staging = torch.frombuffer(buf, dtype=torch.uint8)
-    for at in range(0, u8.numel(), len(buf)):
-        n = min(len(buf), u8.numel() - at)
-        staging[:n].copy_(u8[at : at + n])
-        f.write(memoryview(buf)[:n])
-
-
-def save_file(path, tensors, metadata=None):
-    """Write `tensors` (ordered dict name -> tensor) to `path` via a temporary file. The header comes
-    from shapes and dtypes alone and each tensor is streamed in chunks: a save costs no second copy
-    of the tensors (it did: 8 bytes per parameter more for the AdamW moments, the peak of a training
-    run's memory)."""
-    header = {}
-    if metadata is not None:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    off = 0
+def save_file(path: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None) -> None:
+    """Write `tensors` (name -> tensor; any device, any layout) and string metadata to `path` via a
+    temporary file. Tensors that share memory are written as separate copies (safetensors refuses
+    shared storage; each name gets its own bytes)."""
+    out, seen = {}, set()
     for name, t in tensors.items():
-        n = t.numel() * t.element_size()
-        header[name] = {"dtype": NAME_OF[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + n]}
-        off += n
-    js = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    js += b" " * ((8 - len(js) % 8) % 8)
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if not t.is_contiguous():
+            t = t.contiguous()
+        key = t.untyped_storage().data_ptr() if t.numel() > 0 else None
+        if key is not None and key in seen:
+            t = t.clone()
+        elif key is not None:
+            seen.add(key)
+        out[name] = t
+    md = None if metadata is None else {str(k): str(v) for k, v in metadata.items()}
     tmp = f"{path}.tmp-{os.getpid()}"
-    largest = max((t.numel() * t.element_size() for t in tensors.values()), default=0)
-    buf = bytearray(max(1, min(WRITE_CHUNK, largest)))
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(js)))
-        f.write(js)
-        for t in tensors.values():
-            write_tensor(f, t, buf)
-    os.replace(tmp, path)
+    try:
+        _st_save_file(out, tmp, metadata=md)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
-def load_checkpoint_tensors(ckpt_dir):
+def load_checkpoint_tensors(ckpt_dir: str) -> dict[str, torch.Tensor]:
     """Every tensor of an HF checkpoint folder: model.safetensors or index + shards."""
     index = os.path.join(ckpt_dir, "model.safetensors.index.json")
     out = {}
@@ -147,7 +147,9 @@ def load_checkpoint_tensors(ckpt_dir):
     return load_file(single)[0]
 
 
-def save_checkpoint_tensors(ckpt_dir, tensors, max_shard_bytes=5_000_000_000):
+def save_checkpoint_tensors(
+    ckpt_dir: str, tensors: Mapping[str, torch.Tensor], max_shard_bytes: int = 5_000_000_000
+) -> list[str]:
     """HF layout: one model.safetensors, or model-0000k-of-0000n shards + index when larger."""
     shards, cur, cur_bytes = [], {}, 0
     for name, t in tensors.items():

@@ -561,15 +561,11 @@ def main(argv=None):
 
 
 def _stored_bytes(d):
-    from .safetensors_io import SafetensorsFile
+    from .safetensors_io import stored_bytes
 
-    files = [f for f in os.listdir(d) if f.endswith(".safetensors") and f.startswith("model")]
-    n = 0
-    for f in files:
-        sf = SafetensorsFile(os.path.join(d, f))
-        n += sum(i["data_offsets"][1] - i["data_offsets"][0] for i in sf.tensors.values())
-        sf.close()
-    return n
+    return stored_bytes(
+        [os.path.join(d, f) for f in os.listdir(d) if f.endswith(".safetensors") and f.startswith("model")]
+    )
 
 
 def out_of_memory(e):
