@@ -22,6 +22,8 @@ import os
 import sys
 
 import torch
+from transformers import Trainer, TrainingArguments
+
 from flm_grow_torch.hf import (
     EngineBatches,
     MaskScheduleCallback,
@@ -35,7 +37,6 @@ from flm_grow_torch.hf import (
     start_step,
 )
 from flm_grow_torch.masks import annealing_end_step, read_schedule
-from transformers import Trainer, TrainingArguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    model, handle = load_masked_model(
-        a.grown, attn_implementation=a.attn_implementation, training=True
-    )
+    model, handle = load_masked_model(a.grown, attn_implementation=a.attn_implementation, training=True)
     if handle is None:
         print(
             f"{a.grown}: has no masks.safetensors: a plain checkpoint, train it as any other",
@@ -117,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     save_baked(model, handle, baked)
     with open(os.path.join(a.out, "losses.json"), "w") as f:
         json.dump({"losses": losses, "masks": [[s, v] for s, v in callback.history]}, f)
-    print(
-        f"trained {a.steps} steps (loss {losses[0]:.4f} -> {losses[-1]:.4f}); plain checkpoint: {baked}"
-    )
+    print(f"trained {a.steps} steps (loss {losses[0]:.4f} -> {losses[-1]:.4f}); plain checkpoint: {baked}")
     return 0
 
 
