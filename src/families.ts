@@ -181,6 +181,17 @@ export const FAMILIES: readonly Family[] = [
   },
 ];
 
+/**
+ * A masked grown checkpoint's config.json (docs/hf-format.md): `model_type` MASKED_MODEL_TYPE,
+ * which plain transformers does not know (so it refuses the folder instead of loading a different
+ * function), `architectures` [MASKED_ARCHITECTURE], `auto_map` to the folder's modeling files, and
+ * the base family's own model_type / architectures under MASKED_CONFIG_KEY. config.ts reads such a
+ * config as its base family.
+ */
+export const MASKED_MODEL_TYPE = 'flm_grow_masked';
+export const MASKED_ARCHITECTURE = 'FlmGrowMaskedForCausalLM';
+export const MASKED_CONFIG_KEY = 'flm_grow';
+
 export const FAMILY_NAMES: readonly FamilyName[] = FAMILIES.map((f) => f.name);
 
 export function familyByName(name: FamilyName): Family {

@@ -78,6 +78,12 @@ FAMILIES = (
     ),
 )
 
+# A masked grown checkpoint's config.json (docs/hf-format.md, src/families.ts): a model_type plain
+# transformers does not know, the base family's own model_type / architectures under MASKED_CONFIG_KEY.
+MASKED_MODEL_TYPE = "flm_grow_masked"
+MASKED_ARCHITECTURE = "FlmGrowMaskedForCausalLM"
+MASKED_CONFIG_KEY = "flm_grow"
+
 SUPPORTED_MODEL_TYPES = tuple(t for f in FAMILIES for t in f["modelTypes"])
 SUPPORTED_ARCHITECTURES = tuple(a for f in FAMILIES for a in f["architectures"])
 
