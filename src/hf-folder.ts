@@ -129,7 +129,9 @@ export function loadCode(folder: string, masked: boolean, family: string): { cod
 /** hf_remote/__init__.py mask_state */
 function maskState(masked: boolean, below: readonly GroupBelow[]): string {
   if (!masked) return 'Plain: every mask is 1 (or the folder has none); the weights are the model.';
-  const groups = below.map((g) => `${g.group} (${g.count} unit${g.count === 1 ? '' : 's'}, min ${g.minValue})`).join(', ');
+  const groups = below
+    .map((g) => `${g.group} (${g.count} unit${g.count === 1 ? '' : 's'}, min ${Number(g.minValue.toPrecision(6))})`)
+    .join(', ');
   return `Still masked: masks below 1 in ${groups}. The masks (masks.safetensors) are part of the model.`;
 }
 

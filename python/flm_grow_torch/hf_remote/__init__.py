@@ -47,7 +47,9 @@ def masked_config_json(plain: dict) -> dict:
     """src/config.ts maskedConfigJson: the base family's model_type / architectures (and auto_map)
     kept under `flm_grow`, every other key as it was."""
     rest = {k: v for k, v in plain.items() if k not in ("model_type", "architectures", "auto_map")}
-    meta = {"base_model_type": plain.get("model_type"), "base_architectures": plain.get("architectures")}
+    meta = {"base_model_type": plain.get("model_type")}
+    if plain.get("architectures") is not None:
+        meta["base_architectures"] = plain["architectures"]
     if plain.get("auto_map") is not None:
         meta["base_auto_map"] = plain["auto_map"]
     meta.update(masks_file="masks.safetensors", how_to_load=MASKED_LOAD_NOTE)
@@ -111,9 +113,12 @@ def load_code(folder: str, masked: bool, family: str) -> tuple[str, str]:
 def mask_state(masked: bool, below: list[dict]) -> str:
     if not masked:
         return "Plain: every mask is 1 (or the folder has none); the weights are the model."
-    groups = ", ".join(
-        f"{g['group']} ({g['count']} unit{'' if g['count'] == 1 else 's'}, min {g['minValue']})" for g in below
-    )
+
+    def one(g: dict) -> str:
+        n = g["count"]
+        return f"{g['group']} ({n} unit{'' if n == 1 else 's'}, min {float(format(g['minValue'], '.6g'))})"
+
+    groups = ", ".join(one(g) for g in below)
     return f"Still masked: masks below 1 in {groups}. The masks (masks.safetensors) are part of the model."
 
 
@@ -129,3 +134,71 @@ def write_model_files(folder: str, plain_config: dict, masked: bool, card: dict[
         with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
             f.write(text)
     return list(files)
+
+
+def groups_below_one(m: dict) -> list[dict]:
+    """src/masks.ts groupsBelowOne: each annealed group with entries below 1 (vocab: new tokens only)."""
+    out = []
+
+    def scan(group, tensors):
+        vals = [float(x) for t in tensors for x in t.reshape(-1).tolist()]
+        low = [v for v in vals if v < 1]
+        if low:
+            out.append({"group": group, "minValue": min(low), "count": len(low)})
+
+    scan("hidden", [m["hidden"]])
+    scan("heads", [l["heads"] for l in m["layers"]])
+    scan("ffn", [l["ffn"] for l in m["layers"]])
+    scan("layers", [l["residual"] for l in m["layers"]])
+    tokens = m.get("vocab_tokens")
+    if tokens is not None:
+        scan("vocab", [m["vocab"][tokens == 1]])
+    return out
+
+
+_TITLE_FAMILY = {"llama": "Llama", "tele-flm": "Tele-FLM", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
+
+
+def _schedule_lines(schedule: list[dict] | None) -> str:
+    if not schedule:
+        return ""
+    return "\n\nMask schedule (optimizer steps after growth):\n\n" + "\n".join(
+        f"- {e['group']}: {e['shape']} from step {e['startStep']} over {e['length']} steps" for e in schedule
+    )
+
+
+def _source_text(s: dict | None) -> str:
+    if not s:
+        return "unknown"
+    return f"`{os.path.basename(s['path'])}` ({s['parameters']:,} parameters, config.json sha256 {s['configSha256'][:16]}…)"
+
+
+def train_card(folder: str, cfg, masks: dict | None, manifest: dict, version: str) -> dict[str, str]:
+    """The card fields of a training checkpoint (src/hf-folder.ts modelCard, kind "train"); `cfg` a
+    config.ModelConfig, `manifest` the save's manifest without files."""
+    below = groups_below_one(masks) if masks is not None else []
+    masked = bool(below)
+    fam = _TITLE_FAMILY.get(cfg.family, cfg.family)
+    t = manifest.get("extra", {})
+    source = f"- read: {_source_text(manifest.get('source'))}"
+    if t.get("data"):
+        d = t["data"]
+        source += f"\n- data: `{d['path']}` ({d['tokens']} tokens, sha256 {d['sha256'][:16]}…)"
+    code, note = load_code(folder, masked, cfg.family)
+    na = lambda v: "n/a" if v is None else f"{v}"
+    return {
+        "tag": "msg-masked" if masked else "plain",
+        "title": f"Trained {fam} checkpoint: {cfg.num_layers} layers, hidden {cfg.hidden_size} ({'masked' if masked else 'plain'})",
+        "summary": f"Written by `flm-grow train` at optimizer step {t.get('step', '?')}"
+        + (f" ({t['stageStep']} steps since growth)" if t.get("stageStep") is not None else "")
+        + ".",
+        "source": source,
+        "plan": "Training, not growth: the plan is in the grown checkpoint this run started from (its card and manifest)."
+        + _schedule_lines((manifest.get("masks") or {}).get("schedule")),
+        "mask_state": mask_state(masked, below),
+        "load_code": code,
+        "load_note": note,
+        "verification": f"Training losses at this save: last {na(t.get('lastLoss'))}, eval {na(t.get('evalLoss'))}.",
+        "version": version,
+        "kind": "train",
+    }
