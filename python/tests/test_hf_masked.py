@@ -120,8 +120,14 @@ def work(tmp_path_factory):
             apply_values(read_masks(str(d["masked"] / "masks.safetensors")), MID),
         )
         folders[fam] = d
-    remote = remote_logits([d[k] for d in folders.values() for k in ("masked", "mid")], ids_file, tmp)
-    return tmp, ids, ids_file, folders, remote
+    return tmp, ids, ids_file, folders
+
+
+@pytest.fixture(scope="module")
+def remote(work):
+    """Every masked and mid-annealing folder's logits, loaded with trust_remote_code=True."""
+    tmp, _, ids_file, folders = work
+    return remote_logits([d[k] for d in folders.values() for k in ("masked", "mid")], ids_file, tmp)
 
 
 @pytest.mark.parametrize("fam", HF_FAMILIES)
@@ -130,16 +136,17 @@ def test_plain_load_of_masked_folder_fails_saying_what_to_do(work, fam):
 
     folders = work[3]
     masked = folders[fam]["masked"]
+    with pytest.raises(ValueError, match=r"trust_remote_code=True"):
+        AutoModelForCausalLM.from_pretrained(str(masked), dtype=torch.float32)
+    # what the user finds in the folder the message points to
     cfg = json.loads((masked / "config.json").read_text())
     assert cfg["flm_grow"]["base_model_type"] == fam and "bake" in cfg["flm_grow"]["how_to_load"]
     assert "trust_remote_code=True" in (masked / "README.md").read_text()
-    with pytest.raises(ValueError, match=r"trust_remote_code=True"):
-        AutoModelForCausalLM.from_pretrained(str(masked), dtype=torch.float32)
 
 
 @pytest.mark.parametrize("fam", (*HF_FAMILIES, "tele-flm"))
-def test_trust_remote_code_loads_the_masked_model(work, fam):
-    tmp, ids, ids_file, folders, remote = work
+def test_trust_remote_code_loads_the_masked_model(work, remote, fam):
+    tmp, ids, ids_file, folders = work
     d = folders[fam]
     # masks at 0 (as grown): the source's function. Reference: transformers' own plain load of
     # the source; for Tele-FLM, which transformers has no class for, `flm-grow forward`'s.
