@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 ids = load_file(sys.argv[1])["input_ids"]
 for folder, out in zip(sys.argv[2::2], sys.argv[3::2]):
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype="auto")
     assert type(model).__name__ == "FlmGrowMaskedForCausalLM" and model.flm_grow_masks is not None
     with torch.no_grad():
         save_file({"logits": model(ids).logits.contiguous()}, out)
@@ -63,11 +63,11 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def hf_logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:
+def hf_logits(folder: Path, ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Plain transformers: no trust_remote_code."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
     with torch.no_grad():
         return model(ids).logits
 
@@ -120,6 +120,10 @@ def work(tmp_path_factory):
             apply_values(read_masks(str(d["masked"] / "masks.safetensors")), MID),
         )
         folders[fam] = d
+    # bf16: the masks must follow the model's dtype (f32 masks would make the activations f32)
+    d = folders["bf16"] = {"src": tmp / "bf16-src", "masked": tmp / "bf16-masked"}
+    cli("synth", "--like", "llama", "--dtype", "bf16", "--seed", "3", "--out", str(d["src"]))
+    cli("grow", str(d["src"]), "--out", str(d["masked"]), *GROW, "--seed", "5")
     return tmp, ids, ids_file, folders
 
 
@@ -127,7 +131,7 @@ def work(tmp_path_factory):
 def remote(work):
     """Every masked and mid-annealing folder's logits, loaded with trust_remote_code=True."""
     tmp, _, ids_file, folders = work
-    return remote_logits([d[k] for d in folders.values() for k in ("masked", "mid")], ids_file, tmp)
+    return remote_logits([d[k] for d in folders.values() for k in ("masked", "mid") if k in d], ids_file, tmp)
 
 
 @pytest.mark.parametrize("fam", HF_FAMILIES)
@@ -181,3 +185,11 @@ def test_zero_mode_and_baked_folders_load_plain_and_equal_the_source(work, fam, 
     d = rel(got[..., :SRC_VOCAB], ref)
     print(f"{fam} {kind}: plain load vs source {d:.3g}")
     assert d <= TOL, d
+
+
+def test_trust_remote_code_loads_a_bf16_folder_in_bf16(work, remote):
+    ids, folders = work[1], work[3]
+    got = remote[folders["bf16"]["masked"]]
+    assert got.dtype == torch.bfloat16
+    ref = hf_logits(folders["bf16"]["src"], ids, torch.bfloat16)
+    assert rel(got[..., :SRC_VOCAB].float(), ref.float()) <= TOL

@@ -25,6 +25,13 @@ MANIFEST_FILE = "flm-grow-manifest.json"
 _HUB_KEYS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
 
 
+def _to_dtype(m, dtype):
+    """A mask set (read_masks) in `dtype`; vocab_tokens (0/1 flags) as they are."""
+    out = {k: (v if k in ("layers", "vocab_tokens") else v.to(dtype)) for k, v in m.items()}
+    out["layers"] = [{k: v.to(dtype) for k, v in l.items()} for l in m["layers"]]
+    return out
+
+
 class FlmGrowMaskedForCausalLM(MODEL_FOR_CAUSAL_LM_MAPPING[BASE_CONFIG_CLASS]):
     """The base family's ForCausalLM with flm-grow's masks attached after loading."""
 
@@ -59,7 +66,13 @@ class FlmGrowMaskedForCausalLM(MODEL_FOR_CAUSAL_LM_MAPPING[BASE_CONFIG_CLASS]):
         if manifest is not None:
             with open(manifest) as f:
                 schedule = (json.load(f).get("masks") or {}).get("schedule", [])
-        model.flm_grow_masks = attach_masks(model, read_masks(masks), schedule)
+        m = read_masks(masks)
+        if model.dtype in (torch.bfloat16, torch.float16):
+            # masks in the model's dtype: f32 masks would turn bf16 / f16 activations into f32 at
+            # the first hook, and the next Linear (bf16 weights) refuses f32 input. 0 and 1 stay
+            # exact; annealing values round as every activation of such a model does.
+            m = _to_dtype(m, model.dtype)
+        model.flm_grow_masks = attach_masks(model, m, schedule, dtype=model.dtype)
         return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
