@@ -16,6 +16,7 @@ import { REMOTE_FILES, REMOTE_SOURCES } from './hf-folder.ts';
 import { initBackend } from './backend.ts';
 import { growCheckpoint } from './growth/grow.ts';
 import { bakeCheckpoint } from './growth/bake.ts';
+import { assembleParts } from './split.ts';
 import { parsePlan } from './growth/plan.ts';
 import { writeRandomInit } from './train/random-init.ts';
 import { trainWithEngine } from './train/engine.ts';
@@ -126,6 +127,19 @@ describe('grow, train and bake folders', () => {
     expectPlain(baked, 'Baked');
     expect(readFileSync(join(baked, 'README.md'), 'utf8')).toContain('DROPPED');
   }, 120_000);
+
+  it('assemble of a split masked grow: the masked form, from the parts', async () => {
+    const parts = [1, 2].map((i) => join(tmp.dir, `part-${i}`));
+    for (const [i, d] of parts.entries())
+      await growCheckpoint(src, d, plan, {
+        quiet: true,
+        maxShardSize: 100_000,
+        writerOptions: { part: { index: i + 1, count: 2 } },
+      });
+    const whole = join(tmp.dir, 'assembled');
+    await assembleParts(whole, parts, { quiet: true });
+    expectMasked(whole, 'Grown');
+  });
 
   it('zero mode writes the plain config and a card', async () => {
     const z = join(tmp.dir, 'zero');
