@@ -6,7 +6,16 @@ import { ConfigError } from './errors.ts';
 import { parseDtypeName, type DType } from './util/dtype.ts';
 import { modelSizeProblem } from './util/limits.ts';
 import { MAX_JSON_BYTES, readFailure, readJsonFile } from './util/files.ts';
-import { detectFamily, FAMILIES, ROPE_TYPES, type FamilyName, type RopeType } from './families.ts';
+import {
+  detectFamily,
+  FAMILIES,
+  MASKED_ARCHITECTURE,
+  MASKED_CONFIG_KEY,
+  MASKED_MODEL_TYPE,
+  ROPE_TYPES,
+  type FamilyName,
+  type RopeType,
+} from './families.ts';
 
 export const SUPPORTED_MODEL_TYPES: readonly string[] = FAMILIES.flatMap((f) => f.modelTypes);
 export const SUPPORTED_ARCHITECTURES: readonly string[] = FAMILIES.flatMap((f) => f.architectures);
@@ -204,10 +213,75 @@ function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { thet
   }
 }
 
+/** The `auto_map` of a masked folder: its own modeling files (python/flm_grow_torch/hf_remote). */
+export const MASKED_AUTO_MAP = {
+  AutoConfig: 'configuration_flm_grow.FlmGrowMaskedConfig',
+  AutoModelForCausalLM: 'modeling_flm_grow.FlmGrowMaskedForCausalLM',
+} as const;
+
+/** What a masked config.json says to whoever opens it (transformers' own refusal only names trust_remote_code). */
+export const MASKED_LOAD_NOTE =
+  'MSG-masked checkpoint: its masks (masks.safetensors) are part of the model. Load it with ' +
+  "AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True) (this folder's modeling_flm_grow.py " +
+  'attaches the masks), or write the plain model with `flm-grow bake` once every mask is 1. ' +
+  'Loaded as a plain model, its weights compute a different function.';
+
+/**
+ * A plain config.json as the masked form (docs/hf-format.md): model_type and architectures
+ * replaced by the masked ones, the base family's kept under `flm_grow` (with an auto_map the
+ * source had, e.g. Tele-FLM's remote code); every other key as it was.
+ */
+export function maskedConfigJson(plain: Record<string, unknown>): Record<string, unknown> {
+  const { model_type, architectures, auto_map, ...rest } = plain;
+  return {
+    architectures: [MASKED_ARCHITECTURE],
+    model_type: MASKED_MODEL_TYPE,
+    auto_map: { ...MASKED_AUTO_MAP },
+    [MASKED_CONFIG_KEY]: {
+      base_model_type: model_type,
+      base_architectures: architectures,
+      ...(auto_map !== undefined ? { base_auto_map: auto_map } : {}),
+      masks_file: 'masks.safetensors',
+      how_to_load: MASKED_LOAD_NOTE,
+    },
+    ...rest,
+  };
+}
+
+/** Whether a parsed config.json object is the masked form. */
+export function isMaskedConfigJson(raw: unknown): boolean {
+  return typeof raw === 'object' && raw !== null && (raw as Record<string, unknown>).model_type === MASKED_MODEL_TYPE;
+}
+
+/**
+ * The plain config of a masked config.json (the inverse of maskedConfigJson); any other object
+ * unchanged. A masked config without its base model_type is refused, naming the field.
+ */
+export function plainConfigJson(raw: Record<string, unknown>, file = 'config.json'): Record<string, unknown> {
+  if (!isMaskedConfigJson(raw)) return raw;
+  const meta = raw[MASKED_CONFIG_KEY];
+  const m = typeof meta === 'object' && meta !== null && !Array.isArray(meta) ? (meta as Record<string, unknown>) : undefined;
+  if (m === undefined || typeof m.base_model_type !== 'string')
+    throw new ConfigError(
+      file,
+      `${MASKED_CONFIG_KEY}.base_model_type`,
+      `a "${MASKED_MODEL_TYPE}" config needs the base family's model_type here (docs/hf-format.md)`,
+    );
+  const { [MASKED_CONFIG_KEY]: _meta, model_type: _t, architectures: _a, auto_map: _m, ...rest } = raw;
+  return {
+    ...(Array.isArray(m.base_architectures) ? { architectures: m.base_architectures } : {}),
+    model_type: m.base_model_type,
+    ...(m.base_auto_map !== undefined ? { auto_map: m.base_auto_map } : {}),
+    ...rest,
+  };
+}
+
 export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
     throw new ConfigError(file, undefined, 'is not a JSON object');
-  const r = raw as Record<string, unknown>;
+  // a masked folder reads as its base family; `raw` (written back by configToJson) is the plain
+  // config, which writers wrap again where masks stay below 1 (hf-folder.ts)
+  const r = plainConfigJson(raw as Record<string, unknown>, file);
   const p = new Problems(file);
   const modelType = r.model_type;
   const archs = Array.isArray(r.architectures) ? (r.architectures as unknown[]) : [];

@@ -52,6 +52,7 @@ export const FAMILIES_FILE = join(import.meta.dirname, '..', 'python', 'flm_grow
 
 interface FamiliesFile {
   ropeTypes: string[];
+  masked: { modelType: string; architecture: string; configKey: string };
   refusalReasons: Record<string, string>;
   tinyBase: Record<string, unknown>;
   families: (Omit<Family, 'refusedIfTrue' | 'headDimDefault'> & { refusedIfTrue: string[]; headDimDefault: number | null })[];
@@ -71,6 +72,17 @@ export const FAMILIES: readonly Family[] = DATA.families.map((f) => ({
   refusedIfTrue: f.refusedIfTrue.map((key) => ({ key, why: DATA.refusalReasons[key] })),
   tiny: { ...DATA.tinyBase, ...f.tiny },
 }));
+
+/**
+ * A masked grown checkpoint's config.json (docs/hf-format.md): `model_type` MASKED_MODEL_TYPE,
+ * which plain transformers does not know (so it refuses the folder instead of loading a different
+ * function), `architectures` [MASKED_ARCHITECTURE], `auto_map` to the folder's modeling files, and
+ * the base family's own model_type / architectures under MASKED_CONFIG_KEY. config.ts reads such a
+ * config as its base family.
+ */
+export const MASKED_MODEL_TYPE: string = DATA.masked.modelType;
+export const MASKED_ARCHITECTURE: string = DATA.masked.architecture;
+export const MASKED_CONFIG_KEY: string = DATA.masked.configKey;
 
 export const FAMILY_NAMES: readonly FamilyName[] = FAMILIES.map((f) => f.name);
 

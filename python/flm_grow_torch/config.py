@@ -6,7 +6,15 @@ import json
 import math
 import os
 
-from .families import FAMILIES, ROPE_TYPES, SUPPORTED_ARCHITECTURES, SUPPORTED_MODEL_TYPES, detect_family
+from .families import (
+    FAMILIES,
+    MASKED_CONFIG_KEY,
+    MASKED_MODEL_TYPE,
+    ROPE_TYPES,
+    SUPPORTED_ARCHITECTURES,
+    SUPPORTED_MODEL_TYPES,
+    detect_family,
+)
 
 
 class ConfigError(ValueError):
@@ -123,10 +131,39 @@ def _rope(raw, p):
     return theta, out
 
 
+def plain_config_json(raw: dict, file: str = "config.json") -> dict:
+    """The plain config of a masked config.json (docs/hf-format.md; src/config.ts plainConfigJson);
+    any other object unchanged."""
+    if raw.get("model_type") != MASKED_MODEL_TYPE:
+        return raw
+    m = raw.get(MASKED_CONFIG_KEY)
+    if not isinstance(m, dict) or not isinstance(m.get("base_model_type"), str):
+        raise ConfigError(
+            file,
+            [
+                (
+                    f"{MASKED_CONFIG_KEY}.base_model_type",
+                    f'a "{MASKED_MODEL_TYPE}" config needs the base family\'s model_type here (docs/hf-format.md)',
+                )
+            ],
+        )
+    rest = {k: v for k, v in raw.items() if k not in (MASKED_CONFIG_KEY, "model_type", "architectures", "auto_map")}
+    out = {}
+    if isinstance(m.get("base_architectures"), list):
+        out["architectures"] = m["base_architectures"]
+    out["model_type"] = m["base_model_type"]
+    if m.get("base_auto_map") is not None:
+        out["auto_map"] = m["base_auto_map"]
+    out.update(rest)
+    return out
+
+
 class ModelConfig:
     def __init__(self, raw, file="config.json"):
         if not isinstance(raw, dict):
             raise ConfigError(file, [(None, "is not a JSON object")])
+        # a masked folder reads as its base family; `raw` (written back by to_json) is the plain config
+        raw = plain_config_json(raw, file)
         self.raw = raw
         p = _Problems()
         archs = raw.get("architectures") if isinstance(raw.get("architectures"), list) else []

@@ -28,6 +28,12 @@ def _family(f: dict) -> dict:
 
 
 FAMILIES = tuple(_family(f) for f in _DATA["families"])
+
+# A masked grown checkpoint's config.json (docs/hf-format.md): a model_type plain transformers does
+# not know, the base family's own model_type / architectures under MASKED_CONFIG_KEY.
+MASKED_MODEL_TYPE = _DATA["masked"]["modelType"]
+MASKED_ARCHITECTURE = _DATA["masked"]["architecture"]
+MASKED_CONFIG_KEY = _DATA["masked"]["configKey"]
 SUPPORTED_MODEL_TYPES = tuple(t for f in FAMILIES for t in f["modelTypes"])
 SUPPORTED_ARCHITECTURES = tuple(a for f in FAMILIES for a in f["architectures"])
 

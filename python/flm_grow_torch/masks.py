@@ -20,20 +20,32 @@ the "vocab" group (src/masks.ts).
 
 Masks are values, never parameters: the handle's `set_step(stage_step)` (or `set_values`)
 overwrites them in place from the manifest's schedule before each optimizer step.
+
+This file is also the masking code of every masked checkpoint folder: flm-grow copies it there,
+unchanged, as flm_grow_masks.py, which the folder's modeling_flm_grow.py imports when transformers
+loads it with trust_remote_code=True (hf_remote/, docs/hf-format.md). So it imports only torch,
+safetensors and the standard library, never the package (transformers copies a remote module's
+`from .x import` files, and the package's would not be there): python/tests/test_hf_masked.py
+loads such a folder with the package out of reach.
 """
 
+import importlib
 import json
 import math
 import os
 import re
 
 import torch
-
-from .model import at_least_f32
-from .safetensors_io import load_file, save_file
+from safetensors import safe_open
 
 MASKS_FILE = "masks.safetensors"
 GROUPS = ("hidden", "heads", "ffn", "layers", "vocab")
+
+
+def at_least_f32(x):
+    """x in f32 when narrower (bf16), unchanged in f32 / f64: model.py's at_least_f32, repeated
+    here so this file stands alone."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 # ---- the schedule (src/train/mask-schedule.ts) ------------------------------------------------
@@ -72,8 +84,8 @@ def read_schedule(ckpt_dir):
 def read_masks(path, cfg=None):
     """masks.safetensors -> {'hidden', 'vocab', 'layers': [{'heads', 'ffn', 'residual'}]} (f32),
     plus 'vocab_tokens' when the file has it."""
-    t, _ = load_file(path)
-    t = {k: v.float() for k, v in t.items()}
+    with safe_open(path, framework="pt") as f:
+        t = {k: f.get_tensor(k).float() for k in f.keys()}
     n = 0
     while f"layers.{n}.heads" in t:
         n += 1
@@ -109,7 +121,9 @@ def read_masks(path, cfg=None):
 
 
 def write_masks(path, m):
-    # tensor order and metadata as src/masks.ts writeMasks
+    # tensor order and metadata as src/masks.ts writeMasks, by the package's writer (imported by
+    # name, not `from .`: the copy in a checkpoint folder never writes masks)
+    save_file = importlib.import_module(f"{__package__}.safetensors_io").save_file
     t = {"hidden": m["hidden"], "vocab": m["vocab"]}
     for i, l in enumerate(m["layers"]):
         t[f"layers.{i}.heads"] = l["heads"]

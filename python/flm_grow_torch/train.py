@@ -40,6 +40,7 @@ from .checkpointing import (
 from .config import read_config
 from .data import TokenDataset
 from .fsdp import FsdpUpdater, fsdp_unavailable
+from .hf_remote import train_card, write_model_files
 from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
 from .memory import check_fits
 from .model import DecoderLayer, at_least_f32, load_model
@@ -409,8 +410,6 @@ def main(argv=None):
             shutil.rmtree(tmp, ignore_errors=True)
             os.makedirs(tmp)
             save_checkpoint_tensors(tmp, {n: weights[n].detach().float().cpu() for n in names})
-            with open(os.path.join(tmp, "config.json"), "w") as f:
-                f.write(json.dumps(js_value(cfg.to_json("float32")), indent=2) + "\n")
             cur = handle.mask_set() if handle is not None else None
             if cur is not None:
                 write_masks(os.path.join(tmp, MASKS_FILE), cur)
@@ -419,8 +418,6 @@ def main(argv=None):
             else:
                 adam.save(os.path.join(tmp, OPTIMIZER_FILE), names, tokens)
             write_side_files(side_files, tmp)
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(tmp, out)
             manifest = {
                 "format": MANIFEST_FORMAT,
                 "kind": "train",
@@ -458,6 +455,16 @@ def main(argv=None):
                 "sharding": "fsdp" if fsdp is not None else "ddp" if dd.world > 1 else "none",
                 "precision": precision_label,
             }
+            # config.json (masked form while masks are below 1, with its modeling files) and the
+            # model card, as src/train/checkpointing.ts writes them (hf_remote/)
+            write_model_files(
+                tmp,
+                js_value(cfg.to_json("float32")),
+                cur is not None and not all_one(cur),
+                train_card(out, cfg, cur, js_value(manifest), tool_version()),
+            )
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
             write_manifest_last(out, js_value(manifest))
             prune_checkpoints(a.out, a.keep_checkpoints, out)
         dd.barrier()

@@ -2,10 +2,11 @@
  * `bake`: after annealing (all masks 1) the masked model is the plain model of the same weights
  * (SPEC §2), so a baked checkpoint is the same tensors, byte for byte, without masks.safetensors.
  * The vocab mask's padding ids lose their -inf (a plain runtime has no mask); nothing else changes.
+ * config.json is the plain family config (a masked folder's is the masked form, hf-folder.ts), with
+ * no modeling files, and README.md a card saying so.
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONFIG_FILE } from '../checkpoint/checkpoint.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import type { TensorDecl } from '../checkpoint/safetensors-writer.ts';
@@ -13,6 +14,7 @@ import { FlmGrowError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
 import { MANIFEST_FILE, MANIFEST_FORMAT, sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION, type Manifest } from '../manifest.ts';
 import { groupsBelowOne } from '../masks.ts';
+import { writeModelFiles } from '../hf-folder.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 
 export interface BakeOptions {
@@ -80,9 +82,18 @@ export async function bakeCheckpoint(grown: string, dest: string, opts: BakeOpti
         }
       }
       bar.stop();
+      // the plain family config (a masked folder's config.json is the masked form), no modeling
+      // files, and a card that says so
+      await writeModelFiles(writer, ck.config, undefined, {
+        kind: 'bake',
+        folder: dest,
+        source: await sourceIdentity(ck, grown),
+        grownFrom: ck.manifest?.source ?? null,
+        dropped: below,
+      });
       for (const f of readdirSync(grown)) {
         // the model's own files only (training leaves optimizer state, logs, ... beside it)
-        if (f !== CONFIG_FILE && !SIDE_FILE_PATTERN.test(f)) continue;
+        if (!SIDE_FILE_PATTERN.test(f)) continue;
         await writer.copySideFile(join(grown, f), f);
       }
       // sha256 of what the writer wrote: shards, side files, index

@@ -7,13 +7,13 @@
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONFIG_FILE, type Checkpoint } from '../checkpoint/checkpoint.ts';
+import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { CheckpointWriter, type CheckpointWriterOptions } from '../checkpoint/checkpoint-writer.ts';
 import { tensorByteSize, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { dtypeSize, type DType } from '../util/dtype.ts';
 import { tensorName } from '../arch.ts';
-import { configToJson, type ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../config.ts';
 import { PlanError } from '../errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
 import {
@@ -27,6 +27,7 @@ import {
 } from '../manifest.ts';
 import { carrySchedule, sourceAnnealing, type CarriedAnnealing } from './carry.ts';
 import { groupsBelowOne, MASKS_FILE, writeMasks } from '../masks.ts';
+import { writeModelFiles } from '../hf-folder.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 import type { BackendName } from '../backend.ts';
 import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
@@ -178,9 +179,19 @@ export async function growCheckpoint(
     });
     try {
       await writeTensors(ck, writer, ops, layout, outDtype, opts);
-      await writeSideFiles(ck, writer, target);
-      if (plan.mode === 'masked') {
-        await writeMasks(writer.path(MASKS_FILE), initialMasks(layout, sourceMasks));
+      const masks = plan.mode === 'masked' ? initialMasks(layout, sourceMasks) : undefined;
+      // config.json (masked form while masks are below 1), modeling files, model card
+      await writeModelFiles(writer, target, masks, {
+        kind: 'grow',
+        source: await sourceIdentity(ck, source),
+        sourceConfig: ck.config,
+        mode: plan.mode,
+        plan: planToJson(plan),
+        schedule: masks !== undefined ? resolved.schedule : undefined,
+      });
+      await writeSideFiles(ck, writer);
+      if (masks !== undefined) {
+        await writeMasks(writer.path(MASKS_FILE), masks);
         await writer.recordFile(MASKS_FILE);
       }
       // MSG carries Adam moments across growth (old slices copied, new entries 0). A split
@@ -248,8 +259,7 @@ async function writeTensors(
   }
 }
 
-async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter, target: ModelConfig): Promise<void> {
-  await writer.writeSideFile(CONFIG_FILE, JSON.stringify(configToJson(target), null, 2) + '\n');
+async function writeSideFiles(ck: Checkpoint, writer: CheckpointWriter): Promise<void> {
   for (const f of readdirSync(ck.dir)) {
     if (SIDE_FILE_PATTERN.test(f)) await writer.copySideFile(join(ck.dir, f), f);
   }

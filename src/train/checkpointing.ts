@@ -1,14 +1,16 @@
 /**
  * Training checkpoints: `<out>/checkpoint-<step>/` in HF layout (config.json, model.safetensors,
- * F32 weights), masks.safetensors (current annealing values), optimizer.safetensors, tokenizer
- * files copied along, and flm-grow-manifest.json (kind 'train') written LAST, after everything
+ * F32 weights; the masked form of config.json with its modeling files while masks are below 1,
+ * hf-folder.ts), masks.safetensors (current annealing values), optimizer.safetensors, README.md
+ * (model card), tokenizer files copied along, and flm-grow-manifest.json (kind 'train') written LAST, after everything
  * else is in place: a folder without a manifest that verifies is an interrupted save.
  */
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isInside } from '../checkpoint/paths.ts';
 import { expectedTensors } from '../arch.ts';
-import { configToJson, type ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../config.ts';
+import { writeModelFiles } from '../hf-folder.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import { float32ToBytes } from '../util/dtype.ts';
 import {
@@ -65,7 +67,15 @@ export async function saveCheckpoint(a: SaveCheckpointArgs): Promise<void> {
   );
   try {
     for (const t of tensors) await w.writeTensor(t.name, float32ToBytes(a.weights.get(t.name) as Float32Array, 'F32'));
-    await w.writeSideFile('config.json', JSON.stringify(configToJson({ ...a.cfg, dtype: 'F32' }), null, 2) + '\n');
+    // config.json (masked form while masks are below 1), modeling files, model card
+    const m = a.manifest;
+    await writeModelFiles(w, { ...a.cfg, dtype: 'F32' }, a.masks, {
+      kind: 'train',
+      folder: a.dir,
+      source: m.source,
+      schedule: m.masks?.schedule,
+      train: m.kind === 'train' ? m.extra : undefined,
+    });
     if (a.masks !== undefined) {
       await writeMasks(w.path(MASKS_FILE), a.masks);
       await w.recordFile(MASKS_FILE);

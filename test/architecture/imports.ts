@@ -55,7 +55,7 @@ export const LAYERS: string[][] = [
   ['pipeline'],
   ['growth', 'train', 'verify', 'synth', 'split', 'plot'],
   ['model'],
-  ['checkpoint-folder', 'masks', 'manifest'],
+  ['checkpoint-folder', 'masks', 'manifest', 'hf-folder'],
   ['checkpoint', 'arch', 'backend', 'torch-engine', 'tokenizer'],
   ['config'],
   ['families'],

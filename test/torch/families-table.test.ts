@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { FAMILIES, ROPE_TYPES, familyByName } from '../../src/families.ts';
-import { parseConfig } from '../../src/config.ts';
+import { maskedConfigJson, parseConfig } from '../../src/config.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { pythonCandidates, PYTHON_DIR } from '../../src/torch-engine.ts';
 
@@ -66,6 +66,8 @@ const GOOD: Record<string, unknown>[] = [
   tiny('qwen3', { head_dim: null }), // Qwen3's config default head_dim 128
   tiny('mistral', { sliding_window: null, num_key_value_heads: null }),
   tiny('llama', { model_type: undefined, architectures: ['MistralForCausalLM'] }), // found by architecture
+  // a masked grown folder's config.json (docs/hf-format.md) reads as its base family
+  ...FAMILIES.map((f) => maskedConfigJson({ ...f.tiny })),
 ];
 
 const BAD: Record<string, unknown>[] = [
@@ -157,5 +159,14 @@ describe.skipIf(python === undefined)('torch engine family table = src/families.
     want.slice(0, GOOD.length).forEach((w) => expect(w).not.toHaveProperty('refused'));
     want.slice(GOOD.length).forEach((w) => expect((w as { refused: string[] }).refused.length).toBeGreaterThan(1));
     expect(py(PY_PARSE, [...GOOD, ...BAD])).toEqual(want);
+  });
+
+  it('hf_remote writes the masked config.json as src/config.ts does', () => {
+    const plain = FAMILIES.map((f) => ({ ...f.tiny }));
+    const code = `import json, sys
+from flm_grow_torch.hf_remote import masked_config_json
+print(json.dumps([masked_config_json(c) for c in json.load(sys.stdin)]))`;
+    // same keys, values and order (JSON text), so both engines' checkpoints carry the same config
+    expect(JSON.stringify(py(code, plain))).toBe(JSON.stringify(plain.map((c) => maskedConfigJson(c))));
   });
 });
