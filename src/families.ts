@@ -25,6 +25,8 @@ export interface Family {
   modelTypes: readonly string[];
   /** config.json `architectures` entries. */
   architectures: readonly string[];
+  /** transformers' own model class of the family (null: none; Tele-FLM's µP runs on Llama's class in the remote code). */
+  transformersClass: string | null;
   /** q_proj/k_proj/v_proj carry biases ([nh·hd], [nkv·hd], [nkv·hd]); Qwen2 hard-wires them. */
   qkvBias: boolean;
   /** Per-layer q_norm / k_norm (RMSNorm over head_dim, gains [hd], before RoPE). */

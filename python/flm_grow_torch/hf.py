@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .checkpointing import read_manifest
 from .config import ModelConfig, read_config
 from .data import TokenDataset
+from .families import FAMILIES
 from .masks import MASKS_FILE, MaskHandle, attach_masks, read_masks, read_schedule, values_at
 from .optim import OPTIMIZER_FILE, lr_at, read_optimizer_meta
 
@@ -76,13 +77,9 @@ def load_masked_model(
     return model, handle
 
 
-# family (families.py) -> transformers model class name; each has a config class of the same stem
-_HF_CLASSES = {
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-}
+# family -> transformers model class name (families.json transformersClass); each has a config
+# class of the same stem
+_HF_CLASSES = {f["name"]: f["transformersClass"] for f in FAMILIES if f["transformersClass"] is not None}
 
 
 def _check_family(folder: str) -> ModelConfig:
