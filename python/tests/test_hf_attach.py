@@ -17,7 +17,8 @@ import torch
 from hf_grown import FAMILIES, SOURCE_VOCAB, make_grown, rel, shared_root
 from transformers import AutoModelForCausalLM
 
-from flm_grow_torch.hf import load_masked_model
+from flm_grow_torch.config import read_config
+from flm_grow_torch.hf import _hf_class, _hf_config, load_masked_model
 from flm_grow_torch.masks import attach_masks, read_masks, read_schedule
 from flm_grow_torch.model import load_model
 
@@ -47,7 +48,10 @@ def test_hf_plus_masks_equals_source_and_engine(grown, family):
 
 
 def check(folder, impl, x, want0, family):  # noqa: ANN001
-    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=impl, dtype=torch.float32)
+    # a masked folder names a remote-code model type (plain AutoModel refuses it): transformers' own
+    # class of the base family, masks attached by hand below
+    cfg = read_config(str(folder))
+    hf = _hf_class(cfg).from_pretrained(folder, config=_hf_config(cfg), attn_implementation=impl, dtype=torch.float32)
     masks, schedule = read_masks(str(folder / "masks.safetensors")), read_schedule(str(folder))
     h = attach_masks(hf, masks, schedule)
     ours = load_model(str(folder))
