@@ -253,11 +253,13 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
     let s: PassResult, g: PassResult;
     if (torch) {
       // masks: the torch pass reads each folder's masks.safetensors itself, as CheckpointFolder.masks() does here
-      const { torchForward } = await import('./model/torch-passes.ts');
+      // both passes in one Python process (torch is imported once)
+      const { torchForwardMany } = await import('./model/torch-passes.ts');
       const t = { ...opts.torch, collectHidden: true };
-      s = await torchForward(sourceDir, ids, { ...t, masks: srcMasks !== undefined, progressLabel: 'verify: source (torch)' });
-      opts.onProgress?.(cs.numLayers + 1, total, 'source');
-      g = await torchForward(grownDir, ids, { ...t, masks: grownMasks !== undefined, progressLabel: 'verify: grown (torch)' });
+      [s, g] = await torchForwardMany([sourceDir, grownDir], ids, [
+        { ...t, masks: srcMasks !== undefined, progressLabel: 'verify: source (torch)' },
+        { ...t, masks: grownMasks !== undefined, progressLabel: 'verify: grown (torch)' },
+      ]);
       opts.onProgress?.(total, total, 'grown');
     } else {
       s = await streamedForward(src, ids, {

@@ -400,25 +400,84 @@ def _read_ids(path: str) -> torch.Tensor:
     return t["input_ids"].long()
 
 
+def run_job(job: dict[str, Any], index: int = 0, quiet: bool = False) -> dict[str, Any]:
+    """One pass: {"verb": "forward"|"distances", "checkpoint", "input", "output"?, "hidden"?,
+    "metric"?, "masks"?, "device"?, "dtype"?, "maxBlockBytes"?} -> its result."""
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if quiet or (now - last[0] < 0.2 and done < total):
+            return
+        last[0] = now
+        print(f"{PROGRESS} {index} {done} {total}", file=sys.stderr, flush=True)
+
+    verb = job.get("verb")
+    missing = [k for k in ("checkpoint", "input") if not isinstance(job.get(k), str)]
+    if missing:
+        raise PassError(f"job {index}: no {' or '.join(missing)} given")
+    if verb not in ("forward", "distances"):
+        raise PassError(f"job {index}: verb {verb!r} is not forward or distances")
+    ps = Pass(
+        job["checkpoint"],
+        masks=job.get("masks", True),
+        device=_device(job.get("device") or os.environ.get("FLM_GROW_TORCH_DEVICE", "auto")),
+        dtype=job.get("dtype") or os.environ.get("FLM_GROW_TORCH_DTYPE", "f32"),
+        max_block_bytes=int(job.get("maxBlockBytes") or DEFAULT_MAX_BLOCK_BYTES),
+        on_bytes=progress,
+    )
+    ids = _read_ids(job["input"])
+    t0 = time.monotonic()
+    if verb == "distances":
+        metric = job.get("metric", "cosine")
+        if metric not in ("cosine", "l2"):
+            raise PassError(f"metric {metric!r} is not cosine or l2")
+        dist: list[float] = []
+        ps.run(ids, on_layer=lambda _l, xi, xo: dist.append(layer_distance(xi, xo, metric)), logits=False)
+        # JSON has no Infinity/NaN: null, which the caller reports as a non-finite distance
+        result: dict[str, Any] = {"distances": [d if math.isfinite(d) else None for d in dist]}
+    else:
+        if not job.get("output"):
+            raise PassError("forward: an output file is required")
+        logits, hidden = ps.run(ids, keep_hidden=bool(job.get("hidden")))
+        assert logits is not None
+        out = {"logits": logits.contiguous()}
+        for i, x in enumerate(hidden):
+            out[f"hidden_states.{i}"] = x.contiguous()
+        meta = {"format": "pt", "producer": "flm_grow_torch.passes", "masked": str(ps.m is not None).lower()}
+        save_file(job["output"], out, meta)
+        result = {"output": job["output"]}
+    result.update(
+        masked=ps.m is not None,
+        batch=int(ids.shape[0]),
+        seqLen=int(ids.shape[1]),
+        device=str(ps.dev),
+        dtype=ps.dt.__repr__().replace("torch.", ""),
+        threads=torch.get_num_threads(),
+        seconds=time.monotonic() - t0,
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flm_grow_torch.passes")
-    p.add_argument("verb", choices=["forward", "distances"])
-    p.add_argument("checkpoint")
-    p.add_argument("--input", required=True, help="safetensors with input_ids [B, T] (I64 or I32)")
+    p = argparse.ArgumentParser(
+        prog="python -m flm_grow_torch.passes",
+        description="forward/distances on one checkpoint, or `batch jobs.json` (a JSON list of jobs, one torch import)",
+    )
+    p.add_argument("verb", choices=["forward", "distances", "batch"])
+    p.add_argument("checkpoint", help="checkpoint folder (batch: the jobs JSON file)")
+    p.add_argument("--input", help="safetensors with input_ids [B, T] (I64 or I32)")
     p.add_argument("--output", help="forward: safetensors to write")
     p.add_argument("--hidden", action="store_true", help="forward: also hidden_states.N")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
     p.add_argument("--no-masks", action="store_true")
     # defaults from the environment: the flm-grow commands pass no device or dtype of their own
     p.add_argument(
-        "--device",
-        default=os.environ.get("FLM_GROW_TORCH_DEVICE", "auto"),
-        help="cpu, cuda or auto (cuda when torch sees a GPU); default $FLM_GROW_TORCH_DEVICE or auto",
+        "--device", help="cpu, cuda or auto (cuda when torch sees a GPU); default $FLM_GROW_TORCH_DEVICE or auto"
     )
     p.add_argument(
         "--dtype",
         choices=["f32", "bf16"],
-        default=os.environ.get("FLM_GROW_TORCH_DTYPE", "f32"),
         help="compute dtype (distances sum in f64); default $FLM_GROW_TORCH_DTYPE or f32",
     )
     p.add_argument("--max-block-bytes", type=int, default=DEFAULT_MAX_BLOCK_BYTES)
@@ -427,53 +486,33 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         torch.set_num_threads(a.threads if a.threads > 0 else (os.cpu_count() or 1))
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if a.quiet or (now - last[0] < 0.2 and done < total):
-                return
-            last[0] = now
-            print(f"{PROGRESS} {done} {total}", file=sys.stderr, flush=True)
-
-        ps = Pass(
-            a.checkpoint,
-            masks=not a.no_masks,
-            device=_device(a.device),
-            dtype=a.dtype,
-            max_block_bytes=a.max_block_bytes,
-            on_bytes=progress,
-        )
-        ids = _read_ids(a.input)
-        t0 = time.monotonic()
-        if a.verb == "distances":
-            dist: list[float] = []
-            ps.run(ids, on_layer=lambda _l, xi, xo: dist.append(layer_distance(xi, xo, a.metric)), logits=False)
-            # JSON has no Infinity/NaN: null, which the caller reports as a non-finite distance
-            result: dict[str, Any] = {"distances": [d if math.isfinite(d) else None for d in dist]}
+        if a.verb == "batch":
+            try:
+                with open(a.checkpoint) as f:
+                    jobs = json.load(f)
+            except (OSError, ValueError) as e:
+                raise PassError(f"{a.checkpoint}: cannot read the jobs: {e}") from None
+            if not isinstance(jobs, list):
+                raise PassError(f"{a.checkpoint}: expected a JSON list of jobs")
         else:
-            if a.output is None:
-                raise PassError("forward: --output is required")
-            logits, hidden = ps.run(ids, keep_hidden=a.hidden)
-            out = {"logits": logits.contiguous()}
-            for i, x in enumerate(hidden):
-                out[f"hidden_states.{i}"] = x.contiguous()
-            save_file(
-                a.output,
-                out,
-                {"format": "pt", "producer": "flm_grow_torch.passes", "masked": str(ps.m is not None).lower()},
-            )
-            result = {"output": a.output}
-        result.update(
-            masked=ps.m is not None,
-            batch=int(ids.shape[0]),
-            seqLen=int(ids.shape[1]),
-            device=str(ps.dev),
-            dtype=a.dtype,
-            threads=torch.get_num_threads(),
-            seconds=time.monotonic() - t0,
-        )
-        print(f"{RESULT} {json.dumps(result)}", flush=True)
+            if a.input is None:
+                raise PassError(f"{a.verb}: --input is required")
+            jobs = [
+                {
+                    "verb": a.verb,
+                    "checkpoint": a.checkpoint,
+                    "input": a.input,
+                    "output": a.output,
+                    "hidden": a.hidden,
+                    "metric": a.metric,
+                    "masks": not a.no_masks,
+                    "device": a.device,
+                    "dtype": a.dtype,
+                    "maxBlockBytes": a.max_block_bytes,
+                }
+            ]
+        results = [run_job(j, i, a.quiet) for i, j in enumerate(jobs)]
+        print(f"{RESULT} {json.dumps(results[0] if a.verb != 'batch' else {'results': results})}", flush=True)
         return 0
     except (PassError, OSError) as e:
         print(f"flm_grow_torch.passes: {e}", file=sys.stderr)

@@ -8,7 +8,7 @@
  * drive the same bars; everything else it writes to stderr is passed through.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
@@ -53,7 +53,7 @@ const PROGRESS = 'FLM_GROW_PROGRESS ';
 const RESULT = 'FLM_GROW_RESULT ';
 
 /** Write [B, T] ids as input_ids I32 (rows of equal length, as idsToTensor requires). */
-async function writeIds(path: string, ids: number[][]): Promise<void> {
+export async function writeIds(path: string, ids: number[][]): Promise<void> {
   if (ids.length === 0) throw new ModelInputError('input_ids: no sequences');
   const T = ids[0].length;
   const flat = new Int32Array(ids.length * T);
@@ -68,22 +68,39 @@ async function writeIds(path: string, ids: number[][]): Promise<void> {
   await writeSafetensors(path, [{ name: 'input_ids', dtype: 'I32', shape: [ids.length, T], data: new Uint8Array(flat.buffer) }]);
 }
 
-/** Run passes.py's verb; resolves with its FLM_GROW_RESULT. A failure is one line naming the cause. */
-function runPasses(verb: string, args: string[], opts: TorchPassOptions, label: string): Promise<Record<string, unknown>> {
+/** One job of passes.py's batch verb (its run_job). */
+export interface PassJob {
+  verb: 'forward' | 'distances';
+  checkpoint: string;
+  input: string;
+  output?: string;
+  hidden?: boolean;
+  metric?: 'cosine' | 'l2';
+  masks?: boolean;
+  device?: string;
+  dtype?: 'f32' | 'bf16';
+  maxBlockBytes?: number;
+}
+
+/**
+ * Run jobs in ONE Python process (torch is imported once: a second or more), each with its own
+ * progress bar labelled `labels[i]`; resolves with the jobs' results in order. A failure is one
+ * line naming the cause (exit 2 of passes.py: bad input, a ModelInputError here).
+ */
+export function runPassJobs(
+  jobs: PassJob[],
+  progress: ProgressFactory | undefined,
+  labels: string[],
+): Promise<Record<string, unknown>[]> {
   const t = requireTorchPython();
   const env = { ...process.env, PYTHONPATH: [PYTHON_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') };
-  const all = [
-    verb,
-    ...args,
-    ...(opts.masks === false ? ['--no-masks'] : []),
-    ...(opts.device !== undefined ? ['--device', opts.device] : []),
-    ...(opts.dtype !== undefined ? ['--dtype', opts.dtype] : []),
-    ...(opts.maxBlockBytes !== undefined ? ['--max-block-bytes', String(opts.maxBlockBytes)] : []),
-    ...(opts.progress === undefined ? ['--quiet'] : []),
-  ];
-  return new Promise((res, rej) => {
-    const child = spawn(t.python, torchModuleArgs('flm_grow_torch.passes', all), { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let bar: ReturnType<typeof startProgress> | undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'flm-grow-jobs-'));
+  const file = join(dir, 'jobs.json');
+  writeFileSync(file, JSON.stringify(jobs));
+  const args = ['batch', file, ...(progress === undefined ? ['--quiet'] : [])];
+  return new Promise<Record<string, unknown>[]>((res, rej) => {
+    const child = spawn(t.python, torchModuleArgs('flm_grow_torch.passes', args), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const bars = new Map<number, ReturnType<typeof startProgress>>();
     let stdout = '',
       errTail = '',
       partial = '';
@@ -93,21 +110,28 @@ function runPasses(verb: string, args: string[], opts: TorchPassOptions, label: 
       partial = lines.pop() ?? '';
       for (const line of lines) {
         if (line.startsWith(PROGRESS)) {
-          const [done, total] = line.slice(PROGRESS.length).split(' ').map(Number);
-          bar ??= startProgress(opts.progress, false, label, total, 'bytes');
+          const [job, done, total] = line.slice(PROGRESS.length).split(' ').map(Number);
+          for (const [k, b] of bars)
+            if (k < job) {
+              b.stop(); // the earlier job is done: one bar at a time
+              bars.delete(k);
+            }
+          let bar = bars.get(job);
+          if (bar === undefined)
+            bars.set(job, (bar = startProgress(progress, false, labels[job] ?? 'torch pass', total, 'bytes')));
           bar.update(done);
         } else {
-          errTail = line.trim() !== '' ? line : errTail;
+          if (line.trim() !== '') errTail = line;
           process.stderr.write(line + '\n');
         }
       }
     });
     child.on('error', (e) => rej(new FlmGrowError('TorchEngineFailed', `torch engine (${t.python}): ${e.message}`)));
     child.on('close', (code, signal) => {
-      bar?.stop();
+      for (const b of bars.values()) b.stop();
       const line = stdout.split('\n').find((l) => l.startsWith(RESULT));
       if (code === 0 && line !== undefined) {
-        res(JSON.parse(line.slice(RESULT.length)) as Record<string, unknown>);
+        res((JSON.parse(line.slice(RESULT.length)) as { results: Record<string, unknown>[] }).results);
         return;
       }
       if (partial.trim() !== '') errTail = partial;
@@ -115,14 +139,13 @@ function runPasses(verb: string, args: string[], opts: TorchPassOptions, label: 
         signal !== null
           ? `killed by ${signal}${signal === 'SIGKILL' ? ' (on Linux usually the out-of-memory killer)' : ''}`
           : errTail.replace(/^flm_grow_torch\.passes: /, '');
-      // exit 2 is passes.py's bad input (a missing tensor, a bad id, an overflow): the user's to fix
       rej(
         code === 2
           ? new ModelInputError(why)
-          : new FlmGrowError('TorchEngineFailed', `torch engine (passes ${verb}) failed: ${why || `exit code ${code}`}`),
+          : new FlmGrowError('TorchEngineFailed', `torch engine (flm_grow_torch.passes) failed: ${why || `exit code ${code}`}`),
       );
     });
-  });
+  }).finally(() => rmSync(dir, { recursive: true, force: true }));
 }
 
 async function withTemp<R>(f: (dir: string) => Promise<R>): Promise<R> {
@@ -134,60 +157,92 @@ async function withTemp<R>(f: (dir: string) => Promise<R>): Promise<R> {
   }
 }
 
+function jobOptions(o: TorchPassOptions): Partial<PassJob> {
+  return {
+    ...(o.masks === false ? { masks: false } : {}),
+    ...(o.device !== undefined ? { device: o.device } : {}),
+    ...(o.dtype !== undefined ? { dtype: o.dtype } : {}),
+    ...(o.maxBlockBytes !== undefined ? { maxBlockBytes: o.maxBlockBytes } : {}),
+  };
+}
+
+/** A forward pass's output file, read back. */
+export async function readForwardOutput(path: string, r: Record<string, unknown>, hidden: boolean): Promise<TorchForwardResult> {
+  const f = await SafetensorsFile.open(path);
+  try {
+    const read = async (name: string) => bytesToFloat32(await f.read(name), 'F32');
+    const logits = await read('logits');
+    let hs: Float32Array[] | undefined;
+    if (hidden) {
+      hs = [];
+      for (let n = 0; f.tensors.has(`hidden_states.${n}`); n++) hs.push(await read(`hidden_states.${n}`));
+    }
+    return {
+      logits,
+      ...(hs !== undefined ? { hidden: hs } : {}),
+      batch: r.batch as number,
+      seqLen: r.seqLen as number,
+      masked: r.masked as boolean,
+    };
+  } finally {
+    await f.close();
+  }
+}
+
+/**
+ * streamedForward's results on the torch engine, for one or more checkpoints on the same ids in
+ * one process (verify's source and grown model). opts[i].masks: apply checkpoint i's masks.
+ */
+export async function torchForwardMany(
+  checkpoints: string[],
+  ids: number[][],
+  opts: (TorchPassOptions & { collectHidden?: boolean })[],
+): Promise<TorchForwardResult[]> {
+  return withTemp(async (dir) => {
+    const input = join(dir, 'ids.safetensors');
+    await writeIds(input, ids);
+    const jobs: PassJob[] = checkpoints.map((checkpoint, i) => ({
+      verb: 'forward',
+      checkpoint,
+      input,
+      output: join(dir, `out-${i}.safetensors`),
+      hidden: opts[i].collectHidden === true,
+      ...jobOptions(opts[i]),
+    }));
+    const results = await runPassJobs(
+      jobs,
+      opts[0]?.progress,
+      opts.map((o) => o.progressLabel ?? 'forward (torch)'),
+    );
+    const out: TorchForwardResult[] = [];
+    for (let i = 0; i < jobs.length; i++)
+      out.push(await readForwardOutput(jobs[i].output as string, results[i], opts[i].collectHidden === true));
+    return out;
+  });
+}
+
 /** streamedForward's results, computed by the torch engine. */
 export async function torchForward(
   checkpoint: string,
   ids: number[][],
   opts: TorchPassOptions & { collectHidden?: boolean } = {},
 ): Promise<TorchForwardResult> {
-  return withTemp(async (dir) => {
-    const input = join(dir, 'ids.safetensors'),
-      output = join(dir, 'out.safetensors');
-    await writeIds(input, ids);
-    const r = await runPasses(
-      'forward',
-      [checkpoint, '--input', input, '--output', output, ...(opts.collectHidden === true ? ['--hidden'] : [])],
-      opts,
-      opts.progressLabel ?? 'forward (torch)',
-    );
-    const f = await SafetensorsFile.open(output);
-    try {
-      const read = async (name: string) => bytesToFloat32(await f.read(name), 'F32');
-      const logits = await read('logits');
-      let hidden: Float32Array[] | undefined;
-      if (opts.collectHidden === true) {
-        hidden = [];
-        for (let n = 0; f.tensors.has(`hidden_states.${n}`); n++) hidden.push(await read(`hidden_states.${n}`));
-      }
-      return {
-        logits,
-        ...(hidden !== undefined ? { hidden } : {}),
-        batch: r.batch as number,
-        seqLen: r.seqLen as number,
-        masked: r.masked as boolean,
-      };
-    } finally {
-      await f.close();
-    }
-  });
+  return (await torchForwardMany([checkpoint], ids, [opts]))[0];
 }
 
-/** Layer selection's distances (distance.ts's definition), computed by the torch engine. */
+/** Layer selection's distances (distance.ts's definition; null where non-finite), computed by the torch engine. */
 export async function torchDistances(
   checkpoint: string,
   ids: number[][],
   metric: 'cosine' | 'l2',
   opts: TorchPassOptions = {},
-): Promise<number[]> {
+): Promise<(number | null)[]> {
   return withTemp(async (dir) => {
     const input = join(dir, 'ids.safetensors');
     await writeIds(input, ids);
-    const r = await runPasses(
-      'distances',
-      [checkpoint, '--input', input, '--metric', metric],
-      opts,
+    const [r] = await runPassJobs([{ verb: 'distances', checkpoint, input, metric, ...jobOptions(opts) }], opts.progress, [
       opts.progressLabel ?? 'calibration (layer selection, torch)',
-    );
-    return r.distances as number[];
+    ]);
+    return r.distances as (number | null)[];
   });
 }
