@@ -51,6 +51,8 @@ export interface TorchForwardResult {
 
 const PROGRESS = 'FLM_GROW_PROGRESS ';
 const RESULT = 'FLM_GROW_RESULT ';
+/** passes.py's one-line failure. */
+const ERROR = 'flm_grow_torch.passes: ';
 
 /** Write [B, T] ids as input_ids I32 (rows of equal length, as idsToTensor requires). */
 export async function writeIds(path: string, ids: number[][]): Promise<void> {
@@ -120,6 +122,8 @@ export function runPassJobs(
           if (bar === undefined)
             bars.set(job, (bar = startProgress(progress, false, labels[job] ?? 'torch pass', total, 'bytes')));
           bar.update(done);
+        } else if (line.startsWith(ERROR)) {
+          errTail = line.slice(ERROR.length); // reported once, by the caller's error
         } else {
           if (line.trim() !== '') errTail = line;
           process.stderr.write(line + '\n');
@@ -138,7 +142,7 @@ export function runPassJobs(
       const why =
         signal !== null
           ? `killed by ${signal}${signal === 'SIGKILL' ? ' (on Linux usually the out-of-memory killer)' : ''}`
-          : errTail.replace(/^flm_grow_torch\.passes: /, '');
+          : errTail;
       rej(
         code === 2
           ? new ModelInputError(why)
