@@ -40,7 +40,7 @@ from safetensors import safe_open
 
 from .config import ModelConfig, read_config
 from .masks import MASKS_FILE, read_masks
-from .model import rope_frequencies, rope_tables, window_mask
+from .model import _HAS_GQA, rope_frequencies, rope_tables, window_mask
 from .safetensors_io import load_file, save_file
 
 DEFAULT_MAX_BLOCK_BYTES = 1 << 30
@@ -245,12 +245,13 @@ class Pass:
         q = q * cs + _rotate_half(q) * sn
         k = k * cs + _rotate_half(k) * sn
         g = nh // nkv
-        if g > 1:
+        gqa = {"enable_gqa": True} if g > 1 and _HAS_GQA else {}
+        if g > 1 and not gqa:  # query head j reads KV head floor(j / g)
             k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
         if allowed is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, **gqa)
         if self.m is not None:
             out = out * self.m["layers"][l]["heads"].to(out.dtype)[None, :, None, None]
         y = self.linear(out.transpose(1, 2).reshape(B, T, nh * hd), p + "o_proj.weight")
