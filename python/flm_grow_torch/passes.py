@@ -98,7 +98,10 @@ class Weights:
             s = h.get_slice(name)
             t = s[:] if r0 is None else s[r0:r1]
         t = t.to(device=self.device, dtype=self.dtype)
-        if not bool(torch.isfinite(t).all()):
+        # a sum is one fast multi-threaded pass; isfinite() over every element costs more than the
+        # matmul on CPU. A non-finite sum (a bad value, or finite values overflowing) is then
+        # looked at element by element.
+        if not bool(torch.isfinite(t.sum(dtype=torch.float32))) and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).flatten().nonzero()[0])
             cols = int(math.prod(shape[1:])) if len(shape) > 1 else 1
             row = (r0 or 0) + bad // cols
