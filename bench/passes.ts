@@ -158,7 +158,9 @@ export async function run(args: string[]): Promise<number> {
       const full = perLayer * (4096 / tokens) * 64;
       console.log(
         `52B calibration on torch: ${perLayer.toFixed(1)} s per layer on ${tokens} tokens (start-up included) -> ` +
-          `the shipped plan (4096 tokens, 64 layers): ~${(full / 60).toFixed(0)} min on this machine`,
+          `the shipped plan (4096 tokens, 64 layers): at most ~${(full / 60).toFixed(0)} min on this machine ` +
+          '(an upper bound: start-up and the per-layer weight reads are scaled with the tokens too; ' +
+          'run select-layers at two token counts to separate them, see docs/scaling.md)',
       );
       if (got.tfjs !== undefined) {
         const tf = (got.tfjs.distances.seconds / st.layers) * (4096 / tokens) * 64;
