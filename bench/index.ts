@@ -19,6 +19,8 @@ const BENCHES: Record<string, string> = {
     'issue-16 fault sweep: kills, OS errors, special files, absurd sizes, 200 fuzzed shards (--kills N --fuzz N --jobs N --only group)',
   drift: 'finished pipeline runs (tfjs, torch, torch f64, ...) compared step by step: where losses part (issue 11)',
   scale: 'Tele-FLM full-width rehearsals: synth, grow vs cp, verify, extrapolation (tens of GB)',
+  passes:
+    'issue 25: select-layers distances, verify, forward at 52B / 1T widths, tfjs vs torch engine: time, ratio, peak RSS vs estimate',
 };
 
 function usage(): string {

@@ -9,7 +9,8 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from './backend.ts';
 import { CheckpointFolder } from './checkpoint-folder.ts';
 import { FlmGrowError, ModelInputError } from './errors.ts';
-import { streamedForward, type StreamResult } from './model/streaming.ts';
+import { streamedForward } from './model/streaming.ts';
+import type { TorchPassOptions } from './model/torch-passes.ts';
 import { randomIds, readInputIds } from './model/input-ids.ts';
 import { boundaryMap } from './growth/boundary.ts';
 import { countProblem, MAX_SEQ_LEN, MAX_TOKENS } from './util/limits.ts';
@@ -38,6 +39,13 @@ export interface VerifyOptions {
   onProgress?: (done: number, total: number, which: 'source' | 'grown') => void;
   /** Throw VerifyFailedError above tolerance (default true). */
   throwOnFail?: boolean;
+  /**
+   * torch: both forward passes on the torch engine (model/torch-passes.ts, layer-streamed, every
+   * core or the GPU); the comparison below is the same code either way.
+   */
+  engine?: 'tfjs' | 'torch';
+  /** torch engine: device, dtype, band size, and its progress bars (weight bytes per pass). */
+  torch?: TorchPassOptions;
 }
 
 export interface HiddenDiff {
@@ -141,7 +149,16 @@ export class VerifyFailedError extends FlmGrowError {
   }
 }
 
-function logitDiff(a: StreamResult, Vs: number, b: StreamResult, Vg: number): { maxAbs: number; scale: number } {
+/** What the comparison reads of a pass (streamedForward's and torchForward's results alike). */
+interface PassResult {
+  logits: Float32Array;
+  hidden?: Float32Array[];
+  batch: number;
+  seqLen: number;
+  masked: boolean;
+}
+
+function logitDiff(a: PassResult, Vs: number, b: PassResult, Vg: number): { maxAbs: number; scale: number } {
   const N = a.batch * a.seqLen;
   let maxAbs = 0,
     scale = 0;
@@ -180,8 +197,12 @@ function hiddenDiff(a: Float32Array, Hs: number, b: Float32Array, Hg: number): {
 }
 
 export async function verifyGrowth(sourceDir: string, grownDir: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
-  const backend =
-    opts.backend !== undefined || tf.engine().backendName == null ? await initBackend(opts.backend ?? 'auto') : tf.getBackend();
+  const torch = opts.engine === 'torch';
+  const backend = torch
+    ? 'torch'
+    : opts.backend !== undefined || tf.engine().backendName == null
+      ? await initBackend(opts.backend ?? 'auto')
+      : tf.getBackend();
   let tolerance = opts.tolerance ?? DEFAULT_TOLERANCE;
   let toleranceSource = opts.tolerance !== undefined ? 'given' : 'default';
   if (!(tolerance >= 0)) throw new ModelInputError(`--tolerance must be >= 0, got ${tolerance}`);
@@ -229,16 +250,29 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
         if (v >= cs.vocabSize) throw new ModelInputError(`input id ${v} is outside the source vocabulary [0, ${cs.vocabSize})`);
       }
     const total = cs.numLayers + 1 + cg.numLayers + 1;
-    const s = await streamedForward(src, ids, {
-      masks: srcMasks ?? null,
-      collectHidden: true,
-      onLayer: (d) => opts.onProgress?.(d + 1, total, 'source'),
-    });
-    const g = await streamedForward(grown, ids, {
-      masks: grownMasks ?? null,
-      collectHidden: true,
-      onLayer: (d) => opts.onProgress?.(cs.numLayers + 1 + d + 1, total, 'grown'),
-    });
+    let s: PassResult, g: PassResult;
+    if (torch) {
+      // masks: the torch pass reads each folder's masks.safetensors itself, as CheckpointFolder.masks() does here
+      // both passes in one Python process (torch is imported once)
+      const { torchForwardMany } = await import('./model/torch-passes.ts');
+      const t = { ...opts.torch, collectHidden: true };
+      [s, g] = await torchForwardMany([sourceDir, grownDir], ids, [
+        { ...t, masks: srcMasks !== undefined, progressLabel: 'verify: source (torch)' },
+        { ...t, masks: grownMasks !== undefined, progressLabel: 'verify: grown (torch)' },
+      ]);
+      opts.onProgress?.(total, total, 'grown');
+    } else {
+      s = await streamedForward(src, ids, {
+        masks: srcMasks ?? null,
+        collectHidden: true,
+        onLayer: (d) => opts.onProgress?.(d + 1, total, 'source'),
+      });
+      g = await streamedForward(grown, ids, {
+        masks: grownMasks ?? null,
+        collectHidden: true,
+        onLayer: (d) => opts.onProgress?.(cs.numLayers + 1 + d + 1, total, 'grown'),
+      });
+    }
     const layerMap = manifest?.layerMap;
     const bmap = boundaryMap(cs.numLayers, cg.numLayers, layerMap);
     const finalScale = tiedCloneFinalScale(manifest, cs, cg);

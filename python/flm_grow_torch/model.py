@@ -37,7 +37,11 @@ class RMSNorm(nn.Module):
     def forward(self, x):
         dtype = x.dtype
         x = at_least_f32(x)
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        if _HAS_RMS_NORM:
+            # one fused kernel (torch >= 2.4), the same x * rsqrt(mean(x²) + eps) in x's dtype
+            x = F.rms_norm(x, (x.shape[-1],), eps=self.variance_epsilon)
+        else:
+            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
         return self.weight * x.to(dtype)
 
 
@@ -143,6 +147,9 @@ def rotate_half(x):
 
 
 _HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+_HAS_RMS_NORM = hasattr(F, "rms_norm")
+# SDPA's enable_gqa (torch >= 2.5): grouped KV heads without materialising the repeat
+_HAS_GQA = _HAS_SDPA and "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
 
 
 class Attention(nn.Module):
@@ -160,8 +167,10 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
         self.qk_norm = cfg.qk_norm
-        # fused attention kernels on GPU (torch 2); the explicit product is the reference path
-        self.use_sdpa = False
+        # fused attention (torch 2's SDPA: flash / memory-efficient kernels on GPU, the flash
+        # kernel on CPU), equal to the explicit product below up to f32 rounding; set_sdpa(False)
+        # gives the explicit product, the reference path
+        self.use_sdpa = True
 
     def forward(self, x, cos, sin, allowed=None):
         """allowed: [T, T] bool (True = may attend) when a sliding window cuts into the causal
@@ -177,15 +186,17 @@ class Attention(nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         g = self.nh // self.nkv
-        if g > 1:
+        sdpa = self.use_sdpa and _HAS_SDPA
+        if g > 1 and not (sdpa and _HAS_GQA):
             # query head j reads KV head floor(j / g): repeat each KV head g times, contiguously
             k = k.repeat_interleave(g, dim=1)
             v = v.repeat_interleave(g, dim=1)
-        if self.use_sdpa and _HAS_SDPA:
+        if sdpa:
+            gqa = {"enable_gqa": True} if g > 1 and _HAS_GQA else {}
             if allowed is None:
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
             else:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, **gqa)
         else:
             scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.hd)
             hidden = ~allowed if allowed is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)

@@ -5,6 +5,7 @@ import { shared, spec } from './options.ts';
 import { emit, plural } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 import type { BackendName } from '../backend.ts';
+import type { PassEngine } from '../model/torch-passes.ts';
 
 function f32Bytes(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -47,9 +48,9 @@ export const forwardCommand: CommandModule = {
         },
         backend: { default: 'auto' },
         engine: {
-          choices: ['tfjs', 'torch'],
           default: 'tfjs',
-          describe: 'tfjs, or torch: python/flm_grow_torch.forward (needs --input and --out)',
+          describe:
+            'tfjs, torch (python/flm_grow_torch.passes: layer-streamed, every core or the GPU) or auto (torch when a Python with torch is found)',
         },
       },
     )
@@ -79,20 +80,6 @@ export const forwardCommand: CommandModule = {
     }
     if (out !== undefined && existsSync(out) && a.overwrite !== true)
       throw new FlmGrowError('OutputExists', `${out} exists (use --overwrite)`);
-    if (a.engine === 'torch') {
-      if (out === undefined) throw new FlmGrowError('UsageError', 'forward --engine torch: give --input and --out');
-      const { runTorchModule } = await import('../torch-engine.ts');
-      const r = await runTorchModule('flm_grow_torch.forward', [
-        a.checkpoint as string,
-        '--input',
-        a.input as string,
-        '--output',
-        out,
-        ...(a.masks === false ? ['--no-masks'] : []),
-      ]);
-      if (r.code !== 0) throw new FlmGrowError('TorchEngineFailed', `forward --engine torch exited with code ${r.code}`);
-      return;
-    }
     const [
       { CheckpointFolder },
       { writeSafetensors },
@@ -100,6 +87,7 @@ export const forwardCommand: CommandModule = {
       { initBackend },
       { streamedForward },
       { parseIdList, readInputIds },
+      { resolvePassEngine, torchForward },
     ] = await Promise.all([
       import('../checkpoint-folder.ts'),
       import('../checkpoint/safetensors-writer.ts'),
@@ -107,18 +95,21 @@ export const forwardCommand: CommandModule = {
       import('../backend.ts'),
       import('../model/streaming.ts'),
       import('../model/input-ids.ts'),
+      import('../model/torch-passes.ts'),
     ]);
+    const engine = resolvePassEngine(a.engine as PassEngine);
     const ids = a.ids !== undefined ? parseIdList(a.ids as string) : await readInputIds(a.input as string);
-    const backend = await initBackend(a.backend as BackendName);
+    const backend = engine === 'torch' ? 'torch' : await initBackend(a.backend as BackendName);
     const ck = await CheckpointFolder.open(a.checkpoint as string);
     try {
       const cfg = ck.config;
       const masks = a.masks === false ? null : ((await ck.masks()) ?? null);
-      const r = await streamedForward(ck, ids, {
-        masks,
-        collectHidden: out !== undefined,
-        progress: progressBars(a.quiet === true),
-      });
+      const opts = { collectHidden: out !== undefined, progress: progressBars(a.quiet === true) };
+      // the same results either way: the torch pass reads masks.safetensors itself (--no-masks: not)
+      const r =
+        engine === 'torch'
+          ? await torchForward(a.checkpoint as string, ids, { ...opts, masks: masks !== null })
+          : await streamedForward(ck, ids, { ...opts, masks });
       const { batch: B, seqLen: T } = r;
       const V = cfg.vocabSize,
         H = cfg.hiddenSize;

@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
 import { FlmGrowError } from '../errors.ts';
 import type { BackendName } from '../backend.ts';
+import type { PassEngine } from '../model/torch-passes.ts';
 import { destinationArg, shared } from './options.ts';
 import { withPlanOptions } from './plan-options.ts';
 import { bytesLabel, countLabel, emit, secondsLabel } from '../util/format.ts';
@@ -28,8 +29,13 @@ export const growCommand: CommandModule = {
           type: 'string',
           describe: 'split grow: write only part i of n (1-based, e.g. 2/8); join the parts with `flm-grow assemble`',
         }),
-      ['json', 'quiet', 'backend', 'out', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size'],
+      ['json', 'quiet', 'backend', 'engine', 'out', 'dtype', 'overwrite', 'force-overwrite', 'out-shard-size'],
       {
+        engine: {
+          default: 'tfjs',
+          describe:
+            'engine of the calibration pass (distance placement): tfjs, torch (every core or the GPU) or auto (torch when found)',
+        },
         out: { describe: 'checkpoint folder to write (or the <destination> positional)' },
         dtype: { describe: "output dtype (default: the source's)" },
         'out-shard-size': { default: '5GB' },
@@ -52,6 +58,7 @@ export const growCommand: CommandModule = {
       { growCheckpoint },
       { parameterCount },
       { describeCalibration },
+      { resolvePassEngine },
     ] = await Promise.all([
       import('../util/dtype.ts'),
       import('../checkpoint/checkpoint-writer.ts'),
@@ -59,6 +66,7 @@ export const growCommand: CommandModule = {
       import('../growth/grow.ts'),
       import('../arch.ts'),
       import('../growth/select-layers.ts'),
+      import('../model/torch-passes.ts'),
     ]);
     requirePlanOrTarget(a);
     const plan = planFromArgs(a);
@@ -71,6 +79,7 @@ export const growCommand: CommandModule = {
       quiet: a.quiet === true,
       progress: progressBars(a.quiet === true),
       backend: a.backend as BackendName,
+      engine: resolvePassEngine(a.engine as PassEngine),
       ...(a.part === undefined ? {} : { writerOptions: { part: parsePart(a.part as string) } }),
     });
     if (a.json === true) {

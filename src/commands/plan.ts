@@ -17,7 +17,7 @@ export function formatPlanReport(r: PlanReport): string {
     `mode:       ${r.mode}${r.zeroModeNote !== undefined ? ` — ${r.zeroModeNote}` : ''}`,
     `width init: ${r.widthInit}`,
     `output:     ${bytesLabel(r.outputBytes)} of ${r.dtype} tensors in ${plural(r.shards, 'shard')}; disk needed ${bytesLabel(r.diskBytes)}`,
-    `peak memory of grow (estimate): ${bytesLabel(r.peakMemoryBytes)}${r.peakMemory.note !== undefined ? ` — ${r.peakMemory.note}; writing alone: ${bytesLabel(r.peakMemory.write)}` : ''}`,
+    `peak memory of grow (estimate): ${bytesLabel(r.peakMemoryBytes)}${r.peakMemory.note !== undefined ? ` — ${r.peakMemory.note}; writing alone: ${bytesLabel(r.peakMemory.write)}` : ''}${r.peakMemory.calibrationTorch !== undefined ? ` (calibration on --engine torch: ${bytesLabel(r.peakMemory.calibrationTorch)})` : ''}`,
     `layers:     ${r.layerPositionsNote}`,
     ...r.notes.map((n) => `note:       ${n}`),
   ];

@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
 import type { BackendName } from '../backend.ts';
+import type { PassEngine } from '../model/torch-passes.ts';
 import { PlanError } from '../errors.ts';
 import { countProblem, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
 import { deprecatedAlias, SELECTION_OPTIONS, shared, spec } from './options.ts';
@@ -18,9 +19,14 @@ export const selectLayersCommand: CommandModule = {
             'count',
             spec('count', 'number', { describe: 'how many layers to pick (default: a quarter of the layers, as 64 -> 80)' }),
           ),
-        ['json', 'quiet', 'backend', 'seed', ...SELECTION_OPTIONS],
+        ['json', 'quiet', 'backend', 'engine', 'seed', ...SELECTION_OPTIONS],
         {
           backend: { default: 'auto' },
+          engine: {
+            default: 'tfjs',
+            describe:
+              'tfjs, torch (python/flm_grow_torch.passes: every core or the GPU, layer-streamed) or auto (torch when found)',
+          },
           metric: { default: 'cosine' },
           order: { default: 'smallest' },
           seed: { describe: 'same as --calibration-seed (the only random numbers drawn here)' },
@@ -46,14 +52,21 @@ export const selectLayersCommand: CommandModule = {
       const bad = countProblem(a.count, MAX_LAYERS, '--count');
       if (bad !== undefined) throw new PlanError(bad.field, bad.message, 'select-layers');
     }
-    const [{ initBackend }, { Checkpoint }, { calibrationIds, describeCalibration, selectLayers }, { defaultPlan }] =
-      await Promise.all([
-        import('../backend.ts'),
-        import('../checkpoint/checkpoint.ts'),
-        import('../growth/select-layers.ts'),
-        import('../growth/plan.ts'),
-      ]);
-    await initBackend(a.backend as BackendName);
+    const [
+      { initBackend },
+      { Checkpoint },
+      { calibrationIds, describeCalibration, selectLayers },
+      { defaultPlan },
+      { resolvePassEngine },
+    ] = await Promise.all([
+      import('../backend.ts'),
+      import('../checkpoint/checkpoint.ts'),
+      import('../growth/select-layers.ts'),
+      import('../growth/plan.ts'),
+      import('../model/torch-passes.ts'),
+    ]);
+    const engine = resolvePassEngine(a.engine as PassEngine);
+    if (engine === 'tfjs') await initBackend(a.backend as BackendName);
     const ck = await Checkpoint.open(a.checkpoint as string);
     try {
       const file = (a['calibration-file'] ?? a.input) as string | undefined;
@@ -75,6 +88,7 @@ export const selectLayersCommand: CommandModule = {
         order,
         count,
         progress: progressBars(a.quiet === true || a.json === true),
+        engine,
       });
       const tokens = ids.flat().length;
       emit(a.json, { metric, order, tokens, ...r }, () => {

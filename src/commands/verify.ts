@@ -3,7 +3,8 @@ import { COMMAND_LINES } from './index.ts';
 import type { BackendName } from '../backend.ts';
 import type { VerifyReport } from '../verify.ts';
 import { shared, spec } from './options.ts';
-import { progressBar, type Progress } from './progress.ts';
+import { progressBar, progressBars, type Progress } from './progress.ts';
+import type { PassEngine } from '../model/torch-passes.ts';
 
 /** verify.ts's DEFAULT_TOLERANCE (checked by test/cli/options.test.ts; not imported: verify.ts loads tfjs). */
 export const DEFAULT_TOLERANCE = 1e-5;
@@ -21,8 +22,13 @@ export const verifyCommand: CommandModule = {
             describe: `max |Δlogit| relative to the source's max |logit| (default ${DEFAULT_TOLERANCE}; for a zero-mode growth with rounded norm gains, (2L+1) × the dtype's unit roundoff, from the manifest)`,
           }),
         ),
-      ['json', 'quiet', 'backend', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'],
+      ['json', 'quiet', 'backend', 'engine', 'input', 'seed', 'calibration-tokens', 'calibration-seq', 'calibration-seed'],
       {
+        engine: {
+          default: 'tfjs',
+          describe:
+            'tfjs, torch (python/flm_grow_torch.passes: every core or the GPU, layer-streamed) or auto (torch when found)',
+        },
         'calibration-tokens': { default: 128 },
         'calibration-seq': { default: 32 },
         backend: { default: 'auto' },
@@ -33,7 +39,12 @@ export const verifyCommand: CommandModule = {
       .example('$0 verify fixtures/hf/llama-tiny-f32 /tmp/stage2', 'max |Δlogits| on the same tokens; exit 1 above tolerance')
       .example('$0 verify src grown --input ids.safetensors --json', 'on your own token ids, as JSON'),
   handler: async (a) => {
-    const { formatReport, verifyGrowth, VerifyFailedError } = await import('../verify.ts');
+    const [{ formatReport, verifyGrowth, VerifyFailedError }, { resolvePassEngine }] = await Promise.all([
+      import('../verify.ts'),
+      import('../model/torch-passes.ts'),
+    ]);
+    const engine = resolvePassEngine(a.engine as PassEngine);
+    const quiet = a.quiet === true || a.json === true;
     let bar: Progress | undefined;
     const print = (r: VerifyReport) =>
       process.stdout.write((a.json === true ? JSON.stringify(r, null, 2) : formatReport(r)) + '\n');
@@ -45,8 +56,12 @@ export const verifyCommand: CommandModule = {
         input: a.input as string | undefined,
         tolerance: a.tolerance as number | undefined,
         backend: a.backend as BackendName,
+        engine,
+        // torch: a bar per pass over the weight bytes it streams (the layer bar would sit still)
+        torch: { progress: progressBars(quiet) },
         onProgress: (done, total) => {
-          bar ??= progressBar('verify (layers)', total, { quiet: a.quiet === true || a.json === true });
+          if (engine === 'torch') return;
+          bar ??= progressBar('verify (layers)', total, { quiet });
           bar.update(done);
         },
       });

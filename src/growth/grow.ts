@@ -68,6 +68,8 @@ export interface GrowOptions {
   selection?: LayerSelection;
   /** tfjs backend for the calibration forward pass (distance-based placement only). */
   backend?: BackendName;
+  /** Engine of the calibration pass: tfjs (default) or torch (model/torch-passes.ts). */
+  engine?: 'tfjs' | 'torch';
 }
 
 export interface GrowResult {
@@ -96,6 +98,7 @@ export async function resolveLayerMap(
   given?: LayerSelection,
   backend?: BackendName,
   progress?: ProgressFactory,
+  engine?: 'tfjs' | 'torch',
 ): Promise<{ layerMap: LayerMapEntry[]; selection: LayerSelection | undefined }> {
   const L = ck.config.numLayers;
   const k = L2 - L;
@@ -105,9 +108,15 @@ export async function resolveLayerMap(
   let selection = given;
   if (selection === undefined) {
     const { selectLayers, calibrationIds } = await import('./select-layers.ts');
-    if (backend !== undefined) await (await import('../backend.ts')).initBackend(backend);
+    if (backend !== undefined && engine !== 'torch') await (await import('../backend.ts')).initBackend(backend);
     const ids = await calibrationIds(ck, plan.calibration);
-    const r = await selectLayers(ck, ids, { metric: plan.placement.metric, order: plan.placement.order, count: k, progress });
+    const r = await selectLayers(ck, ids, {
+      metric: plan.placement.metric,
+      order: plan.placement.order,
+      count: k,
+      progress,
+      engine,
+    });
     selection = {
       metric: plan.placement.metric,
       order: plan.placement.order,
@@ -165,6 +174,7 @@ export async function growCheckpoint(
       opts.selection,
       opts.backend,
       opts.quiet === true ? undefined : opts.progress,
+      opts.engine,
     );
     const layout = buildLayout(ck.config, target, plan, layerMap, resolved.zeroNorm?.gainScale ?? 1);
     const ops = tensorOps(layout);

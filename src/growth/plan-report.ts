@@ -15,7 +15,7 @@ import { PLACEMENTS } from './operators.ts';
 import { DEFAULT_BLOCK_BYTES, readsInPlace } from './produce.ts';
 import { poolBlocks } from './hash-worker.ts';
 import { DIRECT_RING_BYTES } from '../checkpoint/direct-file.ts';
-import { streamedForwardPeakBytes } from '../model/stream-memory.ts';
+import { streamedForwardPeakBytes, torchPassPeakBytes } from '../model/stream-memory.ts';
 import { describeCalibration } from './select-layers.ts';
 import { countLabel } from '../util/format.ts';
 
@@ -50,7 +50,14 @@ export interface PlanReport {
   diskBytes: number;
   peakMemoryBytes: number;
   /** The parts of the peak: writing the tensors, and the calibration forward pass (distance placement). */
-  peakMemory: { write: number; calibration: number | undefined; note: string | undefined };
+  peakMemory: {
+    write: number;
+    /** The calibration pass on tfjs (grow's default engine). */
+    calibration: number | undefined;
+    /** The same pass on the torch engine (grow --engine torch), Python process included. */
+    calibrationTorch?: number;
+    note: string | undefined;
+  };
   /** Which source layer each output layer copies; null when the layers are chosen at grow time. */
   layerMap: LayerMapEntry[] | null;
   layerPositionsNote: string;
@@ -209,7 +216,15 @@ export function planReport(
     shards: shards.length,
     diskBytes: filesBytes + masksBytes + 1e6,
     peakMemoryBytes: Math.max(write, cal ?? 0),
-    peakMemory: { write, calibration: cal, note: cal !== undefined && cal > write ? calNote : undefined },
+    peakMemory: {
+      write,
+      calibration: cal,
+      // the same pass on the torch engine (grow --engine torch): passes.py's band, stream and activations
+      ...(distance
+        ? { calibrationTorch: torchPassPeakBytes(src, plan.calibration.tokens, plan.calibration.seq, { skipLogits: true }) }
+        : {}),
+      note: cal !== undefined && cal > write ? calNote : undefined,
+    },
     layerMap: distance ? null : layerMap,
     layerPositionsNote: note,
     notes: resolved.notes,

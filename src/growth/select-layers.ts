@@ -16,6 +16,7 @@ import { pickLayers } from './depth.ts';
 import type { CalibrationPlan } from './plan.ts';
 import type { ProgressFactory } from '../util/progress.ts';
 import { tokenDtypeForPath, tokenWidth } from '../util/token-files.ts';
+import type { TorchPassOptions } from '../model/torch-passes.ts';
 
 export interface SelectOptions {
   metric: DistanceMetric;
@@ -26,6 +27,13 @@ export interface SelectOptions {
   stream?: ResidualStreamFn;
   /** Progress of the calibration pass (weight bytes streamed). */
   progress?: ProgressFactory;
+  /**
+   * torch: the distances come from the torch engine's layer-streamed pass (model/torch-passes.ts)
+   * on the same ids, instead of the tfjs residual stream (`stream` is then unused).
+   */
+  engine?: 'tfjs' | 'torch';
+  /** torch engine: device, dtype, band size. */
+  torch?: TorchPassOptions;
 }
 
 export interface SelectResult {
@@ -145,12 +153,19 @@ async function tokenizeCalibration(ck: Checkpoint, text: string, field: string):
 export async function selectLayers(ck: Checkpoint, batch: number[][], opts: SelectOptions): Promise<SelectResult> {
   const L = ck.config.numLayers;
   const distances = new Array<number>(L).fill(NaN);
-  const visit = (l: number, xIn: Float32Array, xOut: Float32Array) => {
-    distances[l] = layerDistance(xIn, xOut, ck.config.hiddenSize, opts.metric);
-  };
-  // loaded lazily: growing with explicit positions never needs tfjs
-  const stream = opts.stream ?? (await import('./residual-stream.ts')).residualStream;
-  await stream(ck, batch, visit, opts.progress);
+  if (opts.engine === 'torch') {
+    // loaded lazily as the tfjs stream is; non-finite distances come back as null (JSON)
+    const { torchDistances } = await import('../model/torch-passes.ts');
+    const d = await torchDistances(ck.dir, batch, opts.metric, { ...opts.torch, progress: opts.progress });
+    for (let l = 0; l < L; l++) distances[l] = d[l] ?? NaN;
+  } else {
+    const visit = (l: number, xIn: Float32Array, xOut: Float32Array) => {
+      distances[l] = layerDistance(xIn, xOut, ck.config.hiddenSize, opts.metric);
+    };
+    // loaded lazily: growing with explicit positions never needs tfjs
+    const stream = opts.stream ?? (await import('./residual-stream.ts')).residualStream;
+    await stream(ck, batch, visit, opts.progress);
+  }
   // a NaN distance sorts arbitrarily: picking layers by it would be silent nonsense
   const bad = distances.findIndex((d) => !Number.isFinite(d));
   if (bad >= 0) {

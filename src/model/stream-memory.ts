@@ -138,3 +138,45 @@ export function streamedForwardPeakBytes(
   host += 2 * read * (1 + dtypeSize(cfg.dtype ?? 'F32') / 4);
   return heap + host;
 }
+
+/** RSS of a Python process with torch, safetensors and flm_grow_torch.passes imported (measured: 0.23 GB; rounded up). */
+export const TORCH_BASE_RSS = 300e6;
+/** passes.py's default band: the largest f32 weight block read at once (--max-block-bytes). */
+export const TORCH_MAX_BLOCK_BYTES = 2 ** 30;
+
+/**
+ * Estimated peak memory of the torch engine's streamed pass (python/flm_grow_torch/passes.py) on
+ * `tokens` tokens in sequences of `seq`, process included: one weight band in f32 (at most
+ * TORCH_MAX_BLOCK_BYTES; a tensor below it is read whole) plus the stored bytes it was converted
+ * from, the residual stream (a layer's input, its middle and output), one layer's activations
+ * (normed input, q, k and v with the KV heads repeated to every query head, the attention output;
+ * the SwiGLU product [N, F] and a gate/up block), and with logits the [N, V] output and one vocab
+ * block. SDPA on CPU runs flash attention in tiles: no [T, T] scores per head are held.
+ * Independent of depth; `hidden` adds the L+1 kept hidden states (forward --out, verify).
+ */
+export function torchPassPeakBytes(
+  cfg: ModelConfig,
+  tokens: number,
+  seq: number,
+  opts: { skipLogits?: boolean; hidden?: boolean; maxBlockBytes?: number; computeBytes?: number } = {},
+): number {
+  const maxW = opts.maxBlockBytes ?? TORCH_MAX_BLOCK_BYTES;
+  const c = opts.computeBytes ?? 4;
+  const T = Math.min(seq, tokens),
+    N = Math.max(1, Math.floor(tokens / T)) * T;
+  const H = cfg.hiddenSize,
+    q = cfg.numHeads * cfg.headDim,
+    kv = cfg.numKvHeads * cfg.headDim,
+    F = cfg.intermediateSize;
+  const largest =
+    4 * Math.max(H * Math.max(q, F), 2 * H * F, ...(opts.skipLogits === true ? [] : [Math.min(cfg.vocabSize, 4096) * H]));
+  const band = Math.min(maxW, largest);
+  const weights = band * (1 + dtypeSize(cfg.dtype ?? 'F32') / 4);
+  const stream = 3 * 4 * N * H;
+  const attention = c * N * (H + 2 * q + 2 * kv + 2 * q + q + H);
+  const mlp = c * N * (H + F + 3 * Math.min(F, Math.max(1, Math.floor(maxW / (8 * H)))) + H);
+  let peak = TORCH_BASE_RSS + weights + stream + Math.max(attention, mlp);
+  if (opts.skipLogits !== true) peak += 4 * N * cfg.vocabSize + 4 * N * Math.min(cfg.vocabSize, 4096);
+  if (opts.hidden === true) peak += 4 * (cfg.numLayers + 1) * N * H;
+  return peak;
+}
