@@ -22,13 +22,12 @@ Masks are values, never parameters: the handle's `set_step(stage_step)` (or `set
 overwrites them in place from the manifest's schedule before each optimizer step.
 """
 
-import json
 import math
-import os
 import re
 
 import torch
 
+from .checkpointing import ManifestError, read_manifest
 from .model import at_least_f32
 from .safetensors_io import load_file, save_file
 
@@ -57,13 +56,9 @@ def annealing_end_step(schedule):
 
 
 def read_schedule(ckpt_dir):
-    """The manifest's masks.schedule ([] when there is none)."""
-    p = os.path.join(ckpt_dir, "flm-grow-manifest.json")
-    if not os.path.exists(p):
-        return []
-    with open(p) as f:
-        m = json.load(f)
-    return (m.get("masks") or {}).get("schedule", [])
+    """The manifest's masks.schedule, validated (checkpointing.validate_manifest); [] when there is none."""
+    m = read_manifest(ckpt_dir)
+    return ((m or {}).get("masks") or {}).get("schedule", [])
 
 
 # ---- mask files -------------------------------------------------------------------------------
@@ -91,6 +86,7 @@ def read_masks(path, cfg=None):
     }
     if "vocab_tokens" in t:
         m["vocab_tokens"] = t["vocab_tokens"]
+    check_mask_values(path, t)
     if cfg is not None:
         want = [("hidden", m["hidden"], cfg.hidden_size), ("vocab", m["vocab"], cfg.vocab_size)]
         if "vocab_tokens" in m:
@@ -106,6 +102,16 @@ def read_masks(path, cfg=None):
             if v.numel() != size:
                 raise ValueError(f"{path}: mask {name} has {v.numel()} entries, config needs {size}")
     return m
+
+
+def check_mask_values(path: str, tensors: dict) -> None:
+    """Every mask value in [0, 1] (src/masks.ts readMasks): a NaN or 5 would scale activations
+    instead of masking them."""
+    for name, v in tensors.items():
+        ok = (v >= 0) & (v <= 1)
+        if not bool(ok.all()):
+            k = int((~ok).reshape(-1).nonzero()[0])
+            raise ManifestError(f"{path}: mask {name!r}[{k}] = {float(v.reshape(-1)[k])} is outside [0, 1]")
 
 
 def write_masks(path, m):

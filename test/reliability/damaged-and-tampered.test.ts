@@ -57,7 +57,7 @@ beforeAll(async () => {
   await growCheckpoint(join(run, 'checkpoint-000002'), carried, again, { quiet: true });
 }, 120_000);
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Json = Record<string, any>;
 
 function edit(dir: string, f: (m: Json) => void): void {
   const p = join(dir, MANIFEST_FILE);
