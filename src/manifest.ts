@@ -21,9 +21,12 @@ export const MANIFEST_FORMAT = 'flm-grow/1';
 /** The version recorded in every manifest's `tool` field. */
 export const TOOL_VERSION = '0.1.0';
 
-/** Files copied along unchanged (tokenizer and generation settings). */
+/**
+ * Files copied along unchanged (tokenizer and generation settings). Never code: a `tokenizer*.py`
+ * (a custom class transformers runs with trust_remote_code) is not carried into outputs.
+ */
 export const SIDE_FILE_PATTERN =
-  /^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
+  /^(?!.*\.(py|pyc|pyo|so)$)(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
 
 export interface MaskSchedule {
   group: MaskGroup;

@@ -13,8 +13,9 @@ import shutil
 MANIFEST_FILE = "flm-grow-manifest.json"
 MANIFEST_FORMAT = "flm-grow/1"
 PREFIX = "checkpoint-"
+# never code: a tokenizer*.py (a custom class transformers runs with trust_remote_code) is not carried along
 SIDE_FILE = re.compile(
-    r"^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$"
+    r"^(?!.*\.(py|pyc|pyo|so)$)(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$"
 )
 
 

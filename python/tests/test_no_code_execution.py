@@ -132,3 +132,14 @@ def test_the_checker_finds_each_forbidden_use():
     assert TS_EVAL.search("eval(code)")
     assert TS_EVAL.search("vm.runInNewContext(code, {})")
     assert not TS_EVAL.search("const evaluate = retrieval(x);")
+
+
+def test_side_files_copied_into_outputs_are_never_code():
+    from flm_grow_torch.checkpointing import SIDE_FILE
+
+    ts = re.search(r"SIDE_FILE_PATTERN =\s*/(.*)/;", (ROOT / "src" / "manifest.ts").read_text()).group(1)
+    for pattern in (SIDE_FILE, re.compile(ts)):
+        for ok in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json"):
+            assert pattern.match(ok), ok
+        for code in ("tokenizer.py", "tokenization_custom.py", "tokenizer_fast.pyc", "tokenizer.so"):
+            assert not pattern.match(code), code
