@@ -28,7 +28,7 @@ import {
   lstatSync,
 } from 'node:fs';
 import { tmpdir, hostname } from 'node:os';
-import { join, dirname, basename } from 'node:path';
+import { join, dirname, basename, isAbsolute } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin/flm-grow.js');
@@ -734,6 +734,229 @@ function defineItems(): void {
     );
 }
 
+/** A manifest edited in place (JSON.parse, f, JSON.stringify). */
+function editManifest(dir: string, f: (m: Record<string, any>) => void): void {
+  const p = join(dir, MANIFEST);
+  const m = JSON.parse(readFileSync(p, 'utf8')) as Record<string, any>;
+  f(m);
+  writeFileSync(p, JSON.stringify(m, null, 2));
+}
+
+/** Issue 21: damaged newest checkpoints, tampered manifests, untrusted side files, the run-folder lock. */
+function defineIssue21(): void {
+  const engines = ['tfjs', 'torch'] as const;
+  /** TRAIN without --steps and --save-every. */
+  const TB = [...TRAIN.slice(0, 2), ...TRAIN.slice(6)];
+  // --- a damaged newest checkpoint: resumed past, in one named line
+  const damages: [string, string, (ck: string) => void, RegExp][] = [
+    [
+      'optimizer-truncated',
+      'optimizer.safetensors truncated to 100 bytes',
+      (ck) => truncateSync(join(ck, 'optimizer.safetensors'), 100),
+      /optimizer\.safetensors is truncated/,
+    ],
+    [
+      'model-byte-altered',
+      'one byte of model.safetensors altered',
+      (ck) => {
+        const b = readFileSync(join(ck, 'model.safetensors'));
+        b[b.length - 3] ^= 0x40;
+        writeFileSync(join(ck, 'model.safetensors'), b);
+      },
+      /model\.safetensors does not match its manifest \(sha256 differs/,
+    ],
+    ['manifest-missing', 'flm-grow-manifest.json removed', (ck) => rmSync(join(ck, MANIFEST)), /no flm-grow-manifest\.json/],
+  ];
+  for (const engine of engines)
+    for (const [id, what, damage, why] of damages)
+      add(
+        'damaged',
+        `resume-${id}-${engine}`,
+        `train --resume (${engine}) with the newest checkpoint's ${what}: resumes from the previous save, saying which and why`,
+        'ok',
+        async (dir, ctx) => {
+          const run = join(dir, 'run');
+          const eng = ['--engine', engine];
+          const r0 = await cli(['train', ctx.grown, '--out', run, ...TB, '--steps', '4', '--save-every', '2', ...eng]);
+          if (r0.code !== 0) return { runs: [r0], note: 'setup failed' };
+          damage(join(run, 'checkpoint-000004'));
+          const r = await cli(['train', ctx.grown, '--out', run, ...TB, '--steps', '6', '--save-every', '2', '--resume', ...eng]);
+          const line = `${r.out}\n${r.err}`.split('\n').find((l) => l.includes('skipped damaged checkpoint')) ?? '';
+          const named =
+            line.includes('checkpoint-000004') && why.test(line) && /resuming from .*checkpoint-000002 at step 2/.test(line);
+          return {
+            runs: [r0, r],
+            note: named
+              ? line.replaceAll(dir, '$CASE').replace(/^.*?skipped/, 'skipped')
+              : 'silent: no line names the skipped checkpoint',
+            extraFails: named ? [] : ['silent'],
+          } as never;
+        },
+      );
+  add(
+    'damaged',
+    'pipeline-stage-optimizer-truncated',
+    "pipeline rerun after the train stage's newest optimizer.safetensors was truncated",
+    'ok',
+    async (dir, ctx) => {
+      const f = pipelineFile(dir, [{ name: 't', train: { steps: 4, save_every: 2 } }], { checkpoint: ctx.grown });
+      const out = join(dir, 'out');
+      const r0 = await cli(['run', f, '--out', out]);
+      const ck = join(out, '01-t', 'checkpoint-000004');
+      if (r0.code !== 0 || !existsSync(ck)) return { runs: [r0], note: 'setup failed' };
+      truncateSync(join(ck, 'optimizer.safetensors'), 100);
+      const r = await cli(['run', f, '--out', out]);
+      const line = `${r.out}\n${r.err}`.split('\n').find((l) => l.startsWith('[t] warning: skipped damaged checkpoint')) ?? '';
+      const named = line.includes('checkpoint-000004 (optimizer.safetensors is truncated') && /at step 2$/.test(line);
+      return {
+        runs: [r0, r],
+        note: named ? line.replaceAll(dir, '$CASE') : 'silent: no line names the skipped checkpoint',
+        extraFails: named ? [] : ['silent'],
+      } as never;
+    },
+  );
+
+  // --- tampered manifests: refused naming the field (exit 2)
+  const grownEdits: [string, string, (m: Record<string, any>) => void][] = [
+    ['schedule-length', 'masks.schedule[0].length', (m) => (m.masks.schedule[0].length = -5)],
+    ['schedule-group', 'masks.schedule[0].group', (m) => (m.masks.schedule[0].group = 'everything')],
+    ['schedule-shape', 'masks.schedule[0].shape', (m) => (m.masks.schedule[0].shape = 'square')],
+    ['schedule-start', 'masks.schedule[0].startStep', (m) => (m.masks.schedule[0].startStep = 1.5)],
+    ['masks-file', 'masks.file', (m) => (m.masks.file = '../../etc/passwd')],
+    ['layermap-source', 'layerMap[0].source', (m) => (m.layerMap[0].source = -3)],
+    ['layermap-short', 'layerMap', (m) => m.layerMap.pop()],
+  ];
+  for (const engine of engines)
+    for (const [id, field, f] of grownEdits)
+      add(
+        'manifest',
+        `train-${id}-${engine}`,
+        `train (${engine}) of a grown checkpoint whose manifest has ${field} edited`,
+        'refuse',
+        async (dir, ctx) => {
+          const g = join(dir, 'g');
+          cpSync(ctx.grown, g, { recursive: true });
+          editManifest(g, f);
+          const r = await cli(['train', g, '--out', join(dir, 'run'), ...TRAIN, '--engine', engine]);
+          const named = r.code === 2 && r.err.includes(`field "${field}"`);
+          return { runs: [r], extraFails: r.code !== 0 && !named ? ['unnamed'] : [] } as never;
+        },
+      );
+  const trainEdits: [string, string, (m: Record<string, any>) => void][] = [
+    ['step', 'extra.step', (m) => (m.extra.step = -1)],
+    ['stage-start', 'extra.stageStart', (m) => (m.extra.stageStart = 99)],
+    ['run-start', 'extra.runStartStep', (m) => (m.extra.runStartStep = -4)],
+    ['lr-total', 'extra.lrSchedule.totalSteps', (m) => (m.extra.lrSchedule.totalSteps = 0)],
+  ];
+  for (const engine of engines)
+    for (const [id, field, f] of trainEdits)
+      add(
+        'manifest',
+        `resume-${id}-${engine}`,
+        `train --resume (${engine}) whose newest manifest has ${field} edited`,
+        'refuse',
+        async (dir, ctx) => {
+          const run = join(dir, 'run');
+          const { r0, ck } = await twoSaves(ctx.grown, run);
+          if (r0.code !== 0 || ck === undefined) return { runs: [r0], note: 'setup failed' };
+          editManifest(join(run, ck), f);
+          const r = await cli(['train', ctx.grown, '--out', run, ...TRAIN, '--resume', '--engine', engine]);
+          const named = r.code === 2 && r.err.includes(`field "${field}"`);
+          return { runs: [r], extraFails: r.code !== 0 && !named ? ['unnamed'] : [] } as never;
+        },
+      );
+  add(
+    'manifest',
+    'verify-layermap-source',
+    'verify of a grown checkpoint whose layerMap[1].source is 9',
+    'refuse',
+    async (dir, ctx) => {
+      const g = join(dir, 'g');
+      cpSync(ctx.grown, g, { recursive: true });
+      editManifest(g, (m) => (m.layerMap[1].source = 9));
+      const r = await cli(['verify', FIX, g, ...VER]);
+      return { runs: [r], extraFails: r.code !== 0 && !r.err.includes('field "layerMap[1].source"') ? ['unnamed'] : [] } as never;
+    },
+  );
+
+  // --- untrusted files: code beside a checkpoint is never carried into an output
+  add(
+    'untrusted',
+    'grow-source-tokenizer-py',
+    'grow a source holding tokenizer.py (code): the output has no .py file',
+    'ok',
+    async (dir) => {
+      const src = fixtureCopy(dir);
+      writeFileSync(join(src, 'tokenizer.py'), 'import os\nos.system("echo pwned")\n');
+      const out = join(dir, 'out');
+      const r = await cli(['grow', src, out, '--plan', PLAN, ...CAL]);
+      const copied = existsSync(out) && readdirSync(out).some((n) => n.endsWith('.py'));
+      return {
+        runs: [r],
+        dests: [out],
+        extraFails: copied ? ['code-copied'] : [],
+        note: copied ? 'tokenizer.py copied into the output' : '',
+      } as never;
+    },
+  );
+
+  // --- one writer per run folder (.flm-grow-lock)
+  const lockOf = (host: string, pid: number) =>
+    JSON.stringify({ host, pid, pidStart: null, startedAt: '2026-01-01T00:00:00Z', command: 'flm-grow train (bench)' });
+  add(
+    'lock',
+    'stale-lock-taken-over',
+    "train --out a folder holding a dead process's lock (this host): taken over, saying so",
+    'ok',
+    async (dir, ctx) => {
+      const run = join(dir, 'run');
+      mkdirSync(run);
+      writeFileSync(join(run, '.flm-grow-lock'), lockOf(hostname(), 999_999));
+      const r = await cli(['train', ctx.grown, '--out', run, ...TRAIN]);
+      const said = /stale|took over|taking over/i.test(`${r.out}${r.err}`);
+      return { runs: [r], extraFails: said ? [] : ['silent'], note: said ? '' : 'no line about the stale lock' } as never;
+    },
+  );
+  add('lock', 'foreign-host-lock-refused', "train --out a folder locked by another host's job", 'refuse', async (dir, ctx) => {
+    const run = join(dir, 'run');
+    mkdirSync(run);
+    writeFileSync(join(run, '.flm-grow-lock'), lockOf('some-other-host', 12345));
+    return { runs: [await cli(['train', ctx.grown, '--out', run, ...TRAIN])] };
+  });
+  add(
+    'lock',
+    'foreign-host-lock-take-over',
+    "train --out a folder locked by another host's job, with --take-over-lock",
+    'ok',
+    async (dir, ctx) => {
+      const run = join(dir, 'run');
+      mkdirSync(run);
+      writeFileSync(join(run, '.flm-grow-lock'), lockOf('some-other-host', 12345));
+      return { runs: [await cli(['train', ctx.grown, '--out', run, ...TRAIN, '--take-over-lock'])] };
+    },
+  );
+  add(
+    'lock',
+    'second-writer-refused',
+    'train --overwrite into a folder a running train holds: refused, the first run finishes',
+    'ok',
+    async (dir, ctx) => {
+      const run = join(dir, 'run');
+      const first = cli(['train', ctx.grown, '--out', run, ...TB, '--steps', '12', '--save-every', '1']);
+      const t0 = Date.now();
+      while (!existsSync(join(run, '.flm-grow-lock')) && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 50));
+      const second = await cli(['train', ctx.grown, '--out', run, ...TRAIN, '--overwrite']);
+      const r1 = await first;
+      const refused = second.code === 2 && /in use by another flm-grow job/.test(second.err);
+      return {
+        runs: [second, r1],
+        note: `second run exit ${second.code}${refused ? ' (refused, naming the holder)' : ''}`,
+        extraFails: refused ? [] : ['accepted'],
+      } as never;
+    },
+  );
+}
+
 function cmdArgs(cmd: string, d: string, s: string, ctx: Ctx): string[] {
   if (cmd === 'inspect') return ['inspect', s];
   if (cmd === 'verify') return ['verify', s, ctx.grown, ...VER];
@@ -995,7 +1218,11 @@ async function runCase(c: Case, base: string, ctx: Ctx): Promise<Outcome> {
   if (all.some((r) => r.hung)) fails.push('hang');
   if (judged.some(isInternal) || (res.ignoreFirstExit && runs[0] && isInternal(runs[0]) && runs[0].code === 3))
     fails.push('internal');
-  if (last && !res.skipped) {
+  // a kill case whose killed run had already finished the work (assemble --move killed after its
+  // output and the parts' removal were complete, before the process exited) needs no rerun: it
+  // is judged by its leftovers and output, not by the SIGKILL of a run that was judged ignorable
+  const onlyKilledRun = res.ignoreFirstExit === true && runs.length === 1;
+  if (last && !res.skipped && !onlyKilledRun) {
     if (c.expect === 'refuse' && last.code === 0) fails.push('accepted');
     if (c.expect === 'ok' && last.code !== 0 && !last.hung) fails.push('failed');
   }
@@ -1077,7 +1304,7 @@ function markdown(rows: Outcome[], meta: Record<string, string>): string {
  * `--merge a.json b.json ...`: one table from several runs (a later file's row replaces an earlier
  * one with the same id, e.g. a rerun of one group after a bench fix); commands and dates are kept.
  */
-function merge(files: string[], outName: string): void {
+function merge(files: string[], outBase: string): void {
   const byId = new Map<string, Outcome>();
   const metas: Record<string, string>[] = [];
   const notRun = new Set<string>();
@@ -1096,8 +1323,8 @@ function merge(files: string[], outName: string): void {
     wall: metas.map((m) => m.wall).join(' + '),
     notRun: notRun.size ? `${notRun.size} cases not run (time limit): ${[...notRun].sort().join(', ')}` : '',
   };
-  writeFileSync(join(ROOT, `bench-out/${outName}.json`), JSON.stringify({ meta, rows, notRun: [...notRun] }, null, 1));
-  writeFileSync(join(ROOT, `bench-out/${outName}.md`), markdown(rows, meta));
+  writeFileSync(`${outBase}.json`, JSON.stringify({ meta, rows, notRun: [...notRun] }, null, 1));
+  writeFileSync(`${outBase}.md`, markdown(rows, meta));
   process.stdout.write(`${markdown(rows, meta).split('\n').slice(0, 4).join('\n')}\n`);
 }
 
@@ -1112,8 +1339,11 @@ export async function run(args: string[]): Promise<void> {
   const killTargets = targetsI >= 0 ? KILL_TARGETS.filter((t) => args[targetsI + 1].split(',').includes(t.name)) : KILL_TARGETS;
   const outI = args.indexOf('--out');
   const outName = outI >= 0 ? args[outI + 1] : 'faults';
+  // `--out /tmp/x` writes /tmp/x.json and /tmp/x.md; a bare name goes under bench-out/
+  const outBase = isAbsolute(outName) ? outName : join(ROOT, 'bench-out', outName);
+  mkdirSync(dirname(outBase), { recursive: true });
   const mergeI = args.indexOf('--merge');
-  if (mergeI >= 0) return merge(args.slice(mergeI + 1), outName);
+  if (mergeI >= 0) return merge(args.slice(mergeI + 1), outBase);
   const t0 = Date.now();
   if (!existsSync(join(ROOT, 'dist/cli.js'))) throw new Error('dist/ missing: run `npm run build` first');
   const base = mkdtempSync(join(tmpdir(), 'flm-grow-faults-'));
@@ -1137,6 +1367,7 @@ export async function run(args: string[]): Promise<void> {
     const sharedHash = hashTree(shared);
 
     defineItems();
+    defineIssue21();
     // kill-timing baselines: one uninterrupted run of each target
     const baselines = new Map<string, number>();
     if (!only || only.includes('kill')) {
@@ -1163,8 +1394,7 @@ export async function run(args: string[]): Promise<void> {
       }
       const o = await runCase(c, base, ctx);
       finished.push(o);
-      if (finished.length % 10 === 0)
-        writeFileSync(join(ROOT, 'bench-out/faults.partial.json'), JSON.stringify(finished, null, 1));
+      if (finished.length % 10 === 0) writeFileSync(`${outBase}.partial.json`, JSON.stringify(finished, null, 1));
       done++;
       process.stderr.write(
         `[${done}/${selected.length}] ${o.fails.length ? 'FAIL' : 'pass'} ${o.id} ${o.exit} ${o.fails.join(',')} ${o.errorLine.slice(0, 100)}\n`,
@@ -1184,9 +1414,9 @@ export async function run(args: string[]): Promise<void> {
         : '',
     };
     mkdirSync(join(ROOT, 'bench-out'), { recursive: true });
-    writeFileSync(join(ROOT, `bench-out/${outName}.json`), JSON.stringify({ meta, rows, notRun: skipped }, null, 1));
+    writeFileSync(`${outBase}.json`, JSON.stringify({ meta, rows, notRun: skipped }, null, 1));
     const md = markdown(rows, meta);
-    writeFileSync(join(ROOT, `bench-out/${outName}.md`), md);
+    writeFileSync(`${outBase}.md`, md);
     const failed = rows.filter((r) => r.fails.length > 0);
     process.stdout.write(`${md.split('\n').slice(0, 3).join('\n')}\n`);
     for (const f of failed)

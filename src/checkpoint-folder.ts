@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Checkpoint, TOKENIZER_FILE, type OpenOptions } from './checkpoint/checkpoint.ts';
 import type { ShardedTensorIndex } from './checkpoint/tensor-index.ts';
 import type { ModelConfig } from './config.ts';
-import { readManifest, type Manifest } from './manifest.ts';
+import { checkManifestAgainstConfig, MANIFEST_FILE, readManifest, type Manifest } from './manifest.ts';
 import { MASKS_FILE, readMasks, type MaskSet } from './masks.ts';
 import { OPTIMIZER_FILE, readOptimizerState, type OptimizerState } from './checkpoint/optimizer-state.ts';
 import type { Tokenizer } from './tokenizer.ts';
@@ -58,7 +58,11 @@ export class CheckpointFolder extends Checkpoint {
 
   /** flm-grow's manifest (validated), or undefined for a folder flm-grow did not write. */
   get manifest(): Manifest | undefined {
-    this.cachedManifest ??= { m: readManifest(this.dir) };
+    if (this.cachedManifest === undefined) {
+      const m = readManifest(this.dir);
+      if (m !== undefined) checkManifestAgainstConfig(m, this.config, join(this.dir, MANIFEST_FILE));
+      this.cachedManifest = { m };
+    }
     return this.cachedManifest.m;
   }
 

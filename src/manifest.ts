@@ -10,7 +10,8 @@ import { readFailure, readJsonFile } from './util/files.ts';
 import { FlmGrowError } from './errors.ts';
 import { sha256File } from './util/hash.ts';
 import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
-import type { MaskGroup } from './masks.ts';
+import { MASK_GROUPS, type MaskGroup } from './masks.ts';
+import type { ModelConfig } from './config.ts';
 
 /** Its name lives with the other checkpoint file names (atomic.ts tells flm-grow's folders by it). */
 export { MANIFEST_FILE } from './checkpoint/checkpoint.ts';
@@ -20,9 +21,12 @@ export const MANIFEST_FORMAT = 'flm-grow/1';
 /** The version recorded in every manifest's `tool` field. */
 export const TOOL_VERSION = '0.1.0';
 
-/** Files copied along unchanged (tokenizer and generation settings). */
+/**
+ * Files copied along unchanged (tokenizer and generation settings). Never code: a `tokenizer*.py`
+ * (a custom class transformers runs with trust_remote_code) is not carried into outputs.
+ */
 export const SIDE_FILE_PATTERN =
-  /^(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
+  /^(?!.*\.(py|pyc|pyo|so)$)(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
 
 export interface MaskSchedule {
   group: MaskGroup;
@@ -179,6 +183,14 @@ export function parseManifest(m: unknown, where: string): Manifest {
   }
   field(m, 'extra', 'extra', 'object', m.kind === 'train');
   const extra = isObject(m.extra) ? m.extra : {};
+  // the fields that drive computation (annealing, layer boundaries, resume state) are checked
+  // like a plan's: a hand-edited or tampered value is refused here, naming the field
+  if (isObject(m.masks)) {
+    safeRelativeName(m.masks.file, `${where}: field "masks.file"`);
+    if (Array.isArray(m.masks.schedule)) checkSchedule(m.masks.schedule, 'masks.schedule', bad);
+    if (m.masks.carried !== undefined) checkCarried(m.masks.carried, bad);
+  }
+  if (Array.isArray(m.layerMap)) checkLayerMap(m.layerMap, bad);
   switch (m.kind as ManifestKind) {
     case 'grow':
       if (m.mode !== 'masked' && m.mode !== 'zero')
@@ -191,6 +203,7 @@ export function parseManifest(m: unknown, where: string): Manifest {
       for (const k of ['step', 'stageStart', 'tokens', 'targetStep']) field(extra, k, `extra.${k}`, 'number', true);
       field(extra, 'lrSchedule', 'extra.lrSchedule', 'object', true);
       field(extra, 'complete', 'extra.complete', 'boolean', false);
+      checkTrainRecord(extra, bad);
       break;
     case 'bake':
       field(extra, 'droppedMasks', 'extra.droppedMasks', 'array', false);
@@ -199,6 +212,112 @@ export function parseManifest(m: unknown, where: string): Manifest {
       break;
   }
   return m as unknown as Manifest;
+}
+
+type Bad = (msg: string) => never;
+const SCHEDULE_SHAPES = ['linear', 'cosine'];
+const CARRIED_HOW = ['continued', 'regrown', 'restarted'];
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
+const show = (v: unknown): string => (v === undefined ? 'missing' : JSON.stringify(v));
+
+/** One masks.schedule entry: a known group, integer start (negative: carried) and length >= 0, a known shape. */
+function checkScheduleEntry(e: unknown, path: string, bad: Bad): void {
+  if (!isObject(e)) bad(`field "${path}" must be an object {group, startStep, length, shape}`);
+  const x = e as Json;
+  if (!(MASK_GROUPS as readonly unknown[]).includes(x.group))
+    bad(`field "${path}.group" must be one of ${MASK_GROUPS.join(', ')}, got ${show(x.group)}`);
+  if (!isInt(x.startStep)) bad(`field "${path}.startStep" must be an integer, got ${show(x.startStep)}`);
+  if (!(isInt(x.length) && x.length >= 0)) bad(`field "${path}.length" must be an integer >= 0, got ${show(x.length)}`);
+  if (!SCHEDULE_SHAPES.includes(x.shape as string))
+    bad(`field "${path}.shape" must be one of ${SCHEDULE_SHAPES.join(', ')}, got ${show(x.shape)}`);
+}
+
+function checkSchedule(s: unknown[], path: string, bad: Bad): void {
+  const seen = new Set<unknown>();
+  s.forEach((e, i) => {
+    checkScheduleEntry(e, `${path}[${i}]`, bad);
+    const g = (e as Json).group;
+    if (seen.has(g)) bad(`field "${path}[${i}].group": group "${String(g)}" is scheduled twice`);
+    seen.add(g);
+  });
+}
+
+/** masks.carried (growth/carry.ts CarriedAnnealing). */
+function checkCarried(c: unknown, bad: Bad): void {
+  if (!isObject(c)) return bad('field "masks.carried" must be an object {sourceStageStep, groups}');
+  if (!(isInt(c.sourceStageStep) && c.sourceStageStep >= 0))
+    bad(`field "masks.carried.sourceStageStep" must be an integer >= 0, got ${show(c.sourceStageStep)}`);
+  if (!Array.isArray(c.groups)) return bad('field "masks.carried.groups" must be an array');
+  c.groups.forEach((g: unknown, i: number) => {
+    const p = `masks.carried.groups[${i}]`;
+    if (!isObject(g)) return bad(`field "${p}" must be an object {group, how, entry}`);
+    if (!(MASK_GROUPS as readonly unknown[]).includes(g.group))
+      bad(`field "${p}.group" must be one of ${MASK_GROUPS.join(', ')}, got ${show(g.group)}`);
+    if (!CARRIED_HOW.includes(g.how as string))
+      bad(`field "${p}.how" must be one of ${CARRIED_HOW.join(', ')}, got ${show(g.how)}`);
+    checkScheduleEntry(g.entry, `${p}.entry`, bad);
+  });
+}
+
+/**
+ * layerMap: the source layers kept in order (inserted false: 0, 1, 2, ...) with inserted copies
+ * among them, each naming a source layer that exists (growth/depth.ts buildLayerMap).
+ */
+function checkLayerMap(map: unknown[], bad: Bad): void {
+  const kept = map.filter((e) => isObject(e) && e.inserted === false).length;
+  let next = 0;
+  map.forEach((e, i) => {
+    const p = `layerMap[${i}]`;
+    if (!isObject(e)) return bad(`field "${p}" must be an object {source, inserted}`);
+    if (typeof e.inserted !== 'boolean') bad(`field "${p}.inserted" must be a boolean, got ${show(e.inserted)}`);
+    if (!(isInt(e.source) && e.source >= 0 && e.source < kept))
+      bad(`field "${p}.source" must be a source layer index in [0, ${kept}), got ${show(e.source)}`);
+    if (e.inserted === false) {
+      if (e.source !== next)
+        bad(`field "${p}.source": the kept source layers must be 0, 1, 2, ... in order; expected ${next}, got ${show(e.source)}`);
+      next++;
+    }
+  });
+}
+
+/** A training manifest's resume state: steps and tokens, and the LR schedule (lr-schedule.ts validateLrSchedule's rules). */
+function checkTrainRecord(x: Json, bad: Bad): void {
+  for (const k of ['step', 'stageStart', 'tokens', 'targetStep'])
+    if (!(isInt(x[k]) && x[k] >= 0)) bad(`field "extra.${k}" must be an integer >= 0, got ${show(x[k])}`);
+  const step = x.step as number;
+  if ((x.stageStart as number) > step) bad(`field "extra.stageStart" ${show(x.stageStart)} is after extra.step ${step}`);
+  if (x.runStartStep !== undefined && !(isInt(x.runStartStep) && x.runStartStep >= 0 && x.runStartStep <= step))
+    bad(`field "extra.runStartStep" must be an integer in [0, extra.step=${step}], got ${show(x.runStartStep)}`);
+  if (x.stageStep !== undefined && x.stageStep !== step - (x.stageStart as number))
+    bad(
+      `field "extra.stageStep" must be extra.step - extra.stageStart = ${step - (x.stageStart as number)}, got ${show(x.stageStep)}`,
+    );
+  const s = x.lrSchedule as Json;
+  const p = 'extra.lrSchedule';
+  if (!['cosine', 'linear', 'constant'].includes(s.schedule as string))
+    bad(`field "${p}.schedule" must be one of cosine, linear, constant, got ${show(s.schedule)}`);
+  const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+  if (!(num(s.lr) && s.lr >= 0)) bad(`field "${p}.lr" must be a finite number >= 0, got ${show(s.lr)}`);
+  if (!(num(s.minLr) && s.minLr >= 0 && s.minLr <= (s.lr as number)))
+    bad(`field "${p}.minLr" must be in [0, lr=${show(s.lr)}], got ${show(s.minLr)}`);
+  if (!(isInt(s.totalSteps) && s.totalSteps > 0))
+    bad(`field "${p}.totalSteps" must be an integer > 0, got ${show(s.totalSteps)}`);
+  if (!(isInt(s.warmupSteps) && s.warmupSteps >= 0 && s.warmupSteps <= (s.totalSteps as number)))
+    bad(`field "${p}.warmupSteps" must be an integer in [0, totalSteps=${show(s.totalSteps)}], got ${show(s.warmupSteps)}`);
+  if (s.startStep !== undefined && !(isInt(s.startStep) && s.startStep >= 0))
+    bad(`field "${p}.startStep" must be an integer >= 0, got ${show(s.startStep)}`);
+}
+
+/**
+ * The manifest against the folder's config.json: a layer map covers every layer of the model it
+ * describes. (`where` names the manifest file.)
+ */
+export function checkManifestAgainstConfig(m: Manifest, cfg: ModelConfig, where: string): void {
+  if (m.layerMap !== undefined && m.layerMap.length !== cfg.numLayers)
+    throw new FlmGrowError(
+      'BadManifest',
+      `${where}: field "layerMap" has ${m.layerMap.length} entries, but config.json has num_hidden_layers ${cfg.numLayers}`,
+    );
 }
 
 export function readManifest(dir: string): Manifest | undefined {

@@ -460,7 +460,7 @@ async function initStage(run: PipelineRun, s: Extract<StageSpec, { init: unknown
 
 /** Trains (or resumes, or skips a completed) stage, then measures its losses. */
 async function trainStage(run: PipelineRun, s: Extract<StageSpec, { train: unknown }>, st: StageRun): Promise<void> {
-  const done = await latestCheckpoint(st.dir);
+  const done = await latestCheckpoint(st.dir, (line) => run.log(`[${s.name}] warning: ${line}`));
   const doneManifest = done === undefined ? undefined : readManifest(done);
   if (done !== undefined && doneManifest?.kind === 'train' && doneManifest.extra.complete === true) {
     st.r.skipped = true;

@@ -10,6 +10,7 @@ import sys
 
 import torch
 
+from .checkpointing import ManifestError
 from .masks import MASKS_FILE, attach_masks, read_masks, read_schedule
 from .model import load_model
 from .safetensors_io import load_file, save_file
@@ -57,4 +58,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ManifestError as e:  # a hand-edited manifest or mask file: one line, exit 2 (as train.py)
+        sys.exit(print(f"forward: {e}", file=sys.stderr) or 2)

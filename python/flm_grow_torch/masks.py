@@ -68,8 +68,27 @@ def annealing_end_step(schedule):
     return max([e["startStep"] + e["length"] for e in schedule], default=0)
 
 
+def _checkpointing():
+    """The package's checkpointing module (manifest validation), or None in the copy of this file
+    inside a checkpoint folder, where the package is not there (imported by name, not `from .`)."""
+    try:
+        return importlib.import_module(f"{__package__}.checkpointing")
+    except ImportError:
+        return None
+
+
+def _manifest_error():
+    c = _checkpointing()
+    return ValueError if c is None else c.ManifestError
+
+
 def read_schedule(ckpt_dir):
-    """The manifest's masks.schedule ([] when there is none)."""
+    """The manifest's masks.schedule ([] when there is none), validated by the package's
+    checkpointing.validate_manifest (field and file named) where the package is present."""
+    c = _checkpointing()
+    if c is not None:
+        m = c.read_manifest(ckpt_dir)
+        return ((m or {}).get("masks") or {}).get("schedule", [])
     p = os.path.join(ckpt_dir, "flm-grow-manifest.json")
     if not os.path.exists(p):
         return []
@@ -103,6 +122,7 @@ def read_masks(path, cfg=None):
     }
     if "vocab_tokens" in t:
         m["vocab_tokens"] = t["vocab_tokens"]
+    check_mask_values(path, t)
     if cfg is not None:
         want = [("hidden", m["hidden"], cfg.hidden_size), ("vocab", m["vocab"], cfg.vocab_size)]
         if "vocab_tokens" in m:
@@ -118,6 +138,16 @@ def read_masks(path, cfg=None):
             if v.numel() != size:
                 raise ValueError(f"{path}: mask {name} has {v.numel()} entries, config needs {size}")
     return m
+
+
+def check_mask_values(path: str, tensors: dict) -> None:
+    """Every mask value in [0, 1] (src/masks.ts readMasks): a NaN or 5 would scale activations
+    instead of masking them."""
+    for name, v in tensors.items():
+        ok = (v >= 0) & (v <= 1)
+        if not bool(ok.all()):
+            k = int((~ok).reshape(-1).nonzero()[0])
+            raise _manifest_error()(f"{path}: mask {name!r}[{k}] = {float(v.reshape(-1)[k])} is outside [0, 1]")
 
 
 def write_masks(path, m):

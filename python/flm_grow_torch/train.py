@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from . import runlock
 from .checkpointing import (
     MANIFEST_FORMAT,
+    ManifestError,
     MetricsLog,
     checkpoint_dir_name,
     latest_checkpoint,
@@ -272,10 +273,11 @@ def main(argv=None):
             sys.exit(f"train: {e}")
     dir_, resumed = a.checkpoint, False
     if a.resume:
-        latest = latest_checkpoint(a.out)
+        latest = latest_checkpoint(a.out, warn=lambda line: log(f"train: warning: --resume {line}"))
         if latest is not None:
             dir_, resumed = latest, True
     cfg = read_config(dir_)
+    read_manifest(dir_, cfg.num_layers)  # every field that drives computation, checked first (ManifestError)
     if T > cfg.max_position_embeddings:
         sys.exit(
             f"train: --seq-len {T} exceeds the model's max_position_embeddings {cfg.max_position_embeddings} ({dir_}/config.json)"
@@ -585,6 +587,10 @@ def out_of_memory(e):
 def cli():
     try:
         main()
+    except ManifestError as e:
+        # a hand-edited manifest is bad input: one line naming the file and field, exit 2
+        print(f"train: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
     except (MemoryError, RuntimeError) as e:
         if not out_of_memory(e):
             raise

@@ -5,7 +5,7 @@
  * (model card), tokenizer files copied along, and flm-grow-manifest.json (kind 'train') written LAST, after everything
  * else is in place: a folder without a manifest that verifies is an interrupted save.
  */
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isInside } from '../checkpoint/paths.ts';
 import { expectedTensors } from '../arch.ts';
@@ -13,8 +13,10 @@ import type { ModelConfig } from '../config.ts';
 import { writeModelFiles } from '../hf-folder.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import { float32ToBytes } from '../util/dtype.ts';
+import { readFailure, readJsonFile } from '../util/files.ts';
 import {
   MANIFEST_FILE,
+  parseManifest,
   readManifest,
   SIDE_FILE_PATTERN,
   verifyManifestFiles,
@@ -105,18 +107,98 @@ export function listCheckpoints(outDir: string): { dir: string; step: number }[]
     .sort((a, b) => a.step - b.step);
 }
 
-/** A checkpoint folder whose manifest exists and whose files match it. */
-export async function isCompleteCheckpoint(dir: string): Promise<boolean> {
-  const m = readManifest(dir);
-  if (m === undefined) return false;
-  return (await verifyManifestFiles(dir, m)).length === 0;
+/**
+ * What is wrong with a saved checkpoint folder, or undefined when it is complete (its manifest
+ * is there and every file it lists has the recorded sha256). Damage (an interrupted save, a
+ * truncated or altered file, a manifest that is not JSON) is described in words; a manifest that
+ * parses but whose fields are impossible was edited by hand and is refused (parseManifest
+ * throws BadManifest naming the field), never skipped.
+ */
+export async function checkpointDamage(dir: string): Promise<string | undefined> {
+  const mp = join(dir, MANIFEST_FILE);
+  if (!existsSync(mp)) return `no ${MANIFEST_FILE} (an interrupted save)`;
+  let json: unknown;
+  try {
+    json = readJsonFile(mp, { what: 'manifest' });
+  } catch (e) {
+    return `${MANIFEST_FILE} is unreadable (${readFailure(e)})`;
+  }
+  const m = parseManifest(json, mp);
+  for (const f of await verifyManifestFiles(dir, m)) {
+    const p = join(dir, f);
+    if (!existsSync(p)) return `${f}, listed in its manifest, is missing`;
+    const size = statSync(p).size;
+    const need = f.endsWith('.safetensors') ? safetensorsSize(p) : undefined;
+    if (need !== undefined && size < need) return `${f} is truncated (${size} of the ${need} bytes its header needs)`;
+    return `${f} does not match its manifest (sha256 differs; ${size} bytes)`;
+  }
+  return undefined;
 }
 
-/** The newest complete checkpoint of a training folder, or undefined. */
-export async function latestCheckpoint(outDir: string): Promise<string | undefined> {
+/** The size a safetensors file's header says it has (8 + header + data), or undefined if unreadable. */
+function safetensorsSize(path: string): number | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const b = Buffer.alloc(8);
+    if (readSync(fd, b, 0, 8, 0) < 8) return 8;
+    const n = Number(b.readBigUInt64LE(0));
+    if (n > 100 << 20) return undefined;
+    const h = Buffer.alloc(n);
+    if (readSync(fd, h, 0, n, 8) < n) return 8 + n;
+    const header = JSON.parse(h.toString('utf8')) as Record<string, { data_offsets?: [number, number] }>;
+    let end = 0;
+    for (const [k, t] of Object.entries(header)) if (k !== '__metadata__') end = Math.max(end, t.data_offsets?.[1] ?? 0);
+    return 8 + n + end;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** A checkpoint folder whose manifest exists and whose files match it. */
+export async function isCompleteCheckpoint(dir: string): Promise<boolean> {
+  return (await checkpointDamage(dir)) === undefined;
+}
+
+/** The newest complete checkpoint of a training folder (or undefined), and the newer ones skipped as damaged. */
+export async function findLatestCheckpoint(
+  outDir: string,
+): Promise<{ dir: string | undefined; step: number | undefined; skipped: { dir: string; why: string }[] }> {
   const all = listCheckpoints(outDir);
-  for (let k = all.length - 1; k >= 0; k--) if (await isCompleteCheckpoint(all[k].dir)) return all[k].dir;
-  return undefined;
+  const skipped: { dir: string; why: string }[] = [];
+  for (let k = all.length - 1; k >= 0; k--) {
+    const why = await checkpointDamage(all[k].dir);
+    if (why === undefined) {
+      const m = readManifest(all[k].dir);
+      return { dir: all[k].dir, step: m?.kind === 'train' ? m.extra.step : all[k].step, skipped };
+    }
+    skipped.push({ dir: all[k].dir, why });
+  }
+  return { dir: undefined, step: undefined, skipped };
+}
+
+/** The one line that says which checkpoints a resume went past, why, and where it resumes. */
+export function skippedCheckpointsLine(r: Awaited<ReturnType<typeof findLatestCheckpoint>>): string | undefined {
+  if (r.skipped.length === 0) return undefined;
+  return (
+    `skipped damaged checkpoint${r.skipped.length > 1 ? 's' : ''} ${r.skipped.map((s) => `${s.dir} (${s.why})`).join(', ')}; ` +
+    (r.dir !== undefined
+      ? `resuming from ${r.dir} at step ${r.step}`
+      : 'no complete checkpoint is left: starting again from the input checkpoint')
+  );
+}
+
+/**
+ * The newest complete checkpoint of a training folder, or undefined. A newer folder that is
+ * damaged is gone past, never silently: `warn` gets one line naming it, why, and the step resumed from.
+ */
+export async function latestCheckpoint(outDir: string, warn?: (line: string) => void): Promise<string | undefined> {
+  const r = await findLatestCheckpoint(outDir);
+  const line = skippedCheckpointsLine(r);
+  if (line !== undefined) warn?.(line);
+  return r.dir;
 }
 
 /** Whether `outDir` holds a training run (metrics.jsonl or checkpoint-<step> folders). */

@@ -17,6 +17,7 @@ import { checkRunFolder, clearRun } from './checkpointing.ts';
 import { camelKey, TRAIN_OPTIONS, trainDefault } from './options.ts';
 import { checkDataFile, TokenDataset } from './data.ts';
 import { LOCK_FILE, LOCK_HELD_ENV, withRunLock } from '../util/run-lock.ts';
+import { CheckpointFolder } from '../checkpoint-folder.ts';
 
 export const ENGINES = ['tfjs', 'torch', 'auto'] as const;
 export type Engine = (typeof ENGINES)[number];
@@ -103,6 +104,15 @@ export function torchTrainArgs(o: TrainOptions, fsdp = false): string[] {
 
 async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promise<TrainResult> {
   requireTorchPython();
+  // the starting checkpoint's manifest is checked here as the tfjs trainer checks it (a
+  // hand-edited field: one line naming it, exit 2); the engine checks it again, and a resume's
+  // newest save (which it picks), itself
+  const ck = await CheckpointFolder.open(o.checkpoint);
+  try {
+    void ck.manifest;
+  } finally {
+    await ck.close();
+  }
   if (o.overwrite === true) clearRun(o.out);
   const args = torchTrainArgs(o, fsdp);
   const r = await runTorchModule('flm_grow_torch.train', args, {
@@ -119,6 +129,9 @@ async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promis
             'use a machine with more memory, or several GPUs with --nproc N --fsdp)'
           : ''),
     );
+  const last = r.stderr.trim().split('\n').pop() ?? '';
+  // the engine's refusals of bad input (exit 2, one line "train: ...") are passed on as they are
+  if (r.code === 2 && last.startsWith('train: ')) throw new TrainError('TorchEngineRefused', last.slice('train: '.length));
   if (r.code !== 0 || r.result === undefined) {
     const tail = r.stderr.trim().split('\n').slice(-3).join('\n');
     throw new TrainError('TorchEngineFailed', `torch engine exited with code ${r.code}${tail !== '' ? `:\n${tail}` : ''}`);

@@ -458,7 +458,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 async function trainHoldingLock(o: TrainOptions, args: TrainArgs, log: (line: string) => void): Promise<TrainResult> {
   checkRunFolder(o.out, o);
   await initBackend(o.backend ?? 'auto');
-  const latest = o.resume === true ? await latestCheckpoint(o.out) : undefined;
+  const latest = o.resume === true ? await latestCheckpoint(o.out, (line) => log(`train: warning: --resume ${line}`)) : undefined;
   const dir = latest ?? o.checkpoint;
   const ck = await CheckpointFolder.open(dir);
   const held: Held = {};
