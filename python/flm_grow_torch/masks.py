@@ -72,7 +72,7 @@ def _checkpointing():
     """The package's checkpointing module (manifest validation), or None in the copy of this file
     inside a checkpoint folder, where the package is not there (imported by name, not `from .`)."""
     try:
-        return importlib.import_module(f"{__package__}.checkpointing")
+        return importlib.import_module(".checkpointing", __package__)
     except ImportError:
         return None
 
@@ -153,7 +153,7 @@ def check_mask_values(path: str, tensors: dict) -> None:
 def write_masks(path, m):
     # tensor order and metadata as src/masks.ts writeMasks, by the package's writer (imported by
     # name, not `from .`: the copy in a checkpoint folder never writes masks)
-    save_file = importlib.import_module(f"{__package__}.safetensors_io").save_file
+    save_file = importlib.import_module(".safetensors_io", __package__).save_file
     t = {"hidden": m["hidden"], "vocab": m["vocab"]}
     for i, l in enumerate(m["layers"]):
         t[f"layers.{i}.heads"] = l["heads"]
