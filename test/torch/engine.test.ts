@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../../src/backend.ts';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
+import { tensorsAndMetadata } from '../support/safetensors-compare.ts';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
 import { writeSafetensors } from '../../src/checkpoint/safetensors-writer.ts';
 import { bytesToFloat32 } from '../../src/util/dtype.ts';
@@ -58,21 +59,6 @@ async function readAll(path: string): Promise<Map<string, { shape: number[]; dat
     await f.close();
   }
   return out;
-}
-
-/** The tensors (names, dtypes, shapes, bytes) and metadata of two safetensors files, for an exact
- * comparison that does not depend on the writer's layout (the torch engine writes through the
- * safetensors package, which orders tensors by dtype and name; flm-grow's writer in insertion order). */
-async function tensorsAndMetadata(path: string): Promise<unknown> {
-  const f = await SafetensorsFile.open(path);
-  try {
-    const out: Record<string, unknown> = { __metadata__: f.metadata };
-    for (const [n, info] of f.tensors)
-      out[n] = { dtype: info.dtype, shape: [...info.shape], bytes: Buffer.from(await f.read(n)).toString('hex') };
-    return out;
-  } finally {
-    await f.close();
-  }
 }
 
 /** max |a-b| / max |b| */
