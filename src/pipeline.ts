@@ -29,7 +29,7 @@ import { readMetrics, type MetricsRecord } from './train/metrics.ts';
 import { lossSeriesFromMetrics, plotLossCurves } from './plot.ts';
 import { camelKey, optionProblem, snakeKey, TRAIN_OPTIONS, trainDefault } from './train/options.ts';
 import type { ProgressFactory } from './util/progress.ts';
-import { readFailure, readJsonFile, readRegularFile, readTextFile } from './util/files.ts';
+import { cannotRead, readFailure, readJsonFile, readRegularFile, readTextFile } from './util/files.ts';
 import { writeFileAtomic } from './checkpoint/atomic.ts';
 import { withRunLock } from './util/run-lock.ts';
 
@@ -189,7 +189,7 @@ export function readPipelineFile(path: string): PipelineSpec {
   try {
     json = readJsonFile(path, { what: 'pipeline' });
   } catch (e) {
-    throw new PipelineError(path, undefined, `cannot read: ${readFailure(e)}`);
+    throw new PipelineError(path, undefined, cannotRead('pipeline', e));
   }
   return parsePipeline(json, path);
 }

@@ -5,7 +5,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { TrainError } from '../errors.ts';
-import { MAX_DATA_BYTES, MAX_TEXT_BYTES, readFailure, readFailureCode, readRegularFile } from '../util/files.ts';
+import { cannotRead, MAX_DATA_BYTES, MAX_TEXT_BYTES, readFailureCode, readRegularFile } from '../util/files.ts';
 import { BYTE_TOKENIZER_NAME, byteTokenizer, type Tokenizer } from '../tokenizer.ts';
 import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
 import { tokenDtypeForPath, tokenWidth, type TokenDtype } from '../util/token-files.ts';
@@ -68,7 +68,7 @@ function dataLimit(path: string, opts: TokenDatasetOptions): number {
 }
 
 function dataReadError(path: string, e: unknown): TrainError {
-  return new TrainError(readFailureCode(e, 'DataUnreadable'), `${path}: cannot read training data: ${readFailure(e)}`);
+  return new TrainError(readFailureCode(e, 'DataUnreadable'), `${path}: ${cannotRead('training data', e)}`);
 }
 
 /**

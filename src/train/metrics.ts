@@ -3,7 +3,7 @@
  * can mark where the model grew. Appending line by line keeps the log useful after a crash.
  */
 import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
-import { readFailure, readFailureCode, readTextFile } from '../util/files.ts';
+import { cannotRead, readFailureCode, readTextFile } from '../util/files.ts';
 import { TrainError } from '../errors.ts';
 
 export interface StepMetrics {
@@ -132,7 +132,7 @@ function metricsText(path: string): string {
   try {
     return readTextFile(path, { what: 'metrics log' });
   } catch (e) {
-    throw new TrainError(readFailureCode(e, 'MetricsUnreadable'), `${path}: cannot read metrics: ${readFailure(e)}`);
+    throw new TrainError(readFailureCode(e, 'MetricsUnreadable'), `${path}: ${cannotRead('metrics', e)}`);
   }
 }
 
