@@ -110,13 +110,14 @@ export const trainCommand: CommandModule = {
           if (!quiet) logLine(line);
         },
         onStep: (m) => {
-          start ??= m.step;
-          bar?.update(m.step + 1 - start, { loss: m.loss, lr: m.lr, mask: lowestMask(m) });
+          // m.step counts updates done (the HF Trainer's global_step): 1 after the first
+          start ??= m.step - 1;
+          bar?.update(m.step - start, { loss: m.loss, lr: m.lr, mask: lowestMask(m) });
           if (quiet) return;
           if (m.evalLoss !== undefined)
-            logLine(`train: step ${m.step + 1}: eval loss ${m.evalLoss.toFixed(4)} (train loss ${m.loss.toFixed(4)})`);
-          if (saveEvery > 0 && (m.step + 1) % saveEvery === 0)
-            logLine(`train: step ${m.step + 1}: saving checkpoint-${String(m.step + 1).padStart(6, '0')}`);
+            logLine(`train: step ${m.step}: eval loss ${m.evalLoss.toFixed(4)} (train loss ${m.loss.toFixed(4)})`);
+          if (saveEvery > 0 && m.step % saveEvery === 0)
+            logLine(`train: step ${m.step}: saving checkpoint-${String(m.step).padStart(6, '0')}`);
         },
       },
       { engine: a.engine as Engine, nproc: a.nproc as number, fsdp: a.fsdp === true },

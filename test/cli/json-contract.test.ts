@@ -73,7 +73,7 @@ describe('--json: stdout is exactly one JSON object', () => {
     const r = flmGrow(['train', F, '--data', CORPUS, '--out', join(d, 'trun'), '--steps', '10', '--engine', 'torch', '--json']);
     expect(r.status, r.stderr).toBe(0);
     expect(() => JSON.parse(r.stdout), r.stdout).not.toThrow();
-    expect(r.stderr).toMatch(/step 10: loss/); // the engine's log line, now on stderr
+    expect(r.stderr).toMatch(/^step 10\/10: loss/m); // the engine's log line, now on stderr
     json(['forward', F, '--engine', 'torch', '--input', join(F, 'reference.safetensors'), '--out', join(d, 'fwd.safetensors')]);
   });
 });
