@@ -128,6 +128,20 @@ export async function main(argv: string[]): Promise<void> {
       throw new FlmGrowError('UsageError', withSuggestions(msg, optionNames(first, commands, yargs), suggest));
     });
   for (const c of commands) cli = cli.command(c);
+  // A Hub id given where a checkpoint folder goes (`inspect meta-llama/Llama-3.2-1B`) is read from
+  // its snapshot in the local HF cache when there is one; otherwise the command's own "no such
+  // folder" error says how to download it (checkpoint/locate.ts)
+  cli = cli.middleware(async (a: Record<string, unknown>) => {
+    const { looksLikeHubId, cachedSnapshot } = await import('./checkpoint/locate.ts');
+    for (const k of ['checkpoint', 'source', 'grown']) {
+      const v = a[k];
+      if (typeof v !== 'string' || !looksLikeHubId(v)) continue;
+      const snap = cachedSnapshot(v);
+      if (snap === undefined) continue;
+      a[k] = snap;
+      if (a.quiet !== true) process.stderr.write(`flm-grow: ${v}: the Hugging Face cache snapshot ${snap}\n`);
+    }
+  });
   if (!helpAsked) {
     await cli.parseAsync();
     return;

@@ -16,7 +16,9 @@ import { FlmGrowError } from './errors.ts';
 import { readManifest, verifyManifestFiles } from './manifest.ts';
 import { growCheckpoint } from './growth/grow.ts';
 import { bakeCheckpoint } from './growth/bake.ts';
-import { applyPlanFlags, planToJson, readPlanFile, type GrowthPlan } from './growth/plan.ts';
+import { applyPlanFlags, defaultPlan, planToJson, readPlanFile, TARGET_KEYS, type GrowthPlan } from './growth/plan.ts';
+import { parseDtypeName } from './util/dtype.ts';
+import { didYouMeanKey } from './util/suggest.ts';
 import { verifyGrowth, formatReport, VerifyFailedError, type VerifyReport } from './verify.ts';
 import { BACKEND_NAMES, initBackend, type BackendName } from './backend.ts';
 import { initConfig, writeRandomInit } from './train/random-init.ts';
@@ -57,7 +59,16 @@ export interface TrainSettings {
 export type StageSpec =
   | { name: string; init: { config: Record<string, unknown>; std?: number; seed?: number } }
   | { name: string; train: TrainSettings }
-  | { name: string; grow: { plan: string; anneal_steps?: number; mode?: 'masked' | 'zero' } }
+  | {
+      name: string;
+      grow: {
+        plan?: string;
+        anneal_steps?: number;
+        mode?: 'masked' | 'zero';
+        /** Output dtype: bf16, f16, f32 or the HF names bfloat16, float16, float32 (default: the source's). */
+        dtype?: string;
+      } & Partial<Record<(typeof TARGET_KEYS)[number], number>>;
+    }
   | { name: string; verify: { tokens?: number; seq?: number; seed?: number; tolerance?: number } }
   | { name: string; bake: { force?: boolean } };
 
@@ -118,7 +129,14 @@ const TRAIN_FIELDS: Record<string, Check> = {
 const STAGE_FIELDS: Record<StageKind, Record<string, Check>> = {
   init: { config: obj, std: num, seed: int },
   train: TRAIN_FIELDS,
-  grow: { plan: str, anneal_steps: int, mode: oneOf(['masked', 'zero']) },
+  // the targets as in a growth plan's "targets" and the CLI's --hidden-size ...: over the plan's
+  grow: {
+    plan: str,
+    anneal_steps: int,
+    mode: oneOf(['masked', 'zero']),
+    dtype: oneOf(['bf16', 'f16', 'f32', 'bfloat16', 'float16', 'float32']),
+    ...Object.fromEntries(TARGET_KEYS.map((k) => [k, num])),
+  },
   verify: { tokens: int, seq: int, seed: int, tolerance: num },
   bake: { force: bool },
 };
@@ -137,7 +155,8 @@ const TOP_FIELDS: Record<string, Check> = {
 function checkFields(o: Obj, fields: Record<string, Check>, fail: (field: string, msg: string) => never, prefix = ''): void {
   for (const [k, v] of Object.entries(o)) {
     const check = fields[k];
-    if (check === undefined) fail(`${prefix}${k}`, `unknown (allowed: ${Object.keys(fields).join(', ')})`);
+    if (check === undefined)
+      fail(`${prefix}${k}`, `unknown${didYouMeanKey(k, Object.keys(fields))} (allowed: ${Object.keys(fields).join(', ')})`);
     const bad = check(v);
     if (bad !== undefined) fail(`${prefix}${k}`, `${bad}, got ${JSON.stringify(v)}`);
   }
@@ -175,8 +194,12 @@ export function parsePipeline(json: unknown, file: string): PipelineSpec {
     checkFields(o[kind] as Obj, STAGE_FIELDS[kind], fail, `${kind}.`);
     if (kind === 'init' && k !== 0) throw new PipelineError(file, `stages[${k}]`, 'init can only be the first stage');
     if (kind === 'init' && (o.init as Obj).config === undefined) fail('init.config', 'is required');
-    if (kind === 'grow' && typeof (o.grow as Obj).plan !== 'string')
-      throw new PipelineError(file, `stages[${k}].grow.plan`, 'must name a growth plan file');
+    if (kind === 'grow' && (o.grow as Obj).plan === undefined && !TARGET_KEYS.some((t) => (o.grow as Obj)[t] !== undefined))
+      throw new PipelineError(
+        file,
+        `stages[${k}].grow`,
+        `needs "plan" (a growth plan file) or a target, as the CLI's --hidden-size ... (${TARGET_KEYS.join(', ')})`,
+      );
   });
   if (!('init' in (p.stages as object[])[0]) && typeof p.checkpoint !== 'string') {
     throw new PipelineError(file, 'checkpoint', 'is required when the first stage is not init');
@@ -218,7 +241,19 @@ function precheck(spec: PipelineSpec, file: string, rel: (p: string) => string):
       throw new PipelineError(file, `stages[${k}]`, `verify (stage ${k + 1}, ${s.name}) needs a grow or bake stage before it`);
     if ('grow' in s || 'bake' in s) pairBefore = true;
     if ('grow' in s) {
-      const plan = applyPlanFlags(readPlanFile(rel(s.grow.plan)), { annealSteps: s.grow.anneal_steps, mode: s.grow.mode });
+      const g = s.grow;
+      const plan = applyPlanFlags(g.plan !== undefined ? readPlanFile(rel(g.plan)) : defaultPlan(), {
+        annealSteps: g.anneal_steps,
+        mode: g.mode,
+        hiddenSize: g.hidden_size,
+        intermediateSize: g.intermediate_size,
+        numAttentionHeads: g.num_attention_heads,
+        numKeyValueHeads: g.num_key_value_heads,
+        numHiddenLayers: g.num_hidden_layers,
+        vocabSize: g.vocab_size,
+        mupScaleFactor: g.mup_scale_factor,
+        headDim: g.head_dim,
+      });
       plans.set(k, plan);
     } else if ('train' in s) {
       const ts = { ...(spec.train ?? {}), ...s.train };
@@ -528,7 +563,9 @@ async function growStage(run: PipelineRun, st: StageRun): Promise<void> {
   if (await manifestComplete(st.dir)) st.r.skipped = true;
   else {
     const { quiet, progress } = run.opts;
+    const g = (run.spec.stages[st.k] as Extract<StageSpec, { grow: unknown }>).grow;
     await growCheckpoint(run.current, st.dir, run.plans.get(st.k) as GrowthPlan, {
+      dtype: g.dtype === undefined ? undefined : parseDtypeName(g.dtype),
       overwrite: true,
       quiet,
       progress,
