@@ -15,7 +15,7 @@ import { tokenDtypeForPath } from '../util/token-files.ts';
 import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
 import { checkRunFolder, clearRun } from './checkpointing.ts';
 import { camelKey, TRAIN_OPTIONS, trainDefault } from './options.ts';
-import { checkDataFile, TokenDataset } from './data.ts';
+import { checkDataFile, dataFiles, parseDataMix, TokenDataset } from './data.ts';
 import { LOCK_FILE, LOCK_HELD_ENV, withRunLock } from '../util/run-lock.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
 
@@ -45,7 +45,7 @@ export function resolveEngine(e: EngineOptions): 'tfjs' | 'torch' {
 export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): Promise<TrainResult> {
   // either engine: bad options and an occupied run folder fail before anything is written
   trainArgs(o);
-  checkDataFile(o.data);
+  for (const f of dataFiles(o.data)) checkDataFile(f);
   // one writer per run folder: taken before the folder is judged or cleared (--overwrite), so a
   // second job never deletes or interleaves with the checkpoints of a running one
   return withRunLock(o.out, { takeOver: o.takeOverLock, log: o.log }, () => trainLocked(o, e));
@@ -104,6 +104,13 @@ export function torchTrainArgs(o: TrainOptions, fsdp = false): string[] {
 
 async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promise<TrainResult> {
   requireTorchPython();
+  // python/flm_grow_torch/data.py reads a mix (TokenDataset(spec)), but train.py still hashes and
+  // type-checks --data as one file
+  if (parseDataMix(o.data) !== undefined)
+    throw new TrainError(
+      'BadArgs',
+      `--data ${o.data}: a data mix runs on --engine tfjs for now (the torch trainer takes one data file)`,
+    );
   // the starting checkpoint's manifest is checked here as the tfjs trainer checks it (a
   // hand-edited field: one line naming it, exit 2); the engine checks it again, and a resume's
   // newest save (which it picks), itself

@@ -27,7 +27,7 @@ import {
   type Manifest,
   type MaskSchedule,
 } from '../manifest.ts';
-import { sha256File } from '../util/hash.ts';
+import { sha256Bytes, sha256File } from '../util/hash.ts';
 import { applyMaskValues, groupsBelowOne, MASKS_FILE, type MaskSet } from '../masks.ts';
 import {
   disposeMaskTensors,
@@ -41,7 +41,16 @@ import {
   type Rope,
 } from '../model/llama.ts';
 import { noProgress, startProgress, type ProgressFactory } from '../util/progress.ts';
-import { checkDataFile, checkMaskedIds, checkVocab, TokenDataset, type Batch } from './data.ts';
+import {
+  checkDataFile,
+  checkMaskedIds,
+  checkVocab,
+  dataFiles,
+  MixedDataset,
+  openTrainingData,
+  type Batch,
+  type TrainingData,
+} from './data.ts';
 import { tokenDtypeForPath } from '../util/token-files.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
@@ -422,7 +431,7 @@ interface Run extends TrainArgs {
   dir: string;
   cfg: ModelConfig;
   st: StartState;
-  ds: TokenDataset;
+  ds: TrainingData;
   tokenizerName: string;
   dataSha: string;
   state: ModelState;
@@ -451,7 +460,7 @@ export function checkTrainOptions(o: TrainOptions): void {
 export async function train(o: TrainOptions): Promise<TrainResult> {
   checkTrainOptions(o);
   const args = trainArgs(o);
-  checkDataFile(o.data);
+  for (const f of dataFiles(o.data)) checkDataFile(f);
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
   // checkpoint-<step> folders (and pruning) inside the starting checkpoint would change it
   if (isInside(o.out, o.checkpoint))
@@ -536,11 +545,17 @@ async function openRun(
       `train: the run's LR schedule ends at step ${lrEnd}; steps ${lrEnd} to ${st.targetStep} run at its final LR ${st.lrSchedule.minLr}`,
     );
   const tokenizer = await ck.tokenizer();
-  const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
-  checkVocab(ds, cfg.vocabSize, o.data, tokenDtypeForPath(o.data) === undefined ? tokenizer.name : undefined);
+  const ds = openTrainingData(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
+  const parts = ds instanceof MixedDataset ? ds.parts : [ds];
+  for (const p of parts)
+    checkVocab(p, cfg.vocabSize, p.source, tokenDtypeForPath(p.source) === undefined ? tokenizer.name : undefined);
   const baseMasks = await ck.masks();
-  if (baseMasks !== undefined) checkMaskedIds(ds, baseMasks.vocab, o.data, baseMasks.vocabTokens);
-  const dataSha = await sha256File(o.data);
+  if (baseMasks !== undefined) for (const p of parts) checkMaskedIds(p, baseMasks.vocab, p.source, baseMasks.vocabTokens);
+  // a mix: the hash of its parts' hashes and weights
+  const dataSha =
+    ds instanceof MixedDataset
+      ? sha256Bytes(JSON.stringify(await Promise.all(parts.map(async (p, i) => [await sha256File(p.source), ds.weights[i]]))))
+      : await sha256File(o.data);
   const state = (held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck)));
   const adam = (held.adam = await openOptimizer(o, state, ck, st.step));
   const rope = (held.rope = makeRope(cfg, args.T));
@@ -768,7 +783,12 @@ async function save(r: Run, complete: boolean): Promise<string> {
         lrSchedule: r.st.lrSchedule,
         batchSize: r.B,
         seqLen: r.T,
-        data: { path: resolve(r.o.data), sha256: r.dataSha, tokens: r.ds.tokens.length, tokenizer: r.tokenizerName },
+        data: {
+          path: r.ds instanceof MixedDataset ? r.o.data : resolve(r.o.data),
+          sha256: r.dataSha,
+          tokens: r.ds.tokens.length,
+          tokenizer: r.tokenizerName,
+        },
         masksAllOne: masks === undefined || groupsBelowOne(masks).length === 0,
         lastLoss: r.losses.length > 0 ? r.losses[r.losses.length - 1] : null,
         evalLoss: r.lastEval ?? null,
