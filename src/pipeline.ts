@@ -7,7 +7,7 @@
  * stage continues from its newest complete checkpoint; anything half-written is redone. A failing
  * verify stops the pipeline (VerifyFailedError, exit 1).
  */
-import { existsSync, rmSync, mkdirSync, statSync, type Stats } from 'node:fs';
+import { existsSync, rmSync, mkdirSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parameterCount } from './arch.ts';
@@ -23,9 +23,10 @@ import { verifyGrowth, formatReport, VerifyFailedError, type VerifyReport } from
 import { BACKEND_NAMES, initBackend, type BackendName } from './backend.ts';
 import { initConfig, writeRandomInit } from './train/random-init.ts';
 import { checkpointLoss, checkTrainOptions, METRICS_FILE, type TrainOptions } from './train/trainer.ts';
-import { ENGINES, trainWithEngine, type Engine } from './train/engine.ts';
+import { corpusTokenFile, ENGINES, trainWithEngine, type Engine } from './train/engine.ts';
+import { isTextCorpus } from './train/corpus.ts';
 import { latestCheckpoint } from './train/checkpointing.ts';
-import { TokenDataset } from './train/data.ts';
+import { dataFiles, openTrainingData, parseDataMix } from './train/data.ts';
 import { loadTokenizer } from './tokenizer.ts';
 import { readMetrics, type MetricsRecord } from './train/metrics.ts';
 import { lossSeriesFromMetrics, plotLossCurves } from './plot.ts';
@@ -223,12 +224,13 @@ export function readPipelineFile(path: string): PipelineSpec {
  * stage runs, so a typo in stage 5 does not surface after an hour of training.
  */
 function precheck(spec: PipelineSpec, file: string, rel: (p: string) => string): Map<number, GrowthPlan> {
-  const data = rel(spec.data);
-  try {
-    readRegularFileHead(data);
-  } catch (e) {
-    throw new PipelineError(file, 'data', readFailure(e));
-  }
+  const data = relData(spec.data, rel);
+  for (const f of dataFiles(data))
+    try {
+      readRegularFileHead(f);
+    } catch (e) {
+      throw new PipelineError(file, 'data', `${f}: ${readFailure(e)}`);
+    }
   if (spec.checkpoint !== undefined && !existsSync(join(rel(spec.checkpoint), 'config.json'))) {
     throw new PipelineError(file, 'checkpoint', `${rel(spec.checkpoint)} is not a checkpoint folder (no config.json)`);
   }
@@ -333,7 +335,8 @@ interface PipelineRun {
   plans: Map<number, GrowthPlan>;
   out: string;
   data: string;
-  dataStat: Stats;
+  /** Size and mtime of the data (a mix: summed, the newest), recorded with each train stage's spec. */
+  dataStat: { size: number; mtimeMs: number };
   seed: number;
   backend: BackendName;
   /** Sum of every train stage's steps: 'continue' LR schedules span every train stage. */
@@ -381,7 +384,7 @@ async function startPipeline(file: string, opts: PipelineOptions, spec: Pipeline
   const plans = precheck(spec, file, rel);
   const log = opts.log ?? ((s: string) => process.stdout.write(s + '\n'));
   mkdirSync(out, { recursive: true });
-  const data = rel(spec.data);
+  const data = relData(spec.data, rel);
   const seed = spec.seed ?? trainDefault('seed');
   const backend = spec.backend ?? 'auto';
   log(`pipeline ${file}: ${spec.stages.length} stages into ${out} (backend ${await initBackend(backend)})`);
@@ -391,7 +394,8 @@ async function startPipeline(file: string, opts: PipelineOptions, spec: Pipeline
     (a, s) => a + ('train' in s ? (s.train.steps ?? trainDefaults.steps ?? Number.NaN) : 0),
     0,
   );
-  const dataStat = statSync(data);
+  const stats = dataFiles(data).map((f) => statSync(f));
+  const dataStat = { size: stats.reduce((a, x) => a + x.size, 0), mtimeMs: Math.max(...stats.map((x) => x.mtimeMs)) };
   return {
     file,
     spec,
@@ -546,7 +550,7 @@ async function recordTrainLosses(run: PipelineRun, st: StageRun): Promise<void> 
   r.evalLoss = x?.evalLoss ?? undefined;
   r.steps = [x !== undefined && typeof ts.steps === 'number' ? x.targetStep - ts.steps : 0, x?.step as number];
   run.metricsFiles.push(join(st.dir, METRICS_FILE));
-  const probe = probeBatch(run.data, run.current, B, T, run.seed);
+  const probe = await probeBatch(run.data, run.current, B, T, run.seed);
   r.lossEnd = await checkpointLoss(run.current, probe, B, T);
   if (run.pendingGrow !== undefined) {
     // the loss table compares growth on the batch size and length this stage trains with
@@ -668,8 +672,15 @@ function readPreviousReport(reportFile: string): VerifyReport | undefined {
 }
 
 /** A fixed held-out batch (eval split, index 0) to compare checkpoints on. */
-function probeBatch(data: string, ckDir: string, B: number, T: number, seed: number) {
-  const ds = TokenDataset.fromFile(data, { tokenizer: loadTokenizer(ckDir), seqLen: T });
+/** `data`, or each part of a mix (`a.bin:0.7,b.bin:0.3`), relative to the pipeline file. */
+function relData(data: string, rel: (p: string) => string): string {
+  const mix = parseDataMix(data);
+  return mix === undefined ? rel(data) : mix.map((p) => `${rel(p.path)}:${p.weight}`).join(',');
+}
+
+async function probeBatch(data: string, ckDir: string, B: number, T: number, seed: number) {
+  const file = isTextCorpus(data) ? await corpusTokenFile(data, ckDir) : data;
+  const ds = openTrainingData(file, { tokenizer: loadTokenizer(ckDir), seqLen: T });
   return ds.eval.length > T ? ds.batchAt('eval', 0, B, T, seed) : ds.batchAt('train', 0, B, T, seed);
 }
 

@@ -61,7 +61,9 @@ export const trainCommand: CommandModule = {
           type: 'string',
           demandOption: true,
           describe:
-            "training text (byte-level, or the checkpoint's tokenizer.json) or token file (.bin/.u16 uint16, .u32 uint32)",
+            'training data: text (the checkpoint\'s tokenizer.json, else bytes), a JSONL corpus ({"text": ...} per line; tokenized once and cached), ' +
+            'a token file (.bin/.u16 uint16, .u32 uint32; a .bin with a Megatron .idx beside it is read per the index), ' +
+            'or a weighted mix of token files: a.bin:0.7,b.bin:0.3',
         })
         .options(trainFlags()),
       ['json', 'quiet', 'backend', 'engine', 'out', ...SHARED_TRAIN_FLAGS],

@@ -16,6 +16,7 @@ import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer
 import { checkRunFolder, clearRun } from './checkpointing.ts';
 import { camelKey, TRAIN_OPTIONS, trainDefault } from './options.ts';
 import { checkDataFile, dataFiles, parseDataMix, TokenDataset } from './data.ts';
+import { corpusTokens, isTextCorpus } from './corpus.ts';
 import { LOCK_FILE, LOCK_HELD_ENV, withRunLock } from '../util/run-lock.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
 
@@ -53,6 +54,8 @@ export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): P
 
 async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
   checkRunFolder(o.out, o);
+  // a JSONL corpus: tokenized once (streamed, cached) into the token file both engines read
+  if (isTextCorpus(o.data)) o = { ...o, data: await corpusTokenFile(o.data, o.checkpoint, o.log) };
   if (e.engine === 'auto' && e.tfjsTooLarge === undefined && existsSync(join(o.checkpoint, 'config.json'))) {
     const est = estimateTrainMemory(
       readConfigFile(join(o.checkpoint, 'config.json')),
@@ -68,6 +71,19 @@ async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResu
     return train(o);
   }
   return trainTorch(o, e.nproc ?? trainDefault('nproc'), e.fsdp === true);
+}
+
+/** The cached token file of a JSONL corpus for this checkpoint's tokenizer (train/corpus.ts). */
+export async function corpusTokenFile(corpus: string, checkpoint: string, log?: (line: string) => void): Promise<string> {
+  const tokFile = join(checkpoint, 'tokenizer.json');
+  const eos = readConfigFile(join(checkpoint, 'config.json')).raw.eos_token_id;
+  const c = await corpusTokens(corpus, loadTokenizer(checkpoint), {
+    tokenizerFile: existsSync(tokFile) ? tokFile : undefined,
+    eos: typeof eos === 'number' ? eos : Array.isArray(eos) && typeof eos[0] === 'number' ? eos[0] : undefined,
+    log,
+  });
+  if (c.cached) log?.(`train: ${corpus}: the cached tokens ${c.path} (${c.documents} documents, ${c.tokens} tokens)`);
+  return c.path;
 }
 
 /**

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTorchPython, PYTHON_DIR } from '../../src/torch-engine.ts';
@@ -180,4 +180,83 @@ describe('Megatron indexed datasets', () => {
       for (let i = 0; i < 2; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-4);
     },
   );
+});
+
+describe('text corpora (JSONL) and mixes in pipelines', () => {
+  const texts = Array.from(
+    { length: 60 },
+    (_, i) => `Document ${i}: ${'the quick brown fox jumps over the lazy dog. '.repeat(1 + (i % 3))}é`,
+  );
+  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    spawnSync(process.execPath, [join(ROOT, 'bin/flm-grow.js'), ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+
+  it(
+    'a JSONL corpus is tokenized once (the checkpoint tokenizer, EOS after each document), cached, and trained on by both engines alike',
+    { timeout: 120_000 },
+    () => {
+      const corpus = join(d, 'corpus.jsonl');
+      writeFileSync(corpus, texts.map((text, i) => JSON.stringify({ id: i, text }) + '\n').join(''));
+      const env = { XDG_CACHE_HOME: join(d, 'cache') };
+      const run = (engine: string) => {
+        const r = cli(
+          [
+            'train',
+            F,
+            '--data',
+            corpus,
+            '--out',
+            join(d, `jl-${engine}`),
+            '--steps',
+            '2',
+            '--batch-size',
+            '2',
+            '--seq-len',
+            '16',
+            '--engine',
+            engine,
+            '--json',
+          ],
+          env,
+        );
+        expect(r.status, r.stderr).toBe(0);
+        return r;
+      };
+      const a = run('tfjs');
+      expect(a.stderr).toMatch(/60 documents tokenized/);
+      // the byte-level fixture: each document's UTF-8 bytes, then its config's eos_token_id (2)
+      const cached = readdirSync(join(d, 'cache', 'flm-grow', 'tokens')).filter((f) => f.endsWith('.u32'));
+      expect(cached).toHaveLength(1);
+      const ids = new Uint32Array(readFileSync(join(d, 'cache', 'flm-grow', 'tokens', cached[0])).buffer.slice(0));
+      expect(Array.from(ids)).toEqual(texts.flatMap((t) => [...Buffer.from(t, 'utf8'), 2]));
+      if (torch === undefined) return;
+      const b = run('torch');
+      expect(b.stderr).toMatch(/the cached tokens/);
+      const la = (JSON.parse(a.stdout) as { losses: number[] }).losses;
+      const lb = (JSON.parse(b.stdout) as { losses: number[] }).losses;
+      for (let i = 0; i < 2; i++) expect(Math.abs(la[i] - lb[i])).toBeLessThan(1e-4);
+    },
+  );
+
+  it('Parquet is refused with the conversion to JSONL (exit 2, one line)', () => {
+    writeFileSync(join(d, 'x.parquet'), 'PAR1');
+    const r = cli(['train', F, '--data', join(d, 'x.parquet'), '--out', join(d, 'pq'), '--steps', '1']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/Parquet is not read by flm-grow; convert it to JSON lines/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a pipeline takes a data mix (parts relative to the pipeline file)', { timeout: 60_000 }, () => {
+    const p = join(d, 'mix-pipe.json');
+    writeFileSync(
+      p,
+      JSON.stringify({
+        data: 'lo.bin:0.7,hi.bin:0.3',
+        checkpoint: F,
+        train: { batch_size: 2, seq_len: 8 },
+        stages: [{ name: 't', train: { steps: 2 } }],
+      }),
+    );
+    const r = cli(['run', p, '--out', join(d, 'mix-out'), '--json']);
+    expect(r.status, r.stderr).toBe(0);
+  });
 });
