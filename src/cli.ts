@@ -56,6 +56,10 @@ export async function main(argv: string[]): Promise<void> {
     process.stdout.write(await versionText());
     return;
   }
+  // `flm-grow`, `flm-grow help` and `flm-grow help <command>` print the help, as -h and --help do
+  if (argv.length === 0) argv = ['--help'];
+  else if (argv[0] === 'help') argv = [...argv.slice(1), '--help'];
+  const helpAsked = argv.some((x) => x === '--help' || x === '-h');
   const { COMMANDS, COMMAND_NAMES } = await import('./commands/index.ts');
   const { suggest } = await import('./commands/options.ts');
   const first = argv.find((x) => !x.startsWith('-'));
@@ -74,9 +78,26 @@ export async function main(argv: string[]): Promise<void> {
     import('yargs'),
     ...COMMANDS.map((c) => (named(c) ? c.load() : undefined)),
   ]);
+  // Examples are printed by us, one whole command per line (yargs would wrap a long one in the
+  // middle, and a wrapped command cannot be copied): each builder's .example() calls are recorded.
+  const examples: [string, string][] = [];
+  const recordExamples = (m: CommandModule<any, any>): CommandModule<any, any> => {
+    const b = m.builder;
+    if (typeof b !== 'function') return m;
+    return {
+      ...m,
+      builder: ((y: any) => {
+        y.example = (cmd: string, desc?: string) => {
+          examples.push([cmd, desc ?? '']);
+          return y;
+        };
+        return b(y);
+      }) as CommandModule<any, any>['builder'],
+    };
+  };
   const commands: CommandModule<any, any>[] = COMMANDS.map(
     (c, i) =>
-      loaded[i] ?? {
+      (loaded[i] === undefined ? undefined : recordExamples(loaded[i])) ?? {
         command: c.command,
         describe: c.describe,
         handler: () => {
@@ -84,7 +105,9 @@ export async function main(argv: string[]): Promise<void> {
         },
       },
   );
-  let cli = yargs(argv)
+  // With help asked for, yargs renders it from the arguments without the help flag (getHelp
+  // below): it runs the named command's builder, no handler and no validation.
+  let cli = yargs(helpAsked ? argv.filter((x) => x !== '--help' && x !== '-h') : argv)
     .scriptName('flm-grow')
     .usage('$0 <command> [options]\n\nGrow Llama / Tele-FLM checkpoints function-preservingly (Masked Structural Growth).')
     .strict()
@@ -94,8 +117,8 @@ export async function main(argv: string[]): Promise<void> {
       type: 'boolean',
       describe: 'show the version, the tfjs backend and the training engine flm-grow would use',
     })
-    .example('$0 inspect fixtures/hf/llama-tiny-f32', 'summarise a checkpoint')
-    .example('$0 grow --help', 'every option of one command, with examples')
+    .help()
+    .alias('h', 'help')
     .epilog('Options mean the same in every command; docs/cli.md lists them and their growth-plan / pipeline JSON keys.')
     .wrap(Math.min(120, process.stdout.columns ?? 120))
     .fail((msg, err) => {
@@ -105,7 +128,41 @@ export async function main(argv: string[]): Promise<void> {
       throw new FlmGrowError('UsageError', withSuggestions(msg, optionNames(first, commands, yargs), suggest));
     });
   for (const c of commands) cli = cli.command(c);
-  await cli.parseAsync();
+  // A Hub id given where a checkpoint folder goes (`inspect meta-llama/Llama-3.2-1B`) is read from
+  // its snapshot in the local HF cache when there is one; otherwise the command's own "no such
+  // folder" error says how to download it (checkpoint/locate.ts)
+  cli = cli.middleware(async (a: Record<string, unknown>) => {
+    const { looksLikeHubId, cachedSnapshot } = await import('./checkpoint/locate.ts');
+    for (const k of ['checkpoint', 'source', 'grown']) {
+      const v = a[k];
+      if (typeof v !== 'string' || !looksLikeHubId(v)) continue;
+      const snap = cachedSnapshot(v);
+      if (snap === undefined) continue;
+      a[k] = snap;
+      if (a.quiet !== true) process.stderr.write(`flm-grow: ${v}: the Hugging Face cache snapshot ${snap}\n`);
+    }
+  });
+  if (!helpAsked) {
+    await cli.parseAsync();
+    return;
+  }
+  const text = await cli.getHelp();
+  if (first === undefined || first === 'help')
+    examples.push(
+      ['$0 inspect fixtures/hf/llama-tiny-f32', 'summarise a checkpoint'],
+      ['$0 grow --help', 'every option of one command, with examples'],
+    );
+  process.stdout.write(text + '\n' + formatExamples(examples));
+}
+
+/** "Examples:", then each description and below it its command, whole on one line (copyable). */
+export function formatExamples(examples: readonly (readonly [string, string])[]): string {
+  if (examples.length === 0) return '';
+  const lines = examples.flatMap(([cmd, desc]) => [
+    ...(desc !== '' ? [`  # ${desc}`] : []),
+    `  ${cmd.replace(/\$0/g, 'flm-grow')}`,
+  ]);
+  return `\nExamples:\n${lines.join('\n')}\n`;
 }
 
 type YargsFn = (typeof import('yargs'))['default'];
@@ -125,7 +182,11 @@ export function optionNames(name: string | undefined, commands: readonly Command
 function withSuggestions(msg: string, known: string[], suggest: (w: string, c: readonly string[]) => string[]): string {
   const m = /^Unknown arguments?: (.*)$/.exec(msg);
   if (m === null) return msg;
-  const parts = m[1].split(', ').map((w) => {
+  const words = m[1].split(', ');
+  // yargs reports `--hiden-size` twice, as typed and camel-cased (hidenSize): keep the typed one
+  const kebab = (w: string) => w.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  const typed = words.filter((w) => kebab(w) === w || !words.includes(kebab(w)));
+  const parts = typed.map((w) => {
     const s = suggest(w, known);
     const shown = w.length === 1 ? `-${w}` : `--${w}`;
     return s.length > 0 ? `${shown} (did you mean ${s.map((x) => `--${x}`).join(' or ')}?)` : shown;

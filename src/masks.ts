@@ -121,6 +121,20 @@ export async function loadMasksIfAny(checkpointDir: string, c: ModelConfig): Pro
 }
 
 /** Which annealed groups still have entries below 1 (vocab: new tokens only; padding stays 0). */
+/**
+ * A float32 value as the shortest decimal that reads back as the same float32: masks are stored
+ * as F32, and 0.1 stored is 0.10000000149011612 as a double, which is not what anyone wrote.
+ */
+export function float32Shortest(v: number): number {
+  if (!Number.isFinite(v)) return v;
+  const f = Math.fround(v);
+  for (let p = 1; p <= 9; p++) {
+    const x = Number(f.toPrecision(p));
+    if (Math.fround(x) === f) return x;
+  }
+  return f;
+}
+
 export function groupsBelowOne(m: MaskSet): { group: MaskGroup; minValue: number; count: number }[] {
   const out: { group: MaskGroup; minValue: number; count: number }[] = [];
   const scan = (group: MaskGroup, arrays: ArrayLike<number>[]) => {
@@ -132,7 +146,7 @@ export function groupsBelowOne(m: MaskSet): { group: MaskGroup; minValue: number
           count++;
           min = Math.min(min, a[k]);
         }
-    if (count > 0) out.push({ group, minValue: min, count });
+    if (count > 0) out.push({ group, minValue: float32Shortest(min), count });
   };
   scan('hidden', [m.hidden]);
   scan(

@@ -7,7 +7,7 @@
  * stage continues from its newest complete checkpoint; anything half-written is redone. A failing
  * verify stops the pipeline (VerifyFailedError, exit 1).
  */
-import { existsSync, rmSync, mkdirSync, statSync, type Stats } from 'node:fs';
+import { existsSync, rmSync, mkdirSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parameterCount } from './arch.ts';
@@ -16,20 +16,23 @@ import { FlmGrowError } from './errors.ts';
 import { readManifest, verifyManifestFiles } from './manifest.ts';
 import { growCheckpoint } from './growth/grow.ts';
 import { bakeCheckpoint } from './growth/bake.ts';
-import { applyPlanFlags, planToJson, readPlanFile, type GrowthPlan } from './growth/plan.ts';
+import { applyPlanFlags, defaultPlan, planToJson, readPlanFile, TARGET_KEYS, type GrowthPlan } from './growth/plan.ts';
+import { parseDtypeName } from './util/dtype.ts';
+import { didYouMeanKey } from './util/suggest.ts';
 import { verifyGrowth, formatReport, VerifyFailedError, type VerifyReport } from './verify.ts';
 import { BACKEND_NAMES, initBackend, type BackendName } from './backend.ts';
 import { initConfig, writeRandomInit } from './train/random-init.ts';
 import { checkpointLoss, checkTrainOptions, METRICS_FILE, type TrainOptions } from './train/trainer.ts';
-import { ENGINES, trainWithEngine, type Engine } from './train/engine.ts';
+import { corpusTokenFile, ENGINES, trainWithEngine, type Engine } from './train/engine.ts';
+import { isTextCorpus } from './train/corpus.ts';
 import { latestCheckpoint } from './train/checkpointing.ts';
-import { TokenDataset } from './train/data.ts';
+import { dataFiles, openTrainingData, parseDataMix } from './train/data.ts';
 import { loadTokenizer } from './tokenizer.ts';
 import { readMetrics, type MetricsRecord } from './train/metrics.ts';
 import { lossSeriesFromMetrics, plotLossCurves } from './plot.ts';
 import { camelKey, optionProblem, snakeKey, TRAIN_OPTIONS, trainDefault } from './train/options.ts';
 import type { ProgressFactory } from './util/progress.ts';
-import { readFailure, readJsonFile, readRegularFile, readTextFile } from './util/files.ts';
+import { cannotRead, readFailure, readJsonFile, readRegularFile, readTextFile } from './util/files.ts';
 import { writeFileAtomic } from './checkpoint/atomic.ts';
 import { withRunLock } from './util/run-lock.ts';
 
@@ -57,7 +60,16 @@ export interface TrainSettings {
 export type StageSpec =
   | { name: string; init: { config: Record<string, unknown>; std?: number; seed?: number } }
   | { name: string; train: TrainSettings }
-  | { name: string; grow: { plan: string; anneal_steps?: number; mode?: 'masked' | 'zero' } }
+  | {
+      name: string;
+      grow: {
+        plan?: string;
+        anneal_steps?: number;
+        mode?: 'masked' | 'zero';
+        /** Output dtype: bf16, f16, f32 or the HF names bfloat16, float16, float32 (default: the source's). */
+        dtype?: string;
+      } & Partial<Record<(typeof TARGET_KEYS)[number], number>>;
+    }
   | { name: string; verify: { tokens?: number; seq?: number; seed?: number; tolerance?: number } }
   | { name: string; bake: { force?: boolean } };
 
@@ -118,7 +130,14 @@ const TRAIN_FIELDS: Record<string, Check> = {
 const STAGE_FIELDS: Record<StageKind, Record<string, Check>> = {
   init: { config: obj, std: num, seed: int },
   train: TRAIN_FIELDS,
-  grow: { plan: str, anneal_steps: int, mode: oneOf(['masked', 'zero']) },
+  // the targets as in a growth plan's "targets" and the CLI's --hidden-size ...: over the plan's
+  grow: {
+    plan: str,
+    anneal_steps: int,
+    mode: oneOf(['masked', 'zero']),
+    dtype: oneOf(['bf16', 'f16', 'f32', 'bfloat16', 'float16', 'float32']),
+    ...Object.fromEntries(TARGET_KEYS.map((k) => [k, num])),
+  },
   verify: { tokens: int, seq: int, seed: int, tolerance: num },
   bake: { force: bool },
 };
@@ -137,7 +156,8 @@ const TOP_FIELDS: Record<string, Check> = {
 function checkFields(o: Obj, fields: Record<string, Check>, fail: (field: string, msg: string) => never, prefix = ''): void {
   for (const [k, v] of Object.entries(o)) {
     const check = fields[k];
-    if (check === undefined) fail(`${prefix}${k}`, `unknown (allowed: ${Object.keys(fields).join(', ')})`);
+    if (check === undefined)
+      fail(`${prefix}${k}`, `unknown${didYouMeanKey(k, Object.keys(fields))} (allowed: ${Object.keys(fields).join(', ')})`);
     const bad = check(v);
     if (bad !== undefined) fail(`${prefix}${k}`, `${bad}, got ${JSON.stringify(v)}`);
   }
@@ -175,8 +195,12 @@ export function parsePipeline(json: unknown, file: string): PipelineSpec {
     checkFields(o[kind] as Obj, STAGE_FIELDS[kind], fail, `${kind}.`);
     if (kind === 'init' && k !== 0) throw new PipelineError(file, `stages[${k}]`, 'init can only be the first stage');
     if (kind === 'init' && (o.init as Obj).config === undefined) fail('init.config', 'is required');
-    if (kind === 'grow' && typeof (o.grow as Obj).plan !== 'string')
-      throw new PipelineError(file, `stages[${k}].grow.plan`, 'must name a growth plan file');
+    if (kind === 'grow' && (o.grow as Obj).plan === undefined && !TARGET_KEYS.some((t) => (o.grow as Obj)[t] !== undefined))
+      throw new PipelineError(
+        file,
+        `stages[${k}].grow`,
+        `needs "plan" (a growth plan file) or a target, as the CLI's --hidden-size ... (${TARGET_KEYS.join(', ')})`,
+      );
   });
   if (!('init' in (p.stages as object[])[0]) && typeof p.checkpoint !== 'string') {
     throw new PipelineError(file, 'checkpoint', 'is required when the first stage is not init');
@@ -189,7 +213,7 @@ export function readPipelineFile(path: string): PipelineSpec {
   try {
     json = readJsonFile(path, { what: 'pipeline' });
   } catch (e) {
-    throw new PipelineError(path, undefined, `cannot read: ${readFailure(e)}`);
+    throw new PipelineError(path, undefined, cannotRead('pipeline', e));
   }
   return parsePipeline(json, path);
 }
@@ -200,12 +224,13 @@ export function readPipelineFile(path: string): PipelineSpec {
  * stage runs, so a typo in stage 5 does not surface after an hour of training.
  */
 function precheck(spec: PipelineSpec, file: string, rel: (p: string) => string): Map<number, GrowthPlan> {
-  const data = rel(spec.data);
-  try {
-    readRegularFileHead(data);
-  } catch (e) {
-    throw new PipelineError(file, 'data', readFailure(e));
-  }
+  const data = relData(spec.data, rel);
+  for (const f of dataFiles(data))
+    try {
+      readRegularFileHead(f);
+    } catch (e) {
+      throw new PipelineError(file, 'data', `${f}: ${readFailure(e)}`);
+    }
   if (spec.checkpoint !== undefined && !existsSync(join(rel(spec.checkpoint), 'config.json'))) {
     throw new PipelineError(file, 'checkpoint', `${rel(spec.checkpoint)} is not a checkpoint folder (no config.json)`);
   }
@@ -218,7 +243,19 @@ function precheck(spec: PipelineSpec, file: string, rel: (p: string) => string):
       throw new PipelineError(file, `stages[${k}]`, `verify (stage ${k + 1}, ${s.name}) needs a grow or bake stage before it`);
     if ('grow' in s || 'bake' in s) pairBefore = true;
     if ('grow' in s) {
-      const plan = applyPlanFlags(readPlanFile(rel(s.grow.plan)), { annealSteps: s.grow.anneal_steps, mode: s.grow.mode });
+      const g = s.grow;
+      const plan = applyPlanFlags(g.plan !== undefined ? readPlanFile(rel(g.plan)) : defaultPlan(), {
+        annealSteps: g.anneal_steps,
+        mode: g.mode,
+        hiddenSize: g.hidden_size,
+        intermediateSize: g.intermediate_size,
+        numAttentionHeads: g.num_attention_heads,
+        numKeyValueHeads: g.num_key_value_heads,
+        numHiddenLayers: g.num_hidden_layers,
+        vocabSize: g.vocab_size,
+        mupScaleFactor: g.mup_scale_factor,
+        headDim: g.head_dim,
+      });
       plans.set(k, plan);
     } else if ('train' in s) {
       const ts = { ...(spec.train ?? {}), ...s.train };
@@ -298,7 +335,8 @@ interface PipelineRun {
   plans: Map<number, GrowthPlan>;
   out: string;
   data: string;
-  dataStat: Stats;
+  /** Size and mtime of the data (a mix: summed, the newest), recorded with each train stage's spec. */
+  dataStat: { size: number; mtimeMs: number };
   seed: number;
   backend: BackendName;
   /** Sum of every train stage's steps: 'continue' LR schedules span every train stage. */
@@ -346,7 +384,7 @@ async function startPipeline(file: string, opts: PipelineOptions, spec: Pipeline
   const plans = precheck(spec, file, rel);
   const log = opts.log ?? ((s: string) => process.stdout.write(s + '\n'));
   mkdirSync(out, { recursive: true });
-  const data = rel(spec.data);
+  const data = relData(spec.data, rel);
   const seed = spec.seed ?? trainDefault('seed');
   const backend = spec.backend ?? 'auto';
   log(`pipeline ${file}: ${spec.stages.length} stages into ${out} (backend ${await initBackend(backend)})`);
@@ -356,7 +394,8 @@ async function startPipeline(file: string, opts: PipelineOptions, spec: Pipeline
     (a, s) => a + ('train' in s ? (s.train.steps ?? trainDefaults.steps ?? Number.NaN) : 0),
     0,
   );
-  const dataStat = statSync(data);
+  const stats = dataFiles(data).map((f) => statSync(f));
+  const dataStat = { size: stats.reduce((a, x) => a + x.size, 0), mtimeMs: Math.max(...stats.map((x) => x.mtimeMs)) };
   return {
     file,
     spec,
@@ -511,7 +550,7 @@ async function recordTrainLosses(run: PipelineRun, st: StageRun): Promise<void> 
   r.evalLoss = x?.evalLoss ?? undefined;
   r.steps = [x !== undefined && typeof ts.steps === 'number' ? x.targetStep - ts.steps : 0, x?.step as number];
   run.metricsFiles.push(join(st.dir, METRICS_FILE));
-  const probe = probeBatch(run.data, run.current, B, T, run.seed);
+  const probe = await probeBatch(run.data, run.current, B, T, run.seed);
   r.lossEnd = await checkpointLoss(run.current, probe, B, T);
   if (run.pendingGrow !== undefined) {
     // the loss table compares growth on the batch size and length this stage trains with
@@ -528,7 +567,9 @@ async function growStage(run: PipelineRun, st: StageRun): Promise<void> {
   if (await manifestComplete(st.dir)) st.r.skipped = true;
   else {
     const { quiet, progress } = run.opts;
+    const g = (run.spec.stages[st.k] as Extract<StageSpec, { grow: unknown }>).grow;
     await growCheckpoint(run.current, st.dir, run.plans.get(st.k) as GrowthPlan, {
+      dtype: g.dtype === undefined ? undefined : parseDtypeName(g.dtype),
       overwrite: true,
       quiet,
       progress,
@@ -631,8 +672,15 @@ function readPreviousReport(reportFile: string): VerifyReport | undefined {
 }
 
 /** A fixed held-out batch (eval split, index 0) to compare checkpoints on. */
-function probeBatch(data: string, ckDir: string, B: number, T: number, seed: number) {
-  const ds = TokenDataset.fromFile(data, { tokenizer: loadTokenizer(ckDir), seqLen: T });
+/** `data`, or each part of a mix (`a.bin:0.7,b.bin:0.3`), relative to the pipeline file. */
+function relData(data: string, rel: (p: string) => string): string {
+  const mix = parseDataMix(data);
+  return mix === undefined ? rel(data) : mix.map((p) => `${rel(p.path)}:${p.weight}`).join(',');
+}
+
+async function probeBatch(data: string, ckDir: string, B: number, T: number, seed: number) {
+  const file = isTextCorpus(data) ? await corpusTokenFile(data, ckDir) : data;
+  const ds = openTrainingData(file, { tokenizer: loadTokenizer(ckDir), seqLen: T });
   return ds.eval.length > T ? ds.batchAt('eval', 0, B, T, seed) : ds.batchAt('train', 0, B, T, seed);
 }
 

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { TrainError } from './errors.ts';
-import { readFailure, readJsonFile } from './util/files.ts';
+import { cannotRead, readJsonFile } from './util/files.ts';
 import { TOKENIZER_FILE } from './checkpoint/checkpoint.ts';
 
 /**
@@ -57,7 +57,7 @@ function readJson(file: string): object {
   try {
     parsed = readJsonFile(file, { what: 'tokenizer' });
   } catch (e) {
-    throw new TrainError('TokenizerInvalid', `${file}: cannot read tokenizer: ${readFailure(e)}`);
+    throw new TrainError('TokenizerInvalid', `${file}: ${cannotRead('tokenizer', e)}`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new TrainError('TokenizerInvalid', `${file}: is not a JSON object`);

@@ -140,7 +140,7 @@ export interface TorchRunResult {
   result?: Record<string, unknown>;
 }
 
-/** Run `python -m module args` (stdio streamed through unless `capture`), resolving with its output. */
+/** Run `python -m module args` (its stdout and stderr streamed to our stderr unless `capture`), resolving with its output. */
 export function runTorchModule(
   module: string,
   args: string[],
@@ -155,8 +155,10 @@ export function runTorchModule(
     child.stdout.on('data', (d: Buffer) => {
       const s = d.toString();
       stdout += s;
+      // the child's log lines go to our stderr: our stdout carries only the command's result
+      // (one JSON object under --json), never the engine's progress
       if (opts.capture !== true)
-        process.stdout.write(
+        process.stderr.write(
           s
             .split('\n')
             .filter((l) => !l.startsWith('FLM_GROW_RESULT '))

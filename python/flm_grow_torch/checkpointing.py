@@ -328,15 +328,30 @@ def source_identity(ckpt_dir, tensors_info):
     return out
 
 
-class MetricsLog:
-    """metrics.jsonl (src/train/metrics.ts): one JSON object per line, appended as we go."""
+METRICS_FORMAT_VERSION = 2
+# the first line of every metrics.jsonl, as src/train/metrics.ts METRICS_HEADER writes it
+METRICS_HEADER = {
+    "event": "format",
+    "version": METRICS_FORMAT_VERSION,
+    "steps": "optimizer updates done (Hugging Face Trainer global_step); checkpoint-<step> holds the weights after them",
+}
 
-    def __init__(self, path, resume_at_step=None, truncate=False):
+
+class MetricsLog:
+    """metrics.jsonl (src/train/metrics.ts): one JSON object per line, appended as we go.
+
+    A step record's "step" is the number of optimizer updates done (the HF Trainer's global_step).
+    Version 1 files (no format line) logged the 0-based update index: read with step + 1 and
+    rewritten in version 2 when a run appends to them.
+    """
+
+    def __init__(self, path: str, resume_at_step: int | None = None, truncate: bool = False) -> None:
         self.path = path
-        self.growth_logged = set()
-        if truncate:
-            open(path, "w").close()
-        elif os.path.exists(path):
+        self.growth_logged: set[str] = set()
+        if truncate or not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(_dumps(METRICS_HEADER) + "\n")
+        else:
             recs = []
             with open(path) as f:
                 text = f.read()
@@ -350,15 +365,21 @@ class MetricsLog:
                     if i == len(lines) - 1:  # a torn last line from a crash mid-write
                         continue
                     raise
+            version = 1
+            if recs and recs[0].get("event") == "format":
+                version = recs.pop(0).get("version")
+                if version != METRICS_FORMAT_VERSION:
+                    raise ValueError(f"{path}: metrics format version {version!r}; this engine reads versions 1 and 2")
+            elif version == 1:
+                for r in recs:
+                    if r.get("event") != "growth":
+                        r["step"] += 1
             if resume_at_step is not None:
-                recs = [
-                    r
-                    for r in recs
-                    if (r["step"] <= resume_at_step if r.get("event") == "growth" else r["step"] < resume_at_step)
-                ]
-            if resume_at_step is not None or (text and not text.endswith("\n")):
+                # a checkpoint at step N holds N updates: records up to N stay
+                recs = [r for r in recs if r["step"] <= resume_at_step]
+            if resume_at_step is not None or (text and not text.endswith("\n")) or version != METRICS_FORMAT_VERSION:
                 with open(path, "w") as f:
-                    f.write("".join(_dumps(r) + "\n" for r in recs))
+                    f.write("".join(_dumps(r) + "\n" for r in [METRICS_HEADER, *recs]))
             for r in recs:
                 if r.get("event") == "growth":
                     self.growth_logged.add(f"{r['step']}:{r['stage']}")

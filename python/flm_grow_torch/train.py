@@ -524,7 +524,7 @@ def main(argv=None):
         eval_now = has_eval and ((a.eval_every > 0 and step % a.eval_every == 0) or step == st["targetStep"])
         if eval_now:
             last_eval = eval_loss()
-        m = {"step": step - 1, "tokens": tokens, "loss": loss}
+        m = {"step": step, "tokens": tokens, "loss": loss}  # HF global_step: updates done (metrics.ts)
         if eval_now:
             m["evalLoss"] = last_eval
         m.update(lr=lr, gradNorm=gnorm, tokensPerSec=(B * T) / max(1e-3, time.time() - ts), stage=stage)
@@ -534,8 +534,10 @@ def main(argv=None):
                 m["masks"] = v
         if metrics is not None:
             metrics.log_step(js_value(m))
-        if not a.quiet and dd.rank == 0 and (step % 10 == 0 or step == st["targetStep"]):
-            log(f"step {step - 1}: loss {loss:.4f} lr {lr:.3e} grad-norm {gnorm:.3f}")
+        if not a.quiet and dd.rank == 0 and a.log_every > 0 and (step % a.log_every == 0 or step == st["targetStep"]):
+            log(
+                f"step {step}/{st['targetStep']}: loss {loss:.4f} lr {lr:.3e} grad-norm {gnorm:.3f}"
+            )  # trainer.ts stepLine
         if not announced and step >= anneal_end and all_one(handle.mask_set()):
             announced = True
             log(

@@ -160,10 +160,12 @@ def test_trainer_with_callback_equals_engine(runs, tmp_path):
     d = max_rel(losses, [m["loss"] for m in engine])
     print("Trainer + MaskScheduleCallback vs flm-grow train --engine torch, max rel loss diff:", d)
     assert d <= TOL
-    # the callback's values at each step are the ones the engine logged for that step
+    # the callback's values at each step are the ones the engine logged for that step: the record
+    # "step": k is the k-th update (updates done, metrics.jsonl version 2), whose masks the callback
+    # set at on_step_begin with Trainer global_step k - 1 (updates done before it)
     at_step = {s: v for s, v in cb.history}
     for m in engine:
-        assert at_step[m["step"]] == pytest.approx(m["masks"], abs=1e-12), m["step"]
+        assert at_step[m["step"] - 1] == pytest.approx(m["masks"], abs=1e-12), m["step"]
     # and the hooks saw them: the new FFN units' mask is the "ffn" value at each step
     assert live == pytest.approx([m["masks"]["ffn"] for m in engine], abs=1e-7)
 

@@ -6,6 +6,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { notAFolderMessage } from './locate.ts';
 import { CheckpointError } from '../errors.ts';
 import { readConfigFile, type ModelConfig } from '../config.ts';
 import { assertTensorsMatchConfig } from '../arch.ts';
@@ -56,7 +57,7 @@ export class Checkpoint {
 
   /** config.json and the tensor index of `dir`, checked against each other unless opts.checkConfig is false. */
   protected static async openParts(dir: string, opts: OpenOptions): Promise<{ config: ModelConfig; index: ShardedTensorIndex }> {
-    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError('NotACheckpoint', `${dir}: not a folder`);
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError('NotACheckpoint', notAFolderMessage(dir));
     const configPath = join(dir, CONFIG_FILE);
     if (!existsSync(configPath)) throw new CheckpointError('NotACheckpoint', `${dir}: no ${CONFIG_FILE}`);
     const config = readConfigFile(configPath);

@@ -7,6 +7,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { MAX_JSON_BYTES, readFailure, readTextFile } from '../util/files.ts';
 import { join, basename, isAbsolute } from 'node:path';
+import { notAFolderMessage } from './locate.ts';
 import { CheckpointError } from '../errors.ts';
 import { SafetensorsFile, numel, type TensorInfo } from './safetensors.ts';
 import { bytesToFloat32, dtypeSize } from '../util/dtype.ts';
@@ -115,7 +116,7 @@ export class ShardedTensorIndex {
 
   /** Open the safetensors files of `dir` (no config.json needed). */
   static async open(dir: string): Promise<ShardedTensorIndex> {
-    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError('NotACheckpoint', `${dir}: not a folder`);
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError('NotACheckpoint', notAFolderMessage(dir));
     const { files, tensors, index } = await openTensorFiles(dir);
     return new ShardedTensorIndex(dir, files, tensors, index);
   }

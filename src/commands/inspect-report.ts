@@ -1,5 +1,9 @@
 /** inspect's report: everything it prints, read from headers, config, masks and manifest. */
+import { existsSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
+import { expectedTensors } from '../arch.ts';
+import { readConfigFile } from '../config.ts';
+import { dtypeSize, parseDtypeName, type DType } from '../util/dtype.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
 import { numel } from '../checkpoint/safetensors.ts';
 import { checkTensorsAgainstConfig, formatMismatch, type TensorMismatch } from '../arch.ts';
@@ -11,6 +15,8 @@ import { bytesLabel, countLabel, plural } from '../util/format.ts';
 
 export interface InspectReport {
   checkpoint: string;
+  /** A bare config.json was inspected: tensors and sizes are what the config implies, none were read. */
+  configOnly?: true;
   parameters: number;
   bytes: number;
   largestTensorBytes: number;
@@ -61,8 +67,42 @@ function summary(c: ModelConfig): InspectReport['summary'] {
   };
 }
 
+/**
+ * A bare config.json (as `plan` takes): the tensors, parameters and bytes the config implies,
+ * at its dtype (F32 when it names none); no shards, masks or manifest.
+ */
+export function inspectConfig(path: string): InspectReport {
+  const cfg = readConfigFile(path);
+  const dtype: DType = cfg.dtype !== undefined ? parseDtypeName(cfg.dtype) : 'F32';
+  const tensors = expectedTensors(cfg).map((t) => ({
+    name: t.name,
+    dtype: dtype as string,
+    shape: [...t.shape],
+    file: '',
+    bytes: numel(t.shape) * dtypeSize(dtype),
+  }));
+  const parameters = tensors.reduce((a, t) => a + numel(t.shape), 0);
+  const bytes = tensors.reduce((a, t) => a + t.bytes, 0);
+  return {
+    checkpoint: path,
+    configOnly: true,
+    parameters,
+    bytes,
+    largestTensorBytes: Math.max(0, ...tensors.map((t) => t.bytes)),
+    config: cfg.raw,
+    summary: summary(cfg),
+    dtypes: { [dtype]: { tensors: tensors.length, parameters, bytes } },
+    shards: [],
+    tensors,
+    mismatches: [],
+    masks: null,
+    manifest: null,
+  };
+}
+
 /** Everything inspect reports, from headers, config, masks and manifest (no tensor data is read). */
 export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
+  if (existsSync(dir) && statSync(dir).isFile()) return inspectConfig(dir);
   // The config check is ours to report in full, not to throw on the first problem.
   const ck = await CheckpointFolder.open(dir, { checkConfig: false });
   try {
@@ -164,7 +204,9 @@ export function formatReport(r: InspectReport): string {
       .map(([d, v]) => `${d}: ${plural(v.tensors, 'tensor')}, ${count(v.parameters)} parameters`)
       .join('; ')}`,
   );
-  lines.push(`shards      ${r.shards.length}`);
+  if (r.configOnly === true)
+    lines.push('shards      none: a config.json alone (tensors, parameters and bytes are what it implies at its dtype)');
+  else lines.push(`shards      ${r.shards.length}`);
   for (const sh of r.shards) lines.push(`  ${sh.file}  ${plural(sh.tensors, 'tensor')}  ${human(sh.bytes)}`);
   if (r.masks !== null) {
     if ('error' in r.masks) lines.push(`masks       ${r.masks.file}: INVALID: ${r.masks.error}`);
@@ -179,7 +221,8 @@ export function formatReport(r: InspectReport): string {
         `${m.masks !== undefined ? `, ${plural(m.masks.schedule.length, 'mask schedule')}` : ''}`,
     );
   }
-  if (r.mismatches.length === 0) lines.push('config      tensors match config.json');
+  if (r.configOnly === true) lines.push(`tensors     ${r.tensors.length} (from the config)`);
+  else if (r.mismatches.length === 0) lines.push('config      tensors match config.json');
   else {
     lines.push(`config      ${plural(r.mismatches.length, 'mismatch', 'mismatches')} between config.json and tensors:`);
     for (const m of r.mismatches) lines.push(`  ${m.message}`);

@@ -5,9 +5,13 @@ import { shared } from './options.ts';
 export const inspectCommand: CommandModule = {
   ...COMMAND_LINES.inspect,
   builder: (y) =>
-    shared(y.positional('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint folder' }), ['json'])
+    shared(
+      y.positional('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint folder, or a config.json alone' }),
+      ['json'],
+    )
       .example('$0 inspect fixtures/hf/llama-tiny-f32', 'the summary as text')
-      .example('$0 inspect fixtures/hf/llama-tiny-f32 --json', 'one JSON object (config, tensors, shards, masks, manifest)'),
+      .example('$0 inspect fixtures/hf/llama-tiny-f32 --json', 'one JSON object (config, tensors, shards, masks, manifest)')
+      .example('$0 inspect fixtures/configs/Llama-3.2-1B.json', 'what a config alone implies: parameters, bytes, tensors'),
   handler: async (a) => {
     const [{ inspectCheckpoint, formatReport }, { CheckpointError }] = await Promise.all([
       import('./inspect-report.ts'),

@@ -9,12 +9,14 @@
  */
 import type { Argv, Options } from 'yargs';
 import { FlmGrowError } from '../errors.ts';
+import { closest } from '../util/suggest.ts';
 import type { BackendName } from '../backend.ts';
 import type { Engine } from '../train/engine.ts';
 
 export const BACKEND_CHOICES = ['auto', 'wasm', 'cpu', 'tensorflow'] as const satisfies readonly BackendName[];
 export const ENGINE_CHOICES = ['tfjs', 'torch', 'auto'] as const satisfies readonly Engine[];
-export const DTYPE_CHOICES = ['bf16', 'f16', 'f32'] as const;
+/** Ours and the HF `torch_dtype` names (util/dtype.ts parseDtypeName reads both). */
+export const DTYPE_CHOICES = ['bf16', 'f16', 'f32', 'bfloat16', 'float16', 'float32'] as const;
 
 export type OptionType = 'string' | 'number' | 'boolean';
 
@@ -241,29 +243,7 @@ export function deprecatedAlias<T>(y: Argv<T>, old: string, canonical: string, t
     }, true);
 }
 
-/** Levenshtein distance (for suggestions). */
-export function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0];
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const t = d[j];
-      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = t;
-    }
-  }
-  return d[b.length];
-}
-
 /** The closest candidates to `word` (HF snake_case spellings map to our kebab-case first). */
 export function suggest(word: string, candidates: readonly string[]): string[] {
-  const w = word.replace(/^-+/, '').replace(/_/g, '-').toLowerCase();
-  const exact = candidates.filter((c) => c === w);
-  if (exact.length > 0) return exact;
-  const scored = candidates
-    .map((c) => ({ c, d: editDistance(w, c) }))
-    .filter((x) => x.d <= Math.max(2, Math.floor(w.length / 3)));
-  scored.sort((p, q) => p.d - q.d);
-  return scored.filter((x) => x.d === scored[0]?.d).map((x) => x.c);
+  return closest(word.replace(/^-+/, '').replace(/_/g, '-').toLowerCase(), candidates);
 }

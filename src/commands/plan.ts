@@ -90,6 +90,13 @@ export const planCommand: CommandModule = {
     ]);
     const src = a.source as string;
     const isDir = existsSync(src) && statSync(src).isDirectory();
+    if (!existsSync(src)) {
+      const [{ notAFolderMessage }, { FlmGrowError }] = await Promise.all([
+        import('../checkpoint/locate.ts'),
+        import('../errors.ts'),
+      ]);
+      throw new FlmGrowError('NotACheckpoint', `${notAFolderMessage(src)}; or give a config.json`);
+    }
     const cfg = readConfigFile(isDir ? join(src, 'config.json') : src);
     if (isDir) {
       // the stored dtype decides output bytes when --dtype is absent; headers only are read

@@ -61,7 +61,9 @@ export const trainCommand: CommandModule = {
           type: 'string',
           demandOption: true,
           describe:
-            "training text (byte-level, or the checkpoint's tokenizer.json) or token file (.bin/.u16 uint16, .u32 uint32)",
+            'training data: text (the checkpoint\'s tokenizer.json, else bytes), a JSONL corpus ({"text": ...} per line; tokenized once and cached), ' +
+            'a token file (.bin/.u16 uint16, .u32 uint32; a .bin with a Megatron .idx beside it is read per the index), ' +
+            'or a weighted mix of token files: a.bin:0.7,b.bin:0.3',
         })
         .options(trainFlags()),
       ['json', 'quiet', 'backend', 'engine', 'out', ...SHARED_TRAIN_FLAGS],
@@ -110,13 +112,14 @@ export const trainCommand: CommandModule = {
           if (!quiet) logLine(line);
         },
         onStep: (m) => {
-          start ??= m.step;
-          bar?.update(m.step + 1 - start, { loss: m.loss, lr: m.lr, mask: lowestMask(m) });
+          // m.step counts updates done (the HF Trainer's global_step): 1 after the first
+          start ??= m.step - 1;
+          bar?.update(m.step - start, { loss: m.loss, lr: m.lr, mask: lowestMask(m) });
           if (quiet) return;
           if (m.evalLoss !== undefined)
-            logLine(`train: step ${m.step + 1}: eval loss ${m.evalLoss.toFixed(4)} (train loss ${m.loss.toFixed(4)})`);
-          if (saveEvery > 0 && (m.step + 1) % saveEvery === 0)
-            logLine(`train: step ${m.step + 1}: saving checkpoint-${String(m.step + 1).padStart(6, '0')}`);
+            logLine(`train: step ${m.step}: eval loss ${m.evalLoss.toFixed(4)} (train loss ${m.loss.toFixed(4)})`);
+          if (saveEvery > 0 && m.step % saveEvery === 0)
+            logLine(`train: step ${m.step}: saving checkpoint-${String(m.step).padStart(6, '0')}`);
         },
       },
       { engine: a.engine as Engine, nproc: a.nproc as number, fsdp: a.fsdp === true },

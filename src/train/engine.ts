@@ -15,7 +15,8 @@ import { tokenDtypeForPath } from '../util/token-files.ts';
 import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
 import { checkRunFolder, clearRun } from './checkpointing.ts';
 import { camelKey, TRAIN_OPTIONS, trainDefault } from './options.ts';
-import { checkDataFile, TokenDataset } from './data.ts';
+import { checkDataFile, dataFiles, parseDataMix, TokenDataset } from './data.ts';
+import { corpusTokens, isTextCorpus } from './corpus.ts';
 import { LOCK_FILE, LOCK_HELD_ENV, withRunLock } from '../util/run-lock.ts';
 import { CheckpointFolder } from '../checkpoint-folder.ts';
 
@@ -45,7 +46,7 @@ export function resolveEngine(e: EngineOptions): 'tfjs' | 'torch' {
 export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): Promise<TrainResult> {
   // either engine: bad options and an occupied run folder fail before anything is written
   trainArgs(o);
-  checkDataFile(o.data);
+  for (const f of dataFiles(o.data)) checkDataFile(f);
   // one writer per run folder: taken before the folder is judged or cleared (--overwrite), so a
   // second job never deletes or interleaves with the checkpoints of a running one
   return withRunLock(o.out, { takeOver: o.takeOverLock, log: o.log }, () => trainLocked(o, e));
@@ -53,6 +54,8 @@ export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): P
 
 async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
   checkRunFolder(o.out, o);
+  // a JSONL corpus: tokenized once (streamed, cached) into the token file both engines read
+  if (isTextCorpus(o.data)) o = { ...o, data: await corpusTokenFile(o.data, o.checkpoint, o.log) };
   if (e.engine === 'auto' && e.tfjsTooLarge === undefined && existsSync(join(o.checkpoint, 'config.json'))) {
     const est = estimateTrainMemory(
       readConfigFile(join(o.checkpoint, 'config.json')),
@@ -68,6 +71,19 @@ async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResu
     return train(o);
   }
   return trainTorch(o, e.nproc ?? trainDefault('nproc'), e.fsdp === true);
+}
+
+/** The cached token file of a JSONL corpus for this checkpoint's tokenizer (train/corpus.ts). */
+export async function corpusTokenFile(corpus: string, checkpoint: string, log?: (line: string) => void): Promise<string> {
+  const tokFile = join(checkpoint, 'tokenizer.json');
+  const eos = readConfigFile(join(checkpoint, 'config.json')).raw.eos_token_id;
+  const c = await corpusTokens(corpus, loadTokenizer(checkpoint), {
+    tokenizerFile: existsSync(tokFile) ? tokFile : undefined,
+    eos: typeof eos === 'number' ? eos : Array.isArray(eos) && typeof eos[0] === 'number' ? eos[0] : undefined,
+    log,
+  });
+  if (c.cached) log?.(`train: ${corpus}: the cached tokens ${c.path} (${c.documents} documents, ${c.tokens} tokens)`);
+  return c.path;
 }
 
 /**
@@ -104,6 +120,13 @@ export function torchTrainArgs(o: TrainOptions, fsdp = false): string[] {
 
 async function trainTorch(o: TrainOptions, nproc: number, fsdp: boolean): Promise<TrainResult> {
   requireTorchPython();
+  // python/flm_grow_torch/data.py reads a mix (TokenDataset(spec)), but train.py still hashes and
+  // type-checks --data as one file
+  if (parseDataMix(o.data) !== undefined)
+    throw new TrainError(
+      'BadArgs',
+      `--data ${o.data}: a data mix runs on --engine tfjs for now (the torch trainer takes one data file)`,
+    );
   // the starting checkpoint's manifest is checked here as the tfjs trainer checks it (a
   // hand-edited field: one line naming it, exit 2); the engine checks it again, and a resume's
   // newest save (which it picks), itself

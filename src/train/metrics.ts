@@ -1,9 +1,16 @@
 /**
  * Training metrics as JSON lines: one object per step, plus `{event: 'growth'}` lines so plots
  * can mark where the model grew. Appending line by line keeps the log useful after a crash.
+ *
+ * Steps follow the Hugging Face Trainer's `global_step`: a record's `step` is the number of
+ * optimizer updates done when it was logged (1 after the first update), the step its
+ * checkpoint-<step> folder and the console lines carry. The file's first line says so:
+ * `{"event":"format","version":2,...}`. Files written before it (no such line, version 1)
+ * logged the 0-based index of the update instead; they are read with step + 1, and rewritten
+ * in version 2 when a run appends to them.
  */
 import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
-import { readFailure, readFailureCode, readTextFile } from '../util/files.ts';
+import { cannotRead, readFailureCode, readTextFile } from '../util/files.ts';
 import { TrainError } from '../errors.ts';
 
 export interface StepMetrics {
@@ -29,6 +36,14 @@ export interface GrowthEvent {
 }
 
 export type MetricsRecord = StepMetrics | GrowthEvent;
+
+/** The format this code writes (the header line of every metrics.jsonl). */
+export const METRICS_FORMAT_VERSION = 2;
+export const METRICS_HEADER = {
+  event: 'format',
+  version: METRICS_FORMAT_VERSION,
+  steps: 'optimizer updates done (Hugging Face Trainer global_step); checkpoint-<step> holds the weights after them',
+} as const;
 
 export function isGrowthEvent(r: MetricsRecord): r is GrowthEvent {
   return (r as GrowthEvent).event === 'growth';
@@ -57,15 +72,19 @@ export class MetricsLog {
   constructor(path: string, opts: MetricsLogOptions = {}) {
     this.path = path;
     try {
-      if (opts.truncate === true) writeFileSync(path, '');
-      else if (existsSync(path)) {
-        let existing = readMetrics(path);
+      if (opts.truncate === true || !existsSync(path)) writeFileSync(path, serialize(METRICS_HEADER) + '\n');
+      else {
+        const { records, version } = readMetricsFile(path);
+        let existing = records;
         const at = opts.resumeAtStep;
-        if (at !== undefined) existing = existing.filter((r) => (isGrowthEvent(r) ? r.step <= at : r.step < at));
+        // a checkpoint at step N holds N updates: the records up to N stay, the resumed run logs N+1 on
+        if (at !== undefined) existing = existing.filter((r) => r.step <= at);
         const text = metricsText(path);
-        // A torn last line (crash mid-write) would swallow the next record appended to it.
+        // A torn last line (crash mid-write) would swallow the next record appended to it; an old
+        // file (version 1) is rewritten in this format rather than mixing two step conventions.
         const torn = text.length > 0 && !text.endsWith('\n');
-        if (at !== undefined || torn) writeFileSync(path, existing.map((r) => serialize(r) + '\n').join(''));
+        if (at !== undefined || torn || version !== METRICS_FORMAT_VERSION)
+          writeFileSync(path, [METRICS_HEADER, ...existing].map((r) => serialize(r) + '\n').join(''));
         for (const r of existing) if (isGrowthEvent(r)) this.growthLogged.add(growthKey(r.step, r.stage));
       }
       this.fd = openSync(path, 'a');
@@ -102,7 +121,7 @@ function growthKey(step: number, stage: number | string): string {
   return `${step}:${String(stage)}`;
 }
 
-function serialize(r: MetricsRecord): string {
+function serialize(r: object): string {
   return JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v));
 }
 
@@ -132,18 +151,25 @@ function metricsText(path: string): string {
   try {
     return readTextFile(path, { what: 'metrics log' });
   } catch (e) {
-    throw new TrainError(readFailureCode(e, 'MetricsUnreadable'), `${path}: cannot read metrics: ${readFailure(e)}`);
+    throw new TrainError(readFailureCode(e, 'MetricsUnreadable'), `${path}: ${cannotRead('metrics', e)}`);
   }
 }
 
 /**
- * All records in file order. A torn final line (crash mid-write) is skipped; a malformed line
- * anywhere else is an error naming the file and line.
+ * All records in file order, steps in the current convention (see the top of this file). A torn
+ * final line (crash mid-write) is skipped; a malformed line anywhere else is an error naming the
+ * file and line.
  */
 export function readMetrics(path: string): MetricsRecord[] {
+  return readMetricsFile(path).records;
+}
+
+/** The records (steps converted to version 2) and the version the file was written in. */
+export function readMetricsFile(path: string): { records: MetricsRecord[]; version: number } {
   const text = metricsText(path);
   const lines = text.split('\n');
   const out: MetricsRecord[] = [];
+  let version: number | undefined;
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i].trim();
     if (line === '') continue;
@@ -155,9 +181,24 @@ export function readMetrics(path: string): MetricsRecord[] {
       if (isTornTail) continue;
       throw new TrainError('MetricsInvalid', `${path}:${i + 1}: invalid JSON: ${(e as Error).message}`);
     }
+    const o = obj as Record<string, unknown> | null;
+    if (typeof o === 'object' && o !== null && o.event === 'format') {
+      if (out.length > 0 || version !== undefined)
+        throw new TrainError('MetricsInvalid', `${path}:${i + 1}: a format line must be the file's first line`);
+      if (o.version !== METRICS_FORMAT_VERSION)
+        throw new TrainError(
+          'MetricsInvalid',
+          `${path}:${i + 1}: metrics format version ${JSON.stringify(o.version)}; this flm-grow reads versions 1 and ${METRICS_FORMAT_VERSION}`,
+        );
+      version = METRICS_FORMAT_VERSION;
+      continue;
+    }
     out.push(validate(obj, `${path}:${i + 1}`));
   }
-  return out;
+  // version 1 (no format line): a step record's step was the 0-based index of its update; growth
+  // events already counted updates done (the step the grown stage starts from)
+  if (version === undefined) for (const r of out) if (!isGrowthEvent(r)) r.step += 1;
+  return { records: out, version: version ?? 1 };
 }
 
 /** Split records into step metrics and growth events. */

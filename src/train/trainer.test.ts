@@ -261,7 +261,7 @@ describe('training', () => {
     expect(rest.startStep).toBe(2);
     expect(rest.losses).toEqual(full.losses.slice(2));
     const steps = partitionMetrics(readMetrics(join(root, 'resume-b', 'metrics.jsonl'))).steps;
-    expect(steps.map((m) => m.step)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(steps.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(steps.map((m) => m.loss)).toEqual(full.losses);
   });
 

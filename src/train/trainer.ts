@@ -5,8 +5,9 @@
  * step), checkpoints with weights (F32), masks and optimizer state, JSON-lines metrics.
  *
  * Steps: `step` is the global optimizer step (carried across growth through the optimizer state),
- * `stageStep` = step − stageStart counts from the last growth and drives the mask schedule. The
- * loss logged at step s is the loss of batch s before update s.
+ * `stageStep` = step − stageStart counts from the last growth and drives the mask schedule.
+ * Update k (1-based) trains on batch k − 1 and its metrics record has `step: k` (updates done,
+ * the HF Trainer's global_step): the loss of that batch before the update, the lr it used.
  */
 import * as tf from '@tensorflow/tfjs';
 import { mkdirSync } from 'node:fs';
@@ -26,7 +27,7 @@ import {
   type Manifest,
   type MaskSchedule,
 } from '../manifest.ts';
-import { sha256File } from '../util/hash.ts';
+import { sha256Bytes, sha256File } from '../util/hash.ts';
 import { applyMaskValues, groupsBelowOne, MASKS_FILE, type MaskSet } from '../masks.ts';
 import {
   disposeMaskTensors,
@@ -39,8 +40,17 @@ import {
   type MaskTensors,
   type Rope,
 } from '../model/llama.ts';
-import { startProgress, type ProgressFactory } from '../util/progress.ts';
-import { checkDataFile, checkMaskedIds, checkVocab, TokenDataset, type Batch } from './data.ts';
+import { noProgress, startProgress, type ProgressFactory } from '../util/progress.ts';
+import {
+  checkDataFile,
+  checkMaskedIds,
+  checkVocab,
+  dataFiles,
+  MixedDataset,
+  openTrainingData,
+  type Batch,
+  type TrainingData,
+} from './data.ts';
 import { tokenDtypeForPath } from '../util/token-files.ts';
 import { lrAt, validateLrSchedule, type LrSchedule, type LrScheduleKind } from './lr-schedule.ts';
 import { MetricsLog, type StepMetrics } from './metrics.ts';
@@ -105,6 +115,12 @@ export interface TrainOptions {
   /** Where progress goes (commands/ passes terminal bars); none by default. */
   progress?: ProgressFactory;
   log?: (line: string) => void;
+  /**
+   * A plain log line (stepLine) every N steps and at the last, when no progress bar shows the
+   * steps (stderr not a terminal: a batch job, `| tee`, CI), as the HF Trainer's logging_steps
+   * and torchtitan's log_freq do; 0 or undefined: none. The torch engine prints the same line.
+   */
+  logEvery?: number;
   onStep?: (m: StepMetrics) => void;
   /**
    * Asked before every step with the steps this invocation has taken: true stops the run there,
@@ -415,7 +431,7 @@ interface Run extends TrainArgs {
   dir: string;
   cfg: ModelConfig;
   st: StartState;
-  ds: TokenDataset;
+  ds: TrainingData;
   tokenizerName: string;
   dataSha: string;
   state: ModelState;
@@ -444,7 +460,7 @@ export function checkTrainOptions(o: TrainOptions): void {
 export async function train(o: TrainOptions): Promise<TrainResult> {
   checkTrainOptions(o);
   const args = trainArgs(o);
-  checkDataFile(o.data);
+  for (const f of dataFiles(o.data)) checkDataFile(f);
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
   // checkpoint-<step> folders (and pruning) inside the starting checkpoint would change it
   if (isInside(o.out, o.checkpoint))
@@ -529,11 +545,17 @@ async function openRun(
       `train: the run's LR schedule ends at step ${lrEnd}; steps ${lrEnd} to ${st.targetStep} run at its final LR ${st.lrSchedule.minLr}`,
     );
   const tokenizer = await ck.tokenizer();
-  const ds = TokenDataset.fromFile(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
-  checkVocab(ds, cfg.vocabSize, o.data, tokenDtypeForPath(o.data) === undefined ? tokenizer.name : undefined);
+  const ds = openTrainingData(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
+  const parts = ds instanceof MixedDataset ? ds.parts : [ds];
+  for (const p of parts)
+    checkVocab(p, cfg.vocabSize, p.source, tokenDtypeForPath(p.source) === undefined ? tokenizer.name : undefined);
   const baseMasks = await ck.masks();
-  if (baseMasks !== undefined) checkMaskedIds(ds, baseMasks.vocab, o.data, baseMasks.vocabTokens);
-  const dataSha = await sha256File(o.data);
+  if (baseMasks !== undefined) for (const p of parts) checkMaskedIds(p, baseMasks.vocab, p.source, baseMasks.vocabTokens);
+  // a mix: the hash of its parts' hashes and weights
+  const dataSha =
+    ds instanceof MixedDataset
+      ? sha256Bytes(JSON.stringify(await Promise.all(parts.map(async (p, i) => [await sha256File(p.source), ds.weights[i]]))))
+      : await sha256File(o.data);
   const state = (held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck)));
   const adam = (held.adam = await openOptimizer(o, state, ck, st.step));
   const rope = (held.rope = makeRope(cfg, args.T));
@@ -609,12 +631,16 @@ async function trainLoop(r: Run): Promise<boolean> {
   const saveEvery = r.o.saveEvery ?? trainDefault('save-every');
   let announcedBake = r.masks.base === undefined || groupsBelowOne(r.masks.base).length === 0;
   const bar = startProgress(r.o.progress, r.o.quiet, `train ${r.cfg.hiddenSize}x${r.cfg.numLayers}`, r.st.targetStep - r.st.step);
+  const logEvery = r.o.logEvery ?? trainDefault('log-every');
+  // no bar on the terminal (or none at all): the steps are told by plain lines instead
+  const plainLines = r.o.quiet !== true && logEvery > 0 && bar === noProgress;
   try {
     while (r.step < r.st.targetStep) {
       if (r.o.shouldStop?.(r.step - r.st.step) === true) return true;
       const m = await trainStep(r);
       r.metrics.logStep(m);
       r.o.onStep?.(m);
+      if (plainLines && (r.step % logEvery === 0 || r.step === r.st.targetStep)) r.log(stepLine(m, r.st.targetStep));
       bar.update(r.step - r.st.step);
       if (!announcedBake && r.step >= annealEnd && groupsBelowOne(r.masks.at(r.step) as MaskSet).length === 0) {
         announcedBake = true;
@@ -628,6 +654,16 @@ async function trainLoop(r: Run): Promise<boolean> {
   } finally {
     bar.stop();
   }
+}
+
+/**
+ * The per-step log line, the same in both engines (python/flm_grow_torch/train.py prints it):
+ * `step 10/300: loss 5.1173 lr 6.204e-04 grad-norm 1.340`.
+ */
+export function stepLine(m: StepMetrics, target: number): string {
+  // Python's %.3e: a two-digit exponent
+  const lr = m.lr.toExponential(3).replace(/e([+-])(\d)$/, 'e$10$2');
+  return `step ${m.step}/${target}: loss ${m.loss.toFixed(4)} lr ${lr} grad-norm ${m.gradNorm.toFixed(3)}`;
 }
 
 /** One optimizer step on batch `r.step` (and an eval when due); its metrics. */
@@ -644,7 +680,8 @@ async function trainStep(r: Run): Promise<StepMetrics> {
   const evalNow = r.ds.eval.length > r.T && ((evalEvery > 0 && r.step % evalEvery === 0) || r.step === r.st.targetStep);
   if (evalNow) r.lastEval = evalLoss(r);
   const m: StepMetrics = {
-    step: r.step - 1,
+    // the HF Trainer's global_step: updates done, the number checkpoint-<step> and the console carry
+    step: r.step,
     tokens: r.tokens,
     loss,
     ...(evalNow ? { evalLoss: r.lastEval } : {}),
@@ -746,7 +783,12 @@ async function save(r: Run, complete: boolean): Promise<string> {
         lrSchedule: r.st.lrSchedule,
         batchSize: r.B,
         seqLen: r.T,
-        data: { path: resolve(r.o.data), sha256: r.dataSha, tokens: r.ds.tokens.length, tokenizer: r.tokenizerName },
+        data: {
+          path: r.ds instanceof MixedDataset ? r.o.data : resolve(r.o.data),
+          sha256: r.dataSha,
+          tokens: r.ds.tokens.length,
+          tokenizer: r.tokenizerName,
+        },
         masksAllOne: masks === undefined || groupsBelowOne(masks).length === 0,
         lastLoss: r.losses.length > 0 ? r.losses[r.losses.length - 1] : null,
         evalLoss: r.lastEval ?? null,

@@ -39,6 +39,15 @@ export function readFailure(e: unknown): string {
 }
 
 /**
+ * "cannot read <what>: <why>", the prefix given once: a failed open already says "cannot read
+ * training data: no such file", which the caller's own prefix must not repeat.
+ */
+export function cannotRead(what: string, e: unknown): string {
+  const r = readFailure(e);
+  return r.startsWith('cannot read ') ? r : `cannot read ${what}: ${r}`;
+}
+
+/**
  * A caller's error code for a failed read: the file's kind or size when that was the problem
  * (NotARegularFile, FileTooLarge), else the caller's own code for "could not read it".
  */

@@ -22,6 +22,7 @@ import { FAMILY_CHOICES, STAGE_CHOICES } from '../../src/commands/synth.ts';
 import { DEFAULT_TOLERANCE } from '../../src/commands/verify.ts';
 import { countLabel, plural } from '../../src/util/format.ts';
 import { configToJson, parseConfig } from '../../src/config.ts';
+import { float32Shortest } from '../../src/masks.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const commands = await loadCommands();
@@ -134,11 +135,60 @@ describe('flm-grow --help and errors', () => {
     for (const name of COMMAND_NAMES) {
       const r = cli(name, '--help');
       expect(r.status, name).toBe(0);
-      expect(r.stdout, name).toMatch(/Examples:\n\s+flm-grow /);
+      expect(r.stdout, name).toMatch(/Examples:\n {2}# .*\n {2}flm-grow /);
+      // each example is one whole command line: a description line ("  # ...") or the command,
+      // never a command wrapped onto the next line (it could not be copied)
+      const ex = r.stdout
+        .slice(r.stdout.indexOf('Examples:\n') + 10)
+        .trimEnd()
+        .split('\n');
+      for (const l of ex) expect(l, `${name}: ${l}`).toMatch(/^ {2}(# |flm-grow )/);
+      expect(ex.filter((l) => l.startsWith('  flm-grow ')).length).toBe(ex.filter((l) => l.startsWith('  # ')).length);
       expect(r.stdout, name).not.toContain('[default: []]');
       const bare = r.stdout.split('\n').filter((l) => /^ {2}--[a-z-]+\s+\[/.test(l)); // option lines; a wrapped description line may start with "--steps"
       expect(bare, `${name}: options without a description`).toEqual([]);
     }
+  });
+
+  it('prints the help for -h, help, help <command> and no arguments (exit 0)', () => {
+    const top = cli('--help');
+    expect(top.status).toBe(0);
+    for (const args of [['-h'], [], ['help']]) {
+      const r = cli(...args);
+      expect(r.status, args.join(' ')).toBe(0);
+      expect(r.stdout, args.join(' ')).toBe(top.stdout);
+    }
+    const grow = cli('grow', '--help');
+    expect(grow.stdout).toContain('--hidden-size');
+    for (const args of [
+      ['grow', '-h'],
+      ['help', 'grow'],
+    ]) {
+      const r = cli(...args);
+      expect(r.status, args.join(' ')).toBe(0);
+      expect(r.stdout, args.join(' ')).toBe(grow.stdout);
+    }
+    // a command with required arguments and options still shows its help, not "missing ..."
+    const train = cli('train', '-h');
+    expect([train.status, train.stderr]).toEqual([0, '']);
+    expect(train.stdout).toContain('--log-every');
+  });
+
+  it('one suggestion per misspelt option; an error carries its prefix once', () => {
+    const r = cli('grow', 'fixtures/hf/llama-tiny-f32', '/tmp/never-written', '--hiden-size', '8');
+    expect(r.stderr.trim()).toBe('flm-grow: error: unknown option: --hiden-size (did you mean --hidden-size?)');
+    const missing = join(ROOT, 'no-such-corpus.txt');
+    const d = cli('train', 'fixtures/hf/llama-tiny-f32', '--data', missing, '--out', '/tmp/never-written', '--steps', '1');
+    expect(d.status).toBe(2);
+    expect(d.stderr.match(/cannot read training data/g)).toHaveLength(1);
+  });
+
+  it('prints a float32 mask value as the number it is (the shortest float32 repr, as numpy)', () => {
+    // numpy: str(np.float32(v)) for v = 0.1, 1/3, 0.7, 1e-8, 0.123456789, 2/3
+    const numpy = [0.1, 0.33333334, 0.7, 1e-8, 0.12345679, 0.6666667];
+    const stored = [0.1, 1 / 3, 0.7, 1e-8, 0.123456789, 2 / 3].map((v) => Math.fround(v));
+    expect(stored[0]).not.toBe(0.1); // 0.10000000149011612 as read from an F32 tensor
+    expect(stored.map(float32Shortest)).toEqual(numpy);
   });
 
   it('suggests commands and options, echoes bad numbers as typed', () => {

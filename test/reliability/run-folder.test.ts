@@ -47,7 +47,7 @@ describe('a run folder holds one run', () => {
     const r = await train({ ...common(), out, steps: 2, overwrite: true });
     expect(r.step).toBe(2);
     expect(listCheckpoints(out).map((c) => c.step)).toEqual([2]);
-    expect(partitionMetrics(readMetrics(join(out, 'metrics.jsonl'))).steps.map((m) => m.step)).toEqual([0, 1]);
+    expect(partitionMetrics(readMetrics(join(out, 'metrics.jsonl'))).steps.map((m) => m.step)).toEqual([1, 2]);
   });
 
   it('--resume with a larger --steps continues the run to its new target (30 -> 40 in the issue; 3 -> 5 here)', async () => {
@@ -62,7 +62,7 @@ describe('a run folder holds one run', () => {
     expect(more.checkpoint).toMatch(/checkpoint-000005$/);
     expect(readManifest(more.checkpoint)?.extra).toMatchObject({ step: 5, runStartStep: 0, targetStep: 5 });
     // one metrics record per step of the whole run
-    expect(partitionMetrics(readMetrics(join(out, 'metrics.jsonl'))).steps.map((m) => m.step)).toEqual([0, 1, 2, 3, 4]);
+    expect(partitionMetrics(readMetrics(join(out, 'metrics.jsonl'))).steps.map((m) => m.step)).toEqual([1, 2, 3, 4, 5]);
     // a resume already at its target trains nothing and reports the checkpoint it found, not NaN losses
     const again = await train({ ...common(), out, steps: 5, resume: true });
     expect(again.step).toBe(5);
@@ -90,6 +90,6 @@ describe('continuing a run from one of its own checkpoints', () => {
     const first = await train({ ...common(), out, steps: 3 });
     const r = await train({ ...common(), checkpoint: first.checkpoint, out, steps: 2 });
     expect(r.step).toBe(5);
-    expect(partitionMetrics(readMetrics(join(out, 'metrics.jsonl'))).steps.map((m) => m.step)).toEqual([0, 1, 2, 3, 4]);
+    expect(partitionMetrics(readMetrics(join(out, 'metrics.jsonl'))).steps.map((m) => m.step)).toEqual([1, 2, 3, 4, 5]);
   });
 });

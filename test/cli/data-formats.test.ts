@@ -1,0 +1,262 @@
+/**
+ * Pretraining data formats, both engines: a Megatron-LM indexed dataset (.bin + .idx written here
+ * per megatron/core/datasets/indexed_dataset.py's _IndexWriter layout), read per its index; a .bin
+ * whose .idx disagrees is refused; a nanoGPT .bin without .idx stays uint16; a weighted mix draws
+ * rows by weight. The tfjs reader (src/train/data.ts) and the torch reader
+ * (python/flm_grow_torch/data.py) must give the same batches, judged against the ids written.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { findTorchPython, PYTHON_DIR } from '../../src/torch-engine.ts';
+import { MixedDataset, openTrainingData, TokenDataset } from '../../src/train/data.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const F = join(ROOT, 'fixtures/hf/llama-tiny-f32');
+const torch = findTorchPython();
+
+/** A Megatron index + data pair: documents of int32 (code 4) or uint16 (code 8) ids. */
+function writeMegatron(prefix: string, docs: number[][], code: 4 | 8): void {
+  const width = code === 4 ? 4 : 2;
+  const n = docs.length;
+  const idx = Buffer.alloc(34 + n * 4 + n * 8 + (n + 1) * 8);
+  Buffer.from('MMIDIDX\x00\x00', 'latin1').copy(idx, 0);
+  idx.writeBigUInt64LE(1n, 9); // version
+  idx.writeUInt8(code, 17);
+  idx.writeBigUInt64LE(BigInt(n), 18); // sequences (one per document here)
+  idx.writeBigUInt64LE(BigInt(n + 1), 26); // document index entries: 0..n
+  let ptr = 0;
+  docs.forEach((d, i) => {
+    idx.writeInt32LE(d.length, 34 + 4 * i);
+    idx.writeBigInt64LE(BigInt(ptr), 34 + 4 * n + 8 * i);
+    ptr += d.length * width;
+  });
+  for (let k = 0; k <= n; k++) idx.writeBigInt64LE(BigInt(k), 34 + 12 * n + 8 * k);
+  const bin = Buffer.alloc(ptr);
+  let o = 0;
+  for (const d of docs)
+    for (const t of d) {
+      if (code === 4) bin.writeInt32LE(t, o);
+      else bin.writeUInt16LE(t, o);
+      o += width;
+    }
+  writeFileSync(`${prefix}.idx`, idx);
+  writeFileSync(`${prefix}.bin`, bin);
+}
+
+/** Batches from the torch engine's reader (data.py), as nested arrays. */
+function pythonBatches(spec: string, steps: number[], B: number, T: number, seed: number): number[][][] {
+  const code = `
+import json, sys
+from flm_grow_torch.data import open_training_data
+ds = open_training_data(sys.argv[1], eval_fraction=0.1, seq_len=${T})
+print(json.dumps([ds.batch_at("train", s, ${B}, ${T}, ${seed})[0].tolist() for s in json.loads(sys.argv[2])]))`;
+  const r = spawnSync(torch!.python, ['-c', code, spec, JSON.stringify(steps)], {
+    encoding: 'utf8',
+    env: { ...process.env, PYTHONPATH: PYTHON_DIR },
+  });
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as number[][][];
+}
+
+function tsBatches(spec: string, steps: number[], B: number, T: number, seed: number): number[][][] {
+  const ds = openTrainingData(spec, { seqLen: T, evalFraction: 0.1 });
+  return steps.map((s) => {
+    const x = ds.batchAt('train', s, B, T, seed).inputs;
+    return Array.from({ length: B }, (_, b) => Array.from(x.subarray(b * T, (b + 1) * T)));
+  });
+}
+
+let d: string;
+// documents of ids 0..299 (a model of vocabulary 320 can train on them)
+const docs = Array.from({ length: 40 }, (_, i) => Array.from({ length: 20 + (i % 7) }, (_, t) => (i * 37 + t * 11) % 300));
+beforeAll(() => {
+  d = mkdtempSync(join(tmpdir(), 'flm-grow-data-'));
+  writeMegatron(join(d, 'corpus32'), docs, 4);
+  writeMegatron(
+    join(d, 'lo'),
+    docs.map((x) => x.map((t) => t % 100)),
+    8,
+  );
+  writeMegatron(
+    join(d, 'hi'),
+    docs.map((x) => x.map((t) => 200 + (t % 100))),
+    8,
+  );
+});
+afterAll(() => rmSync(d, { recursive: true, force: true }));
+
+describe('Megatron indexed datasets', () => {
+  it('an int32 .bin is read per its .idx: the ids written, in document order', () => {
+    expect(Array.from(TokenDataset.fromFile(join(d, 'corpus32.bin'), { evalFraction: 0 }).tokens)).toEqual(docs.flat());
+    // without its index the same file is a nanoGPT uint16 file: twice as many (wrong) ids
+    writeFileSync(join(d, 'plain.bin'), Buffer.from(new Uint16Array(docs.flat()).buffer));
+    expect(Array.from(TokenDataset.fromFile(join(d, 'plain.bin'), { evalFraction: 0 }).tokens)).toEqual(docs.flat());
+  });
+
+  it.skipIf(torch === undefined)('both engines see the same batches (Megatron int32, and a 0.7/0.3 mix)', () => {
+    const steps = [0, 1, 2, 7];
+    const meg = join(d, 'corpus32.bin');
+    expect(pythonBatches(meg, steps, 4, 16, 3)).toEqual(tsBatches(meg, steps, 4, 16, 3));
+    const mix = `${join(d, 'lo.bin')}:0.7,${join(d, 'hi.bin')}:0.3`;
+    expect(pythonBatches(mix, steps, 8, 8, 5)).toEqual(tsBatches(mix, steps, 8, 8, 5));
+  });
+
+  it('a mix draws rows by weight', () => {
+    const ds = openTrainingData(`${join(d, 'lo.bin')}:0.7,${join(d, 'hi.bin')}:0.3`, { seqLen: 8 });
+    expect(ds).toBeInstanceOf(MixedDataset);
+    let hi = 0,
+      rows = 0;
+    for (let s = 0; s < 200; s++) {
+      const x = ds.batchAt('train', s, 10, 8, 0).inputs;
+      for (let b = 0; b < 10; b++, rows++) if (x[b * 8] >= 200) hi++;
+    }
+    // 2000 rows, binomial(0.3): 3 standard deviations is about 0.031
+    expect(Math.abs(hi / rows - 0.3)).toBeLessThan(0.031);
+  });
+
+  it('refuses a .bin whose .idx disagrees, before either engine reads it (exit 2)', () => {
+    writeMegatron(join(d, 'bad'), docs, 4);
+    writeFileSync(join(d, 'bad.bin'), Buffer.alloc(docs.flat().length * 2)); // the index says int32
+    for (const engine of ['tfjs', ...(torch !== undefined ? ['torch'] : [])]) {
+      const r = spawnSync(
+        process.execPath,
+        [
+          join(ROOT, 'bin/flm-grow.js'),
+          'train',
+          F,
+          '--data',
+          join(d, 'bad.bin'),
+          '--out',
+          join(d, `o-${engine}`),
+          '--steps',
+          '1',
+          '--engine',
+          engine,
+        ],
+        { encoding: 'utf8' },
+      );
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/bad\.bin: its Megatron index .*bad\.idx disagrees: .*int32 tokens/);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  });
+
+  it.skipIf(torch === undefined)(
+    'trains on a Megatron dataset on both engines: the same first losses',
+    { timeout: 120_000 },
+    () => {
+      const losses = (engine: string) => {
+        const r = spawnSync(
+          process.execPath,
+          [
+            join(ROOT, 'bin/flm-grow.js'),
+            'train',
+            F,
+            '--data',
+            join(d, 'corpus32.bin'),
+            '--out',
+            join(d, `run-${engine}`),
+            '--steps',
+            '2',
+            '--batch-size',
+            '2',
+            '--seq-len',
+            '16',
+            '--engine',
+            engine,
+            '--json',
+          ],
+          { encoding: 'utf8' },
+        );
+        expect(r.status, r.stderr).toBe(0);
+        return (JSON.parse(r.stdout) as { losses: number[] }).losses;
+      };
+      const a = losses('tfjs');
+      const b = losses('torch');
+      expect(a).toHaveLength(2);
+      for (let i = 0; i < 2; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-4);
+    },
+  );
+});
+
+describe('text corpora (JSONL) and mixes in pipelines', () => {
+  const texts = Array.from(
+    { length: 60 },
+    (_, i) => `Document ${i}: ${'the quick brown fox jumps over the lazy dog. '.repeat(1 + (i % 3))}é`,
+  );
+  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    spawnSync(process.execPath, [join(ROOT, 'bin/flm-grow.js'), ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+
+  it(
+    'a JSONL corpus is tokenized once (the checkpoint tokenizer, EOS after each document), cached, and trained on by both engines alike',
+    { timeout: 120_000 },
+    () => {
+      const corpus = join(d, 'corpus.jsonl');
+      writeFileSync(corpus, texts.map((text, i) => JSON.stringify({ id: i, text }) + '\n').join(''));
+      const env = { XDG_CACHE_HOME: join(d, 'cache') };
+      const run = (engine: string) => {
+        const r = cli(
+          [
+            'train',
+            F,
+            '--data',
+            corpus,
+            '--out',
+            join(d, `jl-${engine}`),
+            '--steps',
+            '2',
+            '--batch-size',
+            '2',
+            '--seq-len',
+            '16',
+            '--engine',
+            engine,
+            '--json',
+          ],
+          env,
+        );
+        expect(r.status, r.stderr).toBe(0);
+        return r;
+      };
+      const a = run('tfjs');
+      expect(a.stderr).toMatch(/60 documents tokenized/);
+      // the byte-level fixture: each document's UTF-8 bytes, then its config's eos_token_id (2)
+      const cached = readdirSync(join(d, 'cache', 'flm-grow', 'tokens')).filter((f) => f.endsWith('.u32'));
+      expect(cached).toHaveLength(1);
+      const ids = new Uint32Array(readFileSync(join(d, 'cache', 'flm-grow', 'tokens', cached[0])).buffer.slice(0));
+      expect(Array.from(ids)).toEqual(texts.flatMap((t) => [...Buffer.from(t, 'utf8'), 2]));
+      if (torch === undefined) return;
+      const b = run('torch');
+      expect(b.stderr).toMatch(/the cached tokens/);
+      const la = (JSON.parse(a.stdout) as { losses: number[] }).losses;
+      const lb = (JSON.parse(b.stdout) as { losses: number[] }).losses;
+      for (let i = 0; i < 2; i++) expect(Math.abs(la[i] - lb[i])).toBeLessThan(1e-4);
+    },
+  );
+
+  it('Parquet is refused with the conversion to JSONL (exit 2, one line)', () => {
+    writeFileSync(join(d, 'x.parquet'), 'PAR1');
+    const r = cli(['train', F, '--data', join(d, 'x.parquet'), '--out', join(d, 'pq'), '--steps', '1']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/Parquet is not read by flm-grow; convert it to JSON lines/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a pipeline takes a data mix (parts relative to the pipeline file)', { timeout: 60_000 }, () => {
+    const p = join(d, 'mix-pipe.json');
+    writeFileSync(
+      p,
+      JSON.stringify({
+        data: 'lo.bin:0.7,hi.bin:0.3',
+        checkpoint: F,
+        train: { batch_size: 2, seq_len: 8 },
+        stages: [{ name: 't', train: { steps: 2 } }],
+      }),
+    );
+    const r = cli(['run', p, '--out', join(d, 'mix-out'), '--json']);
+    expect(r.status, r.stderr).toBe(0);
+  });
+});
