@@ -94,6 +94,8 @@ describe('ShardedTensorIndex', () => {
     await expect(ShardedTensorIndex.open(tmp.dir)).rejects.toThrow(
       /neither model\.safetensors\.index\.json nor model\.safetensors/,
     );
-    await expect(ShardedTensorIndex.open(join(tmp.dir, 'missing'))).rejects.toThrow(/not a folder/);
+    await expect(ShardedTensorIndex.open(join(tmp.dir, 'missing'))).rejects.toThrow(
+      /no such folder \(flm-grow reads local checkpoint folders; a Hub model is downloaded with huggingface-cli download/,
+    );
   });
 });

@@ -256,7 +256,7 @@ describe('grow', () => {
     await expect(
       growCheckpoint(src, dest, parsePlan({ targets: { num_hidden_layers: 3 }, placement: { positions: [5] } }), { quiet: true }),
     ).rejects.toThrow(/position 5/);
-    await expect(growCheckpoint(join(tmp.dir, 'nope'), dest, allOps(), { quiet: true })).rejects.toThrow(/not a folder/);
+    await expect(growCheckpoint(join(tmp.dir, 'nope'), dest, allOps(), { quiet: true })).rejects.toThrow(/no such folder/);
     await expect(growCheckpoint(src, src, allOps(), { quiet: true })).rejects.toThrow(/destination is the source/);
     const existing = join(tmp.dir, 'existing');
     mkdirSync(existing);
