@@ -57,8 +57,15 @@ export interface TrainSettings {
   /** tfjs | torch | auto (see src/train/engine.ts) and the torch engine's process count. */
   engine?: Engine;
   nproc?: number;
-  /** torch engine on CUDA: FullyShardedDataParallel instead of DDP. */
+  /** torch engine: FSDP2 instead of DDP (CPU or GPU). */
   fsdp?: boolean;
+  /** torch engine, several machines: torchrun's --nnodes, this node's rank, node 0's address and port. */
+  nnodes?: number;
+  node_rank?: number;
+  master_addr?: string;
+  master_port?: number;
+  /** torchrun's elastic restarts after a worker fails. */
+  max_restarts?: number;
 }
 
 export type StageSpec =
@@ -123,6 +130,12 @@ const TRAIN_FIELDS: Record<keyof TrainSettings, Check> = {
   engine: oneOf(ENGINES),
   nproc: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   fsdp: bool,
+  nnodes: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
+  node_rank: int,
+  master_addr: str,
+  master_port: (v) =>
+    typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535 ? undefined : 'must be a port 1..65535',
+  max_restarts: int,
 };
 const STAGE_FIELDS: Record<StageKind, Record<string, Check>> = {
   init: { config: obj, std: num, seed: int },
@@ -518,7 +531,16 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
     shouldStop: opts.shouldStopTraining,
   };
   if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
-  const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc, fsdp: ts.fsdp });
+  const tr = await trainWithEngine(o, {
+    engine: ts.engine,
+    nproc: ts.nproc,
+    fsdp: ts.fsdp,
+    nnodes: ts.nnodes,
+    nodeRank: ts.node_rank,
+    masterAddr: ts.master_addr,
+    masterPort: ts.master_port,
+    maxRestarts: ts.max_restarts,
+  });
   if (tr.interrupted)
     throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
   return tr.checkpoint;

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ PRECISIONS = ["auto", "f32", "bf16", "f64"]
 # the --precision default, so that runs started through `flm-grow train --engine torch` or a
 # pipeline (which pass no --precision) can be made f64 reference runs (docs/engines.md)
 PRECISION_ENV = "FLM_GROW_TORCH_PRECISION"
+KILL_ENV = "FLM_GROW_TEST_KILL"
 MAX_LOSS = 100  # trainer.ts MAX_LOSS: a loss above it stops training
 
 
@@ -371,7 +373,9 @@ class Trainer:
             )
         self.ds = TokenDataset(a.data, eval_fraction=a.eval_fraction, seq_len=a.seq_len)
         if self.ds.max_id >= self.cfg.vocab_size:
-            sys.exit(f"train: {a.data}: token id {self.ds.max_id} is outside the model's vocabulary of {self.cfg.vocab_size}")
+            sys.exit(
+                f"train: {a.data}: token id {self.ds.max_id} is outside the model's vocabulary of {self.cfg.vocab_size}"
+            )
         self.data_sha = sha256_file(a.data)
         self.has_eval = len(self.ds.eval) > a.seq_len
 
@@ -436,6 +440,7 @@ class Trainer:
             if a.interrupt_after is not None and st.step - st.start_step >= a.interrupt_after:
                 st.interrupted = True
                 break
+            self._test_kill()
             ts = time.time()
             loss, gnorm, lr = self.train_step()
             self._after_step(loss, gnorm, lr, time.time() - ts)
@@ -446,10 +451,19 @@ class Trainer:
                 )
             if a.save_every > 0 and st.step % a.save_every == 0 and st.step < st.target_step:
                 self.save(False)
-        self.checkpoint = (
-            (st.last_saved or self.dir) if st.interrupted or st.step == st.start_step else self.save(True)
-        )
+        self.checkpoint = (st.last_saved or self.dir) if st.interrupted or st.step == st.start_step else self.save(True)
         self.seconds = time.time() - t0
+
+    def _test_kill(self) -> None:
+        """$FLM_GROW_TEST_KILL=R:S: rank R SIGKILLs itself before step S (the dead-rank tests; a lost
+        node or the OOM killer look the same to the other ranks). Only on the first attempt, so that
+        a torchrun restart gets past it."""
+        spec = os.environ.get(KILL_ENV)
+        if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+            return
+        rank, step = (int(x) for x in spec.split(":"))
+        if rank == self.dd.rank and step == self.st.step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _after_step(self, loss: float, gnorm: float, lr: float, seconds: float) -> None:
         """Count the step, evaluate when due, log its metrics line."""
@@ -639,8 +653,9 @@ class Trainer:
             "device": str(self.device),
             "precision": self.precision_label,
         }
-        if self.dd.rank == 0:
-            # one machine-readable line last, for `flm-grow train --engine torch`
+        if self.dd.local_rank == 0:
+            # one machine-readable line last, for `flm-grow train --engine torch` (on every node: the
+            # rendezvous decides which node holds global rank 0, and every node's flm-grow reports)
             print("FLM_GROW_RESULT " + json.dumps(result), flush=True)
         self.dd.close()
         return result
@@ -651,6 +666,7 @@ def main(argv: list[str] | None = None) -> dict:
     t.open_run()
     t.train_loop()
     return t.close()
+
 
 def _stored_bytes(d):
     from .safetensors_io import SafetensorsFile
@@ -671,10 +687,27 @@ def out_of_memory(e):
     )
 
 
+def lost_peer(e: BaseException) -> bool:
+    """A collective that failed because another process is gone (killed, crashed, node lost)."""
+    import torch.distributed as dist
+
+    return isinstance(e, dist.DistError) or (
+        isinstance(e, RuntimeError)
+        and any(k in str(e) for k in ("gloo", "NCCL", "Connection reset", "Connection closed"))
+    )
+
+
 def cli():
     try:
         main()
     except (MemoryError, RuntimeError) as e:
+        if lost_peer(e) and not out_of_memory(e):
+            # the rank that died is the news, not this one's broken collective: torchrun (elastic.py)
+            # names it once it has stopped the job
+            rank = os.environ.get("RANK", "?")
+            sys.exit(
+                f"train: rank {rank}: a collective failed because another process is gone ({str(e).strip().splitlines()[-1][:160]})"
+            )
         if not out_of_memory(e):
             raise
         # one line instead of a traceback: what ran out and what a step needs

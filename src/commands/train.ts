@@ -9,6 +9,10 @@ import { shared, spec } from './options.ts';
 import { countLabel, emit } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
 
+// torchrun's default port, as src/torch-engine.ts DEFAULT_MASTER_PORT (not imported: the command
+// table loads at every start-up, the torch engine module only when training runs)
+const DEFAULT_MASTER_PORT = 29500;
+
 const n = (name: string, describe: string, def?: number) =>
   spec(name, 'number', { describe, ...(def !== undefined ? { default: def } : {}) });
 
@@ -77,8 +81,27 @@ export const trainCommand: CommandModule = {
         .option('fsdp', {
           type: 'boolean',
           default: false,
-          describe: 'torch engine on CUDA GPUs: shard weights, gradients and AdamW moments (FSDP) instead of DDP',
-        }),
+          describe:
+            'torch engine: shard weights, gradients and AdamW moments over the processes (FSDP2) instead of DDP; CPU (gloo) or GPUs (nccl)',
+        })
+        .option('nnodes', n('nnodes', 'torch engine: machines in the job (torchrun, c10d rendezvous at --master-addr)', 1))
+        .option('node-rank', n('node-rank', "torch engine: this machine's index 0..nnodes-1 (node 0 hosts the rendezvous)", 0))
+        .option('master-addr', {
+          type: 'string',
+          describe: 'torch engine, --nnodes > 1: address of node 0, reachable from every node',
+        })
+        .option(
+          'master-port',
+          n('master-port', 'torch engine, --nnodes > 1: port of the c10d rendezvous on node 0', DEFAULT_MASTER_PORT),
+        )
+        .option(
+          'max-restarts',
+          n(
+            'max-restarts',
+            "torch engine: torchrun's elastic agent restarts all workers this often after a failure, from the newest checkpoint",
+            0,
+          ),
+        ),
       ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size', 'take-over-lock'],
       {
         out: { demandOption: true, describe: 'run folder: checkpoint-<step>/ folders and metrics.jsonl' },
@@ -157,7 +180,16 @@ export const trainCommand: CommandModule = {
             logLine(`train: step ${m.step + 1}: saving checkpoint-${String(m.step + 1).padStart(6, '0')}`);
         },
       },
-      { engine: a.engine as Engine, nproc: a.nproc as number, fsdp: a.fsdp === true },
+      {
+        engine: a.engine as Engine,
+        nproc: a.nproc as number,
+        fsdp: a.fsdp === true,
+        nnodes: a.nnodes as number,
+        nodeRank: a['node-rank'] as number,
+        masterAddr: a['master-addr'] as string | undefined,
+        masterPort: a['master-port'] as number,
+        maxRestarts: a['max-restarts'] as number,
+      },
     );
     const lines =
       r.step === r.startStep
