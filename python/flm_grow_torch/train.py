@@ -48,7 +48,7 @@ from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_m
 from .memory import check_fits
 from .model import at_least_f32, load_model
 from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
-from .parallel import Dist, Layout
+from .parallel import Dist, Layout, tp_refusal
 from .safetensors_io import save_checkpoint_tensors
 
 METRICS_FILE = "metrics.jsonl"
@@ -112,7 +112,15 @@ def parse_args(argv):
     p.add_argument(
         "--fsdp",
         action="store_true",
-        help="FullyShardedDataParallel instead of DDP (CUDA only): for models that do not fit one device",
+        help="FSDP2 (fully_shard) instead of DDP: weights, gradients and AdamW moments sharded over the "
+        "processes; CPU (gloo) or GPU (nccl)",
+    )
+    p.add_argument(
+        "--tp",
+        type=int,
+        default=1,
+        help="tensor parallelism of this degree (DTensor): q/k/v, gate/up column-wise, o/down row-wise, "
+        "embedding and LM head along the vocabulary; with --fsdp a 2-D mesh (processes / tp FSDP groups)",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads per process (default: CPUs / processes)"
@@ -289,12 +297,17 @@ class Trainer:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         torch.set_num_threads(a.threads or default_threads(dd))
-        if a.batch_size % dd.world:
-            sys.exit(f"train: --batch-size {a.batch_size} must be a multiple of the number of processes ({dd.world})")
+        if a.tp < 1:
+            sys.exit("train: --tp must be an integer >= 1")
+        self.dp = dp = dd.world // a.tp if dd.world % a.tp == 0 else dd.world
+        if a.batch_size % dp:
+            sys.exit(
+                f"train: --batch-size {a.batch_size} must be a multiple of the number of data-parallel groups ({dp})"
+            )
         self.bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
         self.f64 = a.precision == "f64"
-        if self.f64 and a.fsdp:
-            sys.exit("train: --precision f64 is a single-process/DDP reference mode; --fsdp keeps f32 shards")
+        if self.f64 and (a.fsdp or a.tp > 1):
+            sys.exit("train: --precision f64 is a single-process/DDP reference mode; --fsdp and --tp keep f32 shards")
         self.compute_dtype = torch.float64 if self.f64 else torch.float32
         self.precision_label = "bf16-autocast" if self.bf16 else "f64" if self.f64 else "f32"
         self.log = (lambda s: None) if a.quiet or dd.rank else (lambda s: print(s, flush=True))
@@ -320,6 +333,9 @@ class Trainer:
                 dir_, resumed = latest, True
         self.dir = dir_
         self.cfg = cfg = read_config(dir_)
+        why = tp_refusal(cfg, a.tp, dd.world, a.fsdp)
+        if why is not None:
+            sys.exit(f"train: {dir_}: {why}")
         self._check_fits()
         os.makedirs(a.out, exist_ok=True)
         self.st = start_state(a, dir_, resumed)
@@ -328,7 +344,9 @@ class Trainer:
         self._open_model()
         self._open_metrics(resumed)
         self.anneal_end = self.st.stage_start + annealing_end_step(self.st.schedule)
-        self.lo, self.hi = dd.rank * a.batch_size // dd.world, (dd.rank + 1) * a.batch_size // dd.world
+        # this rank's slice of the global batch: ranks of one TP group take the same one
+        r = self.layout.dp_rank
+        self.lo, self.hi = r * a.batch_size // self.dp, (r + 1) * a.batch_size // self.dp
         del cfg
 
     def _warn_slow_blas(self) -> None:
@@ -350,11 +368,12 @@ class Trainer:
         # before anything is allocated or written: a model this machine cannot train is refused here
         too_big = check_fits(
             cfg,
-            a.batch_size // self.dd.world * a.seq_len,
+            a.batch_size // self.dp * a.seq_len,
             a.seq_len,
             self.device,
             f64=self.f64,
-            fsdp_world=self.dd.world if a.fsdp else 1,
+            fsdp_world=self.dd.world // a.tp if a.fsdp else 1,
+            tp=a.tp,
             local_processes=self.dd.local_world,
         )
         if too_big is not None:
@@ -386,16 +405,19 @@ class Trainer:
         self.params = sum(p.numel() for p in model.parameters())
         if st.source is None:
             st.source = source_identity(dir_, (self.params, _stored_bytes(dir_)))
+        if self.device.type == "cuda":
+            model.set_sdpa(True)
+        self.layout = Layout(model, self.device, self.dd, fsdp=a.fsdp, tp=a.tp)
         masks_path = os.path.join(dir_, MASKS_FILE)
         if os.path.exists(masks_path):
-            # a large finite bias on ids with vocab mask 0: softmax weight 0 as with -inf, but no NaN in the loss
+            # attached after the layout, so that the mask hooks see this rank's local tensors under TP.
+            # A large finite bias on ids with vocab mask 0: softmax weight 0 as with -inf, but no NaN in the loss
             self.handle = attach_masks(
                 model, read_masks(masks_path, self.cfg), st.schedule, vocab_fill=-1e30, dtype=self.compute_dtype
             )
+            if a.tp > 1:
+                self.handle.tp = (self.layout.tp_rank, a.tp)
             refuse_padding_ids(self.ds, self.handle.base)
-        if self.device.type == "cuda":
-            model.set_sdpa(True)
-        self.layout = Layout(model, self.device, self.dd, fsdp=a.fsdp)
         self.adam = AdamW(self.layout.named_parameters(), beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
         opt_path = os.path.join(dir_, OPTIMIZER_FILE)
         if os.path.exists(opt_path):

@@ -189,8 +189,14 @@ async function trainTorch(o: TrainOptions, e: EngineOptions): Promise<TrainResul
  */
 async function failureMessage(o: TrainOptions, r: TorchRunResult): Promise<string> {
   const f = r.workerFailure;
+  // a worker that refused its input or failed on its own says why in one `train: ` line (the
+  // survivors' `a collective failed` lines only echo another rank's death)
+  const said = r.stderr.split('\n').find((l) => l.startsWith('train: ') && !l.includes('a collective failed'));
   let what: string;
-  if (f !== undefined) {
+  if (f !== undefined && f.signal === undefined && said !== undefined) {
+    what = `${said.slice('train: '.length)} (rank ${f.rank})`;
+    if (!existsSync(join(o.out, 'metrics.jsonl'))) return what;
+  } else if (f !== undefined) {
     const how =
       f.signal !== undefined
         ? `was killed by ${f.signal} (signal ${-f.exitCode})` +
