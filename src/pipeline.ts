@@ -59,6 +59,8 @@ export interface TrainSettings {
   nproc?: number;
   /** torch engine: FSDP2 instead of DDP (CPU or GPU). */
   fsdp?: boolean;
+  /** torch engine: tensor-parallel degree. */
+  tp?: number;
   /** torch engine, several machines: torchrun's --nnodes, this node's rank, node 0's address and port. */
   nnodes?: number;
   node_rank?: number;
@@ -130,6 +132,7 @@ const TRAIN_FIELDS: Record<keyof TrainSettings, Check> = {
   engine: oneOf(ENGINES),
   nproc: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   fsdp: bool,
+  tp: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   nnodes: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   node_rank: int,
   master_addr: str,
@@ -535,6 +538,7 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
     engine: ts.engine,
     nproc: ts.nproc,
     fsdp: ts.fsdp,
+    tp: ts.tp,
     nnodes: ts.nnodes,
     nodeRank: ts.node_rank,
     masterAddr: ts.master_addr,

@@ -183,8 +183,9 @@ class Layout:
     def grad_norm(self) -> float:
         """The global L2 norm of the gradients (the same number on every rank). DDP's gradients are
         already averaged and whole. A DTensor gradient's local parts are disjoint along its Shard
-        dimensions and copies along its Replicate ones: the squares of the local parts summed over
-        all ranks, each divided by its number of copies, are the squares of the whole. A plain
+        dimensions and copies along its Replicate ones and across the ranks outside its mesh: the
+        squares of the local parts summed over all ranks, each divided by its number of copies, are
+        the squares of the whole. A plain
         tensor (DDP, or a replicated norm weight under TP alone) is whole on every rank."""
         from .model import at_least_f32
 
@@ -194,7 +195,9 @@ class Layout:
             if g is None:
                 continue
             if _is_dtensor(g):
-                copies = 1
+                # ranks outside the tensor's mesh (a norm weight sharded on the dp sub-mesh only, under
+                # FSDP x TP) hold copies of its parts too
+                copies = self.dd.world // g.device_mesh.size()
                 for i, pl in enumerate(g.placements):
                     if pl.is_replicate():
                         copies *= g.device_mesh.size(i)

@@ -84,6 +84,14 @@ export const trainCommand: CommandModule = {
           describe:
             'torch engine: shard weights, gradients and AdamW moments over the processes (FSDP2) instead of DDP; CPU (gloo) or GPUs (nccl)',
         })
+        .option(
+          'tp',
+          n(
+            'tp',
+            'torch engine: tensor parallelism of this degree (q/k/v, gate/up by columns, o/down by rows, embedding and head by vocabulary); with --fsdp a 2-D mesh',
+            1,
+          ),
+        )
         .option('nnodes', n('nnodes', 'torch engine: machines in the job (torchrun, c10d rendezvous at --master-addr)', 1))
         .option('node-rank', n('node-rank', "torch engine: this machine's index 0..nnodes-1 (node 0 hosts the rendezvous)", 0))
         .option('master-addr', {
@@ -184,6 +192,7 @@ export const trainCommand: CommandModule = {
         engine: a.engine as Engine,
         nproc: a.nproc as number,
         fsdp: a.fsdp === true,
+        tp: a.tp as number,
         nnodes: a.nnodes as number,
         nodeRank: a['node-rank'] as number,
         masterAddr: a['master-addr'] as string | undefined,

@@ -31,6 +31,8 @@ export interface EngineOptions extends TorchLaunch {
   engine?: Engine;
   /** torch engine: FSDP2 (fully_shard) instead of DDP, on CPU (gloo) or GPUs (nccl). */
   fsdp?: boolean;
+  /** torch engine: tensor parallelism of this degree (DTensor); with fsdp a 2-D mesh. */
+  tp?: number;
   /** For 'auto': true when the tfjs trainer would not fit (see estimateTrainMemory). */
   tfjsTooLarge?: boolean;
 }
@@ -39,7 +41,9 @@ export function resolveEngine(e: EngineOptions): 'tfjs' | 'torch' {
   const engine = e.engine ?? 'tfjs';
   if (engine !== 'auto') return engine;
   const t = findTorchPython();
-  return t !== undefined && (t.cuda || usesTorchrun(e) || e.fsdp === true || e.tfjsTooLarge === true) ? 'torch' : 'tfjs';
+  return t !== undefined && (t.cuda || usesTorchrun(e) || e.fsdp === true || (e.tp ?? 1) > 1 || e.tfjsTooLarge === true)
+    ? 'torch'
+    : 'tfjs';
 }
 
 /** Train on the chosen engine; the result has the same shape either way. */
@@ -66,6 +70,7 @@ export function checkLaunch(e: EngineOptions): void {
   int('nnodes', e.nnodes, 1);
   int('node-rank', e.nodeRank, 0);
   int('max-restarts', e.maxRestarts, 0);
+  int('tp', e.tp, 1);
   if (e.masterPort !== undefined && !(Number.isInteger(e.masterPort) && e.masterPort >= 1 && e.masterPort <= 65535))
     throw new TrainError('BadArgs', `--master-port must be a port number 1..65535 (got ${e.masterPort})`);
   const nnodes = e.nnodes ?? 1;
@@ -88,6 +93,7 @@ async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResu
         '--nproc, --nnodes and --max-restarts need --engine torch (the tfjs trainer runs in one process)',
       );
     if (e.fsdp === true) throw new TrainError('BadArgs', '--fsdp needs --engine torch (the tfjs trainer does not shard)');
+    if ((e.tp ?? 1) > 1) throw new TrainError('BadArgs', '--tp needs --engine torch (the tfjs trainer does not shard)');
     return train(o);
   }
   return trainTorch(o, e);
@@ -108,7 +114,7 @@ function torchData(o: TrainOptions): string {
 }
 
 /** The torch trainer's argv (python -m flm_grow_torch.train ...) for these options. */
-export function torchTrainArgs(o: TrainOptions, fsdp = false): string[] {
+export function torchTrainArgs(o: TrainOptions, fsdp = false, tp = 1): string[] {
   const args: string[] = [o.checkpoint, '--data', torchData(o), '--out', o.out, '--steps', String(o.steps)];
   const flag = (name: string, v: number | string | undefined) => {
     if (v !== undefined) args.push(`--${name}`, String(v));
@@ -135,13 +141,14 @@ export function torchTrainArgs(o: TrainOptions, fsdp = false): string[] {
   if (o.resume === true) args.push('--resume');
   if (o.quiet === true) args.push('--quiet');
   if (fsdp) args.push('--fsdp');
+  if (tp > 1) args.push('--tp', String(tp));
   return args;
 }
 
 async function trainTorch(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
   requireTorchPython();
   if (o.overwrite === true && (e.nodeRank ?? 0) === 0) clearRun(o.out);
-  const args = torchTrainArgs(o, e.fsdp === true);
+  const args = torchTrainArgs(o, e.fsdp === true, e.tp ?? 1);
   if ((e.maxRestarts ?? 0) > 0)
     o.log?.(
       `train: torchrun restarts every worker up to ${e.maxRestarts} time(s) when one fails (--max-restarts), ` +
