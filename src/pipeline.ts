@@ -61,6 +61,8 @@ export interface TrainSettings {
   fsdp?: boolean;
   /** torch engine: tensor-parallel degree. */
   tp?: number;
+  /** torch engine: torch.distributed.checkpoint shards instead of whole checkpoints. */
+  sharded_save?: boolean;
   /** torch engine, several machines: torchrun's --nnodes, this node's rank, node 0's address and port. */
   nnodes?: number;
   node_rank?: number;
@@ -132,6 +134,7 @@ const TRAIN_FIELDS: Record<keyof TrainSettings, Check> = {
   engine: oneOf(ENGINES),
   nproc: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   fsdp: bool,
+  sharded_save: bool,
   tp: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   nnodes: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   node_rank: int,
@@ -539,6 +542,7 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
     nproc: ts.nproc,
     fsdp: ts.fsdp,
     tp: ts.tp,
+    shardedSave: ts.sharded_save,
     nnodes: ts.nnodes,
     nodeRank: ts.node_rank,
     masterAddr: ts.master_addr,

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 import torch
 import torch.nn.functional as F
 
-from . import runlock
+from . import runlock, sharded
 from .checkpointing import (
     MANIFEST_FORMAT,
     MetricsLog,
@@ -46,7 +46,7 @@ from .data import TokenDataset
 from .fsdp import fsdp_unavailable
 from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
 from .memory import check_fits
-from .model import at_least_f32, load_model
+from .model import LlamaForCausalLM, at_least_f32, load_model, rope_frequencies
 from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
 from .parallel import Dist, Layout, tp_refusal
 from .safetensors_io import save_checkpoint_tensors
@@ -114,6 +114,12 @@ def parse_args(argv):
         action="store_true",
         help="FSDP2 (fully_shard) instead of DDP: weights, gradients and AdamW moments sharded over the "
         "processes; CPU (gloo) or GPU (nccl)",
+    )
+    p.add_argument(
+        "--sharded-save",
+        action="store_true",
+        help="checkpoints as torch.distributed.checkpoint shards (each rank writes its own parts; resumable at "
+        "any world size and layout); `python -m flm_grow_torch.sharded export` makes the HF layout of one",
     )
     p.add_argument(
         "--tp",
@@ -400,7 +406,14 @@ class Trainer:
 
     def _open_model(self) -> None:
         a, dir_, st = self.a, self.dir, self.st
-        model = load_model(dir_, dtype=self.compute_dtype, device=self.device)
+        resharding = sharded.is_sharded(dir_)
+        # a sharded save has no whole weights to load: build the model empty, lay it out, then fill
+        # this rank's parts from the shards (DCP reshards whatever layout wrote them)
+        model = (
+            empty_model(self.cfg, self.device).to(self.compute_dtype)
+            if resharding
+            else load_model(dir_, self.compute_dtype, self.device)
+        )
         self.names = [n for n, _ in model.named_parameters()]
         self.params = sum(p.numel() for p in model.parameters())
         if st.source is None:
@@ -420,7 +433,13 @@ class Trainer:
             refuse_padding_ids(self.ds, self.handle.base)
         self.adam = AdamW(self.layout.named_parameters(), beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
         opt_path = os.path.join(dir_, OPTIMIZER_FILE)
-        if os.path.exists(opt_path):
+        if resharding:
+            sharded.load(
+                os.path.join(dir_, sharded.SHARDED_DIR),
+                sharded.state_dict(dict(self.layout.named_parameters()), self.adam),
+            )
+            self.adam.step = sharded.read_optimizer_meta(dir_)["step"]
+        elif os.path.exists(opt_path):
             self.adam.load(opt_path, place=self.layout.place)
         else:
             self.adam.step = st.step
@@ -585,18 +604,30 @@ class Trainer:
         out = os.path.join(a.out, checkpoint_dir_name(st.step))
         self.set_masks(st.step)
         params = dict(layout.named_parameters())
-        weights = {}
-        for n in self.names:
-            w = layout.full(params[n].detach())
+        # one temporary name for the whole job (rank 0's pid would differ on every rank)
+        tmp = out + ".tmp"
+        if a.sharded_save:
             if dd.rank == 0:
-                weights[n] = w.float().cpu()
-        tmp = out + f".tmp-{os.getpid()}"
-        if dd.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-            save_checkpoint_tensors(tmp, weights)
-        del weights
-        self.adam.save(os.path.join(tmp, OPTIMIZER_FILE) if dd.rank == 0 else None, self.names, st.tokens, layout.full)
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.makedirs(tmp)
+            dd.barrier()
+            sharded.save(os.path.join(tmp, sharded.SHARDED_DIR), sharded.state_dict(params, self.adam))
+            if dd.rank == 0:
+                sharded.write_optimizer_meta(tmp, self.adam_meta())
+        else:
+            weights = {}
+            for n in self.names:
+                w = layout.full(params[n].detach())
+                if dd.rank == 0:
+                    weights[n] = w.float().cpu()
+            if dd.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.makedirs(tmp)
+                save_checkpoint_tensors(tmp, weights)
+            del weights
+            self.adam.save(
+                os.path.join(tmp, OPTIMIZER_FILE) if dd.rank == 0 else None, self.names, st.tokens, layout.full
+            )
         if dd.rank == 0:
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 f.write(json.dumps(js_value(self.cfg.to_json("float32")), indent=2) + "\n")
@@ -611,6 +642,17 @@ class Trainer:
         dd.barrier()
         st.last_saved = out
         return out
+
+    def adam_meta(self) -> dict:
+        ad = self.adam
+        return {
+            "step": ad.step,
+            "tokens": self.st.tokens,
+            "beta1": ad.beta1,
+            "beta2": ad.beta2,
+            "eps": ad.eps,
+            "weight_decay": ad.weight_decay,
+        }
 
     def manifest(self, complete: bool, cur: dict | None) -> dict:
         a, st = self.a, self.st
@@ -649,6 +691,7 @@ class Trainer:
             "engine": "torch",
             "processes": self.dd.world,
             "sharding": self.layout.kind,
+            "sharded": bool(a.sharded_save),
             "precision": self.precision_label,
         }
         return manifest
@@ -690,7 +733,20 @@ def main(argv: list[str] | None = None) -> dict:
     return t.close()
 
 
+def empty_model(cfg, device: torch.device) -> torch.nn.Module:
+    """The model of `cfg` with uninitialised weights (a sharded resume fills them), built on the
+    meta device so that nothing is allocated twice."""
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    model = model.to_empty(device=device)
+    model.tie_weights()
+    model.inv_freq = rope_frequencies(cfg, cfg.max_position_embeddings)[0].to(device)
+    return model
+
+
 def _stored_bytes(d):
+    if sharded.is_sharded(d):
+        return 0  # not asked for: a sharded save is a train checkpoint, whose manifest names its source
     from .safetensors_io import SafetensorsFile
 
     files = [f for f in os.listdir(d) if f.endswith(".safetensors") and f.startswith("model")]

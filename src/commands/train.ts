@@ -92,6 +92,12 @@ export const trainCommand: CommandModule = {
             1,
           ),
         )
+        .option('sharded-save', {
+          type: 'boolean',
+          default: false,
+          describe:
+            'torch engine: checkpoints as torch.distributed.checkpoint shards (each rank writes its parts; resumable at any process count); python -m flm_grow_torch.sharded export makes the HF layout',
+        })
         .option('nnodes', n('nnodes', 'torch engine: machines in the job (torchrun, c10d rendezvous at --master-addr)', 1))
         .option('node-rank', n('node-rank', "torch engine: this machine's index 0..nnodes-1 (node 0 hosts the rendezvous)", 0))
         .option('master-addr', {
@@ -193,6 +199,7 @@ export const trainCommand: CommandModule = {
         nproc: a.nproc as number,
         fsdp: a.fsdp === true,
         tp: a.tp as number,
+        shardedSave: a['sharded-save'] === true,
         nnodes: a.nnodes as number,
         nodeRank: a['node-rank'] as number,
         masterAddr: a['master-addr'] as string | undefined,

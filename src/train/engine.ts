@@ -33,6 +33,8 @@ export interface EngineOptions extends TorchLaunch {
   fsdp?: boolean;
   /** torch engine: tensor parallelism of this degree (DTensor); with fsdp a 2-D mesh. */
   tp?: number;
+  /** torch engine: checkpoints as torch.distributed.checkpoint shards, each rank writing its own parts. */
+  shardedSave?: boolean;
   /** For 'auto': true when the tfjs trainer would not fit (see estimateTrainMemory). */
   tfjsTooLarge?: boolean;
 }
@@ -94,6 +96,8 @@ async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResu
       );
     if (e.fsdp === true) throw new TrainError('BadArgs', '--fsdp needs --engine torch (the tfjs trainer does not shard)');
     if ((e.tp ?? 1) > 1) throw new TrainError('BadArgs', '--tp needs --engine torch (the tfjs trainer does not shard)');
+    if (e.shardedSave === true)
+      throw new TrainError('BadArgs', '--sharded-save needs --engine torch (the tfjs trainer saves whole checkpoints)');
     return train(o);
   }
   return trainTorch(o, e);
@@ -114,7 +118,7 @@ function torchData(o: TrainOptions): string {
 }
 
 /** The torch trainer's argv (python -m flm_grow_torch.train ...) for these options. */
-export function torchTrainArgs(o: TrainOptions, fsdp = false, tp = 1): string[] {
+export function torchTrainArgs(o: TrainOptions, fsdp = false, tp = 1, shardedSave = false): string[] {
   const args: string[] = [o.checkpoint, '--data', torchData(o), '--out', o.out, '--steps', String(o.steps)];
   const flag = (name: string, v: number | string | undefined) => {
     if (v !== undefined) args.push(`--${name}`, String(v));
@@ -142,13 +146,14 @@ export function torchTrainArgs(o: TrainOptions, fsdp = false, tp = 1): string[] 
   if (o.quiet === true) args.push('--quiet');
   if (fsdp) args.push('--fsdp');
   if (tp > 1) args.push('--tp', String(tp));
+  if (shardedSave) args.push('--sharded-save');
   return args;
 }
 
 async function trainTorch(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
   requireTorchPython();
   if (o.overwrite === true && (e.nodeRank ?? 0) === 0) clearRun(o.out);
-  const args = torchTrainArgs(o, e.fsdp === true, e.tp ?? 1);
+  const args = torchTrainArgs(o, e.fsdp === true, e.tp ?? 1, e.shardedSave === true);
   if ((e.maxRestarts ?? 0) > 0)
     o.log?.(
       `train: torchrun restarts every worker up to ${e.maxRestarts} time(s) when one fails (--max-restarts), ` +

@@ -1,6 +1,7 @@
 /**
  * The torch engine across processes and machines, driven through the CLI as a user runs it:
- * FSDP2, tensor parallelism, their 2-D combination and two torchrun "nodes" on 127.0.0.1 each train
+ * FSDP2, tensor parallelism, their 2-D combination (with sharded torch.distributed.checkpoint
+ * saves, exported to the HF layout) and two torchrun "nodes" on 127.0.0.1 each train
  * a grown GQA checkpoint mid-annealing (AdamW moments carried in) step for step like one process,
  * which engine.test.ts proves against the tfjs trainer and transformers. A worker killed with
  * SIGKILL is named with the checkpoint and command that resume, and the resumed run (at another
@@ -143,14 +144,24 @@ describe.skipIf(torch === undefined)('distributed torch engine (gloo, CPU)', () 
       ['ddp2', ['--nproc', '2']],
       ['fsdp2', ['--nproc', '2', '--fsdp']],
       ['tp2', ['--nproc', '2', '--tp', '2']],
-      ['fsdp2xtp2', ['--nproc', '4', '--tp', '2', '--fsdp']],
+      // sharded checkpoints (each rank writes its parts), exported to the HF layout below
+      ['fsdp2xtp2', ['--nproc', '4', '--tp', '2', '--fsdp', '--sharded-save']],
     ];
     for (const [name, flags] of layouts) {
       const r = train(join(root, name), flags);
       expect(r.status, `${name}: ${r.stderr}`).toBe(0);
       expectSameSteps(stepsOf(join(root, name)), ref, name);
     }
-    const ck = (name: string, f: string) => join(root, name, 'checkpoint-000013', f);
+    const exported = join(root, 'fsdp2xtp2-hf');
+    const ex = await runTorchModule(
+      'flm_grow_torch.sharded',
+      ['export', join(root, 'fsdp2xtp2', 'checkpoint-000013'), exported],
+      {
+        capture: true,
+      },
+    );
+    expect(ex.code, ex.stderr).toBe(0);
+    const ck = (name: string, f: string) => (name === 'fsdp2xtp2' ? join(exported, f) : join(root, name, 'checkpoint-000013', f));
     for (const [name] of layouts.slice(1)) {
       const w = await maxRelDiff(ck(name, 'model.safetensors'), ck('ddp2', 'model.safetensors'));
       const o = await maxRelDiff(ck(name, 'optimizer.safetensors'), ck('ddp2', 'optimizer.safetensors'));
@@ -161,6 +172,9 @@ describe.skipIf(torch === undefined)('distributed torch engine (gloo, CPU)', () 
       const man = JSON.parse(readFileSync(ck(name, 'flm-grow-manifest.json'), 'utf8')) as { extra: { sharding: string } };
       expect(man.extra.sharding).toBe(name === 'fsdp2' ? 'fsdp' : name === 'tp2' ? 'tp2' : 'fsdp+tp2');
     }
+    // flm-grow reads the export as any checkpoint: bake (its masks are mid-annealing, hence --force)
+    const baked = flmGrow(['bake', exported, join(root, 'baked'), '--force']);
+    expect(baked.status, baked.stderr).toBe(0);
   }, 180_000);
 
   it('two nodes x 1 process (torchrun c10d rendezvous on 127.0.0.1): the 1-process losses; bad launch flags refused', async () => {
@@ -202,14 +216,15 @@ describe.skipIf(torch === undefined)('distributed torch engine (gloo, CPU)', () 
 
   it('a SIGKILLed rank is named with the last checkpoint and the resume command; resuming on 1 process and under --max-restarts reproduces the losses', () => {
     const out = join(root, 'killed');
-    const r = train(out, ['--nproc', '2', '--fsdp', '--save-every', '2'], { FLM_GROW_TEST_KILL: '1:11' });
+    const r = train(out, ['--nproc', '2', '--fsdp', '--sharded-save', '--save-every', '2'], { FLM_GROW_TEST_KILL: '1:11' });
     expect(r.status).toBe(2);
     const msg = r.stderr;
     expect(msg).toMatch(/torch engine: rank 1 \(local rank 1, pid \d+\) was killed by SIGKILL \(signal 9\)/);
     expect(msg).toContain(`last complete checkpoint: ${join(out, 'checkpoint-000010')}`);
     expect(msg).toMatch(/resume with: flm-grow train .* --resume/);
     expect(msg).not.toContain('Traceback');
-    // the printed command, at another world size and layout (1 process, no FSDP): the rest of the run
+    // the printed command, at another world size and layout (1 process, no FSDP): DCP reshards the
+    // FSDP2 shards of checkpoint-000010 for one process, and the rest of the run is the same
     const resume = (/resume with: flm-grow (.*)$/m.exec(msg) ?? [])[1].split(' ').filter((a) => a !== '--fsdp');
     const i = resume.indexOf('--nproc');
     resume.splice(i, 2);
