@@ -63,6 +63,8 @@ export interface TrainSettings {
   tp?: number;
   /** torch engine: torch.distributed.checkpoint shards instead of whole checkpoints. */
   sharded_save?: boolean;
+  /** torch engine: recompute decoder layers in the backward pass. */
+  activation_checkpointing?: boolean;
   /** torch engine, several machines: torchrun's --nnodes, this node's rank, node 0's address and port. */
   nnodes?: number;
   node_rank?: number;
@@ -135,6 +137,7 @@ const TRAIN_FIELDS: Record<keyof TrainSettings, Check> = {
   nproc: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   fsdp: bool,
   sharded_save: bool,
+  activation_checkpointing: bool,
   tp: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   nnodes: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? undefined : 'must be an integer >= 1'),
   node_rank: int,
@@ -543,6 +546,7 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
     fsdp: ts.fsdp,
     tp: ts.tp,
     shardedSave: ts.sharded_save,
+    activationCheckpointing: ts.activation_checkpointing,
     nnodes: ts.nnodes,
     nodeRank: ts.node_rank,
     masterAddr: ts.master_addr,

@@ -100,7 +100,15 @@ class Layout:
     rank and the masked RMSNorm statistics are exact. With FSDP as well the mesh is 2-D:
     (dp, tp), FSDP2 across dp, TP within."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, dd: Dist, fsdp: bool, tp: int = 1) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        dd: Dist,
+        fsdp: bool,
+        tp: int = 1,
+        activation_checkpointing: bool = False,
+    ) -> None:
         self.model, self.device, self.dd, self.tp = model, device, dd, tp
         self.dp = dd.world // tp
         self.kind = "fsdp" if fsdp else "ddp" if dd.world > 1 and tp == 1 else "none"
@@ -115,8 +123,11 @@ class Layout:
             from torch.distributed.device_mesh import init_device_mesh
 
             self.mesh = init_device_mesh(device.type, (self.dp, tp), mesh_dim_names=("dp", "tp"))
+        # torchtitan's order: TP, then activation checkpointing, then FSDP
         if tp > 1:
             self._tensor_parallel(model)
+        if activation_checkpointing:
+            self._checkpoint_activations(model)
         if fsdp:
             self._fully_shard(model)
         elif self.kind == "ddp":
@@ -150,6 +161,20 @@ class Layout:
             # (query head j still reads KV head j // group: both are split into the same contiguous chunks)
             layer.self_attn.nh //= self.tp
             layer.self_attn.nkv //= self.tp
+
+    @staticmethod
+    def _checkpoint_activations(model: torch.nn.Module) -> None:
+        """Keep only each decoder layer's input through the forward pass and recompute the layer in
+        the backward pass (torch.utils.checkpoint, non-reentrant). The layer's forward is wrapped in
+        place rather than the module replaced (checkpoint_wrapper), so parameter names, and with
+        them checkpoints and optimizer state, stay the same. The masks hold still within a step, so
+        the recomputation sees the values the forward pass saw."""
+        import functools
+
+        from torch.utils.checkpoint import checkpoint
+
+        for layer in model.model.layers:
+            layer.forward = functools.partial(checkpoint, layer.forward, use_reentrant=False)
 
     def _fully_shard(self, model: torch.nn.Module) -> None:
         import warnings

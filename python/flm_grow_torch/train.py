@@ -116,6 +116,11 @@ def parse_args(argv):
         "processes; CPU (gloo) or GPU (nccl)",
     )
     p.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="keep only each decoder layer's input for the backward pass and recompute the layer (less memory, ~1/3 more compute)",
+    )
+    p.add_argument(
         "--sharded-save",
         action="store_true",
         help="checkpoints as torch.distributed.checkpoint shards (each rank writes its own parts; resumable at "
@@ -380,6 +385,7 @@ class Trainer:
             f64=self.f64,
             fsdp_world=self.dd.world // a.tp if a.fsdp else 1,
             tp=a.tp,
+            activation_checkpointing=a.activation_checkpointing,
             local_processes=self.dd.local_world,
         )
         if too_big is not None:
@@ -420,7 +426,9 @@ class Trainer:
             st.source = source_identity(dir_, (self.params, _stored_bytes(dir_)))
         if self.device.type == "cuda":
             model.set_sdpa(True)
-        self.layout = Layout(model, self.device, self.dd, fsdp=a.fsdp, tp=a.tp)
+        self.layout = Layout(
+            model, self.device, self.dd, fsdp=a.fsdp, tp=a.tp, activation_checkpointing=a.activation_checkpointing
+        )
         masks_path = os.path.join(dir_, MASKS_FILE)
         if os.path.exists(masks_path):
             # attached after the layout, so that the mask hooks see this rank's local tensors under TP.

@@ -92,6 +92,17 @@ export const trainCommand: CommandModule = {
             1,
           ),
         )
+        .option('activation-checkpointing', {
+          type: 'boolean',
+          default: false,
+          describe:
+            "torch engine: keep only each decoder layer's input and recompute the layer in the backward pass (less memory)",
+        })
+        .option('precision', {
+          type: 'string',
+          choices: ['auto', 'f32', 'bf16', 'f64'],
+          describe: 'torch engine: auto (bf16 autocast on GPU, f32 on CPU), f32, bf16 (autocast on CPU or GPU), f64 (reference)',
+        })
         .option('sharded-save', {
           type: 'boolean',
           default: false,
@@ -200,6 +211,8 @@ export const trainCommand: CommandModule = {
         fsdp: a.fsdp === true,
         tp: a.tp as number,
         shardedSave: a['sharded-save'] === true,
+        activationCheckpointing: a['activation-checkpointing'] === true,
+        precision: a.precision as 'auto' | 'f32' | 'bf16' | 'f64' | undefined,
         nnodes: a.nnodes as number,
         nodeRank: a['node-rank'] as number,
         masterAddr: a['master-addr'] as string | undefined,

@@ -35,6 +35,10 @@ export interface EngineOptions extends TorchLaunch {
   tp?: number;
   /** torch engine: checkpoints as torch.distributed.checkpoint shards, each rank writing its own parts. */
   shardedSave?: boolean;
+  /** torch engine: recompute each decoder layer in the backward pass instead of keeping its activations. */
+  activationCheckpointing?: boolean;
+  /** torch engine: auto (bf16 autocast on GPU, f32 on CPU), f32, bf16 (autocast, CPU or GPU), f64. */
+  precision?: 'auto' | 'f32' | 'bf16' | 'f64';
   /** For 'auto': true when the tfjs trainer would not fit (see estimateTrainMemory). */
   tfjsTooLarge?: boolean;
 }
@@ -98,6 +102,8 @@ async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResu
     if ((e.tp ?? 1) > 1) throw new TrainError('BadArgs', '--tp needs --engine torch (the tfjs trainer does not shard)');
     if (e.shardedSave === true)
       throw new TrainError('BadArgs', '--sharded-save needs --engine torch (the tfjs trainer saves whole checkpoints)');
+    if (e.activationCheckpointing === true || e.precision !== undefined)
+      throw new TrainError('BadArgs', '--activation-checkpointing and --precision need --engine torch');
     return train(o);
   }
   return trainTorch(o, e);
@@ -118,7 +124,7 @@ function torchData(o: TrainOptions): string {
 }
 
 /** The torch trainer's argv (python -m flm_grow_torch.train ...) for these options. */
-export function torchTrainArgs(o: TrainOptions, fsdp = false, tp = 1, shardedSave = false): string[] {
+export function torchTrainArgs(o: TrainOptions, e: EngineOptions = {}): string[] {
   const args: string[] = [o.checkpoint, '--data', torchData(o), '--out', o.out, '--steps', String(o.steps)];
   const flag = (name: string, v: number | string | undefined) => {
     if (v !== undefined) args.push(`--${name}`, String(v));
@@ -144,16 +150,18 @@ export function torchTrainArgs(o: TrainOptions, fsdp = false, tp = 1, shardedSav
   flag('stage', o.stage);
   if (o.resume === true) args.push('--resume');
   if (o.quiet === true) args.push('--quiet');
-  if (fsdp) args.push('--fsdp');
-  if (tp > 1) args.push('--tp', String(tp));
-  if (shardedSave) args.push('--sharded-save');
+  if (e.fsdp === true) args.push('--fsdp');
+  if ((e.tp ?? 1) > 1) args.push('--tp', String(e.tp));
+  if (e.shardedSave === true) args.push('--sharded-save');
+  if (e.activationCheckpointing === true) args.push('--activation-checkpointing');
+  flag('precision', e.precision);
   return args;
 }
 
 async function trainTorch(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
   requireTorchPython();
   if (o.overwrite === true && (e.nodeRank ?? 0) === 0) clearRun(o.out);
-  const args = torchTrainArgs(o, e.fsdp === true, e.tp ?? 1, e.shardedSave === true);
+  const args = torchTrainArgs(o, e);
   if ((e.maxRestarts ?? 0) > 0)
     o.log?.(
       `train: torchrun restarts every worker up to ${e.maxRestarts} time(s) when one fails (--max-restarts), ` +
