@@ -706,10 +706,24 @@ class Trainer:
 
     # ---- the end --------------------------------------------------------------------------------
 
+    def peak_rss_per_rank(self) -> list[int]:
+        """Every rank's peak resident memory in bytes (ru_maxrss; a collective under torchrun)."""
+        import resource
+
+        mine = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024], dtype=torch.int64)
+        if self.dd.world == 1:
+            return [int(mine[0])]
+        import torch.distributed as dist
+
+        every = [torch.zeros_like(mine) for _ in range(self.dd.world)]
+        dist.all_gather(every, mine)
+        return [int(t[0]) for t in every]
+
     def close(self) -> dict:
         st = self.st
         if self.metrics is not None:
             self.metrics.close()
+        peak = self.peak_rss_per_rank() if self.device.type == "cpu" else None
         result = {
             "checkpoint": self.checkpoint,
             "startStep": st.start_step,
@@ -725,6 +739,7 @@ class Trainer:
             "sharding": self.layout.kind,
             "device": str(self.device),
             "precision": self.precision_label,
+            "peakRssPerRank": peak,
         }
         if self.dd.local_rank == 0:
             # one machine-readable line last, for `flm-grow train --engine torch` (on every node: the
