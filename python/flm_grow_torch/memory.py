@@ -105,7 +105,7 @@ def check_fits(
         f"the model ({parameter_count(cfg) / 1e9:.2f} B parameters) needs about {who} to train "
         f"({32 if f64 else 16} B per parameter for weights, gradients and AdamW moments, the LM head's "
         f"backward temporaries, activations for {tokens} tokens per step), and {gb(have)} is available ({where}). "
-        f"Use a smaller --batch-size or --seq-len, a machine with more memory, or more processes (or nodes) with "
-        f"--fsdp and/or --tp K, --activation-checkpointing; "
+        f"Use a smaller --batch-size or --seq-len, a machine with more memory, or more processes or nodes "
+        f"(--nproc N --fsdp, --tp K, --nnodes M), or --activation-checkpointing; "
         f"${MEMORY_LIMIT_ENV}=<bytes> overrides the available figure"
     )
