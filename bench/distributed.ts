@@ -5,7 +5,8 @@
  * 1 process, DDP 2, FSDP2 2, TP 2, FSDP x TP 2 x 2. Per layout: every rank's peak RSS (the
  * trainer's ru_maxrss, gathered over the ranks) and tokens/s (median of the steps after the
  * first, from metrics.jsonl). FSDP2 should hold about half of DDP's weights, gradients and AdamW
- * moments per rank (16 B per parameter / 2); the runtime (~0.3 GB of torch) is not sharded.
+ * moments per rank (16 B per parameter / 2); the runtime (~0.3 GB of torch) is not sharded, and
+ * a whole-checkpoint save gathers the weights on rank 0 (hence the sharded-save row).
  * The machine may be shared: `uptime` is printed before and after.
  */
 import { execSync } from 'node:child_process';
@@ -52,6 +53,7 @@ export async function run(args: string[]): Promise<void> {
       ['1 process', 1, []],
       ['DDP 2', 2, []],
       ['FSDP2 2', 2, ['--fsdp']],
+      ['FSDP2 2, sharded save', 2, ['--fsdp', '--sharded-save']],
       ['TP 2', 2, ['--tp', '2']],
       ['FSDP x TP 2 x 2', 4, ['--fsdp', '--tp', '2']],
     ];

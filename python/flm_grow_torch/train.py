@@ -413,13 +413,11 @@ class Trainer:
     def _open_model(self) -> None:
         a, dir_, st = self.a, self.dir, self.st
         resharding = sharded.is_sharded(dir_)
-        # a sharded save has no whole weights to load: build the model empty, lay it out, then fill
-        # this rank's parts from the shards (DCP reshards whatever layout wrote them)
-        model = (
-            empty_model(self.cfg, self.device).to(self.compute_dtype)
-            if resharding
-            else load_model(dir_, self.compute_dtype, self.device)
-        )
+        # FSDP/TP, or a sharded save: the model is built on the meta device and laid out first, so that
+        # each rank allocates only its own parts, then filled one tensor at a time (from the HF files,
+        # or by DCP from the shards of whatever layout wrote them). Otherwise the whole model loads.
+        on_meta = resharding or a.fsdp or a.tp > 1
+        model = meta_model(self.cfg) if on_meta else load_model(dir_, self.compute_dtype, self.device)
         self.names = [n for n, _ in model.named_parameters()]
         self.params = sum(p.numel() for p in model.parameters())
         if st.source is None:
@@ -429,6 +427,13 @@ class Trainer:
         self.layout = Layout(
             model, self.device, self.dd, fsdp=a.fsdp, tp=a.tp, activation_checkpointing=a.activation_checkpointing
         )
+        if on_meta:
+            model.to_empty(device=self.device)  # this rank's parts only
+            if self.compute_dtype != torch.float32:
+                model.to(self.compute_dtype)
+            model.inv_freq = rope_frequencies(self.cfg, self.cfg.max_position_embeddings)[0].to(self.device)
+            if not resharding:
+                load_parts(dir_, self.layout)
         masks_path = os.path.join(dir_, MASKS_FILE)
         if os.path.exists(masks_path):
             # attached after the layout, so that the mask hooks see this rank's local tensors under TP.
@@ -756,15 +761,40 @@ def main(argv: list[str] | None = None) -> dict:
     return t.close()
 
 
-def empty_model(cfg, device: torch.device) -> torch.nn.Module:
-    """The model of `cfg` with uninitialised weights (a sharded resume fills them), built on the
-    meta device so that nothing is allocated twice."""
+def meta_model(cfg) -> torch.nn.Module:
+    """The model of `cfg` on the meta device: shapes without storage, to be laid out (FSDP2, TP)
+    before anything is allocated, then filled."""
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)
-    model = model.to_empty(device=device)
     model.tie_weights()
-    model.inv_freq = rope_frequencies(cfg, cfg.max_position_embeddings)[0].to(device)
     return model
+
+
+def load_parts(ckpt_dir: str, layout: Layout) -> None:
+    """Fill a laid-out model from the checkpoint's safetensors files one tensor at a time: each
+    rank reads a whole tensor (memory-mapped) and keeps its own part (Layout.place), so no rank
+    ever holds more than its parts plus one tensor."""
+    from safetensors import safe_open
+
+    idx = os.path.join(ckpt_dir, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        with open(idx) as f:
+            where = json.load(f)["weight_map"]
+    else:
+        with safe_open(os.path.join(ckpt_dir, "model.safetensors"), "pt") as f:
+            where = {n: "model.safetensors" for n in f.keys()}
+    params = dict(layout.named_parameters())
+    missing = [n for n in params if n not in where]
+    if missing:
+        raise ValueError(f"{ckpt_dir}: tensors do not match config.json: missing {missing[:4]}")
+    with torch.no_grad():
+        for n, p in params.items():
+            with safe_open(os.path.join(ckpt_dir, where[n]), "pt") as f:
+                full = f.get_tensor(n)
+            if tuple(full.shape) != tuple(p.shape):
+                raise ValueError(f"{ckpt_dir}: {n} has shape {list(full.shape)}, config.json implies {list(p.shape)}")
+            p.copy_(layout.place(full.to(torch.float32), p))
+            del full
 
 
 def _stored_bytes(d):
