@@ -23,7 +23,7 @@ import { verifyGrowth, formatReport, VerifyFailedError, type VerifyReport } from
 import { BACKEND_NAMES, initBackend, type BackendName } from './backend.ts';
 import { initConfig, writeRandomInit } from './train/random-init.ts';
 import { checkpointLoss, checkTrainOptions, METRICS_FILE, type TrainOptions } from './train/trainer.ts';
-import { corpusTokenFile, ENGINES, trainWithEngine, type Engine } from './train/engine.ts';
+import { corpusTokenFile, ENGINES, trainWithEngine, type Engine, type EngineOptions } from './train/engine.ts';
 import { isTextCorpus } from './train/corpus.ts';
 import { latestCheckpoint } from './train/checkpointing.ts';
 import { dataFiles, openTrainingData, parseDataMix } from './train/data.ts';
@@ -535,7 +535,8 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
     shouldStop: opts.shouldStopTraining,
   };
   if (done !== undefined) log(`[${s.name}] resuming from ${done}`);
-  const tr = await trainWithEngine(o, { engine: ts.engine, nproc: ts.nproc, fsdp: ts.fsdp });
+  // the engine and launch keys (nproc, fsdp, tp, nnodes, ...) are declared options like the rest
+  const tr = await trainWithEngine(o, { ...(trainOptionsOf(ts) as EngineOptions), engine: ts.engine });
   if (tr.interrupted)
     throw new FlmGrowError('Interrupted', `[${s.name}] interrupted after ${tr.step - tr.startStep} steps (stop requested)`);
   return tr.checkpoint;

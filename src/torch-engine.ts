@@ -122,13 +122,75 @@ export function requireTorchPython(): TorchPython {
 }
 
 /**
- * argv for a Python module; with nproc > 1 under flm_grow_torch.launch, a one-machine torchrun
- * (same environment variables; torchrun itself fails under Debian's torch 1.13 + Python 3.11).
+ * How many processes on how many machines: torchrun's own flags. One process on one machine runs
+ * the module directly; anything else runs under torchrun (flm_grow_torch.elastic: torch's
+ * torch.distributed.run with failures reported by name).
  */
-export function torchModuleArgs(module: string, args: string[], nproc = 1): string[] {
-  if (nproc > 1) return ['-m', 'flm_grow_torch.launch', '--nproc', String(nproc), '-m', module, ...args];
-  return ['-m', module, ...args];
+export interface TorchLaunch {
+  /** Processes on this machine (one per GPU, or CPU processes with gloo). */
+  nproc?: number;
+  /** Machines in the job; each runs the same command with its own nodeRank. */
+  nnodes?: number;
+  /** This machine's index, 0..nnodes-1; node 0 hosts the c10d rendezvous store. */
+  nodeRank?: number;
+  /** Where node 0 is reachable (rendezvous endpoint), and its port. */
+  masterAddr?: string;
+  masterPort?: number;
+  /** torchrun's elastic agent restarts every worker this many times after a failure (0: stop). */
+  maxRestarts?: number;
 }
+
+export const DEFAULT_MASTER_PORT = 29500;
+
+/** True when the launch needs torchrun (more than one process, or restarts). */
+export function usesTorchrun(l: TorchLaunch): boolean {
+  return (l.nproc ?? 1) > 1 || (l.nnodes ?? 1) > 1 || (l.maxRestarts ?? 0) > 0;
+}
+
+/**
+ * argv for a Python module; under torchrun when usesTorchrun. One machine: --standalone (c10d
+ * rendezvous on a free local port). Several: c10d rendezvous at masterAddr:masterPort, hosted by
+ * node 0 (is_host), the job id derived from the endpoint so that every node names the same one.
+ */
+export function torchModuleArgs(module: string, args: string[], launch: TorchLaunch = {}): string[] {
+  if (!usesTorchrun(launch)) return ['-m', module, ...args];
+  const nnodes = launch.nnodes ?? 1;
+  const tr = ['-m', 'flm_grow_torch.elastic', '--nproc-per-node', String(launch.nproc ?? 1)];
+  if (nnodes === 1) tr.push('--standalone');
+  else {
+    const addr = launch.masterAddr ?? '127.0.0.1';
+    const port = launch.masterPort ?? DEFAULT_MASTER_PORT;
+    tr.push(
+      '--nnodes',
+      String(nnodes),
+      '--rdzv-backend',
+      'c10d',
+      '--rdzv-endpoint',
+      `${addr}:${port}`,
+      '--rdzv-id',
+      `flm-grow-${addr}-${port}`,
+      '--rdzv-conf',
+      `is_host=${(launch.nodeRank ?? 0) === 0 ? 1 : 0}`,
+    );
+  }
+  tr.push('--max-restarts', String(launch.maxRestarts ?? 0), '-m', module, ...args);
+  return tr;
+}
+
+/** A worker failure as torchrun reported it (flm_grow_torch/elastic.py's FLM_GROW_WORKER_FAILURE line). */
+export interface WorkerFailure {
+  rank: number;
+  localRank: number;
+  pid: number;
+  exitCode: number;
+  signal?: string;
+  /** true: the kernel log names the OOM killer; false: it does not; null: not readable. */
+  oomKiller?: boolean | null;
+  maxRestarts: number;
+  failed: number[];
+}
+
+const FAILURE_PREFIX = 'FLM_GROW_WORKER_FAILURE ';
 
 export interface TorchRunResult {
   code: number;
@@ -138,18 +200,20 @@ export interface TorchRunResult {
   stderr: string;
   /** The trainer's FLM_GROW_RESULT line, parsed. */
   result?: Record<string, unknown>;
+  /** Under torchrun: the worker whose failure stopped the job. */
+  workerFailure?: WorkerFailure;
 }
 
 /** Run `python -m module args` (its stdout and stderr streamed to our stderr unless `capture`), resolving with its output. */
 export function runTorchModule(
   module: string,
   args: string[],
-  opts: { nproc?: number; capture?: boolean; env?: NodeJS.ProcessEnv } = {},
+  opts: { launch?: TorchLaunch; capture?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): Promise<TorchRunResult> {
   const t = requireTorchPython();
   const env = { ...process.env, ...opts.env, PYTHONPATH: [PYTHON_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') };
   return new Promise((res, rej) => {
-    const child = spawn(t.python, torchModuleArgs(module, args, opts.nproc ?? 1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(t.python, torchModuleArgs(module, args, opts.launch), { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '',
       stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -166,18 +230,27 @@ export function runTorchModule(
         );
     });
     child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (opts.capture !== true) process.stderr.write(d);
+      const s = d.toString();
+      stderr += s;
+      if (opts.capture !== true)
+        process.stderr.write(
+          s
+            .split('\n')
+            .filter((l) => !l.startsWith(FAILURE_PREFIX))
+            .join('\n'),
+        );
     });
     child.on('error', rej);
     child.on('close', (code, signal) => {
       const line = stdout.split('\n').find((l) => l.startsWith('FLM_GROW_RESULT '));
+      const failure = stderr.split('\n').find((l) => l.startsWith(FAILURE_PREFIX));
       res({
         code: code ?? 1,
         signal: signal ?? undefined,
         stdout,
         stderr,
         result: line === undefined ? undefined : (JSON.parse(line.slice('FLM_GROW_RESULT '.length)) as Record<string, unknown>),
+        workerFailure: failure === undefined ? undefined : (JSON.parse(failure.slice(FAILURE_PREFIX.length)) as WorkerFailure),
       });
     });
   });

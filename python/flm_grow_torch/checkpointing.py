@@ -199,12 +199,22 @@ def read_manifest(d, num_layers: int | None = None):
     return validate_manifest(m, p, num_layers)
 
 
+def _files_under(d):
+    """Every file of a checkpoint folder but the manifest and hidden ones, as relative paths; the
+    shards of a sharded save (sharded/, including DCP's .metadata) are files of the folder too."""
+    out = []
+    for root, dirs, files in os.walk(d):
+        rel = os.path.relpath(root, d)
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        for f in files:
+            if rel == "." and (f == MANIFEST_FILE or f.startswith(".")):
+                continue
+            out.append(f if rel == "." else os.path.join(rel, f))
+    return sorted(out)
+
+
 def write_manifest_last(d, manifest):
-    files = {
-        f: sha256_file(os.path.join(d, f))
-        for f in sorted(os.listdir(d))
-        if f != MANIFEST_FILE and not f.startswith(".")
-    }
+    files = {f: sha256_file(os.path.join(d, f)) for f in _files_under(d)}
     full = dict(manifest, files=files)
     tmp = os.path.join(d, f".{MANIFEST_FILE}.tmp")
     with open(tmp, "w") as f:

@@ -218,6 +218,7 @@ class MaskHandle:
         self.vocab_fill = vocab_fill
         self.device = device
         self.handles = []
+        self.tp = None  # (rank, size) under tensor parallelism: see local()
         self.current = apply_values(base, {})
         self._to_device()
 
@@ -267,6 +268,14 @@ class MaskHandle:
         if self.base.get("vocab_tokens") is not None:
             out["vocab_tokens"] = self.base["vocab_tokens"]
         return out
+
+    def local(self, mask):
+        """This rank's part of a head or FFN mask under tensor parallelism (set `tp` = (rank, size)):
+        the contiguous chunk that matches the column-sharded q/k/v and gate/up weights it gates."""
+        if self.tp is None:
+            return mask
+        rank, size = self.tp
+        return mask.chunk(size)[rank]
 
     def remove(self):
         for h in self.handles:
@@ -334,19 +343,24 @@ def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=
 
             def head_mask(_m, inp, lm=lm):
                 x = inp[0]
-                nh = lm["heads"].numel()
+                heads = handle.local(lm["heads"])
+                nh = heads.numel()
                 shape = x.shape
                 # columns j*hd..(j+1)*hd of o_proj's input are head j's output
-                return ((x.reshape(*shape[:-1], nh, shape[-1] // nh) * lm["heads"][:, None]).reshape(shape),)
+                return ((x.reshape(*shape[:-1], nh, shape[-1] // nh) * heads[:, None]).reshape(shape),)
 
-            handle.handles.append(mod.register_forward_pre_hook(head_mask))
+            # prepend: under tensor parallelism these run on this rank's local columns, before the
+            # parallel layer's own input hook turns them into a DTensor
+            handle.handles.append(mod.register_forward_pre_hook(head_mask, prepend=True))
             handle.handles.append(
                 mod.register_forward_hook(lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"])
             )
             seen["o"] += 1
         elif leaf == "down_proj" and li is not None:
             lm = handle.current["layers"][li]
-            handle.handles.append(mod.register_forward_pre_hook(lambda _m, inp, lm=lm: (inp[0] * lm["ffn"],)))
+            handle.handles.append(
+                mod.register_forward_pre_hook(lambda _m, inp, lm=lm: (inp[0] * handle.local(lm["ffn"]),), prepend=True)
+            )
             handle.handles.append(
                 mod.register_forward_hook(lambda _m, _i, out, lm=lm: out * handle.current["hidden"] * lm["residual"])
             )

@@ -32,15 +32,21 @@ def parameter_count(cfg):
     return V * H * (1 if cfg.tie_word_embeddings else 2) + L * layer + H
 
 
-def train_step_bytes(cfg, tokens, seq_len, state_bytes_per_param=16, shards=1):
+def train_step_bytes(cfg, tokens, seq_len, state_bytes_per_param, shards, tp, activation_checkpointing):
     """Peak bytes of one process: the runtime, the parameter state (divided over `shards` FSDP
-    ranks), the LM head's backward temporaries and the activations of `tokens` tokens (this
-    process's share of the batch)."""
+    ranks and `tp` tensor-parallel ranks), the LM head's backward temporaries (its weight is split
+    along the vocabulary under TP) and the activations of `tokens` tokens (this process's share of
+    the batch). Under TP the per-head and per-FFN-unit activations are split; the hidden-size ones
+    and the logits (gathered whole for the loss) are not. With activation checkpointing a layer
+    keeps only its input (H values per token) and one layer at a time is recomputed in full."""
     H, F, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
-    per_token_layer = (10 * H + 6 * F + 3 * cfg.num_heads * seq_len) * 4
-    activations = tokens * (L * per_token_layer + 3 * V * 4)
-    head_temporaries = 2 * V * H * 4
-    return RUNTIME_BYTES + state_bytes_per_param * parameter_count(cfg) / shards + head_temporaries + activations
+    per_token_layer = (6 * H + (4 * H + 6 * F + 3 * cfg.num_heads * seq_len) / tp) * 4
+    if activation_checkpointing:
+        activations = tokens * (L * H * 4 + per_token_layer + 3 * V * 4)
+    else:
+        activations = tokens * (L * per_token_layer + 3 * V * 4)
+    head_temporaries = 2 * V * H * 4 / tp
+    return RUNTIME_BYTES + state_bytes_per_param * parameter_count(cfg) / (shards * tp) + head_temporaries + activations
 
 
 def available_cpu_bytes():
@@ -75,11 +81,12 @@ def available_cpu_bytes():
     return best, src
 
 
-def check_fits(cfg, tokens, seq_len, device, f64=False, fsdp_world=1, local_processes=1):
-    """None when the step fits, else the one-line reason with the fixes."""
+def check_fits(cfg, tokens, seq_len, device, f64, fsdp_world, local_processes, tp, activation_checkpointing):
+    """None when the step fits, else the one-line reason with the fixes. On CPU every process on
+    this machine needs its own share (a per-rank estimate times the local processes)."""
     import torch
 
-    need = train_step_bytes(cfg, tokens, seq_len, 32 if f64 else 16, fsdp_world)
+    need = train_step_bytes(cfg, tokens, seq_len, 32 if f64 else 16, fsdp_world, tp, activation_checkpointing)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         have, where, procs = float(free), f"free on {device}", 1
@@ -91,11 +98,12 @@ def check_fits(cfg, tokens, seq_len, device, f64=False, fsdp_world=1, local_proc
     if need * procs <= have:
         return None
     gb = lambda b: f"{b / 1e9:.1f} GB"
-    who = f"{procs} processes x {gb(need)}" if procs > 1 else gb(need)
+    who = f"{procs} processes x {gb(need)} (per rank)" if procs > 1 else gb(need)
     return (
         f"the model ({parameter_count(cfg) / 1e9:.2f} B parameters) needs about {who} to train "
         f"({32 if f64 else 16} B per parameter for weights, gradients and AdamW moments, the LM head's "
         f"backward temporaries, activations for {tokens} tokens per step), and {gb(have)} is available ({where}). "
-        f"Use a smaller --batch-size or --seq-len, a machine with more memory, or GPUs with --nproc N --fsdp; "
+        f"Use a smaller --batch-size or --seq-len, a machine with more memory, or more processes or nodes "
+        f"(--nproc N --fsdp, --tp K, --nnodes M), or --activation-checkpointing; "
         f"${MEMORY_LIMIT_ENV}=<bytes> overrides the available figure"
     )

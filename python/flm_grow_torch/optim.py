@@ -66,10 +66,12 @@ class AdamW:
                 p.mul_(1 - lr * self.weight_decay)  # p - lr*wd*p, with p the value before the step
             p.addcdiv_(m, denom, value=-lr / bc1)
 
-    def load(self, path):
+    def load(self, path, place=None):
         """Moments and step from optimizer.safetensors (hyperparameters stay as given). One tensor
         is read at a time: the file is twice the model, and holding all of it beside the moments
-        it replaces would be the run's memory peak."""
+        it replaces would be the run's memory peak. `place(full, like)` turns a full tensor into
+        this rank's part laid out like the moment it replaces (parallel.Layout.place: a shard under
+        FSDP2); by default the tensor is moved to the moment's device and dtype."""
         from .safetensors_io import SafetensorsFile
 
         f = SafetensorsFile(path)
@@ -86,20 +88,30 @@ class AdamW:
                         raise ValueError(
                             f"{path}: {name} has shape {list(f.tensors[name]['shape'])}, the weight has {list(p.shape)}"
                         )
+                    like = store[n]
                     store[n] = None  # the zeros go before the stored moments come in
-                    store[n] = f.get(name).to(device=p.device, dtype=moment_dtype(p))
+                    full = f.get(name)
+                    store[n] = (
+                        place(full, like) if place is not None else full.to(device=p.device, dtype=moment_dtype(p))
+                    )
+                    del like, full
         finally:
             f.close()
         self.step = int(float(md["step"]))
         return read_meta(md, path)
 
-    def save(self, path, names, tokens):
+    def save(self, path, names, tokens, full=None):
         """optimizer.safetensors in the layout of optimizer-state.ts (names in weight order; f32 whatever
-        the compute dtype)."""
+        the compute dtype). `full(t)` gathers a sharded moment (parallel.Layout.full, a collective:
+        every rank calls save, and only the one with a `path` writes)."""
         t = {}
         for n in names:
-            t[f"exp_avg.{n}"] = self.exp_avg[n].detach().float().cpu()
-            t[f"exp_avg_sq.{n}"] = self.exp_avg_sq[n].detach().float().cpu()
+            for key, store in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                v = store[n] if full is None else full(store[n])
+                if path is not None:
+                    t[f"{key}.{n}"] = v.detach().float().cpu()
+        if path is None:
+            return
         save_file(
             path,
             t,

@@ -22,8 +22,12 @@ def torch_options() -> list[dict]:
     return [o for o in TRAIN_OPTIONS if "torch" in o["engines"] and o.get("torch", True)]
 
 
+def option(flag: str) -> dict:
+    return next(o for o in TRAIN_OPTIONS if o["flag"] == flag)
+
+
 def default(flag: str):
-    return next(o for o in TRAIN_OPTIONS if o["flag"] == flag).get("default")
+    return option(flag).get("default")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:

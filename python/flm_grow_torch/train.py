@@ -11,19 +11,23 @@ moments and the update stay f32. --precision f64 computes everything in float64:
 reference for the f32 runs (docs/engines.md), never the default.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import math
 import os
+import shutil
+import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-from . import runlock
+from . import runlock, sharded
 from .checkpointing import (
     MANIFEST_FORMAT,
     ManifestError,
@@ -40,20 +44,21 @@ from .checkpointing import (
 )
 from .config import read_config
 from .data import TokenDataset
-from .fsdp import FsdpUpdater, fsdp_unavailable
+from .fsdp import fsdp_unavailable
 from .hf_remote import train_card, write_model_files
 from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
 from .memory import check_fits
-from .model import DecoderLayer, at_least_f32, load_model
+from .model import LlamaForCausalLM, at_least_f32, load_model, rope_frequencies
 from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
-from .options import add_train_arguments, check_train_arguments
+from .options import add_train_arguments, check_train_arguments, option
+from .parallel import Dist, Layout, tp_refusal
 from .safetensors_io import save_checkpoint_tensors
 
 METRICS_FILE = "metrics.jsonl"
-PRECISIONS = ["auto", "f32", "bf16", "f64"]
 # the --precision default, so that runs started through `flm-grow train --engine torch` or a
 # pipeline (which pass no --precision) can be made f64 reference runs (docs/engines.md)
 PRECISION_ENV = "FLM_GROW_TORCH_PRECISION"
+KILL_ENV = "FLM_GROW_TEST_KILL"
 MAX_LOSS = 100  # trainer.ts MAX_LOSS: a loss above it stops training
 
 
@@ -75,14 +80,6 @@ def parse_args(argv):
     add_train_arguments(p)  # every declared option (_data/train_options.json)
     p.add_argument("--stage", default=None)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=None,
-        help="auto: bf16 autocast on GPU, f32 on CPU; f64: weights, moments, masks and arithmetic in float64, "
-        "a numerical reference for f32 runs (checkpoints are still written in f32). "
-        f"Default: ${PRECISION_ENV} or auto",
-    )
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads per process (default: CPUs / processes)"
@@ -91,35 +88,9 @@ def parse_args(argv):
     a = p.parse_args(argv)
     if a.precision is None:
         a.precision = os.environ.get(PRECISION_ENV) or "auto"
-        if a.precision not in PRECISIONS:
-            p.error(f"${PRECISION_ENV} is {a.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if a.precision not in option("precision")["choices"]:
+            p.error(f"${PRECISION_ENV} is {a.precision!r}; expected one of {', '.join(option('precision')['choices'])}")
     return a
-
-
-class Dist:
-    """Rank, world size and the collectives used; a single process is world size 1."""
-
-    def __init__(self, device_kind):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if self.world > 1:
-            dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-
-    def mean(self, x):
-        if self.world == 1:
-            return x
-        t = torch.tensor([x], dtype=torch.float64)
-        dist.all_reduce(t)
-        return float(t[0]) / self.world
-
-    def barrier(self):
-        if self.world > 1:
-            dist.barrier()
-
-    def close(self):
-        if self.world > 1:
-            dist.destroy_process_group()
 
 
 def reference_blas():
@@ -146,7 +117,29 @@ def default_threads(dd):
     return max(1, cpus // max(1, local))
 
 
-def start_state(a, dir_, resumed):
+@dataclass
+class RunState:
+    """Where the run stands (trainer.ts TrainState): the global step, the stage it belongs to, the
+    LR schedule and mask schedule it follows, and what has been trained and saved so far."""
+
+    step: int
+    stage_start: int
+    tokens: int
+    run_start: int
+    target_step: int
+    lr_schedule: dict
+    schedule: list
+    source: dict | None
+    grown_from: dict | None
+    start_step: int = 0
+    losses: list[float] = field(default_factory=list)
+    last_eval: float | None = None
+    last_saved: str | None = None
+    trained_tokens: int = 0
+    interrupted: bool = False
+
+
+def start_state(a: argparse.Namespace, dir_: str, resumed: bool) -> RunState:
     """Where this run starts: global step, stage start, tokens, LR schedule (trainer.ts startState)."""
     m = read_manifest(dir_)
     lr = a.lr
@@ -160,16 +153,18 @@ def start_state(a, dir_, resumed):
         x = m.get("extra", {})
         # the run's target is its first step + --steps (older manifests: the stored target)
         run_start = x.get("runStartStep")
-        return dict(
+        return RunState(
             step=x["step"],
-            stageStart=x["stageStart"],
+            stage_start=x["stageStart"],
             tokens=x["tokens"],
-            runStart=run_start if run_start is not None else x["targetStep"] - a.steps,
-            targetStep=run_start + a.steps if run_start is not None else x["targetStep"],
-            lrSchedule=x["lrSchedule"],
+            run_start=run_start if run_start is not None else x["targetStep"] - a.steps,
+            target_step=run_start + a.steps if run_start is not None else x["targetStep"],
+            lr_schedule=x["lrSchedule"],
             schedule=(m.get("masks") or {}).get("schedule", []),
             source=m.get("source"),
-            grownFrom=None,
+            grown_from=None,
+            start_step=x["step"],
+            last_saved=dir_,
         )
     step = tokens = stage_start = 0
     opt = os.path.join(dir_, OPTIMIZER_FILE)
@@ -195,16 +190,17 @@ def start_state(a, dir_, resumed):
         source = m["source"]
     else:
         source = None  # filled in by the caller (needs the tensor sizes)
-    return dict(
+    return RunState(
         step=step,
-        stageStart=stage_start,
+        stage_start=stage_start,
         tokens=tokens,
-        runStart=step,
-        targetStep=target,
-        lrSchedule=ls,
+        run_start=step,
+        target_step=target,
+        lr_schedule=ls,
         schedule=(m or {}).get("masks", {}).get("schedule", []) if m else [],
         source=source,
-        grownFrom=m if m is not None and m.get("kind") == "grow" else None,
+        grown_from=m if m is not None and m.get("kind") == "grow" else None,
+        start_step=step,
     )
 
 
@@ -233,273 +229,321 @@ def refuse_padding_ids(ds, masks):
             )
 
 
-def main(argv=None):
-    a = parse_args(sys.argv[1:] if argv is None else argv)
-    bad = check_train_arguments(a)
-    if bad is not None:
-        sys.exit(f"train: {bad}")
-    device_kind = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if a.fsdp:
-        why = fsdp_unavailable(torch.device(device_kind))
+class Trainer:
+    """The torch trainer, in the steps of src/train/trainer.ts: open_run (options, lock, data,
+    model, masks, layout, optimizer, metrics) -> train_loop -> train_step (masks, LR, batch,
+    forward/backward, loss and norm) -> optimizer_step (clip + AdamW) -> save (a checkpoint
+    folder, manifest last). State that changes during the run is in `self.st` (RunState)."""
+
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.handle = None  # masks.MaskHandle, when the checkpoint has masks
+        self.metrics: MetricsLog | None = None
+
+    # ---- open_run -------------------------------------------------------------------------------
+
+    def open_run(self) -> None:
+        a = self.a
+        bad = check_train_arguments(a)
+        if bad is not None:
+            sys.exit(f"train: {bad}")
+        device_kind = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if a.fsdp:
+            why = fsdp_unavailable(torch.device(device_kind))
+            if why is not None:
+                sys.exit(f"train: {why}")
+        self.dd = dd = Dist.from_env(device_kind)
+        self.device = device = torch.device(f"cuda:{dd.local_rank}" if device_kind == "cuda" else "cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.set_num_threads(a.threads or default_threads(dd))
+        if a.tp < 1:
+            sys.exit("train: --tp must be an integer >= 1")
+        self.dp = dp = dd.world // a.tp if dd.world % a.tp == 0 else dd.world
+        if a.batch_size % dp:
+            sys.exit(
+                f"train: --batch-size {a.batch_size} must be a multiple of the number of data-parallel groups ({dp})"
+            )
+        self.bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
+        self.f64 = a.precision == "f64"
+        if self.f64 and (a.fsdp or a.tp > 1):
+            sys.exit("train: --precision f64 is a single-process/DDP reference mode; --fsdp and --tp keep f32 shards")
+        self.compute_dtype = torch.float64 if self.f64 else torch.float32
+        self.precision_label = "bf16-autocast" if self.bf16 else "f64" if self.f64 else "f32"
+        self.log = (lambda s: None) if a.quiet or dd.rank else (lambda s: print(s, flush=True))
+        self._warn_slow_blas()
+        if dd.rank == 0:  # one writer per run folder (runlock.py); rank 0 writes for the job
+            try:
+                runlock.acquire(a.out, take_over=a.take_over_lock, log=self.log)
+            except runlock.RunLockError as e:
+                sys.exit(f"train: {e}")
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        if restart > 0:
+            # torchrun's elastic agent restarted the workers after one failed (--max-restarts): go on
+            # from the run's newest complete checkpoint rather than start the run over
+            a.resume = True
+            self.log(
+                f"train: restart {restart} of at most {os.environ.get('TORCHELASTIC_MAX_RESTARTS', '?')} "
+                "(torchrun --max-restarts): resuming from the newest complete checkpoint in --out"
+            )
+        dir_, resumed = a.checkpoint, False
+        if a.resume:
+            latest = latest_checkpoint(a.out, warn=lambda line: self.log(f"train: warning: --resume {line}"))
+            if latest is not None:
+                dir_, resumed = latest, True
+        self.dir = dir_
+        self.cfg = cfg = read_config(dir_)
+        read_manifest(dir_, cfg.num_layers)  # every field that drives computation, checked first (ManifestError)
+        why = tp_refusal(cfg, a.tp, dd.world, a.fsdp)
         if why is not None:
-            sys.exit(f"train: {why}")
-    dd = Dist(device_kind)
-    device = torch.device(f"cuda:{dd.local_rank}" if device_kind == "cuda" else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    torch.set_num_threads(a.threads or default_threads(dd))
-    B, T, seed, clip = a.batch_size, a.seq_len, a.seed, a.clip_grad
-    if B % dd.world:
-        sys.exit(f"train: --batch-size {B} must be a multiple of the number of processes ({dd.world})")
-    bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
-    f64 = a.precision == "f64"
-    if f64 and a.fsdp:
-        sys.exit("train: --precision f64 is a single-process/DDP reference mode; --fsdp keeps f32 shards")
-    compute_dtype = torch.float64 if f64 else torch.float32
-    precision_label = "bf16-autocast" if bf16 else "f64" if f64 else "f32"
-    log = (lambda s: None) if a.quiet or dd.rank else (lambda s: print(s, flush=True))
-    slow_blas = reference_blas() if device.type == "cpu" and dd.rank == 0 else None
-    if slow_blas is not None:
-        print(
-            f"train: warning: torch multiplies with the reference BLAS ({slow_blas}), about 1 GFLOP/s; "
-            "install an optimised one (Debian/Ubuntu: apt-get install libopenblas0-openmp)",
-            file=sys.stderr,
-            flush=True,
-        )
-    if dd.rank == 0:  # one writer per run folder (runlock.py); rank 0 writes for the job
-        try:
-            runlock.acquire(a.out, take_over=a.take_over_lock, log=log)
-        except runlock.RunLockError as e:
-            sys.exit(f"train: {e}")
-    dir_, resumed = a.checkpoint, False
-    if a.resume:
-        latest = latest_checkpoint(a.out, warn=lambda line: log(f"train: warning: --resume {line}"))
-        if latest is not None:
-            dir_, resumed = latest, True
-    cfg = read_config(dir_)
-    read_manifest(dir_, cfg.num_layers)  # every field that drives computation, checked first (ManifestError)
-    if T > cfg.max_position_embeddings:
-        sys.exit(
-            f"train: --seq-len {T} exceeds the model's max_position_embeddings {cfg.max_position_embeddings} ({dir_}/config.json)"
-        )
-    # before anything is allocated or written: a model this machine cannot train is refused here
-    too_big = check_fits(
-        cfg,
-        B // dd.world * T,
-        T,
-        device,
-        f64=f64,
-        fsdp_world=dd.world if a.fsdp else 1,
-        local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
-    )
-    if too_big is not None:
-        sys.exit(f"train: {dir_}: {too_big}")
-    os.makedirs(a.out, exist_ok=True)
-    st = start_state(a, dir_, resumed)
-    if os.path.exists(os.path.join(dir_, "tokenizer.json")) and os.path.splitext(a.data)[1].lower() not in (
-        ".bin",
-        ".u16",
-        ".u32",
-    ):
-        sys.exit(
-            f"train: {dir_} has a tokenizer.json and {a.data} is text; the torch engine reads byte-level text or token files. "
-            "Run through `flm-grow train --engine torch`, which tokenizes it first, or pass a .u16/.u32 token file."
-        )
-    ds = TokenDataset(a.data, eval_fraction=a.eval_fraction, seq_len=T)
-    if ds.max_id >= cfg.vocab_size:
-        sys.exit(f"train: {a.data}: token id {ds.max_id} is outside the model's vocabulary of {cfg.vocab_size}")
-    data_sha = sha256_file(a.data)
-    side_files = read_side_files(dir_)
+            sys.exit(f"train: {dir_}: {why}")
+        self._check_fits()
+        os.makedirs(a.out, exist_ok=True)
+        self.st = start_state(a, dir_, resumed)
+        self._open_data()
+        self.side_files = read_side_files(dir_)
+        self._open_model()
+        self._open_metrics(resumed)
+        self.anneal_end = self.st.stage_start + annealing_end_step(self.st.schedule)
+        # this rank's slice of the global batch: ranks of one TP group take the same one
+        r = self.layout.dp_rank
+        self.lo, self.hi = r * a.batch_size // self.dp, (r + 1) * a.batch_size // self.dp
+        del cfg
 
-    model = load_model(dir_, dtype=compute_dtype, device=device)
-    names = [n for n, _ in model.named_parameters()]
-    params = sum(p.numel() for p in model.parameters())
-    if st["source"] is None:
-        st["source"] = source_identity(dir_, (params, _stored_bytes(dir_)))
-    masks_path = os.path.join(dir_, MASKS_FILE)
-    handle = None
-    if os.path.exists(masks_path):
-        # a large finite bias on ids with vocab mask 0: softmax weight 0 as with -inf, but no NaN in the loss
-        handle = attach_masks(model, read_masks(masks_path, cfg), st["schedule"], vocab_fill=-1e30, dtype=compute_dtype)
-        refuse_padding_ids(ds, handle.base)
-    if device.type == "cuda":
-        model.set_sdpa(True)
-    opt_path = os.path.join(dir_, OPTIMIZER_FILE)
-    fsdp = None
-    if a.fsdp:
-        fsdp = FsdpUpdater(model, device, DecoderLayer, beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
-        adam = fsdp
-    else:
-        adam = AdamW(model.named_parameters(), beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
-    if os.path.exists(opt_path):
-        adam.load(opt_path)
-    else:
-        adam.step = st["step"]
-    net = model
-    if fsdp is not None:
-        net = fsdp.net
-    elif dd.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    def _warn_slow_blas(self) -> None:
+        slow_blas = reference_blas() if self.device.type == "cpu" and self.dd.rank == 0 else None
+        if slow_blas is not None:
+            print(
+                f"train: warning: torch multiplies with the reference BLAS ({slow_blas}), about 1 GFLOP/s; "
+                "install an optimised one (Debian/Ubuntu: apt-get install libopenblas0-openmp)",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    metrics = None
-    stage = a.stage if a.stage is not None else 0
-    if isinstance(stage, str) and stage.isdigit():
-        stage = int(stage)
-    if dd.rank == 0:
+    def _check_fits(self) -> None:
+        a, cfg = self.a, self.cfg
+        if a.seq_len > cfg.max_position_embeddings:
+            sys.exit(
+                f"train: --seq-len {a.seq_len} exceeds the model's max_position_embeddings {cfg.max_position_embeddings} ({self.dir}/config.json)"
+            )
+        # before anything is allocated or written: a model this machine cannot train is refused here
+        too_big = check_fits(
+            cfg,
+            a.batch_size // self.dp * a.seq_len,
+            a.seq_len,
+            self.device,
+            f64=self.f64,
+            fsdp_world=self.dd.world // a.tp if a.fsdp else 1,
+            tp=a.tp,
+            activation_checkpointing=a.activation_checkpointing,
+            local_processes=self.dd.local_world,
+        )
+        if too_big is not None:
+            sys.exit(f"train: {self.dir}: {too_big}")
+
+    def _open_data(self) -> None:
+        a, dir_ = self.a, self.dir
+        if os.path.exists(os.path.join(dir_, "tokenizer.json")) and os.path.splitext(a.data)[1].lower() not in (
+            ".bin",
+            ".u16",
+            ".u32",
+        ):
+            sys.exit(
+                f"train: {dir_} has a tokenizer.json and {a.data} is text; the torch engine reads byte-level text or token files. "
+                "Run through `flm-grow train --engine torch`, which tokenizes it first, or pass a .u16/.u32 token file."
+            )
+        self.ds = TokenDataset(a.data, eval_fraction=a.eval_fraction, seq_len=a.seq_len)
+        if self.ds.max_id >= self.cfg.vocab_size:
+            sys.exit(
+                f"train: {a.data}: token id {self.ds.max_id} is outside the model's vocabulary of {self.cfg.vocab_size}"
+            )
+        self.data_sha = sha256_file(a.data)
+        self.has_eval = len(self.ds.eval) > a.seq_len
+
+    def _open_model(self) -> None:
+        a, dir_, st = self.a, self.dir, self.st
+        resharding = sharded.is_sharded(dir_)
+        # FSDP/TP, or a sharded save: the model is built on the meta device and laid out first, so that
+        # each rank allocates only its own parts, then filled one tensor at a time (from the HF files,
+        # or by DCP from the shards of whatever layout wrote them). Otherwise the whole model loads.
+        on_meta = resharding or a.fsdp or a.tp > 1
+        model = meta_model(self.cfg) if on_meta else load_model(dir_, self.compute_dtype, self.device)
+        self.names = [n for n, _ in model.named_parameters()]
+        self.params = sum(p.numel() for p in model.parameters())
+        if st.source is None:
+            st.source = source_identity(dir_, (self.params, _stored_bytes(dir_)))
+        if self.device.type == "cuda":
+            model.set_sdpa(True)
+        self.layout = Layout(
+            model, self.device, self.dd, fsdp=a.fsdp, tp=a.tp, activation_checkpointing=a.activation_checkpointing
+        )
+        if on_meta:
+            model.to_empty(device=self.device)  # this rank's parts only
+            if self.compute_dtype != torch.float32:
+                model.to(self.compute_dtype)
+            model.inv_freq = rope_frequencies(self.cfg, self.cfg.max_position_embeddings)[0].to(self.device)
+            if not resharding:
+                load_parts(dir_, self.layout)
+        masks_path = os.path.join(dir_, MASKS_FILE)
+        if os.path.exists(masks_path):
+            # attached after the layout, so that the mask hooks see this rank's local tensors under TP.
+            # A large finite bias on ids with vocab mask 0: softmax weight 0 as with -inf, but no NaN in the loss
+            self.handle = attach_masks(
+                model, read_masks(masks_path, self.cfg), st.schedule, vocab_fill=-1e30, dtype=self.compute_dtype
+            )
+            if a.tp > 1:
+                self.handle.tp = (self.layout.tp_rank, a.tp)
+            refuse_padding_ids(self.ds, self.handle.base)
+        self.adam = AdamW(self.layout.named_parameters(), beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
+        opt_path = os.path.join(dir_, OPTIMIZER_FILE)
+        if resharding:
+            sharded.load(
+                os.path.join(dir_, sharded.SHARDED_DIR),
+                sharded.state_dict(dict(self.layout.named_parameters()), self.adam),
+            )
+            self.adam.step = sharded.read_optimizer_meta(dir_)["step"]
+        elif os.path.exists(opt_path):
+            self.adam.load(opt_path, place=self.layout.place)
+        else:
+            self.adam.step = st.step
+
+    def _open_metrics(self, resumed: bool) -> None:
+        a, st = self.a, self.st
+        stage = a.stage if a.stage is not None else 0
+        if isinstance(stage, str) and stage.isdigit():
+            stage = int(stage)
+        self.stage = stage
+        if self.dd.rank != 0:
+            return
         # training from one of the run folder's own checkpoints continues that run: keep its metrics
         ck, out_dir = os.path.realpath(a.checkpoint), os.path.realpath(a.out)
         continues = resumed or (ck != out_dir and ck.startswith(out_dir + os.sep))
-        metrics = MetricsLog(
-            os.path.join(a.out, METRICS_FILE), resume_at_step=st["step"] if continues else None, truncate=not continues
+        self.metrics = MetricsLog(
+            os.path.join(a.out, METRICS_FILE), resume_at_step=st.step if continues else None, truncate=not continues
         )
-        g = st["grownFrom"]
+        g = st.grown_from
         if g is not None:
             rt = (g.get("plan") or {}).get("resolvedTargets")
-            metrics.log_growth(
-                st["step"],
+            self.metrics.log_growth(
+                st.step,
                 stage,
                 None
                 if rt is None
                 else f"grown to H {rt['hidden_size']}, F {rt['intermediate_size']}, heads {rt['num_attention_heads']}, L {rt['num_hidden_layers']}",
             )
-    anneal_end = st["stageStart"] + annealing_end_step(st["schedule"])
-    has_eval = len(ds.eval) > T
-    lo, hi = dd.rank * B // dd.world, (dd.rank + 1) * B // dd.world
 
-    def set_masks(step):
-        if handle is not None:
-            handle.set_step(step - st["stageStart"])
+    # ---- train_loop -----------------------------------------------------------------------------
 
-    def loss_of(inputs, targets):
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = net(inputs[lo:hi].to(device))
-        flat = targets[lo:hi].to(device).reshape(-1)
+    def train_loop(self) -> None:
+        a, st = self.a, self.st
+        t0 = time.time()
+        announced = self.handle is None or all_one(self.handle.mask_set())
+        if st.step >= st.target_step:
+            self.log(f"train: {self.dir} is already at step {st.step} (target {st.target_step}); nothing to do")
+        while st.step < st.target_step:
+            if a.interrupt_after is not None and st.step - st.start_step >= a.interrupt_after:
+                st.interrupted = True
+                break
+            self._test_kill()
+            ts = time.time()
+            loss, gnorm, lr = self.train_step()
+            self._after_step(loss, gnorm, lr, time.time() - ts)
+            if not announced and st.step >= self.anneal_end and all_one(self.handle.mask_set()):
+                announced = True
+                self.log(
+                    f"train: every mask reached 1 at step {st.step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)"
+                )
+            if a.save_every > 0 and st.step % a.save_every == 0 and st.step < st.target_step:
+                self.save(False)
+        self.checkpoint = (st.last_saved or self.dir) if st.interrupted or st.step == st.start_step else self.save(True)
+        self.seconds = time.time() - t0
+
+    def _test_kill(self) -> None:
+        """$FLM_GROW_TEST_KILL=R:S: rank R SIGKILLs itself before step S (the dead-rank tests; a lost
+        node or the OOM killer look the same to the other ranks). Only on the first attempt, so that
+        a torchrun restart gets past it."""
+        spec = os.environ.get(KILL_ENV)
+        if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+            return
+        rank, step = (int(x) for x in spec.split(":"))
+        if rank == self.dd.rank and step == self.st.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _after_step(self, loss: float, gnorm: float, lr: float, seconds: float) -> None:
+        """Count the step, evaluate when due, log its metrics line."""
+        a, st = self.a, self.st
+        B, T = a.batch_size, a.seq_len
+        st.losses.append(loss)
+        st.step += 1
+        st.tokens += B * T
+        st.trained_tokens += B * T
+        step = st.step
+        eval_now = self.has_eval and ((a.eval_every > 0 and step % a.eval_every == 0) or step == st.target_step)
+        if eval_now:
+            st.last_eval = self.eval_loss()
+        m = {"step": step, "tokens": st.tokens, "loss": loss}  # HF global_step: updates done (metrics.ts)
+        if eval_now:
+            m["evalLoss"] = st.last_eval
+        m.update(lr=lr, gradNorm=gnorm, tokensPerSec=(B * T) / max(1e-3, seconds), stage=self.stage)
+        if self.handle is not None:
+            v = values_at(st.schedule, step - 1 - st.stage_start)
+            if v:
+                m["masks"] = v
+        if self.metrics is not None:
+            self.metrics.log_step(js_value(m))
+        if (
+            not a.quiet
+            and self.dd.rank == 0
+            and a.log_every > 0
+            and (step % a.log_every == 0 or step == st.target_step)
+        ):
+            self.log(
+                f"step {step}/{st.target_step}: loss {loss:.4f} lr {lr:.3e} grad-norm {gnorm:.3f}"
+            )  # trainer.ts stepLine
+
+    # ---- train_step -----------------------------------------------------------------------------
+
+    def set_masks(self, step: int) -> None:
+        if self.handle is not None:
+            self.handle.set_step(step - self.st.stage_start)
+
+    def loss_of(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of the batch through the model: the mean cross-entropy."""
+        dev = self.device
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.layout.net(inputs[self.lo : self.hi].to(dev))
+        flat = targets[self.lo : self.hi].to(dev).reshape(-1)
         logits = at_least_f32(logits)
-        if handle is None:
+        if self.handle is None:
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat)
         # targets whose vocab mask is 0 (a new token before annealing starts) are left out of the
         # mean, as src/train/trainer.ts crossEntropy does: predicting them would cost ~1e30
         per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat, reduction="none")
-        live = (handle.current["vocab"][flat] > 0).to(per.dtype)
+        live = (self.handle.current["vocab"][flat] > 0).to(per.dtype)
         return (per * live).sum() / live.sum().clamp(min=1)
 
-    def eval_loss():
+    def eval_loss(self) -> float:
+        a = self.a
         total = 0.0
         with torch.no_grad():
             for k in range(a.eval_batches):
-                total += dd.mean(float(loss_of(*ds.batch_at("eval", k, B, T, seed))))
+                batch = self.ds.batch_at("eval", k, a.batch_size, a.seq_len, a.seed)
+                total += self.dd.mean(float(self.loss_of(*batch)))
         return total / a.eval_batches
 
-    step, tokens = st["step"], st["tokens"]
-    last_saved = dir_ if resumed else None
-    losses, last_eval = [], None
-    t0, trained = time.time(), 0
-
-    def save(complete):
-        nonlocal last_saved
-        out = os.path.join(a.out, checkpoint_dir_name(step))
-        set_masks(step)
-        if fsdp is not None:
-            weights, moments = fsdp.full_state()  # a collective: every rank takes part
-        else:
-            weights, moments = {n: p.detach().float().cpu() for n, p in model.named_parameters()}, None
-        if dd.rank == 0:
-            tmp = out + f".tmp-{os.getpid()}"
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-            save_checkpoint_tensors(tmp, {n: weights[n].detach().float().cpu() for n in names})
-            cur = handle.mask_set() if handle is not None else None
-            if cur is not None:
-                write_masks(os.path.join(tmp, MASKS_FILE), cur)
-            if fsdp is not None:
-                fsdp.save(os.path.join(tmp, OPTIMIZER_FILE), weights, moments, tokens)
-            else:
-                adam.save(os.path.join(tmp, OPTIMIZER_FILE), names, tokens)
-            write_side_files(side_files, tmp)
-            manifest = {
-                "format": MANIFEST_FORMAT,
-                "kind": "train",
-                "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                "tool": {"name": "flm-grow", "version": tool_version()},
-            }
-            if st["source"] is not None:
-                manifest["source"] = st["source"]
-            if cur is not None:
-                manifest["masks"] = {"file": MASKS_FILE, "schedule": st["schedule"]}
-            manifest["extra"] = {
-                "step": step,
-                "stageStep": step - st["stageStart"],
-                "stageStart": st["stageStart"],
-                "tokens": tokens,
-                "runStartStep": st["runStart"],
-                "targetStep": st["targetStep"],
-                "complete": complete,
-                "seed": seed,
-                "dtype": "F32",
-                "lrSchedule": st["lrSchedule"],
-                "batchSize": B,
-                "seqLen": T,
-                "data": {
-                    "path": os.path.abspath(a.data),
-                    "sha256": data_sha,
-                    "tokens": len(ds.tokens),
-                    "tokenizer": "bytes" if ds.tokenizer else a.data,
-                },
-                "masksAllOne": cur is None or all_one(cur),
-                "lastLoss": losses[-1] if losses else None,
-                "evalLoss": last_eval,
-                "engine": "torch",
-                "processes": dd.world,
-                "sharding": "fsdp" if fsdp is not None else "ddp" if dd.world > 1 else "none",
-                "precision": precision_label,
-            }
-            # config.json (masked form while masks are below 1, with its modeling files) and the
-            # model card, as src/train/checkpointing.ts writes them (hf_remote/)
-            write_model_files(
-                tmp,
-                js_value(cfg.to_json("float32")),
-                cur is not None and not all_one(cur),
-                train_card(out, cfg, cur, js_value(manifest), tool_version()),
-            )
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(tmp, out)
-            write_manifest_last(out, js_value(manifest))
-            prune_checkpoints(a.out, a.keep_checkpoints, out)
-        dd.barrier()
-        last_saved = out
-        return out
-
-    announced = handle is None or all_one(handle.mask_set())
-    interrupted = False
-    if step >= st["targetStep"]:
-        log(f"train: {dir_} is already at step {step} (target {st['targetStep']}); nothing to do")
-    while step < st["targetStep"]:
-        if a.interrupt_after is not None and step - st["step"] >= a.interrupt_after:
-            interrupted = True
-            break
-        ts = time.time()
-        set_masks(step)
-        lr = lr_at(step, st["lrSchedule"])
-        inputs, targets = ds.batch_at("train", step, B, T, seed)
-        if fsdp is not None:
-            fsdp.zero_grad()
-        else:
-            for p in model.parameters():
-                p.grad = None
-        loss_t = loss_of(inputs, targets)
+    def train_step(self) -> tuple[float, float, float]:
+        """One optimizer step at st.step: (loss, gradient norm, lr). Stops the run on a bad loss."""
+        a, st = self.a, self.st
+        self.set_masks(st.step)
+        lr = lr_at(st.step, st.lr_schedule)
+        inputs, targets = self.ds.batch_at("train", st.step, a.batch_size, a.seq_len, a.seed)
+        self.layout.zero_grad()
+        loss_t = self.loss_of(inputs, targets)
         loss_t.backward()
-        loss = dd.mean(float(loss_t.detach()))
-        # grads are already averaged across ranks by DDP: the norm is the same on every rank
-        if fsdp is not None:
-            gnorm = fsdp.grad_norm_and_clip(clip)  # across shards; already clipped
-        else:
-            gnorm = float(
-                torch.stack([at_least_f32(p.grad).norm() for p in model.parameters() if p.grad is not None]).norm()
-            )
+        loss = self.dd.mean(float(loss_t.detach()))
+        # DDP's gradients are already averaged across ranks, FSDP2's reduce-scattered: the norm is
+        # the same on every rank
+        gnorm = self.layout.grad_norm()
         if not (math.isfinite(loss) and math.isfinite(gnorm)) or loss > MAX_LOSS:
             what = (
                 "loss is " + str(loss)
@@ -509,69 +553,217 @@ def main(argv=None):
                 else "gradient norm is " + str(gnorm)
             )
             sys.exit(
-                f"train: {a.out}: step {step}: {what} "
-                f"(lr {lr:.3e}); training stopped. Last good checkpoint: {last_saved or dir_ + ' (nothing saved in this run)'}. Lower --lr or check the data."
+                f"train: {a.out}: step {st.step}: {what} "
+                f"(lr {lr:.3e}); training stopped. Last good checkpoint: {st.last_saved or self.dir + ' (nothing saved in this run)'}. Lower --lr or check the data."
             )
+        self.optimizer_step(lr, gnorm)
+        return loss, gnorm, lr
+
+    def optimizer_step(self, lr: float, gnorm: float) -> None:
+        """Global-norm clipping folded into AdamW's moment update (adamw.ts)."""
+        clip = self.a.clip_grad
         scale = clip / (gnorm + 1e-6) if clip > 0 and gnorm > clip else 1.0
-        if fsdp is not None:
-            fsdp.apply(lr)
+        self.adam.apply(lr, scale)
+
+    # ---- save -----------------------------------------------------------------------------------
+
+    def save(self, complete: bool) -> str:
+        """checkpoint-<step>/ in flm-grow's HF layout, written to a temporary folder and renamed, the
+        manifest last. Under FSDP2 every rank gathers each tensor in turn; rank 0 writes."""
+        a, st, dd, layout = self.a, self.st, self.dd, self.layout
+        out = os.path.join(a.out, checkpoint_dir_name(st.step))
+        self.set_masks(st.step)
+        params = dict(layout.named_parameters())
+        # one temporary name for the whole job (rank 0's pid would differ on every rank)
+        tmp = out + ".tmp"
+        if a.sharded_save:
+            if dd.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.makedirs(tmp)
+            dd.barrier()
+            sharded.save(os.path.join(tmp, sharded.SHARDED_DIR), sharded.state_dict(params, self.adam))
+            if dd.rank == 0:
+                sharded.write_optimizer_meta(tmp, self.adam_meta())
         else:
-            adam.apply(lr, scale)
-        losses.append(loss)
-        step += 1
-        tokens += B * T
-        trained += B * T
-        eval_now = has_eval and ((a.eval_every > 0 and step % a.eval_every == 0) or step == st["targetStep"])
-        if eval_now:
-            last_eval = eval_loss()
-        m = {"step": step, "tokens": tokens, "loss": loss}  # HF global_step: updates done (metrics.ts)
-        if eval_now:
-            m["evalLoss"] = last_eval
-        m.update(lr=lr, gradNorm=gnorm, tokensPerSec=(B * T) / max(1e-3, time.time() - ts), stage=stage)
-        if handle is not None:
-            v = values_at(st["schedule"], step - 1 - st["stageStart"])
-            if v:
-                m["masks"] = v
-        if metrics is not None:
-            metrics.log_step(js_value(m))
-        if not a.quiet and dd.rank == 0 and a.log_every > 0 and (step % a.log_every == 0 or step == st["targetStep"]):
-            log(
-                f"step {step}/{st['targetStep']}: loss {loss:.4f} lr {lr:.3e} grad-norm {gnorm:.3f}"
-            )  # trainer.ts stepLine
-        if not announced and step >= anneal_end and all_one(handle.mask_set()):
-            announced = True
-            log(
-                f"train: every mask reached 1 at step {step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)"
+            weights = {}
+            for n in self.names:
+                w = layout.full(params[n].detach())
+                if dd.rank == 0:
+                    weights[n] = w.float().cpu()
+            if dd.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.makedirs(tmp)
+                save_checkpoint_tensors(tmp, weights)
+            del weights
+            self.adam.save(
+                os.path.join(tmp, OPTIMIZER_FILE) if dd.rank == 0 else None, self.names, st.tokens, layout.full
             )
-        if a.save_every > 0 and step % a.save_every == 0 and step < st["targetStep"]:
-            save(False)
-    out = (last_saved or dir_) if interrupted or step == st["step"] else save(True)
-    secs = time.time() - t0
-    if metrics is not None:
-        metrics.close()
-    result = {
-        "checkpoint": out,
-        "startStep": st["step"],
-        "step": step,
-        "stageStep": step - st["stageStart"],
-        "losses": losses,
-        "evalLoss": last_eval,
-        "parameters": params,
-        "tokensPerSec": trained / max(1e-9, secs),
-        "interrupted": interrupted,
-        "masksAllOne": handle is None or all_one(handle.mask_set()),
-        "processes": dd.world,
-        "device": str(device),
-        "precision": precision_label,
-    }
-    if dd.rank == 0:
-        # one machine-readable line last, for `flm-grow train --engine torch`
-        print("FLM_GROW_RESULT " + json.dumps(result), flush=True)
-    dd.close()
-    return result
+        if dd.rank == 0:
+            cur = self.handle.mask_set() if self.handle is not None else None
+            if cur is not None:
+                write_masks(os.path.join(tmp, MASKS_FILE), cur)
+            write_side_files(self.side_files, tmp)
+            manifest = js_value(self.manifest(complete, cur))
+            # config.json (masked form while masks are below 1, with its modeling files) and the
+            # model card, as src/train/checkpointing.ts writes them (hf_remote/)
+            write_model_files(
+                tmp,
+                js_value(self.cfg.to_json("float32")),
+                cur is not None and not all_one(cur),
+                train_card(out, self.cfg, cur, manifest, tool_version()),
+            )
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
+            write_manifest_last(out, manifest)
+            prune_checkpoints(a.out, a.keep_checkpoints, out)
+        dd.barrier()
+        st.last_saved = out
+        return out
+
+    def adam_meta(self) -> dict:
+        ad = self.adam
+        return {
+            "step": ad.step,
+            "tokens": self.st.tokens,
+            "beta1": ad.beta1,
+            "beta2": ad.beta2,
+            "eps": ad.eps,
+            "weight_decay": ad.weight_decay,
+        }
+
+    def manifest(self, complete: bool, cur: dict | None) -> dict:
+        a, st = self.a, self.st
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "kind": "train",
+            "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "tool": {"name": "flm-grow", "version": tool_version()},
+        }
+        if st.source is not None:
+            manifest["source"] = st.source
+        if cur is not None:
+            manifest["masks"] = {"file": MASKS_FILE, "schedule": st.schedule}
+        manifest["extra"] = {
+            "step": st.step,
+            "stageStep": st.step - st.stage_start,
+            "stageStart": st.stage_start,
+            "tokens": st.tokens,
+            "runStartStep": st.run_start,
+            "targetStep": st.target_step,
+            "complete": complete,
+            "seed": a.seed,
+            "dtype": "F32",
+            "lrSchedule": st.lr_schedule,
+            "batchSize": a.batch_size,
+            "seqLen": a.seq_len,
+            "data": {
+                "path": os.path.abspath(a.data),
+                "sha256": self.data_sha,
+                "tokens": len(self.ds.tokens),
+                "tokenizer": "bytes" if self.ds.tokenizer else a.data,
+            },
+            "masksAllOne": cur is None or all_one(cur),
+            "lastLoss": st.losses[-1] if st.losses else None,
+            "evalLoss": st.last_eval,
+            "engine": "torch",
+            "processes": self.dd.world,
+            "sharding": self.layout.kind,
+            "sharded": bool(a.sharded_save),
+            "precision": self.precision_label,
+        }
+        return manifest
+
+    # ---- the end --------------------------------------------------------------------------------
+
+    def peak_rss_per_rank(self) -> list[int]:
+        """Every rank's peak resident memory in bytes (ru_maxrss; a collective under torchrun)."""
+        import resource
+
+        mine = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024], dtype=torch.int64)
+        if self.dd.world == 1:
+            return [int(mine[0])]
+        import torch.distributed as dist
+
+        every = [torch.zeros_like(mine) for _ in range(self.dd.world)]
+        dist.all_gather(every, mine)
+        return [int(t[0]) for t in every]
+
+    def close(self) -> dict:
+        st = self.st
+        if self.metrics is not None:
+            self.metrics.close()
+        peak = self.peak_rss_per_rank() if self.device.type == "cpu" else None
+        result = {
+            "checkpoint": self.checkpoint,
+            "startStep": st.start_step,
+            "step": st.step,
+            "stageStep": st.step - st.stage_start,
+            "losses": st.losses,
+            "evalLoss": st.last_eval,
+            "parameters": self.params,
+            "tokensPerSec": st.trained_tokens / max(1e-9, self.seconds),
+            "interrupted": st.interrupted,
+            "masksAllOne": self.handle is None or all_one(self.handle.mask_set()),
+            "processes": self.dd.world,
+            "sharding": self.layout.kind,
+            "device": str(self.device),
+            "precision": self.precision_label,
+            "peakRssPerRank": peak,
+        }
+        if self.dd.local_rank == 0:
+            # one machine-readable line last, for `flm-grow train --engine torch` (on every node: the
+            # rendezvous decides which node holds global rank 0, and every node's flm-grow reports)
+            print("FLM_GROW_RESULT " + json.dumps(result), flush=True)
+        self.dd.close()
+        return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    t = Trainer(parse_args(sys.argv[1:] if argv is None else argv))
+    t.open_run()
+    t.train_loop()
+    return t.close()
+
+
+def meta_model(cfg) -> torch.nn.Module:
+    """The model of `cfg` on the meta device: shapes without storage, to be laid out (FSDP2, TP)
+    before anything is allocated, then filled."""
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    model.tie_weights()
+    return model
+
+
+def load_parts(ckpt_dir: str, layout: Layout) -> None:
+    """Fill a laid-out model from the checkpoint's safetensors files one tensor at a time: each
+    rank reads a whole tensor (memory-mapped) and keeps its own part (Layout.place), so no rank
+    ever holds more than its parts plus one tensor."""
+    from safetensors import safe_open
+
+    idx = os.path.join(ckpt_dir, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        with open(idx) as f:
+            where = json.load(f)["weight_map"]
+    else:
+        with safe_open(os.path.join(ckpt_dir, "model.safetensors"), "pt") as f:
+            where = {n: "model.safetensors" for n in f.keys()}
+    params = dict(layout.named_parameters())
+    missing = [n for n in params if n not in where]
+    if missing:
+        raise ValueError(f"{ckpt_dir}: tensors do not match config.json: missing {missing[:4]}")
+    with torch.no_grad():
+        for n, p in params.items():
+            with safe_open(os.path.join(ckpt_dir, where[n]), "pt") as f:
+                full = f.get_tensor(n)
+            if tuple(full.shape) != tuple(p.shape):
+                raise ValueError(f"{ckpt_dir}: {n} has shape {list(full.shape)}, config.json implies {list(p.shape)}")
+            p.copy_(layout.place(full.to(torch.float32), p))
+            del full
 
 
 def _stored_bytes(d):
+    if sharded.is_sharded(d):
+        return 0  # not asked for: a sharded save is a train checkpoint, whose manifest names its source
     from .safetensors_io import stored_bytes
 
     return stored_bytes(
@@ -586,6 +778,16 @@ def out_of_memory(e):
     )
 
 
+def lost_peer(e: BaseException) -> bool:
+    """A collective that failed because another process is gone (killed, crashed, node lost)."""
+    import torch.distributed as dist
+
+    return isinstance(e, dist.DistError) or (
+        isinstance(e, RuntimeError)
+        and any(k in str(e) for k in ("gloo", "NCCL", "Connection reset", "Connection closed"))
+    )
+
+
 def cli():
     try:
         main()
@@ -594,6 +796,13 @@ def cli():
         print(f"train: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     except (MemoryError, RuntimeError) as e:
+        if lost_peer(e) and not out_of_memory(e):
+            # the rank that died is the news, not this one's broken collective: torchrun (elastic.py)
+            # names it once it has stopped the job
+            rank = os.environ.get("RANK", "?")
+            sys.exit(
+                f"train: rank {rank}: a collective failed because another process is gone ({str(e).strip().splitlines()[-1][:160]})"
+            )
         if not out_of_memory(e):
             raise
         # one line instead of a traceback: what ran out and what a step needs

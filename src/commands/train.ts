@@ -1,7 +1,7 @@
 import type { CommandModule, Options } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
 import type { BackendName } from '../backend.ts';
-import type { Engine } from '../train/engine.ts';
+import type { Engine, EngineOptions } from '../train/engine.ts';
 import type { StepMetrics } from '../train/metrics.ts';
 import { camelKey, TRAIN_OPTIONS, trainOption, type TrainOptionSpec } from '../train/options.ts';
 import type { TrainOptions } from '../train/trainer.ts';
@@ -122,7 +122,8 @@ export const trainCommand: CommandModule = {
             logLine(`train: step ${m.step}: saving checkpoint-${String(m.step).padStart(6, '0')}`);
         },
       },
-      { engine: a.engine as Engine, nproc: a.nproc as number, fsdp: a.fsdp === true },
+      // the engine and launch options (nproc, fsdp, tp, nnodes, ...) are declared options too
+      { ...(trainOptionValues(a) as EngineOptions), engine: a.engine as Engine },
     );
     const lines =
       r.step === r.startStep

@@ -387,11 +387,11 @@ describe.skipIf(torch === undefined)('torch engine', () => {
     expect([viaCli.startStep, viaCli.step, viaCli.losses.length]).toEqual([0, 2, 2]);
     expect(viaCli.masksAllOne).toBe(false);
 
-    // 2 processes (gloo, torchrun's environment via flm_grow_torch.launch), same global batch: same losses
+    // 2 processes (gloo, torchrun --standalone via flm_grow_torch.elastic), same global batch: same losses
     const ddpOut = join(root, 'ddp-run');
     const d = await runTorchModule('flm_grow_torch.train', [grown, '--data', CORPUS, '--out', ddpOut, ...common], {
       capture: true,
-      nproc: 2,
+      launch: { nproc: 2 },
       env: { OMP_NUM_THREADS: '1' },
     });
     expect(d.code, d.stderr).toBe(0);

@@ -50,7 +50,7 @@ for L in ${JSON.stringify(measured.map((m) => m[0]))}:
     d = tempfile.mkdtemp()
     json.dump(dict(base, num_hidden_layers=L), open(os.path.join(d, "config.json"), "w"))
     cfg = read_config(d)
-    out.append([parameter_count(cfg), train_step_bytes(cfg, 16, 16)])
+    out.append([parameter_count(cfg), train_step_bytes(cfg, 16, 16, 16, 1, 1, False)])
 print(json.dumps(out))`) as [number, number][];
     measured.forEach(([L, rss], k) => {
       // the parameter count is src/arch.ts's (the reference), not the Python's own
