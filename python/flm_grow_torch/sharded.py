@@ -48,16 +48,16 @@ def state_dict(params: dict[str, torch.Tensor], adam) -> dict[str, torch.Tensor]
 
 def save(path: str, state: dict[str, torch.Tensor]) -> None:
     """Every rank writes its shards (a collective); replicated tensors are written once."""
-    import torch.distributed.checkpoint as dcp
+    from . import dcp_safe
 
-    dcp.save(state, checkpoint_id=path)
+    dcp_safe.save(path, state)
 
 
 def load(path: str, state: dict[str, torch.Tensor]) -> None:
     """Fill `state` (laid out as this run's layout wants) from a sharded save of any layout."""
-    import torch.distributed.checkpoint as dcp
+    from . import dcp_safe
 
-    dcp.load(state, checkpoint_id=path)
+    dcp_safe.load(path, state)
 
 
 def write_optimizer_meta(d: str, meta: dict) -> None:
@@ -92,17 +92,16 @@ class _Deferred:
         return torch.empty((), dtype=self.dtype).element_size()
 
     def detach(self) -> torch.Tensor:
-        import torch.distributed.checkpoint as dcp
+        from . import dcp_safe
 
         t = torch.empty(self.shape, dtype=self.dtype)
-        dcp.load({self.name: t}, checkpoint_id=self.path, no_dist=True)
+        dcp_safe.load(self.path, {self.name: t}, no_dist=True)
         return t
 
 
 def export(src: str, dst: str) -> None:
     """The HF-layout folder of a sharded checkpoint (see the module docstring)."""
-    from torch.distributed.checkpoint import FileSystemReader
-
+    from . import dcp_safe
     from .checkpointing import read_manifest, write_manifest_last
     from .optim import OPTIMIZER_FILE, OPTIMIZER_FORMAT, js_num, js_value
     from .safetensors_io import save_file
@@ -112,7 +111,7 @@ def export(src: str, dst: str) -> None:
     if os.path.exists(dst):
         raise ValueError(f"{dst}: already exists")
     shards = os.path.join(src, SHARDED_DIR)
-    md = FileSystemReader(shards).read_metadata().state_dict_metadata
+    md = dcp_safe.read_metadata(shards).state_dict_metadata
     names = [n for n in md if not n.startswith("exp_avg")]  # the weights, in saved order
     f32 = torch.float32
     tmp = f"{dst}.tmp-{os.getpid()}"
