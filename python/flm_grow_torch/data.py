@@ -292,6 +292,16 @@ class MixedDataset:
         w = torch.tensor(rows, dtype=torch.int64)
         return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 
+    @property
+    def tokens(self) -> range:
+        """As many as the parts hold together (counted in the manifest, as data.ts's mix)."""
+        return range(sum(len(p.tokens) for p in self.parts))
+
+    @property
+    def eval(self) -> range:
+        """Held-out tokens: an eval runs when every part has an eval window (data.ts)."""
+        return range(min(len(p.eval) for p in self.parts))
+
     def close(self) -> None:
         for p in self.parts:
             p.close()

@@ -54,6 +54,10 @@ class Dist:
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
+            # every rank done with its collectives before any tears the group down: a rank that
+            # destroys gloo's group (or exits) while a peer still talks to it can abort the peer
+            # ("terminate called without an active exception", SIGABRT; seen under load)
+            dist.barrier()
             dist.destroy_process_group()
 
 

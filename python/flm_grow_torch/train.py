@@ -14,6 +14,7 @@ reference for the f32 runs (docs/engines.md), never the default.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -43,13 +44,13 @@ from .checkpointing import (
     write_side_files,
 )
 from .config import read_config
-from .data import TokenDataset
+from .data import MixedDataset, open_training_data, parse_data_mix
 from .fsdp import fsdp_unavailable
 from .hf_remote import train_card, write_model_files
 from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
 from .memory import check_fits
 from .model import LlamaForCausalLM, at_least_f32, load_model, rope_frequencies
-from .optim import OPTIMIZER_FILE, AdamW, js_value, lr_at, read_optimizer_meta
+from .optim import OPTIMIZER_FILE, AdamW, js_num, js_value, lr_at, read_optimizer_meta
 from .options import add_train_arguments, check_train_arguments, option
 from .parallel import Dist, Layout, tp_refusal
 from .safetensors_io import save_checkpoint_tensors
@@ -343,21 +344,35 @@ class Trainer:
 
     def _open_data(self) -> None:
         a, dir_ = self.a, self.dir
-        if os.path.exists(os.path.join(dir_, "tokenizer.json")) and os.path.splitext(a.data)[1].lower() not in (
-            ".bin",
-            ".u16",
-            ".u32",
-        ):
-            sys.exit(
-                f"train: {dir_} has a tokenizer.json and {a.data} is text; the torch engine reads byte-level text or token files. "
-                "Run through `flm-grow train --engine torch`, which tokenizes it first, or pass a .u16/.u32 token file."
-            )
-        self.ds = TokenDataset(a.data, eval_fraction=a.eval_fraction, seq_len=a.seq_len)
-        if self.ds.max_id >= self.cfg.vocab_size:
-            sys.exit(
-                f"train: {a.data}: token id {self.ds.max_id} is outside the model's vocabulary of {self.cfg.vocab_size}"
-            )
-        self.data_sha = sha256_file(a.data)
+        mix = parse_data_mix(a.data)
+        files = [a.data] if mix is None else [p for p, _ in mix]
+        for f in files:
+            if os.path.exists(os.path.join(dir_, "tokenizer.json")) and os.path.splitext(f)[1].lower() not in (
+                ".bin",
+                ".u16",
+                ".u32",
+            ):
+                sys.exit(
+                    f"train: {dir_} has a tokenizer.json and {f} is text; the torch engine reads byte-level text or token files. "
+                    "Run through `flm-grow train --engine torch`, which tokenizes it first, or pass a .u16/.u32 token file."
+                )
+        self.ds = open_training_data(a.data, eval_fraction=a.eval_fraction, seq_len=a.seq_len)
+        tok = os.path.join(dir_, "tokenizer.json")
+        self.tokenizer_name = tok if os.path.exists(tok) else "bytes"
+        parts = self.ds.parts if mix is not None else [self.ds]
+        for p in parts:
+            if p.max_id >= self.cfg.vocab_size:
+                sys.exit(
+                    f"train: {p.source}: token id {p.max_id} is outside the model's vocabulary of {self.cfg.vocab_size}"
+                )
+        # a mix: the hash of its parts' hashes and weights, as trainer.ts (JSON.stringify of [[sha, w], ...])
+        self.data_sha = (
+            sha256_file(a.data)
+            if mix is None
+            else hashlib.sha256(
+                ("[" + ",".join(f'["{sha256_file(p)}",{js_num(w)}]' for p, w in mix) + "]").encode()
+            ).hexdigest()
+        )
         self.has_eval = len(self.ds.eval) > a.seq_len
 
     def _open_model(self) -> None:
@@ -393,7 +408,8 @@ class Trainer:
             )
             if a.tp > 1:
                 self.handle.tp = (self.layout.tp_rank, a.tp)
-            refuse_padding_ids(self.ds, self.handle.base)
+            for p in self.ds.parts if isinstance(self.ds, MixedDataset) else [self.ds]:
+                refuse_padding_ids(p, self.handle.base)
         self.adam = AdamW(self.layout.named_parameters(), beta1=a.beta1, beta2=a.beta2, weight_decay=a.weight_decay)
         opt_path = os.path.join(dir_, OPTIMIZER_FILE)
         if resharding:
@@ -657,10 +673,11 @@ class Trainer:
             "batchSize": a.batch_size,
             "seqLen": a.seq_len,
             "data": {
-                "path": os.path.abspath(a.data),
+                "path": a.data if isinstance(self.ds, MixedDataset) else os.path.abspath(a.data),
                 "sha256": self.data_sha,
                 "tokens": len(self.ds.tokens),
-                "tokenizer": "bytes" if self.ds.tokenizer else a.data,
+                # the checkpoint's tokenizer, named as trainer.ts names it (tokenizer.ts loadTokenizer)
+                "tokenizer": self.tokenizer_name,
             },
             "masksAllOne": cur is None or all_one(cur),
             "lastLoss": st.losses[-1] if st.losses else None,

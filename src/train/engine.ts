@@ -138,7 +138,13 @@ export async function corpusTokenFile(corpus: string, checkpoint: string, log?: 
  * token files) into <out>/.data-tokens.u32, the same tokens the tfjs trainer would make.
  */
 function torchData(o: TrainOptions): string {
-  if (tokenDtypeForPath(o.data) !== undefined || !existsSync(join(o.checkpoint, 'tokenizer.json'))) return o.data;
+  // a mix is of token files, which the torch trainer reads itself (data.py MixedDataset)
+  if (
+    parseDataMix(o.data) !== undefined ||
+    tokenDtypeForPath(o.data) !== undefined ||
+    !existsSync(join(o.checkpoint, 'tokenizer.json'))
+  )
+    return o.data;
   const tok = loadTokenizer(o.checkpoint);
   const ids = TokenDataset.fromFile(o.data, { tokenizer: tok, evalFraction: 0 }).tokens;
   mkdirSync(o.out, { recursive: true });
@@ -167,13 +173,6 @@ export function torchTrainArgs(o: TrainOptions, e: EngineOptions = {}): string[]
 
 async function trainTorch(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
   requireTorchPython();
-  // python/flm_grow_torch/data.py reads a mix (TokenDataset(spec)), but train.py still hashes and
-  // type-checks --data as one file
-  if (parseDataMix(o.data) !== undefined)
-    throw new TrainError(
-      'BadArgs',
-      `--data ${o.data}: a data mix runs on --engine tfjs for now (the torch trainer takes one data file)`,
-    );
   // the starting checkpoint's manifest is checked here as the tfjs trainer checks it (a
   // hand-edited field: one line naming it, exit 2); the engine checks it again, and a resume's
   // newest save (which it picks), itself

@@ -145,10 +145,10 @@ describe('Megatron indexed datasets', () => {
   });
 
   it.skipIf(torch === undefined)(
-    'trains on a Megatron dataset on both engines: the same first losses',
-    { timeout: 120_000 },
+    'trains on a Megatron dataset, and on a mix, on both engines: the same losses and data hash',
+    { timeout: 180_000 },
     () => {
-      const losses = (engine: string) => {
+      const run = (engine: string, data: string, tag: string) => {
         const r = spawnSync(
           process.execPath,
           [
@@ -156,9 +156,9 @@ describe('Megatron indexed datasets', () => {
             'train',
             F,
             '--data',
-            join(d, 'corpus32.bin'),
+            data,
             '--out',
-            join(d, `run-${engine}`),
+            join(d, `run-${tag}-${engine}`),
             '--steps',
             '2',
             '--batch-size',
@@ -172,12 +172,23 @@ describe('Megatron indexed datasets', () => {
           { encoding: 'utf8' },
         );
         expect(r.status, r.stderr).toBe(0);
-        return (JSON.parse(r.stdout) as { losses: number[] }).losses;
+        const out = JSON.parse(r.stdout) as { losses: number[]; checkpoint: string };
+        const m = JSON.parse(readFileSync(join(out.checkpoint, 'flm-grow-manifest.json'), 'utf8')) as {
+          extra: { data: { sha256: string; tokens: number } };
+        };
+        return { losses: out.losses, data: m.extra.data };
       };
-      const a = losses('tfjs');
-      const b = losses('torch');
-      expect(a).toHaveLength(2);
-      for (let i = 0; i < 2; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-4);
+      for (const [tag, data] of [
+        ['megatron', join(d, 'corpus32.bin')],
+        ['mix', `${join(d, 'corpus32.bin')}:0.6,${join(d, 'lo.bin')}:0.4`],
+      ]) {
+        const a = run('tfjs', data, tag);
+        const b = run('torch', data, tag);
+        expect(a.losses).toHaveLength(2);
+        for (let i = 0; i < 2; i++) expect(Math.abs(a.losses[i] - b.losses[i])).toBeLessThan(1e-4);
+        // the manifest names the same data: a mix by the hash of its parts' hashes and weights
+        expect(b.data).toEqual(a.data);
+      }
     },
   );
 });
