@@ -14,6 +14,7 @@ reference for the f32 runs (docs/engines.md), never the default.
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import math
@@ -808,6 +809,17 @@ def lost_peer(e: BaseException) -> bool:
 def cli():
     try:
         main()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # everything is written, the group torn down and the result printed: leave without
+            # C++ teardown, where gloo's threads can abort a rank whose peer exited first
+            # ("terminate called without an active exception", SIGABRT; seen under load). atexit
+            # handlers (the run lock) run first.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            atexit._run_exitfuncs()
+            if os.environ.get("FLM_GROW_TEST_ABORT_AT_EXIT") == os.environ.get("RANK"):
+                os.abort()  # test hook: a teardown fault after the run finished (test/torch/distributed.test.ts)
+            os._exit(0)
     except ManifestError as e:
         # a hand-edited manifest is bad input: one line naming the file and field, exit 2
         print(f"train: {e}", file=sys.stderr, flush=True)

@@ -20,7 +20,7 @@ import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
 import { readConfigFile } from '../config.ts';
 import { tokenDtypeForPath } from '../util/token-files.ts';
 import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
-import { checkRunFolder, clearRun, latestCheckpoint } from './checkpointing.ts';
+import { checkRunFolder, clearRun, isCompleteCheckpoint, latestCheckpoint } from './checkpointing.ts';
 import { camelKey, TRAIN_OPTIONS, trainDefault } from './options.ts';
 import { checkDataFile, dataFiles, parseDataMix, TokenDataset } from './data.ts';
 import { corpusTokens, isTextCorpus } from './corpus.ts';
@@ -199,7 +199,19 @@ async function trainTorch(o: TrainOptions, e: EngineOptions): Promise<TrainResul
   // the engine's refusals of bad input (exit 2, one line "train: ...") are passed on as they are
   if (r.workerFailure === undefined && r.signal === undefined && r.code === 2 && last.startsWith('train: '))
     throw new TrainError('TorchEngineRefused', last.slice('train: '.length));
-  if (r.workerFailure !== undefined || r.signal !== undefined || r.code !== 0 || r.result === undefined)
+  // A rank killed by a signal after the run printed its result is a teardown fault (gloo's
+  // threads at process exit: SIGABRT "terminate called without an active exception", seen under
+  // load): the result is printed only once every rank has trained and saved (Trainer.close's
+  // all_gather), so the run stands, provided its last checkpoint is complete; it is said.
+  if (r.result !== undefined && r.workerFailure?.signal !== undefined && r.signal === undefined) {
+    const ck = (r.result as { checkpoint?: string }).checkpoint;
+    if (ck !== undefined && (await isCompleteCheckpoint(ck)))
+      o.log?.(
+        `train: warning: torch engine rank ${r.workerFailure.rank} was killed by ${r.workerFailure.signal} while exiting, ` +
+          `after the run had finished and saved ${ck} (complete); the result stands`,
+      );
+    else throw new TrainError('TorchEngineFailed', await failureMessage(o, r));
+  } else if (r.workerFailure !== undefined || r.signal !== undefined || r.code !== 0 || r.result === undefined)
     throw new TrainError('TorchEngineFailed', await failureMessage(o, r));
   const x = r.result as {
     checkpoint: string;

@@ -215,6 +215,34 @@ describe.skipIf(torch === undefined)('distributed torch engine (gloo, CPU)', () 
     bad(['--nproc', '3', '--tp', '3'], /config\.json num_attention_heads 8 is not divisible by 3/);
   }, 120_000);
 
+  it('a rank aborted while exiting, after the run finished and saved, leaves the result standing (said as a warning)', () => {
+    const out = join(root, 'abort-at-exit');
+    const r = flmGrow(
+      [
+        'train',
+        mid,
+        '--engine',
+        'torch',
+        '--data',
+        CORPUS,
+        '--out',
+        out,
+        ...RUN.map((x) => (x === '8' ? '2' : x)),
+        '--nproc',
+        '2',
+        '--json',
+      ],
+      { FLM_GROW_TEST_ABORT_AT_EXIT: '1' },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(
+      /torch engine rank 1 was killed by SIGABRT while exiting, after the run had finished and saved .*\(complete\); the result stands/,
+    );
+    const res = JSON.parse(r.stdout) as { step: number; checkpoint: string };
+    expect(res.step).toBe(7);
+    expect(stepsOf(out).map((m) => m.step)).toEqual([6, 7]);
+  });
+
   it('a SIGKILLed rank is named with the last checkpoint and the resume command; resuming on 1 process reproduces the losses', () => {
     const out = join(root, 'killed');
     const r = train(out, ['--nproc', '2', '--fsdp', '--sharded-save', '--save-every', '2'], { FLM_GROW_TEST_KILL: '1:11' });
