@@ -890,7 +890,10 @@ function defineIssue21(): void {
       writeFileSync(join(src, 'tokenizer.py'), 'import os\nos.system("echo pwned")\n');
       const out = join(dir, 'out');
       const r = await cli(['grow', src, out, '--plan', PLAN, ...CAL]);
-      const copied = existsSync(out) && readdirSync(out).some((n) => n.endsWith('.py'));
+      // the only Python a grown folder may hold is the package's remote code of a masked
+      // checkpoint (hf_remote/, written by flm-grow); nothing of the source's
+      const generated = ['configuration_flm_grow.py', 'modeling_flm_grow.py', 'flm_grow_masks.py'];
+      const copied = existsSync(out) && readdirSync(out).some((n) => n.endsWith('.py') && !generated.includes(n));
       return {
         runs: [r],
         dests: [out],
