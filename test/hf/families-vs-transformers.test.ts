@@ -16,10 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../../src/backend.ts';
 import { CheckpointFolder } from '../../src/checkpoint-folder.ts';
-import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
+import { readAll, type Tensors } from '../support/safetensors-compare.ts';
 import { writeSafetensors } from '../../src/checkpoint/safetensors-writer.ts';
 import { streamedForward } from '../../src/model/streaming.ts';
-import { bytesToFloat32 } from '../../src/util/dtype.ts';
 import { naiveForward } from '../reference/naive-llama.ts';
 
 const FIX = join(import.meta.dirname, '../../fixtures/hf');
@@ -27,7 +26,6 @@ const CLI = join(import.meta.dirname, '../../bin/flm-grow.js');
 const REL_TOL = 1e-4;
 
 type Json = Record<string, unknown>;
-type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
 /** Switches one feature off in a copy of the files: config.json and the tensors, edited in place. */
 type SwitchOff = (cfg: Json, tensors: Tensors) => void;
 
@@ -69,17 +67,6 @@ const CASES: Record<string, [string, SwitchOff]> = {
   'qwen3-untied': ['the q/k norm gains', fillMatching((n) => /[qk]_norm\.weight$/.test(n), 1)],
   'teleflm-mup': ['µP (use_mup false)', setConfig({ use_mup: false })],
 };
-
-async function readAll(path: string): Promise<Tensors> {
-  const f = await SafetensorsFile.open(path);
-  const out: Tensors = new Map();
-  try {
-    for (const [n, info] of f.tensors) out.set(n, { shape: [...info.shape], data: bytesToFloat32(await f.read(n), info.dtype) });
-  } finally {
-    await f.close();
-  }
-  return out;
-}
 
 /** max |a−b| / max |b| */
 function relDiff(a: Float32Array, b: Float32Array): number {

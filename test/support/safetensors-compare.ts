@@ -1,4 +1,19 @@
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
+import { bytesToFloat32 } from '../../src/util/dtype.ts';
+
+export type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** Every tensor of a safetensors file as f32, with its shape. */
+export async function readAll(path: string): Promise<Tensors> {
+  const f = await SafetensorsFile.open(path);
+  const out: Tensors = new Map();
+  try {
+    for (const [n, info] of f.tensors) out.set(n, { shape: [...info.shape], data: bytesToFloat32(await f.read(n), info.dtype) });
+  } finally {
+    await f.close();
+  }
+  return out;
+}
 
 /**
  * The tensors (names, dtypes, shapes, bytes) and metadata of a safetensors file, for an exact

@@ -10,10 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../../src/backend.ts';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
-import { tensorsAndMetadata } from '../support/safetensors-compare.ts';
+import { readAll, tensorsAndMetadata } from '../support/safetensors-compare.ts';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
 import { writeSafetensors } from '../../src/checkpoint/safetensors-writer.ts';
-import { bytesToFloat32 } from '../../src/util/dtype.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { parsePlan } from '../../src/growth/plan.ts';
 import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../../src/masks.ts';
@@ -49,17 +48,6 @@ function flmGrow(args: string[], env: NodeJS.ProcessEnv = {}) {
   });
 }
 let root: string;
-
-async function readAll(path: string): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
-  const f = await SafetensorsFile.open(path);
-  const out = new Map<string, { shape: number[]; data: Float32Array }>();
-  try {
-    for (const [n, info] of f.tensors) out.set(n, { shape: [...info.shape], data: bytesToFloat32(await f.read(n), info.dtype) });
-  } finally {
-    await f.close();
-  }
-  return out;
-}
 
 /** max |a-b| / max |b| */
 function relDiff(a: Float32Array, b: Float32Array): number {
