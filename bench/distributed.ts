@@ -13,10 +13,10 @@ import { execSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { initBackend } from '../src/backend.ts';
-import { parameterCount } from '../src/arch.ts';
+import { initBackend } from '../src/engines/tfjs-backend.ts';
+import { parameterCount } from '../src/spec/arch.ts';
 import { initConfig, writeRandomInit } from '../src/train/random-init.ts';
-import { runTorchModule } from '../src/torch-engine.ts';
+import { runTorchModule } from '../src/engines/torch-process.ts';
 import { readMetrics, partitionMetrics } from '../src/train/metrics.ts';
 
 const CORPUS = resolve(import.meta.dirname, '..', 'fixtures', 'corpus', 'fortunes.txt');

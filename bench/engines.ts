@@ -18,11 +18,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { initBackend } from '../src/backend.ts';
-import { parameterCount } from '../src/arch.ts';
+import { initBackend } from '../src/engines/tfjs-backend.ts';
+import { parameterCount } from '../src/spec/arch.ts';
 import { initConfig, writeRandomInit } from '../src/train/random-init.ts';
 import { trainWithEngine } from '../src/train/engine.ts';
-import { requireTorchPython } from '../src/torch-engine.ts';
+import { requireTorchPython } from '../src/engines/torch-process.ts';
 import { readMetrics, partitionMetrics } from '../src/train/metrics.ts';
 import { matmulRate } from './train.ts';
 

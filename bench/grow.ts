@@ -12,8 +12,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, fsyncSync, closeSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { makeConfig, type ModelConfig } from '../src/config.ts';
-import { synthCheckpoint } from '../src/synth.ts';
+import { makeConfig, type ModelConfig } from '../src/spec/config.ts';
+import { synthCheckpoint } from '../src/growth/synth.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 /** OpenSSL's sha256 uses the CPU's SHA extensions as node's does; coreutils' sha256sum may not (4x slower here). */

@@ -12,12 +12,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { initBackend, type BackendName } from '../src/backend.ts';
-import { parameterCount } from '../src/arch.ts';
-import { readConfigFile } from '../src/config.ts';
+import { initBackend, type BackendName } from '../src/engines/tfjs-backend.ts';
+import { parameterCount } from '../src/spec/arch.ts';
+import { readConfigFile } from '../src/spec/config.ts';
 import { growCheckpoint } from '../src/growth/grow.ts';
 import { applyPlanFlags, readPlanFile } from '../src/growth/plan.ts';
-import { plotLossCurves, type PlotPoint } from '../src/plot.ts';
+import { plotLossCurves, type PlotPoint } from '../src/train/plot.ts';
 import { initConfig, writeRandomInit } from '../src/train/random-init.ts';
 import { train, type TrainOptions } from '../src/train/trainer.ts';
 import type { StepMetrics } from '../src/train/metrics.ts';

@@ -15,10 +15,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { stageConfig } from '../src/synth.ts';
+import { stageConfig } from '../src/growth/synth.ts';
 import { streamedForwardPeakBytes, torchPassPeakBytes } from '../src/model/stream-memory.ts';
 import { randomIds } from '../src/model/input-ids.ts';
-import type { ModelConfig } from '../src/config.ts';
+import type { ModelConfig } from '../src/spec/config.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const CLI = join(ROOT, 'bin/flm-grow.js');

@@ -10,8 +10,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Checkpoint } from '../src/checkpoint/checkpoint.ts';
-import { makeConfig } from '../src/config.ts';
-import { synthCheckpoint } from '../src/synth.ts';
+import { makeConfig } from '../src/spec/config.ts';
+import { synthCheckpoint } from '../src/growth/synth.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const MB = 1e6;

@@ -15,9 +15,9 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, statSync, statfsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parameterCount } from '../src/arch.ts';
-import type { ModelConfig } from '../src/config.ts';
-import { stageConfig } from '../src/synth.ts';
+import { parameterCount } from '../src/spec/arch.ts';
+import type { ModelConfig } from '../src/spec/config.ts';
+import { stageConfig } from '../src/growth/synth.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const CLI = join(ROOT, 'bin/flm-grow.js');

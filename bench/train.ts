@@ -9,8 +9,8 @@ import * as tf from '@tensorflow/tfjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { initBackend, type BackendName } from '../src/backend.ts';
-import { parameterCount } from '../src/arch.ts';
+import { initBackend, type BackendName } from '../src/engines/tfjs-backend.ts';
+import { parameterCount } from '../src/spec/arch.ts';
 import { initConfig, writeRandomInit } from '../src/train/random-init.ts';
 import { train } from '../src/train/trainer.ts';
 

@@ -9,7 +9,7 @@
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FlmGrowError } from './errors.ts';
+import { FlmGrowError } from './util/errors.ts';
 import { describeOsError } from './util/os-errors.ts';
 import type { CommandModule } from 'yargs';
 
@@ -31,14 +31,14 @@ function resolvable(pkg: string): boolean {
 
 /**
  * `--version`: the version, the tfjs backend `--backend auto` picks, the Python the torch engine
- * runs (torch-engine.ts; its probe imports torch, a second or more, so a found interpreter is
+ * runs (engines/torch-process.ts; its probe imports torch, a second or more, so a found interpreter is
  * cached on disk) and the training engine `--engine auto` picks.
  */
 async function versionText(): Promise<string> {
   const backend = resolvable('@tensorflow/tfjs-node-gpu')
     ? 'tensorflow (@tensorflow/tfjs-node-gpu)'
     : 'wasm (@tensorflow/tfjs-backend-wasm; @tensorflow/tfjs-node-gpu not installed)';
-  const { findTorchPython, NO_TORCH_HELP } = await import('./torch-engine.ts');
+  const { findTorchPython, NO_TORCH_HELP } = await import('./engines/torch-process.ts');
   const t = findTorchPython();
   const torch =
     t === undefined ? `none: ${NO_TORCH_HELP}` : `${t.python} (torch ${t.torchVersion}, ${t.cuda ? 'CUDA' : 'CPU only'})`;

@@ -8,14 +8,14 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import * as tf from '@tensorflow/tfjs';
-import { makeConfig, type ModelConfig } from '../src/config.ts';
-import { expectedTensors } from '../src/arch.ts';
-import type { MaskSet } from '../src/masks.ts';
-import { initBackend } from '../src/backend.ts';
+import { makeConfig, type ModelConfig } from '../src/spec/config.ts';
+import { expectedTensors } from '../src/spec/arch.ts';
+import type { MaskSet } from '../src/checkpoint/masks.ts';
+import { initBackend } from '../src/engines/tfjs-backend.ts';
 import { forward, masksToTensors, type LlamaWeights } from '../src/model/llama.ts';
 import { naiveForward } from './reference/naive-llama.ts';
 import { weightsFromArrays } from './support/model.ts';
-import { FAMILY_NAMES, type FamilyName } from '../src/families.ts';
+import { FAMILY_NAMES, type FamilyName } from '../src/spec/families.ts';
 import { mulberry32 } from '../src/util/random.ts';
 
 /** Uniform [0, 1) from the project's seeded generator. */

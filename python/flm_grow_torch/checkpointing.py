@@ -58,7 +58,7 @@ _MISSING = object()
 
 
 def validate_manifest(m: object, where: str, num_layers: int | None = None) -> dict:
-    """The fields of a manifest that drive computation, checked as src/manifest.ts parseManifest
+    """The fields of a manifest that drive computation, checked as src/checkpoint/manifest.ts parseManifest
     does (same rules, same field names): masks.file and masks.schedule (group, startStep, length
     >= 0, shape), masks.carried, layerMap (the kept source layers 0, 1, 2, ... in order; copies
     naming an existing layer; one entry per layer of config.json when num_layers is given) and a

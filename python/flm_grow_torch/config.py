@@ -1,4 +1,4 @@
-"""config.json -> the numbers the math needs, parsed with the same rules as src/config.ts: the
+"""config.json -> the numbers the math needs, parsed with the same rules as src/spec/config.ts: the
 family from families.py, then every unsupported or invalid field collected so one error names
 them all, as written in the file (e.g. `rope_scaling.rope_type`, `use_sliding_window`)."""
 
@@ -132,7 +132,7 @@ def _rope(raw, p):
 
 
 def plain_config_json(raw: dict, file: str = "config.json") -> dict:
-    """The plain config of a masked config.json (docs/hf-format.md; src/config.ts plainConfigJson);
+    """The plain config of a masked config.json (docs/hf-format.md; src/spec/config.ts plainConfigJson);
     any other object unchanged."""
     if raw.get("model_type") != MASKED_MODEL_TYPE:
         return raw
@@ -229,7 +229,7 @@ class ModelConfig:
         self.rms_norm_eps = p.num(raw, "rms_norm_eps", default=1e-6, positive=True)
         self.max_position_embeddings = p.num(raw, "max_position_embeddings", default=2048, integer=True, positive=True)
         self.rope_theta, self.rope = _rope(raw, p)
-        self.use_mup = raw.get("use_mup") is True  # read for any family, as src/config.ts does
+        self.use_mup = raw.get("use_mup") is True  # read for any family, as src/spec/config.ts does
         # Tele-FLM µP: embeddings times input_mult, logits times output_mult / mup_scale_factor
         self.input_mult = p.num(raw, "input_mult", default=1.0) if self.use_mup else 1.0
         self.output_mult = p.num(raw, "output_mult", default=1.0) if self.use_mup else 1.0
@@ -246,7 +246,7 @@ class ModelConfig:
         return self.output_mult / self.mup_scale_factor if self.use_mup else 1.0
 
     def summary(self):
-        """The parsed numbers under src/config.ts ModelConfig's names (the config parity test compares them)."""
+        """The parsed numbers under src/spec/config.ts ModelConfig's names (the config parity test compares them)."""
         rope = {"type": self.rope["type"]}
         names = {
             "factor": "factor",

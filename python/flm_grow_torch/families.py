@@ -1,5 +1,5 @@
 """The model families the torch engine supports: _data/families.json, the one declaration that
-src/families.ts loads too (see the field list in that file's $comment).
+src/spec/families.ts loads too (see the field list in that file's $comment).
 
 This module imports nothing from the package (no torch): config.py parses a config.json against
 it on any Python.

@@ -16,7 +16,7 @@ head mask scales at o_proj; a tied lm_head is hooked as a module like an untied 
 
 The vocab mask m enters as the additive logit bias log(m) (softmax weight of id v times m_v):
 padding ids stay at 0 for good; new tokens (vocab_tokens 1, `vocab.new: "tokens"`) anneal with
-the "vocab" group (src/masks.ts).
+the "vocab" group (src/checkpoint/masks.ts).
 
 Masks are values, never parameters: the handle's `set_step(stage_step)` (or `set_values`)
 overwrites them in place from the manifest's schedule before each optimizer step.
@@ -141,7 +141,7 @@ def read_masks(path, cfg=None):
 
 
 def check_mask_values(path: str, tensors: dict) -> None:
-    """Every mask value in [0, 1] (src/masks.ts readMasks): a NaN or 5 would scale activations
+    """Every mask value in [0, 1] (src/checkpoint/masks.ts readMasks): a NaN or 5 would scale activations
     instead of masking them."""
     for name, v in tensors.items():
         ok = (v >= 0) & (v <= 1)
@@ -151,7 +151,7 @@ def check_mask_values(path: str, tensors: dict) -> None:
 
 
 def write_masks(path, m):
-    # tensor order and metadata as src/masks.ts writeMasks, by the package's writer (imported by
+    # tensor order and metadata as src/checkpoint/masks.ts writeMasks, by the package's writer (imported by
     # name, not `from .`: the copy in a checkpoint folder never writes masks)
     save_file = importlib.import_module(".safetensors_io", __package__).save_file
     t = {"hidden": m["hidden"], "vocab": m["vocab"]}
@@ -166,7 +166,7 @@ def write_masks(path, m):
 
 def apply_values(base, values):
     """Every new unit (value below 1 in `base`) of a group rises to at least that group's c
-    (src/masks.ts applyMaskValues); old units are untouched, and in the vocab mask only new
+    (src/checkpoint/masks.ts applyMaskValues); old units are untouched, and in the vocab mask only new
     tokens (vocab_tokens 1) rise: padding ids stay 0. The result has base's dtype."""
 
     def rise(a, c, only=None):
@@ -196,7 +196,7 @@ def apply_values(base, values):
 
 
 def all_one(m):
-    """Every annealed mask at 1 (src/masks.ts groupsBelowOne empty); padding ids do not count."""
+    """Every annealed mask at 1 (src/checkpoint/masks.ts groupsBelowOne empty); padding ids do not count."""
     tokens = m.get("vocab_tokens")
     vocab_ok = tokens is None or bool((m["vocab"][tokens == 1] >= 1).all())
     return vocab_ok and all(bool((x >= 1).all()) for x in [m["hidden"]] + [v for l in m["layers"] for v in l.values()])

@@ -313,7 +313,7 @@ def load_model(ckpt_dir, dtype=torch.float32, device="cpu", inv_freq_dtype=None)
     tensors = load_checkpoint_tensors(ckpt_dir)
     own = dict(model.named_parameters())
     missing = [n for n in own if n not in tensors]
-    # as src/arch.ts: RoPE buffers some exporters carry are derived, and a tied checkpoint may still
+    # as src/spec/arch.ts: RoPE buffers some exporters carry are derived, and a tied checkpoint may still
     # carry a copy of the head (transformers ignores it on load)
     extra = [
         n

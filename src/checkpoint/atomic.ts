@@ -9,7 +9,7 @@ import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { CheckpointError } from '../errors.ts';
+import { CheckpointError } from '../util/errors.ts';
 import { MANIFEST_FILE } from './checkpoint.ts';
 import { assertOutputApart } from './paths.ts';
 

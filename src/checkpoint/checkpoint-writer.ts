@@ -5,7 +5,7 @@
  */
 import { writeFile, copyFile, open } from 'node:fs/promises';
 import { withErrorPath } from '../util/os-errors.ts';
-import { FlmGrowError } from '../errors.ts';
+import { FlmGrowError } from '../util/errors.ts';
 import { sha256Bytes, sha256File } from '../util/hash.ts';
 import { AtomicDir, type AtomicDirOptions } from './atomic.ts';
 import { sideFileSource } from './paths.ts';

@@ -7,8 +7,8 @@ import { CheckpointWriter, parseSize, planShards, shardName } from './checkpoint
 import { writeSafetensors } from './safetensors-writer.ts';
 import { writeAtomically, TMP_PREFIX } from './atomic.ts';
 import { SUPPORTED_DTYPES, dtypeSize, type DType } from '../util/dtype.ts';
-import { CheckpointError, FlmGrowError } from '../errors.ts';
-import { configToJson, makeConfig } from '../config.ts';
+import { CheckpointError, FlmGrowError } from '../util/errors.ts';
+import { configToJson, makeConfig } from '../spec/config.ts';
 import { parseRaw, randomBytes, tempDir } from '../../test/checkpoint/raw.ts';
 
 const tmp = tempDir('ck');

@@ -7,9 +7,9 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { notAFolderMessage } from './locate.ts';
-import { CheckpointError } from '../errors.ts';
-import { readConfigFile, type ModelConfig } from '../config.ts';
-import { assertTensorsMatchConfig } from '../arch.ts';
+import { CheckpointError } from '../util/errors.ts';
+import { readConfigFile, type ModelConfig } from '../spec/config.ts';
+import { assertTensorsMatchConfig } from '../spec/arch.ts';
 import type { TensorInfo } from './safetensors.ts';
 import { ShardedTensorIndex } from './tensor-index.ts';
 

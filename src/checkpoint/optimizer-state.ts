@@ -8,7 +8,7 @@ import { bytesToFloat32 } from '../util/dtype.ts';
 import { SafetensorsFile } from './safetensors.ts';
 import { writeSafetensors } from './safetensors-writer.ts';
 import { writeFileAtomic } from './atomic.ts';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const OPTIMIZER_FORMAT = 'flm-grow-adamw';

@@ -6,7 +6,7 @@
  */
 import { lstatSync, realpathSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
-import { CheckpointError } from '../errors.ts';
+import { CheckpointError } from '../util/errors.ts';
 
 /**
  * `name` (from `where`: a manifest, index or part file) as a normalised relative path that stays

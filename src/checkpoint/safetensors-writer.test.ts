@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { COALESCE_BYTES, SafetensorsWriter, encodeHeader, writeSafetensors } from './safetensors-writer.ts';
 import { SafetensorsFile } from './safetensors.ts';
 import { SUPPORTED_DTYPES, dtypeSize, type DType } from '../util/dtype.ts';
-import { SafetensorsError } from '../errors.ts';
+import { SafetensorsError } from '../util/errors.ts';
 import { parseRaw, randomBytes, tempDir } from '../../test/checkpoint/raw.ts';
 
 const tmp = tempDir('stw');

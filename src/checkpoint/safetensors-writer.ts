@@ -5,7 +5,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { SafetensorsError } from '../errors.ts';
+import { SafetensorsError } from '../util/errors.ts';
 import { dtypeSize, type DType } from '../util/dtype.ts';
 import { numel } from './safetensors.ts';
 import { withErrorPath } from '../util/os-errors.ts';

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { SafetensorsFile } from './safetensors.ts';
-import { FlmGrowError, SafetensorsError } from '../errors.ts';
+import { FlmGrowError, SafetensorsError } from '../util/errors.ts';
 import { rawFile, tempDir } from '../../test/checkpoint/raw.ts';
 
 const tmp = tempDir('st');

@@ -5,7 +5,7 @@
  */
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { SafetensorsError } from '../errors.ts';
+import { SafetensorsError } from '../util/errors.ts';
 import { dtypeSize, isSupportedDtype, KNOWN_UNSUPPORTED_DTYPES, type DType } from '../util/dtype.ts';
 
 /** Same cap as the reference implementation. */

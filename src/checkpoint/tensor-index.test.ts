@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ShardedTensorIndex } from './tensor-index.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { CheckpointWriter } from './checkpoint-writer.ts';
-import { CheckpointError } from '../errors.ts';
+import { CheckpointError } from '../util/errors.ts';
 import { tempDir } from '../../test/checkpoint/raw.ts';
 
 const tmp = tempDir('index');

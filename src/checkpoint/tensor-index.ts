@@ -8,7 +8,7 @@ import { existsSync, statSync } from 'node:fs';
 import { MAX_JSON_BYTES, readFailure, readTextFile } from '../util/files.ts';
 import { join, basename, isAbsolute } from 'node:path';
 import { notAFolderMessage } from './locate.ts';
-import { CheckpointError } from '../errors.ts';
+import { CheckpointError } from '../util/errors.ts';
 import { SafetensorsFile, numel, type TensorInfo } from './safetensors.ts';
 import { bytesToFloat32, dtypeSize } from '../util/dtype.ts';
 

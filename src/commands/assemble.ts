@@ -33,7 +33,7 @@ export const assembleCommand: CommandModule = {
         'join the two parts written by `grow --part 1/2` and `--part 2/2`',
       ),
   handler: async (a) => {
-    const { assembleParts } = await import('../split.ts');
+    const { assembleParts } = await import('../growth/split.ts');
     const t0 = Date.now();
     const { dest, parts } = assembleArgs(a);
     const r = await assembleParts(dest, parts, {

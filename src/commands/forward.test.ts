@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { ArgumentsCamelCase } from 'yargs';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
 import { bytesToFloat32 } from '../util/dtype.ts';
-import { FlmGrowError } from '../errors.ts';
+import { FlmGrowError } from '../util/errors.ts';
 import { makeTempDir } from '../../test/support/model.ts';
 import { forwardCommand, topK } from './forward.ts';
 

@@ -1,10 +1,10 @@
 import type { CommandModule } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
-import { FlmGrowError, ModelInputError } from '../errors.ts';
+import { FlmGrowError, ModelInputError } from '../util/errors.ts';
 import { shared, spec } from './options.ts';
 import { emit, plural } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
-import type { BackendName } from '../backend.ts';
+import type { BackendName } from '../engines/tfjs-backend.ts';
 import type { PassEngine } from '../model/torch-passes.ts';
 
 function f32Bytes(a: Float32Array): Uint8Array {
@@ -89,10 +89,10 @@ export const forwardCommand: CommandModule = {
       { parseIdList, readInputIds },
       { resolvePassEngine, torchForward },
     ] = await Promise.all([
-      import('../checkpoint-folder.ts'),
+      import('../checkpoint/checkpoint-folder.ts'),
       import('../checkpoint/safetensors-writer.ts'),
       import('../checkpoint/atomic.ts'),
-      import('../backend.ts'),
+      import('../engines/tfjs-backend.ts'),
       import('../model/streaming.ts'),
       import('../model/input-ids.ts'),
       import('../model/torch-passes.ts'),

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
-import { FlmGrowError } from '../errors.ts';
-import type { BackendName } from '../backend.ts';
+import { FlmGrowError } from '../util/errors.ts';
+import type { BackendName } from '../engines/tfjs-backend.ts';
 import type { PassEngine } from '../model/torch-passes.ts';
 import { destinationArg, shared } from './options.ts';
 import { withPlanOptions } from './plan-options.ts';
@@ -64,7 +64,7 @@ export const growCommand: CommandModule = {
       import('../checkpoint/checkpoint-writer.ts'),
       import('../growth/plan-flags.ts'),
       import('../growth/grow.ts'),
-      import('../arch.ts'),
+      import('../spec/arch.ts'),
       import('../growth/select-layers.ts'),
       import('../model/torch-passes.ts'),
     ]);

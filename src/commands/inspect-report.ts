@@ -1,16 +1,16 @@
 /** inspect's report: everything it prints, read from headers, config, masks and manifest. */
 import { existsSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { expectedTensors } from '../arch.ts';
-import { readConfigFile } from '../config.ts';
+import { expectedTensors } from '../spec/arch.ts';
+import { readConfigFile } from '../spec/config.ts';
 import { dtypeSize, parseDtypeName, type DType } from '../util/dtype.ts';
-import { CheckpointFolder } from '../checkpoint-folder.ts';
+import { CheckpointFolder } from '../checkpoint/checkpoint-folder.ts';
 import { numel } from '../checkpoint/safetensors.ts';
-import { checkTensorsAgainstConfig, formatMismatch, type TensorMismatch } from '../arch.ts';
-import type { ModelConfig } from '../config.ts';
-import { FlmGrowError } from '../errors.ts';
-import { groupsBelowOne, MASKS_FILE, type MaskSet } from '../masks.ts';
-import { MANIFEST_FILE, type GrowManifest, type Manifest } from '../manifest.ts';
+import { checkTensorsAgainstConfig, formatMismatch, type TensorMismatch } from '../spec/arch.ts';
+import type { ModelConfig } from '../spec/config.ts';
+import { FlmGrowError } from '../util/errors.ts';
+import { groupsBelowOne, MASKS_FILE, type MaskSet } from '../checkpoint/masks.ts';
+import { MANIFEST_FILE, type GrowManifest, type Manifest } from '../checkpoint/manifest.ts';
 import { bytesLabel, countLabel, plural } from '../util/format.ts';
 
 export interface InspectReport {

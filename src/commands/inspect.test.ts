@@ -4,9 +4,9 @@ import { cpSync, readFileSync, truncateSync, writeFileSync, statSync } from 'nod
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from '../../test/checkpoint/raw.ts';
-import { parseConfig } from '../config.ts';
-import { onesMasks, writeMasks, masksPath } from '../masks.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT } from '../manifest.ts';
+import { parseConfig } from '../spec/config.ts';
+import { onesMasks, writeMasks, masksPath } from '../checkpoint/masks.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT } from '../checkpoint/manifest.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const FIX = join(ROOT, 'fixtures', 'hf', 'llama-tiny-bf16');

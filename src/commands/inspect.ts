@@ -15,7 +15,7 @@ export const inspectCommand: CommandModule = {
   handler: async (a) => {
     const [{ inspectCheckpoint, formatReport }, { CheckpointError }] = await Promise.all([
       import('./inspect-report.ts'),
-      import('../errors.ts'),
+      import('../util/errors.ts'),
     ]);
     const r = await inspectCheckpoint(a.checkpoint as string);
     process.stdout.write(a.json === true ? JSON.stringify(r, null, 2) + '\n' : formatReport(r));

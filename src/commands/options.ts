@@ -8,9 +8,9 @@
  * own lists by test/cli/options.test.ts.
  */
 import type { Argv, Options } from 'yargs';
-import { FlmGrowError } from '../errors.ts';
+import { FlmGrowError } from '../util/errors.ts';
 import { closest } from '../util/suggest.ts';
-import type { BackendName } from '../backend.ts';
+import type { BackendName } from '../engines/tfjs-backend.ts';
 import type { Engine } from '../train/engine.ts';
 
 export const BACKEND_CHOICES = ['auto', 'wasm', 'cpu', 'tensorflow'] as const satisfies readonly BackendName[];

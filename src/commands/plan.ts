@@ -80,7 +80,7 @@ export const planCommand: CommandModule = {
     ] = await Promise.all([
       import('node:fs'),
       import('node:path'),
-      import('../config.ts'),
+      import('../spec/config.ts'),
       import('../util/dtype.ts'),
       import('../checkpoint/checkpoint-writer.ts'),
       import('../growth/plan-flags.ts'),
@@ -93,7 +93,7 @@ export const planCommand: CommandModule = {
     if (!existsSync(src)) {
       const [{ notAFolderMessage }, { FlmGrowError }] = await Promise.all([
         import('../checkpoint/locate.ts'),
-        import('../errors.ts'),
+        import('../util/errors.ts'),
       ]);
       throw new FlmGrowError('NotACheckpoint', `${notAFolderMessage(src)}; or give a config.json`);
     }

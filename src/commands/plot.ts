@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
-import type { PlotSeries } from '../plot.ts';
+import type { PlotSeries } from '../train/plot.ts';
 import { shared } from './options.ts';
 import { emit } from '../util/format.ts';
 
@@ -24,7 +24,7 @@ export const plotCommand: CommandModule = {
   handler: async (a) => {
     const [{ basename, dirname }, { lossSeriesFromMetrics, plotLossCurves }, { readMetrics }] = await Promise.all([
       import('node:path'),
-      import('../plot.ts'),
+      import('../train/plot.ts'),
       import('../train/metrics.ts'),
     ]);
     const files = a.metrics as string[];

@@ -1,8 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
-import type { BackendName } from '../backend.ts';
+import type { BackendName } from '../engines/tfjs-backend.ts';
 import type { PassEngine } from '../model/torch-passes.ts';
-import { PlanError } from '../errors.ts';
+import { PlanError } from '../util/errors.ts';
 import { countProblem, MAX_LAYERS, MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
 import { deprecatedAlias, SELECTION_OPTIONS, shared, spec } from './options.ts';
 import { emit, plural } from '../util/format.ts';
@@ -59,7 +59,7 @@ export const selectLayersCommand: CommandModule = {
       { defaultPlan },
       { resolvePassEngine },
     ] = await Promise.all([
-      import('../backend.ts'),
+      import('../engines/tfjs-backend.ts'),
       import('../checkpoint/checkpoint.ts'),
       import('../growth/select-layers.ts'),
       import('../growth/plan.ts'),

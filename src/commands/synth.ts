@@ -42,8 +42,8 @@ export const synthCommand: CommandModule = {
   handler: async (a) => {
     const [{ parseDtypeName }, { parameterCount }, { synthCheckpoint }] = await Promise.all([
       import('../util/dtype.ts'),
-      import('../arch.ts'),
-      import('../synth.ts'),
+      import('../spec/arch.ts'),
+      import('../growth/synth.ts'),
     ]);
     const r = await synthCheckpoint(destinationArg('synth', a, 'dir'), {
       like: a.like as string,

@@ -1,6 +1,6 @@
 import type { CommandModule, Options } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
-import type { BackendName } from '../backend.ts';
+import type { BackendName } from '../engines/tfjs-backend.ts';
 import type { Engine, EngineOptions } from '../train/engine.ts';
 import type { StepMetrics } from '../train/metrics.ts';
 import { camelKey, TRAIN_OPTIONS, trainOption, type TrainOptionSpec } from '../train/options.ts';

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { COMMAND_LINES } from './index.ts';
-import type { BackendName } from '../backend.ts';
-import type { VerifyReport } from '../verify.ts';
+import type { BackendName } from '../engines/tfjs-backend.ts';
+import type { VerifyReport } from '../growth/verify.ts';
 import { shared, spec } from './options.ts';
 import { progressBar, progressBars, type Progress } from './progress.ts';
 import type { PassEngine } from '../model/torch-passes.ts';
@@ -40,7 +40,7 @@ export const verifyCommand: CommandModule = {
       .example('$0 verify src grown --input ids.safetensors --json', 'on your own token ids, as JSON'),
   handler: async (a) => {
     const [{ formatReport, verifyGrowth, VerifyFailedError }, { resolvePassEngine }] = await Promise.all([
-      import('../verify.ts'),
+      import('../growth/verify.ts'),
       import('../model/torch-passes.ts'),
     ]);
     const engine = resolvePassEngine(a.engine as PassEngine);

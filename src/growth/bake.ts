@@ -7,14 +7,21 @@
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CheckpointFolder } from '../checkpoint-folder.ts';
+import { CheckpointFolder } from '../checkpoint/checkpoint-folder.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import type { TensorDecl } from '../checkpoint/safetensors-writer.ts';
-import { FlmGrowError } from '../errors.ts';
+import { FlmGrowError } from '../util/errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, sourceIdentity, SIDE_FILE_PATTERN, TOOL_VERSION, type Manifest } from '../manifest.ts';
-import { groupsBelowOne } from '../masks.ts';
-import { writeModelFiles } from '../hf-folder.ts';
+import {
+  MANIFEST_FILE,
+  MANIFEST_FORMAT,
+  sourceIdentity,
+  SIDE_FILE_PATTERN,
+  TOOL_VERSION,
+  type Manifest,
+} from '../checkpoint/manifest.ts';
+import { groupsBelowOne } from '../checkpoint/masks.ts';
+import { writeModelFiles } from '../checkpoint/hf-folder.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 
 export interface BakeOptions {

@@ -6,7 +6,7 @@
  * mask 0, or o/down zero), so the stream there is the source's. Found by position, not by the
  * inserted layers' source: a `stack` placement's copies of layer 0 sit on top, after layer L-1.
  */
-import { FlmGrowError } from '../errors.ts';
+import { FlmGrowError } from '../util/errors.ts';
 
 type LayerMap = readonly { source: number; inserted: boolean }[];
 

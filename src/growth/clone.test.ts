@@ -9,16 +9,16 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { join } from 'node:path';
 import { readFileSync, rmSync } from 'node:fs';
-import { makeConfig, type ModelConfig } from '../config.ts';
+import { makeConfig, type ModelConfig } from '../spec/config.ts';
 import { growCheckpoint } from './grow.ts';
 import { applyPlanFlags, defaultPlan, parsePlan, resolveTarget, type GrowthPlan } from './plan.ts';
 import { compareGrown, loadAll, naive, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
-import { FAMILY_NAMES, type FamilyName } from '../families.ts';
-import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../masks.ts';
+import { FAMILY_NAMES, type FamilyName } from '../spec/families.ts';
+import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../checkpoint/masks.ts';
 import { grownBoundary } from './boundary.ts';
-import { readManifest, type Manifest } from '../manifest.ts';
-import { roundingTolerance } from '../verify.ts';
-import { PlanError } from '../errors.ts';
+import { readManifest, type Manifest } from '../checkpoint/manifest.ts';
+import { roundingTolerance } from './verify.ts';
+import { PlanError } from '../util/errors.ts';
 import { buildLayout } from './layout.ts';
 import { buildLayerMap } from './depth.ts';
 import { growMomentTensor, layoutFromManifest } from './moments.ts';
@@ -457,8 +457,8 @@ describe('plan fields init.new / init.noise', () => {
 
 describe('verify of a tied exact hidden clone', () => {
   it('compares the final normed state as k·(n/k): every boundary within f32 rounding, not 1 - 1/k', async () => {
-    const { verifyGrowth } = await import('../verify.ts');
-    const { initBackend } = await import('../backend.ts');
+    const { verifyGrowth } = await import('./verify.ts');
+    const { initBackend } = await import('../engines/tfjs-backend.ts');
     await initBackend('wasm');
     const { dir, cleanup } = tempDir();
     try {

@@ -6,7 +6,7 @@
  * layers sit and whatever they hold. MSG's default fills an inserted layer with a copy of a
  * source layer (`copy`); `random` is the alternative.
  */
-import { PlanError } from '../errors.ts';
+import { PlanError } from '../util/errors.ts';
 
 export interface LayerMapEntry {
   /**

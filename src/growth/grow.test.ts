@@ -2,12 +2,12 @@
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeConfig } from '../config.ts';
+import { makeConfig } from '../spec/config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
 import { bytesToFloat32, roundToDtype } from '../util/dtype.ts';
-import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../masks.ts';
-import { readManifest, verifyManifestFiles } from '../manifest.ts';
+import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../checkpoint/masks.ts';
+import { readManifest, verifyManifestFiles } from '../checkpoint/manifest.ts';
 import { growCheckpoint } from './grow.ts';
 import { bakeCheckpoint } from './bake.ts';
 import { growMomentTensor, layoutFromManifest } from './moments.ts';

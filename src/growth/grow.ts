@@ -8,13 +8,13 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
-import { CheckpointFolder } from '../checkpoint-folder.ts';
+import { CheckpointFolder } from '../checkpoint/checkpoint-folder.ts';
 import { CheckpointWriter, type CheckpointWriterOptions } from '../checkpoint/checkpoint-writer.ts';
 import { tensorByteSize, type TensorDecl } from '../checkpoint/safetensors-writer.ts';
 import { dtypeSize, type DType } from '../util/dtype.ts';
-import { tensorName } from '../arch.ts';
-import type { ModelConfig } from '../config.ts';
-import { PlanError } from '../errors.ts';
+import { tensorName } from '../spec/arch.ts';
+import type { ModelConfig } from '../spec/config.ts';
+import { PlanError } from '../util/errors.ts';
 import { checkDestination } from '../checkpoint/atomic.ts';
 import {
   MANIFEST_FILE,
@@ -24,12 +24,12 @@ import {
   sourceIdentity,
   TOOL_VERSION,
   type Manifest,
-} from '../manifest.ts';
+} from '../checkpoint/manifest.ts';
 import { carrySchedule, sourceAnnealing, type CarriedAnnealing } from './carry.ts';
-import { groupsBelowOne, MASKS_FILE, writeMasks } from '../masks.ts';
-import { writeModelFiles } from '../hf-folder.ts';
+import { groupsBelowOne, MASKS_FILE, writeMasks } from '../checkpoint/masks.ts';
+import { writeModelFiles } from '../checkpoint/hf-folder.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
-import type { BackendName } from '../backend.ts';
+import type { BackendName } from '../engines/tfjs-backend.ts';
 import { buildLayerMap, pickLayers, type LayerMapEntry } from './depth.ts';
 import { buildLayout, initialMasks, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
 import { planToJson, resolveTarget, type GrowthPlan, type ResolvedTarget } from './plan.ts';
@@ -108,7 +108,7 @@ export async function resolveLayerMap(
   let selection = given;
   if (selection === undefined) {
     const { selectLayers, calibrationIds } = await import('./select-layers.ts');
-    if (backend !== undefined && engine !== 'torch') await (await import('../backend.ts')).initBackend(backend);
+    if (backend !== undefined && engine !== 'torch') await (await import('../engines/tfjs-backend.ts')).initBackend(backend);
     const ids = await calibrationIds(ck, plan.calibration);
     const r = await selectLayers(ck, ids, {
       metric: plan.placement.metric,

@@ -18,9 +18,9 @@
  * row (embed_tokens, untied lm_head) is `mean`: each old column holds the mean of the source rows
  * there (new columns, if H grows too, get the usual fill).
  */
-import { LLAMA_TENSORS, SPEC_BY_ROLE, dimSize, expectedTensors, tensorName, type Dim, type Role } from '../arch.ts';
-import type { ModelConfig } from '../config.ts';
-import type { MaskSet } from '../masks.ts';
+import { LLAMA_TENSORS, SPEC_BY_ROLE, dimSize, expectedTensors, tensorName, type Dim, type Role } from '../spec/arch.ts';
+import type { ModelConfig } from '../spec/config.ts';
+import type { MaskSet } from '../checkpoint/masks.ts';
 import { allNew, countOld, type AxisMap } from './axis-map.ts';
 import {
   OPERATORS,

@@ -2,9 +2,9 @@
 import { describe, expect, it } from 'vitest';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeConfig } from '../config.ts';
+import { makeConfig } from '../spec/config.ts';
 import { INDEX_FILE } from '../checkpoint/checkpoint.ts';
-import { MANIFEST_FILE, readManifest } from '../manifest.ts';
+import { MANIFEST_FILE, readManifest } from '../checkpoint/manifest.ts';
 import { sha256File } from '../util/hash.ts';
 import { growCheckpoint } from './grow.ts';
 import { bakeCheckpoint } from './bake.ts';

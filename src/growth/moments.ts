@@ -8,14 +8,14 @@
  */
 import { buildLayout, tensorOps, type GrowthLayout, type TensorOp } from './layout.ts';
 import { parsePlan } from './plan.ts';
-import type { ModelConfig } from '../config.ts';
-import type { Manifest } from '../manifest.ts';
-import { FlmGrowError, TrainError } from '../errors.ts';
-import { dimSize, expectedTensors, shapeOf, SPEC_BY_ROLE, type Dim } from '../arch.ts';
+import type { ModelConfig } from '../spec/config.ts';
+import type { Manifest } from '../checkpoint/manifest.ts';
+import { FlmGrowError, TrainError } from '../util/errors.ts';
+import { dimSize, expectedTensors, shapeOf, SPEC_BY_ROLE, type Dim } from '../spec/arch.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { readConfigFile } from '../config.ts';
-import { readManifest } from '../manifest.ts';
+import { readConfigFile } from '../spec/config.ts';
+import { readManifest } from '../checkpoint/manifest.ts';
 import { OPTIMIZER_FILE, readOptimizerState, writeOptimizerState, type MomentArrays } from '../checkpoint/optimizer-state.ts';
 
 export function opFor(layout: GrowthLayout, outName: string): TensorOp {

@@ -6,9 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { dimSize, type Dim } from '../arch.ts';
-import { makeConfig } from '../config.ts';
-import { MASK_GROUPS } from '../masks.ts';
+import { dimSize, type Dim } from '../spec/arch.ts';
+import { makeConfig } from '../spec/config.ts';
+import { MASK_GROUPS } from '../checkpoint/masks.ts';
 import { buildLayerMap } from './depth.ts';
 import { buildLayout } from './layout.ts';
 import { grows, OPERATORS, ZERO_MODE_AXES, ZERO_MODE_INSERTED, type MaskVector } from './operators.ts';

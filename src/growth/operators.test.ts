@@ -2,9 +2,9 @@
 import { describe, expect, it } from 'vitest';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeConfig } from '../config.ts';
-import { PlanError } from '../errors.ts';
-import { parameterCount } from '../arch.ts';
+import { makeConfig } from '../spec/config.ts';
+import { PlanError } from '../util/errors.ts';
+import { parameterCount } from '../spec/arch.ts';
 import { appendMap, expandBlocks, runsOf } from './axis-map.ts';
 import { queryHeadMap, zeroModeNorm } from './operators.ts';
 import { buildLayerMap, grownBoundary, pickLayers } from './depth.ts';

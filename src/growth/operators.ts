@@ -11,12 +11,12 @@
  * The common language is the axis map (axis-map.ts): for each output index, the source index it
  * copies or NEW. layout.ts turns the maps into per-tensor operations.
  */
-import { isHiddenNorm, LLAMA_TENSORS, type Dim, type Role } from '../arch.ts';
+import { isHiddenNorm, LLAMA_TENSORS, type Dim, type Role } from '../spec/arch.ts';
 import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
-import type { ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../spec/config.ts';
 import type { DType } from '../util/dtype.ts';
-import { PlanError } from '../errors.ts';
-import type { MaskGroup } from '../masks.ts';
+import { PlanError } from '../util/errors.ts';
+import type { MaskGroup } from '../checkpoint/masks.ts';
 import { appendMap, expandBlocks, NEW, type AxisMap } from './axis-map.ts';
 import type { GrowthPlan, GrowthTargets, PlacementPlan } from './plan.ts';
 import {

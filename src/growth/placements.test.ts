@@ -8,14 +8,14 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { makeConfig, type ModelConfig } from '../config.ts';
-import { FAMILY_NAMES, type FamilyName } from '../families.ts';
-import { readManifest } from '../manifest.ts';
+import { makeConfig, type ModelConfig } from '../spec/config.ts';
+import { FAMILY_NAMES, type FamilyName } from '../spec/families.ts';
+import { readManifest } from '../checkpoint/manifest.ts';
 import { PLACEMENTS, PLACEMENT_METHODS, type PlacementMethod } from './operators.ts';
 import { applyPlanFlags, defaultPlan, parsePlan, type GrowthPlan, type PlacementPlan } from './plan.ts';
 import { planReport } from './plan-report.ts';
 import { growCheckpoint } from './grow.ts';
-import { verifyGrowth } from '../verify.ts';
+import { verifyGrowth } from './verify.ts';
 import { compareGrown, loadAll, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
 
 /** "0 1 1* 2": the source layer of each output layer, `*` marking an inserted one. */

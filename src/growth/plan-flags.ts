@@ -2,7 +2,7 @@
  * The merge of --plan FILE with the plan's CLI flags (flags win; the flags themselves are
  * declared in commands/plan-options.ts, named like the HF config keys).
  */
-import { PlanError } from '../errors.ts';
+import { PlanError } from '../util/errors.ts';
 import { applyPlanFlags, defaultPlan, readPlanFile, type GrowthPlan, type PlanFlags } from './plan.ts';
 
 export function planFromArgs(a: Record<string, unknown>): GrowthPlan {

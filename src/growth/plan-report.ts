@@ -2,8 +2,8 @@
  * What `flm-grow plan` prints: the target config, its size, the disk and memory `grow` needs,
  * and what happens to each tensor, all from the config alone (no weights read).
  */
-import { parameterCount, type Dim } from '../arch.ts';
-import { configToJson, type ModelConfig } from '../config.ts';
+import { parameterCount, type Dim } from '../spec/arch.ts';
+import { configToJson, type ModelConfig } from '../spec/config.ts';
 import { dtypeSize, type DType } from '../util/dtype.ts';
 import { planShards } from '../checkpoint/checkpoint-writer.ts';
 import { safetensorsFileSize } from '../checkpoint/safetensors-writer.ts';

@@ -8,7 +8,7 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeConfig } from '../config.ts';
+import { makeConfig } from '../spec/config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { applyPlanFlags, defaultPlan, parsePlan, readPlanFile, resolveTarget } from './plan.ts';
 import { planReport } from './plan-report.ts';

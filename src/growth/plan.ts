@@ -5,12 +5,12 @@
  * head_dim fixed, KV groups kept: each operator's own checks, see operators.ts) and computes the
  * target config.
  */
-import { LLAMA_TENSORS } from '../arch.ts';
-import type { ModelConfig } from '../config.ts';
-import { PlanError } from '../errors.ts';
+import { LLAMA_TENSORS } from '../spec/arch.ts';
+import type { ModelConfig } from '../spec/config.ts';
+import { PlanError } from '../util/errors.ts';
 import type { DType } from '../util/dtype.ts';
-import { MASK_GROUPS, type MaskGroup } from '../masks.ts';
-import type { MaskSchedule } from '../manifest.ts';
+import { MASK_GROUPS, type MaskGroup } from '../checkpoint/masks.ts';
+import type { MaskSchedule } from '../checkpoint/manifest.ts';
 import {
   grows,
   OPERATORS,

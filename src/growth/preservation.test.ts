@@ -6,13 +6,13 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { join } from 'node:path';
-import { makeConfig, type ModelConfig } from '../config.ts';
+import { makeConfig, type ModelConfig } from '../spec/config.ts';
 import type { DType } from '../util/dtype.ts';
 import { growCheckpoint } from './grow.ts';
 import { defaultPlan, type GrowthPlan } from './plan.ts';
 import { compareGrown, randomIds, tempDir, writeRandomCheckpoint } from '../../test/support/growth.ts';
-import { verifyGrowth } from '../verify.ts';
-import { FAMILY_NAMES, type FamilyName } from '../families.ts';
+import { verifyGrowth } from './verify.ts';
+import { FAMILY_NAMES, type FamilyName } from '../spec/families.ts';
 
 interface Case {
   cfg: {

@@ -5,7 +5,7 @@
  * plus the matching source rows, whatever the tensor size.
  */
 import { bytesToFloat32, dtypeSize, float32ToBytes, type DType } from '../util/dtype.ts';
-import { FlmGrowError } from '../errors.ts';
+import { FlmGrowError } from '../util/errors.ts';
 import { runsOf, type Run } from './axis-map.ts';
 import { constBits, fillRun, normalFloats, normalTable, rowState, tensorSeed, type Bits } from '../util/init.ts';
 import type { NoiseOp, TensorOp } from './layout.ts';

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
-import { initBackend } from '../backend.ts';
+import { initBackend } from '../engines/tfjs-backend.ts';
 import { streamedForward } from '../model/streaming.ts';
 import type { ProgressFactory } from '../util/progress.ts';
 

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { makeConfig } from '../config.ts';
+import { makeConfig } from '../spec/config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { calibrationIds, selectLayers } from './select-layers.ts';
 import { defaultPlan, parsePlan } from './plan.ts';
@@ -73,8 +73,8 @@ describe('distance-based layer selection', () => {
     expect(r.selection?.picks).toEqual([2]);
     expect(r.layerMap.map((e) => e.inserted)).toEqual([false, false, false, true, false]);
     expect(r.layerMap[3].source).toBe(2);
-    const { readManifest } = await import('../manifest.ts');
-    type GrowManifest = import('../manifest.ts').GrowManifest;
+    const { readManifest } = await import('../checkpoint/manifest.ts');
+    type GrowManifest = import('../checkpoint/manifest.ts').GrowManifest;
     expect(((readManifest(out) as GrowManifest | undefined)?.layerSelection as { distances: number[] }).distances.length).toBe(4);
   });
 });

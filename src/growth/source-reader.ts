@@ -5,7 +5,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
-import { CheckpointError } from '../errors.ts';
+import { CheckpointError } from '../util/errors.ts';
 import type { DType } from '../util/dtype.ts';
 
 export interface SourceRows {

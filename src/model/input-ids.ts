@@ -4,7 +4,7 @@
  */
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
 import { bytesToFloat32 } from '../util/dtype.ts';
-import { ModelInputError } from '../errors.ts';
+import { ModelInputError } from '../util/errors.ts';
 import { mulberry32, uniformInt } from '../util/random.ts';
 
 export const INPUT_IDS = 'input_ids';

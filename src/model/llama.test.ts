@@ -6,13 +6,13 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../backend.ts';
+import { initBackend } from '../engines/tfjs-backend.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
 import { bytesToFloat32, type DType } from '../util/dtype.ts';
-import { makeConfig, type ModelConfig } from '../config.ts';
-import { tensorName } from '../arch.ts';
-import { ModelInputError } from '../errors.ts';
+import { makeConfig, type ModelConfig } from '../spec/config.ts';
+import { tensorName } from '../spec/arch.ts';
+import { ModelInputError } from '../util/errors.ts';
 import { disposeWeights, forward, gatherRows, loadWeights, matMul2d, ropeInvFreq, type LlamaWeights } from './llama.ts';
 import { randomIdRows, randomWeightArrays, weightsFromArrays } from '../../test/support/model.ts';
 import { naiveForward } from '../../test/reference/naive-llama.ts';

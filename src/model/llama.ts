@@ -9,13 +9,13 @@
  * keeps its own copies of the tensors the backward pass needs, so disposing is still safe.
  */
 import * as tf from '@tensorflow/tfjs';
-import { inputScale, logitScale, type ModelConfig } from '../config.ts';
-import { ModelInputError, CheckpointError } from '../errors.ts';
-import { hasTensor, LLAMA_TENSORS, shapeOf, SPEC_BY_ROLE, tensorName, type Role } from '../arch.ts';
+import { inputScale, logitScale, type ModelConfig } from '../spec/config.ts';
+import { ModelInputError, CheckpointError } from '../util/errors.ts';
+import { hasTensor, LLAMA_TENSORS, shapeOf, SPEC_BY_ROLE, tensorName, type Role } from '../spec/arch.ts';
 import { WIDE_BLOCK } from './stream-memory.ts';
 import { roundToDtype, type DType } from '../util/dtype.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
-import type { MaskSet } from '../masks.ts';
+import type { MaskSet } from '../checkpoint/masks.ts';
 
 // ---- weights -----------------------------------------------------------------------------
 

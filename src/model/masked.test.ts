@@ -6,9 +6,9 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../backend.ts';
-import { makeConfig, type ModelConfig } from '../config.ts';
-import { onesMasks, type MaskSet } from '../masks.ts';
+import { initBackend } from '../engines/tfjs-backend.ts';
+import { makeConfig, type ModelConfig } from '../spec/config.ts';
+import { onesMasks, type MaskSet } from '../checkpoint/masks.ts';
 import { disposeMaskTensors, disposeWeights, forward, masksToTensors } from './llama.ts';
 import { buildHandGrown, randomIdRows, randomWeightArrays, weightsFromArrays } from '../../test/support/model.ts';
 import { naiveForward } from '../../test/reference/naive-llama.ts';

@@ -4,7 +4,7 @@
  * a calibration pass. Kept apart from streaming.ts and llama.ts, and free of tfjs, so that `plan`
  * does not load tfjs (half a second of start-up) to do arithmetic on a config.
  */
-import type { ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../spec/config.ts';
 import { dtypeSize } from '../util/dtype.ts';
 
 /** Largest f32 weight block held at once (its transposed copy doubles it while in use). */

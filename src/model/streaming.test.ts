@@ -7,19 +7,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../backend.ts';
-import { makeConfig, configToJson } from '../config.ts';
+import { initBackend } from '../engines/tfjs-backend.ts';
+import { makeConfig, configToJson } from '../spec/config.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
 import { float32ToBytes } from '../util/dtype.ts';
-import { expectedTensors } from '../arch.ts';
-import { masksPath, writeMasks } from '../masks.ts';
-import { CheckpointError, ModelInputError } from '../errors.ts';
+import { expectedTensors } from '../spec/arch.ts';
+import { masksPath, writeMasks } from '../checkpoint/masks.ts';
+import { CheckpointError, ModelInputError } from '../util/errors.ts';
 import { disposeMaskTensors, disposeWeights, forward, loadLayerWeights, loadWeights, masksToTensors } from './llama.ts';
 import { streamedForward } from './streaming.ts';
 import { streamedForwardPeakBytes } from './stream-memory.ts';
 import type { ProgressFactory } from '../util/progress.ts';
-import { FAMILY_NAMES, type FamilyName } from '../families.ts';
+import { FAMILY_NAMES, type FamilyName } from '../spec/families.ts';
 import { buildHandGrown, makeTempDir, randomIdRows, writeCheckpoint, writeRandomCheckpoint } from '../../test/support/model.ts';
 
 const tmp = makeTempDir();
@@ -50,7 +50,7 @@ async function inMemory(
 ): Promise<{ logits: Float32Array; hidden: Float32Array[] }> {
   const ck = await Checkpoint.open(dir);
   const w = await loadWeights(ck);
-  const { loadMasksIfAny } = await import('../masks.ts');
+  const { loadMasksIfAny } = await import('../checkpoint/masks.ts');
   const ms = withMasks ? await loadMasksIfAny(dir, ck.config) : undefined;
   await ck.close();
   const mt = ms === undefined ? undefined : masksToTensors(ms);

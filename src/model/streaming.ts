@@ -13,14 +13,14 @@
  * blocking, and plan's estimate of this pass's peak, are in stream-memory.ts (no tfjs there).
  */
 import * as tf from '@tensorflow/tfjs';
-import { headRole, tensorName } from '../arch.ts';
+import { headRole, tensorName } from '../spec/arch.ts';
 import { startProgress, type Progress, type ProgressFactory } from '../util/progress.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
-import type { ModelConfig } from '../config.ts';
-import { CheckpointError, ModelInputError } from '../errors.ts';
-import type { MaskSet } from '../masks.ts';
-import { CheckpointFolder } from '../checkpoint-folder.ts';
+import type { ModelConfig } from '../spec/config.ts';
+import { CheckpointError, ModelInputError } from '../util/errors.ts';
+import type { MaskSet } from '../checkpoint/masks.ts';
+import { CheckpointFolder } from '../checkpoint/checkpoint-folder.ts';
 import {
   ATTENTION_FIELDS,
   attention,

@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SafetensorsFile } from '../checkpoint/safetensors.ts';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
-import { FlmGrowError, ModelInputError } from '../errors.ts';
-import { findTorchPython, PYTHON_DIR, requireTorchPython, torchModuleArgs } from '../torch-engine.ts';
+import { FlmGrowError, ModelInputError } from '../util/errors.ts';
+import { findTorchPython, PYTHON_DIR, requireTorchPython, torchModuleArgs } from '../engines/torch-process.ts';
 import { bytesToFloat32 } from '../util/dtype.ts';
 import { startProgress, type ProgressFactory } from '../util/progress.ts';
 

@@ -6,7 +6,7 @@
  * (saved beside the checkpoint and grown with the weights), and decay must be decoupled.
  */
 import * as tf from '@tensorflow/tfjs';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 import type { MomentArrays } from '../checkpoint/optimizer-state.ts';
 import { trainDefault } from './options.ts';
 

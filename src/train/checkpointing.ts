@@ -8,9 +8,9 @@
 import { closeSync, existsSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isInside } from '../checkpoint/paths.ts';
-import { expectedTensors } from '../arch.ts';
-import type { ModelConfig } from '../config.ts';
-import { writeModelFiles } from '../hf-folder.ts';
+import { expectedTensors } from '../spec/arch.ts';
+import type { ModelConfig } from '../spec/config.ts';
+import { writeModelFiles } from '../checkpoint/hf-folder.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import { float32ToBytes } from '../util/dtype.ts';
 import { readFailure, readJsonFile } from '../util/files.ts';
@@ -22,9 +22,9 @@ import {
   verifyManifestFiles,
   type Manifest,
   type ManifestDraft,
-} from '../manifest.ts';
-import { MASKS_FILE, writeMasks, type MaskSet } from '../masks.ts';
-import { TrainError } from '../errors.ts';
+} from '../checkpoint/manifest.ts';
+import { MASKS_FILE, writeMasks, type MaskSet } from '../checkpoint/masks.ts';
+import { TrainError } from '../util/errors.ts';
 import { OPTIMIZER_FILE, writeOptimizerState, type OptimizerState } from '../checkpoint/optimizer-state.ts';
 
 export const CHECKPOINT_PREFIX = 'checkpoint-';

@@ -25,8 +25,8 @@ import {
 import { homedir } from 'node:os';
 import { dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { TrainError } from '../errors.ts';
-import type { Tokenizer } from '../tokenizer.ts';
+import { TrainError } from '../util/errors.ts';
+import type { Tokenizer } from '../checkpoint/tokenizer.ts';
 import { sha256Bytes, sha256File } from '../util/hash.ts';
 
 export const CORPUS_EXTS = ['.jsonl', '.parquet'] as const;

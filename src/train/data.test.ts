@@ -2,10 +2,10 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 import { TokenDataset, checkVocab } from './data.ts';
 import { tokenDtypeForPath } from '../util/token-files.ts';
-import type { Tokenizer } from '../tokenizer.ts';
+import type { Tokenizer } from '../checkpoint/tokenizer.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'flm-data-'));
 function file(name: string, bytes: Uint8Array | string): string {

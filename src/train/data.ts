@@ -8,9 +8,9 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { existsSync, statSync } from 'node:fs';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 import { cannotRead, MAX_DATA_BYTES, MAX_TEXT_BYTES, readFailureCode, readRegularFile } from '../util/files.ts';
-import { BYTE_TOKENIZER_NAME, byteTokenizer, type Tokenizer } from '../tokenizer.ts';
+import { BYTE_TOKENIZER_NAME, byteTokenizer, type Tokenizer } from '../checkpoint/tokenizer.ts';
 import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
 import { tokenDtypeForPath, tokenWidth, type TokenDtype } from '../util/token-files.ts';
 import { trainDefault } from './options.ts';

@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 import {
   findTorchPython,
   requireTorchPython,
@@ -14,10 +14,10 @@ import {
   usesTorchrun,
   type TorchLaunch,
   type TorchRunResult,
-} from '../torch-engine.ts';
-import { loadTokenizer } from '../tokenizer.ts';
+} from '../engines/torch-process.ts';
+import { loadTokenizer } from '../checkpoint/tokenizer.ts';
 import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
-import { readConfigFile } from '../config.ts';
+import { readConfigFile } from '../spec/config.ts';
 import { tokenDtypeForPath } from '../util/token-files.ts';
 import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer.ts';
 import { checkRunFolder, clearRun, isCompleteCheckpoint, latestCheckpoint } from './checkpointing.ts';
@@ -25,7 +25,7 @@ import { camelKey, TRAIN_OPTIONS, trainDefault } from './options.ts';
 import { checkDataFile, dataFiles, parseDataMix, TokenDataset } from './data.ts';
 import { corpusTokens, isTextCorpus } from './corpus.ts';
 import { LOCK_FILE, LOCK_HELD_ENV, withRunLock } from '../util/run-lock.ts';
-import { CheckpointFolder } from '../checkpoint-folder.ts';
+import { CheckpointFolder } from '../checkpoint/checkpoint-folder.ts';
 
 export const ENGINES = ['tfjs', 'torch', 'auto'] as const;
 export type Engine = (typeof ENGINES)[number];

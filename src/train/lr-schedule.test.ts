@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 import { lrAt, lrAtSegments, rewindAt, type LrSchedule } from './lr-schedule.ts';
 
 const base: LrSchedule = { lr: 3e-3, minLr: 3e-4, warmupSteps: 100, totalSteps: 1100, schedule: 'cosine' };

@@ -3,7 +3,7 @@
  * `startStep` shifts the whole schedule so that after a growth stage the warmup can be rewound
  * (restarted) at the growth step; `lrAtSegments` chains such stages.
  */
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 
 export type LrScheduleKind = 'cosine' | 'linear' | 'constant';
 export const LR_SCHEDULE_KINDS: readonly LrScheduleKind[] = ['cosine', 'linear', 'constant'];

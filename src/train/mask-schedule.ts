@@ -3,8 +3,8 @@
  * steps since the growth (the manifest's masks.schedule). Masks are not trained: the trainer sets
  * them from this function before every step, so a resumed run sees the same values.
  */
-import type { MaskSchedule } from '../manifest.ts';
-import type { MaskGroup } from '../masks.ts';
+import type { MaskSchedule } from '../checkpoint/manifest.ts';
+import type { MaskGroup } from '../checkpoint/masks.ts';
 
 /** Value of one schedule entry at `stageStep` (steps since growth), in [0, 1]. */
 export function scheduleValue(s: MaskSchedule, stageStep: number): number {

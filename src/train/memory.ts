@@ -11,7 +11,7 @@
  * layer's weight bytes, and ~50 vocab-sized f32 rows per token (logits, softmax, one-hot and
  * their gradients) plus the attention scores.
  */
-import type { ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../spec/config.ts';
 
 export const WASM_HEAP_LIMIT = 4 * 2 ** 30;
 

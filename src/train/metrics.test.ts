@@ -2,7 +2,7 @@ import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 import { METRICS_HEADER, MetricsLog, partitionMetrics, readMetrics, type StepMetrics } from './metrics.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'flm-metrics-'));

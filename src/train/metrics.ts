@@ -11,7 +11,7 @@
  */
 import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { cannotRead, readFailureCode, readTextFile } from '../util/files.ts';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 
 export interface StepMetrics {
   step: number;

@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 
 export const TRAIN_OPTIONS_FILE = join(
   import.meta.dirname,

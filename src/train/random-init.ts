@@ -4,11 +4,11 @@
  * so the residual stream does not grow with depth), norm gains 1, stored as F32.
  */
 import { mkdirSync } from 'node:fs';
-import { expectedTensors } from '../arch.ts';
-import { configToJson, makeConfig, parseConfig, type ModelConfig } from '../config.ts';
+import { expectedTensors } from '../spec/arch.ts';
+import { configToJson, makeConfig, parseConfig, type ModelConfig } from '../spec/config.ts';
 import { CheckpointWriter } from '../checkpoint/checkpoint-writer.ts';
 import { float32ToBytes } from '../util/dtype.ts';
-import { MANIFEST_FORMAT, TOOL_VERSION } from '../manifest.ts';
+import { MANIFEST_FORMAT, TOOL_VERSION } from '../checkpoint/manifest.ts';
 import { finishWithManifest } from './checkpointing.ts';
 import { defaultInitStd, NormalStream } from '../util/init.ts';
 

@@ -3,10 +3,10 @@ import * as tf from '@tensorflow/tfjs';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend } from '../backend.ts';
+import { initBackend } from '../engines/tfjs-backend.ts';
 import { Checkpoint } from '../checkpoint/checkpoint.ts';
-import { readManifest } from '../manifest.ts';
-import { readMasks, onesMasks, applyMaskValues, MASKS_FILE } from '../masks.ts';
+import { readManifest } from '../checkpoint/manifest.ts';
+import { readMasks, onesMasks, applyMaskValues, MASKS_FILE } from '../checkpoint/masks.ts';
 import { growCheckpoint } from '../growth/grow.ts';
 import { parsePlan } from '../growth/plan.ts';
 import { TokenDataset } from './data.ts';
@@ -26,7 +26,7 @@ import {
   trainingMaskTensors,
 } from './trainer.ts';
 import { disposeMaskTensors } from '../model/llama.ts';
-import { TrainError } from '../errors.ts';
+import { TrainError } from '../util/errors.ts';
 import { tinyByteConfig } from '../../test/support/model.ts';
 
 let root: string;

@@ -12,12 +12,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { expectedTensors, headRole, tensorName } from '../arch.ts';
-import type { ModelConfig } from '../config.ts';
+import { expectedTensors, headRole, tensorName } from '../spec/arch.ts';
+import type { ModelConfig } from '../spec/config.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
-import { CheckpointFolder } from '../checkpoint-folder.ts';
-import { initBackend, type BackendName } from '../backend.ts';
-import { TrainError } from '../errors.ts';
+import { CheckpointFolder } from '../checkpoint/checkpoint-folder.ts';
+import { initBackend, type BackendName } from '../engines/tfjs-backend.ts';
+import { TrainError } from '../util/errors.ts';
 import { isInside } from '../checkpoint/paths.ts';
 import {
   MANIFEST_FORMAT,
@@ -26,9 +26,9 @@ import {
   type GrowManifest,
   type Manifest,
   type MaskSchedule,
-} from '../manifest.ts';
+} from '../checkpoint/manifest.ts';
 import { sha256Bytes, sha256File } from '../util/hash.ts';
-import { applyMaskValues, groupsBelowOne, MASKS_FILE, type MaskSet } from '../masks.ts';
+import { applyMaskValues, groupsBelowOne, MASKS_FILE, type MaskSet } from '../checkpoint/masks.ts';
 import {
   disposeMaskTensors,
   forward,

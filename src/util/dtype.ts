@@ -2,7 +2,7 @@
  * safetensors dtypes and fast conversions between their raw little-endian bytes and float32.
  * Growth copies slices as raw bytes (bit-exact); only compute converts to float32.
  */
-import { SafetensorsError } from '../errors.ts';
+import { SafetensorsError } from './errors.ts';
 
 export const SUPPORTED_DTYPES = ['BF16', 'F16', 'F32', 'F64', 'I64', 'I32', 'U8', 'I8', 'BOOL'] as const;
 export type DType = (typeof SUPPORTED_DTYPES)[number];

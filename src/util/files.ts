@@ -7,7 +7,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
-import { FlmGrowError } from '../errors.ts';
+import { FlmGrowError } from './errors.ts';
 
 /** JSON inputs (config, index, manifest, plan, pipeline, tokenizer, reports). The largest real
  *  ones are index.json files (~100 KB) and tokenizer.json (~10 MB); 256 MiB is far beyond both. */

@@ -29,7 +29,7 @@ import {
 } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { FlmGrowError } from '../errors.ts';
+import { FlmGrowError } from './errors.ts';
 
 export const LOCK_FILE = '.flm-grow-lock';
 /** Set in a child's environment to the lock path its parent holds (the child then takes none). */

@@ -1,6 +1,6 @@
 /**
- * Dependencies point down: cli → commands → pipeline → growth/train/... → model → masks/manifest
- * → checkpoint/arch → config → util/errors (the layers in imports.ts). Shipped src/ never imports
+ * Dependencies point down: cli → commands → pipeline → growth/train → model → checkpoint/engines
+ * → spec → util (the layers in imports.ts). Shipped src/ never imports
  * test/, growth/ and train/ never import each other, and the top-level areas form no cycle.
  */
 import { describe, expect, it } from 'vitest';
@@ -37,15 +37,15 @@ describe('src/ layering', () => {
       e('src/train/trainer.ts', 'src/growth/grow.ts'),
       e('src/growth/grow.ts', 'src/train/adamw.ts'),
       e('src/growth/grow.ts', 'test/reference/naive-llama.ts'),
-      e('src/config.ts', 'src/checkpoint/checkpoint.ts'),
-      e('src/newarea.ts', 'src/errors.ts'),
+      e('src/spec/config.ts', 'src/checkpoint/checkpoint.ts'),
+      e('src/newarea.ts', 'src/util/errors.ts'),
     ];
     expect(upwardImports(bad).map((v) => v.edge.from)).toEqual(bad.map((x) => x.from));
     expect(
       upwardImports([e('src/commands/grow.ts', 'src/growth/grow.ts'), e('src/growth/grow.ts', 'src/checkpoint/checkpoint.ts')]),
     ).toEqual([]);
-    expect(areaCycles([e('src/masks.ts', 'src/manifest.ts'), e('src/manifest.ts', 'src/masks.ts')])).toEqual([
-      ['manifest', 'masks'],
-    ]);
+    expect(
+      areaCycles([e('src/spec/arch.ts', 'src/checkpoint/manifest.ts'), e('src/checkpoint/manifest.ts', 'src/spec/arch.ts')]),
+    ).toEqual([['checkpoint', 'spec']]);
   });
 });

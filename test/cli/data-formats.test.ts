@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { findTorchPython, PYTHON_DIR } from '../../src/torch-engine.ts';
+import { findTorchPython, PYTHON_DIR } from '../../src/engines/torch-process.ts';
 import { MixedDataset, openTrainingData, TokenDataset } from '../../src/train/data.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');

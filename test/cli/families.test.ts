@@ -13,11 +13,11 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yargs from 'yargs';
 import { loadCommands } from '../../src/commands/index.ts';
-import { FlmGrowError } from '../../src/errors.ts';
-import { FAMILY_NAMES, familyByName } from '../../src/families.ts';
-import { findTorchPython } from '../../src/torch-engine.ts';
+import { FlmGrowError } from '../../src/util/errors.ts';
+import { FAMILY_NAMES, familyByName } from '../../src/spec/families.ts';
+import { findTorchPython } from '../../src/engines/torch-process.ts';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
-import { parseConfig } from '../../src/config.ts';
+import { parseConfig } from '../../src/spec/config.ts';
 import { compareGrown, randomIds, tempDir } from '../support/growth.ts';
 
 const ROOT = join(import.meta.dirname, '../..');

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMAND_NAMES } from '../../src/commands/index.ts';
-import { findTorchPython } from '../../src/torch-engine.ts';
+import { findTorchPython } from '../../src/engines/torch-process.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const F = join(ROOT, 'fixtures/hf/llama-tiny-f32');

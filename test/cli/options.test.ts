@@ -21,8 +21,8 @@ import {
 import { FAMILY_CHOICES, STAGE_CHOICES } from '../../src/commands/synth.ts';
 import { DEFAULT_TOLERANCE } from '../../src/commands/verify.ts';
 import { countLabel, plural } from '../../src/util/format.ts';
-import { configToJson, parseConfig } from '../../src/config.ts';
-import { float32Shortest } from '../../src/masks.ts';
+import { configToJson, parseConfig } from '../../src/spec/config.ts';
+import { float32Shortest } from '../../src/checkpoint/masks.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const commands = await loadCommands();
@@ -117,16 +117,16 @@ describe('the shared option table', () => {
   });
 
   it('stays in step with the library lists it copies (kept light for start-up)', async () => {
-    expect([...BACKEND_CHOICES]).toEqual([...(await import('../../src/backend.ts')).BACKEND_NAMES]);
+    expect([...BACKEND_CHOICES]).toEqual([...(await import('../../src/engines/tfjs-backend.ts')).BACKEND_NAMES]);
     expect([...ENGINE_CHOICES]).toEqual([...(await import('../../src/train/engine.ts')).ENGINES]);
-    expect(STAGE_CHOICES).toEqual((await import('../../src/synth.ts')).STAGE_NAMES);
+    expect(STAGE_CHOICES).toEqual((await import('../../src/growth/synth.ts')).STAGE_NAMES);
     const plan = yargs([]);
     const { withPlanOptions } = await import('../../src/commands/plan-options.ts');
     const placement = (withPlanOptions(plan) as unknown as { getOptions(): { choices: Record<string, string[]> } }).getOptions()
       .choices.placement;
     expect(placement).toEqual((await import('../../src/growth/operators.ts')).PLACEMENT_METHODS);
-    expect(FAMILY_CHOICES).toEqual([...(await import('../../src/families.ts')).FAMILY_NAMES]);
-    expect(DEFAULT_TOLERANCE).toBe((await import('../../src/verify.ts')).DEFAULT_TOLERANCE);
+    expect(FAMILY_CHOICES).toEqual([...(await import('../../src/spec/families.ts')).FAMILY_NAMES]);
+    expect(DEFAULT_TOLERANCE).toBe((await import('../../src/growth/verify.ts')).DEFAULT_TOLERANCE);
   });
 });
 

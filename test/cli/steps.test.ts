@@ -9,10 +9,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { findTorchPython } from '../../src/torch-engine.ts';
+import { findTorchPython } from '../../src/engines/torch-process.ts';
 import { partitionMetrics, readMetrics } from '../../src/train/metrics.ts';
-import { lossSeriesFromMetrics } from '../../src/plot.ts';
-import { readManifest } from '../../src/manifest.ts';
+import { lossSeriesFromMetrics } from '../../src/train/plot.ts';
+import { readManifest } from '../../src/checkpoint/manifest.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const F = join(ROOT, 'fixtures/hf/llama-tiny-f32');

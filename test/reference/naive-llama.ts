@@ -17,8 +17,8 @@
  *   _compute_linear_scaling_rope_parameters, _compute_dynamic_ntk_parameters,
  *   _compute_llama3_parameters, _compute_yarn_parameters (cos and sin times attention_factor).
  */
-import type { ModelConfig } from '../../src/config.ts';
-import type { MaskSet } from '../../src/masks.ts';
+import type { ModelConfig } from '../../src/spec/config.ts';
+import type { MaskSet } from '../../src/checkpoint/masks.ts';
 
 export interface NaiveWeights {
   /** HF names -> float values in HF layout ([out, in] row-major). */

@@ -7,10 +7,10 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { makeTempDir } from '../support/model.ts';
-import { makeConfig } from '../../src/config.ts';
-import { synthCheckpoint } from '../../src/synth.ts';
+import { makeConfig } from '../../src/spec/config.ts';
+import { synthCheckpoint } from '../../src/growth/synth.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
-import { MANIFEST_FILE, readManifest, verifyManifestFiles, type SynthManifest } from '../../src/manifest.ts';
+import { MANIFEST_FILE, readManifest, verifyManifestFiles, type SynthManifest } from '../../src/checkpoint/manifest.ts';
 
 /** Every rename AtomicDir does, with whether the folder being renamed held a manifest then. */
 const renames = vi.hoisted(() => [] as { from: string; to: string; manifest: boolean }[]);

@@ -12,13 +12,13 @@ import { makeTempDir, tinyByteConfig } from '../support/model.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { bakeCheckpoint } from '../../src/growth/bake.ts';
 import { parsePlan, type GrowthPlan } from '../../src/growth/plan.ts';
-import { assembleParts } from '../../src/split.ts';
+import { assembleParts } from '../../src/growth/split.ts';
 import { AtomicDir, TMP_PREFIX } from '../../src/checkpoint/atomic.ts';
 import { forwardCommand } from '../../src/commands/forward.ts';
-import { initBackend } from '../../src/backend.ts';
+import { initBackend } from '../../src/engines/tfjs-backend.ts';
 import { writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
-import { MANIFEST_FILE } from '../../src/manifest.ts';
+import { MANIFEST_FILE } from '../../src/checkpoint/manifest.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const FIX = join(ROOT, 'fixtures/hf/llama-tiny-f32');

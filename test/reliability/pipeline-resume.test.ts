@@ -8,9 +8,9 @@ import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { makeTempDir, TINY_BYTE_CONFIG } from '../support/model.ts';
-import { initBackend } from '../../src/backend.ts';
+import { initBackend } from '../../src/engines/tfjs-backend.ts';
 import { runPipeline } from '../../src/pipeline.ts';
-import { readManifest, type TrainManifest } from '../../src/manifest.ts';
+import { readManifest, type TrainManifest } from '../../src/checkpoint/manifest.ts';
 import { partitionMetrics, readMetrics } from '../../src/train/metrics.ts';
 import { TMP_PREFIX } from '../../src/checkpoint/atomic.ts';
 

@@ -7,13 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTempDir, tinyByteConfig } from '../support/model.ts';
-import { initBackend } from '../../src/backend.ts';
+import { initBackend } from '../../src/engines/tfjs-backend.ts';
 import { writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
 import { trainWithEngine } from '../../src/train/engine.ts';
 import { listCheckpoints } from '../../src/train/checkpointing.ts';
 import { partitionMetrics, readMetrics } from '../../src/train/metrics.ts';
-import { readManifest } from '../../src/manifest.ts';
+import { readManifest } from '../../src/checkpoint/manifest.ts';
 
 const CORPUS = join(import.meta.dirname, '../../fixtures/corpus/fortunes.txt');
 const tmp = makeTempDir('flm-grow-run-folder-');

@@ -9,11 +9,11 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { makeTempDir, tinyByteConfig } from '../support/model.ts';
-import { initBackend } from '../../src/backend.ts';
+import { initBackend } from '../../src/engines/tfjs-backend.ts';
 import { writeRandomInit } from '../../src/train/random-init.ts';
 import { listCheckpoints } from '../../src/train/checkpointing.ts';
 import { acquireRunLock, LOCK_FILE, processStartTime, RunLockError } from '../../src/util/run-lock.ts';
-import { findTorchPython, PYTHON_DIR } from '../../src/torch-engine.ts';
+import { findTorchPython, PYTHON_DIR } from '../../src/engines/torch-process.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const BIN = join(ROOT, 'bin/flm-grow.js');

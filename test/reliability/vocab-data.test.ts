@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTempDir, tinyByteConfig } from '../support/model.ts';
-import { initBackend } from '../../src/backend.ts';
+import { initBackend } from '../../src/engines/tfjs-backend.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { parsePlan } from '../../src/growth/plan.ts';
 import { writeRandomInit } from '../../src/train/random-init.ts';

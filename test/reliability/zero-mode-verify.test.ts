@@ -6,11 +6,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { makeTempDir } from '../support/model.ts';
-import { initBackend } from '../../src/backend.ts';
+import { initBackend } from '../../src/engines/tfjs-backend.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { parsePlan } from '../../src/growth/plan.ts';
-import { formatReport, verifyGrowth } from '../../src/verify.ts';
-import { readManifest } from '../../src/manifest.ts';
+import { formatReport, verifyGrowth } from '../../src/growth/verify.ts';
+import { readManifest } from '../../src/checkpoint/manifest.ts';
 
 const FIX = join(import.meta.dirname, '../../fixtures/hf/llama-tiny-bf16');
 const tmp = makeTempDir('flm-grow-zero-verify-');

@@ -4,14 +4,14 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { expectedTensors } from '../../src/arch.ts';
-import type { ModelConfig } from '../../src/config.ts';
+import { expectedTensors } from '../../src/spec/arch.ts';
+import type { ModelConfig } from '../../src/spec/config.ts';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
 import type { DType } from '../../src/util/dtype.ts';
 import { mulberry32 } from '../../src/util/random.ts';
 import { makeTempDir, normalSampler, writeCheckpoint } from './model.ts';
-import { readMasks, MASKS_FILE, type MaskSet } from '../../src/masks.ts';
-import { readManifest } from '../../src/manifest.ts';
+import { readMasks, MASKS_FILE, type MaskSet } from '../../src/checkpoint/masks.ts';
+import { readManifest } from '../../src/checkpoint/manifest.ts';
 import { grownBoundary } from '../../src/growth/boundary.ts';
 import { naiveForward, type NaiveOutput } from '../reference/naive-llama.ts';
 

@@ -6,8 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { expectedTensors, headRole, layerRolesOf, tensorName } from '../../src/arch.ts';
-import { configToJson, makeConfig, type ModelConfig } from '../../src/config.ts';
+import { expectedTensors, headRole, layerRolesOf, tensorName } from '../../src/spec/arch.ts';
+import { configToJson, makeConfig, type ModelConfig } from '../../src/spec/config.ts';
 import { CheckpointWriter } from '../../src/checkpoint/checkpoint-writer.ts';
 import { float32ToBytes, roundToDtype, type DType } from '../../src/util/dtype.ts';
 import { mulberry32 } from '../../src/util/random.ts';
@@ -141,7 +141,7 @@ export function randomIdRows(B: number, T: number, vocab: number, seed: number):
 export interface HandGrown {
   cfg: ModelConfig;
   arrays: Map<string, Float32Array>;
-  masks: import('../../src/masks.ts').MaskSet;
+  masks: import('../../src/checkpoint/masks.ts').MaskSet;
   /** Grown position of each old hidden coordinate. */
   hiddenPos: number[];
   /** For each grown layer: the source layer, and whether it was inserted. */

@@ -13,15 +13,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend } from '../../src/backend.ts';
+import { initBackend } from '../../src/engines/tfjs-backend.ts';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { parsePlan } from '../../src/growth/plan.ts';
-import { MASKS_FILE } from '../../src/masks.ts';
+import { MASKS_FILE } from '../../src/checkpoint/masks.ts';
 import { partitionMetrics, readMetrics, type StepMetrics } from '../../src/train/metrics.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
 import { bytesToFloat32 } from '../../src/util/dtype.ts';
-import { findTorchPython, NO_TORCH_HELP, runTorchModule } from '../../src/torch-engine.ts';
+import { findTorchPython, NO_TORCH_HELP, runTorchModule } from '../../src/engines/torch-process.ts';
 
 const torch = findTorchPython();
 if (torch === undefined) console.log(`test/torch/distributed: SKIPPED: ${NO_TORCH_HELP}`);

@@ -8,14 +8,14 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend } from '../../src/backend.ts';
+import { initBackend } from '../../src/engines/tfjs-backend.ts';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
 import { readAll, tensorsAndMetadata } from '../support/safetensors-compare.ts';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
 import { writeSafetensors } from '../../src/checkpoint/safetensors-writer.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { parsePlan } from '../../src/growth/plan.ts';
-import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../../src/masks.ts';
+import { applyMaskValues, readMasks, writeMasks, MASKS_FILE } from '../../src/checkpoint/masks.ts';
 import { streamedForward } from '../../src/model/streaming.ts';
 import { randomIds } from '../../src/model/input-ids.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
@@ -29,7 +29,7 @@ import {
   NO_TORCH_HELP,
   PYTHON_DIR,
   VENV_PYTHON,
-} from '../../src/torch-engine.ts';
+} from '../../src/engines/torch-process.ts';
 import { trainWithEngine } from '../../src/train/engine.ts';
 
 const torch = findTorchPython();

@@ -1,17 +1,17 @@
 /**
- * One family table for both engines: src/families.ts and python/flm_grow_torch/families.py load
+ * One family table for both engines: src/spec/families.ts and python/flm_grow_torch/families.py load
  * python/flm_grow_torch/_data/families.json; this test checks that they read it alike, that no
  * family fact is written a second time as a literal, and that config.py parses configs as
- * src/config.ts does. Needs only a Python 3 (families.py and config.py import no torch).
+ * src/spec/config.ts does. Needs only a Python 3 (families.py and config.py import no torch).
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { FAMILIES, ROPE_TYPES, familyByName } from '../../src/families.ts';
-import { maskedConfigJson, parseConfig } from '../../src/config.ts';
-import { ConfigError } from '../../src/errors.ts';
-import { pythonCandidates, PYTHON_DIR } from '../../src/torch-engine.ts';
+import { FAMILIES, ROPE_TYPES, familyByName } from '../../src/spec/families.ts';
+import { maskedConfigJson, parseConfig } from '../../src/spec/config.ts';
+import { ConfigError } from '../../src/util/errors.ts';
+import { pythonCandidates, PYTHON_DIR } from '../../src/engines/torch-process.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -127,8 +127,8 @@ for raw in json.load(sys.stdin):
 print(json.dumps(out))
 `;
 
-describe.skipIf(python === undefined)('torch engine family table = src/families.ts', () => {
-  it('families.py loads the same declaration as src/families.ts (families.json)', () => {
+describe.skipIf(python === undefined)('torch engine family table = src/spec/families.ts', () => {
+  it('families.py loads the same declaration as src/spec/families.ts (families.json)', () => {
     const got = py(
       'import json; from flm_grow_torch.families import FAMILIES, ROPE_TYPES; ' +
         'print(json.dumps({"ropeTypes": list(ROPE_TYPES), "families": [{k: f[k] for k in ("name", "modelTypes", "architectures", "qkvBias", "qkNorm", "slidingWindow", "mup", "headDimDefault", "refusedIfTrue")} for f in FAMILIES]}))',
@@ -167,7 +167,7 @@ describe.skipIf(python === undefined)('torch engine family table = src/families.
     expect(hits).toEqual([]);
   });
 
-  it('config.py parses configs of every family as src/config.ts does, and refuses the same fields', () => {
+  it('config.py parses configs of every family as src/spec/config.ts does, and refuses the same fields', () => {
     const want = [...GOOD, ...BAD].map(tsParse);
     // the cases mean what they say: the good ones parse, each bad one names several fields
     want.slice(0, GOOD.length).forEach((w) => expect(w).not.toHaveProperty('refused'));
@@ -175,7 +175,7 @@ describe.skipIf(python === undefined)('torch engine family table = src/families.
     expect(py(PY_PARSE, [...GOOD, ...BAD])).toEqual(want);
   });
 
-  it('hf_remote writes the masked config.json as src/config.ts does', () => {
+  it('hf_remote writes the masked config.json as src/spec/config.ts does', () => {
     const plain = FAMILIES.map((f) => ({ ...f.tiny }));
     const code = `import json, sys
 from flm_grow_torch.hf_remote import masked_config_json

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { makeTempDir, TINY_BYTE_CONFIG } from '../support/model.ts';
 import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
 import { trainWithEngine } from '../../src/train/engine.ts';
-import { findTorchPython, NO_TORCH_HELP } from '../../src/torch-engine.ts';
+import { findTorchPython, NO_TORCH_HELP } from '../../src/engines/torch-process.ts';
 
 const torch = findTorchPython();
 if (torch === undefined) {

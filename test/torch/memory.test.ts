@@ -1,15 +1,15 @@
 /**
  * The torch engine's memory check (python/flm_grow_torch/memory.py): its estimate against peaks
- * measured on this machine, its parameter count against src/arch.ts, and the refusal itself.
+ * measured on this machine, its parameter count against src/spec/arch.ts, and the refusal itself.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parameterCount } from '../../src/arch.ts';
-import { parseConfig } from '../../src/config.ts';
-import { findTorchPython, NO_TORCH_HELP, PYTHON_DIR } from '../../src/torch-engine.ts';
+import { parameterCount } from '../../src/spec/arch.ts';
+import { parseConfig } from '../../src/spec/config.ts';
+import { findTorchPython, NO_TORCH_HELP, PYTHON_DIR } from '../../src/engines/torch-process.ts';
 
 const torch = findTorchPython();
 if (torch === undefined) console.log(`test/torch/memory: SKIPPED: ${NO_TORCH_HELP}`);
@@ -53,7 +53,7 @@ for L in ${JSON.stringify(measured.map((m) => m[0]))}:
     out.append([parameter_count(cfg), train_step_bytes(cfg, 16, 16, 16, 1, 1, False)])
 print(json.dumps(out))`) as [number, number][];
     measured.forEach(([L, rss], k) => {
-      // the parameter count is src/arch.ts's (the reference), not the Python's own
+      // the parameter count is src/spec/arch.ts's (the reference), not the Python's own
       expect(got[k][0]).toBe(parameterCount(parseConfig({ ...base, num_hidden_layers: L })));
       expect(got[k][1] / rss).toBeGreaterThanOrEqual(1);
       expect(got[k][1] / rss).toBeLessThanOrEqual(1.05);

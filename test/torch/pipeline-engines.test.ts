@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { runPipeline, type PipelineResult, type StageResult } from '../../src/pipeline.ts';
 import { readMetrics, partitionMetrics, type StepMetrics } from '../../src/train/metrics.ts';
-import { MASKS_FILE } from '../../src/masks.ts';
-import { findTorchPython, NO_TORCH_HELP } from '../../src/torch-engine.ts';
+import { MASKS_FILE } from '../../src/checkpoint/masks.ts';
+import { findTorchPython, NO_TORCH_HELP } from '../../src/engines/torch-process.ts';
 import { tensorsAndMetadata } from '../support/safetensors-compare.ts';
 
 const torch = findTorchPython();

@@ -1,5 +1,5 @@
 """What makes a checkpoint folder a Hugging Face model (docs/hf-format.md), the Python side of
-src/hf-folder.ts (used by the torch trainer's saves):
+src/checkpoint/hf-folder.ts (used by the torch trainer's saves):
 
 - a masked folder (masks below 1) gets the masked config.json (model_type "flm_grow_masked",
   which plain transformers refuses; auto_map to the folder's modeling files) and the remote code
@@ -44,7 +44,7 @@ _BASE_LINE = re.compile(r'^BASE_MODEL_TYPE = "[^"]*"$', re.MULTILINE)
 
 
 def masked_config_json(plain: dict) -> dict:
-    """src/config.ts maskedConfigJson: the base family's model_type / architectures (and auto_map)
+    """src/spec/config.ts maskedConfigJson: the base family's model_type / architectures (and auto_map)
     kept under `flm_grow`, every other key as it was."""
     rest = {k: v for k, v in plain.items() if k not in ("model_type", "architectures", "auto_map")}
     meta = {"base_model_type": plain.get("model_type")}
@@ -64,7 +64,7 @@ def masked_config_json(plain: dict) -> dict:
 
 def remote_files(base_model_type: str) -> dict[str, str]:
     """The modeling files of a masked folder whose base family has `base_model_type`: the package's
-    files, configuration_flm_grow.py with its BASE_MODEL_TYPE line set (src/hf-folder.ts the same)."""
+    files, configuration_flm_grow.py with its BASE_MODEL_TYPE line set (src/checkpoint/hf-folder.ts the same)."""
     out = {name: src.read_text(encoding="utf-8") for name, src in REMOTE_SOURCES.items()}
     text = out["configuration_flm_grow.py"]
     if len(_BASE_LINE.findall(text)) != 1:
@@ -83,7 +83,7 @@ def render_card(fields: dict[str, str]) -> str:
 
 
 def load_code(folder: str, masked: bool, family: str) -> tuple[str, str]:
-    """The card's loading snippet and the note under it (src/hf-folder.ts loadCode)."""
+    """The card's loading snippet and the note under it (src/checkpoint/hf-folder.ts loadCode)."""
     path = json.dumps(folder)
     if masked:
         code = (
@@ -137,7 +137,7 @@ def write_model_files(folder: str, plain_config: dict, masked: bool, card: dict[
 
 
 def groups_below_one(m: dict) -> list[dict]:
-    """src/masks.ts groupsBelowOne: each annealed group with entries below 1 (vocab: new tokens only)."""
+    """src/checkpoint/masks.ts groupsBelowOne: each annealed group with entries below 1 (vocab: new tokens only)."""
     out = []
 
     def scan(group, tensors):
@@ -174,7 +174,7 @@ def _source_text(s: dict | None) -> str:
 
 
 def train_card(folder: str, cfg, masks: dict | None, manifest: dict, version: str) -> dict[str, str]:
-    """The card fields of a training checkpoint (src/hf-folder.ts modelCard, kind "train"); `cfg` a
+    """The card fields of a training checkpoint (src/checkpoint/hf-folder.ts modelCard, kind "train"); `cfg` a
     config.ModelConfig, `manifest` the save's manifest without files."""
     below = groups_below_one(masks) if masks is not None else []
     masked = bool(below)

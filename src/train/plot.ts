@@ -6,8 +6,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, extname } from 'node:path';
 import * as vega from 'vega';
 import * as vl from 'vega-lite';
-import { FlmGrowError } from './errors.ts';
-import { partitionMetrics, type MetricsRecord } from './train/metrics.ts';
+import { FlmGrowError } from '../util/errors.ts';
+import { partitionMetrics, type MetricsRecord } from './metrics.ts';
 
 export interface PlotPoint {
   x: number;

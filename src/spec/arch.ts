@@ -6,7 +6,7 @@
  * all read this table instead of hard-coding names (compare mergekit's architectures/llama.json).
  */
 import type { ModelConfig } from './config.ts';
-import { CheckpointError } from './errors.ts';
+import { CheckpointError } from '../util/errors.ts';
 
 /** Dimension symbols: vocab, hidden, FFN, query heads × head_dim, KV heads × head_dim, head_dim. */
 export type Dim = 'V' | 'H' | 'F' | 'Q' | 'KV' | 'HD';

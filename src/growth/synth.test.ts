@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parameterCount } from './arch.ts';
-import { Checkpoint } from './checkpoint/checkpoint.ts';
-import { bytesToFloat32 } from './util/dtype.ts';
-import { makeConfig } from './config.ts';
-import { makeTempDir } from '../test/support/model.ts';
+import { parameterCount } from '../spec/arch.ts';
+import { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { bytesToFloat32 } from '../util/dtype.ts';
+import { makeConfig } from '../spec/config.ts';
+import { makeTempDir } from '../../test/support/model.ts';
 import { normalQuantile, stageConfig, synthCheckpoint, SYNTH_EMBED_STD, SYNTH_MATRIX_STD } from './synth.ts';
 
 function meanStd(v: Float32Array): { mean: number; std: number } {

@@ -13,15 +13,15 @@
  */
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { configToJson, maskedConfigJson, type ModelConfig } from './config.ts';
-import { MASKED_MODEL_TYPE } from './families.ts';
+import { configToJson, maskedConfigJson, type ModelConfig } from '../spec/config.ts';
+import { MASKED_MODEL_TYPE } from '../spec/families.ts';
 import type { MaskSchedule, SourceIdentity, TrainRecord } from './manifest.ts';
 import type { MaskSet } from './masks.ts';
 import { groupsBelowOne } from './masks.ts';
-import { FlmGrowError } from './errors.ts';
+import { FlmGrowError } from '../util/errors.ts';
 
 /** python/flm_grow_torch (src/ and dist/ sit at the same depth under the project root). */
-const PACKAGE_DIR = join(import.meta.dirname, '..', 'python', 'flm_grow_torch');
+const PACKAGE_DIR = join(import.meta.dirname, '..', '..', 'python', 'flm_grow_torch');
 export const HF_REMOTE_DIR = join(PACKAGE_DIR, 'hf_remote');
 export const CARD_FILE = 'README.md';
 /** A masked folder's modeling files -> where each comes from in the package. */

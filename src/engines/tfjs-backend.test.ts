@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, wasmDistDir } from './backend.ts';
-import { FlmGrowError } from './errors.ts';
+import { initBackend, wasmDistDir } from './tfjs-backend.ts';
+import { FlmGrowError } from '../util/errors.ts';
 
 function tfNodeInstalled(): boolean {
   try {

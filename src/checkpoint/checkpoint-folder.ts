@@ -6,12 +6,12 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Checkpoint, TOKENIZER_FILE, type OpenOptions } from './checkpoint/checkpoint.ts';
-import type { ShardedTensorIndex } from './checkpoint/tensor-index.ts';
-import type { ModelConfig } from './config.ts';
+import { Checkpoint, TOKENIZER_FILE, type OpenOptions } from './checkpoint.ts';
+import type { ShardedTensorIndex } from './tensor-index.ts';
+import type { ModelConfig } from '../spec/config.ts';
 import { checkManifestAgainstConfig, MANIFEST_FILE, readManifest, type Manifest } from './manifest.ts';
 import { MASKS_FILE, readMasks, type MaskSet } from './masks.ts';
-import { OPTIMIZER_FILE, readOptimizerState, type OptimizerState } from './checkpoint/optimizer-state.ts';
+import { OPTIMIZER_FILE, readOptimizerState, type OptimizerState } from './optimizer-state.ts';
 import type { Tokenizer } from './tokenizer.ts';
 
 export class CheckpointFolder extends Checkpoint {

@@ -7,16 +7,16 @@
 import { existsSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { copyFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { INDEX_FILE } from './checkpoint/checkpoint.ts';
-import { SafetensorsFile } from './checkpoint/safetensors.ts';
-import { indexText, PART_FILE, type PartJson } from './checkpoint/checkpoint-writer.ts';
-import { checkDestination, tempFoldersOf, writeAtomically } from './checkpoint/atomic.ts';
-import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
-import { CheckpointError } from './errors.ts';
-import { MANIFEST_FILE, readManifest, type Manifest } from './manifest.ts';
-import { readFailure, readFailureCode, readJsonFile } from './util/files.ts';
-import { sha256Bytes, sha256File } from './util/hash.ts';
-import { startProgress, type ProgressFactory } from './util/progress.ts';
+import { INDEX_FILE } from '../checkpoint/checkpoint.ts';
+import { SafetensorsFile } from '../checkpoint/safetensors.ts';
+import { indexText, PART_FILE, type PartJson } from '../checkpoint/checkpoint-writer.ts';
+import { checkDestination, tempFoldersOf, writeAtomically } from '../checkpoint/atomic.ts';
+import { joinInside, safeRelativeName } from '../checkpoint/paths.ts';
+import { CheckpointError } from '../util/errors.ts';
+import { MANIFEST_FILE, readManifest, type Manifest } from '../checkpoint/manifest.ts';
+import { readFailure, readFailureCode, readJsonFile } from '../util/files.ts';
+import { sha256Bytes, sha256File } from '../util/hash.ts';
+import { startProgress, type ProgressFactory } from '../util/progress.ts';
 
 export interface AssembleOptions {
   /** Move shard files out of the part folders instead of copying (same filesystem: a rename). */

@@ -2,10 +2,10 @@
  * config.json of a Llama or Tele-FLM checkpoint, parsed into the few numbers the math needs.
  * The raw JSON is kept so a grown config can be written back with every other key intact.
  */
-import { ConfigError } from './errors.ts';
-import { parseDtypeName, type DType } from './util/dtype.ts';
-import { modelSizeProblem } from './util/limits.ts';
-import { MAX_JSON_BYTES, readFailure, readJsonFile } from './util/files.ts';
+import { ConfigError } from '../util/errors.ts';
+import { parseDtypeName, type DType } from '../util/dtype.ts';
+import { modelSizeProblem } from '../util/limits.ts';
+import { MAX_JSON_BYTES, readFailure, readJsonFile } from '../util/files.ts';
 import {
   detectFamily,
   FAMILIES,
@@ -43,7 +43,7 @@ export interface RopeScaling {
 
 export interface ModelConfig {
   modelType: string;
-  /** The family (src/families.ts) the config was read as. */
+  /** The family (src/spec/families.ts) the config was read as. */
   family: FamilyName;
   /** One tensor (model.embed_tokens.weight) is both the embedding and the LM head. */
   tieWordEmbeddings: boolean;

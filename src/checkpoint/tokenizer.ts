@@ -5,9 +5,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { TrainError } from './errors.ts';
-import { cannotRead, readJsonFile } from './util/files.ts';
-import { TOKENIZER_FILE } from './checkpoint/checkpoint.ts';
+import { TrainError } from '../util/errors.ts';
+import { cannotRead, readJsonFile } from '../util/files.ts';
+import { TOKENIZER_FILE } from './checkpoint.ts';
 
 /**
  * The part of @huggingface/tokenizers used here. Its .d.ts files use extensionless relative

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Resvg } from '@resvg/resvg-js';
 import { describe, expect, it } from 'vitest';
 import { PlotError, lossSeriesFromMetrics, plotLossCurves, renderLossCurvesSvg, type PlotSeries } from './plot.ts';
-import type { MetricsRecord } from './train/metrics.ts';
+import type { MetricsRecord } from './metrics.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'flm-plot-'));
 

@@ -2,15 +2,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeConfig } from './config.ts';
-import { assignShards, PART_FILE } from './checkpoint/checkpoint-writer.ts';
-import { Checkpoint } from './checkpoint/checkpoint.ts';
-import { growCheckpoint } from './growth/grow.ts';
-import { parsePlan, type GrowthPlan } from './growth/plan.ts';
-import { MANIFEST_FILE, verifyManifestFiles, readManifest } from './manifest.ts';
-import { makeTempDir, writeRandomCheckpoint } from '../test/support/model.ts';
+import { makeConfig } from '../spec/config.ts';
+import { assignShards, PART_FILE } from '../checkpoint/checkpoint-writer.ts';
+import { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { growCheckpoint } from './grow.ts';
+import { parsePlan, type GrowthPlan } from './plan.ts';
+import { MANIFEST_FILE, verifyManifestFiles, readManifest } from '../checkpoint/manifest.ts';
+import { makeTempDir, writeRandomCheckpoint } from '../../test/support/model.ts';
 import { assembleParts } from './split.ts';
-import { parsePart } from './commands/grow.ts';
+import { parsePart } from '../commands/grow.ts';
 
 let tmp: { dir: string; cleanup: () => void };
 let src: string;

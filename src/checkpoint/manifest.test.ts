@@ -3,19 +3,19 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_KINDS, parseManifest, readManifest, type Manifest } from './manifest.ts';
-import { FlmGrowError } from './errors.ts';
-import { synthCheckpoint } from './synth.ts';
-import { growCheckpoint } from './growth/grow.ts';
-import { bakeCheckpoint } from './growth/bake.ts';
-import { parsePlan } from './growth/plan.ts';
-import { train } from './train/trainer.ts';
-import { writeRandomInit } from './train/random-init.ts';
+import { FlmGrowError } from '../util/errors.ts';
+import { synthCheckpoint } from '../growth/synth.ts';
+import { growCheckpoint } from '../growth/grow.ts';
+import { bakeCheckpoint } from '../growth/bake.ts';
+import { parsePlan } from '../growth/plan.ts';
+import { train } from '../train/trainer.ts';
+import { writeRandomInit } from '../train/random-init.ts';
 import { CheckpointFolder } from './checkpoint-folder.ts';
-import { tinyByteConfig } from '../test/support/model.ts';
+import { tinyByteConfig } from '../../test/support/model.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'flm-manifest-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
-const CORPUS = join(import.meta.dirname, '../fixtures/corpus/fortunes.txt');
+const CORPUS = join(import.meta.dirname, '../../fixtures/corpus/fortunes.txt');
 const tinyCfg = () => tinyByteConfig();
 
 const common = { format: MANIFEST_FORMAT, created: '2026-01-01T00:00:00Z', tool: { name: 'flm-grow', version: '0' }, files: {} };

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
-import { FlmGrowError } from './errors.ts';
+import { FlmGrowError } from '../util/errors.ts';
 
 export const BACKEND_NAMES = ['auto', 'wasm', 'cpu', 'tensorflow'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];

@@ -5,16 +5,16 @@
  * step gives two values and nothing is converted from float, so generation keeps ahead of the disk.
  */
 import { existsSync } from 'node:fs';
-import { expectedTensors, FAMILIES, FAMILY_NAMES, type ExpectedTensor } from './arch.ts';
-import { configToJson, makeConfig, parseConfig, readConfigFile, type ModelConfig } from './config.ts';
-import { parseSize } from './checkpoint/checkpoint-writer.ts';
-import { CONFIG_FILE } from './checkpoint/checkpoint.ts';
-import { dtypeSize, float32ToBytes, type DType } from './util/dtype.ts';
-import { startProgress, type ProgressFactory } from './util/progress.ts';
-import { DEFAULT_INIT_STD, inverseNormalCdf, NormalStream } from './util/init.ts';
-import { FlmGrowError } from './errors.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, TOOL_VERSION, type Manifest } from './manifest.ts';
-import { BlockPool, createHashedWriter } from './growth/hash-worker.ts';
+import { expectedTensors, FAMILIES, FAMILY_NAMES, type ExpectedTensor } from '../spec/arch.ts';
+import { configToJson, makeConfig, parseConfig, readConfigFile, type ModelConfig } from '../spec/config.ts';
+import { parseSize } from '../checkpoint/checkpoint-writer.ts';
+import { CONFIG_FILE } from '../checkpoint/checkpoint.ts';
+import { dtypeSize, float32ToBytes, type DType } from '../util/dtype.ts';
+import { startProgress, type ProgressFactory } from '../util/progress.ts';
+import { DEFAULT_INIT_STD, inverseNormalCdf, NormalStream } from '../util/init.ts';
+import { FlmGrowError } from '../util/errors.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, TOOL_VERSION, type Manifest } from '../checkpoint/manifest.ts';
+import { BlockPool, createHashedWriter } from './hash-worker.ts';
 
 /** Embedding std and matrix std of the Tele-FLM model card (SPEC §6). */
 export const SYNTH_EMBED_STD = DEFAULT_INIT_STD;

@@ -50,7 +50,7 @@ export interface Family {
 }
 
 /** The declaration both engines load (python/flm_grow_torch/_data/families.json). */
-export const FAMILIES_FILE = join(import.meta.dirname, '..', 'python', 'flm_grow_torch', '_data', 'families.json');
+export const FAMILIES_FILE = join(import.meta.dirname, '..', '..', 'python', 'flm_grow_torch', '_data', 'families.json');
 
 interface FamiliesFile {
   ropeTypes: string[];
@@ -66,7 +66,9 @@ if (
   JSON.stringify(DATA.families.map((f) => f.name)) !== JSON.stringify(NAMES) ||
   JSON.stringify(DATA.ropeTypes) !== JSON.stringify(ROPE_TYPES)
 )
-  throw new Error(`${FAMILIES_FILE}: family names or ropeTypes differ from src/families.ts's types (add the name there too)`);
+  throw new Error(
+    `${FAMILIES_FILE}: family names or ropeTypes differ from src/spec/families.ts's types (add the name there too)`,
+  );
 
 export const FAMILIES: readonly Family[] = DATA.families.map((f) => ({
   ...f,

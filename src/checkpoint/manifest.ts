@@ -5,17 +5,17 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { CONFIG_FILE, INDEX_FILE, type Checkpoint } from './checkpoint/checkpoint.ts';
-import { readFailure, readJsonFile } from './util/files.ts';
-import { FlmGrowError } from './errors.ts';
-import { sha256File } from './util/hash.ts';
-import { joinInside, safeRelativeName } from './checkpoint/paths.ts';
+import { CONFIG_FILE, INDEX_FILE, type Checkpoint } from './checkpoint.ts';
+import { readFailure, readJsonFile } from '../util/files.ts';
+import { FlmGrowError } from '../util/errors.ts';
+import { sha256File } from '../util/hash.ts';
+import { joinInside, safeRelativeName } from './paths.ts';
 import { MASK_GROUPS, type MaskGroup } from './masks.ts';
-import type { ModelConfig } from './config.ts';
+import type { ModelConfig } from '../spec/config.ts';
 
 /** Its name lives with the other checkpoint file names (atomic.ts tells flm-grow's folders by it). */
-export { MANIFEST_FILE } from './checkpoint/checkpoint.ts';
-import { MANIFEST_FILE } from './checkpoint/checkpoint.ts';
+export { MANIFEST_FILE } from './checkpoint.ts';
+import { MANIFEST_FILE } from './checkpoint.ts';
 export const MANIFEST_FORMAT = 'flm-grow/1';
 
 /** The version recorded in every manifest's `tool` field. */

@@ -9,21 +9,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { configToJson, maskedConfigJson, parseConfig, plainConfigJson, readConfigFile } from './config.ts';
-import { ConfigError } from './errors.ts';
-import { FAMILY_NAMES, familyByName, MASKED_MODEL_TYPE } from './families.ts';
+import { configToJson, maskedConfigJson, parseConfig, plainConfigJson, readConfigFile } from '../spec/config.ts';
+import { ConfigError } from '../util/errors.ts';
+import { FAMILY_NAMES, familyByName, MASKED_MODEL_TYPE } from '../spec/families.ts';
 import { REMOTE_FILES, REMOTE_SOURCES } from './hf-folder.ts';
-import { initBackend } from './backend.ts';
-import { growCheckpoint } from './growth/grow.ts';
-import { bakeCheckpoint } from './growth/bake.ts';
-import { assembleParts } from './split.ts';
-import { parsePlan } from './growth/plan.ts';
-import { writeRandomInit } from './train/random-init.ts';
-import { trainWithEngine } from './train/engine.ts';
-import { findTorchPython } from './torch-engine.ts';
-import { makeTempDir } from '../test/support/model.ts';
+import { initBackend } from '../engines/tfjs-backend.ts';
+import { growCheckpoint } from '../growth/grow.ts';
+import { bakeCheckpoint } from '../growth/bake.ts';
+import { assembleParts } from '../growth/split.ts';
+import { parsePlan } from '../growth/plan.ts';
+import { writeRandomInit } from '../train/random-init.ts';
+import { trainWithEngine } from '../train/engine.ts';
+import { findTorchPython } from '../engines/torch-process.ts';
+import { makeTempDir } from '../../test/support/model.ts';
 
-const CORPUS = join(import.meta.dirname, '../fixtures/corpus/fortunes.txt');
+const CORPUS = join(import.meta.dirname, '../../fixtures/corpus/fortunes.txt');
 const readJson = (p: string) => JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
 const withoutRaw = (c: ReturnType<typeof parseConfig>) => ({ ...c, raw: undefined });
 

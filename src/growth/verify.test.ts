@@ -6,15 +6,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { rmSync, writeFileSync } from 'node:fs';
-import { makeConfig } from './config.ts';
-import { masksPath, writeMasks } from './masks.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT } from './manifest.ts';
-import { writeSafetensors } from './checkpoint/safetensors-writer.ts';
-import { ModelInputError } from './errors.ts';
-import { initBackend } from './backend.ts';
+import { makeConfig } from '../spec/config.ts';
+import { masksPath, writeMasks } from '../checkpoint/masks.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT } from '../checkpoint/manifest.ts';
+import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
+import { ModelInputError } from '../util/errors.ts';
+import { initBackend } from '../engines/tfjs-backend.ts';
 import { formatReport, verifyGrowth, VerifyFailedError } from './verify.ts';
-import { boundaryMap } from './growth/boundary.ts';
-import { buildHandGrown, makeTempDir, writeCheckpoint, writeRandomCheckpoint } from '../test/support/model.ts';
+import { boundaryMap } from './boundary.ts';
+import { buildHandGrown, makeTempDir, writeCheckpoint, writeRandomCheckpoint } from '../../test/support/model.ts';
 
 const tmp = makeTempDir('flm-grow-verify-');
 const base = makeConfig({

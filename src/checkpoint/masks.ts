@@ -13,11 +13,11 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ModelConfig } from './config.ts';
-import { FlmGrowError } from './errors.ts';
-import { SafetensorsFile } from './checkpoint/safetensors.ts';
-import { writeSafetensors } from './checkpoint/safetensors-writer.ts';
-import { bytesToFloat32 } from './util/dtype.ts';
+import type { ModelConfig } from '../spec/config.ts';
+import { FlmGrowError } from '../util/errors.ts';
+import { SafetensorsFile } from './safetensors.ts';
+import { writeSafetensors } from './safetensors-writer.ts';
+import { bytesToFloat32 } from '../util/dtype.ts';
 
 export const MASKS_FILE = 'masks.safetensors';
 

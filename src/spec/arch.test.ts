@@ -12,7 +12,7 @@ import {
   LLAMA_TENSORS,
 } from './arch.ts';
 import { makeConfig } from './config.ts';
-import { CheckpointError } from './errors.ts';
+import { CheckpointError } from '../util/errors.ts';
 
 const c = makeConfig({
   hiddenSize: 12,

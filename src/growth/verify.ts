@@ -6,17 +6,17 @@
  * coordinates" are the first H and V of the grown model.
  */
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, type BackendName } from './backend.ts';
-import { CheckpointFolder } from './checkpoint-folder.ts';
-import { FlmGrowError, ModelInputError } from './errors.ts';
-import { streamedForward } from './model/streaming.ts';
-import type { TorchPassOptions } from './model/torch-passes.ts';
-import { randomIds, readInputIds } from './model/input-ids.ts';
-import { boundaryMap } from './growth/boundary.ts';
-import { countProblem, MAX_SEQ_LEN, MAX_TOKENS } from './util/limits.ts';
-import { tensorName } from './arch.ts';
-import type { Manifest } from './manifest.ts';
-import type { ModelConfig } from './config.ts';
+import { initBackend, type BackendName } from '../engines/tfjs-backend.ts';
+import { CheckpointFolder } from '../checkpoint/checkpoint-folder.ts';
+import { FlmGrowError, ModelInputError } from '../util/errors.ts';
+import { streamedForward } from '../model/streaming.ts';
+import type { TorchPassOptions } from '../model/torch-passes.ts';
+import { randomIds, readInputIds } from '../model/input-ids.ts';
+import { boundaryMap } from './boundary.ts';
+import { countProblem, MAX_SEQ_LEN, MAX_TOKENS } from '../util/limits.ts';
+import { tensorName } from '../spec/arch.ts';
+import type { Manifest } from '../checkpoint/manifest.ts';
+import type { ModelConfig } from '../spec/config.ts';
 
 export const DEFAULT_TOLERANCE = 1e-5;
 
@@ -254,7 +254,7 @@ export async function verifyGrowth(sourceDir: string, grownDir: string, opts: Ve
     if (torch) {
       // masks: the torch pass reads each folder's masks.safetensors itself, as CheckpointFolder.masks() does here
       // both passes in one Python process (torch is imported once)
-      const { torchForwardMany } = await import('./model/torch-passes.ts');
+      const { torchForwardMany } = await import('../model/torch-passes.ts');
       const t = { ...opts.torch, collectHidden: true };
       [s, g] = await torchForwardMany([sourceDir, grownDir], ids, [
         { ...t, masks: srcMasks !== undefined, progressLabel: 'verify: source (torch)' },

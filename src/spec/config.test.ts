@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { configToJson, inputScale, logitScale, makeConfig, parseConfig, readConfigFile } from './config.ts';
-import { ConfigError } from './errors.ts';
+import { ConfigError } from '../util/errors.ts';
 
 const base = {
   architectures: ['LlamaForCausalLM'],
@@ -32,7 +32,7 @@ function expectConfigError(raw: unknown, field: string | undefined, ...mentions:
 
 describe('parseConfig', () => {
   it('reads the fixture (transformers 5 rope_parameters, explicit head_dim)', () => {
-    const p = join(import.meta.dirname, '..', 'fixtures', 'hf', 'llama-tiny-bf16', 'config.json');
+    const p = join(import.meta.dirname, '..', '..', 'fixtures', 'hf', 'llama-tiny-bf16', 'config.json');
     const raw = JSON.parse(readFileSync(p, 'utf8'));
     const c = readConfigFile(p);
     expect(c).toMatchObject({
@@ -100,7 +100,7 @@ describe('parseConfig', () => {
     );
   });
   it('published configs of every family parse (fixtures/configs)', () => {
-    const dir = join(import.meta.dirname, '..', 'fixtures', 'configs');
+    const dir = join(import.meta.dirname, '..', '..', 'fixtures', 'configs');
     const want: Record<string, Partial<ReturnType<typeof parseConfig>>> = {
       'Llama-3.1-8B.json': {
         family: 'llama',

@@ -8,12 +8,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { FlmGrowError } from './errors.ts';
+import { FlmGrowError } from '../util/errors.ts';
 
 /** The python/ folder holding the flm_grow_torch package (put on PYTHONPATH). */
-export const PYTHON_DIR = join(import.meta.dirname, '..', 'python');
+export const PYTHON_DIR = join(import.meta.dirname, '..', '..', 'python');
 /** The interpreter of the project's own virtual environment (scripts/python-env.mjs). */
-export const VENV_PYTHON = join(import.meta.dirname, '..', '.venv', 'bin', 'python');
+export const VENV_PYTHON = join(import.meta.dirname, '..', '..', '.venv', 'bin', 'python');
 
 export interface TorchPython {
   python: string;

@@ -2,10 +2,10 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TrainError } from './errors.ts';
+import { TrainError } from '../util/errors.ts';
 import { byteTokenizer, loadTokenizer } from './tokenizer.ts';
 
-const CORPUS = new URL('../fixtures/corpus/fortunes.txt', import.meta.url);
+const CORPUS = new URL('../../fixtures/corpus/fortunes.txt', import.meta.url);
 
 describe('byteTokenizer', () => {
   const tok = byteTokenizer();
