@@ -358,7 +358,7 @@ interface StageRun {
   k: number;
   dir: string;
   specFile: string;
-  ts: TrainSettings;
+  train: TrainSettings;
   B: number;
   T: number;
   r: StageResult;
@@ -430,24 +430,24 @@ async function runStage(run: PipelineRun, k: number): Promise<void> {
     seconds: 0,
   };
   const ts: TrainSettings = { ...(run.spec.train ?? {}), ...('train' in s ? s.train : {}) };
-  const st: StageRun = {
+  const stage: StageRun = {
     k,
     dir,
     specFile: join(dir, STAGE_SPEC_FILE),
-    ts,
+    train: ts,
     B: ts.batch_size ?? trainDefault('batch-size'),
     T: ts.seq_len ?? trainDefault('seq-len'),
     r,
   };
-  const resolved = resolveStageSpec(run, s, st);
-  await prepareStageDir(run, s, st, resolved);
-  if ('init' in s) await initStage(run, s, st);
-  else if ('train' in s) await trainStage(run, s, st);
-  else if ('grow' in s) await growStage(run, st);
-  else if ('verify' in s) await verifyStage(run, s, st);
-  else if ('bake' in s) await bakeStage(run, s, st);
+  const resolved = resolveStageSpec(run, s, stage);
+  await prepareStageDir(run, s, stage, resolved);
+  if ('init' in s) await initStage(run, s, stage);
+  else if ('train' in s) await trainStage(run, s, stage);
+  else if ('grow' in s) await growStage(run, stage);
+  else if ('verify' in s) await verifyStage(run, s, stage);
+  else if ('bake' in s) await bakeStage(run, s, stage);
   // init, grow and bake replace their folder whole (atomic rename): record the spec after
-  if (!existsSync(st.specFile)) await writeFileAtomic(st.specFile, resolved);
+  if (!existsSync(stage.specFile)) await writeFileAtomic(stage.specFile, resolved);
   if (kind !== 'verify') r.parameters = parameterCount(readConfigFile(join(run.current, 'config.json')));
   r.seconds = (Date.now() - t0) / 1000;
   run.results.push(r);
@@ -461,69 +461,69 @@ async function runStage(run: PipelineRun, k: number): Promise<void> {
  * from the one recorded in the stage folder (pipeline edited, plan file edited, data
  * replaced, an upstream stage redone) the old output is stale and the stage is redone.
  */
-function resolveStageSpec(run: PipelineRun, s: StageSpec, st: StageRun): string {
+function resolveStageSpec(run: PipelineRun, s: StageSpec, stage: StageRun): string {
   const { data, dataStat } = run;
   const resolved = JSON.stringify({
     stage: s,
     seed: run.seed,
     previous: createHash('sha256').update(run.previousSpec).digest('hex'),
-    ...('train' in s ? { train: st.ts, data: { path: data, bytes: dataStat.size, mtimeMs: dataStat.mtimeMs } } : {}),
-    ...('grow' in s ? { plan: planToJson(run.plans.get(st.k) as GrowthPlan) } : {}),
+    ...('train' in s ? { train: stage.train, data: { path: data, bytes: dataStat.size, mtimeMs: dataStat.mtimeMs } } : {}),
+    ...('grow' in s ? { plan: planToJson(run.plans.get(stage.k) as GrowthPlan) } : {}),
   });
   run.previousSpec = resolved;
   return resolved;
 }
 
 /** Clears a stage folder recorded with another spec; pre-records the spec where the stage resumes. */
-async function prepareStageDir(run: PipelineRun, s: StageSpec, st: StageRun, resolved: string): Promise<void> {
-  if (existsSync(st.dir) && recordedSpec(st.specFile) !== resolved) {
+async function prepareStageDir(run: PipelineRun, s: StageSpec, stage: StageRun, resolved: string): Promise<void> {
+  if (existsSync(stage.dir) && recordedSpec(stage.specFile) !== resolved) {
     run.log(`[${s.name}] inputs changed since the recorded run: redoing the stage`);
-    rmSync(st.dir, { recursive: true, force: true });
+    rmSync(stage.dir, { recursive: true, force: true });
   }
   // train and verify fill their folder over time: record the spec first so an interrupted run resumes
   if ('train' in s || 'verify' in s) {
-    mkdirSync(st.dir, { recursive: true });
-    await writeFileAtomic(st.specFile, resolved);
+    mkdirSync(stage.dir, { recursive: true });
+    await writeFileAtomic(stage.specFile, resolved);
   }
 }
 
 /** Writes a random-init checkpoint unless a complete one is there. */
-async function initStage(run: PipelineRun, s: Extract<StageSpec, { init: unknown }>, st: StageRun): Promise<void> {
-  if (await manifestComplete(st.dir)) st.r.skipped = true;
+async function initStage(run: PipelineRun, s: Extract<StageSpec, { init: unknown }>, stage: StageRun): Promise<void> {
+  if (await manifestComplete(stage.dir)) stage.r.skipped = true;
   else {
-    if (existsSync(st.dir)) rmSync(st.dir, { recursive: true, force: true });
-    await writeRandomInit(st.dir, initConfig(s.init.config), { seed: s.init.seed ?? run.seed, std: s.init.std });
+    if (existsSync(stage.dir)) rmSync(stage.dir, { recursive: true, force: true });
+    await writeRandomInit(stage.dir, initConfig(s.init.config), { seed: s.init.seed ?? run.seed, std: s.init.std });
   }
-  run.current = st.dir;
+  run.current = stage.dir;
 }
 
 /** Trains (or resumes, or skips a completed) stage, then measures its losses. */
-async function trainStage(run: PipelineRun, s: Extract<StageSpec, { train: unknown }>, st: StageRun): Promise<void> {
-  const done = await latestCheckpoint(st.dir, (line) => run.log(`[${s.name}] warning: ${line}`));
+async function trainStage(run: PipelineRun, s: Extract<StageSpec, { train: unknown }>, stage: StageRun): Promise<void> {
+  const done = await latestCheckpoint(stage.dir, (line) => run.log(`[${s.name}] warning: ${line}`));
   const doneManifest = done === undefined ? undefined : readManifest(done);
   if (done !== undefined && doneManifest?.kind === 'train' && doneManifest.extra.complete === true) {
-    st.r.skipped = true;
+    stage.r.skipped = true;
     run.current = done;
   } else {
-    run.current = await trainCheckpoint(run, s, st, done);
+    run.current = await trainCheckpoint(run, s, stage, done);
   }
-  await recordTrainLosses(run, st);
+  await recordTrainLosses(run, stage);
 }
 
 /** Runs the train engine from run.current (resuming from `done` when there is one); returns its checkpoint. */
-async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, done: string | undefined): Promise<string> {
+async function trainCheckpoint(run: PipelineRun, s: StageSpec, stage: StageRun, done: string | undefined): Promise<string> {
   const { opts, log } = run;
-  const ts = st.ts;
+  const ts = stage.train;
   const steps = ts.steps;
-  if (steps === undefined) throw new PipelineError(run.file, `stages[${st.k}].train.steps`, 'is required');
+  if (steps === undefined) throw new PipelineError(run.file, `stages[${stage.k}].train.steps`, 'is required');
   const o: TrainOptions = {
     ...trainOptionsOf(ts),
     checkpoint: run.current,
     data: run.data,
-    out: st.dir,
+    out: stage.dir,
     steps,
-    batchSize: st.B,
-    seqLen: st.T,
+    batchSize: stage.B,
+    seqLen: stage.T,
     seed: run.seed,
     backend: run.backend,
     resume: true,
@@ -543,14 +543,14 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
 }
 
 /** Fills the train result from the checkpoint's manifest and a probe batch; settles a pending grow's losses. */
-async function recordTrainLosses(run: PipelineRun, st: StageRun): Promise<void> {
-  const { r, ts, B, T } = st;
+async function recordTrainLosses(run: PipelineRun, stage: StageRun): Promise<void> {
+  const { r, train, B, T } = stage;
   const m = readManifest(run.current);
   const x = m?.kind === 'train' ? m.extra : undefined;
   r.lastTrainLoss = x?.lastLoss ?? undefined;
   r.evalLoss = x?.evalLoss ?? undefined;
-  r.steps = [x !== undefined && typeof ts.steps === 'number' ? x.targetStep - ts.steps : 0, x?.step as number];
-  run.metricsFiles.push(join(st.dir, METRICS_FILE));
+  r.steps = [x !== undefined && typeof train.steps === 'number' ? x.targetStep - train.steps : 0, x?.step as number];
+  run.metricsFiles.push(join(stage.dir, METRICS_FILE));
   const probe = await probeBatch(run.data, run.current, B, T, run.seed);
   r.lossEnd = await checkpointLoss(run.current, probe, B, T);
   if (run.pendingGrow !== undefined) {
@@ -562,14 +562,14 @@ async function recordTrainLosses(run: PipelineRun, st: StageRun): Promise<void> 
 }
 
 /** Grows run.current by stage k's plan; the next train stage fills in its before/after losses. */
-async function growStage(run: PipelineRun, st: StageRun): Promise<void> {
-  if (run.current === '') throw new PipelineError(run.file, `stages[${st.k}]`, 'grow needs a checkpoint before it');
+async function growStage(run: PipelineRun, stage: StageRun): Promise<void> {
+  if (run.current === '') throw new PipelineError(run.file, `stages[${stage.k}]`, 'grow needs a checkpoint before it');
   // growCheckpoint grows optimizer.safetensors inside its atomic output (and hashes it)
-  if (await manifestComplete(st.dir)) st.r.skipped = true;
+  if (await manifestComplete(stage.dir)) stage.r.skipped = true;
   else {
     const { quiet, progress } = run.opts;
-    const g = (run.spec.stages[st.k] as Extract<StageSpec, { grow: unknown }>).grow;
-    await growCheckpoint(run.current, st.dir, run.plans.get(st.k) as GrowthPlan, {
+    const g = (run.spec.stages[stage.k] as Extract<StageSpec, { grow: unknown }>).grow;
+    await growCheckpoint(run.current, stage.dir, run.plans.get(stage.k) as GrowthPlan, {
       dtype: g.dtype === undefined ? undefined : parseDtypeName(g.dtype),
       overwrite: true,
       quiet,
@@ -577,22 +577,22 @@ async function growStage(run: PipelineRun, st: StageRun): Promise<void> {
       backend: run.backend,
     });
   }
-  run.lastPair = { source: run.current, output: st.dir };
-  run.pendingGrow = st.r;
-  run.current = st.dir;
+  run.lastPair = { source: run.current, output: stage.dir };
+  run.pendingGrow = stage.r;
+  run.current = stage.dir;
 }
 
 /** Verifies the latest grow/bake, reusing a passed report for the same pair; a failure stops the pipeline. */
-async function verifyStage(run: PipelineRun, s: Extract<StageSpec, { verify: unknown }>, st: StageRun): Promise<void> {
+async function verifyStage(run: PipelineRun, s: Extract<StageSpec, { verify: unknown }>, stage: StageRun): Promise<void> {
   const pair = run.lastPair;
-  if (pair === undefined) throw new PipelineError(run.file, `stages[${st.k}]`, 'verify needs a grow or bake stage before it');
-  const reportFile = join(st.dir, 'verify-report.json');
+  if (pair === undefined) throw new PipelineError(run.file, `stages[${stage.k}]`, 'verify needs a grow or bake stage before it');
+  const reportFile = join(stage.dir, 'verify-report.json');
   let report: VerifyReport | undefined;
   // a torn or unreadable report (killed mid-write by an older version) is an incomplete stage
   const prev = existsSync(reportFile) ? readPreviousReport(reportFile) : undefined;
   if (prev !== undefined && prev.passed && prev.source === pair.source && prev.grown === pair.output) {
     report = prev;
-    st.r.skipped = true;
+    stage.r.skipped = true;
   }
   if (report === undefined) {
     report = await verifyGrowth(pair.source, pair.output, {
@@ -602,10 +602,10 @@ async function verifyStage(run: PipelineRun, s: Extract<StageSpec, { verify: unk
       tolerance: s.verify.tolerance,
       throwOnFail: false,
     });
-    mkdirSync(st.dir, { recursive: true });
+    mkdirSync(stage.dir, { recursive: true });
     await writeFileAtomic(reportFile, JSON.stringify(report, null, 2) + '\n');
   }
-  st.r.verify = report;
+  stage.r.verify = report;
   run.log(
     `[${s.name}] ${formatReport(report).split('\n').slice(-1)[0]} (relative logit difference ${report.relativeLogitDiff.toExponential(2)})`,
   );
@@ -616,14 +616,14 @@ async function verifyStage(run: PipelineRun, s: Extract<StageSpec, { verify: unk
 }
 
 /** Bakes run.current (drops the growth masks) unless a complete bake is there. */
-async function bakeStage(run: PipelineRun, s: Extract<StageSpec, { bake: unknown }>, st: StageRun): Promise<void> {
-  if (await manifestComplete(st.dir)) st.r.skipped = true;
+async function bakeStage(run: PipelineRun, s: Extract<StageSpec, { bake: unknown }>, stage: StageRun): Promise<void> {
+  if (await manifestComplete(stage.dir)) stage.r.skipped = true;
   else {
     const { quiet, progress } = run.opts;
-    await bakeCheckpoint(run.current, st.dir, { overwrite: true, force: s.bake.force, quiet, progress, warn: run.log });
+    await bakeCheckpoint(run.current, stage.dir, { overwrite: true, force: s.bake.force, quiet, progress, warn: run.log });
   }
-  run.lastPair = { source: run.current, output: st.dir };
-  run.current = st.dir;
+  run.lastPair = { source: run.current, output: stage.dir };
+  run.current = stage.dir;
 }
 
 /** Plots every train stage's metrics into <out>/loss.svg; undefined when no stage wrote any. */

@@ -1,4 +1,4 @@
-"""Training data and batches, bit-for-bit as src/train/data.ts + src/train/rng.ts: the same
+"""Training data and batches, bit-for-bit as src/train/data.ts + src/util/random.ts: the same
 windows for the same (seed, split, step), so both engines see identical batches.
 
 Data is memory-mapped: a token file is never read whole into Python objects. A `.bin` with a
@@ -53,7 +53,7 @@ def mulberry32(seed):
 
 
 def uniform_int(nxt, n):
-    """Uniform in [0, n) by rejection sampling (no modulo bias), as rng.ts uniformInt."""
+    """Uniform in [0, n) by rejection sampling (no modulo bias), as src/util/random.ts uniformInt."""
     limit = 0x100000000 - (0x100000000 % n)
     while True:
         r = nxt()

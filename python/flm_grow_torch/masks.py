@@ -48,7 +48,7 @@ def at_least_f32(x):
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-# ---- the schedule (src/train/mask-schedule.ts) ------------------------------------------------
+# ---- the schedule (src/checkpoint/masks.ts) ---------------------------------------------------
 
 
 def schedule_value(entry, stage_step):

@@ -73,9 +73,9 @@ function pidAlive(pid: number): boolean {
 
 /** Bytes under `p` (files only; symlinks not followed). */
 export function treeBytes(p: string): number {
-  const st = lstatSync(p, { throwIfNoEntry: false });
-  if (st === undefined) return 0;
-  if (!st.isDirectory()) return st.size;
+  const stats = lstatSync(p, { throwIfNoEntry: false });
+  if (stats === undefined) return 0;
+  if (!stats.isDirectory()) return stats.size;
   let n = 0;
   for (const f of readdirSync(p)) n += treeBytes(join(p, f));
   return n;
@@ -156,8 +156,8 @@ export function recoverDestination(dest: string, notice: (msg: string) => void):
  */
 export function assertReplaceable(dest: string, force: boolean): void {
   if (force) return;
-  const st = lstatSync(dest);
-  if (st.isDirectory() && (existsSync(join(dest, MANIFEST_FILE)) || readdirSync(dest).length === 0)) return;
+  const stats = lstatSync(dest);
+  if (stats.isDirectory() && (existsSync(join(dest, MANIFEST_FILE)) || readdirSync(dest).length === 0)) return;
   throw new CheckpointError(
     'DestinationNotOurs',
     `${dest}: exists and is not a folder flm-grow wrote (no ${MANIFEST_FILE}); --overwrite replaces only those (pass --force-overwrite to replace it anyway)`,

@@ -10,7 +10,7 @@ import { readFailure, readJsonFile } from '../util/files.ts';
 import { FlmGrowError } from '../util/errors.ts';
 import { sha256File } from '../util/hash.ts';
 import { joinInside, safeRelativeName } from './paths.ts';
-import { MASK_GROUPS, type MaskGroup } from './masks.ts';
+import { MASK_GROUPS, type MaskSchedule } from './masks.ts';
 import type { ModelConfig } from '../spec/config.ts';
 
 /** Its name lives with the other checkpoint file names (atomic.ts tells flm-grow's folders by it). */
@@ -27,18 +27,6 @@ export const TOOL_VERSION = '0.1.0';
  */
 export const SIDE_FILE_PATTERN =
   /^(?!.*\.(py|pyc|pyo|so)$)(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
-
-export interface MaskSchedule {
-  group: MaskGroup;
-  /**
-   * Optimizer step (counted from the start of training the grown model) where annealing starts;
-   * negative for a schedule carried from a source that was still annealing (it began earlier).
-   */
-  startStep: number;
-  /** Steps from 0 to 1 (MSG's default: 5000). */
-  length: number;
-  shape: 'linear' | 'cosine';
-}
 
 /** What a manifest records about the checkpoint a stage read. */
 export interface SourceIdentity {

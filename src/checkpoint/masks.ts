@@ -1,5 +1,9 @@
 /**
- * MSG masks of a grown checkpoint (SPEC §2), stored beside it as masks.safetensors (F32):
+ * MSG masks (SPEC §2), the one home of their values: the types, the masks.safetensors file, the
+ * annealing schedule and its application. Their tfjs form (what the model multiplies by) is
+ * src/model/mask-tensors.ts; the torch engine's counterpart is python/flm_grow_torch/masks.py.
+ *
+ * A grown checkpoint stores them beside it as masks.safetensors (F32):
  *   hidden [H]  vocab [V]  layers.{i}.heads [nh]  layers.{i}.ffn [F]  layers.{i}.residual [1]
  *   vocab_tokens [V] (only when the vocabulary grew with `vocab.new: "tokens"`)
  * Old units are 1; new units hold the current annealing value c (0 right after growth);
@@ -24,6 +28,19 @@ export const MASKS_FILE = 'masks.safetensors';
 /** Groups annealed independently (each may have its own schedule in the manifest). */
 export const MASK_GROUPS = ['hidden', 'heads', 'ffn', 'layers', 'vocab'] as const;
 export type MaskGroup = (typeof MASK_GROUPS)[number];
+
+/** One group's annealing (the manifest's masks.schedule entries). */
+export interface MaskSchedule {
+  group: MaskGroup;
+  /**
+   * Optimizer step (counted from the start of training the grown model) where annealing starts;
+   * negative for a schedule carried from a source that was still annealing (it began earlier).
+   */
+  startStep: number;
+  /** Steps from 0 to 1 (MSG's default: 5000). */
+  length: number;
+  shape: 'linear' | 'cosine';
+}
 
 export interface LayerMasks {
   heads: Float32Array;
@@ -190,4 +207,28 @@ export function applyMaskValues(m: MaskSet, values: Partial<Record<MaskGroup, nu
       residual: l.residual < 1 && values.layers !== undefined ? Math.max(l.residual, values.layers) : l.residual,
     })),
   };
+}
+
+// ---- the annealing schedule ----------------------------------------------------------------
+// MSG annealing: each mask group rises from 0 to 1 over its schedule entry, counted in optimizer
+// steps since the growth (the manifest's masks.schedule). Masks are not trained: the trainer sets
+// them from these functions before every step, so a resumed run sees the same values.
+
+/** Value of one schedule entry at `stageStep` (steps since growth), in [0, 1]. */
+export function scheduleValue(s: MaskSchedule, stageStep: number): number {
+  if (s.length <= 0) return 1;
+  const t = Math.min(1, Math.max(0, (stageStep - s.startStep) / s.length));
+  return s.shape === 'cosine' ? 0.5 * (1 - Math.cos(Math.PI * t)) : t;
+}
+
+/** The annealing value of every scheduled group at `stageStep`. */
+export function maskValuesAt(schedule: readonly MaskSchedule[], stageStep: number): Partial<Record<MaskGroup, number>> {
+  const out: Partial<Record<MaskGroup, number>> = {};
+  for (const s of schedule) out[s.group] = scheduleValue(s, stageStep);
+  return out;
+}
+
+/** First stage step at which every group has reached 1 (0 for an empty schedule). */
+export function annealingEndStep(schedule: readonly MaskSchedule[]): number {
+  return schedule.reduce((a, s) => Math.max(a, s.startStep + s.length), 0);
 }

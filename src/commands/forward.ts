@@ -50,7 +50,7 @@ export const forwardCommand: CommandModule = {
         engine: {
           default: 'tfjs',
           describe:
-            'tfjs, torch (python/flm_grow_torch.passes: layer-streamed, every core or the GPU) or auto (torch when a Python with torch is found)',
+            'tfjs, torch (python/flm_grow_torch/passes.py: layer-streamed, every core or the GPU) or auto (torch when a Python with torch is found)',
         },
       },
     )

@@ -25,7 +25,7 @@ export const selectLayersCommand: CommandModule = {
           engine: {
             default: 'tfjs',
             describe:
-              'tfjs, torch (python/flm_grow_torch.passes: every core or the GPU, layer-streamed) or auto (torch when found)',
+              'tfjs, torch (python/flm_grow_torch/passes.py: every core or the GPU, layer-streamed) or auto (torch when found)',
           },
           metric: { default: 'cosine' },
           order: { default: 'smallest' },

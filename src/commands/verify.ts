@@ -27,7 +27,7 @@ export const verifyCommand: CommandModule = {
         engine: {
           default: 'tfjs',
           describe:
-            'tfjs, torch (python/flm_grow_torch.passes: every core or the GPU, layer-streamed) or auto (torch when found)',
+            'tfjs, torch (python/flm_grow_torch/passes.py: every core or the GPU, layer-streamed) or auto (torch when found)',
         },
         'calibration-tokens': { default: 128 },
         'calibration-seq': { default: 32 },

@@ -15,8 +15,8 @@
  *   manifest, or one written before schedules were carried) anneals from where it is over the
  *   plan's anneal_steps.
  */
-import type { Manifest, MaskSchedule } from '../checkpoint/manifest.ts';
-import { MASK_GROUPS, type MaskGroup } from '../checkpoint/masks.ts';
+import type { Manifest } from '../checkpoint/manifest.ts';
+import { MASK_GROUPS, type MaskGroup, type MaskSchedule } from '../checkpoint/masks.ts';
 
 /** Where the source stood in its annealing: steps since its growth, and its schedule. */
 export interface SourceAnnealing {

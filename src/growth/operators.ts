@@ -62,9 +62,9 @@ export interface GrowthOperator {
   /** The size it grows, set by its first target field (never shrinks; grows when the target's is larger). Absent: not a size. */
   readonly extent?: (c: ModelConfig) => number;
   /** The target config fields it sets from the plan's targets (absent targets keep the source's). */
-  resolve(src: ModelConfig, t: GrowthTargets): Partial<ModelConfig>;
+  resolve(src: ModelConfig, targets: GrowthTargets): Partial<ModelConfig>;
   /** Checks beyond "no shrinking", on the fully resolved target; throws PlanError naming the field. */
-  validate?(src: ModelConfig, target: ModelConfig, t: GrowthTargets, where: string): void;
+  validate?(src: ModelConfig, target: ModelConfig, targets: GrowthTargets, where: string): void;
   /** arch.ts dimensions whose index maps it builds (each dimension has exactly one owner). */
   readonly dims: readonly Dim[];
   /** With init.new clone a new index maps to the source index it copies (still new for its mask unless the clone is exact). */
@@ -264,7 +264,7 @@ const hidden: GrowthOperator = {
   name: 'hidden',
   targets: ['hidden_size'],
   extent: (c) => c.hiddenSize,
-  resolve: (s, t) => ({ hiddenSize: t.hidden_size ?? s.hiddenSize }),
+  resolve: (s, targets) => ({ hiddenSize: targets.hidden_size ?? s.hiddenSize }),
   dims: ['H'],
   indexMaps: (s, t, init) => ({
     H: init.new === 'clone' ? hiddenCloneMap(s, t, init) : appendMap(s.hiddenSize, t.hiddenSize),
@@ -310,7 +310,7 @@ const ffn: GrowthOperator = {
   name: 'ffn',
   targets: ['intermediate_size'],
   extent: (c) => c.intermediateSize,
-  resolve: (s, t) => ({ intermediateSize: t.intermediate_size ?? s.intermediateSize }),
+  resolve: (s, targets) => ({ intermediateSize: targets.intermediate_size ?? s.intermediateSize }),
   dims: ['F'],
   indexMaps: (s, t, init) => ({ F: ffnMap(s, t, init) }),
   mask: 'ffn',
@@ -365,12 +365,12 @@ const heads: GrowthOperator = {
   name: 'heads',
   targets: ['num_attention_heads', 'head_dim'],
   extent: (c) => c.numHeads,
-  resolve: (s, t) => ({ numHeads: t.num_attention_heads ?? s.numHeads }),
-  validate: (s, target, t, where) => {
-    if (t.head_dim !== undefined && t.head_dim !== s.headDim) {
+  resolve: (s, targets) => ({ numHeads: targets.num_attention_heads ?? s.numHeads }),
+  validate: (s, target, targets, where) => {
+    if (targets.head_dim !== undefined && targets.head_dim !== s.headDim) {
       throw new PlanError(
         'targets.head_dim',
-        `${t.head_dim} differs from the source's ${s.headDim}; head_dim cannot change (RoPE and every head's weights depend on it)`,
+        `${targets.head_dim} differs from the source's ${s.headDim}; head_dim cannot change (RoPE and every head's weights depend on it)`,
         where,
       );
     }
@@ -413,10 +413,10 @@ const kvHeads: GrowthOperator = {
   name: 'kv-heads',
   targets: ['num_key_value_heads'],
   extent: (c) => c.numKvHeads,
-  resolve: (s, t) => ({
+  resolve: (s, targets) => ({
     numKvHeads:
-      t.num_key_value_heads ??
-      (t.num_attention_heads !== undefined && s.numKvHeads === s.numHeads ? t.num_attention_heads : s.numKvHeads),
+      targets.num_key_value_heads ??
+      (targets.num_attention_heads !== undefined && s.numKvHeads === s.numHeads ? targets.num_attention_heads : s.numKvHeads),
   }),
   dims: ['KV'],
   indexMaps: (s, t, init) => ({
@@ -441,7 +441,7 @@ const depth: GrowthOperator = {
   name: 'depth',
   targets: ['num_hidden_layers'],
   extent: (c) => c.numLayers,
-  resolve: (s, t) => ({ numLayers: t.num_hidden_layers ?? s.numLayers }),
+  resolve: (s, targets) => ({ numLayers: targets.num_hidden_layers ?? s.numLayers }),
   dims: [],
   indexMaps: () => ({}),
   mask: 'residual',
@@ -566,7 +566,7 @@ const vocab: GrowthOperator = {
   name: 'vocab',
   targets: ['vocab_size'],
   extent: (c) => c.vocabSize,
-  resolve: (s, t) => ({ vocabSize: t.vocab_size ?? s.vocabSize }),
+  resolve: (s, targets) => ({ vocabSize: targets.vocab_size ?? s.vocabSize }),
   dims: ['V'],
   indexMaps: (s, t) => ({ V: appendMap(s.vocabSize, t.vocabSize) }),
   mask: 'vocab',
@@ -583,12 +583,12 @@ const vocab: GrowthOperator = {
 const mupLogitScale: GrowthOperator = {
   name: 'mup-logit-scale',
   targets: ['mup_scale_factor'],
-  resolve: (s, t) =>
-    t.mup_scale_factor === undefined
+  resolve: (s, targets) =>
+    targets.mup_scale_factor === undefined
       ? {}
       : {
-          outputMult: s.outputMult * (t.mup_scale_factor / s.mupScaleFactor),
-          mupScaleFactor: t.mup_scale_factor,
+          outputMult: s.outputMult * (targets.mup_scale_factor / s.mupScaleFactor),
+          mupScaleFactor: targets.mup_scale_factor,
         },
   validate: (s, _target, t, where) => {
     if (t.mup_scale_factor !== undefined && !s.useMup)

@@ -10,7 +10,7 @@ import type { ModelConfig } from '../spec/config.ts';
 import { PlanError } from '../util/errors.ts';
 import type { DType } from '../util/dtype.ts';
 import { MASK_GROUPS, type MaskGroup } from '../checkpoint/masks.ts';
-import type { MaskSchedule } from '../checkpoint/manifest.ts';
+import type { MaskSchedule } from '../checkpoint/masks.ts';
 import {
   grows,
   OPERATORS,
@@ -468,7 +468,7 @@ export interface ResolvedTarget {
  * write. `outDtype` is the output tensor dtype (decides whether zero mode is exact).
  */
 export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DType, where = 'plan'): ResolvedTarget {
-  const t = plan.targets;
+  const targets = plan.targets;
   for (const k of SOURCE_KEYS) {
     const want = plan.source?.[k];
     const have = src[SOURCE_FIELD[k]];
@@ -481,7 +481,7 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
     }
   }
   let target: ModelConfig = { ...src };
-  for (const op of OPERATORS) target = { ...target, ...op.resolve(src, t) };
+  for (const op of OPERATORS) target = { ...target, ...op.resolve(src, targets) };
   for (const op of OPERATORS) {
     if (op.extent === undefined) continue;
     const [v, s] = [op.extent(target), op.extent(src)];
@@ -504,7 +504,7 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
   };
   const size = modelSizeProblem(dims, 'targets.') ?? growMemoryProblem(dims, 'targets.');
   if (size !== undefined) throw new PlanError(size.field, size.message, where);
-  for (const op of OPERATORS) op.validate?.(src, target, t, where);
+  for (const op of OPERATORS) op.validate?.(src, target, targets, where);
   const normOp = OPERATORS.find((op) => op.normRule !== undefined);
   const zeroNorm = plan.mode === 'zero' && normOp?.normRule !== undefined ? normOp.normRule(src, target, outDtype) : undefined;
   target = {
@@ -536,7 +536,7 @@ export function resolveTarget(src: ModelConfig, plan: GrowthPlan, outDtype: DTyp
     notes.push(
       `init.new clone in ${outDtype}: split out-weights w/c are rounded unless every copy count c is a power of two (and init.noise is 0), so the function is kept only to ${outDtype} rounding; --dtype f32 keeps it to f32 rounding`,
     );
-  if (t.num_key_value_heads === undefined && target.numKvHeads !== src.numKvHeads) {
+  if (targets.num_key_value_heads === undefined && target.numKvHeads !== src.numKvHeads) {
     notes.push(
       `num_key_value_heads ${src.numKvHeads} -> ${target.numKvHeads}: not in the plan; it follows num_attention_heads because the source has one query head per KV head (give num_key_value_heads to choose it)`,
     );

@@ -132,7 +132,7 @@ export async function produceTensor(
 
   /** The entries of output row i that are not copied: new columns of an old row, or the whole of a new row. */
   function fillNew(view: Bits, i: number, base: number, oldRow: boolean): void {
-    let st = 0;
+    let stream = 0;
     let seeded = false;
     for (const run of colRuns) {
       if (oldRow && run.src >= 0) continue;
@@ -143,10 +143,10 @@ export async function produceTensor(
         continue;
       }
       if (fill === 'random' && !seeded) {
-        st = rowState(tseed, i);
+        stream = rowState(tseed, i);
         seeded = true;
       }
-      st = fillRun(view, base + run.out, run.len, fill, table, one, st);
+      stream = fillRun(view, base + run.out, run.len, fill, table, one, stream);
     }
   }
 

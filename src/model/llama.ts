@@ -15,7 +15,7 @@ import { hasTensor, LLAMA_TENSORS, shapeOf, SPEC_BY_ROLE, tensorName, type Role 
 import { WIDE_BLOCK } from './stream-memory.ts';
 import { roundToDtype, type DType } from '../util/dtype.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
-import type { MaskSet } from '../checkpoint/masks.ts';
+import type { MaskTensors } from './mask-tensors.ts';
 
 // ---- weights -----------------------------------------------------------------------------
 
@@ -121,45 +121,6 @@ export function disposeLayerWeights(lw: Partial<LayerWeights>): void {
 export function disposeWeights(w: LlamaWeights): void {
   tf.dispose([w.embed, w.finalNorm, w.lmHead]);
   for (const l of w.layers) disposeLayerWeights(l);
-}
-
-// ---- masks -------------------------------------------------------------------------------
-
-export interface LayerMaskTensors {
-  heads: tf.Tensor1D;
-  ffn: tf.Tensor1D;
-  residual: tf.Scalar;
-}
-
-/** tf versions of a MaskSet (SPEC §2). */
-export interface MaskTensors {
-  hidden: tf.Tensor1D;
-  /**
-   * log(m) of the vocab mask m, added to the logits (SPEC §2): 0 at 1, -Infinity at 0 (padding
-   * ids, new tokens before annealing), in between it scales the id's softmax weight by m.
-   */
-  vocabBias: tf.Tensor1D;
-  layers: LayerMaskTensors[];
-}
-
-export function masksToTensors(m: MaskSet): MaskTensors {
-  return {
-    hidden: tf.tensor1d(m.hidden, 'float32'),
-    vocabBias: tf.tensor1d(
-      Float32Array.from(m.vocab, (v) => Math.log(v)),
-      'float32',
-    ),
-    layers: m.layers.map((l) => ({
-      heads: tf.tensor1d(l.heads, 'float32'),
-      ffn: tf.tensor1d(l.ffn, 'float32'),
-      residual: tf.scalar(l.residual, 'float32'),
-    })),
-  };
-}
-
-export function disposeMaskTensors(m: MaskTensors): void {
-  tf.dispose([m.hidden, m.vocabBias]);
-  for (const l of m.layers) tf.dispose([l.heads, l.ffn, l.residual]);
 }
 
 // ---- positions: RoPE tables and the causal mask ------------------------------------------

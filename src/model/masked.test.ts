@@ -9,7 +9,8 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../engines/tfjs-backend.ts';
 import { makeConfig, type ModelConfig } from '../spec/config.ts';
 import { onesMasks, type MaskSet } from '../checkpoint/masks.ts';
-import { disposeMaskTensors, disposeWeights, forward, masksToTensors } from './llama.ts';
+import { disposeWeights, forward } from './llama.ts';
+import { disposeMaskTensors, masksToTensors } from './mask-tensors.ts';
 import { buildHandGrown, randomIdRows, randomWeightArrays, weightsFromArrays } from '../../test/support/model.ts';
 import { naiveForward } from '../../test/reference/naive-llama.ts';
 

@@ -12,20 +12,12 @@ import { parsePlan } from '../growth/plan.ts';
 import { TokenDataset } from './data.ts';
 import { readMetrics, partitionMetrics } from './metrics.ts';
 import { AdamW } from './adamw.ts';
-import { maskValuesAt, scheduleValue } from './mask-schedule.ts';
+import { maskValuesAt, scheduleValue } from '../checkpoint/masks.ts';
 import { readOptimizerState, OPTIMIZER_FILE } from '../checkpoint/optimizer-state.ts';
 import { growOptimizerState } from '../growth/moments.ts';
 import { initConfig, writeRandomInit } from './random-init.ts';
-import {
-  batchLoss,
-  checkpointLoss,
-  crossEntropy,
-  modelStateFromArrays,
-  readCheckpointArrays,
-  train,
-  trainingMaskTensors,
-} from './trainer.ts';
-import { disposeMaskTensors } from '../model/llama.ts';
+import { batchLoss, checkpointLoss, crossEntropy, modelStateFromArrays, readCheckpointArrays, train } from './trainer.ts';
+import { disposeMaskTensors, trainingMaskTensors } from '../model/mask-tensors.ts';
 import { TrainError } from '../util/errors.ts';
 import { tinyByteConfig } from '../../test/support/model.ts';
 
@@ -277,11 +269,11 @@ describe('training', () => {
     const { saveCheckpoint } = await import('./checkpointing.ts');
     const bad = join(root, 'nan-ck');
     const cfg = tinyCfg();
-    const st = modelStateFromArrays(cfg, arrays);
+    const state = modelStateFromArrays(cfg, arrays);
     const moments = new Map(
       [...arrays].map(([n, a]) => [n, { expAvg: new Float32Array(a.length), expAvgSq: new Float32Array(a.length) }]),
     );
-    st.dispose();
+    state.dispose();
     await saveCheckpoint({
       dir: bad,
       cfg,

@@ -19,27 +19,17 @@ import { CheckpointFolder } from '../checkpoint/checkpoint-folder.ts';
 import { initBackend, type BackendName } from '../engines/tfjs-backend.ts';
 import { TrainError } from '../util/errors.ts';
 import { isInside } from '../checkpoint/paths.ts';
-import {
-  MANIFEST_FORMAT,
-  sourceIdentity,
-  TOOL_VERSION,
-  type GrowManifest,
-  type Manifest,
-  type MaskSchedule,
-} from '../checkpoint/manifest.ts';
+import { MANIFEST_FORMAT, sourceIdentity, TOOL_VERSION, type GrowManifest, type Manifest } from '../checkpoint/manifest.ts';
 import { sha256Bytes, sha256File } from '../util/hash.ts';
-import { applyMaskValues, groupsBelowOne, MASKS_FILE, type MaskSet } from '../checkpoint/masks.ts';
 import {
-  disposeMaskTensors,
-  forward,
-  LAYER_FIELDS,
-  makeRope,
-  masksToTensors,
-  type LayerWeights,
-  type LlamaWeights,
-  type MaskTensors,
-  type Rope,
-} from '../model/llama.ts';
+  annealingEndStep,
+  groupsBelowOne,
+  maskValuesAt,
+  MASKS_FILE,
+  type MaskSchedule,
+  type MaskSet,
+} from '../checkpoint/masks.ts';
+import { forward, LAYER_FIELDS, makeRope, type LayerWeights, type LlamaWeights, type Rope } from '../model/llama.ts';
 import { noProgress, startProgress, type ProgressFactory } from '../util/progress.ts';
 import {
   checkDataFile,
@@ -57,7 +47,7 @@ import { MetricsLog, type StepMetrics } from './metrics.ts';
 import { estimateTrainMemory, WASM_HEAP_LIMIT } from './memory.ts';
 import { bytesLabel } from '../util/format.ts';
 import { AdamW } from './adamw.ts';
-import { annealingEndStep, maskValuesAt } from './mask-schedule.ts';
+import { disposeMaskTensors, MASKED_ID_BIAS, MaskState, trainingMaskTensors, type MaskTensors } from '../model/mask-tensors.ts';
 import { withRunLock } from '../util/run-lock.ts';
 import { checkTrainOptionValues, trainDefault, trainOption } from './options.ts';
 import {
@@ -193,24 +183,6 @@ async function stateArrays(s: ModelState): Promise<Map<string, Float32Array>> {
 
 // ---- loss ----------------------------------------------------------------------------------
 
-/** The training bias of an id whose vocab mask is 0 (padding, or a new token before annealing). */
-export const MASKED_ID_BIAS = -1e30;
-
-/**
- * Masks as the model wants them (vocab bias log(m)), except that ids with m = 0 get a large
- * finite bias instead of -inf: their softmax weight is exactly 0 either way, but -inf · 0 in the
- * target pick would be NaN.
- */
-export function trainingMaskTensors(m: MaskSet): MaskTensors {
-  const t = masksToTensors(m);
-  t.vocabBias.dispose();
-  t.vocabBias = tf.tensor1d(
-    Float32Array.from(m.vocab, (v) => (v === 0 ? MASKED_ID_BIAS : Math.log(v))),
-    'float32',
-  );
-  return t;
-}
-
 /**
  * Mean cross-entropy of logits [B,T,V] against int32 targets [B,T]. With `live` ([V], 1 or 0),
  * positions whose target id is not live are left out of the mean: a new token (`vocab.new:
@@ -340,10 +312,10 @@ async function startState(o: TrainOptions, ck: CheckpointFolder, dir: string, re
   if (m?.kind === 'train') {
     ({ step, tokens, stageStart } = m.extra);
   } else {
-    const st = await ck.optimizer(new Map());
-    if (st !== undefined) {
-      step = st.meta.step;
-      tokens = st.meta.tokens;
+    const saved = await ck.optimizer(new Map());
+    if (saved !== undefined) {
+      step = saved.meta.step;
+      tokens = saved.meta.tokens;
       stageStart = step; // a grown checkpoint: its stage starts here
     }
   }
@@ -372,42 +344,6 @@ async function startState(o: TrainOptions, ck: CheckpointFolder, dir: string, re
   };
 }
 
-/** Mask values follow the schedule; the MaskSet and its tensors are rebuilt only when the values change. */
-export class MaskState {
-  readonly base: MaskSet | undefined;
-  /** The masks of the last `at()` and their tensors (what the loss uses). */
-  masks: MaskSet | undefined;
-  tensors: MaskTensors | undefined;
-  private readonly schedule: MaskSchedule[];
-  private readonly stageStart: number;
-  private key = '';
-
-  constructor(base: MaskSet | undefined, schedule: MaskSchedule[], stageStart: number) {
-    this.base = base;
-    this.schedule = schedule;
-    this.stageStart = stageStart;
-  }
-
-  /** The masks at global `step` (undefined: the checkpoint has none); `tensors` follow. */
-  at(step: number): MaskSet | undefined {
-    if (this.base === undefined) return undefined;
-    const values = maskValuesAt(this.schedule, step - this.stageStart);
-    const key = JSON.stringify(values);
-    if (key !== this.key || this.masks === undefined) {
-      this.key = key;
-      this.masks = applyMaskValues(this.base, values);
-      if (this.tensors !== undefined) disposeMaskTensors(this.tensors);
-      this.tensors = trainingMaskTensors(this.masks);
-    }
-    return this.masks;
-  }
-
-  dispose(): void {
-    if (this.tensors !== undefined) disposeMaskTensors(this.tensors);
-    this.tensors = undefined;
-  }
-}
-
 interface TrainArgs {
   B: number;
   T: number;
@@ -430,7 +366,7 @@ interface Run extends TrainArgs {
   /** The checkpoint this invocation started from. */
   dir: string;
   cfg: ModelConfig;
-  st: StartState;
+  start: StartState;
   ds: TrainingData;
   tokenizerName: string;
   dataSha: string;
@@ -537,12 +473,13 @@ async function openRun(
         'Train it with the torch engine: flm-grow train --engine torch (needs a Python with torch), or use a smaller --batch-size/--seq-len.',
     );
   }
-  const st = await startState(o, ck, dir, resumed);
-  if (st.step >= st.targetStep) log(`train: ${dir} is already at step ${st.step} (target ${st.targetStep}); nothing to do`);
-  const lrEnd = (st.lrSchedule.startStep ?? 0) + st.lrSchedule.totalSteps;
-  if (st.resumed && st.targetStep > lrEnd)
+  const start = await startState(o, ck, dir, resumed);
+  if (start.step >= start.targetStep)
+    log(`train: ${dir} is already at step ${start.step} (target ${start.targetStep}); nothing to do`);
+  const lrEnd = (start.lrSchedule.startStep ?? 0) + start.lrSchedule.totalSteps;
+  if (start.resumed && start.targetStep > lrEnd)
     log(
-      `train: the run's LR schedule ends at step ${lrEnd}; steps ${lrEnd} to ${st.targetStep} run at its final LR ${st.lrSchedule.minLr}`,
+      `train: the run's LR schedule ends at step ${lrEnd}; steps ${lrEnd} to ${start.targetStep} run at its final LR ${start.lrSchedule.minLr}`,
     );
   const tokenizer = await ck.tokenizer();
   const ds = openTrainingData(o.data, { tokenizer, seqLen: args.T, evalFraction: o.evalFraction });
@@ -557,19 +494,19 @@ async function openRun(
       ? sha256Bytes(JSON.stringify(await Promise.all(parts.map(async (p, i) => [await sha256File(p.source), ds.weights[i]]))))
       : await sha256File(o.data);
   const state = (held.state = modelStateFromArrays(cfg, await readCheckpointArrays(ck)));
-  const adam = (held.adam = await openOptimizer(o, state, ck, st.step));
+  const adam = (held.adam = await openOptimizer(o, state, ck, start.step));
   const rope = (held.rope = makeRope(cfg, args.T));
   // the run folder appears only once the run has passed every check
   if (o.overwrite === true) clearRun(o.out);
   mkdirSync(o.out, { recursive: true });
   const metrics = (held.metrics = new MetricsLog(
     join(o.out, METRICS_FILE),
-    st.resumed || continuesRun(o.out, o.checkpoint) ? { resumeAtStep: st.step } : { truncate: true },
+    start.resumed || continuesRun(o.out, o.checkpoint) ? { resumeAtStep: start.step } : { truncate: true },
   ));
-  if (st.grownFrom !== undefined) {
-    const rt = (st.grownFrom.plan as { resolvedTargets?: Record<string, number> } | undefined)?.resolvedTargets;
+  if (start.grownFrom !== undefined) {
+    const rt = (start.grownFrom.plan as { resolvedTargets?: Record<string, number> } | undefined)?.resolvedTargets;
     metrics.logGrowth(
-      st.step,
+      start.step,
       o.stage ?? 0,
       rt === undefined
         ? undefined
@@ -577,20 +514,20 @@ async function openRun(
     );
   }
   const unscheduled =
-    baseMasks === undefined ? [] : groupsBelowOne(baseMasks).filter((g) => !st.schedule.some((e) => e.group === g.group));
+    baseMasks === undefined ? [] : groupsBelowOne(baseMasks).filter((g) => !start.schedule.some((e) => e.group === g.group));
   if (unscheduled.length > 0) {
     log(
       `train: warning: ${dir}: masks below 1 with no schedule in its manifest: ${unscheduled.map((g) => `${g.group} (${g.count}, min ${g.minValue})`).join(', ')}; ` +
         'they stay where they are (a checkpoint grown by an older flm-grow?); grow the source again to carry its schedule',
     );
   }
-  const masks = (held.masks = new MaskState(baseMasks, st.schedule, st.stageStart));
+  const masks = (held.masks = new MaskState(baseMasks, start.schedule, start.stageStart));
   return {
     ...args,
     o,
     dir,
     cfg,
-    st,
+    start,
     ds,
     tokenizerName: tokenizer.name,
     dataSha,
@@ -600,12 +537,12 @@ async function openRun(
     masks,
     metrics,
     log,
-    step: st.step,
-    tokens: st.tokens,
+    step: start.step,
+    tokens: start.tokens,
     trainedTokens: 0,
     losses: [],
     lastEval: undefined,
-    lastSaved: st.resumed ? dir : undefined,
+    lastSaved: start.resumed ? dir : undefined,
     t0: Date.now(),
   };
 }
@@ -627,28 +564,33 @@ async function openOptimizer(o: TrainOptions, state: ModelState, ck: CheckpointF
 
 /** Steps until the target; true when `shouldStop` ended it early (no final save). */
 async function trainLoop(r: Run): Promise<boolean> {
-  const annealEnd = r.st.stageStart + annealingEndStep(r.st.schedule);
+  const annealEnd = r.start.stageStart + annealingEndStep(r.start.schedule);
   const saveEvery = r.o.saveEvery ?? trainDefault('save-every');
   let announcedBake = r.masks.base === undefined || groupsBelowOne(r.masks.base).length === 0;
-  const bar = startProgress(r.o.progress, r.o.quiet, `train ${r.cfg.hiddenSize}x${r.cfg.numLayers}`, r.st.targetStep - r.st.step);
+  const bar = startProgress(
+    r.o.progress,
+    r.o.quiet,
+    `train ${r.cfg.hiddenSize}x${r.cfg.numLayers}`,
+    r.start.targetStep - r.start.step,
+  );
   const logEvery = r.o.logEvery ?? trainDefault('log-every');
   // no bar on the terminal (or none at all): the steps are told by plain lines instead
   const plainLines = r.o.quiet !== true && logEvery > 0 && bar === noProgress;
   try {
-    while (r.step < r.st.targetStep) {
-      if (r.o.shouldStop?.(r.step - r.st.step) === true) return true;
+    while (r.step < r.start.targetStep) {
+      if (r.o.shouldStop?.(r.step - r.start.step) === true) return true;
       const m = await trainStep(r);
       r.metrics.logStep(m);
       r.o.onStep?.(m);
-      if (plainLines && (r.step % logEvery === 0 || r.step === r.st.targetStep)) r.log(stepLine(m, r.st.targetStep));
-      bar.update(r.step - r.st.step);
+      if (plainLines && (r.step % logEvery === 0 || r.step === r.start.targetStep)) r.log(stepLine(m, r.start.targetStep));
+      bar.update(r.step - r.start.step);
       if (!announcedBake && r.step >= annealEnd && groupsBelowOne(r.masks.at(r.step) as MaskSet).length === 0) {
         announcedBake = true;
         r.log(
           `train: every mask reached 1 at step ${r.step}; the checkpoint saved from here on can be baked (flm-grow bake <checkpoint> <dest>)`,
         );
       }
-      if (saveEvery > 0 && r.step % saveEvery === 0 && r.step < r.st.targetStep) await save(r, false);
+      if (saveEvery > 0 && r.step % saveEvery === 0 && r.step < r.start.targetStep) await save(r, false);
     }
     return false;
   } finally {
@@ -670,14 +612,14 @@ export function stepLine(m: StepMetrics, target: number): string {
 async function trainStep(r: Run): Promise<StepMetrics> {
   const ts = Date.now();
   const masks = r.masks.at(r.step);
-  const lr = lrAt(r.step, r.st.lrSchedule);
+  const lr = lrAt(r.step, r.start.lrSchedule);
   const { loss, gradNorm } = await optimizerStep(r, r.ds.batchAt('train', r.step, r.B, r.T, r.seed), lr);
   r.losses.push(loss);
   r.step++;
   r.tokens += r.B * r.T;
   r.trainedTokens += r.B * r.T;
   const evalEvery = r.o.evalEvery ?? trainDefault('eval-every');
-  const evalNow = r.ds.eval.length > r.T && ((evalEvery > 0 && r.step % evalEvery === 0) || r.step === r.st.targetStep);
+  const evalNow = r.ds.eval.length > r.T && ((evalEvery > 0 && r.step % evalEvery === 0) || r.step === r.start.targetStep);
   if (evalNow) r.lastEval = evalLoss(r);
   const m: StepMetrics = {
     // the HF Trainer's global_step: updates done, the number checkpoint-<step> and the console carry
@@ -689,7 +631,7 @@ async function trainStep(r: Run): Promise<StepMetrics> {
     gradNorm,
     tokensPerSec: (r.B * r.T * 1000) / Math.max(1, Date.now() - ts),
     stage: r.o.stage ?? 0,
-    ...(masks !== undefined ? { masks: maskSummary(maskValuesAt(r.st.schedule, r.step - 1 - r.st.stageStart)) } : {}),
+    ...(masks !== undefined ? { masks: maskSummary(maskValuesAt(r.start.schedule, r.step - 1 - r.start.stageStart)) } : {}),
   };
   if (m.masks === undefined) delete m.masks;
   return m;
@@ -768,19 +710,19 @@ async function save(r: Run, complete: boolean): Promise<string> {
       kind: 'train',
       created: new Date().toISOString(),
       tool: { name: 'flm-grow', version: TOOL_VERSION },
-      ...(r.st.source !== undefined ? { source: r.st.source } : {}),
-      ...(masks !== undefined ? { masks: { file: MASKS_FILE, schedule: r.st.schedule } } : {}),
+      ...(r.start.source !== undefined ? { source: r.start.source } : {}),
+      ...(masks !== undefined ? { masks: { file: MASKS_FILE, schedule: r.start.schedule } } : {}),
       extra: {
         step: r.step,
-        stageStep: r.step - r.st.stageStart,
-        stageStart: r.st.stageStart,
+        stageStep: r.step - r.start.stageStart,
+        stageStart: r.start.stageStart,
         tokens: r.tokens,
-        runStartStep: r.st.runStart,
-        targetStep: r.st.targetStep,
+        runStartStep: r.start.runStart,
+        targetStep: r.start.targetStep,
         complete,
         seed: r.seed,
         dtype: 'F32',
-        lrSchedule: r.st.lrSchedule,
+        lrSchedule: r.start.lrSchedule,
         batchSize: r.B,
         seqLen: r.T,
         data: {
@@ -802,14 +744,14 @@ async function save(r: Run, complete: boolean): Promise<string> {
 
 async function finishRun(r: Run, interrupted: boolean): Promise<TrainResult> {
   // nothing trained (a resume already at its target): the checkpoint it resumed from stays the result
-  const out = interrupted || r.step === r.st.step ? (r.lastSaved ?? r.dir) : await save(r, true);
+  const out = interrupted || r.step === r.start.step ? (r.lastSaved ?? r.dir) : await save(r, true);
   const finalMasks = r.masks.at(r.step);
   const seconds = (Date.now() - r.t0) / 1000;
   return {
     checkpoint: out,
-    startStep: r.st.step,
+    startStep: r.start.step,
     step: r.step,
-    stageStep: r.step - r.st.stageStart,
+    stageStep: r.step - r.start.stageStart,
     losses: r.losses,
     firstLoss: r.losses[0] ?? NaN,
     lastLoss: r.losses[r.losses.length - 1] ?? NaN,

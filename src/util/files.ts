@@ -71,31 +71,35 @@ export function readRegularFile(path: string, opts: { maxBytes: number; what?: s
     throw new FileReadError(code, path, `cannot read ${what}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
   }
   try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) {
-      const kind = st.isDirectory()
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) {
+      const kind = stats.isDirectory()
         ? 'a directory'
-        : st.isFIFO()
+        : stats.isFIFO()
           ? 'a FIFO (named pipe)'
-          : st.isCharacterDevice() || st.isBlockDevice()
+          : stats.isCharacterDevice() || stats.isBlockDevice()
             ? 'a device'
-            : st.isSocket()
+            : stats.isSocket()
               ? 'a socket'
               : 'not a regular file';
       throw new FileReadError('NotARegularFile', path, `${what} is ${kind}; only regular files are read`);
     }
-    if (st.size > opts.maxBytes) {
-      throw new FileReadError('FileTooLarge', path, `${what} is ${st.size} bytes, more than the limit of ${opts.maxBytes} bytes`);
+    if (stats.size > opts.maxBytes) {
+      throw new FileReadError(
+        'FileTooLarge',
+        path,
+        `${what} is ${stats.size} bytes, more than the limit of ${opts.maxBytes} bytes`,
+      );
     }
     if (opts.probeOnly === true) return Buffer.alloc(0); // only "is it a readable regular file"
-    const buf = Buffer.alloc(st.size);
+    const buf = Buffer.alloc(stats.size);
     let off = 0;
-    while (off < st.size) {
-      const n = readSync(fd, buf, off, Math.min(READ_CHUNK, st.size - off), off);
+    while (off < stats.size) {
+      const n = readSync(fd, buf, off, Math.min(READ_CHUNK, stats.size - off), off);
       if (n === 0) break;
       off += n;
     }
-    return off === st.size ? buf : buf.subarray(0, off);
+    return off === stats.size ? buf : buf.subarray(0, off);
   } finally {
     closeSync(fd);
   }

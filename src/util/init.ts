@@ -88,19 +88,19 @@ export function rowState(tseed: number, row: number): number {
 }
 
 /**
- * Fill view[start .. start+len) with `fill`. For random fills the row stream `st` is advanced
+ * Fill view[start .. start+len) with `fill`. For random fills the row stream `stream` is advanced
  * (returned) so consecutive new runs of one row continue the same stream.
  */
-export function fillRun(view: Bits, start: number, len: number, fill: Fill, table: Bits, one: number, st: number): number {
+export function fillRun(view: Bits, start: number, len: number, fill: Fill, table: Bits, one: number, stream: number): number {
   if (fill === 'zero') {
     view.fill(0, start, start + len);
-    return st;
+    return stream;
   }
   if (fill === 'one') {
     view.fill(one, start, start + len);
-    return st;
+    return stream;
   }
-  let a = st;
+  let a = stream;
   const end = start + len;
   let i = start;
   while (i < end) {
@@ -120,11 +120,11 @@ export function fillRun(view: Bits, start: number, len: number, fill: Fill, tabl
  * each fill() continues where the last stopped.
  */
 export class NormalStream {
-  private st: number;
+  private stream: number;
   private readonly table: Bits;
 
   constructor(seed: number, name: string, std: number, dtype: DType) {
-    this.st = rowState(tensorSeed(seed, name), 0);
+    this.stream = rowState(tensorSeed(seed, name), 0);
     this.table = normalTable(std, dtype);
   }
 
@@ -134,7 +134,7 @@ export class NormalStream {
       this.table instanceof Uint16Array
         ? new Uint16Array(out.buffer, out.byteOffset, out.byteLength >>> 1)
         : new Uint32Array(out.buffer, out.byteOffset, out.byteLength >>> 2);
-    this.st = fillRun(view, 0, view.length, 'random', this.table, 0, this.st);
+    this.stream = fillRun(view, 0, view.length, 'random', this.table, 0, this.stream);
   }
 }
 

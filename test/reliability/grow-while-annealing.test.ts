@@ -14,9 +14,8 @@ import { bakeCheckpoint } from '../../src/growth/bake.ts';
 import { parsePlan } from '../../src/growth/plan.ts';
 import { writeRandomInit } from '../../src/train/random-init.ts';
 import { train } from '../../src/train/trainer.ts';
-import { annealingEndStep } from '../../src/train/mask-schedule.ts';
 import { readManifest } from '../../src/checkpoint/manifest.ts';
-import { groupsBelowOne, readMasks, masksPath } from '../../src/checkpoint/masks.ts';
+import { annealingEndStep, groupsBelowOne, readMasks, masksPath } from '../../src/checkpoint/masks.ts';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.ts';
 import { verifyGrowth } from '../../src/growth/verify.ts';
 

@@ -19,7 +19,8 @@ import { applyPlanFlags, defaultPlan, parsePlan, planToJson, resolveTarget } fro
 import { planReport } from '../../src/growth/plan-report.ts';
 import { applyMaskValues, groupsBelowOne, readMasks, MASKS_FILE, type MaskSet } from '../../src/checkpoint/masks.ts';
 import { readManifest } from '../../src/checkpoint/manifest.ts';
-import { forward, masksToTensors, disposeMaskTensors } from '../../src/model/llama.ts';
+import { forward } from '../../src/model/llama.ts';
+import { masksToTensors, disposeMaskTensors } from '../../src/model/mask-tensors.ts';
 import { streamedForward } from '../../src/model/streaming.ts';
 import { train } from '../../src/train/trainer.ts';
 import { checkMaskedIds, TokenDataset } from '../../src/train/data.ts';
