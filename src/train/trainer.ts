@@ -110,6 +110,8 @@ export interface TrainOptions {
   /** Length of the 'continue' schedule in global steps (default: this run's last step). */
   totalSteps?: number;
   keepCheckpoints?: number;
+  /** A JSONL or Parquet corpus: the field holding each document's text (default "text"). */
+  textField?: string;
   stage?: string | number;
   quiet?: boolean;
   /** Where progress goes (commands/ passes terminal bars); none by default. */
