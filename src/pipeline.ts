@@ -315,6 +315,11 @@ export interface PipelineOptions {
   shouldStopTraining?: (stepsThisRun: number) => boolean;
   /** Take over the output folder's lock held by a job on another host (--take-over-lock). */
   takeOverLock?: boolean;
+  /**
+   * `flm-grow run --log-every N`: the plain step line every N steps in every train stage, over the
+   * pipeline's log_every (console output only: not part of a stage's recorded spec).
+   */
+  logEvery?: number;
 }
 
 export interface PipelineResult {
@@ -537,6 +542,7 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, st: StageRun, don
     resume: true,
     totalSteps: run.totalSteps,
     stage: s.name,
+    ...(opts.logEvery !== undefined ? { logEvery: opts.logEvery } : {}),
     quiet: opts.quiet,
     progress: opts.progress,
     log,
