@@ -65,7 +65,8 @@ export const trainCommand: CommandModule = {
           type: 'string',
           demandOption: true,
           describe:
-            'training data: text (the checkpoint\'s tokenizer.json, else bytes), a JSONL corpus ({"text": ...} per line; tokenized once and cached), ' +
+            'training data: text (the checkpoint\'s tokenizer.json, else bytes), a JSONL or Parquet corpus ({"text": ...} per line, a text column; ' +
+            'a file, or a folder or glob of shards such as data/train-*.parquet; tokenized once and cached; --text-field names another field), ' +
             'a token file (.bin/.u16 uint16, .u32 uint32; a .bin with a Megatron .idx beside it is read per the index), ' +
             'or a weighted mix of token files: a.bin:0.7,b.bin:0.3',
         })
