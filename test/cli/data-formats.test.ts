@@ -382,6 +382,24 @@ open(p + "/fake.parquet", "w").write("id,text\n0,not parquet\n")
     for (let i = 0; i < 2; i++) expect(Math.abs(a.losses[i] - b.losses[i])).toBeLessThan(1e-4);
   });
 
+  it('a pipeline trains on a Parquet corpus by its text_field (relative to the pipeline file)', { timeout: 60_000 }, () => {
+    const pipe = join(p, 'pq-pipe.json');
+    writeFileSync(
+      pipe,
+      JSON.stringify({
+        data: 'content.parquet',
+        checkpoint: ck,
+        train: { batch_size: 2, seq_len: 16, text_field: 'content' },
+        stages: [{ name: 't', train: { steps: 2 } }],
+      }),
+    );
+    const r = cli(['run', pipe, '--out', join(p, 'pq-pipe-out'), '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/content\.parquet: 45 documents tokenized/);
+    const stage = (JSON.parse(r.stdout) as { stages: { lossEnd?: number }[] }).stages[0];
+    expect(Number.isFinite(stage.lossEnd)).toBe(true);
+  });
+
   it('refuses a bad Parquet corpus in one line naming the file (exit 2)', () => {
     const cases: [string, string[], RegExp][] = [
       ['fake.parquet', [], /fake\.parquet: not a Parquet file, or a corrupt one/],
