@@ -24,7 +24,7 @@ import { BACKEND_NAMES, initBackend, type BackendName } from './engines/tfjs-bac
 import { initConfig, writeRandomInit } from './train/random-init.ts';
 import { checkpointLoss, checkTrainOptions, METRICS_FILE, type TrainOptions } from './train/trainer.ts';
 import { corpusTokenFile, ENGINES, trainWithEngine, type Engine, type EngineOptions } from './train/engine.ts';
-import { isTextCorpus } from './train/corpus.ts';
+import { corpusShards, isTextCorpus } from './train/corpus.ts';
 import { latestCheckpoint } from './train/checkpointing.ts';
 import { dataFiles, openTrainingData, parseDataMix } from './train/data.ts';
 import { loadTokenizer } from './checkpoint/tokenizer.ts';
@@ -225,12 +225,19 @@ export function readPipelineFile(path: string): PipelineSpec {
  */
 function precheck(spec: PipelineSpec, file: string, rel: (p: string) => string): Map<number, GrowthPlan> {
   const data = relData(spec.data, rel);
-  for (const f of dataFiles(data))
+  if (isTextCorpus(data))
     try {
-      readRegularFileHead(f);
+      corpusShards(data);
     } catch (e) {
-      throw new PipelineError(file, 'data', `${f}: ${readFailure(e)}`);
+      throw new PipelineError(file, 'data', (e as Error).message);
     }
+  else
+    for (const f of dataFiles(data))
+      try {
+        readRegularFileHead(f);
+      } catch (e) {
+        throw new PipelineError(file, 'data', `${f}: ${readFailure(e)}`);
+      }
   if (spec.checkpoint !== undefined && !existsSync(join(rel(spec.checkpoint), 'config.json'))) {
     throw new PipelineError(file, 'checkpoint', `${rel(spec.checkpoint)} is not a checkpoint folder (no config.json)`);
   }
@@ -308,6 +315,11 @@ export interface PipelineOptions {
   shouldStopTraining?: (stepsThisRun: number) => boolean;
   /** Take over the output folder's lock held by a job on another host (--take-over-lock). */
   takeOverLock?: boolean;
+  /**
+   * `flm-grow run --log-every N`: the plain step line every N steps in every train stage, over the
+   * pipeline's log_every (console output only: not part of a stage's recorded spec).
+   */
+  logEvery?: number;
 }
 
 export interface PipelineResult {
@@ -394,7 +406,8 @@ async function startPipeline(file: string, opts: PipelineOptions, spec: Pipeline
     (a, s) => a + ('train' in s ? (s.train.steps ?? trainDefaults.steps ?? Number.NaN) : 0),
     0,
   );
-  const stats = dataFiles(data).map((f) => statSync(f));
+  // a corpus folder or glob: its shards, summed and the newest, as a mix's parts
+  const stats = (isTextCorpus(data) ? corpusShards(data) : dataFiles(data)).map((f) => statSync(f));
   const dataStat = { size: stats.reduce((a, x) => a + x.size, 0), mtimeMs: Math.max(...stats.map((x) => x.mtimeMs)) };
   return {
     file,
@@ -529,6 +542,7 @@ async function trainCheckpoint(run: PipelineRun, s: StageSpec, stage: StageRun, 
     resume: true,
     totalSteps: run.totalSteps,
     stage: s.name,
+    ...(opts.logEvery !== undefined ? { logEvery: opts.logEvery } : {}),
     quiet: opts.quiet,
     progress: opts.progress,
     log,
@@ -551,7 +565,7 @@ async function recordTrainLosses(run: PipelineRun, stage: StageRun): Promise<voi
   r.evalLoss = x?.evalLoss ?? undefined;
   r.steps = [x !== undefined && typeof train.steps === 'number' ? x.targetStep - train.steps : 0, x?.step as number];
   run.metricsFiles.push(join(stage.dir, METRICS_FILE));
-  const probe = await probeBatch(run.data, run.current, B, T, run.seed);
+  const probe = await probeBatch(run.data, run.current, B, T, run.seed, train.text_field as string | undefined);
   r.lossEnd = await checkpointLoss(run.current, probe, B, T);
   if (run.pendingGrow !== undefined) {
     // the loss table compares growth on the batch size and length this stage trains with
@@ -679,8 +693,8 @@ function relData(data: string, rel: (p: string) => string): string {
   return mix === undefined ? rel(data) : mix.map((p) => `${rel(p.path)}:${p.weight}`).join(',');
 }
 
-async function probeBatch(data: string, ckDir: string, B: number, T: number, seed: number) {
-  const file = isTextCorpus(data) ? await corpusTokenFile(data, ckDir) : data;
+async function probeBatch(data: string, ckDir: string, B: number, T: number, seed: number, textField?: string) {
+  const file = isTextCorpus(data) ? await corpusTokenFile(data, ckDir, undefined, textField) : data;
   const ds = openTrainingData(file, { tokenizer: loadTokenizer(ckDir), seqLen: T });
   return ds.eval.length > T ? ds.batchAt('eval', 0, B, T, seed) : ds.batchAt('train', 0, B, T, seed);
 }

@@ -517,6 +517,11 @@ class Trainer:
             self.log(
                 f"step {step}/{st.target_step}: loss {loss:.4f} lr {lr:.3e} grad-norm {gnorm:.3f}"
             )  # trainer.ts stepLine
+        # the eval and save lines, as trainer.ts stepEvents prints them (HF global_step)
+        if eval_now:
+            self.log(f"train: step {step}: eval loss {st.last_eval:.4f} (train loss {loss:.4f})")
+        if a.save_every > 0 and step % a.save_every == 0:
+            self.log(f"train: step {step}: saving {checkpoint_dir_name(step)}")
 
     # ---- train_step -----------------------------------------------------------------------------
 

@@ -3,6 +3,11 @@ import { COMMAND_LINES } from './index.ts';
 import { shared } from './options.ts';
 import { emit } from '../util/format.ts';
 import { logLine, progressBars } from './progress.ts';
+import { trainOption } from '../train/options.ts';
+import { yargsOption } from './train.ts';
+
+/** Train options `flm-grow run` takes as flags for every train stage (over the pipeline file's keys). */
+const RUN_TRAIN_FLAGS = ['log-every'] as const;
 
 export const runCommand: CommandModule = {
   ...COMMAND_LINES.run,
@@ -15,10 +20,19 @@ export const runCommand: CommandModule = {
       }),
       ['json', 'quiet', 'out', 'take-over-lock'],
       { out: { describe: 'output folder (default: pipeline-out beside the pipeline file)' } },
-    ).example(
-      '$0 run pipelines/tiny-tele-flm.json --out demo-out',
-      'train, grow twice, verify, anneal and bake a tiny model; rerun to resume',
-    ),
+    )
+      .options(
+        Object.fromEntries(
+          RUN_TRAIN_FLAGS.map((f) => {
+            const o = trainOption(f);
+            return [f, yargsOption(o, `each train stage's ${f.replace(/-/g, '_')}, else ${String(o.default)}`)];
+          }),
+        ),
+      )
+      .example(
+        '$0 run pipelines/tiny-tele-flm.json --out demo-out',
+        'train, grow twice, verify, anneal and bake a tiny model; rerun to resume',
+      ),
   handler: async (a) => {
     const { formatLossTable, runPipeline } = await import('../pipeline.ts');
     const t0 = Date.now();
@@ -26,6 +40,7 @@ export const runCommand: CommandModule = {
       out: a.out as string | undefined,
       quiet: a.quiet === true,
       takeOverLock: a['take-over-lock'] === true,
+      logEvery: a['log-every'] as number | undefined,
       progress: progressBars(a.quiet === true),
       log: logLine,
     });

@@ -13,12 +13,16 @@ import { logLine, progressBars } from './progress.ts';
 /** Train options that are also shared options (commands/options.ts: same meaning in other commands). */
 const SHARED_TRAIN_FLAGS = ['seed', 'seq-len', 'batch-size', 'take-over-lock'] as const;
 
-/** A declared train option as a yargs option (numbers echo a bad value as typed: options.ts spec). */
-function yargsOption(o: TrainOptionSpec): Options {
-  const describe = o.help + (o.defaultText !== undefined ? ` (default ${o.defaultText})` : '');
+/**
+ * A declared train option as a yargs option (numbers echo a bad value as typed: options.ts spec).
+ * `defaultText`: instead of the declared default, this text (`flm-grow run`: the pipeline's key).
+ */
+export function yargsOption(o: TrainOptionSpec, defaultText?: string): Options {
+  const shown = defaultText ?? o.defaultText;
+  const describe = o.help + (shown !== undefined ? ` (default ${shown})` : '');
   const base = {
     describe,
-    ...(o.default !== undefined ? { default: o.default } : {}),
+    ...(o.default !== undefined && defaultText === undefined ? { default: o.default } : {}),
     ...(o.required === true ? { demandOption: true } : {}),
   };
   if (o.type === 'int' || o.type === 'number') return { ...spec(o.flag, 'number', base) };
@@ -61,7 +65,8 @@ export const trainCommand: CommandModule = {
           type: 'string',
           demandOption: true,
           describe:
-            'training data: text (the checkpoint\'s tokenizer.json, else bytes), a JSONL corpus ({"text": ...} per line; tokenized once and cached), ' +
+            'training data: text (the checkpoint\'s tokenizer.json, else bytes), a JSONL or Parquet corpus ({"text": ...} per line, a text column; ' +
+            'a file, or a folder or glob of shards such as data/train-*.parquet; tokenized once and cached; --text-field names another field), ' +
             'a token file (.bin/.u16 uint16, .u32 uint32; a .bin with a Megatron .idx beside it is read per the index), ' +
             'or a weighted mix of token files: a.bin:0.7,b.bin:0.3',
         })
@@ -89,7 +94,6 @@ export const trainCommand: CommandModule = {
   handler: async (a) => {
     const { trainWithEngine } = await import('../train/engine.ts');
     const quiet = a.quiet === true;
-    const saveEvery = a['save-every'] as number;
     // the trainer's bar is drawn here; onStep adds loss, lr and the lowest mask to it
     let bar: Progress | undefined;
     let start: number | undefined;
@@ -115,11 +119,7 @@ export const trainCommand: CommandModule = {
           // m.step counts updates done (the HF Trainer's global_step): 1 after the first
           start ??= m.step - 1;
           bar?.update(m.step - start, { loss: m.loss, lr: m.lr, mask: lowestMask(m) });
-          if (quiet) return;
-          if (m.evalLoss !== undefined)
-            logLine(`train: step ${m.step}: eval loss ${m.evalLoss.toFixed(4)} (train loss ${m.loss.toFixed(4)})`);
-          if (saveEvery > 0 && m.step % saveEvery === 0)
-            logLine(`train: step ${m.step}: saving checkpoint-${String(m.step).padStart(6, '0')}`);
+          // the eval and save lines are the trainer's (trainer.ts stepEvents), as the torch engine's
         },
       },
       // the engine and launch options (nproc, fsdp, tp, nnodes, ...) are declared options too

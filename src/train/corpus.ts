@@ -1,14 +1,17 @@
 /**
- * Text corpora as Hugging Face datasets keep them: JSON lines with a "text" field (`.jsonl`).
- * The corpus is tokenized with the checkpoint's own tokenizer, one line at a time (never the
- * whole corpus in memory), an end-of-sequence id after each document (the config's
- * eos_token_id, as HF causal-LM data collation does), into a uint32 token file in the cache
- * ($XDG_CACHE_HOME/flm-grow/tokens, default ~/.cache/flm-grow/tokens). The cache key is the
- * corpus (path, size, mtime) and the tokenizer, so a second run reuses it. Both engines then read
- * that token file: the same tokens, the same batches.
+ * Text corpora as Hugging Face datasets publish them: JSON lines with a "text" field (`.jsonl`), and
+ * Parquet (`.parquet`: one file, a folder of shards such as data/train-00000-of-00004.parquet, or a
+ * glob of them; shards in name order). The text field (`--text-field`, default "text") of every
+ * document is tokenized with the checkpoint's own tokenizer, one line or one Parquet row group at
+ * a time (never the whole corpus in memory), an end-of-sequence id after each document (the
+ * config's eos_token_id, as HF causal-LM data collation does), into a uint32 token file in the
+ * cache ($XDG_CACHE_HOME/flm-grow/tokens, default ~/.cache/flm-grow/tokens). The cache key is each
+ * shard (path, size, mtime), the tokenizer and the text field, so a second run reuses it. Both
+ * engines then read that token file: the same tokens, the same batches.
  *
- * Parquet is refused with the one-line conversion: no maintained npm Parquet reader is a
- * dependency of flm-grow.
+ * Parquet is read with hyparquet (MIT, no dependencies) and hyparquet-compressors (snappy, zstd,
+ * gzip, brotli, lz4). Arrow files (datasets' save_to_disk / cache `.arrow`) are refused with the
+ * one-line conversion to Parquet.
  */
 import {
   closeSync,
@@ -16,6 +19,7 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
   realpathSync,
   renameSync,
   rmSync,
@@ -23,16 +27,135 @@ import {
   writeSync,
 } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, extname, join } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { TrainError } from '../util/errors.ts';
 import type { Tokenizer } from '../checkpoint/tokenizer.ts';
 import { sha256Bytes, sha256File } from '../util/hash.ts';
+import { cannotRead, readFailureCode, readRegularFile } from '../util/files.ts';
+import { trainOption } from './options.ts';
 
-export const CORPUS_EXTS = ['.jsonl', '.parquet'] as const;
+export const CORPUS_EXTS = ['.jsonl', '.parquet', '.arrow'] as const;
 
-export function isTextCorpus(path: string): boolean {
-  return (CORPUS_EXTS as readonly string[]).includes(extname(path).toLowerCase());
+/** The text field read when none is named (declared: train_options.json `text-field`; HF datasets' column for raw text). */
+export const DEFAULT_TEXT_FIELD = trainOption('text-field').default as string;
+
+const GLOB_CHARS = /[*?[]/;
+
+/** A corpus file by extension, a glob of shards (in its last path component) or a folder of shards. */
+export function isTextCorpus(spec: string): boolean {
+  if ((CORPUS_EXTS as readonly string[]).includes(extname(spec).toLowerCase())) return true;
+  if (GLOB_CHARS.test(basename(spec)) && !existsSync(spec)) return true;
+  try {
+    return statSync(spec).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** `train-*.parquet` as a RegExp over file names: `*` any run, `?` one character, `[...]` a class. */
+function globRegExp(pattern: string): RegExp {
+  let re = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i];
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const close = pattern.indexOf(']', i + 1);
+      if (close < 0) re += '\\[';
+      else {
+        re += `[${pattern
+          .slice(i + 1, close)
+          .replace(/^!/, '^')
+          .replace(/\\/g, '\\\\')}]`;
+        i = close;
+      }
+    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+/** The name order of shards: train-00002-of-00010 before train-00010-of-00010, as `ls` sorts them. */
+const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** HF dataset shard names: `<split>-00000-of-00004.parquet`. */
+const SPLIT_SHARD = /^(.+?)-\d{5}-of-\d{5}\./;
+
+/**
+ * The files of a corpus spec: the file itself, a folder's shards (its .parquet or .jsonl files),
+ * or a glob's matches, in name order. Each is a readable regular file; otherwise one line naming it
+ * (exit 2). A folder holding several splits' shards (train-*, test-*) is refused: name one by a glob.
+ */
+export function corpusShards(spec: string): string[] {
+  let files: string[];
+  const dir = dirname(spec);
+  if (GLOB_CHARS.test(basename(spec)) && !existsSync(spec)) {
+    if (GLOB_CHARS.test(dir))
+      throw new TrainError('DataUnreadable', `${spec}: a glob of corpus shards may have wildcards in its file name only`);
+    const re = globRegExp(basename(spec));
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch (e) {
+      throw new TrainError(
+        readFailureCode(e, 'DataUnreadable'),
+        `${spec}: cannot read the folder ${dir}: ${(e as Error).message}`,
+      );
+    }
+    files = names
+      .filter((n) => re.test(n))
+      .sort(byName)
+      .map((n) => join(dir, n));
+    if (files.length === 0) throw new TrainError('DataUnreadable', `${spec}: matches no file`);
+  } else if (isDirectory(spec)) {
+    const names = readdirSync(spec).filter((n) => (CORPUS_EXTS as readonly string[]).includes(extname(n).toLowerCase()));
+    const exts = [...new Set(names.map((n) => extname(n).toLowerCase()))];
+    if (exts.length === 0)
+      throw new TrainError(
+        'DataUnreadable',
+        `${spec}: a folder of corpus shards holds no ${CORPUS_EXTS.join(', ')} files (an HF dataset repository keeps them under data/)`,
+      );
+    if (exts.length > 1)
+      throw new TrainError(
+        'DataUnreadable',
+        `${spec}: holds ${exts.join(' and ')} files; name the shards to read with a glob, e.g. ${join(spec, `*${exts[0]}`)}`,
+      );
+    const splits = [...new Set(names.map((n) => SPLIT_SHARD.exec(n)?.[1]).filter((x) => x !== undefined))];
+    if (splits.length > 1)
+      throw new TrainError(
+        'DataUnreadable',
+        `${spec}: holds the shards of several splits (${splits.sort(byName).join(', ')}); name one with a glob, e.g. ${join(spec, `${splits.includes('train') ? 'train' : splits[0]}-*${exts[0]}`)}`,
+      );
+    files = names.sort(byName).map((n) => join(spec, n));
+  } else files = [spec];
+  for (const f of files) {
+    if (!(CORPUS_EXTS as readonly string[]).includes(extname(f).toLowerCase()))
+      throw new TrainError(
+        'DataFormat',
+        `${f}: a corpus shard must be ${CORPUS_EXTS.join(', ')} (not ${extname(f) || 'without an extension'})`,
+      );
+    try {
+      readRegularFile(f, { maxBytes: Number.MAX_SAFE_INTEGER, what: 'training data', probeOnly: true });
+    } catch (e) {
+      throw new TrainError(readFailureCode(e, 'DataUnreadable'), `${f}: ${cannotRead('training data', e)}`);
+    }
+  }
+  const arrow = files.find((f) => extname(f).toLowerCase() === '.arrow');
+  if (arrow !== undefined)
+    throw new TrainError(
+      'DataFormat',
+      `${arrow}: Arrow files (datasets' save_to_disk or cache) are not read by flm-grow; convert each to Parquet, e.g. ` +
+        `python -c "import datasets; datasets.Dataset.from_file('${arrow}').to_parquet('${arrow.replace(/\.arrow$/i, '.parquet')}')"`,
+    );
+  return files;
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 export function tokenCacheDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -48,31 +171,127 @@ export interface CorpusTokens {
   tokens: number;
 }
 
+/** The documents of a JSONL file, one line at a time (blank lines skipped). */
+async function* jsonlDocs(file: string, field: string): AsyncGenerator<string> {
+  const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+  let lineNo = 0;
+  for await (const line of lines) {
+    lineNo++;
+    if (line.trim() === '') continue;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(line);
+    } catch (e) {
+      throw new TrainError('DataInvalid', `${file}:${lineNo}: invalid JSON: ${(e as Error).message}`);
+    }
+    const text = (obj as Record<string, unknown> | null)?.[field];
+    if (typeof text !== 'string')
+      throw new TrainError(
+        'DataInvalid',
+        `${file}:${lineNo}: no "${field}" string field (a JSONL corpus is one {"${field}": ...} object per line${field === DEFAULT_TEXT_FIELD ? '; another field: --text-field' : ''})`,
+      );
+    yield text;
+  }
+}
+
 /**
- * The token file of a JSONL corpus for `checkpoint`'s tokenizer (made now, or the cached one).
- * `tokenizerFile`: the checkpoint's tokenizer.json (its hash is part of the cache key), or
- * undefined for the byte-level tokenizer.
+ * The documents of a Parquet file, one row group at a time: only that group's text column is
+ * read and decompressed (hyparquet reads the byte ranges it needs), so memory stays one row group.
+ */
+async function* parquetDocs(file: string, field: string): AsyncGenerator<string> {
+  const { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } = await import('hyparquet');
+  const { compressors } = await import('hyparquet-compressors');
+  const corrupt = (e: unknown) =>
+    new TrainError('DataInvalid', `${file}: not a Parquet file, or a corrupt one: ${(e as Error).message}`);
+  const buf = await asyncBufferFromFile(file);
+  let meta;
+  try {
+    meta = await parquetMetadataAsync(buf);
+  } catch (e) {
+    throw corrupt(e);
+  }
+  // the top-level columns: schema[0] is the root, its children follow (a nested one with its own)
+  const top: { name: string; el: (typeof meta.schema)[number] }[] = [];
+  for (let i = 1, left = meta.schema[0].num_children ?? 0; left > 0 && i < meta.schema.length; left--) {
+    top.push({ name: meta.schema[i].name, el: meta.schema[i] });
+    let skip = meta.schema[i].num_children ?? 0;
+    i++;
+    while (skip > 0 && i < meta.schema.length) skip += (meta.schema[i++].num_children ?? 0) - 1;
+  }
+  const col = top.find((c) => c.name === field);
+  if (col === undefined)
+    throw new TrainError(
+      'DataInvalid',
+      `${file}: no column "${field}" (its columns: ${top.map((c) => c.name).join(', ')}); name the text column with --text-field`,
+    );
+  const el = col.el;
+  const isString =
+    el.num_children === undefined &&
+    el.type === 'BYTE_ARRAY' &&
+    el.repetition_type !== 'REPEATED' &&
+    (el.converted_type === 'UTF8' || el.logical_type?.type === 'STRING');
+  if (!isString) {
+    const kind =
+      el.num_children !== undefined
+        ? 'a nested (list or struct) column'
+        : `${el.type ?? '?'}${el.converted_type !== undefined ? ` (${el.converted_type})` : el.logical_type !== undefined ? ` (${el.logical_type.type})` : ''}`;
+    throw new TrainError('DataInvalid', `${file}: column "${field}" is ${kind}, not a string column of text`);
+  }
+  let row = 0;
+  for (const g of meta.row_groups) {
+    const n = Number(g.num_rows);
+    let rows: Record<string, unknown>[];
+    try {
+      rows = await parquetReadObjects({
+        file: buf,
+        metadata: meta,
+        columns: [field],
+        rowStart: row,
+        rowEnd: row + n,
+        compressors: compressors as Parameters<typeof parquetReadObjects>[0]['compressors'],
+      });
+    } catch (e) {
+      throw corrupt(e);
+    }
+    for (let i = 0; i < rows.length; i++) {
+      const text = rows[i][field];
+      if (typeof text !== 'string')
+        throw new TrainError(
+          'DataInvalid',
+          `${file}: row ${row + i}: column "${field}" is ${text === null || text === undefined ? 'null' : typeof text}, not text`,
+        );
+      yield text;
+    }
+    row += n;
+  }
+}
+
+/**
+ * The token file of a text corpus (JSONL or Parquet: a file, a folder or glob of shards) for
+ * `checkpoint`'s tokenizer (made now, or the cached one). `tokenizerFile`: the checkpoint's
+ * tokenizer.json (its hash is part of the cache key), or undefined for the byte-level tokenizer.
  */
 export async function corpusTokens(
   corpus: string,
   tokenizer: Tokenizer,
-  opts: { tokenizerFile?: string; eos?: number; log?: (line: string) => void } = {},
+  opts: { tokenizerFile?: string; eos?: number; textField?: string; log?: (line: string) => void } = {},
 ): Promise<CorpusTokens> {
-  if (extname(corpus).toLowerCase() === '.parquet')
-    throw new TrainError(
-      'DataFormat',
-      `${corpus}: Parquet is not read by flm-grow; convert it to JSON lines first, e.g. ` +
-        `python -c "import pandas as pd; pd.read_parquet('${corpus}').to_json('${corpus.replace(/\.parquet$/i, '.jsonl')}', orient='records', lines=True)"`,
-    );
-  let st;
-  try {
-    st = statSync(corpus);
-  } catch (e) {
-    throw new TrainError('DataUnreadable', `${corpus}: cannot read training data: ${(e as Error).message}`);
-  }
-  if (!st.isFile()) throw new TrainError('NotARegularFile', `${corpus}: training data is not a regular file`);
+  const field = opts.textField ?? DEFAULT_TEXT_FIELD;
+  if (field === '') throw new TrainError('BadArgs', '--text-field must name a field');
+  const shards = corpusShards(corpus);
   const tokSha = opts.tokenizerFile !== undefined ? await sha256File(opts.tokenizerFile) : 'bytes';
-  const key = sha256Bytes(JSON.stringify([realpathSync(corpus), st.size, st.mtimeMs, tokSha, opts.eos ?? null])).slice(0, 32);
+  const key = sha256Bytes(
+    JSON.stringify([
+      ...shards.flatMap((f) => {
+        const st = statSync(f);
+        return [realpathSync(f), st.size, st.mtimeMs];
+      }),
+      tokSha,
+      opts.eos ?? null,
+      // absent for the default field: the key of a JSONL corpus is what it was before --text-field
+      ...(field !== DEFAULT_TEXT_FIELD ? [field] : []),
+    ]),
+  ).slice(0, 32);
   const path = join(tokenCacheDir(), `${key}.u32`);
   const meta = `${path}.json`;
   if (existsSync(path) && existsSync(meta)) return { path, cached: true, ...(await readMeta(meta)) };
@@ -82,8 +301,7 @@ export async function corpusTokens(
   const chunk = new Uint32Array(1 << 20);
   let fill = 0,
     tokens = 0,
-    documents = 0,
-    lineNo = 0;
+    documents = 0;
   const flush = () => {
     writeSync(fd, new Uint8Array(chunk.buffer, 0, fill * 4));
     fill = 0;
@@ -94,26 +312,14 @@ export async function corpusTokens(
     if (fill === chunk.length) flush();
   };
   try {
-    const lines = createInterface({ input: createReadStream(corpus, { encoding: 'utf8' }), crlfDelay: Infinity });
-    for await (const line of lines) {
-      lineNo++;
-      if (line.trim() === '') continue;
-      let obj: unknown;
-      try {
-        obj = JSON.parse(line);
-      } catch (e) {
-        throw new TrainError('DataInvalid', `${corpus}:${lineNo}: invalid JSON: ${(e as Error).message}`);
+    for (const shard of shards) {
+      const docs = extname(shard).toLowerCase() === '.parquet' ? parquetDocs(shard, field) : jsonlDocs(shard, field);
+      for await (const text of docs) {
+        for (const id of tokenizer.encode(text)) push(id);
+        if (opts.eos !== undefined) push(opts.eos);
+        documents++;
+        if (documents % 100_000 === 0) opts.log?.(`train: ${corpus}: ${documents} documents, ${tokens} tokens`);
       }
-      const text = (obj as { text?: unknown } | null)?.text;
-      if (typeof text !== 'string')
-        throw new TrainError(
-          'DataInvalid',
-          `${corpus}:${lineNo}: no "text" string field (a JSONL corpus is one {"text": ...} object per line)`,
-        );
-      for (const id of tokenizer.encode(text)) push(id);
-      if (opts.eos !== undefined) push(opts.eos);
-      documents++;
-      if (documents % 100_000 === 0) opts.log?.(`train: ${corpus}: ${documents} documents, ${tokens} tokens`);
     }
     flush();
     closeSync(fd);
@@ -124,12 +330,14 @@ export async function corpusTokens(
   }
   if (tokens === 0) {
     rmSync(tmp, { force: true });
-    throw new TrainError('DataEmpty', `${corpus}: holds no text`);
+    throw new TrainError('DataEmpty', `${corpus}: holds no text${shards.length > 1 ? ` (${shards.length} shards)` : ''}`);
   }
   renameSync(tmp, path);
   const { writeFile } = await import('node:fs/promises');
-  await writeFile(meta, JSON.stringify({ corpus: realpathSync(corpus), documents, tokens }) + '\n');
-  opts.log?.(`train: ${corpus}: ${documents} documents tokenized into ${tokens} tokens (${path})`);
+  await writeFile(meta, JSON.stringify({ corpus: shards.map((f) => realpathSync(f)), documents, tokens }) + '\n');
+  opts.log?.(
+    `train: ${corpus}: ${documents} documents${shards.length > 1 ? ` in ${shards.length} shards` : ''} tokenized into ${tokens} tokens (${path})`,
+  );
   return { path, cached: false, documents, tokens };
 }
 

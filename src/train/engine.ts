@@ -23,7 +23,7 @@ import { train, trainArgs, type TrainOptions, type TrainResult } from './trainer
 import { checkRunFolder, clearRun, isCompleteCheckpoint, latestCheckpoint } from './checkpointing.ts';
 import { camelKey, TRAIN_OPTIONS, trainDefault } from './options.ts';
 import { checkDataFile, dataFiles, parseDataMix, TokenDataset } from './data.ts';
-import { corpusTokens, isTextCorpus } from './corpus.ts';
+import { corpusShards, corpusTokens, DEFAULT_TEXT_FIELD, isTextCorpus } from './corpus.ts';
 import { LOCK_FILE, LOCK_HELD_ENV, withRunLock } from '../util/run-lock.ts';
 import { CheckpointFolder } from '../checkpoint/checkpoint-folder.ts';
 
@@ -60,7 +60,14 @@ export function resolveEngine(e: EngineOptions): 'tfjs' | 'torch' {
 export async function trainWithEngine(o: TrainOptions, e: EngineOptions = {}): Promise<TrainResult> {
   // either engine: bad options and an occupied run folder fail before anything is written
   trainArgs(o);
-  for (const f of dataFiles(o.data)) checkDataFile(f);
+  // a text corpus (JSONL, Parquet; a file, folder or glob of shards) is streamed: each shard is
+  // checked to be a readable file here, its contents when it is tokenized
+  if (isTextCorpus(o.data)) corpusShards(o.data);
+  else {
+    if ((o.textField ?? DEFAULT_TEXT_FIELD) !== DEFAULT_TEXT_FIELD)
+      throw new TrainError('BadArgs', `--text-field names a field of a JSONL or Parquet corpus; ${o.data} is not one`);
+    for (const f of dataFiles(o.data)) checkDataFile(f);
+  }
   checkLaunch(e);
   // nodes other than node 0 of a multi-node job: node 0's flm-grow holds the run folder, judges and
   // clears it; the others only start their workers (which join node 0's at the rendezvous)
@@ -92,8 +99,8 @@ export function checkLaunch(e: EngineOptions): void {
 
 async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
   checkRunFolder(o.out, o);
-  // a JSONL corpus: tokenized once (streamed, cached) into the token file both engines read
-  if (isTextCorpus(o.data)) o = { ...o, data: await corpusTokenFile(o.data, o.checkpoint, o.log) };
+  // a JSONL or Parquet corpus: tokenized once (streamed, cached) into the token file both engines read
+  if (isTextCorpus(o.data)) o = { ...o, data: await corpusTokenFile(o.data, o.checkpoint, o.log, o.textField) };
   if (e.engine === 'auto' && e.tfjsTooLarge === undefined && existsSync(join(o.checkpoint, 'config.json'))) {
     const est = estimateTrainMemory(
       readConfigFile(join(o.checkpoint, 'config.json')),
@@ -120,12 +127,18 @@ async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResu
   return trainTorch(o, e);
 }
 
-/** The cached token file of a JSONL corpus for this checkpoint's tokenizer (train/corpus.ts). */
-export async function corpusTokenFile(corpus: string, checkpoint: string, log?: (line: string) => void): Promise<string> {
+/** The cached token file of a JSONL or Parquet corpus for this checkpoint's tokenizer (train/corpus.ts). */
+export async function corpusTokenFile(
+  corpus: string,
+  checkpoint: string,
+  log?: (line: string) => void,
+  textField?: string,
+): Promise<string> {
   const tokFile = join(checkpoint, 'tokenizer.json');
   const eos = readConfigFile(join(checkpoint, 'config.json')).raw.eos_token_id;
   const c = await corpusTokens(corpus, loadTokenizer(checkpoint), {
     tokenizerFile: existsSync(tokFile) ? tokFile : undefined,
+    textField,
     eos: typeof eos === 'number' ? eos : Array.isArray(eos) && typeof eos[0] === 'number' ? eos[0] : undefined,
     log,
   });

@@ -100,6 +100,8 @@ export interface TrainOptions {
   /** Length of the 'continue' schedule in global steps (default: this run's last step). */
   totalSteps?: number;
   keepCheckpoints?: number;
+  /** A JSONL or Parquet corpus: the field holding each document's text (default "text"). */
+  textField?: string;
   stage?: string | number;
   quiet?: boolean;
   /** Where progress goes (commands/ passes terminal bars); none by default. */
@@ -583,6 +585,7 @@ async function trainLoop(r: Run): Promise<boolean> {
       r.metrics.logStep(m);
       r.o.onStep?.(m);
       if (plainLines && (r.step % logEvery === 0 || r.step === r.start.targetStep)) r.log(stepLine(m, r.start.targetStep));
+      if (r.o.quiet !== true) for (const line of stepEvents(m, saveEvery)) r.log(line);
       bar.update(r.step - r.start.step);
       if (!announcedBake && r.step >= annealEnd && groupsBelowOne(r.masks.at(r.step) as MaskSet).length === 0) {
         announcedBake = true;
@@ -606,6 +609,20 @@ export function stepLine(m: StepMetrics, target: number): string {
   // Python's %.3e: a two-digit exponent
   const lr = m.lr.toExponential(3).replace(/e([+-])(\d)$/, 'e$10$2');
   return `step ${m.step}/${target}: loss ${m.loss.toFixed(4)} lr ${lr} grad-norm ${m.gradNorm.toFixed(3)}`;
+}
+
+/**
+ * The lines a step's eval and save print (with or without a progress bar), the same in both
+ * engines (python/flm_grow_torch/train.py prints them): `train: step 5: eval loss 5.1234 (train
+ * loss 5.2345)` and `train: step 5: saving checkpoint-000005`, at the HF global_step.
+ */
+export function stepEvents(m: StepMetrics, saveEvery: number): string[] {
+  return [
+    ...(m.evalLoss !== undefined
+      ? [`train: step ${m.step}: eval loss ${m.evalLoss.toFixed(4)} (train loss ${m.loss.toFixed(4)})`]
+      : []),
+    ...(saveEvery > 0 && m.step % saveEvery === 0 ? [`train: step ${m.step}: saving ${checkpointDirName(m.step)}`] : []),
+  ];
 }
 
 /** One optimizer step on batch `r.step` (and an eval when due); its metrics. */

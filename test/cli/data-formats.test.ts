@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTorchPython, PYTHON_DIR } from '../../src/engines/torch-process.ts';
 import { MixedDataset, openTrainingData, TokenDataset } from '../../src/train/data.ts';
+import { corpusTokenFile } from '../../src/train/engine.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const F = join(ROOT, 'fixtures/hf/llama-tiny-f32');
@@ -248,14 +249,6 @@ describe('text corpora (JSONL) and mixes in pipelines', () => {
     },
   );
 
-  it('Parquet is refused with the conversion to JSONL (exit 2, one line)', () => {
-    writeFileSync(join(d, 'x.parquet'), 'PAR1');
-    const r = cli(['train', F, '--data', join(d, 'x.parquet'), '--out', join(d, 'pq'), '--steps', '1']);
-    expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/Parquet is not read by flm-grow; convert it to JSON lines/);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
-  });
-
   it('a pipeline takes a data mix (parts relative to the pipeline file)', { timeout: 60_000 }, () => {
     const p = join(d, 'mix-pipe.json');
     writeFileSync(
@@ -269,5 +262,158 @@ describe('text corpora (JSONL) and mixes in pipelines', () => {
     );
     const r = cli(['run', p, '--out', join(d, 'mix-out'), '--json']);
     expect(r.status, r.stderr).toBe(0);
+  });
+});
+
+/**
+ * Parquet corpora as HF datasets publish them, written by pyarrow (several row groups, snappy and
+ * zstd, a folder of train-0000k-of-00003 shards), for a copy of the fixture checkpoint with a real
+ * byte-level BPE tokenizer.json (trained here with `tokenizers`). The reference: transformers'
+ * AutoTokenizer from that checkpoint applied to the same texts, eos after each document.
+ */
+describe.skipIf(torch === undefined)('Parquet corpora', () => {
+  let p: string;
+  let ck: string;
+  let ref: number[];
+  const cli = (args: string[]) =>
+    spawnSync(process.execPath, [join(ROOT, 'bin/flm-grow.js'), ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, XDG_CACHE_HOME: join(p, 'cache') },
+    });
+  const ids = (file: string) => Array.from(new Uint32Array(readFileSync(file).buffer.slice(0)));
+
+  beforeAll(() => {
+    p = mkdtempSync(join(tmpdir(), 'flm-grow-parquet-'));
+    ck = join(p, 'ck');
+    const code = String.raw`
+import json, shutil, sys
+import pyarrow as pa, pyarrow.parquet as pq
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer
+src, p = sys.argv[1], sys.argv[2]
+ck = p + "/ck"
+shutil.copytree(src, ck)
+texts = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * (1 + i % 3) + ("é ünïcödé 🦊" if i % 5 == 0 else "") for i in range(45)]
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+tok.decoder = decoders.ByteLevel()
+# ids 0..2 are the specials (</s> = 2 = config.json's eos_token_id), then 256 bytes and BPE merges up to the model's 320
+tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=320, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+tok.save(ck + "/tokenizer.json")
+json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}, open(ck + "/tokenizer_config.json", "w"))
+hf = AutoTokenizer.from_pretrained(ck)
+assert hf.eos_token_id == json.load(open(ck + "/config.json"))["eos_token_id"]
+ref = [i for t in texts for i in hf(t, add_special_tokens=False)["input_ids"] + [hf.eos_token_id]]
+json.dump(ref, open(p + "/ref.json", "w"))
+table = pa.table({"id": list(range(len(texts))), "text": texts})
+pq.write_table(table, p + "/one.parquet", compression="snappy", row_group_size=7)
+import os; os.makedirs(p + "/shards")
+for k in range(3):
+    pq.write_table(table.slice(15 * k, 15), f"{p}/shards/train-{k:05d}-of-00003.parquet", compression="zstd", row_group_size=4)
+pq.write_table(pa.table({"id": list(range(len(texts))), "content": texts}), p + "/content.parquet", compression="gzip", row_group_size=10)
+with open(p + "/corpus.jsonl", "w") as f:
+    for i, t in enumerate(texts):
+        f.write(json.dumps({"id": i, "text": t}) + "\n")
+with open(p + "/content.jsonl", "w") as f:
+    for t in texts:
+        f.write(json.dumps({"content": t}) + "\n")
+pq.write_table(pa.table({"text": list(range(5))}), p + "/ints.parquet")
+pq.write_table(pa.table({"text": pa.array([], pa.string())}), p + "/empty.parquet")
+open(p + "/fake.parquet", "w").write("id,text\n0,not parquet\n")
+`;
+    const r = spawnSync(torch!.python, ['-c', code, F, p], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    ref = JSON.parse(readFileSync(join(p, 'ref.json'), 'utf8')) as number[];
+    // a real BPE: merged ids (above the 3 specials and 256 bytes) occur, and the eos after each of the 45 documents
+    expect(ref.filter((i) => i >= 259).length).toBeGreaterThan(100);
+    expect(ref.filter((i) => i === 2)).toHaveLength(45);
+  });
+  afterAll(() => rmSync(p, { recursive: true, force: true }));
+
+  it("tokenizes a file, a folder and a glob of shards, and JSONL, to the ids of transformers' tokenizer, eos after each document", async () => {
+    const before = process.env.XDG_CACHE_HOME;
+    process.env.XDG_CACHE_HOME = join(p, 'cache-in');
+    try {
+      // snappy, 7 row groups
+      expect(ids(await corpusTokenFile(join(p, 'one.parquet'), ck))).toEqual(ref);
+      // zstd, 3 shards of 4 row groups each, read in name order; the same shards by a glob: the same cache entry
+      const folder = await corpusTokenFile(join(p, 'shards'), ck);
+      expect(ids(folder)).toEqual(ref);
+      expect(await corpusTokenFile(join(p, 'shards', 'train-*-of-00003.parquet'), ck)).toBe(folder);
+      // the same texts as JSONL: the same token file, byte for byte
+      const jsonl = await corpusTokenFile(join(p, 'corpus.jsonl'), ck);
+      expect(readFileSync(jsonl).equals(readFileSync(folder))).toBe(true);
+      // another text field (--text-field content): Parquet (gzip) and JSONL
+      expect(ids(await corpusTokenFile(join(p, 'content.parquet'), ck, undefined, 'content'))).toEqual(ref);
+      expect(ids(await corpusTokenFile(join(p, 'content.jsonl'), ck, undefined, 'content'))).toEqual(ref);
+    } finally {
+      if (before === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = before;
+    }
+  });
+
+  it('both engines train on a folder of Parquet shards alike (first losses within 1e-4)', { timeout: 180_000 }, () => {
+    const run = (engine: string) => {
+      const r = cli([
+        'train',
+        ck,
+        '--data',
+        join(p, 'shards'),
+        '--out',
+        join(p, `run-${engine}`),
+        '--steps',
+        '2',
+        '--batch-size',
+        '2',
+        '--seq-len',
+        '16',
+        '--engine',
+        engine,
+        '--json',
+      ]);
+      expect(r.status, r.stderr).toBe(0);
+      return { losses: (JSON.parse(r.stdout) as { losses: number[] }).losses, stderr: r.stderr };
+    };
+    const a = run('tfjs');
+    expect(a.stderr).toMatch(/45 documents in 3 shards tokenized/);
+    const b = run('torch');
+    expect(b.stderr).toMatch(/the cached tokens/);
+    expect(a.losses).toHaveLength(2);
+    for (let i = 0; i < 2; i++) expect(Math.abs(a.losses[i] - b.losses[i])).toBeLessThan(1e-4);
+  });
+
+  it('a pipeline trains on a Parquet corpus by its text_field (relative to the pipeline file)', { timeout: 60_000 }, () => {
+    const pipe = join(p, 'pq-pipe.json');
+    writeFileSync(
+      pipe,
+      JSON.stringify({
+        data: 'content.parquet',
+        checkpoint: ck,
+        train: { batch_size: 2, seq_len: 16, text_field: 'content' },
+        stages: [{ name: 't', train: { steps: 2 } }],
+      }),
+    );
+    const r = cli(['run', pipe, '--out', join(p, 'pq-pipe-out'), '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/content\.parquet: 45 documents tokenized/);
+    const stage = (JSON.parse(r.stdout) as { stages: { lossEnd?: number }[] }).stages[0];
+    expect(Number.isFinite(stage.lossEnd)).toBe(true);
+  });
+
+  it('refuses a bad Parquet corpus in one line naming the file (exit 2)', () => {
+    const cases: [string, string[], RegExp][] = [
+      ['fake.parquet', [], /fake\.parquet: not a Parquet file, or a corrupt one/],
+      ['one.parquet', ['--text-field', 'body'], /one\.parquet: no column "body" \(its columns: id, text\)/],
+      ['ints.parquet', [], /ints\.parquet: column "text" is INT64, not a string column of text/],
+      ['empty.parquet', [], /empty\.parquet: holds no text/],
+      ['cache.arrow', [], /cache\.arrow: Arrow files .* convert each to Parquet, e\.g\. python -c "import datasets; /],
+    ];
+    writeFileSync(join(p, 'cache.arrow'), '');
+    for (const [file, extra, want] of cases) {
+      const r = cli(['train', ck, '--data', join(p, file), '--out', join(p, `bad-${file}`), '--steps', '1', ...extra]);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(want);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
   });
 });
