@@ -8,6 +8,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { notAFolderMessage } from './locate.ts';
 import { CheckpointError } from '../util/errors.ts';
+import { readDataFile } from '../util/data-files.ts';
 import { readConfigFile, type ModelConfig } from '../spec/config.ts';
 import { assertTensorsMatchConfig } from '../spec/arch.ts';
 import type { TensorInfo } from './safetensors.ts';
@@ -25,7 +26,7 @@ export {
 } from './tensor-index.ts';
 export const CONFIG_FILE = 'config.json';
 /** flm-grow's manifest: its presence marks a folder flm-grow wrote (see manifest.ts for the contents). */
-export const MANIFEST_FILE = 'flm-grow-manifest.json';
+export const MANIFEST_FILE = readDataFile<{ file: string }>('manifest.json').file;
 /** The Hugging Face tokenizer (tokenizer.ts reads it). */
 export const TOKENIZER_FILE = 'tokenizer.json';
 
