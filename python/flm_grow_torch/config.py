@@ -218,9 +218,11 @@ class ModelConfig:
         for r in fam["refusedIfTrue"]:
             if raw.get(r["key"]) is True:
                 p.add(r["key"], r["why"])
-        act = _refusal("hidden_act", raw.get("hidden_act"))
-        if act is not None:
-            p.add("hidden_act", act)
+        # values this tool does not model (config_rules.json refused): a new one is a line of data
+        for rule in RULES["refused"]:
+            why = _refusal(rule["key"], raw.get(rule["key"]))
+            if why is not None:
+                p.add(rule["key"], why)
         self.qkv_bias = fam["qkvBias"]
         self.qk_norm = fam["qkNorm"]
         self.sliding_window = None
@@ -238,9 +240,6 @@ class ModelConfig:
                 "layer_types",
                 f'only "full_attention" layers are supported, got {json.dumps(sorted(set(map(str, lt))))}',
             )
-        partial = _refusal("partial_rotary_factor", raw.get("partial_rotary_factor"))
-        if partial is not None:
-            p.add("partial_rotary_factor", partial)
         self.hidden_size = p.size(raw, "hidden_size")
         self.intermediate_size = p.size(raw, "intermediate_size")
         self.num_layers = p.size(raw, "num_hidden_layers")

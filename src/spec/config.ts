@@ -353,8 +353,11 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
     p.add('tie_word_embeddings', say('notBoolean', { value: JSON.stringify(r.tie_word_embeddings) }));
   }
   for (const { key, why } of fam.refusedIfTrue) if (r[key] === true) p.add(key, why);
-  const act = refusal('hidden_act', r.hidden_act);
-  if (act !== undefined) p.add('hidden_act', act);
+  // values this tool does not model (config_rules.json refused): a new one is a line of data
+  for (const { key } of CONFIG_RULES.refused) {
+    const why = refusal(key, r[key]);
+    if (why !== undefined) p.add(key, why);
+  }
   let slidingWindow: number | undefined;
   if (fam.slidingWindow === 'always' && r.sliding_window !== undefined && r.sliding_window !== null) {
     slidingWindow = p.try(() => num(r, 'sliding_window', file, { int: true, positive: true }), undefined);
@@ -367,8 +370,6 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   if (Array.isArray(r.layer_types) && r.layer_types.some((x) => x !== 'full_attention') && fam.slidingWindow !== 'always') {
     p.add('layer_types', `only "full_attention" layers are supported, got ${JSON.stringify([...new Set(r.layer_types)])}`);
   }
-  const partial = refusal('partial_rotary_factor', r.partial_rotary_factor);
-  if (partial !== undefined) p.add('partial_rotary_factor', partial);
   const hiddenSize = sizeField('hidden_size');
   const numHeads = sizeField('num_attention_heads');
   const numKvHeads = p.try(() => num(r, 'num_key_value_heads', file, { int: true, positive: true, def: numHeads }), 0);
