@@ -25,8 +25,20 @@ export {
   type IndexJson,
 } from './tensor-index.ts';
 export const CONFIG_FILE = 'config.json';
+/** The manifest's declaration (python/flm_grow_torch/_data/manifest.json), which both engines load. */
+export interface ManifestRules {
+  file: string;
+  format: string;
+  kinds: string[];
+  maskGroups: string[];
+  scheduleShapes: string[];
+  carriedHow: string[];
+  trainCounters: string[];
+  sideFilePattern: string;
+}
+export const MANIFEST_RULES = readDataFile<ManifestRules>('manifest.json');
 /** flm-grow's manifest: its presence marks a folder flm-grow wrote (see manifest.ts for the contents). */
-export const MANIFEST_FILE = readDataFile<{ file: string }>('manifest.json').file;
+export const MANIFEST_FILE = MANIFEST_RULES.file;
 /** The Hugging Face tokenizer (tokenizer.ts reads it). */
 export const TOKENIZER_FILE = 'tokenizer.json';
 

@@ -5,12 +5,12 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { CONFIG_FILE, INDEX_FILE, type Checkpoint } from './checkpoint.ts';
+import { CONFIG_FILE, INDEX_FILE, MANIFEST_RULES, type Checkpoint } from './checkpoint.ts';
 import { readFailure, readJsonFile } from '../util/files.ts';
 import { FlmGrowError } from '../util/errors.ts';
 import { sha256File } from '../util/hash.ts';
 import { joinInside, safeRelativeName } from './paths.ts';
-import { MANIFEST_RULES, MASK_GROUPS, SCHEDULE_SHAPES, type MaskSchedule } from './masks.ts';
+import { MASK_GROUPS, SCHEDULE_SHAPES, type MaskSchedule } from './masks.ts';
 import { readDataFile } from '../util/data-files.ts';
 import type { ModelConfig } from '../spec/config.ts';
 

@@ -22,22 +22,9 @@ import { FlmGrowError } from '../util/errors.ts';
 import { SafetensorsFile } from './safetensors.ts';
 import { writeSafetensors } from './safetensors-writer.ts';
 import { bytesToFloat32 } from '../util/dtype.ts';
-import { readDataFile } from '../util/data-files.ts';
+import { MANIFEST_RULES } from './checkpoint.ts';
 
 export const MASKS_FILE = 'masks.safetensors';
-
-/** The manifest's declaration (python/flm_grow_torch/_data/manifest.json), which both engines load. */
-export interface ManifestRules {
-  file: string;
-  format: string;
-  kinds: string[];
-  maskGroups: string[];
-  scheduleShapes: string[];
-  carriedHow: string[];
-  trainCounters: string[];
-  sideFilePattern: string;
-}
-export const MANIFEST_RULES = readDataFile<ManifestRules>('manifest.json');
 
 /**
  * Groups annealed independently (each may have its own schedule in the manifest). Written here

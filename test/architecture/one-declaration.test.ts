@@ -14,7 +14,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { camelKey, snakeKey, trainOption, TRAIN_OPTIONS } from '../../src/train/options.ts';
 import { CONFIG_RULES } from '../../src/spec/config.ts';
-import { MANIFEST_RULES } from '../../src/checkpoint/masks.ts';
+import { MANIFEST_RULES } from '../../src/checkpoint/checkpoint.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
