@@ -10,13 +10,18 @@ import os
 import re
 import shutil
 
-MANIFEST_FILE = "flm-grow-manifest.json"
-MANIFEST_FORMAT = "flm-grow/1"
+from .options import option
+
+# The manifest's names, groups and the files carried along: the declaration src/checkpoint/manifest.ts
+# loads too (the field list is in its $comment).
+MANIFEST_RULES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_data", "manifest.json")
+with open(MANIFEST_RULES_FILE, encoding="utf-8") as _f:
+    RULES = json.load(_f)
+MANIFEST_FILE = RULES["file"]
+MANIFEST_FORMAT = RULES["format"]
 PREFIX = "checkpoint-"
 # never code: a tokenizer*.py (a custom class transformers runs with trust_remote_code) is not carried along
-SIDE_FILE = re.compile(
-    r"^(?!.*\.(py|pyc|pyo|so)$)(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$"
-)
+SIDE_FILE = re.compile(RULES["sideFilePattern"])
 
 
 def checkpoint_dir_name(step):
@@ -36,10 +41,10 @@ class ManifestError(ValueError):
     naming the file and the field (exit 2), never trained from or skipped past."""
 
 
-MASK_GROUPS = ("hidden", "heads", "ffn", "layers", "vocab")
-_SHAPES = ("linear", "cosine")
-_CARRIED_HOW = ("continued", "regrown", "restarted")
-_LR_KINDS = ("cosine", "linear", "constant")
+MASK_GROUPS = tuple(RULES["maskGroups"])
+_SHAPES = tuple(RULES["scheduleShapes"])
+_CARRIED_HOW = tuple(RULES["carriedHow"])
+_LR_KINDS = tuple(option("schedule")["choices"])
 
 
 def _is_int(v: object) -> bool:
@@ -153,7 +158,7 @@ def validate_manifest(m: object, where: str, num_layers: int | None = None) -> d
         x = m.get("extra")
         if not isinstance(x, dict):
             bad('field "extra" must be an object')
-        for k in ("step", "stageStart", "tokens", "targetStep"):
+        for k in RULES["trainCounters"]:
             if not (_is_int(get(x, k)) and x[k] >= 0):
                 bad(f'field "extra.{k}" must be an integer >= 0, got {_show(get(x, k))}')
         step = x["step"]
@@ -172,7 +177,7 @@ def validate_manifest(m: object, where: str, num_layers: int | None = None) -> d
             bad('field "extra.lrSchedule" must be an object')
         p = "extra.lrSchedule"
         if get(s, "schedule") not in _LR_KINDS:
-            bad(f'field "{p}.schedule" must be one of cosine, linear, constant, got {_show(get(s, "schedule"))}')
+            bad(f'field "{p}.schedule" must be one of {", ".join(_LR_KINDS)}, got {_show(get(s, "schedule"))}')
         if not (_is_num(get(s, "lr")) and s["lr"] >= 0):
             bad(f'field "{p}.lr" must be a finite number >= 0, got {_show(get(s, "lr"))}')
         if not (_is_num(get(s, "minLr")) and 0 <= s["minLr"] <= s["lr"]):

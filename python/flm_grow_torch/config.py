@@ -16,6 +16,39 @@ from .families import (
     detect_family,
 )
 
+# How a config.json is read (required sizes, optional numbers and their defaults, refused values,
+# the parameters of each RoPE type, the wording of every problem): the declaration src/spec/config.ts
+# loads too.
+CONFIG_RULES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_data", "config_rules.json")
+with open(CONFIG_RULES_FILE, encoding="utf-8") as _f:
+    RULES = json.load(_f)
+_OPTIONAL = {o["key"]: o for o in RULES["optional"]}
+_SIZES = {o["key"] for o in RULES["sizes"]}
+_REFUSED = {o["key"]: o for o in RULES["refused"]}
+
+
+def _say(message: str, value: str = "", type: str = "") -> str:
+    """A message of config_rules.json with its {value} / {type} filled in."""
+    return RULES["messages"][message].replace("{value}", value).replace("{type}", type)
+
+
+def config_default(key: str) -> float:
+    """The default of an optional config.json number (config_rules.json `optional`)."""
+    return _OPTIONAL[key]["default"]
+
+
+def rope_default(kind: str, key: str) -> float:
+    """The default of a RoPE parameter absent from the file (config_rules.json rope: yarn's beta_fast 32, ...)."""
+    return float(next(f["default"] for f in RULES["rope"][kind] if f["key"] == key))
+
+
+def _refusal(key: str, v: object) -> str | None:
+    """The refusal message of a field when `v` is neither absent nor allowed (config_rules.json `refused`)."""
+    r = _REFUSED[key]
+    if v is None or any(v == a and type(v) is not bool for a in r["allowed"]):
+        return None
+    return r["why"].replace("{value}", json.dumps(v))
+
 
 class ConfigError(ValueError):
     """An unsupported or invalid config.json; `fields` names each offending field as in the file."""
@@ -45,19 +78,31 @@ class _Problems:
         name = prefix + key
         if v is None:
             if default is None:
-                self.add(name, "is required")
+                self.add(name, _say("required"))
                 return 0
             return default
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            self.add(name, f"must be a finite number, got {json.dumps(v)}")
+            self.add(name, _say("notFinite", json.dumps(v)))
             return default if default is not None else 0
         if integer and v != int(v):
-            self.add(name, f"must be an integer, got {v}")
+            self.add(name, _say("notInteger", str(v)))
             return default if default is not None else 0
         if positive and v <= 0:
-            self.add(name, f"must be > 0, got {v}")
+            self.add(name, _say("notPositive", str(v)))
             return default if default is not None else 0
         return int(v) if integer else float(v)
+
+    def size(self, obj, key):
+        """A required size (config_rules.json sizes: an integer > 0)."""
+        assert key in _SIZES, key
+        return self.num(obj, key, integer=True, positive=True)
+
+    def optional(self, obj, key, prefix=""):
+        """An optional number read with its declared default (config_rules.json optional)."""
+        o = _OPTIONAL[key]
+        integer = o.get("integer", False)
+        default = o["default"] if integer else float(o["default"])
+        return self.num(obj, key, default=default, integer=integer, positive=o.get("positive", False), prefix=prefix)
 
 
 def _rope(raw, p):
@@ -70,15 +115,20 @@ def _rope(raw, p):
         if raw.get("rope_scaling") is not None
         else None
     )
-    theta = p.num(raw, "rope_theta", default=10000.0, positive=True)
+    theta = p.optional(raw, "rope_theta")
     if key is None:
         return theta, {"type": "default"}
     r = raw[key]
     if not isinstance(r, dict):
-        p.add(key, "must be an object")
+        p.add(key, _say("notObject"))
         return theta, {"type": "default"}
     if r.get("rope_theta") is not None:
-        theta = p.num(r, "rope_theta", positive=True, default=theta, prefix=key + ".")
+        # named as written: rope_parameters.rope_theta, not the top-level rope_theta
+        v = r["rope_theta"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            p.add(f"{key}.rope_theta", _say("notPositiveNumber", json.dumps(v)))
+        else:
+            theta = float(v)
     type_key = "rope_type" if "rope_type" in r else "type" if "type" in r else None
     kind = r[type_key] if type_key else "default"
     if kind not in ROPE_TYPES:
@@ -87,47 +137,32 @@ def _rope(raw, p):
             f"RoPE type {json.dumps(kind)} is not supported (supported: {', '.join(ROPE_TYPES)})",
         )
         return theta, {"type": "default"}
-    if r.get("partial_rotary_factor") not in (None, 1):
-        p.add(f"{key}.partial_rotary_factor", "partial rotary embeddings are not supported")
-
-    def field(k, need):
-        v = r.get(k)
+    partial = _refusal("partial_rotary_factor", r.get("partial_rotary_factor"))
+    if partial is not None:
+        p.add(f"{key}.partial_rotary_factor", partial)
+    # the parameters the type reads (config_rules.json rope): booleans first, then the numbers
+    fields = RULES["rope"][kind]
+    for f in fields:
+        if f.get("boolean") and r.get(f["key"]) is not None and not isinstance(r[f["key"]], bool):
+            p.add(f"{key}.{f['key']}", _say("ropeNotBoolean"))
+    out = {"type": kind}
+    for f in fields:
+        v = r.get(f["key"])
+        if f.get("boolean"):
+            if isinstance(v, bool):
+                out[f["key"]] = v
+            continue
+        need = f.get("required", False) or ("requiredUnless" in f and r.get(f["requiredUnless"]) is None)
         if v is None:
             if need:
-                p.add(f"{key}.{k}", f'is required for RoPE type "{kind}"')
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            p.add(f"{key}.{k}", f"must be a number > 0, got {json.dumps(v)}")
-            return None
-        return float(v)
-
-    out = {"type": kind}
-    if kind in ("linear", "dynamic"):
-        out["factor"] = field("factor", True) or 1.0
-    elif kind == "llama3":
-        out.update(
-            factor=field("factor", True) or 1.0,
-            low_freq_factor=field("low_freq_factor", True) or 1.0,
-            high_freq_factor=field("high_freq_factor", True) or 2.0,
-            original_max_position_embeddings=field("original_max_position_embeddings", True) or 1.0,
-        )
-    elif kind == "yarn":
-        if r.get("truncate") is not None and not isinstance(r["truncate"], bool):
-            p.add(f"{key}.truncate", "must be true or false")
-        for k in (
-            "factor",
-            "original_max_position_embeddings",
-            "attention_factor",
-            "beta_fast",
-            "beta_slow",
-            "mscale",
-            "mscale_all_dim",
-        ):
-            v = field(k, k == "factor" and r.get("original_max_position_embeddings") is None)
-            if v is not None:
-                out[k] = v
-        if isinstance(r.get("truncate"), bool):
-            out["truncate"] = r["truncate"]
+                p.add(f"{key}.{f['key']}", _say("ropeRequired", type=kind))
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            p.add(f"{key}.{f['key']}", _say("notPositiveNumber", json.dumps(v)))
+        else:
+            out[f["key"]] = float(v)
+            continue
+        if "fallback" in f:
+            out[f["key"]] = float(f["fallback"])
     return theta, out
 
 
@@ -178,13 +213,16 @@ class ModelConfig:
         self.family = fam["name"]
         tie = raw.get("tie_word_embeddings")
         if tie is not None and not isinstance(tie, bool):
-            p.add("tie_word_embeddings", f"must be true or false, got {json.dumps(tie)}")
+            p.add("tie_word_embeddings", _say("notBoolean", json.dumps(tie)))
         self.tie_word_embeddings = tie is True
         for r in fam["refusedIfTrue"]:
             if raw.get(r["key"]) is True:
                 p.add(r["key"], r["why"])
-        if raw.get("hidden_act", "silu") != "silu":
-            p.add("hidden_act", f'only "silu" (SwiGLU) is supported, got {json.dumps(raw.get("hidden_act"))}')
+        # values this tool does not model (config_rules.json refused): a new one is a line of data
+        for rule in RULES["refused"]:
+            why = _refusal(rule["key"], raw.get(rule["key"]))
+            if why is not None:
+                p.add(rule["key"], why)
         self.qkv_bias = fam["qkvBias"]
         self.qk_norm = fam["qkNorm"]
         self.sliding_window = None
@@ -202,12 +240,10 @@ class ModelConfig:
                 "layer_types",
                 f'only "full_attention" layers are supported, got {json.dumps(sorted(set(map(str, lt))))}',
             )
-        if raw.get("partial_rotary_factor") not in (None, 1):
-            p.add("partial_rotary_factor", "partial rotary embeddings are not supported")
-        self.hidden_size = p.num(raw, "hidden_size", integer=True, positive=True)
-        self.intermediate_size = p.num(raw, "intermediate_size", integer=True, positive=True)
-        self.num_layers = p.num(raw, "num_hidden_layers", integer=True, positive=True)
-        self.num_heads = p.num(raw, "num_attention_heads", integer=True, positive=True)
+        self.hidden_size = p.size(raw, "hidden_size")
+        self.intermediate_size = p.size(raw, "intermediate_size")
+        self.num_layers = p.size(raw, "num_hidden_layers")
+        self.num_heads = p.size(raw, "num_attention_heads")
         self.num_kv_heads = p.num(raw, "num_key_value_heads", integer=True, positive=True, default=self.num_heads or 1)
         if self.num_heads and self.num_kv_heads and self.num_heads % self.num_kv_heads:
             p.add("num_key_value_heads", f"{self.num_kv_heads} does not divide num_attention_heads {self.num_heads}")
@@ -225,15 +261,16 @@ class ModelConfig:
             self.head_dim = self.hidden_size // self.num_heads if self.num_heads else 0
         if self.head_dim % 2:
             p.add("head_dim", f"must be even for RoPE, got {self.head_dim}")
-        self.vocab_size = p.num(raw, "vocab_size", integer=True, positive=True)
-        self.rms_norm_eps = p.num(raw, "rms_norm_eps", default=1e-6, positive=True)
-        self.max_position_embeddings = p.num(raw, "max_position_embeddings", default=2048, integer=True, positive=True)
+        self.vocab_size = p.size(raw, "vocab_size")
+        self.rms_norm_eps = p.optional(raw, "rms_norm_eps")
+        self.max_position_embeddings = p.optional(raw, "max_position_embeddings")
         self.rope_theta, self.rope = _rope(raw, p)
         self.use_mup = raw.get("use_mup") is True  # read for any family, as src/spec/config.ts does
         # Tele-FLM µP: embeddings times input_mult, logits times output_mult / mup_scale_factor
-        self.input_mult = p.num(raw, "input_mult", default=1.0) if self.use_mup else 1.0
-        self.output_mult = p.num(raw, "output_mult", default=1.0) if self.use_mup else 1.0
-        self.mup_scale_factor = p.num(raw, "mup_scale_factor", default=1.0, positive=True) if self.use_mup else 1.0
+        mup = ("input_mult", "output_mult", "mup_scale_factor")
+        self.input_mult, self.output_mult, self.mup_scale_factor = (
+            float(p.optional(raw, k) if self.use_mup else config_default(k)) for k in mup
+        )
         if p.list:
             raise ConfigError(file, p.list)
 
@@ -247,19 +284,8 @@ class ModelConfig:
 
     def summary(self):
         """The parsed numbers under src/spec/config.ts ModelConfig's names (the config parity test compares them)."""
+        names = {f["key"]: f["name"] for fields in RULES["rope"].values() for f in fields}
         rope = {"type": self.rope["type"]}
-        names = {
-            "factor": "factor",
-            "low_freq_factor": "lowFreqFactor",
-            "high_freq_factor": "highFreqFactor",
-            "original_max_position_embeddings": "originalMaxPositionEmbeddings",
-            "attention_factor": "attentionFactor",
-            "beta_fast": "betaFast",
-            "beta_slow": "betaSlow",
-            "mscale": "mscale",
-            "mscale_all_dim": "mscaleAllDim",
-            "truncate": "truncate",
-        }
         rope.update({names[k]: v for k, v in self.rope.items() if k != "type"})
         return dict(
             family=self.family,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig, read_config
+from .config import ModelConfig, read_config, rope_default
 from .safetensors_io import load_checkpoint_tensors
 
 
@@ -66,7 +66,8 @@ def rope_frequencies(cfg, seq_len):
     def plain(theta):
         return [1.0 / theta ** (2 * i / d) for i in range(d // 2)]
 
-    factor = r.get("factor", 1.0)
+    # required for linear, dynamic and llama3 (config_rules.json: the parse refuses a config without it); yarn derives its own
+    factor = r.get("factor")
     scaling = 1.0
     if kind == "linear":
         inv = [f / factor for f in plain(base)]
@@ -104,7 +105,10 @@ def rope_frequencies(cfg, seq_len):
         def corr(rot):
             return d * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(base))
 
-        low, high = corr(r.get("beta_fast", 32.0)), corr(r.get("beta_slow", 1.0))
+        low, high = (
+            corr(r.get("beta_fast", rope_default("yarn", "beta_fast"))),
+            corr(r.get("beta_slow", rope_default("yarn", "beta_slow"))),
+        )
         if r.get("truncate", True):
             low, high = math.floor(low), math.ceil(high)
         low, high = max(low, 0), min(high, d - 1)

@@ -102,7 +102,7 @@ class _Deferred:
 def export(src: str, dst: str) -> None:
     """The HF-layout folder of a sharded checkpoint (see the module docstring)."""
     from . import dcp_safe
-    from .checkpointing import read_manifest, write_manifest_last
+    from .checkpointing import MANIFEST_FILE, read_manifest, write_manifest_last
     from .optim import OPTIMIZER_FILE, OPTIMIZER_FORMAT, js_num, js_value
     from .safetensors_io import save_file
 
@@ -133,7 +133,7 @@ def export(src: str, dst: str) -> None:
         {"format": OPTIMIZER_FORMAT, **{k: js_num(v) for k, v in meta.items()}},
     )
     for f in os.listdir(src):
-        if f not in (SHARDED_DIR, OPTIMIZER_META, "flm-grow-manifest.json") and not f.startswith("."):
+        if f not in (SHARDED_DIR, OPTIMIZER_META, MANIFEST_FILE) and not f.startswith("."):
             shutil.copy2(os.path.join(src, f), os.path.join(tmp, f))
     m = read_manifest(src) or {}
     m.pop("files", None)

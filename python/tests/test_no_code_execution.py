@@ -16,6 +16,7 @@ with json.load. The checker is tested on a snippet holding each forbidden use, s
 """
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -141,8 +142,12 @@ def test_the_checker_finds_each_forbidden_use():
 def test_side_files_copied_into_outputs_are_never_code():
     from flm_grow_torch.checkpointing import SIDE_FILE
 
-    ts = re.search(r"SIDE_FILE_PATTERN =\s*/(.*)/;", (ROOT / "src" / "manifest.ts").read_text()).group(1)
-    for pattern in (SIDE_FILE, re.compile(ts)):
+    # one pattern for both engines: python/flm_grow_torch/_data/manifest.json, compiled by each
+    data = json.loads((ROOT / "python" / "flm_grow_torch" / "_data" / "manifest.json").read_text())
+    assert SIDE_FILE.pattern == data["sideFilePattern"]
+    ts = (ROOT / "src" / "checkpoint" / "manifest.ts").read_text()
+    assert "SIDE_FILE_PATTERN = new RegExp(MANIFEST_RULES.sideFilePattern)" in ts
+    for pattern in (SIDE_FILE,):
         for ok in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json"):
             assert pattern.match(ok), ok
         for code in ("tokenizer.py", "tokenization_custom.py", "tokenizer_fast.pyc", "tokenizer.so"):

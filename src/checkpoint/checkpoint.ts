@@ -8,6 +8,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { notAFolderMessage } from './locate.ts';
 import { CheckpointError } from '../util/errors.ts';
+import { readDataFile } from '../util/data-files.ts';
 import { readConfigFile, type ModelConfig } from '../spec/config.ts';
 import { assertTensorsMatchConfig } from '../spec/arch.ts';
 import type { TensorInfo } from './safetensors.ts';
@@ -24,8 +25,20 @@ export {
   type IndexJson,
 } from './tensor-index.ts';
 export const CONFIG_FILE = 'config.json';
+/** The manifest's declaration (python/flm_grow_torch/_data/manifest.json), which both engines load. */
+export interface ManifestRules {
+  file: string;
+  format: string;
+  kinds: string[];
+  maskGroups: string[];
+  scheduleShapes: string[];
+  carriedHow: string[];
+  trainCounters: string[];
+  sideFilePattern: string;
+}
+export const MANIFEST_RULES = readDataFile<ManifestRules>('manifest.json');
 /** flm-grow's manifest: its presence marks a folder flm-grow wrote (see manifest.ts for the contents). */
-export const MANIFEST_FILE = 'flm-grow-manifest.json';
+export const MANIFEST_FILE = MANIFEST_RULES.file;
 /** The Hugging Face tokenizer (tokenizer.ts reads it). */
 export const TOKENIZER_FILE = 'tokenizer.json';
 

@@ -5,18 +5,19 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { CONFIG_FILE, INDEX_FILE, type Checkpoint } from './checkpoint.ts';
+import { CONFIG_FILE, INDEX_FILE, MANIFEST_RULES, type Checkpoint } from './checkpoint.ts';
 import { readFailure, readJsonFile } from '../util/files.ts';
 import { FlmGrowError } from '../util/errors.ts';
 import { sha256File } from '../util/hash.ts';
 import { joinInside, safeRelativeName } from './paths.ts';
-import { MASK_GROUPS, type MaskSchedule } from './masks.ts';
+import { MASK_GROUPS, SCHEDULE_SHAPES, type MaskSchedule } from './masks.ts';
+import { readDataFile } from '../util/data-files.ts';
 import type { ModelConfig } from '../spec/config.ts';
 
 /** Its name lives with the other checkpoint file names (atomic.ts tells flm-grow's folders by it). */
 export { MANIFEST_FILE } from './checkpoint.ts';
 import { MANIFEST_FILE } from './checkpoint.ts';
-export const MANIFEST_FORMAT = 'flm-grow/1';
+export const MANIFEST_FORMAT = MANIFEST_RULES.format;
 
 /** The version recorded in every manifest's `tool` field. */
 export const TOOL_VERSION = '0.1.0';
@@ -25,8 +26,7 @@ export const TOOL_VERSION = '0.1.0';
  * Files copied along unchanged (tokenizer and generation settings). Never code: a `tokenizer*.py`
  * (a custom class transformers runs with trust_remote_code) is not carried into outputs.
  */
-export const SIDE_FILE_PATTERN =
-  /^(?!.*\.(py|pyc|pyo|so)$)(tokenizer.*|generation_config\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
+export const SIDE_FILE_PATTERN = new RegExp(MANIFEST_RULES.sideFilePattern);
 
 /** What a manifest records about the checkpoint a stage read. */
 export interface SourceIdentity {
@@ -110,7 +110,7 @@ export interface SynthManifest extends ManifestCommon {
 /** The manifest, by kind. */
 export type Manifest = GrowManifest | BakeManifest | TrainManifest | SynthManifest;
 export type ManifestKind = Manifest['kind'];
-export const MANIFEST_KINDS: readonly ManifestKind[] = ['grow', 'bake', 'train', 'synth'];
+export const MANIFEST_KINDS = MANIFEST_RULES.kinds as readonly ManifestKind[];
 
 /** A manifest before its file hashes are known (`Omit` of each kind). */
 export type ManifestDraft = Manifest extends infer M ? (M extends Manifest ? Omit<M, 'files'> : never) : never;
@@ -188,7 +188,7 @@ export function parseManifest(m: unknown, where: string): Manifest {
       field(extra, 'queryHeadMap', 'extra.queryHeadMap', 'array', false);
       break;
     case 'train':
-      for (const k of ['step', 'stageStart', 'tokens', 'targetStep']) field(extra, k, `extra.${k}`, 'number', true);
+      for (const k of MANIFEST_RULES.trainCounters) field(extra, k, `extra.${k}`, 'number', true);
       field(extra, 'lrSchedule', 'extra.lrSchedule', 'object', true);
       field(extra, 'complete', 'extra.complete', 'boolean', false);
       checkTrainRecord(extra, bad);
@@ -203,8 +203,12 @@ export function parseManifest(m: unknown, where: string): Manifest {
 }
 
 type Bad = (msg: string) => never;
-const SCHEDULE_SHAPES = ['linear', 'cosine'];
-const CARRIED_HOW = ['continued', 'regrown', 'restarted'];
+const CARRIED_HOW = MANIFEST_RULES.carriedHow;
+/** extra.lrSchedule.schedule: the training option's choices (train_options.json `schedule`). */
+const LR_SCHEDULES =
+  readDataFile<{ options: { flag: string; choices?: string[] }[] }>('train_options.json').options.find(
+    (o) => o.flag === 'schedule',
+  )?.choices ?? [];
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
 const show = (v: unknown): string => (v === undefined ? 'missing' : JSON.stringify(v));
 
@@ -216,7 +220,7 @@ function checkScheduleEntry(e: unknown, path: string, bad: Bad): void {
     bad(`field "${path}.group" must be one of ${MASK_GROUPS.join(', ')}, got ${show(x.group)}`);
   if (!isInt(x.startStep)) bad(`field "${path}.startStep" must be an integer, got ${show(x.startStep)}`);
   if (!(isInt(x.length) && x.length >= 0)) bad(`field "${path}.length" must be an integer >= 0, got ${show(x.length)}`);
-  if (!SCHEDULE_SHAPES.includes(x.shape as string))
+  if (!(SCHEDULE_SHAPES as readonly unknown[]).includes(x.shape))
     bad(`field "${path}.shape" must be one of ${SCHEDULE_SHAPES.join(', ')}, got ${show(x.shape)}`);
 }
 
@@ -270,7 +274,7 @@ function checkLayerMap(map: unknown[], bad: Bad): void {
 
 /** A training manifest's resume state: steps and tokens, and the LR schedule (lr-schedule.ts validateLrSchedule's rules). */
 function checkTrainRecord(x: Json, bad: Bad): void {
-  for (const k of ['step', 'stageStart', 'tokens', 'targetStep'])
+  for (const k of MANIFEST_RULES.trainCounters)
     if (!(isInt(x[k]) && x[k] >= 0)) bad(`field "extra.${k}" must be an integer >= 0, got ${show(x[k])}`);
   const step = x.step as number;
   if ((x.stageStart as number) > step) bad(`field "extra.stageStart" ${show(x.stageStart)} is after extra.step ${step}`);
@@ -282,8 +286,8 @@ function checkTrainRecord(x: Json, bad: Bad): void {
     );
   const s = x.lrSchedule as Json;
   const p = 'extra.lrSchedule';
-  if (!['cosine', 'linear', 'constant'].includes(s.schedule as string))
-    bad(`field "${p}.schedule" must be one of cosine, linear, constant, got ${show(s.schedule)}`);
+  if (!LR_SCHEDULES.includes(s.schedule as string))
+    bad(`field "${p}.schedule" must be one of ${LR_SCHEDULES.join(', ')}, got ${show(s.schedule)}`);
   const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
   if (!(num(s.lr) && s.lr >= 0)) bad(`field "${p}.lr" must be a finite number >= 0, got ${show(s.lr)}`);
   if (!(num(s.minLr) && s.minLr >= 0 && s.minLr <= (s.lr as number)))

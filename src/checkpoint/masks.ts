@@ -22,12 +22,26 @@ import { FlmGrowError } from '../util/errors.ts';
 import { SafetensorsFile } from './safetensors.ts';
 import { writeSafetensors } from './safetensors-writer.ts';
 import { bytesToFloat32 } from '../util/dtype.ts';
+import { MANIFEST_RULES } from './checkpoint.ts';
 
 export const MASKS_FILE = 'masks.safetensors';
 
-/** Groups annealed independently (each may have its own schedule in the manifest). */
+/**
+ * Groups annealed independently (each may have its own schedule in the manifest). Written here
+ * as a literal tuple for the MaskGroup type; checked equal to manifest.json's maskGroups at load.
+ */
 export const MASK_GROUPS = ['hidden', 'heads', 'ffn', 'layers', 'vocab'] as const;
 export type MaskGroup = (typeof MASK_GROUPS)[number];
+/** masks.schedule[].shape (the same kind of check against manifest.json). */
+export const SCHEDULE_SHAPES = ['linear', 'cosine'] as const;
+for (const [name, mine, data] of [
+  ['maskGroups', MASK_GROUPS, MANIFEST_RULES.maskGroups],
+  ['scheduleShapes', SCHEDULE_SHAPES, MANIFEST_RULES.scheduleShapes],
+] as const)
+  if (JSON.stringify(mine) !== JSON.stringify(data))
+    throw new Error(
+      `python/flm_grow_torch/_data/manifest.json: ${name} differ from src/checkpoint/masks.ts's types (change both)`,
+    );
 
 /** One group's annealing (the manifest's masks.schedule entries). */
 export interface MaskSchedule {
@@ -39,7 +53,7 @@ export interface MaskSchedule {
   startStep: number;
   /** Steps from 0 to 1 (MSG's default: 5000). */
   length: number;
-  shape: 'linear' | 'cosine';
+  shape: (typeof SCHEDULE_SHAPES)[number];
 }
 
 export interface LayerMasks {

@@ -9,7 +9,7 @@ import { LLAMA_TENSORS } from '../spec/arch.ts';
 import type { ModelConfig } from '../spec/config.ts';
 import { PlanError } from '../util/errors.ts';
 import type { DType } from '../util/dtype.ts';
-import { MASK_GROUPS, type MaskGroup } from '../checkpoint/masks.ts';
+import { MASK_GROUPS, SCHEDULE_SHAPES, type MaskGroup } from '../checkpoint/masks.ts';
 import type { MaskSchedule } from '../checkpoint/masks.ts';
 import {
   grows,
@@ -321,7 +321,7 @@ export function parsePlan(json: unknown, src = 'plan'): GrowthPlan {
         group,
         startStep: s.startStep === undefined ? 0 : int(s.startStep, `${f}.startStep`, src, 0),
         length: s.length === undefined ? p.annealSteps : int(s.length, `${f}.length`, src),
-        shape: s.shape === undefined ? 'linear' : oneOf(s.shape, ['linear', 'cosine'] as const, `${f}.shape`, src),
+        shape: s.shape === undefined ? 'linear' : oneOf(s.shape, SCHEDULE_SHAPES, `${f}.shape`, src),
       };
     });
   }

@@ -9,7 +9,7 @@
  * keeps its own copies of the tensors the backward pass needs, so disposing is still safe.
  */
 import * as tf from '@tensorflow/tfjs';
-import { inputScale, logitScale, type ModelConfig } from '../spec/config.ts';
+import { inputScale, logitScale, ropeDefault, type ModelConfig } from '../spec/config.ts';
 import { ModelInputError, CheckpointError } from '../util/errors.ts';
 import { hasTensor, LLAMA_TENSORS, shapeOf, SPEC_BY_ROLE, tensorName, type Role } from '../spec/arch.ts';
 import { WIDE_BLOCK } from './stream-memory.ts';
@@ -171,7 +171,8 @@ export function ropeFrequencies(
   const r = cfg.rope;
   if (r.type === 'default') return { invFreq: ropeInvFreq(d, base, dtype), attentionScaling: 1 };
   const plain = (theta: number) => Array.from({ length: d / 2 }, (_, i) => 1 / Math.pow(theta, (2 * i) / d));
-  const factor = r.factor ?? 1;
+  // required for linear, dynamic and llama3 (config_rules.json: the parse refuses a config without it); yarn derives its own
+  const factor = r.factor as number;
   let inv: number[];
   let scaling = 1;
   switch (r.type) {
@@ -209,8 +210,8 @@ export function ropeFrequencies(
           ? mscale(fac, r.mscale) / mscale(fac, r.mscaleAllDim)
           : mscale(fac));
       const corr = (rot: number) => (d * Math.log(orig / (rot * 2 * Math.PI))) / (2 * Math.log(base));
-      let low = corr(r.betaFast ?? 32),
-        high = corr(r.betaSlow ?? 1);
+      let low = corr(r.betaFast ?? ropeDefault('yarn', 'beta_fast')),
+        high = corr(r.betaSlow ?? ropeDefault('yarn', 'beta_slow'));
       if (r.truncate !== false) {
         low = Math.floor(low);
         high = Math.ceil(high);

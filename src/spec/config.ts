@@ -2,7 +2,9 @@
  * config.json of a Llama or Tele-FLM checkpoint, parsed into the few numbers the math needs.
  * The raw JSON is kept so a grown config can be written back with every other key intact.
  */
+import { join } from 'node:path';
 import { ConfigError } from '../util/errors.ts';
+import { DATA_DIR, readDataFile } from '../util/data-files.ts';
 import { parseDtypeName, type DType } from '../util/dtype.ts';
 import { modelSizeProblem } from '../util/limits.ts';
 import { MAX_JSON_BYTES, readFailure, readJsonFile } from '../util/files.ts';
@@ -16,6 +18,78 @@ import {
   type FamilyName,
   type RopeType,
 } from './families.ts';
+
+/** The rules of reading a config.json, declared once for both engines (python/flm_grow_torch/_data/config_rules.json). */
+export const CONFIG_RULES_FILE = join(DATA_DIR, 'config_rules.json');
+
+interface NumberRule {
+  key: string;
+  name: string;
+  default?: number;
+  integer?: boolean;
+  positive?: boolean;
+  mup?: boolean;
+}
+interface RopeField {
+  key: string;
+  name: keyof RopeScaling;
+  required?: boolean;
+  requiredUnless?: string;
+  fallback?: number;
+  /** Used by the frequency computation when absent (model/llama.ts); not written into the parsed config. */
+  default?: number;
+  boolean?: boolean;
+}
+export interface ConfigRules {
+  sizes: { key: string; name: string }[];
+  optional: NumberRule[];
+  refused: { key: string; allowed: unknown[]; why: string }[];
+  rope: Record<RopeType, RopeField[]>;
+  messages: Record<
+    | 'required'
+    | 'notFinite'
+    | 'notInteger'
+    | 'notPositive'
+    | 'notPositiveNumber'
+    | 'notBoolean'
+    | 'ropeNotBoolean'
+    | 'ropeRequired'
+    | 'notObject',
+    string
+  >;
+}
+
+export const CONFIG_RULES = readDataFile<ConfigRules>('config_rules.json');
+
+/** A message of config_rules.json with its {value} / {type} filled in. */
+function say(m: keyof ConfigRules['messages'], fill: { value?: string; type?: string } = {}): string {
+  return CONFIG_RULES.messages[m].replace('{value}', fill.value ?? '').replace('{type}', fill.type ?? '');
+}
+
+/** The read options of an optional config.json number (config_rules.json `optional`). */
+function optional(key: string): { int?: boolean; positive?: boolean; def: number } {
+  const r = CONFIG_RULES.optional.find((o) => o.key === key);
+  if (r === undefined || r.default === undefined) throw new Error(`${CONFIG_RULES_FILE}: no optional field ${key}`);
+  return { int: r.integer, positive: r.positive, def: r.default };
+}
+
+/** The default of an optional config.json number (rope_theta: 10000, ...). */
+export const configDefault = (key: string): number => optional(key).def;
+
+/** The default of a RoPE parameter absent from the file (config_rules.json rope: yarn's beta_fast 32, ...). */
+export function ropeDefault(type: RopeType, key: string): number {
+  const d = CONFIG_RULES.rope[type].find((f) => f.key === key)?.default;
+  if (d === undefined) throw new Error(`${CONFIG_RULES_FILE}: no default of rope ${type}.${key}`);
+  return d;
+}
+
+/** The refusal rule of a field (config_rules.json `refused`): its message when `v` is neither absent nor allowed. */
+function refusal(key: string, v: unknown): string | undefined {
+  const r = CONFIG_RULES.refused.find((x) => x.key === key);
+  if (r === undefined) throw new Error(`${CONFIG_RULES_FILE}: no refused field ${key}`);
+  if (v === undefined || v === null || r.allowed.includes(v)) return undefined;
+  return r.why.replace('{value}', JSON.stringify(v));
+}
 
 export const SUPPORTED_MODEL_TYPES: readonly string[] = FAMILIES.flatMap((f) => f.modelTypes);
 export const SUPPORTED_ARCHITECTURES: readonly string[] = FAMILIES.flatMap((f) => f.architectures);
@@ -85,12 +159,12 @@ function num(
   const v = raw[key];
   if (v === undefined || v === null) {
     if (opts.def !== undefined) return opts.def;
-    throw new ConfigError(file, key, 'is required');
+    throw new ConfigError(file, key, say('required'));
   }
   if (typeof v !== 'number' || !Number.isFinite(v))
-    throw new ConfigError(file, key, `must be a finite number, got ${JSON.stringify(v)}`);
-  if (opts.int === true && !Number.isInteger(v)) throw new ConfigError(file, key, `must be an integer, got ${v}`);
-  if (opts.positive === true && v <= 0) throw new ConfigError(file, key, `must be > 0, got ${v}`);
+    throw new ConfigError(file, key, say('notFinite', { value: JSON.stringify(v) }));
+  if (opts.int === true && !Number.isInteger(v)) throw new ConfigError(file, key, say('notInteger', { value: String(v) }));
+  if (opts.positive === true && v <= 0) throw new ConfigError(file, key, say('notPositive', { value: String(v) }));
   return v;
 }
 
@@ -137,11 +211,12 @@ function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { thet
       : raw.rope_scaling !== undefined && raw.rope_scaling !== null
         ? 'rope_scaling'
         : undefined;
-  let theta = p.try(() => num(raw, 'rope_theta', file, { positive: true, def: 10000 }), 10000);
+  const thetaRule = optional('rope_theta');
+  let theta = p.try(() => num(raw, 'rope_theta', file, thetaRule), thetaRule.def);
   if (key === undefined) return { theta, rope: { type: 'default' } };
   const rp = raw[key];
   if (typeof rp !== 'object' || Array.isArray(rp)) {
-    p.add(key, 'must be an object');
+    p.add(key, say('notObject'));
     return { theta, rope: { type: 'default' } };
   }
   const r = rp as Record<string, unknown>;
@@ -149,7 +224,7 @@ function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { thet
     // named as written: rope_parameters.rope_theta, not the top-level rope_theta
     const v = r.rope_theta;
     if (typeof v === 'number' && Number.isFinite(v) && v > 0) theta = v;
-    else p.add(`${key}.rope_theta`, `must be a number > 0, got ${JSON.stringify(v)}`);
+    else p.add(`${key}.rope_theta`, say('notPositiveNumber', { value: JSON.stringify(v) }));
   }
   const typeKey = r.rope_type !== undefined ? 'rope_type' : r.type !== undefined ? 'type' : undefined;
   const type = typeKey === undefined ? 'default' : r[typeKey];
@@ -161,56 +236,32 @@ function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { thet
     return { theta, rope: { type: 'default' } };
   }
   const t = type as RopeType;
-  const field = (k: string, need: boolean): number | undefined => {
-    if (r[k] === undefined || r[k] === null) {
-      if (need) p.add(`${key}.${k}`, `is required for RoPE type "${t}"`);
-      return undefined;
+  const partial = refusal('partial_rotary_factor', r.partial_rotary_factor);
+  if (partial !== undefined) p.add(`${key}.partial_rotary_factor`, partial);
+  // the parameters the type reads (config_rules.json rope): booleans first, then the numbers
+  const fields = CONFIG_RULES.rope[t];
+  for (const f of fields)
+    if (f.boolean === true && r[f.key] !== undefined && r[f.key] !== null && typeof r[f.key] !== 'boolean')
+      p.add(`${key}.${f.key}`, say('ropeNotBoolean'));
+  const rope: Record<string, unknown> = { type: t };
+  for (const f of fields) {
+    const v = r[f.key];
+    if (f.boolean === true) {
+      if (typeof v === 'boolean') rope[f.name] = v;
+      continue;
     }
-    const v = r[k];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
-      p.add(`${key}.${k}`, `must be a number > 0, got ${JSON.stringify(v)}`);
-      return undefined;
+    const need = f.required === true || (f.requiredUnless !== undefined && r[f.requiredUnless] === undefined);
+    if (v === undefined || v === null) {
+      if (need) p.add(`${key}.${f.key}`, say('ropeRequired', { type: t }));
+    } else if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+      p.add(`${key}.${f.key}`, say('notPositiveNumber', { value: JSON.stringify(v) }));
+    } else {
+      rope[f.name] = v;
+      continue;
     }
-    return v;
-  };
-  if (r.partial_rotary_factor !== undefined && r.partial_rotary_factor !== 1)
-    p.add(`${key}.partial_rotary_factor`, 'partial rotary embeddings are not supported');
-  switch (t) {
-    case 'default':
-      return { theta, rope: { type: t } };
-    case 'linear':
-    case 'dynamic':
-      return { theta, rope: { type: t, factor: field('factor', true) ?? 1 } };
-    case 'llama3':
-      return {
-        theta,
-        rope: {
-          type: t,
-          factor: field('factor', true) ?? 1,
-          lowFreqFactor: field('low_freq_factor', true) ?? 1,
-          highFreqFactor: field('high_freq_factor', true) ?? 2,
-          originalMaxPositionEmbeddings: field('original_max_position_embeddings', true) ?? 1,
-        },
-      };
-    case 'yarn': {
-      if (r.truncate !== undefined && typeof r.truncate !== 'boolean') p.add(`${key}.truncate`, 'must be true or false');
-      const rope: RopeScaling = {
-        type: t,
-        factor: field('factor', r.original_max_position_embeddings === undefined),
-        originalMaxPositionEmbeddings: field('original_max_position_embeddings', false),
-        attentionFactor: field('attention_factor', false),
-        betaFast: field('beta_fast', false),
-        betaSlow: field('beta_slow', false),
-        mscale: field('mscale', false),
-        mscaleAllDim: field('mscale_all_dim', false),
-        truncate: typeof r.truncate === 'boolean' ? r.truncate : undefined,
-      };
-      return {
-        theta,
-        rope: Object.fromEntries(Object.entries(rope).filter(([, v]) => v !== undefined)) as unknown as RopeScaling,
-      };
-    }
+    if (f.fallback !== undefined) rope[f.name] = f.fallback;
   }
+  return { theta, rope: rope as unknown as RopeScaling };
 }
 
 /** The `auto_map` of a masked folder: its own modeling files (python/flm_grow_torch/hf_remote). */
@@ -283,6 +334,11 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   // config, which writers wrap again where masks stay below 1 (hf-folder.ts)
   const r = plainConfigJson(raw as Record<string, unknown>, file);
   const p = new Problems(file);
+  // a required size (config_rules.json sizes: an integer > 0)
+  const sizeField = (key: string) => {
+    if (!CONFIG_RULES.sizes.some((f) => f.key === key)) throw new Error(`${CONFIG_RULES_FILE}: no size ${key}`);
+    return p.try(() => num(r, key, file, { int: true, positive: true }), 0);
+  };
   const modelType = r.model_type;
   const archs = Array.isArray(r.architectures) ? (r.architectures as unknown[]) : [];
   const family = detectFamily(modelType, archs);
@@ -294,11 +350,14 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   }
   const fam = family ?? FAMILIES[0];
   if (r.tie_word_embeddings !== undefined && r.tie_word_embeddings !== null && typeof r.tie_word_embeddings !== 'boolean') {
-    p.add('tie_word_embeddings', `must be true or false, got ${JSON.stringify(r.tie_word_embeddings)}`);
+    p.add('tie_word_embeddings', say('notBoolean', { value: JSON.stringify(r.tie_word_embeddings) }));
   }
   for (const { key, why } of fam.refusedIfTrue) if (r[key] === true) p.add(key, why);
-  const act = r.hidden_act ?? 'silu';
-  if (act !== 'silu') p.add('hidden_act', `only "silu" (SwiGLU) is supported, got ${JSON.stringify(act)}`);
+  // values this tool does not model (config_rules.json refused): a new one is a line of data
+  for (const { key } of CONFIG_RULES.refused) {
+    const why = refusal(key, r[key]);
+    if (why !== undefined) p.add(key, why);
+  }
   let slidingWindow: number | undefined;
   if (fam.slidingWindow === 'always' && r.sliding_window !== undefined && r.sliding_window !== null) {
     slidingWindow = p.try(() => num(r, 'sliding_window', file, { int: true, positive: true }), undefined);
@@ -311,10 +370,8 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   if (Array.isArray(r.layer_types) && r.layer_types.some((x) => x !== 'full_attention') && fam.slidingWindow !== 'always') {
     p.add('layer_types', `only "full_attention" layers are supported, got ${JSON.stringify([...new Set(r.layer_types)])}`);
   }
-  if (r.partial_rotary_factor !== undefined && r.partial_rotary_factor !== 1)
-    p.add('partial_rotary_factor', 'partial rotary embeddings are not supported');
-  const hiddenSize = p.try(() => num(r, 'hidden_size', file, { int: true, positive: true }), 0);
-  const numHeads = p.try(() => num(r, 'num_attention_heads', file, { int: true, positive: true }), 0);
+  const hiddenSize = sizeField('hidden_size');
+  const numHeads = sizeField('num_attention_heads');
   const numKvHeads = p.try(() => num(r, 'num_key_value_heads', file, { int: true, positive: true, def: numHeads }), 0);
   if (numHeads > 0 && numKvHeads > 0 && numHeads % numKvHeads !== 0) {
     p.add('num_key_value_heads', `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
@@ -340,7 +397,7 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
     }
   }
   const { theta, rope } = ropeOf(r, file, p);
-  const n = (key: string, opts: Parameters<typeof num>[3], fallback: number) => p.try(() => num(r, key, file, opts), fallback);
+  const opt = (key: string) => p.try(() => num(r, key, file, optional(key)), optional(key).def);
   const c: ModelConfig = {
     modelType: typeof modelType === 'string' ? modelType : 'llama',
     family: fam.name,
@@ -350,19 +407,20 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
     rope,
     slidingWindow,
     hiddenSize,
-    intermediateSize: n('intermediate_size', { int: true, positive: true }, 0),
-    numLayers: n('num_hidden_layers', { int: true, positive: true }, 0),
+    intermediateSize: sizeField('intermediate_size'),
+    numLayers: sizeField('num_hidden_layers'),
     numHeads,
     numKvHeads,
     headDim,
-    vocabSize: n('vocab_size', { int: true, positive: true }, 0),
-    rmsNormEps: n('rms_norm_eps', { positive: true, def: 1e-6 }, 1e-6),
+    vocabSize: sizeField('vocab_size'),
+    rmsNormEps: opt('rms_norm_eps'),
     ropeTheta: theta,
-    maxPositionEmbeddings: n('max_position_embeddings', { int: true, positive: true, def: 2048 }, 2048),
+    maxPositionEmbeddings: opt('max_position_embeddings'),
     useMup,
-    inputMult: useMup ? n('input_mult', { def: 1 }, 1) : 1,
-    outputMult: useMup ? n('output_mult', { def: 1 }, 1) : 1,
-    mupScaleFactor: useMup ? n('mup_scale_factor', { positive: true, def: 1 }, 1) : 1,
+    // Tele-FLM µP: read only under use_mup, else their defaults (no scaling)
+    inputMult: useMup ? opt('input_mult') : configDefault('input_mult'),
+    outputMult: useMup ? opt('output_mult') : configDefault('output_mult'),
+    mupScaleFactor: useMup ? opt('mup_scale_factor') : configDefault('mup_scale_factor'),
     dtype,
     raw: r,
   };
@@ -467,7 +525,7 @@ export function makeConfig(p: {
     tie_word_embeddings: p.tieWordEmbeddings ?? false,
     ...(fam.qkvBias ? {} : { attention_bias: false }),
     mlp_bias: false,
-    rope_parameters: { rope_type: 'default', ...(p.ropeScaling ?? {}), rope_theta: p.ropeTheta ?? 10000 },
+    rope_parameters: { rope_type: 'default', ...(p.ropeScaling ?? {}), rope_theta: p.ropeTheta ?? configDefault('rope_theta') },
     ...(fam.slidingWindow === 'always' ? { sliding_window: p.slidingWindow ?? null } : {}),
     ...(fam.slidingWindow === 'flagged' ? { use_sliding_window: false } : {}),
   };
@@ -487,12 +545,12 @@ export function makeConfig(p: {
     headDim: p.headDim ?? p.hiddenSize / p.numHeads,
     vocabSize: p.vocabSize,
     rmsNormEps: p.rmsNormEps ?? 1e-5,
-    ropeTheta: p.ropeTheta ?? 10000,
-    maxPositionEmbeddings: p.maxPositionEmbeddings ?? 2048,
+    ropeTheta: p.ropeTheta ?? configDefault('rope_theta'),
+    maxPositionEmbeddings: p.maxPositionEmbeddings ?? configDefault('max_position_embeddings'),
     useMup: p.useMup ?? false,
-    inputMult: p.inputMult ?? 1,
-    outputMult: p.outputMult ?? 1,
-    mupScaleFactor: p.mupScaleFactor ?? 1,
+    inputMult: p.inputMult ?? configDefault('input_mult'),
+    outputMult: p.outputMult ?? configDefault('output_mult'),
+    mupScaleFactor: p.mupScaleFactor ?? configDefault('mup_scale_factor'),
     dtype: p.dtype,
     raw,
   };

@@ -4,9 +4,11 @@
  * (restarted) at the growth step; `lrAtSegments` chains such stages.
  */
 import { TrainError } from '../util/errors.ts';
+import { trainOption } from './options.ts';
 
 export type LrScheduleKind = 'cosine' | 'linear' | 'constant';
-export const LR_SCHEDULE_KINDS: readonly LrScheduleKind[] = ['cosine', 'linear', 'constant'];
+/** The schedules (train_options.json's `schedule` choices). */
+export const LR_SCHEDULE_KINDS = trainOption('schedule').choices as readonly LrScheduleKind[];
 
 export interface LrSchedule {
   /** Peak learning rate, reached at the last warmup step. */

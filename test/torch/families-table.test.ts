@@ -66,6 +66,12 @@ const GOOD: Record<string, unknown>[] = [
   tiny('qwen3', { head_dim: null }), // Qwen3's config default head_dim 128
   tiny('mistral', { sliding_window: null, num_key_value_heads: null }),
   tiny('llama', { model_type: undefined, architectures: ['MistralForCausalLM'] }), // found by architecture
+  // null is absent for every field (config_rules.json): hidden_act, partial_rotary_factor, yarn's truncate
+  tiny('llama', {
+    hidden_act: null,
+    partial_rotary_factor: null,
+    rope_parameters: { rope_type: 'yarn', factor: 2, truncate: null },
+  }),
   // a masked grown folder's config.json (docs/hf-format.md) reads as its base family
   ...FAMILIES.map((f) => maskedConfigJson({ ...f.tiny })),
 ];
@@ -81,6 +87,7 @@ const BAD: Record<string, unknown>[] = [
   tiny('qwen3', { layer_types: ['sliding_attention', 'full_attention'], partial_rotary_factor: 0.5, head_dim: 15 }),
   tiny('mistral', { model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], tie_word_embeddings: 'yes', sliding_window: -1 }),
   tiny('llama', { rope_parameters: { rope_type: 'yarn', factor: -1, rope_theta: 0 } }),
+  tiny('llama', { partial_rotary_factor: true, rope_parameters: { rope_type: 'yarn', factor: 2, truncate: 'no' } }),
 ];
 
 /** parseConfig's numbers under the names config.py's summary() uses, or the fields it refuses. */
