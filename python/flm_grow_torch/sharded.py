@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import warnings
+from concurrent.futures import Future
 
 import torch
 
@@ -51,6 +52,14 @@ def save(path: str, state: dict[str, torch.Tensor]) -> None:
     from . import dcp_safe
 
     dcp_safe.save(path, state)
+
+
+def async_save(path: str, state: dict[str, torch.Tensor], group=None) -> Future:  # noqa: ANN001
+    """save, in the background (--async-save): the state is copied before this returns, so training
+    may go on changing the live tensors; the future resolves once every rank's shards are written."""
+    from . import dcp_safe
+
+    return dcp_safe.async_save(path, state, group)
 
 
 def load(path: str, state: dict[str, torch.Tensor]) -> None:

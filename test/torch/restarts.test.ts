@@ -15,20 +15,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend } from '../../src/backend.ts';
-import { growCheckpoint } from '../../src/growth/grow.ts';
-import { parsePlan } from '../../src/growth/plan.ts';
 import { MASKS_FILE } from '../../src/masks.ts';
-import { partitionMetrics, readMetrics, type StepMetrics } from '../../src/train/metrics.ts';
-import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
 import { findTorchPython, NO_TORCH_HELP } from '../../src/torch-engine.ts';
 import { readAll } from '../support/safetensors-compare.ts';
-import { spawnBounded } from '../support/spawn-bounded.ts';
+import { CORPUS, flmGrowBounded, grownGqa, stepsOf } from '../support/torch-runs.ts';
 
 const torch = findTorchPython();
 if (torch === undefined) console.log(`test/torch/restarts: SKIPPED: ${NO_TORCH_HELP}`);
-const CORPUS = join(import.meta.dirname, '../../fixtures/corpus/fortunes.txt');
-const BIN = join(import.meta.dirname, '../../bin/flm-grow.js');
 // 10 steps of a 30-step annealing (masks strictly between 0 and 1 from step 1 on), a checkpoint every 2
 const RUN = ['--steps', '10', '--batch-size', '4', '--seq-len', '16', '--lr', '3e-3', '--seed', '5', '--save-every', '2'];
 const KILL_AT = 7; // rank 0 kills itself before step 7: checkpoint-000006 is the newest complete one
@@ -37,47 +30,17 @@ let root: string;
 let grown: string;
 
 function train(out: string, flags: string[], env: NodeJS.ProcessEnv, timeoutMs: number) {
-  return spawnBounded(
-    process.execPath,
-    [BIN, 'train', grown, '--engine', 'torch', '--data', CORPUS, '--out', out, '--json', ...RUN, ...flags],
-    { env: { ...process.env, OMP_NUM_THREADS: '1', ...env }, timeoutMs, label: `flm-grow train --out ${out} ${flags.join(' ')}` },
+  return flmGrowBounded(
+    ['train', grown, '--engine', 'torch', '--data', CORPUS, '--out', out, '--json', ...RUN, ...flags],
+    timeoutMs,
+    env,
   );
 }
 
-const stepsOf = (out: string): StepMetrics[] => partitionMetrics(readMetrics(join(out, 'metrics.jsonl'))).steps;
-
 describe.skipIf(torch === undefined)('torchrun --max-restarts (gloo, CPU)', () => {
   beforeAll(async () => {
-    await initBackend('wasm');
     root = mkdtempSync(join(tmpdir(), 'flm-restarts-'));
-    const src = join(root, 'src');
-    await writeRandomInit(
-      src,
-      initConfig({
-        hidden_size: 16,
-        intermediate_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 8,
-        vocab_size: 256,
-        max_position_embeddings: 64,
-      }),
-      { seed: 4, std: 0.1 },
-    );
-    grown = join(root, 'grown');
-    await growCheckpoint(
-      src,
-      grown,
-      parsePlan({
-        targets: { hidden_size: 24, intermediate_size: 48, num_attention_heads: 8, num_key_value_heads: 4, num_hidden_layers: 3 },
-        mode: 'masked',
-        placement: { method: 'explicit', positions: [0] },
-        seed: 3,
-        anneal_steps: 30,
-      }),
-      { quiet: true },
-    );
+    grown = await grownGqa(root);
   });
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
