@@ -65,6 +65,10 @@ KILL_ENV = "FLM_GROW_TEST_KILL"
 # test hook: rank 0 SIGKILLs itself once the async save of this step has written its shards, before
 # the manifest that makes it count (the crash-during-async-save test); first attempt only
 CRASH_IN_SAVE_ENV = "FLM_GROW_TEST_CRASH_IN_ASYNC_SAVE"
+# test hook "R:S": in a restarted attempt (torchrun --max-restarts) rank R waits S seconds before it
+# joins the process group, so that the other ranks' gloo set-up reads the store before R writes its
+# address (test/torch/restarts.test.ts: a store kept from the failed attempt would hand them R's old one)
+RESTART_DELAY_ENV = "FLM_GROW_TEST_RESTART_DELAY"
 MAX_LOSS = 100  # trainer.ts MAX_LOSS: a loss above it stops training
 
 
@@ -269,6 +273,7 @@ class Trainer:
             why = fsdp_unavailable(torch.device(device_kind))
             if why is not None:
                 sys.exit(f"train: {why}")
+        _test_restart_delay()
         self.dd = dd = Dist.from_env(device_kind)
         self.device = device = torch.device(f"cuda:{dd.local_rank}" if device_kind == "cuda" else "cpu")
         if device.type == "cuda":
@@ -831,6 +836,15 @@ class Trainer:
             print("FLM_GROW_RESULT " + json.dumps(result), flush=True)
         self.dd.close()
         return result
+
+
+def _test_restart_delay() -> None:
+    spec = os.environ.get(RESTART_DELAY_ENV)
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        return
+    rank, seconds = spec.split(":")
+    if rank == os.environ.get("RANK"):
+        time.sleep(float(seconds))
 
 
 def main(argv: list[str] | None = None) -> dict:

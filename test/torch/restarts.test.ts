@@ -49,7 +49,15 @@ describe.skipIf(torch === undefined)('torchrun --max-restarts (gloo, CPU)', () =
     const el = join(root, 'elastic');
     const u = await train(ref, ['--nproc', '2'], {}, 40_000);
     expect(u.status, u.stderr).toBe(0);
-    const r = await train(el, ['--nproc', '2', '--max-restarts', '1'], { FLM_GROW_TEST_KILL: `0:${KILL_AT}` }, 50_000);
+    // in the restarted attempt rank 1 joins 3 s late: rank 0's gloo set-up reads rank 1's address
+    // before rank 1 has written it, which a store kept from the first attempt answers with the dead
+    // rank 1's old port (so the test fails every time without the fix, not only when the race is lost)
+    const r = await train(
+      el,
+      ['--nproc', '2', '--max-restarts', '1'],
+      { FLM_GROW_TEST_KILL: `0:${KILL_AT}`, FLM_GROW_TEST_RESTART_DELAY: '1:3' },
+      50_000,
+    );
     console.log(`uninterrupted ${u.seconds.toFixed(1)} s, killed + restarted ${r.seconds.toFixed(1)} s`);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toContain(
