@@ -13,6 +13,7 @@ const BENCHES: Record<string, string> = {
   train: 'training tokens/s and achieved FLOP/s (6·params·tokens) vs the matMul roofline',
   msg: "MSG claim: FLOPs for small→grown to reach a from-scratch run's final loss",
   distributed: 'torch engine layouts on CPU (1 process, DDP 2, FSDP2 2, TP 2, FSDP x TP 2 x 2): peak RSS per rank, tokens/s',
+  'save-stall': 'torch engine: how long a checkpoint save holds up training, --sharded-save vs --async-save (FSDP2 on CPU)',
   engines: "tfjs trainer vs torch engine on one ~20 M model: tokens/s, FLOP/s vs each one's matMul peak",
   strategies: 'issue 14: growth strategies (width/depth operators, modes) vs from scratch at equal FLOPs, over seeds',
   'plan-memory': "plan's peak-memory estimate vs grow's measured peak RSS, explicit and distance placement (<1 GB)",

@@ -13,10 +13,12 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import time
+from concurrent.futures import Future
 
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint import DefaultSavePlanner, FileSystemReader
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 # modules whose classes the metadata is made of (dataclasses and enums of DCP)
@@ -76,6 +78,25 @@ class SafeFileSystemReader(FileSystemReader):
 def save(path: str, state: dict) -> None:
     """Every rank writes its shards (a collective)."""
     dcp.save(state, checkpoint_id=path)
+
+
+# test hook: the background save waits this many seconds before it plans and writes, so that
+# training runs several steps on while a save is in flight (test/torch/async-save.test.ts)
+DELAY_ENV = "FLM_GROW_TEST_ASYNC_SAVE_DELAY"
+
+
+class _DelayedPlanner(DefaultSavePlanner):
+    def create_local_plan(self):  # noqa: ANN201
+        time.sleep(float(os.environ[DELAY_ENV]))
+        return super().create_local_plan()
+
+
+def async_save(path: str, state: dict, group=None) -> Future:  # noqa: ANN001
+    """dcp.async_save: the state is copied (staged) before this returns, then written by a thread of
+    DCP's; the future resolves once every rank's shards and the index (.metadata) are written. Its
+    collectives run on `group`, which must not be the group training uses at the same time."""
+    planner = _DelayedPlanner() if os.environ.get(DELAY_ENV) else None
+    return dcp.async_save(state, checkpoint_id=path, process_group=group, planner=planner)
 
 
 def load(path: str, state: dict, no_dist: bool = False) -> None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 from typing import Any
 
 FAILURE_PREFIX = "FLM_GROW_WORKER_FAILURE "
+# torch.distributed.elastic: "1" keeps the rendezvous store to the agent (see main)
+SHARE_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 def kernel_oom_kill(pid: int) -> bool | None:
@@ -90,6 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     from torch.distributed.run import get_args_parser, run
 
     args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    # --max-restarts: since torch 2.4 the c10d rendezvous lends the agent's own TCPStore to the
+    # workers (TORCHELASTIC_USE_AGENT_STORE) and, in torch 2.13, keeps that one store for every
+    # restart, with no per-attempt key prefix. The restarted workers' gloo set-up then reads the
+    # dead attempt's addresses (each rank's "rank_<r>" key under default_pg/) and connects to the
+    # killed rank's old port: "Connection refused" or a hang, depending on which rank writes first
+    # (pytorch/pytorch#135712). torch's own opt-out gives every rendezvous round a fresh store
+    # hosted by the round's rank 0 on a free port, so nothing of an earlier attempt is left to read.
+    os.environ.setdefault(SHARE_STORE_ENV, "1")
     # the agent's own report of a failure is a multi-line table; ours is the line below
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     try:

@@ -174,3 +174,48 @@ def save_checkpoint_tensors(
     with open(os.path.join(ckpt_dir, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     return names + ["model.safetensors.index.json"]
+
+
+def save_file_streaming(
+    path: str,
+    decls: list[tuple[str, list[int]]],
+    produce,  # noqa: ANN001  (name -> torch.Tensor of the declared shape, F32)
+    metadata: Mapping[str, object] | None = None,
+) -> int:
+    """Write an F32 safetensors file one tensor at a time: the header from the declared names and
+    shapes first, then each tensor's bytes as `produce(name)` returns it, so no more than one
+    tensor is held (the safetensors package serializes only from tensors all held at once:
+    save_file, serialize). The layout is the package's: an 8-byte little-endian header length, the
+    JSON header padded with spaces to a multiple of 8, the data in header order. Through a
+    temporary file renamed into place; returns the data bytes written."""
+    header: dict[str, object] = {}
+    if metadata is not None:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    off = 0
+    for name, shape in decls:
+        n = 4
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [off, off + n]}
+        off += n
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-(8 + len(h)) % 8)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(len(h).to_bytes(8, "little"))
+            f.write(h)
+            for name, shape in decls:
+                t = produce(name)
+                if list(t.shape) != list(shape) or t.dtype != torch.float32:
+                    raise ValueError(
+                        f"{path}: tensor {name}: got {t.dtype} {list(t.shape)}, declared F32 {list(shape)}"
+                    )
+                f.write(t.detach().cpu().contiguous().numpy().data)  # the bytes in place, no copy
+                del t
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return off

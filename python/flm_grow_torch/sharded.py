@@ -9,18 +9,22 @@ other way round (every rank asks for exactly the parts its layout holds).
 
 `python -m flm_grow_torch.sharded export SRC DEST` turns a sharded checkpoint into flm-grow's HF
 layout (model.safetensors, optimizer.safetensors, masks, config, manifest) that `flm-grow bake`,
-`grow`, `forward` and `train` read. It streams: one tensor is read from the shards and written at
-a time, so it never holds more than the largest tensor.
+`grow`, `forward` and `train` read (`flm-grow export` runs it). It streams: one tensor is read from
+the shards and written at a time (safetensors_io.save_file_streaming), so it never holds more than
+the largest tensor. An incomplete or altered checkpoint (its manifest does not vouch for every
+shard) is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
 import warnings
+from concurrent.futures import Future
 
 import torch
 
@@ -53,6 +57,14 @@ def save(path: str, state: dict[str, torch.Tensor]) -> None:
     dcp_safe.save(path, state)
 
 
+def async_save(path: str, state: dict[str, torch.Tensor], group=None) -> Future:  # noqa: ANN001
+    """save, in the background (--async-save): the state is copied before this returns, so training
+    may go on changing the live tensors; the future resolves once every rank's shards are written."""
+    from . import dcp_safe
+
+    return dcp_safe.async_save(path, state, group)
+
+
 def load(path: str, state: dict[str, torch.Tensor]) -> None:
     """Fill `state` (laid out as this run's layout wants) from a sharded save of any layout."""
     from . import dcp_safe
@@ -75,72 +87,107 @@ def read_optimizer_meta(d: str) -> dict:
         raise ValueError(f"{p}: not a readable optimizer.json ({e})") from None
 
 
-class _Deferred:
-    """A tensor of a sharded checkpoint that is read only when its bytes are written: save_file
-    takes the header from shape and dtype, then calls detach() once per tensor, in order."""
-
-    def __init__(self, path: str, name: str, shape: torch.Size, dtype: torch.dtype) -> None:
-        self.path, self.name, self.shape, self.dtype = path, name, shape, dtype
-
-    def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
-    def element_size(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
-
-    def detach(self) -> torch.Tensor:
-        from . import dcp_safe
-
-        t = torch.empty(self.shape, dtype=self.dtype)
-        dcp_safe.load(self.path, {self.name: t}, no_dist=True)
-        return t
+class ExportError(ValueError):
+    """A sharded checkpoint that cannot be exported (bad input): one line naming the file or tensor."""
 
 
-def export(src: str, dst: str) -> None:
-    """The HF-layout folder of a sharded checkpoint (see the module docstring)."""
+PROGRESS_PREFIX = "FLM_GROW_PROGRESS "
+RESULT_PREFIX = "FLM_GROW_RESULT "
+
+
+def _read_tensor(shards: str, name: str, shape: list[int]) -> torch.Tensor:
+    """One whole tensor of a sharded save (DCP assembles it from every rank's parts)."""
     from . import dcp_safe
-    from .checkpointing import MANIFEST_FILE, read_manifest, write_manifest_last
-    from .optim import OPTIMIZER_FILE, OPTIMIZER_FORMAT, js_num, js_value
-    from .safetensors_io import save_file
 
+    t = torch.empty(shape, dtype=torch.float32)
+    try:
+        dcp_safe.load(shards, {name: t}, no_dist=True)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # DCP's CheckpointException is a BaseException holding each rank's traceback
+        said = [x for x in str(e).strip().splitlines() if x.strip()]
+        raise ExportError(
+            f"{shards}: tensor {name}: cannot be read ({said[-1].strip()[:200] if said else type(e).__name__})"
+        ) from None
+    return t
+
+
+def export(src: str, dst: str, into: bool = False, progress=None) -> dict:  # noqa: ANN001
+    """The HF-layout folder of a sharded checkpoint (see the module docstring). `into`: `dst` is an
+    existing empty folder that the caller renames into place (flm-grow export's temporary folder);
+    otherwise `dst` must not exist and is written through a temporary folder beside it.
+    `progress(done_bytes, total_bytes, tensor)` after each tensor. Returns what was written."""
+    from . import dcp_safe
+    from .checkpointing import MANIFEST_FILE, checkpoint_damage, read_manifest, write_manifest_last
+    from .optim import OPTIMIZER_FILE, OPTIMIZER_FORMAT, js_num, js_value
+    from .safetensors_io import save_file_streaming
+
+    if not os.path.isdir(src):
+        raise ExportError(f"{src}: no such checkpoint folder")
     if not is_sharded(src):
-        raise ValueError(f"{src}: not a sharded checkpoint (no {SHARDED_DIR}/.metadata)")
-    if os.path.exists(dst):
-        raise ValueError(f"{dst}: already exists")
+        raise ExportError(
+            f"{src}: not a sharded checkpoint (no {SHARDED_DIR}/.metadata); it is exported already, or was saved without --sharded-save"
+        )
+    # an incomplete (interrupted, or --async-save still writing) or altered checkpoint is refused:
+    # the manifest, written last, vouches for every shard
+    why = checkpoint_damage(src)
+    if why is not None:
+        raise ExportError(f"{src}: not a complete checkpoint: {why}")
+    if into:
+        if not os.path.isdir(dst) or os.listdir(dst):
+            raise ExportError(f"{dst}: expected an empty folder to export into")
+    elif os.path.exists(dst):
+        raise ExportError(f"{dst}: already exists")
     shards = os.path.join(src, SHARDED_DIR)
     md = dcp_safe.read_metadata(shards).state_dict_metadata
     names = [n for n in md if not n.startswith("exp_avg")]  # the weights, in saved order
-    f32 = torch.float32
-    tmp = f"{dst}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_file(
-        os.path.join(tmp, "model.safetensors"),
-        {n: _Deferred(shards, n, md[n].size, f32) for n in names},
-        {"format": "pt"},
-    )
-    meta = read_optimizer_meta(src)
-    moments = {}
     for n in names:
         for key in ("exp_avg", "exp_avg_sq"):
-            moments[f"{key}.{n}"] = _Deferred(shards, f"{key}.{n}", md[f"{key}.{n}"].size, f32)
-    save_file(
-        os.path.join(tmp, OPTIMIZER_FILE),
-        moments,
-        {"format": OPTIMIZER_FORMAT, **{k: js_num(v) for k, v in meta.items()}},
-    )
-    for f in os.listdir(src):
-        if f not in (SHARDED_DIR, OPTIMIZER_META, MANIFEST_FILE) and not f.startswith("."):
-            shutil.copy2(os.path.join(src, f), os.path.join(tmp, f))
-    m = read_manifest(src) or {}
-    m.pop("files", None)
-    m.setdefault("extra", {})["sharded"] = False
-    m["extra"]["exportedFrom"] = os.path.abspath(src)
-    os.replace(tmp, dst)
-    write_manifest_last(dst, js_value(m))
+            if f"{key}.{n}" not in md:
+                raise ExportError(f"{shards}/.metadata: no {key}.{n} (the AdamW moment of {n})")
+    meta = read_optimizer_meta(src)
+    shape = {n: list(md[n].size) for n in md}
+    total = sum(4 * math.prod(s) for s in shape.values())
+    done = 0
+
+    def produce(name: str) -> torch.Tensor:
+        nonlocal done
+        t = _read_tensor(shards, name, shape[name])
+        done += t.numel() * 4
+        if progress is not None:
+            progress(done, total, name)
+        return t
+
+    out = dst if into else f"{dst}.tmp-{os.getpid()}"
+    if not into:
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+    try:
+        save_file_streaming(
+            os.path.join(out, "model.safetensors"), [(n, shape[n]) for n in names], produce, {"format": "pt"}
+        )
+        save_file_streaming(
+            os.path.join(out, OPTIMIZER_FILE),
+            [(f"{k}.{n}", shape[f"{k}.{n}"]) for n in names for k in ("exp_avg", "exp_avg_sq")],
+            produce,
+            {"format": OPTIMIZER_FORMAT, **{k: js_num(v) for k, v in meta.items()}},
+        )
+        for f in os.listdir(src):
+            if f not in (SHARDED_DIR, OPTIMIZER_META, MANIFEST_FILE) and not f.startswith("."):
+                shutil.copy2(os.path.join(src, f), os.path.join(out, f))
+        m = read_manifest(src) or {}
+        m.pop("files", None)
+        m.setdefault("extra", {})["sharded"] = False
+        m["extra"]["exportedFrom"] = os.path.abspath(src)
+        if not into:
+            os.replace(out, dst)
+            out = dst
+        write_manifest_last(out, js_value(m))
+    except BaseException:
+        if not into:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return {"source": src, "dest": dst, "tensors": len(md), "bytes": total, "step": meta["step"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,12 +196,28 @@ def main(argv: list[str] | None = None) -> None:
     e = sub.add_parser("export", help="a sharded checkpoint to flm-grow's HF layout (streaming)")
     e.add_argument("src")
     e.add_argument("dst")
+    e.add_argument(
+        "--into", action="store_true", help="DST is an existing empty folder (the caller renames it into place)"
+    )
+    e.add_argument(
+        "--progress", action="store_true", help=f"a {PROGRESS_PREFIX.strip()} JSON line on stdout after each tensor"
+    )
     a = p.parse_args(argv)
+
+    def progress(done: int, total: int, name: str) -> None:
+        print(PROGRESS_PREFIX + json.dumps({"done": done, "total": total, "tensor": name}), flush=True)
+
     try:
-        export(a.src, a.dst)
-    except (ValueError, OSError) as err:
-        sys.exit(f"sharded export: {err}")
-    print(f"exported {a.src} -> {a.dst}")
+        r = export(a.src, a.dst, into=a.into, progress=progress if a.progress else None)
+    except ValueError as err:  # ExportError, a refused DCP index (dcp_safe.UnsafeMetadata), a bad optimizer.json
+        print(f"export: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except OSError as err:  # a missing or unreadable file, a full disk: named by the OS error
+        where = err.filename or a.dst
+        print(f"export: {where}: {err.strerror or err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    print(f"exported {a.src} -> {a.dst}", flush=True)
+    print(RESULT_PREFIX + json.dumps(r), flush=True)
 
 
 if __name__ == "__main__":

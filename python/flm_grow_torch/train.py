@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -61,6 +62,13 @@ METRICS_FILE = "metrics.jsonl"
 # pipeline (which pass no --precision) can be made f64 reference runs (docs/engines.md)
 PRECISION_ENV = "FLM_GROW_TORCH_PRECISION"
 KILL_ENV = "FLM_GROW_TEST_KILL"
+# test hook: rank 0 SIGKILLs itself once the async save of this step has written its shards, before
+# the manifest that makes it count (the crash-during-async-save test); first attempt only
+CRASH_IN_SAVE_ENV = "FLM_GROW_TEST_CRASH_IN_ASYNC_SAVE"
+# test hook "R:S": in a restarted attempt (torchrun --max-restarts) rank R waits S seconds before it
+# joins the process group, so that the other ranks' gloo set-up reads the store before R writes its
+# address (test/torch/restarts.test.ts: a store kept from the failed attempt would hand them R's old one)
+RESTART_DELAY_ENV = "FLM_GROW_TEST_RESTART_DELAY"
 MAX_LOSS = 100  # trainer.ts MAX_LOSS: a loss above it stops training
 
 
@@ -139,6 +147,9 @@ class RunState:
     last_saved: str | None = None
     trained_tokens: int = 0
     interrupted: bool = False
+    # seconds each save held up training (a synchronous save: all of it; --async-save: waiting for
+    # the previous save, copying the state and writing the small files)
+    save_seconds: list[float] = field(default_factory=list)
 
 
 def start_state(a: argparse.Namespace, dir_: str, resumed: bool) -> RunState:
@@ -241,6 +252,10 @@ class Trainer:
         self.a = a
         self.handle = None  # masks.MaskHandle, when the checkpoint has masks
         self.metrics: MetricsLog | None = None
+        # --async-save: the save in flight (its folder, and the job that finishes it), one at a time
+        self.pending: tuple[str, Future] | None = None
+        self.save_pool: ThreadPoolExecutor | None = None
+        self.save_group = None  # the process group of the background saves' collectives
 
     # ---- open_run -------------------------------------------------------------------------------
 
@@ -249,16 +264,31 @@ class Trainer:
         bad = check_train_arguments(a)
         if bad is not None:
             sys.exit(f"train: {bad}")
+        if a.async_save and not a.sharded_save:
+            sys.exit(
+                "train: --async-save needs --sharded-save (the background save writes torch.distributed.checkpoint shards)"
+            )
         device_kind = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if a.fsdp:
             why = fsdp_unavailable(torch.device(device_kind))
             if why is not None:
                 sys.exit(f"train: {why}")
+        _test_restart_delay()
         self.dd = dd = Dist.from_env(device_kind)
         self.device = device = torch.device(f"cuda:{dd.local_rank}" if device_kind == "cuda" else "cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
         torch.set_num_threads(a.threads or default_threads(dd))
+        if a.async_save:
+            self.save_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flm-grow-async-save")
+            if dd.world > 1:
+                import torch.distributed as dist
+
+                # DCP's background save runs collectives (planning, the index) while the training
+                # thread runs its own: on one group the two streams would interleave differently on
+                # different ranks. Its own gloo group keeps them apart (gloo: also on GPU, where
+                # async_save needs a CPU backend), as torchtitan does.
+                self.save_group = dist.new_group(backend="gloo")
         if a.tp < 1:
             sys.exit("train: --tp must be an integer >= 1")
         self.dp = dp = dd.world // a.tp if dd.world % a.tp == 0 else dd.world
@@ -472,7 +502,10 @@ class Trainer:
                 )
             if a.save_every > 0 and st.step % a.save_every == 0 and st.step < st.target_step:
                 self.save(False)
-        self.checkpoint = (st.last_saved or self.dir) if st.interrupted or st.step == st.start_step else self.save(True)
+        if not (st.interrupted or st.step == st.start_step):
+            self.save(True)
+        self.wait_for_save()  # the last save is complete (manifest written) before the run reports it
+        self.checkpoint = st.last_saved or self.dir
         self.seconds = time.time() - t0
 
     def _test_kill(self) -> None:
@@ -591,22 +624,39 @@ class Trainer:
 
     def save(self, complete: bool) -> str:
         """checkpoint-<step>/ in flm-grow's HF layout, written to a temporary folder and renamed, the
-        manifest last. Under FSDP2 every rank gathers each tensor in turn; rank 0 writes."""
+        manifest last. Under FSDP2 every rank gathers each tensor in turn; rank 0 writes.
+        --sharded-save: every rank writes its own shards (DCP). --async-save: the shards are written
+        in the background (start_async_save); the folder has no manifest, and so is an incomplete
+        checkpoint that --resume skips, until they are all written."""
         a, st, dd, layout = self.a, self.st, self.dd, self.layout
+        t0 = time.time()
         out = os.path.join(a.out, checkpoint_dir_name(st.step))
         self.set_masks(st.step)
         params = dict(layout.named_parameters())
         # one temporary name for the whole job (rank 0's pid would differ on every rank)
         tmp = out + ".tmp"
+        shards: Future | None = None
         if a.sharded_save:
+            # one save in flight at a time: the previous one is finished and counted first
+            self.wait_for_save()
+            # an async save fills the checkpoint's own folder: until its manifest is written last,
+            # a crash leaves a folder that --resume names and skips ("skipped damaged checkpoint")
+            dest = out if a.async_save else tmp
             if dd.rank == 0:
-                shutil.rmtree(tmp, ignore_errors=True)
-                os.makedirs(tmp)
+                shutil.rmtree(dest, ignore_errors=True)
+                os.makedirs(dest)
             dd.barrier()
-            sharded.save(os.path.join(tmp, sharded.SHARDED_DIR), sharded.state_dict(params, self.adam))
+            state = sharded.state_dict(params, self.adam)
+            path = os.path.join(dest, sharded.SHARDED_DIR)
+            if a.async_save:
+                shards = sharded.async_save(path, state, self.save_group)  # a copy is taken before it returns
+            else:
+                sharded.save(path, state)
+            del state
             if dd.rank == 0:
-                sharded.write_optimizer_meta(tmp, self.adam_meta())
+                sharded.write_optimizer_meta(dest, self.adam_meta())
         else:
+            dest = tmp
             weights = {}
             for n in self.names:
                 w = layout.full(params[n].detach())
@@ -620,27 +670,75 @@ class Trainer:
             self.adam.save(
                 os.path.join(tmp, OPTIMIZER_FILE) if dd.rank == 0 else None, self.names, st.tokens, layout.full
             )
+        manifest = None
         if dd.rank == 0:
             cur = self.handle.mask_set() if self.handle is not None else None
             if cur is not None:
-                write_masks(os.path.join(tmp, MASKS_FILE), cur)
-            write_side_files(self.side_files, tmp)
+                write_masks(os.path.join(dest, MASKS_FILE), cur)
+            write_side_files(self.side_files, dest)
             manifest = js_value(self.manifest(complete, cur))
             # config.json (masked form while masks are below 1, with its modeling files) and the
             # model card, as src/train/checkpointing.ts writes them (hf_remote/)
             write_model_files(
-                tmp,
+                dest,
                 js_value(self.cfg.to_json("float32")),
                 cur is not None and not all_one(cur),
                 train_card(out, self.cfg, cur, manifest, tool_version()),
             )
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(tmp, out)
+            if shards is None:
+                shutil.rmtree(out, ignore_errors=True)
+                os.replace(tmp, out)
+                write_manifest_last(out, manifest)
+                prune_checkpoints(a.out, a.keep_checkpoints, out)
+        if shards is not None:
+            self.start_async_save(out, shards, manifest)
+            if complete:
+                self.wait_for_save()  # the last save: nothing left to overlap it with
+        else:
+            dd.barrier()
+            st.last_saved = out
+        st.save_seconds.append(time.time() - t0)
+        return out
+
+    def start_async_save(self, out: str, shards: Future, manifest: dict | None) -> None:
+        """Finish an async save in the background once DCP has written every rank's shards: on rank 0
+        the manifest, written last (the checkpoint now counts as complete), then the pruning of
+        older checkpoints."""
+        a, step = self.a, self.st.step
+
+        def finish() -> None:
+            shards.result()  # DCP's write: every rank's shards and .metadata (its last collective)
+            if manifest is None:
+                return
+            if (
+                os.environ.get(CRASH_IN_SAVE_ENV) == str(step)
+                and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+            ):
+                os.kill(os.getpid(), signal.SIGKILL)
             write_manifest_last(out, manifest)
             prune_checkpoints(a.out, a.keep_checkpoints, out)
-        dd.barrier()
-        st.last_saved = out
-        return out
+
+        assert self.save_pool is not None and self.pending is None
+        self.pending = (out, self.save_pool.submit(finish))
+
+    def wait_for_save(self) -> None:
+        """The async save in flight, if any, finished and counted (st.last_saved)."""
+        if self.pending is None:
+            return
+        out, job = self.pending
+        self.pending = None
+        try:
+            job.result()
+        except (
+            BaseException
+        ) as e:  # DCP reports a failed write as a CheckpointException (a BaseException) holding every rank's error
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            said = str(e).strip().splitlines()
+            sys.exit(
+                f"train: rank {self.dd.rank}: {out}: the background save failed ({said[-1][:200] if said else type(e).__name__})"
+            )
+        self.st.last_saved = out
 
     def adam_meta(self) -> dict:
         ad = self.adam
@@ -713,6 +811,9 @@ class Trainer:
 
     def close(self) -> dict:
         st = self.st
+        self.wait_for_save()
+        if self.save_pool is not None:
+            self.save_pool.shutdown(wait=True)  # its thread joined before the process group goes
         if self.metrics is not None:
             self.metrics.close()
         peak = self.peak_rss_per_rank() if self.device.type == "cpu" else None
@@ -732,6 +833,7 @@ class Trainer:
             "device": str(self.device),
             "precision": self.precision_label,
             "peakRssPerRank": peak,
+            "saveSeconds": st.save_seconds,
         }
         if self.dd.local_rank == 0:
             # one machine-readable line last, for `flm-grow train --engine torch` (on every node: the
@@ -739,6 +841,15 @@ class Trainer:
             print("FLM_GROW_RESULT " + json.dumps(result), flush=True)
         self.dd.close()
         return result
+
+
+def _test_restart_delay() -> None:
+    spec = os.environ.get(RESTART_DELAY_ENV)
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        return
+    rank, seconds = spec.split(":")
+    if rank == os.environ.get("RANK"):
+        time.sleep(float(seconds))
 
 
 def main(argv: list[str] | None = None) -> dict:

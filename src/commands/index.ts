@@ -59,6 +59,12 @@ const ENTRIES = {
     describe: 'Write a plain checkpoint (no masks) once every mask has reached 1',
     load: async () => (await import('./bake.ts')).bakeCommand,
   },
+  export: {
+    command: 'export <checkpoint> [destination]',
+    describe:
+      "Turn a sharded training checkpoint (--sharded-save: torch.distributed.checkpoint shards) into flm-grow's HF layout, streaming",
+    load: async () => (await import('./export.ts')).exportCommand,
+  },
   run: {
     command: 'run <pipeline>',
     describe: 'Run a stage pipeline (init/train/grow/verify/bake); resumable: complete stages are skipped',

@@ -41,7 +41,7 @@ export const SHARED_OPTIONS = {
   out: {
     type: 'string',
     describe:
-      'where the command writes (a folder for train, run, grow, bake, synth, assemble; a file for forward, plot); grow, bake, synth and assemble also take it as a positional',
+      'where the command writes (a folder for train, run, grow, bake, export, synth, assemble; a file for forward, plot); grow, bake, export, synth and assemble also take it as a positional',
     deprecated: ['output'],
   },
   input: { type: 'string', describe: 'safetensors file with input_ids (I64 or I32, [batch, seq])' },
@@ -140,6 +140,7 @@ export const COMMAND_OPTIONS: Record<string, SharedName[]> = {
   'select-layers': ['json', 'quiet', 'backend', 'engine', 'seed', ...SELECTION_OPTIONS],
   train: ['json', 'quiet', 'backend', 'engine', 'out', 'seed', 'seq-len', 'batch-size', 'take-over-lock'],
   bake: ['json', 'quiet', 'out', 'overwrite', 'force-overwrite', 'out-shard-size'],
+  export: ['json', 'quiet', 'out', 'overwrite', 'force-overwrite'],
   run: ['json', 'quiet', 'out', 'take-over-lock'],
   plot: ['json', 'out'],
   synth: ['json', 'quiet', 'out', 'dtype', 'seed', 'overwrite', 'force-overwrite', 'out-shard-size'],

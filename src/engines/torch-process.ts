@@ -208,17 +208,29 @@ export interface TorchRunResult {
 export function runTorchModule(
   module: string,
   args: string[],
-  opts: { launch?: TorchLaunch; capture?: boolean; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    launch?: TorchLaunch;
+    capture?: boolean;
+    env?: NodeJS.ProcessEnv;
+    /** Each whole line of the child's stdout as it arrives (progress lines). */
+    onStdoutLine?: (line: string) => void;
+  } = {},
 ): Promise<TorchRunResult> {
   const t = requireTorchPython();
   const env = { ...process.env, ...opts.env, PYTHONPATH: [PYTHON_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') };
   return new Promise((res, rej) => {
     const child = spawn(t.python, torchModuleArgs(module, args, opts.launch), { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '',
-      stderr = '';
+      stderr = '',
+      partial = '';
     child.stdout.on('data', (d: Buffer) => {
       const s = d.toString();
       stdout += s;
+      if (opts.onStdoutLine !== undefined) {
+        const lines = (partial + s).split('\n');
+        partial = lines.pop() ?? '';
+        for (const l of lines) opts.onStdoutLine(l);
+      }
       // the child's log lines go to our stderr: our stdout carries only the command's result
       // (one JSON object under --json), never the engine's progress
       if (opts.capture !== true)

@@ -38,6 +38,8 @@ export interface EngineOptions extends TorchLaunch {
   tp?: number;
   /** torch engine: checkpoints as torch.distributed.checkpoint shards, each rank writing its own parts. */
   shardedSave?: boolean;
+  /** torch engine, with shardedSave: each checkpoint's shards written in the background (DCP async_save). */
+  asyncSave?: boolean;
   /** torch engine: recompute each decoder layer in the backward pass instead of keeping its activations. */
   activationCheckpointing?: boolean;
   /** torch engine: auto (bf16 autocast on GPU, f32 on CPU), f32, bf16 (autocast, CPU or GPU), f64. */
@@ -95,6 +97,11 @@ export function checkLaunch(e: EngineOptions): void {
     throw new TrainError('BadArgs', `--node-rank ${e.nodeRank} is outside 0..${nnodes - 1} (--nnodes ${nnodes})`);
   if (nnodes > 1 && (e.masterAddr === undefined || e.masterAddr === ''))
     throw new TrainError('BadArgs', `--nnodes ${nnodes} needs --master-addr (the address of node 0, which every node can reach)`);
+  if (e.asyncSave === true && e.shardedSave !== true)
+    throw new TrainError(
+      'BadArgs',
+      '--async-save needs --sharded-save (the background save writes torch.distributed.checkpoint shards)',
+    );
 }
 
 async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResult> {
@@ -118,8 +125,11 @@ async function trainLocked(o: TrainOptions, e: EngineOptions): Promise<TrainResu
     if (e.fsdp === true) throw new TrainError('BadArgs', '--fsdp needs --engine torch (the tfjs trainer does not shard)');
     if ((e.tp ?? trainDefault('tp')) > 1)
       throw new TrainError('BadArgs', '--tp needs --engine torch (the tfjs trainer does not shard)');
-    if (e.shardedSave === true)
-      throw new TrainError('BadArgs', '--sharded-save needs --engine torch (the tfjs trainer saves whole checkpoints)');
+    if (e.shardedSave === true || e.asyncSave === true)
+      throw new TrainError(
+        'BadArgs',
+        '--sharded-save and --async-save need --engine torch (the tfjs trainer saves whole checkpoints)',
+      );
     if (e.activationCheckpointing === true || e.precision !== undefined)
       throw new TrainError('BadArgs', '--activation-checkpointing and --precision need --engine torch');
     return train(o);

@@ -5,8 +5,8 @@
  * a grown GQA checkpoint mid-annealing (AdamW moments carried in) step for step like one process,
  * which engine.test.ts proves against the tfjs trainer and transformers. A worker killed with
  * SIGKILL is named with the checkpoint and command that resume, and the resumed run (at another
- * world size and layout) reproduces the uninterrupted losses; torchrun's --max-restarts recovers
- * on its own. Tiny model, gloo, one thread per process.
+ * world size and layout) reproduces the uninterrupted losses (--max-restarts: restarts.test.ts).
+ * Tiny model, gloo, one thread per process.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
@@ -261,7 +261,6 @@ describe.skipIf(torch === undefined)('distributed torch engine (gloo, CPU)', () 
     expect(again.status, again.stderr).toBe(0);
     expectSameSteps(stepsOf(out), ref, 'killed at step 11, resumed on 1 process');
 
-    // torchrun's --max-restarts is not tested here: the restarted attempt was seen to hang in gloo's
-    // connection set-up on this loaded 2-core machine (docs/scaling.md, known gap)
+    // torchrun's --max-restarts (the workers restarted, resuming on their own): test/torch/restarts.test.ts
   }, 120_000);
 });
