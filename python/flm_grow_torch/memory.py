@@ -32,21 +32,53 @@ def parameter_count(cfg):
     return V * H * (1 if cfg.tie_word_embeddings else 2) + L * layer + H
 
 
-def train_step_bytes(cfg, tokens, seq_len, state_bytes_per_param, shards, tp, activation_checkpointing):
+def train_step_bytes(cfg, tokens, seq_len, state_bytes_per_param, shards, tp, activation_checkpointing, ddp=False):
     """Peak bytes of one process: the runtime, the parameter state (divided over `shards` FSDP
-    ranks and `tp` tensor-parallel ranks), the LM head's backward temporaries (its weight is split
-    along the vocabulary under TP) and the activations of `tokens` tokens (this process's share of
-    the batch). Under TP the per-head and per-FFN-unit activations are split; the hidden-size ones
-    and the logits (gathered whole for the loss) are not. With activation checkpointing a layer
-    keeps only its input (H values per token) and one layer at a time is recomputed in full."""
+    ranks and `tp` tensor-parallel ranks), DDP's gradient buckets (`ddp`: a second copy of the f32
+    gradients, 4 B per parameter), the LM head's backward temporaries (its weight is split along
+    the vocabulary under TP) and the activations of `tokens` tokens (this process's share of the
+    batch). Under TP the per-head and per-FFN-unit activations are split; the hidden-size ones and
+    the logits (gathered whole for the loss) are not. With activation
+    checkpointing a layer keeps only its input (H values per token) and one layer at a time is
+    recomputed in full.
+
+    The load path adds nothing: under FSDP2/TP every rank reads only its own block of each weight
+    and AdamW moment (parallel.Layout.fill), and a save gathers and writes one tensor at a time
+    (safetensors_io.save_file_streamed), so neither holds more than the largest tensor beside the
+    state. Checked against `npm run bench -- distributed` (docs/scaling.md)."""
     H, F, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
     per_token_layer = (6 * H + (4 * H + 6 * F + 3 * cfg.num_heads * seq_len) / tp) * 4
+    logits = 3 * V * 4
     if activation_checkpointing:
-        activations = tokens * (L * H * 4 + per_token_layer + 3 * V * 4)
+        activations = tokens * (L * H * 4 + per_token_layer + logits)
     else:
-        activations = tokens * (L * per_token_layer + 3 * V * 4)
+        activations = tokens * (L * per_token_layer + logits)
     head_temporaries = 2 * V * H * 4 / tp
-    return RUNTIME_BYTES + state_bytes_per_param * parameter_count(cfg) / (shards * tp) + head_temporaries + activations
+    state = state_bytes_per_param + (4 if ddp else 0)
+    return RUNTIME_BYTES + state * parameter_count(cfg) / (shards * tp) + head_temporaries + activations
+
+
+# glibc's mallopt parameter M_MMAP_THRESHOLD, and the value set: blocks of 4 MiB and more (weights,
+# gradients, moments, gathered FSDP units) are mapped on their own and given back when freed
+M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES = -3, 4 << 20
+
+
+def return_freed_memory() -> bool:
+    """Have glibc give large freed blocks back to the system (a fixed M_MMAP_THRESHOLD of 4 MiB).
+    By default glibc raises the threshold to the size of each mapped block freed, up to 32 MiB,
+    after which blocks of that size come from the heap, which does not shrink: measured on an
+    87.8 M-parameter model under FSDP2 2 on CPU, each rank then kept ~0.2 GB more after the first
+    step (1.29 GB against 1.08) and peaked that much higher. A user's MALLOC_MMAP_THRESHOLD_ wins.
+    True when set (Linux with glibc)."""
+    import ctypes
+    import platform
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 def available_cpu_bytes():
@@ -81,12 +113,12 @@ def available_cpu_bytes():
     return best, src
 
 
-def check_fits(cfg, tokens, seq_len, device, f64, fsdp_world, local_processes, tp, activation_checkpointing):
+def check_fits(cfg, tokens, seq_len, device, f64, fsdp_world, local_processes, tp, activation_checkpointing, ddp=False):
     """None when the step fits, else the one-line reason with the fixes. On CPU every process on
     this machine needs its own share (a per-rank estimate times the local processes)."""
     import torch
 
-    need = train_step_bytes(cfg, tokens, seq_len, 32 if f64 else 16, fsdp_world, tp, activation_checkpointing)
+    need = train_step_bytes(cfg, tokens, seq_len, 32 if f64 else 16, fsdp_world, tp, activation_checkpointing, ddp)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         have, where, procs = float(free), f"free on {device}", 1

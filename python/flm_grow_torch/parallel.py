@@ -261,3 +261,32 @@ class Layout:
                 full.to(device=self.device, dtype=like.dtype), like.device_mesh, like.placements, src_data_rank=None
             )
         return full.to(device=like.device, dtype=like.dtype)
+
+    def fill(self, path: str, name: str, like: torch.Tensor) -> None:
+        """Copy this rank's part of tensor `name` of the safetensors file `path` into `like` (a
+        parameter or a moment of one, in place). Under FSDP2/TP only this rank's block is read
+        (safe_open's get_slice at DTensor's own offsets for the placements), so a rank never holds
+        a whole tensor while loading; a plain tensor (one process, DDP) is read whole. The file is
+        opened per tensor: safe_open memory-maps it, and the pages a read touches count in the
+        process's resident memory until the map is closed (held open over a whole optimizer file,
+        they were a model's worth per rank)."""
+        from .safetensors_io import SafetensorsFile
+
+        f = SafetensorsFile(path, names=[name])
+        try:
+            with torch.no_grad():
+                if not _is_dtensor(like):
+                    like.copy_(f.get(name))
+                    return
+                from torch.distributed.tensor import Replicate, Shard
+
+                if all(type(pl) in (Shard, Replicate) for pl in like.placements):
+                    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+                    shape, offset = compute_local_shape_and_global_offset(like.shape, like.device_mesh, like.placements)
+                    like.to_local().copy_(f.get_part(name, tuple(offset), tuple(shape)))
+                else:
+                    # another placement (a strided shard of FSDP over TP): read whole, keep this rank's part
+                    like.copy_(self.place(f.get(name), like))
+        finally:
+            f.close()

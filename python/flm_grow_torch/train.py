@@ -49,12 +49,12 @@ from .data import MixedDataset, open_training_data, parse_data_mix
 from .fsdp import fsdp_unavailable
 from .hf_remote import train_card, write_model_files
 from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
-from .memory import check_fits
+from .memory import check_fits, return_freed_memory
 from .model import LlamaForCausalLM, at_least_f32, load_model, rope_frequencies
 from .optim import OPTIMIZER_FILE, AdamW, js_num, js_value, lr_at, read_optimizer_meta
 from .options import add_train_arguments, check_train_arguments, option
 from .parallel import Dist, Layout, tp_refusal
-from .safetensors_io import save_checkpoint_tensors
+from .safetensors_io import save_checkpoint_streamed
 
 METRICS_FILE = "metrics.jsonl"
 # the --precision default, so that runs started through `flm-grow train --engine torch` or a
@@ -258,6 +258,8 @@ class Trainer:
         self.device = device = torch.device(f"cuda:{dd.local_rank}" if device_kind == "cuda" else "cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        else:
+            return_freed_memory()
         torch.set_num_threads(a.threads or default_threads(dd))
         if a.tp < 1:
             sys.exit("train: --tp must be an integer >= 1")
@@ -339,6 +341,7 @@ class Trainer:
             tp=a.tp,
             activation_checkpointing=a.activation_checkpointing,
             local_processes=self.dd.local_world,
+            ddp=self.dd.world > 1 and not a.fsdp and a.tp == 1,
         )
         if too_big is not None:
             sys.exit(f"train: {self.dir}: {too_big}")
@@ -420,7 +423,7 @@ class Trainer:
             )
             self.adam.step = sharded.read_optimizer_meta(dir_)["step"]
         elif os.path.exists(opt_path):
-            self.adam.load(opt_path, place=self.layout.place)
+            self.adam.load(opt_path, fill=self.layout.fill)
         else:
             self.adam.step = st.step
 
@@ -574,6 +577,8 @@ class Trainer:
                 f"(lr {lr:.3e}); training stopped. Last good checkpoint: {st.last_saved or self.dir + ' (nothing saved in this run)'}. Lower --lr or check the data."
             )
         self.optimizer_step(lr, gnorm)
+        # the gradients go as soon as they are used: an eval or a save between steps does not hold them
+        self.layout.zero_grad()
         return loss, gnorm, lr
 
     def optimizer_step(self, lr: float, gnorm: float) -> None:
@@ -602,16 +607,18 @@ class Trainer:
             if dd.rank == 0:
                 sharded.write_optimizer_meta(tmp, self.adam_meta())
         else:
-            weights = {}
-            for n in self.names:
-                w = layout.full(params[n].detach())
-                if dd.rank == 0:
-                    weights[n] = w.float().cpu()
+            # one tensor at a time: each is gathered (a collective under FSDP2/TP), written by rank 0
+            # and dropped, so no rank ever holds the whole model (save_checkpoint_streamed)
+            def whole(n: str) -> torch.Tensor:
+                return layout.full(params[n].detach())
+
             if dd.rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
                 os.makedirs(tmp)
-                save_checkpoint_tensors(tmp, weights)
-            del weights
+                save_checkpoint_streamed(tmp, [(n, tuple(params[n].shape)) for n in self.names], whole)
+            else:
+                for n in self.names:
+                    whole(n)
             self.adam.save(
                 os.path.join(tmp, OPTIMIZER_FILE) if dd.rank == 0 else None, self.names, st.tokens, layout.full
             )
@@ -754,29 +761,28 @@ def meta_model(cfg) -> torch.nn.Module:
 
 def load_parts(ckpt_dir: str, layout: Layout) -> None:
     """Fill a laid-out model from the checkpoint's safetensors files one tensor at a time: each
-    rank reads a whole tensor (memory-mapped) and keeps its own part (Layout.place), so no rank
-    ever holds more than its parts plus one tensor."""
-    from safetensors import safe_open
+    rank reads only its own block of each tensor (Layout.fill), so no rank ever holds more than
+    its parts."""
+    from .safetensors_io import SafetensorsFile
 
     idx = os.path.join(ckpt_dir, "model.safetensors.index.json")
     if os.path.exists(idx):
         with open(idx) as f:
             where = json.load(f)["weight_map"]
     else:
-        with safe_open(os.path.join(ckpt_dir, "model.safetensors"), "pt") as f:
-            where = {n: "model.safetensors" for n in f.keys()}
+        where = {n: "model.safetensors" for n in SafetensorsFile(os.path.join(ckpt_dir, "model.safetensors")).keys()}
     params = dict(layout.named_parameters())
     missing = [n for n in params if n not in where]
     if missing:
         raise ValueError(f"{ckpt_dir}: tensors do not match config.json: missing {missing[:4]}")
-    with torch.no_grad():
-        for n, p in params.items():
-            with safe_open(os.path.join(ckpt_dir, where[n]), "pt") as f:
-                full = f.get_tensor(n)
-            if tuple(full.shape) != tuple(p.shape):
-                raise ValueError(f"{ckpt_dir}: {n} has shape {list(full.shape)}, config.json implies {list(p.shape)}")
-            p.copy_(layout.place(full.to(torch.float32), p))
-            del full
+    for n, p in params.items():
+        path = os.path.join(ckpt_dir, where[n])
+        f = SafetensorsFile(path, names=[n])
+        shape = f.tensors[n]["shape"]
+        f.close()
+        if tuple(shape) != tuple(p.shape):
+            raise ValueError(f"{ckpt_dir}: {n} has shape {list(shape)}, config.json implies {list(p.shape)}")
+        layout.fill(path, n, p)
 
 
 def _stored_bytes(d):
