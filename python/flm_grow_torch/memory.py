@@ -37,8 +37,8 @@ def train_step_bytes(cfg, tokens, seq_len, state_bytes_per_param, shards, tp, ac
     ranks and `tp` tensor-parallel ranks), DDP's gradient buckets (`ddp`: a second copy of the f32
     gradients, 4 B per parameter), the LM head's backward temporaries (its weight is split along
     the vocabulary under TP) and the activations of `tokens` tokens (this process's share of the
-    batch). Under TP the per-head and per-FFN-unit activations are split; the hidden-size ones and
-    the logits (gathered whole for the loss) are not. With activation
+    batch). Under TP the per-head and per-FFN-unit activations and the logits (left sharded along
+    the vocabulary: loss_parallel) are split; the hidden-size ones are not. With activation
     checkpointing a layer keeps only its input (H values per token) and one layer at a time is
     recomputed in full.
 
@@ -48,7 +48,7 @@ def train_step_bytes(cfg, tokens, seq_len, state_bytes_per_param, shards, tp, ac
     state. Checked against `npm run bench -- distributed` (docs/scaling.md)."""
     H, F, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
     per_token_layer = (6 * H + (4 * H + 6 * F + 3 * cfg.num_heads * seq_len) / tp) * 4
-    logits = 3 * V * 4
+    logits = 3 * V * 4 / tp
     if activation_checkpointing:
         activations = tokens * (L * H * 4 + per_token_layer + logits)
     else:

@@ -99,7 +99,8 @@ class Layout:
     """The model placed on this rank (see the module docstring). Tensor parallelism (`tp` > 1,
     torch.distributed.tensor.parallel, as torchtitan lays out Llama): q/k/v and gate/up are split
     column-wise (by heads and by FFN units), o/down row-wise, the embedding and the LM head along
-    the vocabulary; the logits are gathered whole, so the loss and the vocab mask see every id.
+    the vocabulary; the logits are left
+    sharded along the vocabulary for the loss (loss_parallel), the vocab mask's bias sliced alike.
     Norm weights are replicated; with no sequence parallelism the hidden vector is whole on every
     rank and the masked RMSNorm statistics are exact. With FSDP as well the mesh is 2-D:
     (dp, tp), FSDP2 across dp, TP within."""
@@ -140,13 +141,15 @@ class Layout:
             )
 
     def _tensor_parallel(self, model: torch.nn.Module) -> None:
-        from torch.distributed.tensor import Replicate
+        from torch.distributed.tensor import Replicate, Shard
         from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
         mesh = self.mesh["tp"]
         inner = model.model
         parallelize_module(inner.embed_tokens, mesh, RowwiseParallel(input_layouts=Replicate()))
-        parallelize_module(model.lm_head, mesh, ColwiseParallel(output_layouts=Replicate()))
+        # the logits stay a DTensor sharded along the vocabulary: the loss is computed on the shards
+        # (loss_parallel, Trainer.loss_of), so no rank holds [tokens, vocab] whole
+        parallelize_module(model.lm_head, mesh, ColwiseParallel(output_layouts=Shard(-1), use_local_output=False))
         for layer in inner.layers:
             parallelize_module(
                 layer,
@@ -200,6 +203,18 @@ class Layout:
             fully_shard(inner.embed_tokens, mesh=mesh)
             fully_shard([inner.norm, model.lm_head], mesh=mesh)
         fully_shard(model, mesh=mesh)
+
+    def loss_context(self):
+        """The context the loss and its backward pass run in: torch's loss_parallel under TP (the
+        cross-entropy of vocab-sharded logits, computed from each rank's shard with a max and a sum
+        across the TP group), nothing otherwise."""
+        import contextlib
+
+        if self.tp > 1:
+            from torch.distributed.tensor.parallel import loss_parallel
+
+            return loss_parallel()
+        return contextlib.nullcontext()
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         # the unwrapped model's names: FSDP2 keeps them (it swaps each Parameter for a DTensor one)

@@ -534,11 +534,14 @@ class Trainer:
             logits = self.layout.net(inputs[self.lo : self.hi].to(dev))
         flat = targets[self.lo : self.hi].to(dev).reshape(-1)
         logits = at_least_f32(logits)
-        if self.handle is None:
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat)
-        # targets whose vocab mask is 0 (a new token before annealing starts) are left out of the
-        # mean, as src/train/trainer.ts crossEntropy does: predicting them would cost ~1e30
-        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat, reduction="none")
+        # under TP the logits are a DTensor sharded along the vocabulary and the cross-entropy runs
+        # on the shards (Layout.loss_context: loss_parallel); the backward pass runs in it too
+        with self.layout.loss_context():
+            if self.handle is None:
+                return _plain(F.cross_entropy(logits.flatten(0, 1), flat))
+            # targets whose vocab mask is 0 (a new token before annealing starts) are left out of the
+            # mean, as src/train/trainer.ts crossEntropy does: predicting them would cost ~1e30
+            per = _plain(F.cross_entropy(logits.flatten(0, 1), flat, reduction="none"))
         live = (self.handle.current["vocab"][flat] > 0).to(per.dtype)
         return (per * live).sum() / live.sum().clamp(min=1)
 
@@ -559,7 +562,8 @@ class Trainer:
         inputs, targets = self.ds.batch_at("train", st.step, a.batch_size, a.seq_len, a.seed)
         self.layout.zero_grad()
         loss_t = self.loss_of(inputs, targets)
-        loss_t.backward()
+        with self.layout.loss_context():
+            loss_t.backward()
         loss = self.dd.mean(float(loss_t.detach()))
         # DDP's gradients are already averaged across ranks, FSDP2's reduce-scattered: the norm is
         # the same on every rank
@@ -783,6 +787,14 @@ def load_parts(ckpt_dir: str, layout: Layout) -> None:
         if tuple(shape) != tuple(p.shape):
             raise ValueError(f"{ckpt_dir}: {n} has shape {list(shape)}, config.json implies {list(p.shape)}")
         layout.fill(path, n, p)
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """A loss computed by loss_parallel is a replicated DTensor: the same values on every rank, as
+    a plain tensor (differentiable)."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 def _stored_bytes(d):

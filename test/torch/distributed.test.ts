@@ -2,7 +2,8 @@
  * The torch engine across processes and machines, driven through the CLI as a user runs it:
  * FSDP2, tensor parallelism, their 2-D combination (with sharded torch.distributed.checkpoint
  * saves, exported to the HF layout) and two torchrun "nodes" on 127.0.0.1 each train
- * a grown GQA checkpoint mid-annealing (AdamW moments carried in) step for step like one process,
+ * a grown GQA checkpoint mid-annealing (AdamW moments carried in) step for step like one process
+ * (under TP with the loss computed on vocab-sharded logits),
  * which engine.test.ts proves against the tfjs trainer and transformers. A worker killed with
  * SIGKILL is named with the checkpoint and command that resume, and the resumed run (at another
  * world size and layout) reproduces the uninterrupted losses; torchrun's --max-restarts recovers
