@@ -87,11 +87,6 @@ def tp_refusal(cfg, tp: int, world: int, fsdp: bool) -> str | None:
     ):
         if v % tp:
             return f"--tp {tp}: config.json {field} {v} is not divisible by {tp} (each rank takes an equal share)"
-    if cfg.tie_word_embeddings:
-        return (
-            f"--tp {tp}: config.json tie_word_embeddings is true; the embedding (row-wise) and the LM head "
-            "(column-wise) are laid out differently and cannot share one Parameter. Train tied models with --fsdp"
-        )
     return None
 
 
@@ -99,7 +94,7 @@ class Layout:
     """The model placed on this rank (see the module docstring). Tensor parallelism (`tp` > 1,
     torch.distributed.tensor.parallel, as torchtitan lays out Llama): q/k/v and gate/up are split
     column-wise (by heads and by FFN units), o/down row-wise, the embedding and the LM head along
-    the vocabulary; the logits are left
+    the vocabulary (a tied head shares the embedding's sharded Parameter); the logits are left
     sharded along the vocabulary for the loss (loss_parallel), the vocab mask's bias sliced alike.
     Norm weights are replicated; with no sequence parallelism the hidden vector is whole on every
     rank and the masked RMSNorm statistics are exact. With FSDP as well the mesh is 2-D:
@@ -150,6 +145,11 @@ class Layout:
         # the logits stay a DTensor sharded along the vocabulary: the loss is computed on the shards
         # (loss_parallel, Trainer.loss_of), so no rank holds [tokens, vocab] whole
         parallelize_module(model.lm_head, mesh, ColwiseParallel(output_layouts=Shard(-1), use_local_output=False))
+        if model.config.tie_word_embeddings:
+            # both weights are [vocab, hidden] and both layouts shard them along the vocabulary
+            # (Shard(0)): the head takes the embedding's DTensor Parameter again, so the two uses
+            # share one tensor and autograd adds up both gradients in it
+            model.lm_head.weight = inner.embed_tokens.weight
         for layer in inner.layers:
             parallelize_module(
                 layer,
@@ -203,6 +203,12 @@ class Layout:
             fully_shard(inner.embed_tokens, mesh=mesh)
             fully_shard([inner.norm, model.lm_head], mesh=mesh)
         fully_shard(model, mesh=mesh)
+
+    def tie(self) -> None:
+        """Tied embeddings: the head's weight is the embedding's Parameter again (to_empty after
+        the layout may leave each module its own copy, as load_model notes)."""
+        if self.model.config.tie_word_embeddings:
+            self.model.lm_head.weight = self.model.model.embed_tokens.weight
 
     def loss_context(self):
         """The context the loss and its backward pass run in: torch's loss_parallel under TP (the

@@ -398,6 +398,7 @@ class Trainer:
         )
         if on_meta:
             model.to_empty(device=self.device)  # this rank's parts only
+            self.layout.tie()
             if self.compute_dtype != torch.float32:
                 model.to(self.compute_dtype)
             model.inv_freq = rope_frequencies(self.cfg, self.cfg.max_position_embeddings)[0].to(self.device)
