@@ -11,11 +11,21 @@ backward pass (2.1 GB of the 2.3 for that 128256 x 2048 head). This sum is withi
 measurements, above them. Activations come on top and grow with the batch: what autograd keeps per
 token and layer (the normed inputs, q/k/v, the attention probabilities, the MLP's gate/up/product)
 and the logits with their softmax and gradient.
+
+Distributed layouts (DDP, FSDP2, TP, FSDP x TP on 2-4 processes) are calibrated on `npm run bench
+-- distributed` at 104-399 M parameters (docs/scaling.md): DDP adds its gradient buckets, FSDP2 the
+unit that runs (gathered) and its gradient; TP and FSDP x TP terms are measured, not broken down.
+Each layout's estimate is 0-6 % above the measured per-rank peaks (test/torch/memory.test.ts).
 """
 
 import os
 
 RUNTIME_BYTES = 0.3e9
+# measured above the rest (npm run bench -- distributed, 0.1-0.4 B parameters; not broken down
+# further): under TP 0.05-0.1 GB per process; under FSDP x TP a further 1.4 B per parameter of the
+# whole model, divided over the ranks like the state (its peaks grew 5.19 B per parameter per rank
+# against the 4.86 of the rest of the estimate)
+TP_EXTRA_BYTES, FSDP_TP_EXTRA_PER_PARAMETER = 0.1e9, 1.4
 # An environment override of the memory the machine offers (bytes): containers whose cgroup limit is
 # not visible, or a deliberate cap. The same variable as flm-grow's own (src/util/limits.ts).
 MEMORY_LIMIT_ENV = "FLM_GROW_MEMORY_LIMIT"
@@ -55,7 +65,18 @@ def train_step_bytes(cfg, tokens, seq_len, state_bytes_per_param, shards, tp, ac
         activations = tokens * (L * per_token_layer + logits)
     head_temporaries = 2 * V * H * 4 / tp
     state = state_bytes_per_param + (4 if ddp else 0)
-    return RUNTIME_BYTES + state * parameter_count(cfg) / (shards * tp) + head_temporaries + activations
+    working = 0.0
+    if shards > 1:
+        # FSDP2: the unit that runs is gathered whole (its TP part) and its gradient is whole until
+        # the reduce-scatter; the largest unit is the embedding or the head (V x H) or a layer
+        q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        layer = 2 * H * q + 2 * H * kv + 3 * H * F
+        working = 2 * max(V * H, layer) * 4 / tp
+        if tp > 1:
+            working += FSDP_TP_EXTRA_PER_PARAMETER * parameter_count(cfg) / (shards * tp)
+    if tp > 1:
+        working += TP_EXTRA_BYTES
+    return RUNTIME_BYTES + state * parameter_count(cfg) / (shards * tp) + head_temporaries + activations + working
 
 
 # glibc's mallopt parameter M_MMAP_THRESHOLD, and the value set: blocks of 4 MiB and more (weights,

@@ -207,8 +207,9 @@ class Layout:
     def tie(self) -> None:
         """Tied embeddings: the head's weight is the embedding's Parameter again (to_empty after
         the layout may leave each module its own copy, as load_model notes)."""
-        if self.model.config.tie_word_embeddings:
-            self.model.lm_head.weight = self.model.model.embed_tokens.weight
+        m = self.model
+        if m.config.tie_word_embeddings and m.lm_head.weight is not m.model.embed_tokens.weight:
+            m.lm_head.weight = m.model.embed_tokens.weight
 
     def loss_context(self):
         """The context the loss and its backward pass run in: torch's loss_parallel under TP (the
