@@ -304,6 +304,26 @@ def _masked_rmsnorm(module, handle):
     return hook
 
 
+def _add_vocab_bias(out, handle, s):
+    """The head's output + the vocab bias / s. Under tensor parallelism the logits are a DTensor
+    sharded along the vocabulary (parallel.Layout: loss_parallel): each rank adds its own chunk of
+    the bias to its own columns, so the bias keeps its meaning id for id."""
+    b = (handle.current["vocab_bias"] / s).to(out.dtype)
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(out, DTensor):
+        return out + b
+    rank, size = handle.tp
+    return DTensor.from_local(
+        out.to_local() + b.chunk(size)[rank],
+        out.device_mesh,
+        out.placements,
+        run_check=False,
+        shape=out.shape,
+        stride=out.stride(),
+    )
+
+
 def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=None, dtype=torch.float32):
     """Install MSG's masked forward on `module` (any tree with HF Llama names), in place.
 
@@ -368,11 +388,7 @@ def attach_masks(module, masks, schedule=None, vocab_fill=float("-inf"), device=
         elif leaf == "lm_head":
             # (raw + b/s)·s = raw·s + b: the bias lands on the scaled logits as in src/model/llama.ts
             s = float(getattr(getattr(module, "config", None), "logit_scale", 1.0) or 1.0)
-            handle.handles.append(
-                mod.register_forward_hook(
-                    lambda _m, _i, out, s=s: out + (handle.current["vocab_bias"] / s).to(out.dtype)
-                )
-            )
+            handle.handles.append(mod.register_forward_hook(lambda _m, _i, out, s=s: _add_vocab_bias(out, handle, s)))
             seen["lm_head"] += 1
     want = {"embed": 1, "norm": 2 * nl + 1, "o": nl, "down": nl, "lm_head": 1}
     if seen != want:

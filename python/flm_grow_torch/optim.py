@@ -7,7 +7,6 @@ import math
 import torch
 
 from .options import default
-from .safetensors_io import save_file
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_FORMAT = "flm-grow-adamw"
@@ -66,12 +65,13 @@ class AdamW:
                 p.mul_(1 - lr * self.weight_decay)  # p - lr*wd*p, with p the value before the step
             p.addcdiv_(m, denom, value=-lr / bc1)
 
-    def load(self, path, place=None):
+    def load(self, path, place=None, fill=None):
         """Moments and step from optimizer.safetensors (hyperparameters stay as given). One tensor
         is read at a time: the file is twice the model, and holding all of it beside the moments
         it replaces would be the run's memory peak. `place(full, like)` turns a full tensor into
         this rank's part laid out like the moment it replaces (parallel.Layout.place: a shard under
-        FSDP2); by default the tensor is moved to the moment's device and dtype."""
+        FSDP2); by default the tensor is moved to the moment's device and dtype. `fill(path, name, like)`
+        instead reads only this rank's part of each moment into it (parallel.Layout.fill)."""
         from .safetensors_io import SafetensorsFile
 
         f = SafetensorsFile(path)
@@ -88,6 +88,9 @@ class AdamW:
                         raise ValueError(
                             f"{path}: {name} has shape {list(f.tensors[name]['shape'])}, the weight has {list(p.shape)}"
                         )
+                    if fill is not None:
+                        fill(path, name, store[n])  # this rank's part only, in place (parallel.Layout.fill)
+                        continue
                     like = store[n]
                     store[n] = None  # the zeros go before the stored moments come in
                     full = f.get(name)
@@ -103,18 +106,31 @@ class AdamW:
     def save(self, path, names, tokens, full=None):
         """optimizer.safetensors in the layout of optimizer-state.ts (names in weight order; f32 whatever
         the compute dtype). `full(t)` gathers a sharded moment (parallel.Layout.full, a collective:
-        every rank calls save, and only the one with a `path` writes)."""
-        t = {}
+        every rank calls save, and only the one with a `path` writes). Written one moment at a time
+        (safetensors_io.save_file_streamed): the writing rank holds at most one whole moment
+        beside its own shards, never the whole state."""
+        from .safetensors_io import save_file_streamed
+
+        which = {}
+        specs = []
         for n in names:
             for key, store in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
-                v = store[n] if full is None else full(store[n])
-                if path is not None:
-                    t[f"{key}.{n}"] = v.detach().float().cpu()
+                which[f"{key}.{n}"] = (store, n)
+                specs.append((f"{key}.{n}", torch.float32, tuple(self.params[n].shape)))
+
+        def tensor_of(name):
+            store, n = which[name]
+            return store[n] if full is None else full(store[n])
+
         if path is None:
+            if full is not None:
+                for name, _, _ in specs:  # this rank's half of each gather, in the writer's order
+                    tensor_of(name)
             return
-        save_file(
+        save_file_streamed(
             path,
-            t,
+            specs,
+            tensor_of,
             {
                 "format": OPTIMIZER_FORMAT,
                 "step": js_num(self.step),

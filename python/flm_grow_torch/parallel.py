@@ -87,11 +87,6 @@ def tp_refusal(cfg, tp: int, world: int, fsdp: bool) -> str | None:
     ):
         if v % tp:
             return f"--tp {tp}: config.json {field} {v} is not divisible by {tp} (each rank takes an equal share)"
-    if cfg.tie_word_embeddings:
-        return (
-            f"--tp {tp}: config.json tie_word_embeddings is true; the embedding (row-wise) and the LM head "
-            "(column-wise) are laid out differently and cannot share one Parameter. Train tied models with --fsdp"
-        )
     return None
 
 
@@ -99,7 +94,8 @@ class Layout:
     """The model placed on this rank (see the module docstring). Tensor parallelism (`tp` > 1,
     torch.distributed.tensor.parallel, as torchtitan lays out Llama): q/k/v and gate/up are split
     column-wise (by heads and by FFN units), o/down row-wise, the embedding and the LM head along
-    the vocabulary; the logits are gathered whole, so the loss and the vocab mask see every id.
+    the vocabulary (a tied head shares the embedding's sharded Parameter); the logits are left
+    sharded along the vocabulary for the loss (loss_parallel), the vocab mask's bias sliced alike.
     Norm weights are replicated; with no sequence parallelism the hidden vector is whole on every
     rank and the masked RMSNorm statistics are exact. With FSDP as well the mesh is 2-D:
     (dp, tp), FSDP2 across dp, TP within."""
@@ -140,13 +136,20 @@ class Layout:
             )
 
     def _tensor_parallel(self, model: torch.nn.Module) -> None:
-        from torch.distributed.tensor import Replicate
+        from torch.distributed.tensor import Replicate, Shard
         from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
         mesh = self.mesh["tp"]
         inner = model.model
         parallelize_module(inner.embed_tokens, mesh, RowwiseParallel(input_layouts=Replicate()))
-        parallelize_module(model.lm_head, mesh, ColwiseParallel(output_layouts=Replicate()))
+        # the logits stay a DTensor sharded along the vocabulary: the loss is computed on the shards
+        # (loss_parallel, Trainer.loss_of), so no rank holds [tokens, vocab] whole
+        parallelize_module(model.lm_head, mesh, ColwiseParallel(output_layouts=Shard(-1), use_local_output=False))
+        if model.config.tie_word_embeddings:
+            # both weights are [vocab, hidden] and both layouts shard them along the vocabulary
+            # (Shard(0)): the head takes the embedding's DTensor Parameter again, so the two uses
+            # share one tensor and autograd adds up both gradients in it
+            model.lm_head.weight = inner.embed_tokens.weight
         for layer in inner.layers:
             parallelize_module(
                 layer,
@@ -200,6 +203,25 @@ class Layout:
             fully_shard(inner.embed_tokens, mesh=mesh)
             fully_shard([inner.norm, model.lm_head], mesh=mesh)
         fully_shard(model, mesh=mesh)
+
+    def tie(self) -> None:
+        """Tied embeddings: the head's weight is the embedding's Parameter again (to_empty after
+        the layout may leave each module its own copy, as load_model notes)."""
+        m = self.model
+        if m.config.tie_word_embeddings and m.lm_head.weight is not m.model.embed_tokens.weight:
+            m.lm_head.weight = m.model.embed_tokens.weight
+
+    def loss_context(self):
+        """The context the loss and its backward pass run in: torch's loss_parallel under TP (the
+        cross-entropy of vocab-sharded logits, computed from each rank's shard with a max and a sum
+        across the TP group), nothing otherwise."""
+        import contextlib
+
+        if self.tp > 1:
+            from torch.distributed.tensor.parallel import loss_parallel
+
+            return loss_parallel()
+        return contextlib.nullcontext()
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         # the unwrapped model's names: FSDP2 keeps them (it swaps each Parameter for a DTensor one)
@@ -261,3 +283,32 @@ class Layout:
                 full.to(device=self.device, dtype=like.dtype), like.device_mesh, like.placements, src_data_rank=None
             )
         return full.to(device=like.device, dtype=like.dtype)
+
+    def fill(self, path: str, name: str, like: torch.Tensor) -> None:
+        """Copy this rank's part of tensor `name` of the safetensors file `path` into `like` (a
+        parameter or a moment of one, in place). Under FSDP2/TP only this rank's block is read
+        (safe_open's get_slice at DTensor's own offsets for the placements), so a rank never holds
+        a whole tensor while loading; a plain tensor (one process, DDP) is read whole. The file is
+        opened per tensor: safe_open memory-maps it, and the pages a read touches count in the
+        process's resident memory until the map is closed (held open over a whole optimizer file,
+        they were a model's worth per rank)."""
+        from .safetensors_io import SafetensorsFile
+
+        f = SafetensorsFile(path, names=[name])
+        try:
+            with torch.no_grad():
+                if not _is_dtensor(like):
+                    like.copy_(f.get(name))
+                    return
+                from torch.distributed.tensor import Replicate, Shard
+
+                if all(type(pl) in (Shard, Replicate) for pl in like.placements):
+                    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+                    shape, offset = compute_local_shape_and_global_offset(like.shape, like.device_mesh, like.placements)
+                    like.to_local().copy_(f.get_part(name, tuple(offset), tuple(shape)))
+                else:
+                    # another placement (a strided shard of FSDP over TP): read whole, keep this rank's part
+                    like.copy_(self.place(f.get(name), like))
+        finally:
+            f.close()

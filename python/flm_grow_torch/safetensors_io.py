@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import struct
+from collections.abc import Callable, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -44,7 +45,8 @@ class SafetensorsFile:
     header; `get(name)` returns the tensor (a copy, writable); `metadata` the header's
     __metadata__ (None when absent)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, names: list[str] | None = None):
+        """`names`: describe only these tensors (a reader of one tensor need not walk the header)."""
         self.path = path
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file")
@@ -52,7 +54,8 @@ class SafetensorsFile:
             self._f = safe_open(path, framework="pt")
             self.metadata = self._f.metadata()
             self.tensors = {}
-            for name in self._f.keys():
+            keys = self._f.keys()
+            for name in keys if names is None else [n for n in names if n in set(keys)]:
                 s = self._f.get_slice(name)
                 dtype, shape = s.get_dtype(), list(s.get_shape())
                 if dtype not in DTYPES:
@@ -76,7 +79,22 @@ class SafetensorsFile:
         except (SafetensorError, OSError, RuntimeError) as e:
             raise _bad(self.path, e) from None
 
+    def get_part(self, name: str, offset: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:
+        """The block of tensor `name` starting at `offset` with `shape` (one rank's shard): only
+        that block is read from the file (safe_open's get_slice)."""
+        if name not in self.tensors:
+            raise KeyError(f"{self.path}: no tensor {name}")
+        try:
+            if len(shape) == 0:
+                return self._f.get_tensor(name)
+            if any(s == 0 for s in shape):
+                return torch.empty(shape, dtype=DTYPES[self.tensors[name]["dtype"]][0])
+            return self._f.get_slice(name)[tuple(slice(o, o + s) for o, s in zip(offset, shape, strict=True))]
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise _bad(self.path, e) from None
+
     def close(self) -> None:
+        # safe_open has no close of its own: dropping it unmaps the file (and its touched pages)
         self._f = None
 
 
@@ -176,46 +194,85 @@ def save_checkpoint_tensors(
     return names + ["model.safetensors.index.json"]
 
 
-def save_file_streaming(
+def save_file_streamed(
     path: str,
-    decls: list[tuple[str, list[int]]],
-    produce,  # noqa: ANN001  (name -> torch.Tensor of the declared shape, F32)
+    specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
+    tensor_of: Callable[[str], torch.Tensor],
     metadata: Mapping[str, object] | None = None,
-) -> int:
-    """Write an F32 safetensors file one tensor at a time: the header from the declared names and
-    shapes first, then each tensor's bytes as `produce(name)` returns it, so no more than one
-    tensor is held (the safetensors package serializes only from tensors all held at once:
-    save_file, serialize). The layout is the package's: an 8-byte little-endian header length, the
-    JSON header padded with spaces to a multiple of 8, the data in header order. Through a
-    temporary file renamed into place; returns the data bytes written."""
+) -> None:
+    """Write a safetensors file one tensor at a time: the header from `specs` (name, dtype, shape;
+    in this order in the file), then each tensor's bytes from `tensor_of(name)`, called once per
+    name in order and dropped once written. safetensors' own writer (save_file) needs every tensor
+    in memory at once; a distributed save gathers one sharded tensor at a time instead
+    (train.Trainer.save), so that no rank ever holds the whole model or its AdamW moments. The
+    layout is the reference writer's (SPEC §5: header padded with spaces to a multiple of 8, the
+    buffer covered without holes); tensors are converted to their spec's dtype. Written to a
+    temporary file renamed into place, as save_file."""
     header: dict[str, object] = {}
     if metadata is not None:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     off = 0
-    for name, shape in decls:
-        n = 4
+    for name, dtype, shape in specs:
+        n = DTYPES[NAME_OF[dtype]][1]
         for d in shape:
             n *= d
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [off, off + n]}
+        header[name] = {"dtype": NAME_OF[dtype], "shape": list(shape), "data_offsets": [off, off + n]}
         off += n
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-(8 + len(h)) % 8)
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-len(hb) % 8)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            f.write(len(h).to_bytes(8, "little"))
-            f.write(h)
-            for name, shape in decls:
-                t = produce(name)
-                if list(t.shape) != list(shape) or t.dtype != torch.float32:
-                    raise ValueError(
-                        f"{path}: tensor {name}: got {t.dtype} {list(t.shape)}, declared F32 {list(shape)}"
-                    )
-                f.write(t.detach().cpu().contiguous().numpy().data)  # the bytes in place, no copy
+            f.write(struct.pack("<Q", len(hb)))
+            f.write(hb)
+            for name, dtype, shape in specs:
+                t = tensor_of(name).detach()
+                if tuple(t.shape) != tuple(shape):
+                    raise ValueError(f"{path}: tensor {name} has shape {list(t.shape)}, its header says {list(shape)}")
+                t = t.to(device="cpu", dtype=dtype).contiguous()
+                if t.numel() > 0:
+                    # the tensor's own memory through the buffer protocol: no copy into bytes
+                    f.write(t.reshape(-1).view(torch.uint8).numpy())
                 del t
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return off
+
+
+def save_checkpoint_streamed(
+    ckpt_dir: str,
+    specs: list[tuple[str, tuple[int, ...]]],
+    tensor_of: Callable[[str], torch.Tensor],
+    max_shard_bytes: int = 5_000_000_000,
+) -> None:
+    """save_checkpoint_tensors's layout (one model.safetensors, or shards + index) in f32, written
+    one tensor at a time (save_file_streamed): `tensor_of` is called once per name, in the order
+    of `specs`."""
+    shards: list[list[tuple[str, torch.dtype, tuple[int, ...]]]] = [[]]
+    size = 0
+    for name, shape in specs:
+        n = 4
+        for d in shape:
+            n *= d
+        if shards[-1] and size + n > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, torch.float32, tuple(shape)))
+        size += n
+    if len(shards) == 1:
+        save_file_streamed(os.path.join(ckpt_dir, "model.safetensors"), shards[0], tensor_of, {"format": "pt"})
+        return
+    weight_map, total = {}, 0
+    for k, s in enumerate(shards):
+        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file_streamed(os.path.join(ckpt_dir, fname), s, tensor_of, {"format": "pt"})
+        for name, _dtype, shape in s:
+            weight_map[name] = fname
+            n = 4
+            for d in shape:
+                n *= d
+            total += n
+    with open(os.path.join(ckpt_dir, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)

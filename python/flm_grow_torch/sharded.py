@@ -10,7 +10,7 @@ other way round (every rank asks for exactly the parts its layout holds).
 `python -m flm_grow_torch.sharded export SRC DEST` turns a sharded checkpoint into flm-grow's HF
 layout (model.safetensors, optimizer.safetensors, masks, config, manifest) that `flm-grow bake`,
 `grow`, `forward` and `train` read (`flm-grow export` runs it). It streams: one tensor is read from
-the shards and written at a time (safetensors_io.save_file_streaming), so it never holds more than
+the shards and written at a time (safetensors_io.save_file_streamed), so it never holds more than
 the largest tensor. An incomplete or altered checkpoint (its manifest does not vouch for every
 shard) is refused.
 """
@@ -120,7 +120,7 @@ def export(src: str, dst: str, into: bool = False, progress=None) -> dict:  # no
     from . import dcp_safe
     from .checkpointing import MANIFEST_FILE, checkpoint_damage, read_manifest, write_manifest_last
     from .optim import OPTIMIZER_FILE, OPTIMIZER_FORMAT, js_num, js_value
-    from .safetensors_io import save_file_streaming
+    from .safetensors_io import save_checkpoint_streamed, save_file_streamed
 
     if not os.path.isdir(src):
         raise ExportError(f"{src}: no such checkpoint folder")
@@ -163,12 +163,11 @@ def export(src: str, dst: str, into: bool = False, progress=None) -> dict:  # no
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
     try:
-        save_file_streaming(
-            os.path.join(out, "model.safetensors"), [(n, shape[n]) for n in names], produce, {"format": "pt"}
-        )
-        save_file_streaming(
+        # model.safetensors, or 5 GB shards and their index, as a one-process save writes them
+        save_checkpoint_streamed(out, [(n, tuple(shape[n])) for n in names], produce)
+        save_file_streamed(
             os.path.join(out, OPTIMIZER_FILE),
-            [(f"{k}.{n}", shape[f"{k}.{n}"]) for n in names for k in ("exp_avg", "exp_avg_sq")],
+            [(f"{k}.{n}", torch.float32, tuple(shape[f"{k}.{n}"])) for n in names for k in ("exp_avg", "exp_avg_sq")],
             produce,
             {"format": OPTIMIZER_FORMAT, **{k: js_num(v) for k, v in meta.items()}},
         )

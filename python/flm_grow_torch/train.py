@@ -50,12 +50,12 @@ from .data import MixedDataset, open_training_data, parse_data_mix
 from .fsdp import fsdp_unavailable
 from .hf_remote import train_card, write_model_files
 from .masks import MASKS_FILE, all_one, annealing_end_step, attach_masks, read_masks, values_at, write_masks
-from .memory import check_fits
+from .memory import check_fits, return_freed_memory
 from .model import LlamaForCausalLM, at_least_f32, load_model, rope_frequencies
 from .optim import OPTIMIZER_FILE, AdamW, js_num, js_value, lr_at, read_optimizer_meta
 from .options import add_train_arguments, check_train_arguments, option
 from .parallel import Dist, Layout, tp_refusal
-from .safetensors_io import save_checkpoint_tensors
+from .safetensors_io import save_checkpoint_streamed
 
 METRICS_FILE = "metrics.jsonl"
 # the --precision default, so that runs started through `flm-grow train --engine torch` or a
@@ -278,6 +278,8 @@ class Trainer:
         self.device = device = torch.device(f"cuda:{dd.local_rank}" if device_kind == "cuda" else "cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        else:
+            return_freed_memory()
         torch.set_num_threads(a.threads or default_threads(dd))
         if a.async_save:
             self.save_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flm-grow-async-save")
@@ -369,6 +371,7 @@ class Trainer:
             tp=a.tp,
             activation_checkpointing=a.activation_checkpointing,
             local_processes=self.dd.local_world,
+            ddp=self.dd.world > 1 and not a.fsdp and a.tp == 1,
         )
         if too_big is not None:
             sys.exit(f"train: {self.dir}: {too_big}")
@@ -425,6 +428,7 @@ class Trainer:
         )
         if on_meta:
             model.to_empty(device=self.device)  # this rank's parts only
+            self.layout.tie()
             if self.compute_dtype != torch.float32:
                 model.to(self.compute_dtype)
             model.inv_freq = rope_frequencies(self.cfg, self.cfg.max_position_embeddings)[0].to(self.device)
@@ -450,7 +454,7 @@ class Trainer:
             )
             self.adam.step = sharded.read_optimizer_meta(dir_)["step"]
         elif os.path.exists(opt_path):
-            self.adam.load(opt_path, place=self.layout.place)
+            self.adam.load(opt_path, fill=self.layout.fill)
         else:
             self.adam.step = st.step
 
@@ -569,11 +573,14 @@ class Trainer:
             logits = self.layout.net(inputs[self.lo : self.hi].to(dev))
         flat = targets[self.lo : self.hi].to(dev).reshape(-1)
         logits = at_least_f32(logits)
-        if self.handle is None:
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat)
-        # targets whose vocab mask is 0 (a new token before annealing starts) are left out of the
-        # mean, as src/train/trainer.ts crossEntropy does: predicting them would cost ~1e30
-        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat, reduction="none")
+        # under TP the logits are a DTensor sharded along the vocabulary and the cross-entropy runs
+        # on the shards (Layout.loss_context: loss_parallel); the backward pass runs in it too
+        with self.layout.loss_context():
+            if self.handle is None:
+                return _plain(F.cross_entropy(logits.flatten(0, 1), flat))
+            # targets whose vocab mask is 0 (a new token before annealing starts) are left out of the
+            # mean, as src/train/trainer.ts crossEntropy does: predicting them would cost ~1e30
+            per = _plain(F.cross_entropy(logits.flatten(0, 1), flat, reduction="none"))
         live = (self.handle.current["vocab"][flat] > 0).to(per.dtype)
         return (per * live).sum() / live.sum().clamp(min=1)
 
@@ -594,7 +601,8 @@ class Trainer:
         inputs, targets = self.ds.batch_at("train", st.step, a.batch_size, a.seq_len, a.seed)
         self.layout.zero_grad()
         loss_t = self.loss_of(inputs, targets)
-        loss_t.backward()
+        with self.layout.loss_context():
+            loss_t.backward()
         loss = self.dd.mean(float(loss_t.detach()))
         # DDP's gradients are already averaged across ranks, FSDP2's reduce-scattered: the norm is
         # the same on every rank
@@ -612,6 +620,8 @@ class Trainer:
                 f"(lr {lr:.3e}); training stopped. Last good checkpoint: {st.last_saved or self.dir + ' (nothing saved in this run)'}. Lower --lr or check the data."
             )
         self.optimizer_step(lr, gnorm)
+        # the gradients go as soon as they are used: an eval or a save between steps does not hold them
+        self.layout.zero_grad()
         return loss, gnorm, lr
 
     def optimizer_step(self, lr: float, gnorm: float) -> None:
@@ -657,16 +667,19 @@ class Trainer:
                 sharded.write_optimizer_meta(dest, self.adam_meta())
         else:
             dest = tmp
-            weights = {}
-            for n in self.names:
-                w = layout.full(params[n].detach())
-                if dd.rank == 0:
-                    weights[n] = w.float().cpu()
+
+            # one tensor at a time: each is gathered (a collective under FSDP2/TP), written by rank 0
+            # and dropped, so no rank ever holds the whole model (save_checkpoint_streamed)
+            def whole(n: str) -> torch.Tensor:
+                return layout.full(params[n].detach())
+
             if dd.rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
                 os.makedirs(tmp)
-                save_checkpoint_tensors(tmp, weights)
-            del weights
+                save_checkpoint_streamed(tmp, [(n, tuple(params[n].shape)) for n in self.names], whole)
+            else:
+                for n in self.names:
+                    whole(n)
             self.adam.save(
                 os.path.join(tmp, OPTIMIZER_FILE) if dd.rank == 0 else None, self.names, st.tokens, layout.full
             )
@@ -870,29 +883,36 @@ def meta_model(cfg) -> torch.nn.Module:
 
 def load_parts(ckpt_dir: str, layout: Layout) -> None:
     """Fill a laid-out model from the checkpoint's safetensors files one tensor at a time: each
-    rank reads a whole tensor (memory-mapped) and keeps its own part (Layout.place), so no rank
-    ever holds more than its parts plus one tensor."""
-    from safetensors import safe_open
+    rank reads only its own block of each tensor (Layout.fill), so no rank ever holds more than
+    its parts."""
+    from .safetensors_io import SafetensorsFile
 
     idx = os.path.join(ckpt_dir, "model.safetensors.index.json")
     if os.path.exists(idx):
         with open(idx) as f:
             where = json.load(f)["weight_map"]
     else:
-        with safe_open(os.path.join(ckpt_dir, "model.safetensors"), "pt") as f:
-            where = {n: "model.safetensors" for n in f.keys()}
+        where = {n: "model.safetensors" for n in SafetensorsFile(os.path.join(ckpt_dir, "model.safetensors")).keys()}
     params = dict(layout.named_parameters())
     missing = [n for n in params if n not in where]
     if missing:
         raise ValueError(f"{ckpt_dir}: tensors do not match config.json: missing {missing[:4]}")
-    with torch.no_grad():
-        for n, p in params.items():
-            with safe_open(os.path.join(ckpt_dir, where[n]), "pt") as f:
-                full = f.get_tensor(n)
-            if tuple(full.shape) != tuple(p.shape):
-                raise ValueError(f"{ckpt_dir}: {n} has shape {list(full.shape)}, config.json implies {list(p.shape)}")
-            p.copy_(layout.place(full.to(torch.float32), p))
-            del full
+    for n, p in params.items():
+        path = os.path.join(ckpt_dir, where[n])
+        f = SafetensorsFile(path, names=[n])
+        shape = f.tensors[n]["shape"]
+        f.close()
+        if tuple(shape) != tuple(p.shape):
+            raise ValueError(f"{ckpt_dir}: {n} has shape {list(shape)}, config.json implies {list(p.shape)}")
+        layout.fill(path, n, p)
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """A loss computed by loss_parallel is a replicated DTensor: the same values on every rank, as
+    a plain tensor (differentiable)."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 def _stored_bytes(d):

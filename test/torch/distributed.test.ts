@@ -2,7 +2,8 @@
  * The torch engine across processes and machines, driven through the CLI as a user runs it:
  * FSDP2, tensor parallelism, their 2-D combination (with sharded torch.distributed.checkpoint
  * saves, exported to the HF layout) and two torchrun "nodes" on 127.0.0.1 each train
- * a grown GQA checkpoint mid-annealing (AdamW moments carried in) step for step like one process,
+ * a grown GQA checkpoint mid-annealing (AdamW moments carried in) step for step like one process
+ * (under TP with the loss computed on vocab-sharded logits; a tied-embedding model under TP too),
  * which engine.test.ts proves against the tfjs trainer and transformers. A worker killed with
  * SIGKILL is named with the checkpoint and command that resume, and the resumed run (at another
  * world size and layout) reproduces the uninterrupted losses (--max-restarts: restarts.test.ts).
@@ -177,6 +178,73 @@ describe.skipIf(torch === undefined)('distributed torch engine (gloo, CPU)', () 
     const baked = flmGrow(['bake', exported, join(root, 'baked'), '--force']);
     expect(baked.status, baked.stderr).toBe(0);
   }, 180_000);
+
+  it('tied embeddings under TP 2 (one vocab-sharded Parameter for the embedding and the LM head, gradients from both uses): the losses, masks and weights of 1 process', async () => {
+    // llama3-tied (tie_word_embeddings true, vocab 320) grown with masks, 5 steps into its annealing, AdamW moments carried
+    const grown = join(root, 'tied-grown');
+    await growCheckpoint(
+      join(import.meta.dirname, '../../fixtures/hf/llama3-tied'),
+      grown,
+      parsePlan({
+        targets: {
+          hidden_size: 48,
+          intermediate_size: 96,
+          num_attention_heads: 8,
+          num_key_value_heads: 4,
+          num_hidden_layers: 3,
+          vocab_size: 384,
+        },
+        // 64 new token ids annealing in: their logit bias log(m_v) sits in one rank's half of the
+        // vocab-sharded logits, so a bias added to the wrong shard changes every loss
+        vocab: { new: 'tokens' },
+        mode: 'masked',
+        placement: { method: 'explicit', positions: [0] },
+        seed: 3,
+        anneal_steps: 30,
+      }),
+      { quiet: true },
+    );
+    const opts = { capture: true, env: { OMP_NUM_THREADS: '1' } };
+    const warm = await runTorchModule(
+      'flm_grow_torch.train',
+      [grown, '--data', CORPUS, '--out', join(root, 'tied-warm'), '--steps', '5', '--batch-size', '4', '--seq-len', '16'],
+      opts,
+    );
+    expect(warm.code, warm.stderr).toBe(0);
+    const tiedMid = join(root, 'tied-warm', 'checkpoint-000005');
+    const [one, tp] = [join(root, 'tied-one'), join(root, 'tied-tp2')];
+    const r1 = await runTorchModule('flm_grow_torch.train', [tiedMid, '--data', CORPUS, '--out', one, ...RUN, '--quiet'], opts);
+    expect(r1.code, r1.stderr).toBe(0);
+    const want = stepsOf(one);
+    for (const m of want) for (const v of Object.values(m.masks ?? {})) expect(v > 0 && v < 1).toBe(true);
+    const r2 = flmGrow([
+      'train',
+      tiedMid,
+      '--engine',
+      'torch',
+      '--data',
+      CORPUS,
+      '--out',
+      tp,
+      '--quiet',
+      ...RUN,
+      '--nproc',
+      '2',
+      '--tp',
+      '2',
+    ]);
+    expect(r2.status, r2.stderr).toBe(0);
+    expectSameSteps(stepsOf(tp), want, 'tied, tp2');
+    const ck = (d: string, f: string) => join(d, 'checkpoint-000013', f);
+    // one tensor for both uses in both runs: the tied head is not saved (HF's tied layout)
+    expect([...(await tensors(ck(tp, 'model.safetensors'))).keys()]).not.toContain('lm_head.weight');
+    const w = await maxRelDiff(ck(tp, 'model.safetensors'), ck(one, 'model.safetensors'));
+    const o = await maxRelDiff(ck(tp, 'optimizer.safetensors'), ck(one, 'optimizer.safetensors'));
+    console.log(`tied tp2 vs 1 process checkpoint: weights ${w.toExponential(2)}, AdamW moments ${o.toExponential(2)}`);
+    expect(w).toBeLessThan(1e-5);
+    expect(o).toBeLessThan(1e-5);
+    expect(Buffer.compare(readFileSync(ck(tp, MASKS_FILE)), readFileSync(ck(one, MASKS_FILE)))).toBe(0);
+  }, 120_000);
 
   it('two nodes x 1 process (torchrun c10d rendezvous on 127.0.0.1): the 1-process losses; bad launch flags refused', async () => {
     const out = join(root, 'nodes');

@@ -60,6 +60,43 @@ print(json.dumps(out))`) as [number, number][];
     });
   });
 
+  it("estimates each distributed layout's per-rank peak within 0-6 % above the peaks measured at 104-399 M parameters", () => {
+    // `npm run bench -- distributed --size 100,200,400` (docs/scaling.md): hidden 1024, FFN 2816,
+    // 16 heads / 8 KV heads of 64, vocab 16384, batch 4 x 64; the largest rank's peak RSS (GB) of
+    // 1 process, DDP 2, FSDP2 2, TP 2, FSDP x TP 2 x 2 (null: not run, above the bench's 10 GB)
+    const measured: [number, (number | null)[]][] = [
+      [6, [2.23, 2.58, 1.48, 1.4, 1.02]],
+      [14, [3.93, 4.56, 2.37, 2.29, 1.5]],
+      [31, [7.42, null, 4.22, 4.17, 2.55]],
+    ];
+    // [tokens per rank, FSDP shards, tp, ddp] of each layout
+    const layouts = [
+      [256, 1, 1, false],
+      [128, 1, 1, true],
+      [128, 2, 1, false],
+      [256, 1, 2, false],
+      [128, 2, 2, false],
+    ];
+    const got = py(`
+import json
+from types import SimpleNamespace
+from flm_grow_torch.memory import train_step_bytes
+out = []
+for L in ${JSON.stringify(measured.map((m) => m[0]))}:
+    cfg = SimpleNamespace(hidden_size=1024, intermediate_size=2816, num_layers=L, vocab_size=16384, num_heads=16,
+                          num_kv_heads=8, head_dim=64, qkv_bias=False, qk_norm=False, tie_word_embeddings=False)
+    out.append([train_step_bytes(cfg, t, 64, 16, s, tp, False, ddp=d) for t, s, tp, d in ${JSON.stringify(layouts).replace(/false/g, 'False').replace(/true/g, 'True')}])
+print(json.dumps(out))`) as number[][];
+    measured.forEach(([L, peaks], k) =>
+      peaks.forEach((gb, j) => {
+        if (gb === null) return;
+        const ratio = got[k][j] / (gb * 1e9);
+        expect(ratio, `${L} layers, layout ${j}`).toBeGreaterThanOrEqual(1);
+        expect(ratio, `${L} layers, layout ${j}`).toBeLessThanOrEqual(1.06);
+      }),
+    );
+  });
+
   it('a model that does not fit is refused before anything is written, naming the need, the budget and the fixes', () => {
     const out = join(tmp, 'run');
     const r = spawnSync(
