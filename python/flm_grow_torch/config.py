@@ -5,6 +5,7 @@ them all, as written in the file (e.g. `rope_scaling.rope_type`, `use_sliding_wi
 import json
 import math
 import os
+import re
 
 from .families import (
     FAMILIES,
@@ -27,9 +28,10 @@ _SIZES = {o["key"] for o in RULES["sizes"]}
 _REFUSED = {o["key"]: o for o in RULES["refused"]}
 
 
-def _say(message: str, value: str = "", type: str = "") -> str:
-    """A message of config_rules.json with its {value} / {type} filled in."""
-    return RULES["messages"][message].replace("{value}", value).replace("{type}", type)
+def _say(message: str, value: object = "", **fill: object) -> str:
+    """A message of config_rules.json with its {value}, {type}, ... filled in."""
+    fill["value"] = value
+    return re.sub(r"\{(\w+)\}", lambda m: str(fill.get(m.group(1), "")), RULES["messages"][message])
 
 
 def config_default(key: str) -> float:
@@ -134,7 +136,7 @@ def _rope(raw, p):
     if kind not in ROPE_TYPES:
         p.add(
             f"{key}.{type_key or 'rope_type'}",
-            f"RoPE type {json.dumps(kind)} is not supported (supported: {', '.join(ROPE_TYPES)})",
+            _say("ropeType", json.dumps(kind), supported=", ".join(ROPE_TYPES)),
         )
         return theta, {"type": "default"}
     partial = _refusal("partial_rotary_factor", r.get("partial_rotary_factor"))
@@ -178,7 +180,7 @@ def plain_config_json(raw: dict, file: str = "config.json") -> dict:
             [
                 (
                     f"{MASKED_CONFIG_KEY}.base_model_type",
-                    f'a "{MASKED_MODEL_TYPE}" config needs the base family\'s model_type here (docs/hf-format.md)',
+                    _say("maskedBase", maskedType=MASKED_MODEL_TYPE),
                 )
             ],
         )
@@ -206,8 +208,13 @@ class ModelConfig:
         if fam is None:
             p.add(
                 "model_type",
-                f"unsupported model {json.dumps(raw.get('model_type'))} / architectures {json.dumps(archs)}; "
-                f"supported model_type: {', '.join(SUPPORTED_MODEL_TYPES)}; architectures: {', '.join(SUPPORTED_ARCHITECTURES)}",
+                _say(
+                    "unsupportedModel",
+                    json.dumps(raw.get("model_type")),
+                    architectures=json.dumps(archs),
+                    supportedTypes=", ".join(SUPPORTED_MODEL_TYPES),
+                    supportedArchitectures=", ".join(SUPPORTED_ARCHITECTURES),
+                ),
             )
             fam = FAMILIES[0]
         self.family = fam["name"]
@@ -231,14 +238,13 @@ class ModelConfig:
         elif fam["slidingWindow"] == "flagged" and raw.get("use_sliding_window") is True:
             p.add(
                 "use_sliding_window",
-                f"sliding-window attention on layers from max_window_layers is not supported for {fam['name']}; "
-                f"set it to false (the published {fam['name']} checkpoints do)",
+                _say("slidingWindowFlagged", family=fam["name"]),
             )
         lt = raw.get("layer_types")
         if isinstance(lt, list) and any(x != "full_attention" for x in lt) and fam["slidingWindow"] != "always":
             p.add(
                 "layer_types",
-                f'only "full_attention" layers are supported, got {json.dumps(sorted(set(map(str, lt))))}',
+                _say("layerTypes", json.dumps(sorted(set(map(str, lt))))),
             )
         self.hidden_size = p.size(raw, "hidden_size")
         self.intermediate_size = p.size(raw, "intermediate_size")
@@ -246,7 +252,7 @@ class ModelConfig:
         self.num_heads = p.size(raw, "num_attention_heads")
         self.num_kv_heads = p.num(raw, "num_key_value_heads", integer=True, positive=True, default=self.num_heads or 1)
         if self.num_heads and self.num_kv_heads and self.num_heads % self.num_kv_heads:
-            p.add("num_key_value_heads", f"{self.num_kv_heads} does not divide num_attention_heads {self.num_heads}")
+            p.add("num_key_value_heads", _say("kvHeadsDivide", self.num_kv_heads, heads=self.num_heads))
         if raw.get("head_dim") is not None:
             self.head_dim = p.num(raw, "head_dim", integer=True, positive=True)
         elif fam["headDimDefault"] is not None:
@@ -254,13 +260,13 @@ class ModelConfig:
         elif self.num_heads and self.hidden_size % self.num_heads:
             p.add(
                 "head_dim",
-                f"absent and hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_heads}",
+                _say("headDimDerived", hidden=self.hidden_size, heads=self.num_heads),
             )
             self.head_dim = 0
         else:
             self.head_dim = self.hidden_size // self.num_heads if self.num_heads else 0
         if self.head_dim % 2:
-            p.add("head_dim", f"must be even for RoPE, got {self.head_dim}")
+            p.add("head_dim", _say("headDimOdd", self.head_dim))
         self.vocab_size = p.size(raw, "vocab_size")
         self.rms_norm_eps = p.optional(raw, "rms_norm_eps")
         self.max_position_embeddings = p.optional(raw, "max_position_embeddings")

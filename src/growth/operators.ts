@@ -13,7 +13,7 @@
  */
 import { isHiddenNorm, LLAMA_TENSORS, type Dim, type Role } from '../spec/arch.ts';
 import { hashSeed, mulberry32, uniformInt } from '../util/random.ts';
-import type { ModelConfig } from '../spec/config.ts';
+import { say, type ModelConfig } from '../spec/config.ts';
 import type { DType } from '../util/dtype.ts';
 import { PlanError } from '../util/errors.ts';
 import type { MaskGroup } from '../checkpoint/masks.ts';
@@ -123,7 +123,7 @@ export function zeroModeNorm(H: number, H2: number, gainDtype: DType): ZeroModeN
 /** Whether old query heads can keep their KV head (group size may grow, never shrink). */
 export function checkGroups(nh: number, nkv: number, nh2: number, nkv2: number, where = 'plan'): void {
   if (nh2 % nkv2 !== 0) {
-    throw new PlanError('targets.num_key_value_heads', `${nkv2} does not divide num_attention_heads ${nh2}`, where);
+    throw new PlanError('targets.num_key_value_heads', say('kvHeadsDivide', { value: nkv2, heads: nh2 }), where);
   }
   const g = nh / nkv;
   const g2 = nh2 / nkv2;

@@ -54,16 +54,24 @@ export interface ConfigRules {
     | 'notBoolean'
     | 'ropeNotBoolean'
     | 'ropeRequired'
-    | 'notObject',
+    | 'notObject'
+    | 'ropeType'
+    | 'unsupportedModel'
+    | 'maskedBase'
+    | 'slidingWindowFlagged'
+    | 'layerTypes'
+    | 'kvHeadsDivide'
+    | 'headDimDerived'
+    | 'headDimOdd',
     string
   >;
 }
 
 export const CONFIG_RULES = readDataFile<ConfigRules>('config_rules.json');
 
-/** A message of config_rules.json with its {value} / {type} filled in. */
-function say(m: keyof ConfigRules['messages'], fill: { value?: string; type?: string } = {}): string {
-  return CONFIG_RULES.messages[m].replace('{value}', fill.value ?? '').replace('{type}', fill.type ?? '');
+/** A message of config_rules.json with its {value}, {type}, ... filled in (a plan's target config is held to the same rules). */
+export function say(m: keyof ConfigRules['messages'], fill: Record<string, string | number> = {}): string {
+  return CONFIG_RULES.messages[m].replace(/\{(\w+)\}/g, (_, k: string) => String(fill[k] ?? ''));
 }
 
 /** The read options of an optional config.json number (config_rules.json `optional`). */
@@ -229,10 +237,7 @@ function ropeOf(raw: Record<string, unknown>, file: string, p: Problems): { thet
   const typeKey = r.rope_type !== undefined ? 'rope_type' : r.type !== undefined ? 'type' : undefined;
   const type = typeKey === undefined ? 'default' : r[typeKey];
   if (!(ROPE_TYPES as readonly unknown[]).includes(type)) {
-    p.add(
-      `${key}.${typeKey ?? 'rope_type'}`,
-      `RoPE type ${JSON.stringify(type)} is not supported (supported: ${ROPE_TYPES.join(', ')})`,
-    );
+    p.add(`${key}.${typeKey ?? 'rope_type'}`, say('ropeType', { value: JSON.stringify(type), supported: ROPE_TYPES.join(', ') }));
     return { theta, rope: { type: 'default' } };
   }
   const t = type as RopeType;
@@ -313,11 +318,7 @@ export function plainConfigJson(raw: Record<string, unknown>, file = 'config.jso
   const meta = raw[MASKED_CONFIG_KEY];
   const m = typeof meta === 'object' && meta !== null && !Array.isArray(meta) ? (meta as Record<string, unknown>) : undefined;
   if (m === undefined || typeof m.base_model_type !== 'string')
-    throw new ConfigError(
-      file,
-      `${MASKED_CONFIG_KEY}.base_model_type`,
-      `a "${MASKED_MODEL_TYPE}" config needs the base family's model_type here (docs/hf-format.md)`,
-    );
+    throw new ConfigError(file, `${MASKED_CONFIG_KEY}.base_model_type`, say('maskedBase', { maskedType: MASKED_MODEL_TYPE }));
   const { [MASKED_CONFIG_KEY]: _meta, model_type: _t, architectures: _a, auto_map: _m, ...rest } = raw;
   return {
     ...(Array.isArray(m.base_architectures) ? { architectures: m.base_architectures } : {}),
@@ -345,7 +346,12 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   if (family === undefined) {
     p.add(
       'model_type',
-      `unsupported model ${JSON.stringify(modelType)} / architectures ${JSON.stringify(archs)}; supported model_type: ${SUPPORTED_MODEL_TYPES.join(', ')}; architectures: ${SUPPORTED_ARCHITECTURES.join(', ')}`,
+      say('unsupportedModel', {
+        value: JSON.stringify(modelType),
+        architectures: JSON.stringify(archs),
+        supportedTypes: SUPPORTED_MODEL_TYPES.join(', '),
+        supportedArchitectures: SUPPORTED_ARCHITECTURES.join(', '),
+      }),
     );
   }
   const fam = family ?? FAMILIES[0];
@@ -362,30 +368,26 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   if (fam.slidingWindow === 'always' && r.sliding_window !== undefined && r.sliding_window !== null) {
     slidingWindow = p.try(() => num(r, 'sliding_window', file, { int: true, positive: true }), undefined);
   } else if (fam.slidingWindow === 'flagged' && r.use_sliding_window === true) {
-    p.add(
-      'use_sliding_window',
-      `sliding-window attention on layers from max_window_layers is not supported for ${fam.name}; set it to false (the published ${fam.name} checkpoints do)`,
-    );
+    p.add('use_sliding_window', say('slidingWindowFlagged', { family: fam.name }));
   }
   if (Array.isArray(r.layer_types) && r.layer_types.some((x) => x !== 'full_attention') && fam.slidingWindow !== 'always') {
-    p.add('layer_types', `only "full_attention" layers are supported, got ${JSON.stringify([...new Set(r.layer_types)])}`);
+    p.add('layer_types', say('layerTypes', { value: JSON.stringify([...new Set(r.layer_types)]) }));
   }
   const hiddenSize = sizeField('hidden_size');
   const numHeads = sizeField('num_attention_heads');
   const numKvHeads = p.try(() => num(r, 'num_key_value_heads', file, { int: true, positive: true, def: numHeads }), 0);
   if (numHeads > 0 && numKvHeads > 0 && numHeads % numKvHeads !== 0) {
-    p.add('num_key_value_heads', `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
+    p.add('num_key_value_heads', say('kvHeadsDivide', { value: numKvHeads, heads: numHeads }));
   }
   let headDim = 0;
   if (r.head_dim === undefined || r.head_dim === null) {
     if (fam.headDimDefault !== undefined) headDim = fam.headDimDefault;
     else if (numHeads > 0 && hiddenSize > 0) {
-      if (hiddenSize % numHeads !== 0)
-        p.add('head_dim', `absent and hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
+      if (hiddenSize % numHeads !== 0) p.add('head_dim', say('headDimDerived', { hidden: hiddenSize, heads: numHeads }));
       else headDim = hiddenSize / numHeads;
     }
   } else headDim = p.try(() => num(r, 'head_dim', file, { int: true, positive: true }), 0);
-  if (headDim % 2 !== 0) p.add('head_dim', `must be even for RoPE, got ${headDim}`);
+  if (headDim % 2 !== 0) p.add('head_dim', say('headDimOdd', { value: headDim }));
   const useMup = r.use_mup === true;
   const dtypeName = r.torch_dtype ?? r.dtype;
   let dtype: DType | undefined;

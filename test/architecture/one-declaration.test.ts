@@ -103,9 +103,26 @@ function declaredDefaults(): { key: string; name: string; value: number }[] {
   ];
 }
 
-/** The fixed texts of the refusal messages ("partial rotary embeddings are not supported", ...). */
+/** Wordings shared with other checks (a plan's, a manifest's): not config.json's own. */
+const GENERIC = new Set([
+  'required',
+  'notFinite',
+  'notInteger',
+  'notPositive',
+  'notPositiveNumber',
+  'notBoolean',
+  'ropeNotBoolean',
+  'notObject',
+]);
+
+/** The fixed texts of config.json's refusal messages ("partial rotary embeddings are not supported", ...). */
 const refusalTexts = (): string[] =>
-  [...CONFIG_RULES.refused.map((r) => r.why), CONFIG_RULES.messages.ropeRequired]
+  [
+    ...CONFIG_RULES.refused.map((r) => r.why),
+    ...Object.entries(CONFIG_RULES.messages)
+      .filter(([k]) => !GENERIC.has(k))
+      .map(([, m]) => m),
+  ]
     .flatMap((m) => m.split(/\{\w+\}/))
     .map((t) => t.trim())
     .filter((t) => t.length >= 16);
