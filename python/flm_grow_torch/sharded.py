@@ -28,10 +28,14 @@ from concurrent.futures import Future
 
 import torch
 
+from .checkpointing import RULES
+
 # DCP says so each time it runs in one process (a 1-process run, the export): that is the intent here
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
-SHARDED_DIR = "sharded"
+SHARDED_DIR = RULES[
+    "shardedDir"
+]  # the folder of the shards inside a checkpoint (manifest.json: both languages read it)
 OPTIMIZER_META = "optimizer.json"
 
 

@@ -28,6 +28,8 @@ export const CONFIG_FILE = 'config.json';
 /** The manifest's declaration (python/flm_grow_torch/_data/manifest.json), which both engines load. */
 export interface ManifestRules {
   file: string;
+  /** the folder of a `--sharded-save` checkpoint's torch.distributed.checkpoint shards */
+  shardedDir: string;
   format: string;
   kinds: string[];
   maskGroups: string[];
@@ -74,6 +76,14 @@ export class Checkpoint {
     const configPath = join(dir, CONFIG_FILE);
     if (!existsSync(configPath)) throw new CheckpointError('NotACheckpoint', `${dir}: no ${CONFIG_FILE}`);
     const config = readConfigFile(configPath);
+    // a `train --sharded-save` checkpoint holds torch.distributed.checkpoint shards, not safetensors:
+    // say what reads it rather than that no weights were found
+    if (existsSync(join(dir, MANIFEST_RULES.shardedDir, '.metadata')) && !existsSync(join(dir, 'model.safetensors')))
+      throw new CheckpointError(
+        'NotACheckpoint',
+        `${dir}: a sharded training checkpoint (torch.distributed.checkpoint shards in ${MANIFEST_RULES.shardedDir}/): ` +
+          `train --resume continues it; other commands read its HF-layout export (flm-grow export ${dir} --out <dir>)`,
+      );
     const index = await ShardedTensorIndex.open(dir);
     if (opts.checkConfig !== false) {
       try {

@@ -283,8 +283,8 @@ export async function corpusTokens(
   const key = sha256Bytes(
     JSON.stringify([
       ...shards.flatMap((f) => {
-        const st = statSync(f);
-        return [realpathSync(f), st.size, st.mtimeMs];
+        const stats = statSync(f);
+        return [realpathSync(f), stats.size, stats.mtimeMs];
       }),
       tokSha,
       opts.eos ?? null,

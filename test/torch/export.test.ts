@@ -64,6 +64,14 @@ describe.skipIf(torch === undefined)('flm-grow export (sharded checkpoint -> HF 
     const want = join(root, 'ddp', 'checkpoint-000004');
     expect(existsSync(join(sharded, 'sharded', '.metadata'))).toBe(true);
 
+    // the sharded folder itself: the other commands say how to read it instead of "no weights found"
+    const inspected = await flmGrowBounded(['inspect', sharded], 30_000);
+    expect(inspected.status).toBe(2);
+    expect(inspected.stderr.trim().split('\n')).toEqual([
+      `flm-grow: error: ${sharded}: a sharded training checkpoint (torch.distributed.checkpoint shards in sharded/): ` +
+        `train --resume continues it; other commands read its HF-layout export (flm-grow export ${sharded} --out <dir>)`,
+    ]);
+
     const out = join(root, 'exported');
     const e = await flmGrowBounded(['export', sharded, '--out', out, '--json'], 30_000);
     expect(e.status, e.stderr).toBe(0);
