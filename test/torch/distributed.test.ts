@@ -14,15 +14,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend } from '../../src/engines/tfjs-backend.ts';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.ts';
 import { growCheckpoint } from '../../src/growth/grow.ts';
 import { parsePlan } from '../../src/growth/plan.ts';
 import { MASKS_FILE } from '../../src/checkpoint/masks.ts';
 import { partitionMetrics, readMetrics, type StepMetrics } from '../../src/train/metrics.ts';
-import { initConfig, writeRandomInit } from '../../src/train/random-init.ts';
 import { bytesToFloat32 } from '../../src/util/dtype.ts';
 import { findTorchPython, NO_TORCH_HELP, runTorchModule } from '../../src/engines/torch-process.ts';
+import { grownGqa } from '../support/torch-runs.ts';
 
 const torch = findTorchPython();
 if (torch === undefined) console.log(`test/torch/distributed: SKIPPED: ${NO_TORCH_HELP}`);
@@ -89,37 +88,9 @@ function expectSameSteps(got: StepMetrics[], want: StepMetrics[], label: string)
 
 describe.skipIf(torch === undefined)('distributed torch engine (gloo, CPU)', () => {
   beforeAll(async () => {
-    await initBackend('wasm');
     root = mkdtempSync(join(tmpdir(), 'flm-dist-'));
-    const src = join(root, 'src');
-    await writeRandomInit(
-      src,
-      initConfig({
-        hidden_size: 16,
-        intermediate_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 8,
-        vocab_size: 256,
-        max_position_embeddings: 64,
-      }),
-      { seed: 4, std: 0.1 },
-    );
-    const grown = join(root, 'grown');
     // GQA with heads, KV heads, FFN and vocab all divisible by 2 (tensor parallelism of 2)
-    await growCheckpoint(
-      src,
-      grown,
-      parsePlan({
-        targets: { hidden_size: 24, intermediate_size: 48, num_attention_heads: 8, num_key_value_heads: 4, num_hidden_layers: 3 },
-        mode: 'masked',
-        placement: { method: 'explicit', positions: [0] },
-        seed: 3,
-        anneal_steps: 30,
-      }),
-      { quiet: true },
-    );
+    const grown = await grownGqa(root);
     const warm = await runTorchModule(
       'flm_grow_torch.train',
       [grown, '--data', CORPUS, '--out', join(root, 'warm'), '--steps', '5', '--batch-size', '4', '--seq-len', '16'],
