@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -942,20 +943,10 @@ def lost_peer(e: BaseException) -> bool:
     )
 
 
-def cli():
+def _run() -> None:
+    """main(), with the failures that are not bugs turned into one line and an exit code."""
     try:
         main()
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            # everything is written, the group torn down and the result printed: leave without
-            # C++ teardown, where gloo's threads can abort a rank whose peer exited first
-            # ("terminate called without an active exception", SIGABRT; seen under load). atexit
-            # handlers (the run lock) run first.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            atexit._run_exitfuncs()
-            if os.environ.get("FLM_GROW_TEST_ABORT_AT_EXIT") == os.environ.get("RANK"):
-                os.abort()  # test hook: a teardown fault after the run finished (test/torch/distributed.test.ts)
-            os._exit(0)
     except ManifestError as e:
         # a hand-edited manifest is bad input: one line naming the file and field, exit 2
         print(f"train: {e}", file=sys.stderr, flush=True)
@@ -976,6 +967,37 @@ def cli():
             "parameter (f32 weights, gradients and AdamW moments; 32 with --precision f64) plus activations and "
             "twice the largest tensor; use a machine with more memory, or several GPUs with --nproc N --fsdp"
         )
+
+
+def cli() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        _run()
+        return
+    # A torchrun rank leaves without C++ teardown, whether it finished or failed: after DDP, FSDP or
+    # TP were built on a gloo group, destroy_process_group leaves gloo's threads running, and one of
+    # them can abort the process at interpreter shutdown ("terminate called without an active
+    # exception", SIGABRT; seen under load), replacing a finished run's exit 0 or a failure's own
+    # message and code. What is said is printed and flushed, and atexit handlers (the run lock) run
+    # first.
+    code: int
+    try:
+        _run()
+        code = 0
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            code = 1
+        else:
+            code = 0 if e.code is None else int(e.code)
+    except Exception:  # a bug: its traceback, as Python would print it, and exit 1
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    if code == 0 and os.environ.get("FLM_GROW_TEST_ABORT_AT_EXIT") == os.environ.get("RANK"):
+        os.abort()  # test hook: a teardown fault after the run finished (test/torch/distributed.test.ts)
+    os._exit(code)
 
 
 if __name__ == "__main__":
