@@ -29,6 +29,7 @@ import {
 import { homedir } from 'node:os';
 import { basename, dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import picomatch from 'picomatch';
 import { TrainError } from '../util/errors.ts';
 import type { Tokenizer } from '../checkpoint/tokenizer.ts';
 import { sha256Bytes, sha256File } from '../util/hash.ts';
@@ -46,33 +47,7 @@ const GLOB_CHARS = /[*?[]/;
 export function isTextCorpus(spec: string): boolean {
   if ((CORPUS_EXTS as readonly string[]).includes(extname(spec).toLowerCase())) return true;
   if (GLOB_CHARS.test(basename(spec)) && !existsSync(spec)) return true;
-  try {
-    return statSync(spec).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-/** `train-*.parquet` as a RegExp over file names: `*` any run, `?` one character, `[...]` a class. */
-function globRegExp(pattern: string): RegExp {
-  let re = '';
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i];
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const close = pattern.indexOf(']', i + 1);
-      if (close < 0) re += '\\[';
-      else {
-        re += `[${pattern
-          .slice(i + 1, close)
-          .replace(/^!/, '^')
-          .replace(/\\/g, '\\\\')}]`;
-        i = close;
-      }
-    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
+  return isDirectory(spec);
 }
 
 /** The name order of shards: train-00002-of-00010 before train-00010-of-00010, as `ls` sorts them. */
@@ -92,7 +67,8 @@ export function corpusShards(spec: string): string[] {
   if (GLOB_CHARS.test(basename(spec)) && !existsSync(spec)) {
     if (GLOB_CHARS.test(dir))
       throw new TrainError('DataUnreadable', `${spec}: a glob of corpus shards may have wildcards in its file name only`);
-    const re = globRegExp(basename(spec));
+    // picomatch: `*`, `?` and `[...]` as the shell matches them (dot: a shard's name may start with one)
+    const matches = picomatch(basename(spec), { dot: true });
     let names: string[];
     try {
       names = readdirSync(dir);
@@ -103,7 +79,7 @@ export function corpusShards(spec: string): string[] {
       );
     }
     files = names
-      .filter((n) => re.test(n))
+      .filter((n) => matches(n))
       .sort(byName)
       .map((n) => join(dir, n));
     if (files.length === 0) throw new TrainError('DataUnreadable', `${spec}: matches no file`);
@@ -199,7 +175,7 @@ async function* jsonlDocs(file: string, field: string): AsyncGenerator<string> {
  * read and decompressed (hyparquet reads the byte ranges it needs), so memory stays one row group.
  */
 async function* parquetDocs(file: string, field: string): AsyncGenerator<string> {
-  const { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } = await import('hyparquet');
+  const { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } = await import('hyparquet');
   const { compressors } = await import('hyparquet-compressors');
   const corrupt = (e: unknown) =>
     new TrainError('DataInvalid', `${file}: not a Parquet file, or a corrupt one: ${(e as Error).message}`);
@@ -210,21 +186,13 @@ async function* parquetDocs(file: string, field: string): AsyncGenerator<string>
   } catch (e) {
     throw corrupt(e);
   }
-  // the top-level columns: schema[0] is the root, its children follow (a nested one with its own)
-  const top: { name: string; el: (typeof meta.schema)[number] }[] = [];
-  for (let i = 1, left = meta.schema[0].num_children ?? 0; left > 0 && i < meta.schema.length; left--) {
-    top.push({ name: meta.schema[i].name, el: meta.schema[i] });
-    let skip = meta.schema[i].num_children ?? 0;
-    i++;
-    while (skip > 0 && i < meta.schema.length) skip += (meta.schema[i++].num_children ?? 0) - 1;
-  }
-  const col = top.find((c) => c.name === field);
-  if (col === undefined)
+  const top = parquetSchema(meta).children.map((c) => c.element); // the top-level columns
+  const el = top.find((c) => c.name === field);
+  if (el === undefined)
     throw new TrainError(
       'DataInvalid',
       `${file}: no column "${field}" (its columns: ${top.map((c) => c.name).join(', ')}); name the text column with --text-field`,
     );
-  const el = col.el;
   const isString =
     el.num_children === undefined &&
     el.type === 'BYTE_ARRAY' &&
