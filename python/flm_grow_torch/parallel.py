@@ -145,11 +145,10 @@ class Layout:
         # the logits stay a DTensor sharded along the vocabulary: the loss is computed on the shards
         # (loss_parallel, Trainer.loss_of), so no rank holds [tokens, vocab] whole
         parallelize_module(model.lm_head, mesh, ColwiseParallel(output_layouts=Shard(-1), use_local_output=False))
-        if model.config.tie_word_embeddings:
-            # both weights are [vocab, hidden] and both layouts shard them along the vocabulary
-            # (Shard(0)): the head takes the embedding's DTensor Parameter again, so the two uses
-            # share one tensor and autograd adds up both gradients in it
-            model.lm_head.weight = inner.embed_tokens.weight
+        # both weights are [vocab, hidden] and both layouts shard them along the vocabulary
+        # (Shard(0)): a tied head takes the embedding's DTensor Parameter again, so the two uses
+        # share one tensor and autograd adds up both gradients in it
+        self.tie()
         for layer in inner.layers:
             parallelize_module(
                 layer,

@@ -55,7 +55,8 @@ class SafetensorsFile:
             self.metadata = self._f.metadata()
             self.tensors = {}
             keys = self._f.keys()
-            for name in keys if names is None else [n for n in names if n in set(keys)]:
+            have = set(keys)
+            for name in keys if names is None else [n for n in names if n in have]:
                 s = self._f.get_slice(name)
                 dtype, shape = s.get_dtype(), list(s.get_shape())
                 if dtype not in DTYPES:
@@ -165,35 +166,6 @@ def load_checkpoint_tensors(ckpt_dir: str) -> dict[str, torch.Tensor]:
     return load_file(single)[0]
 
 
-def save_checkpoint_tensors(
-    ckpt_dir: str, tensors: Mapping[str, torch.Tensor], max_shard_bytes: int = 5_000_000_000
-) -> list[str]:
-    """HF layout: one model.safetensors, or model-0000k-of-0000n shards + index when larger."""
-    shards, cur, cur_bytes = [], {}, 0
-    for name, t in tensors.items():
-        n = t.numel() * t.element_size()
-        if cur and cur_bytes + n > max_shard_bytes:
-            shards.append(cur)
-            cur, cur_bytes = {}, 0
-        cur[name] = t
-        cur_bytes += n
-    shards.append(cur)
-    if len(shards) == 1:
-        save_file(os.path.join(ckpt_dir, "model.safetensors"), shards[0], {"format": "pt"})
-        return ["model.safetensors"]
-    names, weight_map, total = [], {}, 0
-    for k, s in enumerate(shards):
-        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(os.path.join(ckpt_dir, fname), s, {"format": "pt"})
-        names.append(fname)
-        for name, t in s.items():
-            weight_map[name] = fname
-            total += t.numel() * t.element_size()
-    with open(os.path.join(ckpt_dir, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-    return names + ["model.safetensors.index.json"]
-
-
 def save_file_streamed(
     path: str,
     specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
@@ -247,7 +219,7 @@ def save_checkpoint_streamed(
     tensor_of: Callable[[str], torch.Tensor],
     max_shard_bytes: int = 5_000_000_000,
 ) -> None:
-    """save_checkpoint_tensors's layout (one model.safetensors, or shards + index) in f32, written
+    """HF's checkpoint layout (one model.safetensors, or 5 GB model-0000k-of-0000n shards + index) in f32, written
     one tensor at a time (save_file_streamed): `tensor_of` is called once per name, in the order
     of `specs`."""
     shards: list[list[tuple[str, torch.dtype, tuple[int, ...]]]] = [[]]

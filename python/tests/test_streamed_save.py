@@ -5,12 +5,43 @@ order, and the shard split and index are save_checkpoint_tensors's."""
 
 import json
 import os
+from collections.abc import Mapping
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from flm_grow_torch.safetensors_io import save_checkpoint_streamed, save_checkpoint_tensors, save_file_streamed
+from flm_grow_torch.safetensors_io import save_checkpoint_streamed, save_file_streamed
+
+
+def save_checkpoint_tensors(
+    ckpt_dir: str, tensors: Mapping[str, torch.Tensor], max_shard_bytes: int = 5_000_000_000
+) -> list[str]:
+    """The reference: HF layout written with the safetensors package's save_file, all tensors held (one
+    model.safetensors, or model-0000k-of-0000n shards + index when larger)."""
+    shards, cur, cur_bytes = [], {}, 0
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        if cur and cur_bytes + n > max_shard_bytes:
+            shards.append(cur)
+            cur, cur_bytes = {}, 0
+        cur[name] = t
+        cur_bytes += n
+    shards.append(cur)
+    if len(shards) == 1:
+        save_file(shards[0], os.path.join(ckpt_dir, "model.safetensors"), {"format": "pt"})
+        return ["model.safetensors"]
+    names, weight_map, total = [], {}, 0
+    for k, s in enumerate(shards):
+        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(s, os.path.join(ckpt_dir, fname), {"format": "pt"})
+        names.append(fname)
+        for name, t in s.items():
+            weight_map[name] = fname
+            total += t.numel() * t.element_size()
+    with open(os.path.join(ckpt_dir, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    return names + ["model.safetensors.index.json"]
 
 
 def tensors():
