@@ -18,6 +18,25 @@ const ROOT = join(import.meta.dirname, '..', '..');
 const F = join(ROOT, 'fixtures/hf/llama-tiny-f32');
 const torch = findTorchPython();
 
+/** `train` for 2 steps of 2 × 16 tokens on `engine`, its result as one JSON object (the runs both engines make alike). */
+const twoStepTrain = (checkpoint: string, data: string, out: string, engine: string): string[] => [
+  'train',
+  checkpoint,
+  '--data',
+  data,
+  '--out',
+  out,
+  '--steps',
+  '2',
+  '--batch-size',
+  '2',
+  '--seq-len',
+  '16',
+  '--engine',
+  engine,
+  '--json',
+];
+
 /** A Megatron index + data pair: documents of int32 (code 4) or uint16 (code 8) ids. */
 function writeMegatron(prefix: string, docs: number[][], code: 4 | 8): void {
   const width = code === 4 ? 4 : 2;
@@ -152,24 +171,7 @@ describe('Megatron indexed datasets', () => {
       const run = (engine: string, data: string, tag: string) => {
         const r = spawnSync(
           process.execPath,
-          [
-            join(ROOT, 'bin/flm-grow.js'),
-            'train',
-            F,
-            '--data',
-            data,
-            '--out',
-            join(d, `run-${tag}-${engine}`),
-            '--steps',
-            '2',
-            '--batch-size',
-            '2',
-            '--seq-len',
-            '16',
-            '--engine',
-            engine,
-            '--json',
-          ],
+          [join(ROOT, 'bin/flm-grow.js'), ...twoStepTrain(F, data, join(d, `run-${tag}-${engine}`), engine)],
           { encoding: 'utf8' },
         );
         expect(r.status, r.stderr).toBe(0);
@@ -210,26 +212,7 @@ describe('text corpora (JSONL) and mixes in pipelines', () => {
       writeFileSync(corpus, texts.map((text, i) => JSON.stringify({ id: i, text }) + '\n').join(''));
       const env = { XDG_CACHE_HOME: join(d, 'cache') };
       const run = (engine: string) => {
-        const r = cli(
-          [
-            'train',
-            F,
-            '--data',
-            corpus,
-            '--out',
-            join(d, `jl-${engine}`),
-            '--steps',
-            '2',
-            '--batch-size',
-            '2',
-            '--seq-len',
-            '16',
-            '--engine',
-            engine,
-            '--json',
-          ],
-          env,
-        );
+        const r = cli(twoStepTrain(F, corpus, join(d, `jl-${engine}`), engine), env);
         expect(r.status, r.stderr).toBe(0);
         return r;
       };
@@ -354,23 +337,7 @@ open(p + "/fake.parquet", "w").write("id,text\n0,not parquet\n")
 
   it('both engines train on a folder of Parquet shards alike (first losses within 1e-4)', { timeout: 180_000 }, () => {
     const run = (engine: string) => {
-      const r = cli([
-        'train',
-        ck,
-        '--data',
-        join(p, 'shards'),
-        '--out',
-        join(p, `run-${engine}`),
-        '--steps',
-        '2',
-        '--batch-size',
-        '2',
-        '--seq-len',
-        '16',
-        '--engine',
-        engine,
-        '--json',
-      ]);
+      const r = cli(twoStepTrain(ck, join(p, 'shards'), join(p, `run-${engine}`), engine));
       expect(r.status, r.stderr).toBe(0);
       return { losses: (JSON.parse(r.stdout) as { losses: number[] }).losses, stderr: r.stderr };
     };
